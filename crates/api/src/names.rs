@@ -1,0 +1,96 @@
+//! Every name Herald reads or writes on objects it does not own: annotations, labels, the load-balancer class,
+//! Lease names. One place, so the agent, the docs and the tests agree.
+
+/// The API group of Herald's custom resources.
+pub const GROUP: &str = "herald.dev";
+/// The version of Herald's custom resources.
+pub const VERSION: &str = "v1alpha1";
+
+/// `spec.loadBalancerClass` of the Services Herald handles (and class-less ones with `--default-class`).
+pub const LOAD_BALANCER_CLASS: &str = "herald.dev/lb";
+
+// ===== Service annotations a user writes =====
+
+/// Pool to allocate from: `herald.dev/eip: <eip name>`.
+pub const ANNOTATION_EIP: &str = "herald.dev/eip";
+/// Specific IPs: `herald.dev/ips: ip[,ip]`, at most one per family.
+pub const ANNOTATION_IPS: &str = "herald.dev/ips";
+/// Services with the same key may share an IP when their ports do not overlap.
+pub const ANNOTATION_SHARING_KEY: &str = "herald.dev/sharing-key";
+
+// ===== Service annotations Herald writes =====
+
+/// The Eip an allocated IP came from (together with `status.loadBalancer.ingress`, the source of truth).
+pub const ANNOTATION_ALLOCATED_FROM: &str = "herald.dev/allocated-from";
+/// The node(s) currently announcing the Service's IPs, e.g. `192.0.2.10=node-a` (L2) — informational.
+pub const ANNOTATION_ANNOUNCED_BY: &str = "herald.dev/announced-by";
+
+// ===== Compatibility: Service annotations of the load balancers users migrate from =====
+
+/// OpenELB: pool name.
+pub const OPENELB_ANNOTATION_EIP: &str = "eip.openelb.kubesphere.io/v1alpha2";
+/// OpenELB: marks a Service as handled by OpenELB (`openelb`).
+pub const OPENELB_ANNOTATION_LB: &str = "lb.kubesphere.io/v1alpha1";
+/// MetalLB: specific IPs.
+pub const METALLB_ANNOTATION_IPS: &str = "metallb.io/loadBalancerIPs";
+/// MetalLB: sharing key.
+pub const METALLB_ANNOTATION_SHARING: &str = "metallb.io/allow-shared-ip";
+/// MetalLB: pool name.
+pub const METALLB_ANNOTATION_POOL: &str = "metallb.io/address-pool";
+
+// ===== Node labels =====
+
+/// Nodes with this label never announce (a Kubernetes well-known label).
+pub const LABEL_EXCLUDE_FROM_LB: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+// ===== Leases =====
+
+/// Label on every Lease Herald writes: `node`, `ip` or `allocator`.
+pub const LABEL_LEASE_KIND: &str = "herald.dev/lease";
+/// Label on an IP lease naming the IP (with `.`/`:` as `-`, as in the Lease name).
+pub const LABEL_LEASE_IP: &str = "herald.dev/ip";
+/// Label on an IP lease naming the Eip the IP belongs to.
+pub const LABEL_LEASE_EIP: &str = "herald.dev/eip";
+/// Name of the allocator's leader Lease (in the agent's namespace).
+pub const ALLOCATOR_LEASE: &str = "herald-allocator";
+/// Prefix of node-liveness Leases: `herald-node-<node>`.
+pub const NODE_LEASE_PREFIX: &str = "herald-node-";
+/// Prefix of per-IP ownership Leases: `herald-ip-<ip with '.' and ':' as '-'>`.
+pub const IP_LEASE_PREFIX: &str = "herald-ip-";
+/// Field manager / event reporter name.
+pub const CONTROLLER_NAME: &str = "herald";
+
+/// The Lease name for a node's liveness lease.
+pub fn node_lease_name(node: &str) -> String {
+    format!("{NODE_LEASE_PREFIX}{node}")
+}
+
+/// The Lease name for an IP's ownership lease: `herald-ip-192-0-2-10`, `herald-ip-2001-db8--10`.
+pub fn ip_lease_name(ip: std::net::IpAddr) -> String {
+    format!("{IP_LEASE_PREFIX}{}", ip_label_value(ip))
+}
+
+/// An IP as a label value / name part: `.` and `:` become `-`.
+pub fn ip_label_value(ip: std::net::IpAddr) -> String {
+    ip.to_string().replace(['.', ':'], "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_names_are_valid_dns_labels() {
+        let v4 = ip_lease_name("192.0.2.10".parse().unwrap());
+        let v6 = ip_lease_name("2001:db8::10".parse().unwrap());
+        assert_eq!(v4, "herald-ip-192-0-2-10");
+        assert_eq!(v6, "herald-ip-2001-db8--10");
+        for name in [v4, v6, node_lease_name("node-a")] {
+            assert!(name.len() <= 63);
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            );
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! [`Speaker`]: the handle that owns every peer task and the table of routes to announce.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::fsm::SessionConfig;
+use crate::neighbor::{PeerConfig, PeerStatus};
+use crate::packet::Notification;
+use crate::packet::error::subcode;
+use crate::rib::{RoutePolicy, RouteTable};
+use crate::tasks::{PeerCommand, PeerTask};
+
+/// Identity of the local speaker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    pub local_asn: u32,
+    /// BGP identifier (RFC 6286): unique per speaker, usually the node's IPv4 address.
+    pub router_id: Ipv4Addr,
+}
+
+/// How [`Speaker::shutdown`] leaves the routers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Cease / Administrative Shutdown (RFC 4486): routers drop our routes at once.
+    Withdraw,
+    /// Close the connections without a NOTIFICATION: routers that negotiated graceful restart keep our routes for
+    /// the restart time (RFC 4724), until the restarted speaker sends End-of-RIB.
+    GracefulRestart,
+}
+
+/// How long a stopping peer may take to send its NOTIFICATION.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct PeerHandle {
+    config: PeerConfig,
+    commands: mpsc::Sender<PeerCommand>,
+    status: watch::Receiver<PeerStatus>,
+    task: JoinHandle<()>,
+}
+
+impl PeerHandle {
+    async fn stop(mut self, command: PeerCommand) {
+        // The channel has room: only stop commands are sent, once.
+        let _ = self.commands.try_send(command);
+        if tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await.is_err() {
+            warn!(peer = %self.config.address, "peer task did not stop in time, aborting it");
+            self.task.abort();
+        }
+    }
+}
+
+impl Drop for PeerHandle {
+    fn drop(&mut self) {
+        // Tasks never outlive their handle.
+        self.task.abort();
+    }
+}
+
+/// An announce-only BGP speaker: a set of peers, each with its own session task, and one table of routes that
+/// every peer announces.
+///
+/// Route changes are diffs: each session sends only what changed since its last UPDATEs. Changing one peer never
+/// touches another's session.
+pub struct Speaker {
+    config: SpeakerConfig,
+    routes: watch::Sender<Arc<RouteTable>>,
+    peers: BTreeMap<IpAddr, PeerHandle>,
+    restarting: bool,
+}
+
+impl Speaker {
+    /// A speaker without peers or routes. Call from within a tokio runtime.
+    pub fn new(config: SpeakerConfig) -> Self {
+        let (routes, _) = watch::channel(Arc::new(RouteTable::new()));
+        Speaker { config, routes, peers: BTreeMap::new(), restarting: false }
+    }
+
+    /// Marks this speaker as restarted (sets the graceful-restart R bit in OPENs of peers added afterwards).
+    pub fn set_restarting(&mut self, restarting: bool) {
+        self.restarting = restarting;
+    }
+
+    pub fn config(&self) -> &SpeakerConfig {
+        &self.config
+    }
+
+    /// Starts a session to a new peer.
+    pub fn add_peer(&mut self, mut peer: PeerConfig) -> Result<()> {
+        peer.validate()?;
+        if self.peers.contains_key(&peer.address) {
+            return Err(Error::PeerExists(peer.address));
+        }
+        if let Some(gr) = &mut peer.graceful_restart {
+            gr.restarting |= self.restarting;
+        }
+        let session = SessionConfig {
+            local_asn: self.config.local_asn,
+            router_id: self.config.router_id,
+            peer_asn: peer.asn,
+            hold_time: peer.hold_time,
+            graceful_restart: peer.graceful_restart,
+            md5: peer.password.is_some(),
+            connect_timeout: peer.connect_timeout,
+            jitter_seed: rand::random(),
+        };
+        let (commands, commands_rx) = mpsc::channel(1);
+        let (status_tx, status) = watch::channel(PeerStatus::new(peer.address, peer.asn));
+        let task = PeerTask {
+            config: peer.clone(),
+            session,
+            routes: self.routes.subscribe(),
+            status: status_tx,
+            commands: commands_rx,
+        };
+        info!(peer = %peer.address, asn = peer.asn, port = peer.port, "adding BGP peer");
+        let task = tokio::spawn(task.run());
+        self.peers.insert(peer.address, PeerHandle { config: peer, commands, status, task });
+        Ok(())
+    }
+
+    /// Applies a peer's new configuration: nothing happens when it is unchanged; otherwise only this peer's
+    /// session restarts (Cease / Other Configuration Change). Unknown peers are added.
+    pub async fn set_peer(&mut self, peer: PeerConfig) -> Result<()> {
+        peer.validate()?;
+        if let Some(existing) = self.peers.get(&peer.address) {
+            if existing.config == peer {
+                return Ok(());
+            }
+            if let Some(old) = self.peers.remove(&peer.address) {
+                let cease = Notification::cease(subcode::OTHER_CONFIGURATION_CHANGE, "");
+                old.stop(PeerCommand::Stop(Notification { data: Vec::new(), ..cease })).await;
+            }
+        }
+        self.add_peer(peer)
+    }
+
+    /// Ends a peer's session (Cease / Peer De-configured, RFC 4486) and forgets it.
+    pub async fn remove_peer(&mut self, address: IpAddr) -> Result<()> {
+        let peer = self.peers.remove(&address).ok_or(Error::UnknownPeer(address))?;
+        let cease = Notification { data: Vec::new(), ..Notification::cease(subcode::PEER_DECONFIGURED, "") };
+        peer.stop(PeerCommand::Stop(cease)).await;
+        Ok(())
+    }
+
+    /// Announces `prefixes` (host bits are cleared) with `policy`, replacing the policy of any already announced.
+    pub fn announce(&self, prefixes: impl IntoIterator<Item = IpNet>, policy: RoutePolicy) {
+        let prefixes: Vec<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
+        self.routes.send_modify(|table| {
+            let table = Arc::make_mut(table);
+            for p in prefixes {
+                table.insert(p, policy.clone());
+            }
+        });
+    }
+
+    /// Withdraws `prefixes`; unknown ones are ignored.
+    pub fn withdraw(&self, prefixes: impl IntoIterator<Item = IpNet>) {
+        let prefixes: Vec<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
+        self.routes.send_if_modified(|table| {
+            let table = Arc::make_mut(table);
+            prefixes.iter().fold(false, |changed, p| table.remove(p).is_some() || changed)
+        });
+    }
+
+    /// Replaces the whole table (what a reconciler computes); peers receive only the difference.
+    pub fn set_routes(&self, table: RouteTable) {
+        self.routes.send_if_modified(|current| {
+            if **current == table {
+                return false;
+            }
+            *current = Arc::new(table);
+            true
+        });
+    }
+
+    /// The routes currently announced (to every peer whose session is up).
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.borrow().clone()
+    }
+
+    /// A snapshot of every peer's status, ordered by address.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.peers.values().map(|p| p.status.borrow().clone()).collect()
+    }
+
+    /// A receiver that sees every status change of one peer (for waiting on a state).
+    pub fn watch_peer(&self, address: IpAddr) -> Option<watch::Receiver<PeerStatus>> {
+        self.peers.get(&address).map(|p| p.status.clone())
+    }
+
+    /// Stops every session; see [`ShutdownMode`].
+    pub async fn shutdown(mut self, mode: ShutdownMode) {
+        let peers = std::mem::take(&mut self.peers);
+        let stops = peers.into_values().map(|peer| {
+            let command = match mode {
+                ShutdownMode::Withdraw => {
+                    PeerCommand::Stop(Notification::cease(subcode::ADMINISTRATIVE_SHUTDOWN, "herald shutting down"))
+                }
+                ShutdownMode::GracefulRestart => PeerCommand::Abandon,
+            };
+            peer.stop(command)
+        });
+        for stop in stops {
+            stop.await;
+        }
+    }
+}

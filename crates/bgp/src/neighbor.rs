@@ -1,0 +1,148 @@
+//! A peer's configuration and the status its session reports.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::fsm::{GracefulRestart, State};
+
+pub const DEFAULT_PORT: u16 = 179;
+/// RFC 4271 §10 suggests 90 s.
+pub const DEFAULT_HOLD_TIME: u16 = 90;
+/// How long one connect attempt may take before the peer counts as not answering.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// RFC 4724 restart time we advertise by default: long enough for a DaemonSet pod to be replaced.
+pub const DEFAULT_RESTART_TIME: u16 = 120;
+
+/// One BGP neighbor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub asn: u32,
+    /// Source address of the session (and so the default next hop); else the kernel picks one.
+    pub local_address: Option<IpAddr>,
+    /// IP TTL / hop limit of our packets (eBGP multihop); else the kernel default.
+    pub ttl: Option<u8>,
+    /// RFC 2385 TCP MD5 key.
+    pub password: Option<Vec<u8>>,
+    /// Proposed hold time in seconds (0, or at least 3).
+    pub hold_time: u16,
+    /// Advertise graceful restart (RFC 4724) as the restarting speaker.
+    pub graceful_restart: Option<GracefulRestart>,
+    /// Next hops overriding the session's source address, per family.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub connect_timeout: Duration,
+}
+
+impl PeerConfig {
+    /// A peer with defaults: port 179, hold time 90 s, no MD5, no graceful restart.
+    pub fn new(address: IpAddr, asn: u32) -> Self {
+        PeerConfig {
+            address,
+            port: DEFAULT_PORT,
+            asn,
+            local_address: None,
+            ttl: None,
+            password: None,
+            hold_time: DEFAULT_HOLD_TIME,
+            graceful_restart: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Rejects what the session could never use, with the fix in the message.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidPeerConfig { peer: self.address, reason });
+        if matches!(self.hold_time, 1 | 2) {
+            return bad(format!("hold time {}s is not allowed: use 0 or at least 3 (RFC 4271 §4.2)", self.hold_time));
+        }
+        if let Some(local) = self.local_address
+            && local.is_ipv4() != self.address.is_ipv4()
+        {
+            return bad(format!("local address {local} is not of the peer's address family"));
+        }
+        if let Some(key) = &self.password {
+            if key.is_empty() || key.len() > herald_sys::tcp_md5::MAX_KEY_LEN {
+                return bad(format!("TCP MD5 password must be 1 to 80 bytes, it is {}", key.len()));
+            }
+        }
+        if self.port == 0 {
+            return bad("port 0 is not a valid BGP port".to_string());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("asn", &self.asn)
+            .field("local_address", &self.local_address)
+            .field("ttl", &self.ttl)
+            // Never print the key.
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("hold_time", &self.hold_time)
+            .field("graceful_restart", &self.graceful_restart)
+            .field("next_hop_v4", &self.next_hop_v4)
+            .field("next_hop_v6", &self.next_hop_v6)
+            .finish()
+    }
+}
+
+/// What a peer's session reports (for the API, logs and metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub state: State,
+    /// When the session reached Established (None when it is not).
+    pub established_at: Option<Instant>,
+    /// Why the session last failed, e.g. "no answer: TCP MD5 key mismatch or peer not configured for MD5?".
+    pub last_error: Option<String>,
+    /// Prefixes currently announced to the peer.
+    pub prefixes_sent: usize,
+    pub updates_sent: u64,
+    pub updates_received: u64,
+    pub notifications_sent: u64,
+    pub notifications_received: u64,
+    /// Received UPDATEs dropped as malformed without a reset (RFC 7606 treat-as-withdraw).
+    pub updates_discarded: u64,
+    /// Times the session reached Established.
+    pub established_count: u64,
+    /// Negotiated hold time, while a session is up.
+    pub hold_time: Option<u16>,
+}
+
+impl PeerStatus {
+    pub fn new(address: IpAddr, asn: u32) -> Self {
+        PeerStatus {
+            address,
+            asn,
+            state: State::Idle,
+            established_at: None,
+            last_error: None,
+            prefixes_sent: 0,
+            updates_sent: 0,
+            updates_received: 0,
+            notifications_sent: 0,
+            notifications_received: 0,
+            updates_discarded: 0,
+            established_count: 0,
+            hold_time: None,
+        }
+    }
+
+    /// How long the session has been Established.
+    pub fn uptime(&self) -> Option<Duration> {
+        self.established_at.map(|t| t.elapsed())
+    }
+}

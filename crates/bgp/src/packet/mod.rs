@@ -1,0 +1,29 @@
+//! Herald's own BGP-4 codec (RFC 4271 §4): what an announce-only speaker sends, and validation of anything a peer
+//! may send. Tests in `tests/packet/` hold byte vectors next to the values they decode to.
+
+pub mod capability;
+pub mod error;
+pub mod message;
+pub mod update;
+
+pub use capability::Capability;
+pub use error::DecodeError;
+pub use message::{Message, Notification, Open, RouteRefresh, decode_frame};
+pub use update::{LargeCommunity, Origin, OutboundAttributes, PathAttribute, Update};
+
+/// Address Family Identifier (IANA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Afi(pub u16);
+
+impl Afi {
+    pub const IPV4: Afi = Afi(1);
+    pub const IPV6: Afi = Afi(2);
+}
+
+/// Subsequent Address Family Identifier (IANA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Safi(pub u8);
+
+impl Safi {
+    pub const UNICAST: Safi = Safi(1);
+}

@@ -1,0 +1,348 @@
+//! The task that owns one peer: its socket, its timers and its [`SessionFsm`].
+//!
+//! ```text
+//!  Speaker ──PeerCommand (mpsc, bounded)──▶ peer task ──TCP──▶ router
+//!     │                                      │  ▲
+//!     └──RouteTable (watch)─────────────────▶│  └─ timers (deadlines), connect future
+//!                                            └──PeerStatus (watch)──▶ Speaker::peers()
+//! ```
+//! The route table is a `watch` channel: bursts of changes coalesce, and each task turns the newest table into a
+//! diff against its own Adj-RIB-Out.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::fsm::{Action, Event, Negotiated, SessionConfig, SessionFsm, State, Timer};
+use crate::neighbor::{PeerConfig, PeerStatus};
+use crate::network;
+use crate::packet::{Message, Notification, Update, decode_frame};
+use crate::rib::{AdjRibOut, RouteTable, SessionRouting};
+
+/// Messages from the [`crate::Speaker`] to a peer task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Send this Cease if a session is up, close, and end the task.
+    Stop(Notification),
+    /// Close the connection without a NOTIFICATION and end the task, so a graceful-restart helper keeps our
+    /// routes (RFC 4724 §4.2: only a TCP failure, not a NOTIFICATION, starts the helper's restart timer).
+    Abandon,
+}
+
+/// Everything the peer task needs to start.
+pub struct PeerTask {
+    pub config: PeerConfig,
+    pub session: SessionConfig,
+    pub routes: watch::Receiver<Arc<RouteTable>>,
+    pub status: watch::Sender<PeerStatus>,
+    pub commands: mpsc::Receiver<PeerCommand>,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+struct Connection {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    local: IpAddr,
+    rbuf: Vec<u8>,
+}
+
+/// Longest a single write may stall before the connection counts as broken (a frozen peer whose window is full).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct PeerLoop {
+    config: PeerConfig,
+    fsm: SessionFsm,
+    routes: watch::Receiver<Arc<RouteTable>>,
+    status: watch::Sender<PeerStatus>,
+    conn: Option<Connection>,
+    connecting: Option<ConnectFuture>,
+    deadlines: [Option<Instant>; 3],
+    adj_rib_out: AdjRibOut,
+    session: Option<(Negotiated, SessionRouting)>,
+    events: VecDeque<Event>,
+}
+
+fn timer_index(t: Timer) -> usize {
+    match t {
+        Timer::ConnectRetry => 0,
+        Timer::Hold => 1,
+        Timer::Keepalive => 2,
+    }
+}
+
+const TIMERS: [Timer; 3] = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive];
+
+impl PeerTask {
+    /// Runs the peer until stopped (or the speaker is dropped).
+    pub async fn run(self) {
+        let PeerTask { config, session, routes, status, mut commands } = self;
+        let mut peer = PeerLoop {
+            fsm: SessionFsm::new(session),
+            config,
+            routes,
+            status,
+            conn: None,
+            connecting: None,
+            deadlines: [None; 3],
+            adj_rib_out: AdjRibOut::default(),
+            session: None,
+            events: VecDeque::new(),
+        };
+        peer.feed(Event::Start).await;
+        loop {
+            peer.process_events().await;
+            let next = peer
+                .deadlines
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.map(|d| (d, i)))
+                .min();
+            let established = peer.session.is_some();
+            tokio::select! {
+                cmd = commands.recv() => {
+                    match cmd {
+                        Some(PeerCommand::Stop(cease)) => {
+                            peer.feed(Event::Stop(cease)).await;
+                        }
+                        Some(PeerCommand::Abandon) | None => {
+                            info!(peer = %peer.config.address, "closing without NOTIFICATION (graceful restart)");
+                        }
+                    }
+                    peer.close().await;
+                    return;
+                }
+                res = async { peer.connecting.as_mut().expect("guarded").await }, if peer.connecting.is_some() => {
+                    peer.connecting = None;
+                    match res {
+                        Ok(stream) => {
+                            let local = stream.local_addr().map(|a| a.ip());
+                            match local {
+                                Ok(local) => {
+                                    let (reader, writer) = stream.into_split();
+                                    peer.conn = Some(Connection { reader, writer, local, rbuf: Vec::with_capacity(8192) });
+                                    peer.feed(Event::TcpConnected).await;
+                                }
+                                Err(e) => peer.feed(Event::TcpConnectFailed(e.to_string())).await,
+                            }
+                        }
+                        Err(e) => peer.feed(Event::TcpConnectFailed(e.to_string())).await,
+                    }
+                }
+                res = async {
+                    let conn = peer.conn.as_mut().expect("guarded");
+                    conn.reader.read_buf(&mut conn.rbuf).await
+                }, if peer.conn.is_some() => {
+                    match res {
+                        Ok(0) => peer.feed(Event::TcpClosed("the peer closed the connection".into())).await,
+                        Ok(_) => peer.decode_received().await,
+                        Err(e) => peer.feed(Event::TcpClosed(e.to_string())).await,
+                    }
+                }
+                () = tokio::time::sleep_until(next.map_or_else(Instant::now, |(d, _)| d)), if next.is_some() => {
+                    if let Some((_, i)) = next {
+                        peer.deadlines[i] = None;
+                        peer.feed(Event::TimerExpired(TIMERS[i])).await;
+                    }
+                }
+                changed = peer.routes.changed(), if established => {
+                    if changed.is_err() {
+                        // The speaker is gone; the command channel closes too.
+                        continue;
+                    }
+                    peer.sync_routes().await;
+                }
+            }
+        }
+    }
+}
+
+impl PeerLoop {
+    /// Runs an event through the FSM, and the events its actions cause, until quiet.
+    async fn feed(&mut self, event: Event) {
+        self.events.push_back(event);
+        self.process_events().await;
+    }
+
+    /// Handles queued events (a failed write queues a TcpClosed).
+    async fn process_events(&mut self) {
+        while let Some(event) = self.events.pop_front() {
+            for action in self.fsm.handle(event) {
+                self.perform(action).await;
+            }
+        }
+    }
+
+    async fn perform(&mut self, action: Action) {
+        let peer = self.config.address;
+        match action {
+            Action::Connect => {
+                self.conn = None;
+                let config = self.config.clone();
+                self.connecting = Some(Box::pin(async move { network::connect(&config).await }));
+            }
+            Action::Send(msg) => {
+                if let Message::Notification(n) = &msg {
+                    warn!(%peer, notification = %n.describe(), "sending NOTIFICATION");
+                    self.status.send_modify(|s| s.notifications_sent += 1);
+                }
+                let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
+                self.write(msg.encode(four)).await;
+            }
+            Action::ArmTimer(t, d) => self.deadlines[timer_index(t)] = Some(Instant::now() + d),
+            Action::CancelTimer(t) => self.deadlines[timer_index(t)] = None,
+            Action::CloseTcp => self.close().await,
+            Action::StateChanged { from, to, reason } => {
+                if to == State::Established || from == State::Established || self.fsm.last_error().is_some() {
+                    info!(%peer, asn = self.config.asn, %from, %to, reason, "BGP session state");
+                } else {
+                    debug!(%peer, asn = self.config.asn, %from, %to, reason, "BGP session state");
+                }
+                let last_error = self.fsm.last_error().map(str::to_owned);
+                self.status.send_modify(|s| {
+                    s.state = to;
+                    s.last_error = last_error;
+                    if to == State::Established {
+                        s.established_at = Some(Instant::now());
+                        s.established_count += 1;
+                    } else {
+                        s.established_at = None;
+                    }
+                });
+            }
+            Action::Established(negotiated) => self.established(negotiated).await,
+            Action::ResendRoutes(afi) => {
+                if let Some((n, _)) = &self.session {
+                    info!(%peer, afi = afi.0, "route refresh: sending every route again");
+                    let four = n.four_octet_as;
+                    let updates = self.adj_rib_out.resend(afi, four);
+                    self.send_updates(updates, four).await;
+                }
+            }
+            Action::SessionDown { reason } => {
+                debug!(%peer, reason, "session down, Adj-RIB-Out cleared");
+                self.session = None;
+                self.adj_rib_out.clear();
+                self.status.send_modify(|s| {
+                    s.prefixes_sent = 0;
+                    s.hold_time = None;
+                });
+            }
+            Action::Discarded { reason } => {
+                warn!(%peer, reason, "discarded a malformed UPDATE (RFC 7606 treat-as-withdraw)");
+                self.status.send_modify(|s| s.updates_discarded += 1);
+            }
+        }
+    }
+
+    async fn established(&mut self, negotiated: Negotiated) {
+        let Some(local) = self.conn.as_ref().map(|c| c.local) else { return };
+        let routing = SessionRouting {
+            local_asn: self.fsm.config().local_asn,
+            peer_asn: negotiated.peer_asn,
+            next_hop_v4: self.config.next_hop_v4.or(match local {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            }),
+            next_hop_v6: self.config.next_hop_v6.or(match local {
+                IpAddr::V6(a) if !a.is_unicast_link_local() => Some(a),
+                _ => None,
+            }),
+            families: negotiated.families.clone(),
+        };
+        self.status.send_modify(|s| s.hold_time = Some(negotiated.hold_time));
+        let families = negotiated.families.clone();
+        self.session = Some((negotiated, routing));
+        self.sync_routes().await;
+        // RFC 4724 §2: End-of-RIB after the initial table, per family.
+        let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
+        let eor: Vec<Update> = families.into_iter().map(Update::end_of_rib).collect();
+        self.send_updates(eor, four).await;
+    }
+
+    async fn sync_routes(&mut self) {
+        let Some((negotiated, routing)) = &self.session else { return };
+        let table = self.routes.borrow_and_update().clone();
+        let four = negotiated.four_octet_as;
+        let diff = self.adj_rib_out.sync(&table, routing, four);
+        let peer = self.config.address;
+        for (prefix, why) in &diff.skipped {
+            warn!(%peer, %prefix, why, "not announcing prefix to this peer");
+        }
+        if diff.announced + diff.withdrawn > 0 {
+            info!(%peer, announced = diff.announced, withdrawn = diff.withdrawn, updates = diff.updates.len(), "sending route changes");
+        }
+        let prefixes = self.adj_rib_out.len();
+        self.status.send_modify(|s| s.prefixes_sent = prefixes);
+        self.send_updates(diff.updates, four).await;
+    }
+
+    /// Encodes the UPDATEs into one buffer and writes it at once.
+    async fn send_updates(&mut self, updates: Vec<Update>, four_octet_as: bool) {
+        if updates.is_empty() {
+            return;
+        }
+        let n = updates.len() as u64;
+        let mut buf = Vec::new();
+        for u in updates {
+            buf.extend(Message::Update(u).encode(four_octet_as));
+        }
+        self.status.send_modify(|s| s.updates_sent += n);
+        self.write(buf).await;
+    }
+
+    async fn write(&mut self, bytes: Vec<u8>) {
+        let Some(conn) = self.conn.as_mut() else { return };
+        let result = tokio::time::timeout(WRITE_TIMEOUT, conn.writer.write_all(&bytes)).await;
+        let err = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("write stalled for {WRITE_TIMEOUT:?}"),
+        };
+        self.conn = None;
+        self.events.push_back(Event::TcpClosed(err));
+    }
+
+    async fn decode_received(&mut self) {
+        let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return };
+            match decode_frame(&conn.rbuf, four) {
+                Ok(Some((msg, n))) => {
+                    conn.rbuf.drain(..n);
+                    self.status.send_modify(|s| match &msg {
+                        Message::Update(_) => s.updates_received += 1,
+                        Message::Notification(_) => s.notifications_received += 1,
+                        _ => {}
+                    });
+                    self.feed(Event::Message(msg)).await;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    conn.rbuf.clear();
+                    self.feed(Event::DecodeFailed(e)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Closes the connection after flushing what was written (so a NOTIFICATION reaches the peer).
+    async fn close(&mut self) {
+        self.connecting = None;
+        if let Some(mut conn) = self.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.writer.shutdown()).await;
+        }
+    }
+}

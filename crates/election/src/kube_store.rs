@@ -1,0 +1,196 @@
+//! [`LeaseStore`] over the Kubernetes API (`coordination.k8s.io/v1` Leases).
+//!
+//! `create` and `replace` are the only writes; `replace` sends the whole object with `metadata.resourceVersion`, so
+//! the API server applies it only if nobody wrote in between (optimistic concurrency; a 409 means the race was
+//! lost). `get` without a resourceVersion parameter is a quorum read. The watch is one kube-runtime watcher on
+//! `herald.dev/lease` with kube's default exponential backoff, so lease state is never polled.
+
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
+use crate::naming::LEASE_KIND_LABEL;
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct KubeLeaseStore {
+    api: Api<Lease>,
+    request_timeout: Duration,
+}
+
+impl KubeLeaseStore {
+    /// Leases in `namespace` (the agent's own namespace). Each request is abandoned after `request_timeout`
+    /// (the shells use half the renew deadline) and reported as `Unavailable`.
+    pub fn new(client: kube::Client, namespace: &str, request_timeout: Duration) -> Self {
+        Self { api: Api::namespaced(client, namespace), request_timeout }
+    }
+
+    async fn call<T>(
+        &self,
+        name: &str,
+        what: &'static str,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_error(name, what, e)),
+            Err(_) => Err(StoreError::Unavailable {
+                reason: format!("{what} lease {name}: no answer within {:?}", self.request_timeout),
+            }),
+        }
+    }
+}
+
+/// Maps API errors: 404 → NotFound (Conflict for a replace: the object we read is gone), 409 → AlreadyExists on
+/// create / Conflict on replace, 429/5xx/transport → Unavailable, other 4xx → Rejected.
+fn map_error(name: &str, what: &'static str, e: kube::Error) -> StoreError {
+    let name = name.to_owned();
+    match e {
+        kube::Error::Api(status) => match status.code {
+            404 if what == "replace" => StoreError::Conflict { name },
+            404 => StoreError::NotFound { name },
+            409 if what == "create" => StoreError::AlreadyExists { name },
+            409 => StoreError::Conflict { name },
+            429 | 500..=599 => {
+                StoreError::Unavailable { reason: format!("{what} lease {name}: {} {}", status.code, status.message) }
+            }
+            code => StoreError::Rejected { name, reason: format!("{what}: {code} {} {}", status.reason, status.message) },
+        },
+        other => StoreError::Unavailable { reason: format!("{what} lease {name}: {other}") },
+    }
+}
+
+fn micro(t: Option<SystemTime>) -> Option<MicroTime> {
+    t.and_then(|t| Timestamp::try_from(t).ok()).map(MicroTime)
+}
+
+/// Converts a record into a Lease (the whole object: `replace` is a full update).
+pub fn to_lease(record: &LeaseRecord) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(record.name.clone()),
+            resource_version: record.resource_version.clone(),
+            labels: (!record.labels.is_empty()).then(|| record.labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: record.holder.clone(),
+            lease_duration_seconds: record.lease_duration_seconds,
+            lease_transitions: record.lease_transitions,
+            acquire_time: micro(record.acquire_time),
+            renew_time: micro(record.renew_time),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Reads the parts of a Lease Herald uses.
+pub fn from_lease(lease: &Lease) -> LeaseRecord {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseRecord {
+        name: lease.metadata.name.clone().unwrap_or_default(),
+        resource_version: lease.metadata.resource_version.clone(),
+        labels: lease.metadata.labels.clone().unwrap_or_default(),
+        holder: spec.holder_identity,
+        lease_duration_seconds: spec.lease_duration_seconds,
+        lease_transitions: spec.lease_transitions,
+        acquire_time: spec.acquire_time.map(|t| SystemTime::from(t.0)),
+        renew_time: spec.renew_time.map(|t| SystemTime::from(t.0)),
+    }
+}
+
+impl LeaseStore for KubeLeaseStore {
+    async fn get(&self, name: &str) -> Result<LeaseRecord, StoreError> {
+        self.call(name, "get", self.api.get(name)).await.map(|l| from_lease(&l))
+    }
+
+    async fn create(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        let mut lease = to_lease(record);
+        lease.metadata.resource_version = None;
+        self.call(&record.name, "create", self.api.create(&PostParams::default(), &lease)).await.map(|l| from_lease(&l))
+    }
+
+    async fn replace(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        if record.resource_version.is_none() {
+            // Without a resourceVersion the API server would apply the write unconditionally: never send that.
+            return Err(StoreError::Conflict { name: record.name.clone() });
+        }
+        let lease = to_lease(record);
+        self.call(&record.name, "replace", self.api.replace(&record.name, &PostParams::default(), &lease))
+            .await
+            .map(|l| from_lease(&l))
+    }
+
+    fn watch(&self) -> BoxStream<'static, WatchEvent> {
+        let config = watcher::Config::default().labels(LEASE_KIND_LABEL);
+        let mut buffer: Option<Vec<LeaseRecord>> = None;
+        watcher(self.api.clone(), config)
+            .default_backoff()
+            .filter_map(move |event| {
+                let out = match event {
+                    Ok(watcher::Event::Init) => {
+                        buffer = Some(Vec::new());
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(lease)) => {
+                        buffer.get_or_insert_with(Vec::new).push(from_lease(&lease));
+                        None
+                    }
+                    Ok(watcher::Event::InitDone) => Some(WatchEvent::Resynced(buffer.take().unwrap_or_default())),
+                    Ok(watcher::Event::Apply(lease)) => Some(WatchEvent::Applied(from_lease(&lease))),
+                    Ok(watcher::Event::Delete(lease)) => {
+                        Some(WatchEvent::Deleted { name: lease.metadata.name.unwrap_or_default() })
+                    }
+                    Err(e) => Some(WatchEvent::Error(StoreError::Unavailable { reason: format!("lease watch: {e}") })),
+                };
+                std::future::ready(out)
+            })
+            .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_round_trip_keeps_every_field() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let record = LeaseRecord {
+            name: "herald-ip-192-0-2-1".into(),
+            resource_version: Some("42".into()),
+            labels: [("herald.dev/lease".to_owned(), "ip".to_owned())].into(),
+            holder: Some("n1/abc".into()),
+            lease_duration_seconds: Some(3),
+            lease_transitions: Some(2),
+            acquire_time: Some(now),
+            renew_time: Some(now),
+        };
+        assert_eq!(from_lease(&to_lease(&record)), record);
+    }
+
+    #[test]
+    fn status_codes_map_to_store_errors() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "m".into(),
+                reason: "R".into(),
+                ..Default::default()
+            }))
+        };
+        assert!(matches!(map_error("x", "get", api(404)), StoreError::NotFound { .. }));
+        assert!(matches!(map_error("x", "replace", api(404)), StoreError::Conflict { .. }));
+        assert!(matches!(map_error("x", "create", api(409)), StoreError::AlreadyExists { .. }));
+        assert!(matches!(map_error("x", "replace", api(409)), StoreError::Conflict { .. }));
+        assert!(matches!(map_error("x", "replace", api(503)), StoreError::Unavailable { .. }));
+        assert!(matches!(map_error("x", "replace", api(403)), StoreError::Rejected { .. }));
+    }
+}

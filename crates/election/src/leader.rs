@@ -1,0 +1,425 @@
+//! A client-go-style leader lock as a sans-IO core (the single `herald-allocator` Lease).
+//!
+//! Semantics of client-go `tools/leaderelection` (`tryAcquireOrRenew`), with two corrections that matter for us:
+//! - every write is a compare-and-swap: `replace` carries the resourceVersion of the record last read, `create`
+//!   fails with AlreadyExists, so a 409 always means "lost" (kube-leader-election's merge patches let two win);
+//! - expiry is judged by *local observation time*: a lease held by someone else counts as expired only when its
+//!   resourceVersion has not changed for `lease_duration` on this process's monotonic clock. Remote `renewTime`
+//!   is never compared with the local clock.
+//!
+//! The leader steps down when its last successful renew was *sent* `renew_deadline` ago, which is before any other
+//! candidate can consider the lease expired (`renew_deadline·(1+ρ) + W < lease_duration·(1−ρ)`, checked by
+//! [`LeaderTiming::validate`]). On stop it steps down first, then releases (holder cleared,
+//! `leaseDurationSeconds: 1`), so the next candidate acquires at its next retry.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::lease::{LeaseRecord, StoreError};
+use crate::ownership::OpId;
+use crate::timing::{TimingError, is_safe, min_takeover_after};
+
+/// Timing of the leader lock (client-go names; defaults of Kubernetes components: 15 s / 10 s / 2 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderTiming {
+    /// How long others wait, from the last observed change, before taking an unreleased lease.
+    pub lease_duration: Duration,
+    /// The leader steps down when no renew sent within this time succeeded.
+    pub renew_deadline: Duration,
+    /// How often the leader renews and candidates retry.
+    pub retry_period: Duration,
+}
+
+impl Default for LeaderTiming {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaderTiming {
+    /// client-go's rule `renew_deadline > retry_period × 1.2`, and the same safety inequality as the ownership
+    /// protocol between `renew_deadline` and `lease_duration`.
+    pub fn validate(self) -> Result<Self, TimingError> {
+        if self.retry_period.is_zero() {
+            return Err(TimingError::Zero { flag: "leader retry period" });
+        }
+        if self.retry_period.mul_f64(1.2) >= self.renew_deadline {
+            return Err(TimingError::RenewTooSlow {
+                renew: self.retry_period,
+                deadline: self.renew_deadline,
+                max_renew: self.renew_deadline.div_f64(1.2),
+            });
+        }
+        if !is_safe(self.renew_deadline, self.lease_duration) {
+            return Err(TimingError::Unsafe {
+                deadline: self.renew_deadline,
+                takeover: self.lease_duration,
+                min_takeover: min_takeover_after(self.renew_deadline),
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// A lease operation requested by [`LeaderLockCore::poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAction {
+    Get { op: OpId, name: String },
+    Create { op: OpId, record: LeaseRecord },
+    Replace { op: OpId, record: LeaseRecord },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Get,
+    Write { sent_at: Instant, release: bool },
+}
+
+/// The leader-lock decision core. Feed it results with [`op_done`](Self::op_done), call [`poll`](Self::poll) after
+/// each input and at [`next_wakeup`](Self::next_wakeup), and read [`is_leader`](Self::is_leader).
+#[derive(Debug)]
+pub struct LeaderLockCore {
+    name: String,
+    holder: String,
+    timing: LeaderTiming,
+    /// The last record read or written, with the local time its resourceVersion was first seen.
+    observed: Option<(LeaseRecord, Instant)>,
+    absent: bool,
+    /// The record as read by the `Get` whose result says we should write now.
+    write_ready: bool,
+    last_ok_sent: Option<Instant>,
+    next_at: Option<Instant>,
+    in_flight: Option<(OpId, Pending)>,
+    next_op: OpId,
+    stopping: bool,
+    released: bool,
+}
+
+impl LeaderLockCore {
+    /// A lock on lease `name` for identity `holder`.
+    pub fn new(name: impl Into<String>, holder: impl Into<String>, timing: LeaderTiming) -> Self {
+        Self {
+            name: name.into(),
+            holder: holder.into(),
+            timing,
+            observed: None,
+            absent: false,
+            write_ready: false,
+            last_ok_sent: None,
+            next_at: None,
+            in_flight: None,
+            next_op: 1,
+            stopping: false,
+            released: false,
+        }
+    }
+
+    /// Whether this process may act as leader at `now`: it holds the lease and a renew sent less than
+    /// `renew_deadline` ago succeeded.
+    pub fn is_leader(&self, now: Instant) -> bool {
+        !self.stopping && self.last_ok_sent.is_some_and(|t| now < t + self.timing.renew_deadline)
+    }
+
+    /// The holder as last observed (`None` = free or unknown).
+    pub fn observed_holder(&self) -> Option<&str> {
+        self.observed.as_ref().and_then(|(r, _)| r.holder())
+    }
+
+    /// When to poll next without other input: the next retry, or the renew deadline (to step down on time).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let deadline = self.last_ok_sent.map(|t| t + self.timing.renew_deadline);
+        match (self.next_at.filter(|_| self.in_flight.is_none()), deadline.filter(|_| !self.stopping)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Steps down at once and releases the lease if held. [`is_done`](Self::is_done) turns true when finished.
+    pub fn begin_release(&mut self, now: Instant) {
+        self.stopping = true;
+        self.next_at = Some(now);
+    }
+
+    /// The release has finished (or there was nothing to release).
+    pub fn is_done(&self) -> bool {
+        self.released
+    }
+
+    /// The result of operation `op`.
+    pub fn op_done(&mut self, now: Instant, op: OpId, result: Result<LeaseRecord, StoreError>) {
+        let Some((expected, pending)) = self.in_flight else { return };
+        if expected != op {
+            return;
+        }
+        self.in_flight = None;
+        let retry = self.timing.retry_period;
+        match (pending, result) {
+            (Pending::Get, Ok(record)) => {
+                self.observe(now, record);
+                let (record, observed_at) = self.observed.as_ref().expect("just observed");
+                let free = match record.holder() {
+                    None => true,
+                    Some(h) if h == self.holder => true,
+                    // Expired only by local observation: unchanged for lease_duration since we first saw this rv.
+                    Some(_) => now >= *observed_at + self.timing.lease_duration,
+                };
+                self.absent = false;
+                self.write_ready = free;
+                self.next_at = Some(if free { now } else { now + retry });
+            }
+            (Pending::Get, Err(StoreError::NotFound { .. })) => {
+                self.observed = None;
+                self.absent = true;
+                self.write_ready = true;
+                self.next_at = Some(now);
+            }
+            (Pending::Get, Err(_)) => self.next_at = Some(now + retry),
+            (Pending::Write { sent_at, release }, Ok(record)) => {
+                self.observe(now, record);
+                self.absent = false;
+                if release {
+                    self.released = true;
+                } else if !self.stopping {
+                    self.last_ok_sent = Some(sent_at);
+                }
+                self.next_at = Some(sent_at + retry);
+            }
+            (Pending::Write { release, .. }, Err(e)) => {
+                if e.is_lost_race() || matches!(e, StoreError::NotFound { .. }) {
+                    // Someone else wrote the lease: not leader any more (client-go: "failed to renew").
+                    self.last_ok_sent = None;
+                    self.observed = None;
+                }
+                if release {
+                    self.released = true;
+                }
+                // Otherwise keep last_ok_sent: the deadline decides when we step down.
+                self.next_at = Some(now + retry);
+            }
+        }
+    }
+
+    fn observe(&mut self, now: Instant, record: LeaseRecord) {
+        let changed = self.observed.as_ref().is_none_or(|(old, _)| old.resource_version != record.resource_version);
+        let at = if changed { now } else { self.observed.as_ref().map_or(now, |(_, t)| *t) };
+        self.observed = Some((record, at));
+    }
+
+    fn record(&self, release: bool) -> LeaseRecord {
+        let prev = self.observed.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+        let same = prev.holder() == Some(self.holder.as_str());
+        let mut record = LeaseRecord {
+            name: self.name.clone(),
+            resource_version: if self.absent { None } else { prev.resource_version.clone() },
+            labels: prev.labels.clone(),
+            holder: Some(self.holder.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
+            lease_transitions: Some(prev.lease_transitions.unwrap_or(0) + i32::from(!same && prev.holder().is_some())),
+            acquire_time: if same { prev.acquire_time } else { None },
+            renew_time: None,
+        };
+        if release {
+            record.holder = None;
+            record.lease_duration_seconds = Some(1);
+            record.lease_transitions = prev.lease_transitions;
+        }
+        record
+    }
+
+    fn next_op(&mut self) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        op
+    }
+
+    /// The next lease operation, if one is due.
+    pub fn poll(&mut self, now: Instant) -> Option<LockAction> {
+        if self.in_flight.is_some() || self.released || self.next_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        if self.stopping {
+            let held = self.observed.as_ref().is_some_and(|(r, _)| r.holder() == Some(self.holder.as_str()));
+            if !held {
+                self.released = true;
+                return None;
+            }
+            let op = self.next_op();
+            self.in_flight = Some((op, Pending::Write { sent_at: now, release: true }));
+            return Some(LockAction::Replace { op, record: self.record(true) });
+        }
+        let op = self.next_op();
+        // Fast path as in client-go: a current leader renews with its cached record, without reading first.
+        if self.write_ready || self.is_leader(now) {
+            self.write_ready = false;
+            self.in_flight = Some((op, Pending::Write { sent_at: now, release: false }));
+            let record = self.record(false);
+            return Some(if self.absent {
+                LockAction::Create { op, record }
+            } else {
+                LockAction::Replace { op, record }
+            });
+        }
+        self.in_flight = Some((op, Pending::Get));
+        Some(LockAction::Get { op, name: self.name.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryLeaseStore;
+
+    struct Candidate {
+        core: LeaderLockCore,
+        store: MemoryLeaseStore,
+    }
+
+    impl Candidate {
+        fn new(store: &MemoryLeaseStore, id: &str) -> Self {
+            let timing = LeaderTiming::default();
+            Self { core: LeaderLockCore::new("herald-allocator", id, timing), store: store.client(id) }
+        }
+
+        /// Runs polls and operations until nothing is due at `now`.
+        fn step(&mut self, now: Instant) {
+            while let Some(action) = self.core.poll(now) {
+                let (op, result) = match action {
+                    LockAction::Get { op, name } => (op, self.store.get_now(&name)),
+                    LockAction::Create { op, record } => (op, self.store.create_now(&record)),
+                    LockAction::Replace { op, record } => (op, self.store.replace_now(&record)),
+                };
+                self.core.op_done(now, op, result);
+            }
+        }
+    }
+
+    fn run(cands: &mut [Candidate], start: Instant, until: Duration, mut check: impl FnMut(Instant, &[Candidate])) {
+        let mut t = Duration::ZERO;
+        while t <= until {
+            let now = start + t;
+            for c in cands.iter_mut() {
+                c.step(now);
+            }
+            check(now, cands);
+            t += Duration::from_millis(100);
+        }
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_ones_do_not() {
+        assert!(LeaderTiming::default().validate().is_ok());
+        let bad = LeaderTiming { renew_deadline: Duration::from_secs(14), ..Default::default() };
+        assert!(matches!(bad.validate(), Err(TimingError::Unsafe { .. })));
+        let bad = LeaderTiming { retry_period: Duration::from_secs(9), ..Default::default() };
+        assert!(matches!(bad.validate(), Err(TimingError::RenewTooSlow { .. })));
+    }
+
+    #[test]
+    fn exactly_one_leader_and_takeover_after_crash_by_local_observation() {
+        let store = MemoryLeaseStore::new();
+        let mut cands = vec![Candidate::new(&store, "a"), Candidate::new(&store, "b"), Candidate::new(&store, "c")];
+        let start = Instant::now();
+        run(&mut cands, start, Duration::from_secs(20), |now, cs| {
+            let leaders = cs.iter().filter(|c| c.core.is_leader(now)).count();
+            assert!(leaders <= 1, "two leaders at {:?}", now - start);
+        });
+        let leader = cands.iter().position(|c| c.core.is_leader(start + Duration::from_secs(20))).expect("a leader");
+        // Crash the leader: it stops running but still believes it leads until its deadline, which is before the
+        // others may take over.
+        let crashed = cands.remove(leader);
+        let crash_at = start + Duration::from_secs(20);
+        let mut first_new = None;
+        run(&mut cands, crash_at, Duration::from_secs(30), |now, cs| {
+            let others = cs.iter().filter(|c| c.core.is_leader(now)).count();
+            assert!(others <= 1);
+            if others == 1 {
+                assert!(!crashed.core.is_leader(now), "old and new leader overlap at {:?}", now - crash_at);
+                first_new.get_or_insert(now - crash_at);
+            }
+        });
+        let gap = first_new.expect("someone took over");
+        assert!(gap >= Duration::from_secs(13) && gap <= Duration::from_secs(20), "takeover after {gap:?}");
+    }
+
+    #[test]
+    fn remote_timestamps_are_ignored() {
+        // A lease whose renewTime is far in the past but that we just saw for the first time is not expired.
+        let store = MemoryLeaseStore::new();
+        let old = std::time::SystemTime::UNIX_EPOCH;
+        store
+            .create_now(&LeaseRecord {
+                name: "herald-allocator".into(),
+                holder: Some("z".into()),
+                renew_time: Some(old),
+                acquire_time: Some(old),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut c = Candidate::new(&store, "a");
+        let start = Instant::now();
+        c.step(start);
+        assert!(!c.core.is_leader(start));
+        c.step(start + Duration::from_secs(14));
+        assert!(!c.core.is_leader(start + Duration::from_secs(14)));
+        c.step(start + Duration::from_secs(16));
+        assert!(c.core.is_leader(start + Duration::from_secs(16)));
+        assert_eq!(store.peek("herald-allocator").unwrap().lease_transitions, Some(1));
+    }
+
+    #[test]
+    fn cut_off_leader_steps_down_before_anyone_may_take_over() {
+        let store = MemoryLeaseStore::new();
+        let mut a = Candidate::new(&store, "a");
+        let mut b = Candidate::new(&store, "b");
+        let start = Instant::now();
+        a.step(start);
+        assert!(a.core.is_leader(start));
+        store.set_reachable("a", false);
+        let mut t = Duration::ZERO;
+        while t < Duration::from_secs(40) {
+            let now = start + t;
+            a.step(now);
+            b.step(now);
+            assert!(!(a.core.is_leader(now) && b.core.is_leader(now)), "overlap at {t:?}");
+            if t >= Duration::from_secs(10) {
+                assert!(!a.core.is_leader(now), "a must step down by the renew deadline");
+            }
+            t += Duration::from_millis(50);
+        }
+        assert!(b.core.is_leader(start + Duration::from_secs(40)));
+        // Reconnected, the old leader learns it lost (409 on its stale resourceVersion) and stays a follower.
+        store.set_reachable("a", true);
+        let now = start + Duration::from_secs(41);
+        a.step(now);
+        b.step(now);
+        assert!(!a.core.is_leader(now) && b.core.is_leader(now));
+    }
+
+    #[test]
+    fn release_hands_over_at_the_next_retry() {
+        let store = MemoryLeaseStore::new();
+        let mut a = Candidate::new(&store, "a");
+        let mut b = Candidate::new(&store, "b");
+        let start = Instant::now();
+        a.step(start);
+        b.step(start);
+        assert!(a.core.is_leader(start) && !b.core.is_leader(start));
+        let stop = start + Duration::from_secs(1);
+        a.core.begin_release(stop);
+        assert!(!a.core.is_leader(stop), "steps down before releasing");
+        a.step(stop);
+        assert!(a.core.is_done());
+        assert_eq!(store.peek("herald-allocator").unwrap().holder(), None);
+        let next = start + Duration::from_secs(2);
+        b.step(next);
+        assert!(b.core.is_leader(next));
+    }
+}

@@ -1,0 +1,929 @@
+//! The per-IP ownership protocol as a sans-IO decision core (`shared/design/l2-election.md`).
+//!
+//! Inputs: watch observations ([`OwnershipCore::observe`]), the desired IPs with their eligible nodes
+//! ([`OwnershipCore::set_desired`]), results of the reads and writes it asked for ([`OwnershipCore::op_done`]),
+//! on-wire conflicts ([`OwnershipCore::on_wire_conflict`]) and a graceful stop ([`OwnershipCore::begin_shutdown`]),
+//! each with the current monotonic time. Output: [`OwnershipCore::poll`] returns [`Action`]s — lease operations to
+//! perform, announce/withdraw decisions (withdrawals always come before any write in the same batch, so a release
+//! can never overtake the withdrawal it follows) and ownership notifications. [`OwnershipCore::next_wakeup`] says
+//! when to poll again if nothing else happens.
+//!
+//! Rules, for one IP X with lease `herald-ip-<slug>`:
+//! - *Live*: node N is live for this agent iff its node lease's resourceVersion changed less than `T` ago on the
+//!   local clock (the watch delivers the changes; remote timestamps are never read). This agent counts itself live
+//!   iff its own last successful renew was sent less than `D` ago ("healthy").
+//! - *Candidates*: eligible nodes (from [`IpDesire`]) that are live, ordered by [`crate::rank`]; rank `k` waits
+//!   `k × step` after the moment X became free or its holder dead.
+//! - *Free* lease (absent or no holder): candidates create / CAS-replace it.
+//! - *Held by a live holder*: untouched (no flaps when nodes join).
+//! - *Held by a dead holder*: candidates GET the holder's node lease; only if it still shows the resourceVersion
+//!   observed ≥ `T` ago (or still does not name the holder) is the IP lease CAS-replaced with the resourceVersion read
+//!   before that check.
+//! - *Held by this agent but no longer eligible/desired*: withdraw, then release (holder cleared).
+//! - *Announce* X iff the lease names this instance and this instance wrote it (CAS) since its last liveness gap;
+//!   with [`OutagePolicy::Hold`] IPs announced when a gap began stay announced through it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use tokio::time::Instant;
+
+use crate::identity::{Identity, holder_node};
+use crate::lease::{LeaseRecord, StoreError, WatchEvent, rv_cmp};
+use crate::naming;
+use crate::rank::rank_nodes;
+use crate::timing::ElectionTiming;
+
+/// Identifies one requested lease operation; echo it back in [`OwnershipCore::op_done`].
+pub type OpId = u64;
+
+/// After an on-wire yield, how many `T` to wait before re-asserting the IP (which, if the lease is still ours,
+/// announces it again). Long enough that a foreign host squatting the IP is not fought at API-write speed.
+pub const YIELD_HOLDOFF_FACTOR: u32 = 10;
+
+/// What a holder does while it cannot renew its node lease (`--api-outage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutagePolicy {
+    /// Keep announcing what was announced when the gap began (no data-plane outage when the API server is down);
+    /// overlap in a partial partition is ended by the on-wire yield.
+    #[default]
+    Hold,
+    /// Stop announcing `D` after the last successful renew (strict client-go behaviour).
+    Withdraw,
+}
+
+/// The desired state of one IP: the nodes that may announce it and the Eip it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpDesire {
+    /// Nodes eligible for this IP (Eip nodeSelector, interface present and up, not excluded, ready local endpoint for
+    /// `externalTrafficPolicy: Local`). Every agent must pass the same set for ranking to agree; a node whose own link
+    /// is down leaves itself out (others cannot know, they just wait their stagger).
+    pub eligible_nodes: BTreeSet<String>,
+    /// The Eip the IP was allocated from (written as a label on the IP lease).
+    pub eip: String,
+}
+
+/// A decision of the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Read a lease (linearizable); answer with [`OwnershipCore::op_done`].
+    Get { op: OpId, name: String },
+    /// Create a lease; answer with [`OwnershipCore::op_done`].
+    Create { op: OpId, record: LeaseRecord },
+    /// Compare-and-swap replace (precondition `record.resource_version`); answer with [`OwnershipCore::op_done`].
+    Replace { op: OpId, record: LeaseRecord },
+    /// Stop answering ARP/NDP for the IP. Must take effect before the next write of the batch is sent.
+    Withdraw(IpAddr),
+    /// Start answering ARP/NDP for the IP (with the takeover burst).
+    Announce(IpAddr),
+    /// The holder of a desired IP's lease changed as this agent sees it (`holder` = `<node>/<instance>`).
+    OwnerChanged { ip: IpAddr, holder: Option<String>, is_self: bool, was_self: bool },
+    /// Another instance on this node took the node lease: this instance withdrew everything and stopped.
+    Superseded { by: String },
+    /// The core has finished (graceful stop complete, or superseded); nothing more will be asked.
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// The holder's node lease must still carry this resourceVersion.
+    SameRv(String),
+    /// The holder's node lease must be absent or name someone else.
+    NotHeldBy(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Acquire,
+    Takeover,
+    Reassert,
+    Release,
+}
+
+#[derive(Debug)]
+enum Pending {
+    NodeGet,
+    NodeWrite { sent_at: Instant, release: bool },
+    IpWrite { name: String, sent_epoch: u64, purpose: Purpose },
+    TakeoverCheck { ip: IpAddr, ip_rv: String, holder: String, expect: Expect },
+    IpRefresh { name: String },
+}
+
+#[derive(Debug, Clone)]
+struct NodeView {
+    holder: Option<String>,
+    rv: String,
+    rv_changed_at: Instant,
+    holder_changed_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct OwnNode {
+    /// Last record read or written; `None` with `absent` = known not to exist; `None` without = unknown.
+    record: Option<LeaseRecord>,
+    absent: bool,
+    ever_held: bool,
+    /// Send time of the last renew that succeeded.
+    last_ok_sent: Option<Instant>,
+    next_at: Option<Instant>,
+    released: bool,
+}
+
+#[derive(Debug)]
+struct IpState {
+    name: String,
+    desire: Option<IpDesire>,
+    /// Last local change relevant to candidate timing (holder change, desire change).
+    changed_at: Instant,
+    asserted_epoch: Option<u64>,
+    yielded_until: Option<Instant>,
+    retry_at: Option<Instant>,
+    /// A passed takeover check: the IP lease resourceVersion to CAS against.
+    takeover_ready: Option<(String, String)>,
+    notified_holder: Option<Option<String>>,
+}
+
+/// The ownership decision core of one agent instance. See the module docs.
+#[derive(Debug)]
+pub struct OwnershipCore {
+    me: Identity,
+    holder: String,
+    own_lease: String,
+    timing: ElectionTiming,
+    policy: OutagePolicy,
+    synced_at: Option<Instant>,
+    next_op: OpId,
+    ops: BTreeMap<OpId, Pending>,
+    busy: BTreeSet<String>,
+    own: OwnNode,
+    nodes: BTreeMap<String, NodeView>,
+    node_absent_since: BTreeMap<String, Instant>,
+    leases: BTreeMap<String, LeaseRecord>,
+    ips: BTreeMap<IpAddr, IpState>,
+    announced: BTreeSet<IpAddr>,
+    hold_set: BTreeSet<IpAddr>,
+    epoch: u64,
+    gap_counted_for: Option<Instant>,
+    stopping: bool,
+    stopped: bool,
+    superseded: Option<String>,
+    wake: Option<Instant>,
+    wire_yields: u64,
+    /// Reads queued by result handlers, emitted by the next poll.
+    refresh_queue: Vec<Action>,
+}
+
+impl OwnershipCore {
+    /// A core for `me`. `timing` should have been validated ([`ElectionTiming::validate`]).
+    pub fn new(me: Identity, timing: ElectionTiming, policy: OutagePolicy) -> Self {
+        Self {
+            holder: me.holder(),
+            own_lease: me.node_lease_name(),
+            me,
+            timing,
+            policy,
+            synced_at: None,
+            next_op: 1,
+            ops: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            own: OwnNode::default(),
+            nodes: BTreeMap::new(),
+            node_absent_since: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            ips: BTreeMap::new(),
+            announced: BTreeSet::new(),
+            hold_set: BTreeSet::new(),
+            epoch: 0,
+            gap_counted_for: None,
+            stopping: false,
+            stopped: false,
+            superseded: None,
+            wake: None,
+            wire_yields: 0,
+            refresh_queue: Vec::new(),
+        }
+    }
+
+    /// This agent's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.me
+    }
+
+    /// IPs currently announced (as decided by the last [`poll`](Self::poll)).
+    pub fn announced(&self) -> &BTreeSet<IpAddr> {
+        &self.announced
+    }
+
+    /// Whether this instance renewed its node lease less than `D` ago.
+    pub fn is_healthy(&self, now: Instant) -> bool {
+        self.superseded.is_none() && self.own.last_ok_sent.is_some_and(|t| now < t + self.timing.renew_deadline)
+    }
+
+    /// Whether the core has stopped (see [`Action::Stopped`]).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The holder of an IP's lease as this agent last saw it.
+    pub fn holder_of(&self, ip: IpAddr) -> Option<&str> {
+        let name = naming::ip_lease_name(ip).ok()?;
+        self.leases.get(&name)?.holder()
+    }
+
+    /// How many on-wire yields this instance performed.
+    pub fn wire_yields(&self) -> u64 {
+        self.wire_yields
+    }
+
+    /// When to poll next if no input arrives (computed by the last [`poll`](Self::poll)).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.wake
+    }
+
+    // ----- inputs ---------------------------------------------------------------------------------------------
+
+    /// Declares (or updates) an IP this agent should take part in. Errors for IPs that cannot be named as a lease.
+    pub fn set_desired(&mut self, now: Instant, ip: IpAddr, desire: IpDesire) -> crate::Result<()> {
+        let name = naming::ip_lease_name(ip)?;
+        let state = self.ips.entry(ip).or_insert_with(|| IpState {
+            name,
+            desire: None,
+            changed_at: now,
+            asserted_epoch: None,
+            yielded_until: None,
+            retry_at: None,
+            takeover_ready: None,
+            notified_holder: None,
+        });
+        if state.desire.as_ref() != Some(&desire) {
+            state.desire = Some(desire);
+            state.changed_at = now;
+        }
+        Ok(())
+    }
+
+    /// The IP is no longer wanted (Service deleted, IP changed). If this instance holds it, it is withdrawn and
+    /// released; the state is forgotten once that is done.
+    pub fn remove_desired(&mut self, now: Instant, ip: IpAddr) {
+        if let Some(state) = self.ips.get_mut(&ip) {
+            state.desire = None;
+            state.changed_at = now;
+        }
+    }
+
+    /// The L2 engine saw another MAC claim `ip` while this instance announced it: withdraw at once, re-assert only
+    /// after `YIELD_HOLDOFF_FACTOR × T`.
+    pub fn on_wire_conflict(&mut self, now: Instant, ip: IpAddr) {
+        let holdoff = self.timing.takeover_after * YIELD_HOLDOFF_FACTOR;
+        if let Some(state) = self.ips.get_mut(&ip)
+            && self.announced.contains(&ip)
+        {
+            state.yielded_until = Some(now + holdoff);
+            state.asserted_epoch = None;
+            self.hold_set.remove(&ip);
+            self.wire_yields += 1;
+        }
+    }
+
+    /// Starts the graceful stop: withdraw everything, release every IP lease, then the node lease.
+    pub fn begin_shutdown(&mut self, _now: Instant) {
+        self.stopping = true;
+    }
+
+    /// A watch observation.
+    pub fn observe(&mut self, now: Instant, event: WatchEvent) {
+        match event {
+            WatchEvent::Applied(record) => self.apply(now, record, false),
+            WatchEvent::Deleted { name } => self.forget(now, &name),
+            WatchEvent::Resynced(records) => {
+                let present: BTreeSet<String> = records.iter().map(|r| r.name.clone()).collect();
+                let gone: Vec<String> = self
+                    .nodes
+                    .keys()
+                    .map(|n| naming::node_lease_name(n))
+                    .chain(self.leases.keys().cloned())
+                    .filter(|n| !present.contains(n))
+                    .collect();
+                for name in gone {
+                    self.forget(now, &name);
+                }
+                for record in records {
+                    self.apply(now, record, true);
+                }
+                self.synced_at.get_or_insert(now);
+            }
+            WatchEvent::Error(_) => {}
+        }
+    }
+
+    /// The result of the operation `op`.
+    pub fn op_done(&mut self, now: Instant, op: OpId, result: Result<LeaseRecord, StoreError>) {
+        let Some(pending) = self.ops.remove(&op) else { return };
+        match pending {
+            Pending::NodeGet => {
+                self.busy.remove(&self.own_lease);
+                self.node_get_done(now, result);
+            }
+            Pending::NodeWrite { sent_at, release } => {
+                self.busy.remove(&self.own_lease);
+                self.node_write_done(now, sent_at, release, result);
+            }
+            Pending::IpWrite { name, sent_epoch, purpose } => {
+                self.busy.remove(&name);
+                self.ip_write_done(now, name, sent_epoch, purpose, result);
+            }
+            Pending::TakeoverCheck { ip, ip_rv, holder, expect } => {
+                let lease = naming::node_lease_name(holder_node(&holder));
+                self.busy.remove(&lease_key_check(&lease, ip));
+                let passed = match (&expect, &result) {
+                    (Expect::SameRv(rv), Ok(rec)) => rec.rv() == rv,
+                    (Expect::NotHeldBy(_), Err(StoreError::NotFound { .. })) => true,
+                    (Expect::NotHeldBy(h), Ok(rec)) => rec.holder() != Some(h.as_str()),
+                    _ => false,
+                };
+                if let Some(state) = self.ips.get_mut(&ip) {
+                    if passed {
+                        state.takeover_ready = Some((ip_rv, holder));
+                    } else {
+                        // The holder renewed (our watch is behind) or the API failed: look again later.
+                        state.retry_at = Some(now + self.timing.node_renew_period);
+                    }
+                }
+                if let Ok(rec) = result {
+                    self.apply(now, rec, false);
+                }
+            }
+            Pending::IpRefresh { name } => {
+                self.busy.remove(&name);
+                match result {
+                    Ok(rec) => self.apply(now, rec, false),
+                    Err(StoreError::NotFound { .. }) => self.forget(now, &name),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    // ----- observation bookkeeping ----------------------------------------------------------------------------
+
+    fn apply(&mut self, now: Instant, record: LeaseRecord, from_list: bool) {
+        if let Some(node) = naming::node_of_lease(&record.name) {
+            let node = node.to_owned();
+            self.node_absent_since.remove(&node);
+            let holder = record.holder().map(str::to_owned);
+            let rv = record.rv().to_owned();
+            if record.name == self.own_lease
+                && holder.as_deref() == Some(self.holder.as_str())
+                && self.own.record.as_ref().is_none_or(|r| is_newer(r.rv(), &rv))
+            {
+                self.own.record = Some(record.clone());
+                self.own.absent = false;
+            }
+            match self.nodes.get_mut(&node) {
+                Some(view) => {
+                    if view.rv == rv || (!from_list && !is_newer(&view.rv, &rv)) {
+                        return;
+                    }
+                    view.rv = rv;
+                    view.rv_changed_at = now;
+                    if view.holder != holder {
+                        view.holder = holder;
+                        view.holder_changed_at = now;
+                    }
+                }
+                None => {
+                    self.nodes
+                        .insert(node, NodeView { holder, rv, rv_changed_at: now, holder_changed_at: now });
+                }
+            }
+        } else if record.name.starts_with(naming::IP_LEASE_PREFIX) {
+            let old_holder = match self.leases.get(&record.name) {
+                Some(old) if old.rv() == record.rv() => return,
+                Some(old) if !from_list && !is_newer(old.rv(), record.rv()) => return,
+                Some(old) => old.holder().map(str::to_owned),
+                None => None,
+            };
+            if old_holder.as_deref() != record.holder() {
+                self.touch_ip(now, &record.name);
+            }
+            self.leases.insert(record.name.clone(), record);
+        }
+    }
+
+    fn forget(&mut self, now: Instant, name: &str) {
+        if let Some(node) = naming::node_of_lease(name) {
+            if self.nodes.remove(node).is_some() {
+                self.node_absent_since.insert(node.to_owned(), now);
+            }
+            if name == self.own_lease {
+                self.own.record = None;
+                self.own.absent = true;
+            }
+        } else if self.leases.remove(name).is_some() {
+            self.touch_ip(now, name);
+        }
+    }
+
+    fn touch_ip(&mut self, now: Instant, name: &str) {
+        if let Some(state) = self.ips.values_mut().find(|s| s.name == name) {
+            state.changed_at = now;
+            state.takeover_ready = None;
+        }
+    }
+
+    // ----- own node lease -------------------------------------------------------------------------------------
+
+    fn node_get_done(&mut self, now: Instant, result: Result<LeaseRecord, StoreError>) {
+        match result {
+            Ok(rec) => {
+                match rec.holder() {
+                    Some(h) if h != self.holder && self.own.ever_held => {
+                        self.superseded = Some(h.to_owned());
+                    }
+                    _ => {}
+                }
+                self.own.record = Some(rec);
+                self.own.absent = false;
+                self.own.next_at = Some(now);
+            }
+            Err(StoreError::NotFound { .. }) => {
+                self.own.record = None;
+                self.own.absent = true;
+                self.own.next_at = Some(now);
+            }
+            Err(_) => self.own.next_at = Some(now + self.timing.renew_retry()),
+        }
+    }
+
+    fn node_write_done(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        release: bool,
+        result: Result<LeaseRecord, StoreError>,
+    ) {
+        match result {
+            Ok(rec) => {
+                self.own.record = Some(rec);
+                self.own.absent = false;
+                if release {
+                    self.own.released = true;
+                    return;
+                }
+                self.own.ever_held = true;
+                self.note_gap(sent_at);
+                if self.own.last_ok_sent.is_none_or(|t| t < sent_at) {
+                    self.own.last_ok_sent = Some(sent_at);
+                }
+                self.own.next_at = Some(sent_at + self.timing.node_renew_period);
+            }
+            Err(e) if e.is_lost_race() => {
+                // Someone wrote our node lease: read it to learn whether that was us (a lost response) or another
+                // instance of this node (then we are superseded).
+                self.own.record = None;
+                self.own.absent = false;
+                self.own.next_at = Some(now);
+                if release {
+                    self.own.released = true;
+                }
+            }
+            Err(_) => {
+                if release {
+                    // Best effort: a node lease we cannot release expires by observation anyway.
+                    self.own.released = true;
+                }
+                self.own.next_at = Some(now + self.timing.renew_retry());
+            }
+        }
+    }
+
+    /// Counts a liveness gap that ended before `upto` (a renew sent later than `D` after the last successful one).
+    fn note_gap(&mut self, upto: Instant) {
+        if let Some(last) = self.own.last_ok_sent
+            && upto >= last + self.timing.renew_deadline
+            && self.gap_counted_for != Some(last)
+        {
+            self.start_gap(last);
+        }
+    }
+
+    fn start_gap(&mut self, last_ok: Instant) {
+        self.gap_counted_for = Some(last_ok);
+        self.epoch += 1;
+        if self.policy == OutagePolicy::Hold {
+            self.hold_set.clone_from(&self.announced);
+        }
+    }
+
+    fn node_record(&self, release: bool) -> LeaseRecord {
+        let prev = self.own.record.clone().unwrap_or_default();
+        let mut record = LeaseRecord {
+            name: self.own_lease.clone(),
+            resource_version: prev.resource_version.clone(),
+            labels: naming::node_lease_labels(self.me.node()),
+            holder: Some(self.holder.clone()),
+            lease_duration_seconds: Some(self.timing.lease_duration_seconds()),
+            lease_transitions: prev.lease_transitions,
+            acquire_time: prev.acquire_time,
+            renew_time: None,
+        };
+        if prev.holder() != Some(self.holder.as_str()) {
+            record.lease_transitions = Some(prev.lease_transitions.unwrap_or(0) + i32::from(prev.holder().is_some()));
+            record.acquire_time = None;
+        }
+        if release {
+            record.holder = None;
+            record.lease_duration_seconds = Some(1);
+        }
+        record
+    }
+
+    fn poll_node_lease(&mut self, now: Instant, out: &mut Vec<Action>, release: bool) {
+        if self.busy.contains(&self.own_lease) || self.own.released {
+            return;
+        }
+        let due = self.own.next_at.unwrap_or(now);
+        if now < due && !release {
+            self.wake_at(due);
+            return;
+        }
+        let op = self.next_op();
+        if release {
+            if self.own.record.as_ref().is_none_or(|r| r.holder() != Some(self.holder.as_str())) {
+                self.own.released = true;
+                return;
+            }
+            let record = self.node_record(true);
+            self.ops.insert(op, Pending::NodeWrite { sent_at: now, release: true });
+            self.busy.insert(self.own_lease.clone());
+            out.push(Action::Replace { op, record });
+        } else if self.own.record.is_none() && !self.own.absent {
+            self.ops.insert(op, Pending::NodeGet);
+            self.busy.insert(self.own_lease.clone());
+            out.push(Action::Get { op, name: self.own_lease.clone() });
+        } else {
+            let record = self.node_record(false);
+            self.ops.insert(op, Pending::NodeWrite { sent_at: now, release: false });
+            self.busy.insert(self.own_lease.clone());
+            if self.own.absent {
+                out.push(Action::Create { op, record });
+            } else {
+                out.push(Action::Replace { op, record });
+            }
+        }
+    }
+
+    // ----- decisions ------------------------------------------------------------------------------------------
+
+    fn next_op(&mut self) -> OpId {
+        let op = self.next_op;
+        self.next_op += 1;
+        op
+    }
+
+    fn wake_at(&mut self, at: Instant) {
+        if self.wake.is_none_or(|w| at < w) {
+            self.wake = Some(at);
+        }
+    }
+
+    fn node_live(&self, node: &str, now: Instant) -> bool {
+        if node == self.me.node() {
+            return self.is_healthy(now) && !self.stopping;
+        }
+        self.nodes.get(node).is_some_and(|v| v.holder.is_some() && now < v.rv_changed_at + self.timing.takeover_after)
+    }
+
+    /// From when the holder counts as dead, by local observation. `None` before the first watch sync.
+    fn holder_dead_from(&self, holder: &str) -> Option<Instant> {
+        let node = holder_node(holder);
+        let t = self.timing.takeover_after;
+        match self.nodes.get(node) {
+            Some(v) if v.holder.as_deref() == Some(holder) => Some(v.rv_changed_at + t),
+            Some(v) => Some(v.holder_changed_at + t),
+            None => Some(self.node_absent_since.get(node).copied().or(self.synced_at)? + t),
+        }
+    }
+
+    fn expectation(&self, holder: &str) -> Expect {
+        match self.nodes.get(holder_node(holder)) {
+            Some(v) if v.holder.as_deref() == Some(holder) => Expect::SameRv(v.rv.clone()),
+            _ => Expect::NotHeldBy(holder.to_owned()),
+        }
+    }
+
+    /// This node's rank among the live eligible candidates for `ip`, if it is one.
+    fn my_rank(&self, ip: IpAddr, desire: &IpDesire, now: Instant) -> Option<u32> {
+        let live = desire.eligible_nodes.iter().map(String::as_str).filter(|n| self.node_live(n, now));
+        let ranked = rank_nodes(ip, live);
+        ranked.iter().position(|n| *n == self.me.node()).and_then(|k| u32::try_from(k).ok())
+    }
+
+    fn ip_record(&self, ip: IpAddr, desire: &IpDesire, prev: Option<&LeaseRecord>) -> crate::Result<LeaseRecord> {
+        let name = naming::ip_lease_name(ip)?;
+        let prev_holder = prev.and_then(|p| p.holder());
+        let same_holder = prev_holder == Some(self.holder.as_str());
+        let transitions = prev.and_then(|p| p.lease_transitions).unwrap_or(0);
+        Ok(LeaseRecord {
+            name,
+            resource_version: prev.and_then(|p| p.resource_version.clone()),
+            labels: naming::ip_lease_labels(ip, &desire.eip)?,
+            holder: Some(self.holder.clone()),
+            lease_duration_seconds: Some(self.timing.lease_duration_seconds()),
+            lease_transitions: Some(if same_holder { transitions } else { transitions + 1 }),
+            acquire_time: if same_holder { prev.and_then(|p| p.acquire_time) } else { None },
+            renew_time: None,
+        })
+    }
+
+    fn release_record(prev: &LeaseRecord) -> LeaseRecord {
+        LeaseRecord { holder: None, acquire_time: None, renew_time: None, ..prev.clone() }
+    }
+
+    fn issue_ip_write(&mut self, out: &mut Vec<Action>, record: LeaseRecord, purpose: Purpose, create: bool) {
+        let op = self.next_op();
+        self.busy.insert(record.name.clone());
+        self.ops.insert(op, Pending::IpWrite { name: record.name.clone(), sent_epoch: self.epoch, purpose });
+        out.push(if create { Action::Create { op, record } } else { Action::Replace { op, record } });
+    }
+
+    fn ip_write_done(
+        &mut self,
+        now: Instant,
+        name: String,
+        sent_epoch: u64,
+        purpose: Purpose,
+        result: Result<LeaseRecord, StoreError>,
+    ) {
+        let healthy = self.is_healthy(now);
+        let epoch = self.epoch;
+        let ip = self.ips.iter().find(|(_, s)| s.name == name).map(|(ip, _)| *ip);
+        match result {
+            Ok(rec) => {
+                if let Some(ip) = ip
+                    && let Some(state) = self.ips.get_mut(&ip)
+                {
+                    state.retry_at = None;
+                    if purpose == Purpose::Release {
+                        state.asserted_epoch = None;
+                    } else if sent_epoch == epoch && healthy {
+                        state.asserted_epoch = Some(epoch);
+                        state.yielded_until = None;
+                        self.hold_set.remove(&ip);
+                    }
+                }
+                self.apply(now, rec, false);
+            }
+            Err(e) => {
+                let lost = e.is_lost_race() || matches!(e, StoreError::NotFound { .. });
+                if let Some(ip) = ip
+                    && let Some(state) = self.ips.get_mut(&ip)
+                {
+                    if lost && purpose == Purpose::Reassert {
+                        // The lease moved while we could not renew: whoever wrote it owns it now.
+                        state.asserted_epoch = None;
+                        self.hold_set.remove(&ip);
+                    }
+                    state.retry_at = Some(
+                        now + match e {
+                            StoreError::Rejected { .. } => self.timing.takeover_after,
+                            _ if lost => self.timing.stagger_step,
+                            _ => self.timing.renew_retry(),
+                        },
+                    );
+                }
+                if lost && !self.busy.contains(&name) {
+                    // Our view of the lease is stale: read it instead of waiting for the watch.
+                    let op = self.next_op();
+                    self.busy.insert(name.clone());
+                    self.ops.insert(op, Pending::IpRefresh { name: name.clone() });
+                    self.refresh_queue.push(Action::Get { op, name });
+                }
+            }
+        }
+    }
+
+    /// Computes decisions. Call after every input and when [`next_wakeup`](Self::next_wakeup) is reached.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = std::mem::take(&mut self.refresh_queue);
+        self.wake = None;
+        if self.stopped {
+            return out;
+        }
+        if let Some(by) = self.superseded.clone() {
+            out.extend(self.announced.iter().map(|ip| Action::Withdraw(*ip)));
+            self.announced.clear();
+            self.stopped = true;
+            out.push(Action::Superseded { by });
+            out.push(Action::Stopped);
+            return out;
+        }
+
+        // Liveness gap of this instance (its deadline passed without a successful renew).
+        if let Some(last) = self.own.last_ok_sent {
+            let deadline = last + self.timing.renew_deadline;
+            if now >= deadline {
+                if self.gap_counted_for != Some(last) {
+                    self.start_gap(last);
+                }
+            } else {
+                self.wake_at(deadline);
+            }
+        }
+        let healthy = self.is_healthy(now);
+        let synced = self.synced_at.is_some();
+
+        let mut writes = Vec::new();
+        let mut want = BTreeSet::new();
+        let ips: Vec<IpAddr> = self.ips.keys().copied().collect();
+        for ip in ips {
+            if self.decide(ip, now, healthy, synced, &mut writes) {
+                want.insert(ip);
+            }
+        }
+        // Ownership notifications.
+        for (ip, state) in &mut self.ips {
+            let holder = self.leases.get(&state.name).and_then(|l| l.holder()).map(str::to_owned);
+            if state.notified_holder.as_ref() != Some(&holder) {
+                let was_self = matches!(&state.notified_holder, Some(Some(h)) if *h == self.holder);
+                let is_self = holder.as_deref() == Some(self.holder.as_str());
+                if state.notified_holder.is_some() || holder.is_some() {
+                    out.push(Action::OwnerChanged { ip: *ip, holder: holder.clone(), is_self, was_self });
+                }
+                state.notified_holder = Some(holder);
+            }
+        }
+        // Withdrawals strictly before announcements and writes.
+        out.extend(self.announced.difference(&want).map(|ip| Action::Withdraw(*ip)));
+        out.extend(want.difference(&self.announced).map(|ip| Action::Announce(*ip)));
+        self.announced = want;
+        self.hold_set.retain(|ip| self.announced.contains(ip));
+        out.extend(writes);
+        // Forget IPs that are neither desired nor ours any more.
+        self.ips.retain(|_, s| {
+            s.desire.is_some()
+                || self.busy.contains(&s.name)
+                || self.leases.get(&s.name).and_then(|l| l.holder()) == Some(self.holder.as_str())
+        });
+
+        if self.stopping {
+            self.poll_shutdown(now, &mut out);
+        } else {
+            self.poll_node_lease(now, &mut out, false);
+        }
+        // Liveness of other nodes expires on its own: wake up when a candidate list or a dead holder changes.
+        let t = self.timing.takeover_after;
+        let expiries: Vec<Instant> = self
+            .nodes
+            .values()
+            .flat_map(|v| [v.rv_changed_at + t, v.holder_changed_at + t])
+            .chain(self.node_absent_since.values().map(|s| *s + t))
+            .filter(|at| *at > now)
+            .collect();
+        for at in expiries {
+            self.wake_at(at);
+        }
+        out
+    }
+
+    /// Decides one IP; returns whether it should be announced and pushes at most one write.
+    fn decide(&mut self, ip: IpAddr, now: Instant, healthy: bool, synced: bool, writes: &mut Vec<Action>) -> bool {
+        let Some(state) = self.ips.get(&ip) else { return false };
+        let name = state.name.clone();
+        let lease = self.leases.get(&name).cloned();
+        let holder = lease.as_ref().and_then(|l| l.holder()).map(str::to_owned);
+        let desire = state.desire.clone();
+        let eligible = !self.stopping && desire.as_ref().is_some_and(|d| d.eligible_nodes.contains(self.me.node()));
+        let busy = self.busy.contains(&name);
+        let retry_ok = state.retry_at.is_none_or(|t| now >= t);
+        if let Some(t) = state.retry_at.filter(|t| *t > now) {
+            self.wake_at(t);
+        }
+
+        if holder.as_deref() == Some(self.holder.as_str()) {
+            let Some(lease) = lease else { return false };
+            if !eligible {
+                // Withdraw first (this IP is not in `want`), then release in the same batch, after the withdrawal.
+                if !busy && retry_ok {
+                    self.issue_ip_write(writes, Self::release_record(&lease), Purpose::Release, false);
+                }
+                return false;
+            }
+            let yield_until = state.yielded_until.filter(|t| now < *t);
+            if let Some(t) = yield_until {
+                self.wake_at(t);
+                return false;
+            }
+            let asserted = state.asserted_epoch == Some(self.epoch);
+            let held = self.policy == OutagePolicy::Hold && self.hold_set.contains(&ip) && self.announced.contains(&ip);
+            if !healthy {
+                return held;
+            }
+            if !asserted && !busy && retry_ok {
+                let Some(desire) = desire else { return false };
+                match self.ip_record(ip, &desire, Some(&lease)) {
+                    Ok(record) => self.issue_ip_write(writes, record, Purpose::Reassert, false),
+                    Err(_) => return false,
+                }
+            }
+            return asserted || held;
+        }
+
+        // Not ours: never announce. Maybe acquire or take over.
+        let Some(desire) = desire else { return false };
+        if !eligible || !healthy || !synced || busy || !retry_ok {
+            return false;
+        }
+        let Some(k) = self.my_rank(ip, &desire, now) else { return false };
+        let stagger = self.timing.stagger_step * k;
+        let changed_at = state.changed_at;
+        let takeover_ready = state.takeover_ready.clone();
+        match holder {
+            None => {
+                let at = changed_at + stagger;
+                if now < at {
+                    self.wake_at(at);
+                    return false;
+                }
+                let create = lease.is_none();
+                if let Ok(record) = self.ip_record(ip, &desire, lease.as_ref()) {
+                    self.issue_ip_write(writes, record, Purpose::Acquire, create);
+                }
+            }
+            Some(h) => {
+                let Some(dead_from) = self.holder_dead_from(&h) else { return false };
+                let at = dead_from.max(changed_at) + stagger;
+                if now < at {
+                    self.wake_at(at);
+                    return false;
+                }
+                let lease = lease.expect("a holder implies a lease");
+                match takeover_ready {
+                    Some((rv, checked_holder)) if rv == lease.rv() && checked_holder == h => {
+                        if let Some(state) = self.ips.get_mut(&ip) {
+                            state.takeover_ready = None;
+                        }
+                        if let Ok(record) = self.ip_record(ip, &desire, Some(&lease)) {
+                            self.issue_ip_write(writes, record, Purpose::Takeover, false);
+                        }
+                    }
+                    _ => {
+                        let check_key = lease_key_check(&naming::node_lease_name(holder_node(&h)), ip);
+                        if self.busy.contains(&check_key) {
+                            return false;
+                        }
+                        let op = self.next_op();
+                        let expect = self.expectation(&h);
+                        self.busy.insert(check_key);
+                        self.ops.insert(
+                            op,
+                            Pending::TakeoverCheck { ip, ip_rv: lease.rv().to_owned(), holder: h.clone(), expect },
+                        );
+                        writes.push(Action::Get { op, name: naming::node_lease_name(holder_node(&h)) });
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    fn poll_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        // Leases naming this instance without local state (never desired in this process) are released too.
+        let orphans: Vec<LeaseRecord> = self
+            .leases
+            .values()
+            .filter(|l| l.holder() == Some(self.holder.as_str()))
+            .filter(|l| !self.busy.contains(&l.name) && !self.ips.values().any(|s| s.name == l.name))
+            .cloned()
+            .collect();
+        for lease in orphans {
+            let op = self.next_op();
+            self.busy.insert(lease.name.clone());
+            self.ops.insert(op, Pending::IpWrite { name: lease.name.clone(), sent_epoch: self.epoch, purpose: Purpose::Release });
+            out.push(Action::Replace { op, record: Self::release_record(&lease) });
+        }
+        let ip_work_left = self.ops.values().any(|p| !matches!(p, Pending::NodeGet | Pending::NodeWrite { .. }))
+            || self.leases.values().any(|l| l.holder() == Some(self.holder.as_str()));
+        if ip_work_left {
+            // Keep the node lease fresh while releasing so nobody treats our IPs as held by a dead node.
+            self.poll_node_lease(now, out, false);
+            return;
+        }
+        if !self.own.released {
+            self.poll_node_lease(now, out, true);
+        }
+        if self.own.released && !self.busy.contains(&self.own_lease) {
+            self.stopped = true;
+            out.push(Action::Stopped);
+        }
+    }
+}
+
+/// Busy key of a takeover check, so one check per (holder lease, IP) runs at a time.
+fn lease_key_check(node_lease: &str, ip: IpAddr) -> String {
+    format!("check:{node_lease}:{ip}")
+}
+
+/// Whether `candidate` is newer than `current` (unknown order counts as newer: the latest delivery wins).
+fn is_newer(current: &str, candidate: &str) -> bool {
+    rv_cmp(current, candidate).is_none_or(|o| o == std::cmp::Ordering::Less)
+}

@@ -1,0 +1,525 @@
+//! The async shells: one task per protocol instance owns the sans-IO core, performs the lease operations it asks for
+//! (each as a child future with a timeout), feeds it the watch, and delivers decisions. Every task is owned by a
+//! handle and stops through a `CancellationToken`; channels are bounded.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::identity::{Identity, holder_node};
+use crate::leader::{LeaderLockCore, LeaderTiming, LockAction};
+use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
+use crate::metrics::{ElectionMetrics, MetricsSnapshot};
+use crate::naming;
+use crate::ownership::{Action, IpDesire, OpId, OutagePolicy, OwnershipCore};
+use crate::timing::ElectionTiming;
+
+/// Where announce/withdraw decisions go (the L2 engine, through the agent).
+///
+/// `withdraw` must complete only once the IP is no longer answered: the election releases a lease right after a
+/// withdrawal, and the next holder starts announcing as soon as it sees the release.
+pub trait AnnouncementSink: Send + 'static {
+    /// Start answering ARP/NDP for `ip` (and send the takeover burst).
+    fn announce(&mut self, ip: IpAddr) -> impl Future<Output = ()> + Send;
+    /// Stop answering ARP/NDP for `ip`; return when done.
+    fn withdraw(&mut self, ip: IpAddr) -> impl Future<Output = ()> + Send;
+}
+
+/// Ownership news for Events, annotations and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnershipEvent {
+    /// The holder of a desired IP changed (`holder` is `<node>/<instance>`, `node` its node part).
+    OwnerChanged { ip: IpAddr, holder: Option<String>, node: Option<String>, is_self: bool, was_self: bool },
+    /// This instance withdrew `ip` because another MAC claimed it on the wire.
+    WireYield { ip: IpAddr },
+    /// Another instance on this node took over the node lease; this task withdrew everything and stopped.
+    Superseded { by: String },
+}
+
+/// Configuration of an [`OwnershipAgent`].
+#[derive(Debug, Clone)]
+pub struct OwnershipConfig {
+    pub identity: Identity,
+    pub timing: ElectionTiming,
+    pub outage: OutagePolicy,
+    /// Upper bound for the graceful stop (withdraw, releases); afterwards the task withdraws what is left and ends.
+    pub shutdown_timeout: Duration,
+    /// Capacity of the [`OwnershipEvent`] channel (events beyond it are dropped and counted, never blocking the
+    /// protocol).
+    pub event_capacity: usize,
+}
+
+impl OwnershipConfig {
+    /// Defaults: timing 1 s / 3 s / 2 s / 50 ms, `--api-outage=hold`, 10 s shutdown bound, 1024 events.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            timing: ElectionTiming::default(),
+            outage: OutagePolicy::Hold,
+            shutdown_timeout: Duration::from_secs(10),
+            event_capacity: 1024,
+        }
+    }
+}
+
+enum Command {
+    SetDesired(IpAddr, IpDesire),
+    RemoveDesired(IpAddr),
+    WireConflict(IpAddr),
+}
+
+/// Spawns the per-IP ownership task.
+pub struct OwnershipAgent;
+
+impl OwnershipAgent {
+    /// Validates the timing and starts the task on the current tokio runtime. Cancelling `cancel` (or calling
+    /// [`OwnershipHandle::shutdown`]) runs the graceful stop.
+    pub fn spawn<S: LeaseStore, A: AnnouncementSink>(
+        store: S,
+        sink: A,
+        config: OwnershipConfig,
+        cancel: CancellationToken,
+    ) -> Result<(OwnershipHandle, mpsc::Receiver<OwnershipEvent>)> {
+        let timing = config.timing.validate()?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
+        let (announced_tx, announced_rx) = watch::channel(BTreeSet::new());
+        let metrics = Arc::new(ElectionMetrics::default());
+        let task = OwnershipTask {
+            core: OwnershipCore::new(config.identity.clone(), timing, config.outage),
+            store: Arc::new(store),
+            sink,
+            timing,
+            shutdown_timeout: config.shutdown_timeout,
+            commands: cmd_rx,
+            events: event_tx,
+            announced: announced_tx,
+            metrics: Arc::clone(&metrics),
+            cancel: cancel.clone(),
+        };
+        let join = tokio::spawn(task.run());
+        Ok((OwnershipHandle { commands: cmd_tx, cancel, task: join, metrics, announced: announced_rx }, event_rx))
+    }
+}
+
+/// The agent's handle on the ownership task.
+#[derive(Debug)]
+pub struct OwnershipHandle {
+    commands: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: Arc<ElectionMetrics>,
+    announced: watch::Receiver<BTreeSet<IpAddr>>,
+}
+
+impl OwnershipHandle {
+    /// Declares or updates an IP and its eligible nodes (call again on any eligibility or link change).
+    pub async fn set_desired(&self, ip: IpAddr, desire: IpDesire) -> Result<()> {
+        naming::ip_lease_name(ip)?;
+        self.send(Command::SetDesired(ip, desire)).await
+    }
+
+    /// The IP is no longer wanted; if held here it is withdrawn and released.
+    pub async fn remove_desired(&self, ip: IpAddr) -> Result<()> {
+        self.send(Command::RemoveDesired(ip)).await
+    }
+
+    /// The L2 engine saw another MAC answer for `ip`: withdraw it now.
+    pub async fn wire_conflict(&self, ip: IpAddr) -> Result<()> {
+        self.send(Command::WireConflict(ip)).await
+    }
+
+    /// The IPs announced right now (updated after each decision).
+    pub fn announced(&self) -> watch::Receiver<BTreeSet<IpAddr>> {
+        self.announced.clone()
+    }
+
+    /// Current counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// The counters, shared (for a Prometheus collector that reads them at scrape time).
+    pub fn metrics_handle(&self) -> Arc<ElectionMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Graceful stop: withdraw every IP, release every IP lease, release the node lease; returns when done (or after
+    /// the configured shutdown timeout).
+    pub async fn shutdown(self) -> Result<()> {
+        self.cancel.cancel();
+        self.task.await.map_err(Error::Task)
+    }
+
+    async fn send(&self, cmd: Command) -> Result<()> {
+        self.commands.send(cmd).await.map_err(|_| Error::Stopped)
+    }
+}
+
+struct OwnershipTask<S, A> {
+    core: OwnershipCore,
+    store: Arc<S>,
+    sink: A,
+    timing: ElectionTiming,
+    shutdown_timeout: Duration,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<OwnershipEvent>,
+    announced: watch::Sender<BTreeSet<IpAddr>>,
+    metrics: Arc<ElectionMetrics>,
+    cancel: CancellationToken,
+}
+
+type OpResult = (OpId, String, Result<LeaseRecord, StoreError>);
+
+impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
+    async fn run(mut self) {
+        let node = self.core.identity().node().to_owned();
+        info!(node = %node, holder = %self.core.identity(), "ownership election started");
+        let mut watch = self.store.watch();
+        let mut watch_open = true;
+        let mut commands_open = true;
+        let mut ops: JoinSet<OpResult> = JoinSet::new();
+        let mut stop_deadline: Option<Instant> = None;
+        let far = Duration::from_secs(3600);
+        loop {
+            let now = Instant::now();
+            let actions = self.core.poll(now);
+            if self.execute(actions, &mut ops).await {
+                break;
+            }
+            let wake = self.core.next_wakeup().unwrap_or(now + far);
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled(), if stop_deadline.is_none() => {
+                    info!(node = %node, "graceful stop: withdrawing and releasing leases");
+                    self.core.begin_shutdown(Instant::now());
+                    stop_deadline = Some(Instant::now() + self.shutdown_timeout);
+                }
+                () = sleep_until(stop_deadline.unwrap_or(now + far)), if stop_deadline.is_some() => {
+                    warn!(node = %node, timeout = ?self.shutdown_timeout,
+                        "graceful stop did not finish (API unreachable?); leases will expire by observation");
+                    break;
+                }
+                Some(done) = ops.join_next() => match done {
+                    Ok((op, name, result)) => {
+                        self.count(&name, &result);
+                        self.core.op_done(Instant::now(), op, result);
+                    }
+                    Err(e) => warn!(error = %e, "lease operation task failed"),
+                },
+                cmd = self.commands.recv(), if commands_open => match cmd {
+                    Some(Command::SetDesired(ip, desire)) => {
+                        if let Err(e) = self.core.set_desired(Instant::now(), ip, desire) {
+                            warn!(ip = %ip, error = %e, "IP ignored");
+                        }
+                    }
+                    Some(Command::RemoveDesired(ip)) => self.core.remove_desired(Instant::now(), ip),
+                    Some(Command::WireConflict(ip)) => self.wire_conflict(ip),
+                    None => {
+                        // Every handle is gone: nobody can drive or stop us any more, so stop gracefully.
+                        commands_open = false;
+                        self.cancel.cancel();
+                    }
+                },
+                event = watch.next(), if watch_open => match event {
+                    Some(WatchEvent::Error(e)) => {
+                        self.metrics.api_error();
+                        warn!(error = %e, "lease watch error; retrying with backoff");
+                    }
+                    Some(event) => self.core.observe(Instant::now(), event),
+                    None => {
+                        warn!("lease watch ended");
+                        watch_open = false;
+                    }
+                },
+                () = sleep_until(wake) => {}
+            }
+        }
+        // Whatever is still announced (shutdown timeout) is withdrawn before the task ends.
+        let left: Vec<IpAddr> = self.announced.borrow().iter().copied().collect();
+        for ip in left {
+            self.sink.withdraw(ip).await;
+        }
+        self.publish_announced(BTreeSet::new());
+        info!(node = %node, "ownership election stopped");
+    }
+
+    fn wire_conflict(&mut self, ip: IpAddr) {
+        let before = self.core.wire_yields();
+        self.core.on_wire_conflict(Instant::now(), ip);
+        if self.core.wire_yields() > before {
+            self.metrics.wire_yield();
+            warn!(ip = %ip, node = %self.core.identity().node(), "another MAC claims this IP: withdrawing it");
+            self.emit(OwnershipEvent::WireYield { ip });
+        }
+    }
+
+    fn count(&self, name: &str, result: &Result<LeaseRecord, StoreError>) {
+        match result {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) if e.is_lost_race() => {
+                self.metrics.lost_race();
+                debug!(lease = name, "lost a lease race");
+            }
+            Err(e) => {
+                self.metrics.api_error();
+                warn!(lease = name, error = %e, "lease operation failed");
+            }
+        }
+    }
+
+    fn emit(&self, event: OwnershipEvent) {
+        if self.events.try_send(event).is_err() {
+            self.metrics.event_dropped();
+        }
+    }
+
+    fn publish_announced(&self, set: BTreeSet<IpAddr>) {
+        self.metrics.set_announced(set.len());
+        self.announced.send_replace(set);
+    }
+
+    /// Executes actions in order (withdrawals before writes); returns true when the core has stopped.
+    async fn execute(&mut self, actions: Vec<Action>, ops: &mut JoinSet<OpResult>) -> bool {
+        let timeout = self.timing.renew_deadline;
+        let mut stopped = false;
+        let mut announced_changed = false;
+        for action in actions {
+            match action {
+                Action::Withdraw(ip) => {
+                    self.sink.withdraw(ip).await;
+                    announced_changed = true;
+                    info!(ip = %ip, node = %self.core.identity().node(), "withdrawn");
+                }
+                Action::Announce(ip) => {
+                    self.sink.announce(ip).await;
+                    announced_changed = true;
+                    info!(ip = %ip, node = %self.core.identity().node(), "announcing");
+                }
+                Action::OwnerChanged { ip, holder, is_self, was_self } => {
+                    if is_self || was_self {
+                        self.metrics.ownership_change();
+                    }
+                    let node = holder.as_deref().map(|h| holder_node(h).to_owned());
+                    info!(ip = %ip, holder = holder.as_deref().unwrap_or(""), node = node.as_deref().unwrap_or(""),
+                        "IP lease holder changed");
+                    self.emit(OwnershipEvent::OwnerChanged { ip, holder, node, is_self, was_self });
+                }
+                Action::Superseded { by } => {
+                    warn!(holder = %by, "another instance took this node's lease; stopping");
+                    self.emit(OwnershipEvent::Superseded { by });
+                }
+                Action::Stopped => stopped = true,
+                Action::Get { op, name } => {
+                    self.metrics.read();
+                    let store = Arc::clone(&self.store);
+                    ops.spawn(async move {
+                        let result = with_timeout(timeout, &name, store.get(&name)).await;
+                        (op, name, result)
+                    });
+                }
+                Action::Create { op, mut record } => {
+                    self.metrics.write();
+                    record.stamp(SystemTime::now());
+                    let store = Arc::clone(&self.store);
+                    ops.spawn(async move {
+                        let result = with_timeout(timeout, &record.name, store.create(&record)).await;
+                        (op, record.name, result)
+                    });
+                }
+                Action::Replace { op, mut record } => {
+                    self.metrics.write();
+                    record.stamp(SystemTime::now());
+                    let store = Arc::clone(&self.store);
+                    ops.spawn(async move {
+                        let result = with_timeout(timeout, &record.name, store.replace(&record)).await;
+                        (op, record.name, result)
+                    });
+                }
+            }
+        }
+        if announced_changed {
+            self.publish_announced(self.core.announced().clone());
+        }
+        stopped
+    }
+}
+
+async fn with_timeout(
+    timeout: Duration,
+    name: &str,
+    fut: impl Future<Output = Result<LeaseRecord, StoreError>>,
+) -> Result<LeaseRecord, StoreError> {
+    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable { reason: format!("lease {name}: no answer within {timeout:?}") })
+    })
+}
+
+// ----- leader lock ----------------------------------------------------------------------------------------------
+
+/// Configuration of a [`LeaderLock`].
+#[derive(Debug, Clone)]
+pub struct LeaderLockConfig {
+    /// Lease name (default `herald-allocator`).
+    pub lease_name: String,
+    /// `holderIdentity` (e.g. [`Identity::holder`]).
+    pub holder: String,
+    pub timing: LeaderTiming,
+}
+
+impl LeaderLockConfig {
+    /// The allocator's lock with client-go component defaults (15 s / 10 s / 2 s).
+    pub fn allocator(holder: impl Into<String>) -> Self {
+        Self { lease_name: naming::ALLOCATOR_LEASE.to_owned(), holder: holder.into(), timing: LeaderTiming::default() }
+    }
+}
+
+/// Spawns the leader-lock task.
+pub struct LeaderLock;
+
+impl LeaderLock {
+    /// Validates the timing and starts competing for the lease. Cancelling `cancel` (or
+    /// [`LeaderLockHandle::shutdown`]) steps down and releases the lease.
+    pub fn spawn<S: LeaseStore>(store: S, config: LeaderLockConfig, cancel: CancellationToken) -> Result<LeaderLockHandle> {
+        let timing = config.timing.validate()?;
+        let (leading_tx, leading_rx) = watch::channel(false);
+        let (term_tx, term_rx) = watch::channel(None);
+        let core = LeaderLockCore::new(config.lease_name.clone(), config.holder.clone(), timing);
+        let task = tokio::spawn(run_leader(core, Arc::new(store), config, leading_tx, term_tx, cancel.clone()));
+        Ok(LeaderLockHandle { leading: leading_rx, term: term_rx, cancel, task })
+    }
+}
+
+/// Handle on a [`LeaderLock`] task.
+#[derive(Debug)]
+pub struct LeaderLockHandle {
+    leading: watch::Receiver<bool>,
+    term: watch::Receiver<Option<CancellationToken>>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl LeaderLockHandle {
+    /// Whether this process leads right now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// A watch of the leadership flag.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
+    }
+
+    /// Waits until this process leads and returns a token that is cancelled the moment leadership ends (deadline
+    /// passed, lost race, shutdown). `None` once the lock has stopped.
+    pub async fn acquired(&mut self) -> Option<CancellationToken> {
+        let term = self.term.wait_for(|t| t.as_ref().is_some_and(|t| !t.is_cancelled())).await.ok()?;
+        term.clone()
+    }
+
+    /// Runs `work` during every leadership term: `work` gets the term's token and must return soon after it is
+    /// cancelled. Returns when the lock stops.
+    pub async fn run_while_leader<F, Fut>(&mut self, mut work: F)
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        while let Some(term) = self.acquired().await {
+            work(term).await;
+        }
+    }
+
+    /// Steps down, releases the lease and waits for the task to end.
+    pub async fn shutdown(self) -> Result<()> {
+        self.cancel.cancel();
+        self.task.await.map_err(Error::Task)
+    }
+}
+
+async fn run_leader<S: LeaseStore>(
+    mut core: LeaderLockCore,
+    store: Arc<S>,
+    config: LeaderLockConfig,
+    leading: watch::Sender<bool>,
+    term: watch::Sender<Option<CancellationToken>>,
+    cancel: CancellationToken,
+) {
+    let lease = config.lease_name.as_str();
+    let timeout = config.timing.renew_deadline / 2;
+    let mut ops: JoinSet<(OpId, Result<LeaseRecord, StoreError>)> = JoinSet::new();
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        // Step down (cancel the term) before any release write is sent.
+        let is_leader = core.is_leader(now);
+        if leading.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader) {
+            if is_leader {
+                info!(lease, holder = %config.holder, "became leader");
+                term.send_replace(Some(CancellationToken::new()));
+            } else {
+                info!(lease, holder = %config.holder, "stepped down");
+                if let Some(t) = term.send_replace(None) {
+                    t.cancel();
+                }
+            }
+        }
+        if let Some(action) = core.poll(now) {
+            let store = Arc::clone(&store);
+            ops.spawn(async move {
+                match action {
+                    LockAction::Get { op, name } => (op, with_timeout(timeout, &name, store.get(&name)).await),
+                    LockAction::Create { op, mut record } => {
+                        record.stamp(SystemTime::now());
+                        (op, with_timeout(timeout, &record.name, store.create(&record)).await)
+                    }
+                    LockAction::Replace { op, mut record } => {
+                        record.stamp(SystemTime::now());
+                        (op, with_timeout(timeout, &record.name, store.replace(&record)).await)
+                    }
+                }
+            });
+        }
+        if core.is_done() {
+            break;
+        }
+        let wake = core.next_wakeup().unwrap_or(now + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            () = cancel.cancelled(), if stop_deadline.is_none() => {
+                core.begin_release(Instant::now());
+                stop_deadline = Some(Instant::now() + config.timing.renew_deadline);
+            }
+            () = sleep_until(stop_deadline.unwrap_or(wake)), if stop_deadline.is_some() => {
+                warn!(lease, "could not release the leader lease in time; it expires by observation");
+                break;
+            }
+            Some(done) = ops.join_next() => match done {
+                Ok((op, result)) => {
+                    if let Err(e) = &result
+                        && !e.is_lost_race()
+                        && !matches!(e, StoreError::NotFound { .. })
+                    {
+                        warn!(lease, error = %e, "leader lease operation failed");
+                    }
+                    core.op_done(Instant::now(), op, result);
+                }
+                Err(e) => warn!(lease, error = %e, "leader lease task failed"),
+            },
+            () = sleep_until(wake) => {}
+        }
+    }
+    leading.send_replace(false);
+    if let Some(t) = term.send_replace(None) {
+        t.cancel();
+    }
+}

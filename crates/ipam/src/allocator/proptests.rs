@@ -1,0 +1,236 @@
+//! Properties over random sequences of requests, releases and pool changes on small, overlapping pools
+//! (small so that exhaustion, sharing and conflicts happen often).
+
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::pool::PoolSpec;
+use crate::request::{CreationKey, Protocol, ServicePort};
+
+const IPS: [&str; 8] = [
+    "192.0.2.1",
+    "192.0.2.6",
+    "192.0.2.10",
+    "198.51.100.1",
+    "2001:db8::2",
+    "2001:db8:1::1",
+    "203.0.113.1", // in no pool
+    "192.0.2.0",   // network address, excluded
+];
+const POOLS: [&str; 5] = ["a", "b", "c", "d", "missing"];
+const PORTS: [(u16, Protocol); 3] = [(80, Protocol::Tcp), (81, Protocol::Tcp), (80, Protocol::Udp)];
+
+fn pools(b_disabled: bool, b_open: bool) -> Vec<Pool> {
+    let spec = |name: &str, addrs: &[&str], edit: &dyn Fn(&mut PoolSpec)| {
+        let mut s = PoolSpec::new(name, addrs);
+        edit(&mut s);
+        Pool::parse(&s).unwrap()
+    };
+    vec![
+        spec("a", &["192.0.2.0/29", "2001:db8::/125"], &|_| {}),
+        spec("b", &["192.0.2.8-192.0.2.10", "198.51.100.1"], &|s| {
+            s.priority = 1;
+            s.disabled = b_disabled;
+            if !b_open {
+                s.namespaces = vec!["n0".into()];
+            }
+        }),
+        spec("c", &["2001:db8:1::/127"], &|s| s.auto_assign = false),
+        spec("d", &["192.0.2.10-192.0.2.12"], &|s| s.priority = -1),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allocate(ServiceRequest),
+    Release(usize),
+    ChangePoolB { disabled: bool, open: bool },
+}
+
+fn request() -> impl Strategy<Value = ServiceRequest> {
+    (
+        (0usize..6, 0usize..2, proptest::option::weighted(0.3, 0usize..POOLS.len())),
+        (proptest::collection::vec(0usize..IPS.len(), 0..3), 0usize..3, any::<bool>()),
+        (proptest::option::weighted(0.6, 0usize..2), proptest::sample::subsequence(PORTS.to_vec(), 0..=2)),
+        (any::<bool>(), 0usize..2, 0i64..4),
+    )
+        .prop_map(|((svc, ns, pool), (req_ips, policy, v6_first), (key, ports), (local, pods, ts))| {
+            let mut r = ServiceRequest::new(format!("n{ns}"), format!("s{svc}"));
+            r.pool = pool.map(|p| POOLS[p].to_string());
+            r.requested_ips = req_ips.iter().map(|i| IPS[*i].parse().unwrap()).collect();
+            r.ip_family_policy = [
+                IpFamilyPolicy::SingleStack,
+                IpFamilyPolicy::PreferDualStack,
+                IpFamilyPolicy::RequireDualStack,
+            ][policy];
+            r.ip_families = if v6_first { vec![Family::V6, Family::V4] } else { vec![Family::V4, Family::V6] };
+            r.sharing_key = key.map(|k| format!("key{k}"));
+            r.ports = ports.into_iter().map(|(p, proto)| ServicePort::new(p, proto)).collect();
+            r.etp_local = local;
+            r.pod_selector.insert("app".into(), format!("app{pods}"));
+            r.created = CreationKey {
+                timestamp: ts,
+                uid: format!("uid-{svc}-{ns}"),
+            };
+            r
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => request().prop_map(Op::Allocate),
+        2 => (0usize..6).prop_map(Op::Release),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(disabled, open)| Op::ChangePoolB { disabled, open }),
+    ]
+}
+
+fn fresh() -> Allocator {
+    let mut a = Allocator::new();
+    for p in pools(false, true) {
+        a.set_pool(p);
+    }
+    a
+}
+
+/// Applies the ops, checking the invariants and per-op properties after each; returns the results.
+fn run(a: &mut Allocator, ops: &[Op]) -> Result<Vec<String>, TestCaseError> {
+    let mut log = Vec::new();
+    for op in ops {
+        match op {
+            Op::Allocate(req) => match a.allocate(req) {
+                Ok(got) => {
+                    let pool = a.pool(&got.pool).expect("allocated from a known pool");
+                    for ip in &got.ips {
+                        prop_assert!(pool.contains(*ip), "{ip} outside its pool {}", got.pool);
+                    }
+                    for ip in req.requested_ips.iter() {
+                        prop_assert!(got.ips.contains(ip), "requested {ip} not given");
+                    }
+                    // Idempotence: the same request again changes nothing.
+                    let before = a.clone();
+                    prop_assert_eq!(a.allocate(req), Ok(got.clone()));
+                    prop_assert_eq!(&*a, &before);
+                    log.push(format!("{} -> {got:?}", req.key));
+                }
+                Err(e) => {
+                    prop_assert!(a.allocation(&req.key).is_none());
+                    log.push(format!("{} -> {e}", req.key));
+                }
+            },
+            Op::Release(i) => {
+                let key = ServiceKey::new(format!("n{}", i % 2), format!("s{i}"));
+                log.push(format!("release {key} -> {:?}", a.release(&key)));
+            }
+            Op::ChangePoolB { disabled, open } => {
+                let b = pools(*disabled, *open).swap_remove(1);
+                for e in a.set_pool(b) {
+                    prop_assert!(a.allocation(&e.service).is_none());
+                    log.push(e.to_string());
+                }
+            }
+        }
+        if let Err(violation) = a.check_invariants() {
+            return Err(TestCaseError::fail(format!("after {op:?}: {violation}")));
+        }
+    }
+    Ok(log)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// No address is ever held by two Services that may not share it, every address lies in its pool, and
+    /// the bookkeeping (used sets, counters, sharing index) agrees with the holdings. Same inputs, same
+    /// outputs.
+    #[test]
+    fn invariants_hold_and_results_are_deterministic(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut a = fresh();
+        let first = run(&mut a, &ops)?;
+        let mut b = fresh();
+        let second = run(&mut b, &ops)?;
+        prop_assert_eq!(first, second);
+        prop_assert_eq!(a, b);
+    }
+
+    /// Rebuilding from the allocator's own assignments, in any order, yields an equal state and no conflicts.
+    #[test]
+    fn rebuild_from_own_assignments_is_identity(ops in proptest::collection::vec(op(), 1..40), rotate in 0usize..8) {
+        let mut a = fresh();
+        run(&mut a, &ops)?;
+        let mut records = a.assignments();
+        let n = records.len().max(1);
+        records.rotate_left(rotate % n);
+        let mut rebuilt = a.clone();
+        let conflicts = rebuilt.rebuild(records);
+        prop_assert!(conflicts.is_empty(), "{conflicts:?}");
+        prop_assert_eq!(&rebuilt, &a);
+    }
+
+    /// Rebuilding from arbitrary (possibly conflicting) records gives a consistent state, independent of
+    /// record order, where every dropped record comes with a reason.
+    #[test]
+    fn rebuild_from_conflicting_records_is_consistent_and_order_independent(
+        reqs in proptest::collection::vec(request(), 0..12),
+        picks in proptest::collection::vec(proptest::collection::vec(0usize..IPS.len(), 1..3), 12),
+    ) {
+        let records: Vec<ExistingAssignment> = reqs
+            .into_iter()
+            .zip(picks)
+            .map(|(request, pick)| ExistingAssignment {
+                pool: request.pool.clone(),
+                ips: pick.iter().map(|i| IPS[*i].parse::<IpAddr>().unwrap()).collect(),
+                request,
+            })
+            .collect();
+        let mut a = fresh();
+        let ca = a.rebuild(records.clone());
+        a.check_invariants().map_err(TestCaseError::fail)?;
+        let mut reversed = records.clone();
+        reversed.reverse();
+        let mut b = fresh();
+        let cb = b.rebuild(reversed);
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(ca.len(), cb.len());
+        // Every record is either kept whole (one Service each) or dropped with a reason.
+        prop_assert_eq!(a.service_count() + ca.len(), records.len());
+        for r in &records {
+            let kept = a.allocation(&r.request.key).is_some_and(|al| al.ips == r.ips);
+            let dropped = ca.iter().any(|c| c.service == r.request.key && c.ips == r.ips);
+            prop_assert!(kept || dropped, "record {:?} vanished", r.request.key);
+        }
+    }
+
+    /// Releasing a Service and allocating its addresses again (pinned) restores the same allocations.
+    #[test]
+    fn release_and_reallocate_restores_allocations(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut a = fresh();
+        run(&mut a, &ops)?;
+        let snapshot: Vec<(ServiceKey, Allocation)> =
+            a.allocations().map(|(k, al)| (k.clone(), al.clone())).collect();
+        for (key, allocation) in &snapshot {
+            if a.pool(&allocation.pool).is_some_and(Pool::disabled) {
+                continue; // a disabled pool gives no new addresses, by design
+            }
+            let mut req = a.services[key].request.clone();
+            let mut b = a.clone();
+            prop_assert_eq!(b.release(key), Some(allocation.clone()));
+            b.check_invariants().map_err(TestCaseError::fail)?;
+            req.pool = Some(allocation.pool.clone());
+            req.requested_ips = allocation.ips.clone();
+            req.ip_families = allocation.ips.iter().map(|ip| Family::of(*ip)).collect();
+            req.ip_family_policy = if allocation.ips.len() == 2 {
+                IpFamilyPolicy::RequireDualStack
+            } else {
+                IpFamilyPolicy::SingleStack
+            };
+            prop_assert_eq!(b.allocate(&req), Ok(allocation.clone()));
+            b.check_invariants().map_err(TestCaseError::fail)?;
+            let after: Vec<(ServiceKey, Allocation)> =
+                b.allocations().map(|(k, al)| (k.clone(), al.clone())).collect();
+            prop_assert_eq!(&after, &snapshot);
+            prop_assert_eq!(&b.used, &a.used);
+        }
+    }
+}

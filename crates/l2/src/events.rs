@@ -1,0 +1,64 @@
+//! What the responder reports to its owner (the election yields an address on a [`Conflict`]).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::packet::MacAddr;
+
+/// Something the caller must know about one address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The probe found no other owner (or was skipped): the address is answered and announced from now on.
+    Announced { ip: IpAddr },
+    /// Another host claims the address.
+    Conflict(Conflict),
+}
+
+/// Another host (`mac`) claims `ip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    pub ip: IpAddr,
+    /// The other host's link-layer address.
+    pub mac: MacAddr,
+    /// The frame that revealed it.
+    pub signal: ConflictSignal,
+    /// `true` when the conflict was found by the probe before the first announcement: the address was refused and
+    /// is no longer handled. `false` while announcing: the responder keeps answering until the caller withdraws.
+    pub refused: bool,
+}
+
+/// The kind of frame that revealed a conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictSignal {
+    /// An ARP reply with our address as sender.
+    ArpReply,
+    /// An ARP request with our address as sender (a gratuitous ARP when it is also the target).
+    ArpRequest,
+    /// An ARP probe (sender 0.0.0.0) for an address we are probing ourselves (RFC 5227 §2.1.1).
+    ArpProbe,
+    /// A Neighbor Advertisement for our address.
+    NeighborAdvertisement,
+    /// A Duplicate Address Detection solicitation for our address (RFC 4862 §5.4.3).
+    DadProbe,
+    /// A Neighbor Solicitation sent from our address.
+    NeighborSolicitation,
+}
+
+impl fmt::Display for ConflictSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictSignal::ArpReply => "ARP reply",
+            ConflictSignal::ArpRequest => "ARP request (gratuitous or from the address)",
+            ConflictSignal::ArpProbe => "ARP probe for the same address",
+            ConflictSignal::NeighborAdvertisement => "neighbor advertisement",
+            ConflictSignal::DadProbe => "duplicate address detection probe",
+            ConflictSignal::NeighborSolicitation => "neighbor solicitation from the address",
+        })
+    }
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is claimed by {} ({})", self.ip, self.mac, self.signal)
+    }
+}

@@ -1,0 +1,9 @@
+//! The only crate in Herald allowed to use `unsafe`. Every unsafe block carries a `// SAFETY:` note.
+//!
+//! - [`packet`]: AF_PACKET sockets, classic BPF filters, link-layer multicast membership (Layer 2 mode).
+//! - [`iface`]: interface facts (index, MAC, flags, addresses) that work inside network namespaces.
+//! - [`tcp_md5`]: RFC 2385 TCP MD5 signatures (`TCP_MD5SIG`) for BGP sessions.
+
+pub mod iface;
+pub mod packet;
+pub mod tcp_md5;

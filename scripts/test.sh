@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs every Herald test, the way CI does:
+#   1. installs what the tests need when it is missing (Debian packages as root, cargo-nextest),
+#   2. cargo fmt --check and cargo clippy -D warnings,
+#   3. every test tier with cargo-nextest: pure unit/property/golden tests, tests against lab-apiserver,
+#      and (as root) the network-namespace tests with real clients and routers.
+# Usage: scripts/test.sh [extra nextest arguments, e.g. a test filter]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# ---- 1. prerequisites -------------------------------------------------------------------------------------------
+# tool -> Debian package providing it
+declare -A PKG=(
+  [ip]=iproute2 [ping]=iputils-ping [arping]=arping [ndisc6]=ndisc6 [tcpdump]=tcpdump [nc]=netcat-openbsd
+  [gobgpd]=gobgpd [bird]=bird2 [/usr/lib/frr/bgpd]=frr [python3]=python3 [kubectl]=kubectl [nft]=nftables
+)
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for tool in "${!PKG[@]}"; do
+    if [[ $tool == /* ]]; then [ -x "$tool" ] || missing+=("${PKG[$tool]}");
+    else command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("${PKG[$tool]}"); fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # kubectl: the image's package, else Debian's kubernetes-client.
+    if [[ " ${missing[*]} " == *" kubectl "* ]] && ! apt-get install -y -qq kubectl >/dev/null 2>&1; then
+      missing=("${missing[@]/kubectl/kubernetes-client}")
+    fi
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Routing daemons installed from packages start system services we do not want running during tests.
+  for svc in frr bird gobgpd; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
+  export PATH="$PATH:/usr/sbin:/sbin"
+else
+  echo "not root: the network-namespace tests will be skipped (each prints why)"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+# Namespaces a killed test run may have left behind (only ours: the fixture's prefix).
+cleanup_netns() {
+  [ "$(id -u)" = 0 ] || return 0
+  ip netns list 2>/dev/null | awk '{print $1}' | grep '^hrdt-' | while read -r ns; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+cleanup_netns
+trap cleanup_netns EXIT
+
+# ---- 2. format and lint -----------------------------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# ---- 3. tests ---------------------------------------------------------------------------------------------------
+log "building binaries for the process-level tests"
+cargo build --workspace --bins --locked
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export HERALD_BIN="$target_dir/debug/herald"
+export LAB_APISERVER_BIN="$target_dir/debug/lab-apiserver"
+
+log "doc tests"
+cargo test --workspace --doc --locked -q
+
+log "cargo nextest run --workspace (unit, property, golden, lab-apiserver and netns tiers)"
+cargo nextest run --workspace --locked --profile ci --no-tests=fail "$@"
+

@@ -1,0 +1,213 @@
+//! `herald announce bgp`: open BGP sessions and announce prefixes, without Kubernetes.
+//!
+//! Session state changes go to stderr (tracing). SIGINT withdraws (Cease / Administrative Shutdown) and exits 0;
+//! SIGTERM does the same unless `--graceful-restart` is set, in which case the sessions are closed without a
+//! NOTIFICATION so the routers keep the routes for the restart time (what a rolling update of the agent does).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use herald_bgp::fsm::GracefulRestart;
+use herald_bgp::neighbor::{DEFAULT_HOLD_TIME, DEFAULT_PORT, DEFAULT_RESTART_TIME};
+use herald_bgp::packet::LargeCommunity;
+use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
+use ipnet::IpNet;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Arguments of `herald announce bgp`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example: herald announce bgp --local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 192.0.2.10/32")]
+pub struct AnnounceBgpArgs {
+    /// Local AS number (1-4294967295).
+    #[arg(long, value_parser = parse_asn)]
+    pub local_asn: u32,
+    /// Peer address; repeat for several peers, each paired in order with a --peer-asn.
+    #[arg(long = "peer", required = true)]
+    pub peers: Vec<IpAddr>,
+    /// AS number of the peer given at the same position.
+    #[arg(long = "peer-asn", required = true, value_parser = parse_asn)]
+    pub peer_asns: Vec<u32>,
+    /// TCP port of the peers.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub peer_port: u16,
+    /// BGP identifier; default: the IPv4 source address towards the first IPv4 peer.
+    #[arg(long)]
+    pub router_id: Option<Ipv4Addr>,
+    /// Next hop to announce instead of the session's source address (once per address family).
+    #[arg(long = "next-hop")]
+    pub next_hops: Vec<IpAddr>,
+    /// Source address of the sessions (default: chosen by the kernel).
+    #[arg(long)]
+    pub local_address: Option<IpAddr>,
+    /// File holding the TCP MD5 password (RFC 2385); a trailing newline is ignored.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Proposed hold time in seconds (0, or at least 3); keepalives go every third of it.
+    #[arg(long, default_value_t = DEFAULT_HOLD_TIME)]
+    pub hold_time: u16,
+    /// Advertise graceful restart (RFC 4724) and keep routes at the routers across a restart on SIGTERM.
+    #[arg(long)]
+    pub graceful_restart: bool,
+    /// Graceful-restart time in seconds advertised to the routers (at most 4095).
+    #[arg(long, default_value_t = DEFAULT_RESTART_TIME, value_parser = clap::value_parser!(u16).range(1..=4095))]
+    pub restart_time: u16,
+    /// IP TTL / hop limit for eBGP multihop.
+    #[arg(long)]
+    pub ttl: Option<u8>,
+    /// Community `ASN:VALUE` (RFC 1997) on every prefix; repeatable.
+    #[arg(long = "community", value_parser = parse_community)]
+    pub communities: Vec<u32>,
+    /// Large community `GLOBAL:DATA1:DATA2` (RFC 8092) on every prefix; repeatable.
+    #[arg(long = "large-community", value_parser = parse_large_community)]
+    pub large_communities: Vec<LargeCommunity>,
+    /// MULTI_EXIT_DISC on every prefix.
+    #[arg(long)]
+    pub med: Option<u32>,
+    /// Prefixes to announce (IPv4 and IPv6; an address alone means a host route).
+    #[arg(required = true, value_parser = parse_prefix)]
+    pub prefixes: Vec<IpNet>,
+}
+
+fn parse_asn(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("AS number 0 is reserved (RFC 7607)".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not an AS number (1-4294967295)")),
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = IpNet::from_str(s) {
+        return Ok(net.trunc());
+    }
+    IpAddr::from_str(s)
+        .map(IpNet::from)
+        .map_err(|_| format!("`{s}` is neither a prefix (192.0.2.0/24, 2001:db8::/64) nor an address"))
+}
+
+fn parse_community(s: &str) -> Result<u32, String> {
+    let err = || format!("`{s}` is not a community: expected ASN:VALUE with both parts 0-65535");
+    let (a, v) = s.split_once(':').ok_or_else(err)?;
+    let a: u16 = a.parse().map_err(|_| err())?;
+    let v: u16 = v.parse().map_err(|_| err())?;
+    Ok((u32::from(a) << 16) | u32::from(v))
+}
+
+fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+    let err = || format!("`{s}` is not a large community: expected GLOBAL:DATA1:DATA2, each 0-4294967295");
+    let parts: Vec<u32> = s.split(':').map(|p| p.parse().map_err(|_| err())).collect::<Result<_, _>>()?;
+    match parts[..] {
+        [g, a, b] => Ok(LargeCommunity(g, a, b)),
+        _ => Err(err()),
+    }
+}
+
+/// The IPv4 source address the kernel would use towards `peer` (a UDP connect sends nothing).
+fn source_towards(peer: IpAddr) -> Option<Ipv4Addr> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    sock.connect(SocketAddr::new(peer, DEFAULT_PORT)).ok()?;
+    match sock.local_addr().ok()?.ip() {
+        IpAddr::V4(a) if !a.is_unspecified() => Some(a),
+        _ => None,
+    }
+}
+
+fn peer_configs(args: &AnnounceBgpArgs) -> Result<Vec<PeerConfig>> {
+    if args.peers.len() != args.peer_asns.len() {
+        bail!(
+            "{} --peer but {} --peer-asn: give one --peer-asn per --peer, in the same order",
+            args.peers.len(),
+            args.peer_asns.len()
+        );
+    }
+    let password = match &args.password_file {
+        Some(path) => {
+            let text = std::fs::read(path).with_context(|| format!("read the password file {}", path.display()))?;
+            let key = text.strip_suffix(b"\n").unwrap_or(&text);
+            let key = key.strip_suffix(b"\r").unwrap_or(key).to_vec();
+            if key.is_empty() {
+                bail!("the password file {} is empty", path.display());
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let mut next_hop_v4 = None;
+    let mut next_hop_v6 = None;
+    for nh in &args.next_hops {
+        let slot_taken = match nh {
+            IpAddr::V4(a) => next_hop_v4.replace(*a).is_some(),
+            IpAddr::V6(a) => next_hop_v6.replace(*a).is_some(),
+        };
+        if slot_taken {
+            bail!("--next-hop given twice for one address family: give at most one IPv4 and one IPv6 next hop");
+        }
+    }
+    let mut configs = Vec::new();
+    for (&address, &asn) in args.peers.iter().zip(&args.peer_asns) {
+        if configs.iter().any(|c: &PeerConfig| c.address == address) {
+            bail!("peer {address} is given twice");
+        }
+        let mut peer = PeerConfig::new(address, asn);
+        peer.port = args.peer_port;
+        peer.local_address = args.local_address.filter(|l| l.is_ipv4() == address.is_ipv4());
+        peer.password = password.clone();
+        peer.hold_time = args.hold_time;
+        peer.ttl = args.ttl;
+        peer.next_hop_v4 = next_hop_v4;
+        peer.next_hop_v6 = next_hop_v6;
+        peer.graceful_restart = args
+            .graceful_restart
+            // The R bit on every start: this command cannot know whether it restarted, and an R bit after a fresh
+            // start only tells the router not to wait for our End-of-RIB before it sends its own (RFC 4724 §4.1).
+            .then_some(GracefulRestart { restart_time: args.restart_time, restarting: true });
+        peer.validate()?;
+        configs.push(peer);
+    }
+    Ok(configs)
+}
+
+pub async fn run(args: AnnounceBgpArgs) -> Result<()> {
+    let peers = peer_configs(&args)?;
+    let router_id = match args.router_id {
+        Some(id) => id,
+        None => args
+            .local_address
+            .and_then(|a| match a {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .or_else(|| args.peers.iter().find_map(|p| p.is_ipv4().then(|| source_towards(*p)).flatten()))
+            .context("cannot pick a BGP identifier (no IPv4 peer or local address): pass --router-id")?,
+    };
+    let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+
+    let mut speaker = Speaker::new(SpeakerConfig { local_asn: args.local_asn, router_id });
+    let policy = RoutePolicy {
+        communities: args.communities.clone(),
+        large_communities: args.large_communities.clone(),
+        med: args.med,
+        next_hop: None,
+    };
+    speaker.announce(args.prefixes.iter().copied(), policy);
+    for peer in peers {
+        speaker.add_peer(peer)?;
+    }
+    tracing::info!(
+        local_asn = args.local_asn,
+        %router_id,
+        prefixes = args.prefixes.len(),
+        "announcing; SIGINT or SIGTERM withdraws and exits"
+    );
+    let mode = tokio::select! {
+        _ = sigint.recv() => ShutdownMode::Withdraw,
+        _ = sigterm.recv() if args.graceful_restart => ShutdownMode::GracefulRestart,
+        _ = sigterm.recv() => ShutdownMode::Withdraw,
+    };
+    tracing::info!(?mode, "signal received, stopping the sessions");
+    speaker.shutdown(mode).await;
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! `herald`: the bare-metal LoadBalancer agent and its tools.
+
+use clap::{Parser, Subcommand};
+
+mod announce_bgp;
+mod announce_l2;
+mod logging;
+
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about = "Bare-metal LoadBalancer for Kubernetes: IP allocation, Layer 2 (ARP/NDP) and BGP")]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Announce addresses without Kubernetes, to try a network before installing Herald.
+    Announce {
+        #[command(subcommand)]
+        mode: AnnounceMode,
+    },
+    /// Print the CustomResourceDefinitions (the content of deploy/crds/).
+    Crds,
+}
+
+#[derive(Subcommand, Debug)]
+enum AnnounceMode {
+    /// Answer ARP (IPv4) and NDP (IPv6) for the addresses on one interface until SIGINT/SIGTERM.
+    L2(announce_l2::AnnounceL2Args),
+    /// Announce prefixes to BGP peers until SIGINT/SIGTERM.
+    Bgp(announce_bgp::AnnounceBgpArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(&cli.log)?;
+    match cli.command {
+        Command::Crds => {
+            print!("{}", herald_api::crds_yaml()?);
+            Ok(())
+        }
+        Command::Announce { mode } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            match mode {
+                AnnounceMode::L2(args) => rt.block_on(announce_l2::run(args)),
+                AnnounceMode::Bgp(args) => rt.block_on(announce_bgp::run(args)),
+            }
+        }
+    }
+}
