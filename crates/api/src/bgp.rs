@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
     category = "herald",
     status = "BgpConfStatus",
     validation = Rule::new("self.metadata.name == 'default'").message("the BgpConf must be named 'default'"),
-    printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.asn"),
-    printcolumn(name = "Router-ID", type_ = "string", json_path = ".spec.routerId"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asn"}"#,
+    printcolumn = r#"{"name":"Router-ID","type":"string","jsonPath":".spec.routerId"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BgpConfSpec {
@@ -96,23 +96,11 @@ pub struct BgpConfStatus {
     plural = "bgppeers",
     category = "herald",
     status = "BgpPeerStatus",
-    printcolumn(name = "Address", type_ = "string", json_path = ".spec.address"),
-    printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.asn"),
-    printcolumn(
-        name = "Established",
-        type_ = "integer",
-        json_path = ".status.established"
-    ),
-    printcolumn(
-        name = "Sessions",
-        type_ = "integer",
-        json_path = ".status.sessionCount"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address"}"#,
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asn"}"#,
+    printcolumn = r#"{"name":"Established","type":"integer","jsonPath":".status.established"}"#,
+    printcolumn = r#"{"name":"Sessions","type":"integer","jsonPath":".status.sessionCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BgpPeerSpec {

@@ -18,21 +18,13 @@ pub const MAX_STATUS_ANNOUNCERS: usize = 64;
     plural = "eips",
     category = "herald",
     status = "EipStatus",
-    printcolumn(name = "Addresses", type_ = "string", json_path = ".spec.addresses"),
-    printcolumn(name = "Protocol", type_ = "string", json_path = ".spec.protocol"),
-    printcolumn(name = "Used", type_ = "integer", json_path = ".status.used"),
-    printcolumn(name = "Free", type_ = "string", json_path = ".status.free"),
-    printcolumn(name = "Total", type_ = "string", json_path = ".status.total"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
+    printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.used"}"#,
+    printcolumn = r#"{"name":"Free","type":"string","jsonPath":".status.free"}"#,
+    printcolumn = r#"{"name":"Total","type":"string","jsonPath":".status.total"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type=="Ready")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EipSpec {
