@@ -23,7 +23,7 @@ pub const MAX_STATUS_ANNOUNCERS: usize = 64;
     printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.used"}"#,
     printcolumn = r#"{"name":"Free","type":"string","jsonPath":".status.free"}"#,
     printcolumn = r#"{"name":"Total","type":"string","jsonPath":".status.total"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type=="Ready")].status"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
