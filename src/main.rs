@@ -2,9 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod agent;
+mod allocator;
 mod announce_bgp;
 mod announce_l2;
+mod announcer;
 mod logging;
+mod metrics;
 
 #[derive(Parser, Debug)]
 #[command(name = "herald", version, about = "Bare-metal LoadBalancer for Kubernetes: IP allocation, Layer 2 (ARP/NDP) and BGP")]
@@ -17,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the node agent (the DaemonSet process): allocation while holding the allocator Lease, announcement.
+    Agent(agent::AgentArgs),
     /// Announce addresses without Kubernetes, to try a network before installing Herald.
     Announce {
         #[command(subcommand)]
@@ -41,6 +47,10 @@ fn main() -> anyhow::Result<()> {
         Command::Crds => {
             print!("{}", herald_api::crds_yaml()?);
             Ok(())
+        }
+        Command::Agent(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(agent::run(args))
         }
         Command::Announce { mode } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

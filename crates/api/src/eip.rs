@@ -45,7 +45,7 @@ pub struct EipSpec {
     /// Whether Services without an explicit pool or IP may get an address from this pool.
     #[serde(default = "default_true")]
     pub auto_assign: bool,
-    /// Among pools that fit a Service, higher priority is chosen first; ties go by name.
+    /// Among pools that fit a Service, the lowest number is tried first (as in MetalLB); ties go by name.
     #[serde(default)]
     pub priority: i32,
     /// Namespaces whose Services may use this pool (with `namespaceSelector`: either matches). Empty and no selector:

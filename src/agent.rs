@@ -1,0 +1,140 @@
+//! `herald agent`: the DaemonSet process. Runs the allocator while it holds the `herald-allocator` Lease, and
+//! serves metrics and health.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use herald_election::{Identity, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::allocator::{self, AllocatorConfig};
+use crate::metrics::{self, Metrics};
+
+/// Arguments of `herald agent`.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// This node's name (the DaemonSet sets it from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Namespace of Herald's Leases (and BGP password Secrets).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "herald-system")]
+    pub namespace: String,
+    /// Distinguishes this process from an earlier one on the same node (the pod UID); random when unset.
+    #[arg(long, env = "POD_UID")]
+    pub instance_id: Option<String>,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:7472")]
+    pub metrics_addr: SocketAddr,
+    /// Also handle LoadBalancer Services that have no spec.loadBalancerClass (`--default-class=false` to only
+    /// handle class herald.dev/lb).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub default_class: bool,
+    /// Allocator Lease: how long others wait for an unrenewed lease before taking it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub allocator_lease_duration: Duration,
+    /// Allocator Lease: the leader steps down when it could not renew for this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub allocator_renew_deadline: Duration,
+    /// Allocator Lease: how often the leader renews and others retry.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub allocator_retry_period: Duration,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let value: f64 = number.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{s}' is not a valid duration"))
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let instance = args.instance_id.clone().unwrap_or_else(Identity::random_instance_id);
+    let identity = Identity::new(&args.node_name, &instance).context("invalid --node-name or --instance-id")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot build a Kubernetes client: run in a cluster, or set KUBECONFIG")?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("the Kubernetes API server does not answer")?;
+    info!(node = %args.node_name, instance, api = %version.git_version, "herald agent starting");
+
+    let cancel = CancellationToken::new();
+    let metrics = Metrics::new();
+    let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone(), cancel.clone()));
+
+    let timing = LeaderTiming {
+        lease_duration: args.allocator_lease_duration,
+        renew_deadline: args.allocator_renew_deadline,
+        retry_period: args.allocator_retry_period,
+    };
+    let store = KubeLeaseStore::new(client.clone(), &args.namespace, args.allocator_renew_deadline / 2);
+    let config = LeaderLockConfig { timing, ..LeaderLockConfig::allocator(identity.holder()) };
+    let mut lock = LeaderLock::spawn(store, config, cancel.child_token())
+        .context("invalid allocator lease timing (--allocator-*)")?;
+    let alloc_config = AllocatorConfig { default_class: args.default_class, instance: identity.holder() };
+    let alloc_metrics = metrics.allocator.clone();
+    let alloc_client = client.clone();
+    let allocator = tokio::spawn(async move {
+        lock.run_while_leader(|term| {
+            let (client, config, metrics) = (alloc_client.clone(), alloc_config.clone(), alloc_metrics.clone());
+            async move {
+                metrics.leader.set(1);
+                if let Err(e) = allocator::run(client, config, metrics.clone(), term).await {
+                    warn!(error = %e, "allocator stopped with an error");
+                }
+                metrics.leader.set(0);
+            }
+        })
+        .await;
+        if let Err(e) = lock.shutdown().await {
+            warn!(error = %e, "allocator lease task failed");
+        }
+    });
+    metrics.set_ready(true);
+
+    shutdown_signal().await;
+    info!("stopping: releasing leases");
+    metrics.set_ready(false);
+    cancel.cancel();
+    let _ = allocator.await;
+    let _ = server.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("fast").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("3h").unwrap_err().contains("unknown unit"));
+    }
+}

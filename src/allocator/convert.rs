@@ -1,0 +1,299 @@
+//! Kubernetes objects → the allocator's plain types. Pure functions: every rule about which Service Herald
+//! handles and how its annotations are read lives here, tested without an API server.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use herald_api::{Eip, names};
+use herald_ipam::{
+    CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator, LabelRequirement, LabelSelector, Labels,
+    PoolSpec, Protocol, ServicePort, ServiceRequest,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
+use kube::ResourceExt;
+
+/// Which Services this agent handles: `type: LoadBalancer` with class `herald.dev/lb`, or without a class when
+/// `default_class` is on.
+pub fn handles(svc: &Service, default_class: bool) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    if spec.type_.as_deref() != Some("LoadBalancer") || svc.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    match spec.load_balancer_class.as_deref() {
+        Some(class) => class == names::LOAD_BALANCER_CLASS,
+        None => default_class,
+    }
+}
+
+/// A Service's annotations or spec could not be read; the message says which field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(String);
+
+fn annotation<'a>(svc: &'a Service, keys: &[&str]) -> Option<(&'static str, &'a str)> {
+    let annotations = svc.metadata.annotations.as_ref()?;
+    keys.iter().find_map(|k| {
+        annotations
+            .get_key_value(*k)
+            .map(|(_, v)| (names_static(k), v.trim()))
+            .filter(|(_, v)| !v.is_empty())
+    })
+}
+
+// The keys passed to `annotation` are the constants from `herald_api::names`; map back to them so error messages
+// can borrow a `'static` name.
+fn names_static(key: &str) -> &'static str {
+    [
+        names::ANNOTATION_EIP,
+        names::ANNOTATION_IPS,
+        names::ANNOTATION_SHARING_KEY,
+        names::METALLB_ANNOTATION_POOL,
+        names::METALLB_ANNOTATION_IPS,
+        names::METALLB_ANNOTATION_SHARING,
+        names::OPENELB_ANNOTATION_EIP,
+    ]
+    .into_iter()
+    .find(|k| *k == key)
+    .unwrap_or("annotation")
+}
+
+/// Builds the allocator's request for a Service. Herald's annotations win over the MetalLB and OpenELB ones that
+/// are honoured for users migrating.
+pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<ServiceRequest, RequestError> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let mut req = ServiceRequest::new(svc.namespace().unwrap_or_default(), svc.name_any());
+    req.namespace_labels = namespace_labels.clone();
+    req.service_labels = svc.labels().clone();
+    req.pool = annotation(
+        svc,
+        &[names::ANNOTATION_EIP, names::METALLB_ANNOTATION_POOL, names::OPENELB_ANNOTATION_EIP],
+    )
+    .map(|(_, v)| v.to_string());
+    if let Some((key, value)) =
+        annotation(svc, &[names::ANNOTATION_IPS, names::METALLB_ANNOTATION_IPS])
+    {
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let ip: IpAddr = part.parse().map_err(|_| {
+                RequestError(format!("annotation {key}: '{part}' is not an IP address (expected ip[,ip])"))
+            })?;
+            req.requested_ips.push(ip);
+        }
+    }
+    if let Some(ip) = spec.load_balancer_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| RequestError(format!("spec.loadBalancerIP: '{ip}' is not an IP address")))?;
+        if !req.requested_ips.contains(&ip) {
+            req.requested_ips.push(ip);
+        }
+    }
+    req.sharing_key = annotation(
+        svc,
+        &[names::ANNOTATION_SHARING_KEY, names::METALLB_ANNOTATION_SHARING],
+    )
+    .map(|(_, v)| v.to_string());
+    req.ip_family_policy = match spec.ip_family_policy.as_deref() {
+        None | Some("SingleStack") => IpFamilyPolicy::SingleStack,
+        Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
+        Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
+        Some(other) => return Err(RequestError(format!("spec.ipFamilyPolicy: unknown policy '{other}'"))),
+    };
+    for family in spec.ip_families.iter().flatten() {
+        req.ip_families.push(match family.as_str() {
+            "IPv4" => Family::V4,
+            "IPv6" => Family::V6,
+            other => return Err(RequestError(format!("spec.ipFamilies: unknown family '{other}'"))),
+        });
+    }
+    for port in spec.ports.iter().flatten() {
+        let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            other => return Err(RequestError(format!("spec.ports: unknown protocol '{other}'"))),
+        };
+        let number = u16::try_from(port.port)
+            .map_err(|_| RequestError(format!("spec.ports: port {} is out of range", port.port)))?;
+        req.ports.push(ServicePort::new(number, protocol));
+    }
+    req.etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    req.pod_selector = spec.selector.unwrap_or_default();
+    req.created = CreationKey {
+        timestamp: svc.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
+        uid: svc.metadata.uid.clone().unwrap_or_default(),
+    };
+    Ok(req)
+}
+
+/// The IPs a Service holds according to its status (in order, deduplicated, unparsable entries skipped).
+pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
+    let mut seen = BTreeSet::new();
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .filter(|ip| seen.insert(*ip))
+        .collect()
+}
+
+/// The pool recorded in `herald.dev/allocated-from`.
+pub fn allocated_from(svc: &Service) -> Option<String> {
+    svc.annotations().get(names::ANNOTATION_ALLOCATED_FROM).cloned()
+}
+
+/// What the Service records about its allocation, for [`herald_ipam::Allocator::rebuild`] at start.
+pub fn existing_assignment(svc: &Service, request: ServiceRequest) -> Option<ExistingAssignment> {
+    let ips = status_ips(svc);
+    if ips.is_empty() {
+        return None;
+    }
+    Some(ExistingAssignment { request, pool: allocated_from(svc), ips })
+}
+
+/// An Eip as the allocator's pool spec. Selectors that cannot be read become an error naming the field.
+pub fn pool_spec(eip: &Eip) -> Result<PoolSpec, String> {
+    let spec = &eip.spec;
+    Ok(PoolSpec {
+        name: eip.name_any(),
+        addresses: spec.addresses.clone(),
+        disabled: spec.disable,
+        auto_assign: spec.auto_assign,
+        priority: spec.priority,
+        namespaces: spec.namespaces.clone(),
+        namespace_selector: spec
+            .namespace_selector
+            .as_ref()
+            .map(label_selector)
+            .transpose()
+            .map_err(|e| format!("spec.namespaceSelector: {e}"))?,
+        service_selector: spec
+            .service_selector
+            .as_ref()
+            .map(label_selector)
+            .transpose()
+            .map_err(|e| format!("spec.serviceSelector: {e}"))?,
+    })
+}
+
+/// A Kubernetes label selector as the allocator's selector.
+pub fn label_selector(sel: &metav1::LabelSelector) -> Result<LabelSelector, String> {
+    let mut out = LabelSelector { match_labels: sel.match_labels.clone().unwrap_or_default(), ..Default::default() };
+    for expr in sel.match_expressions.iter().flatten() {
+        let values: BTreeSet<String> = expr.values.iter().flatten().cloned().collect();
+        let operator = match expr.operator.as_str() {
+            "In" if !values.is_empty() => LabelOperator::In(values),
+            "NotIn" if !values.is_empty() => LabelOperator::NotIn(values),
+            "Exists" if values.is_empty() => LabelOperator::Exists,
+            "DoesNotExist" if values.is_empty() => LabelOperator::DoesNotExist,
+            "In" | "NotIn" => return Err(format!("operator {} on key '{}' needs values", expr.operator, expr.key)),
+            "Exists" | "DoesNotExist" => {
+                return Err(format!("operator {} on key '{}' takes no values", expr.operator, expr.key));
+            }
+            other => return Err(format!("unknown operator '{other}' on key '{}'", expr.key)),
+        };
+        out.match_expressions.push(LabelRequirement { key: expr.key.clone(), operator });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(value: serde_json::Value) -> Service {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn lb(extra_spec: serde_json::Value, annotations: serde_json::Value) -> Service {
+        let mut spec = json!({"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]});
+        spec.as_object_mut().unwrap().extend(extra_spec.as_object().unwrap().clone());
+        svc(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "annotations": annotations,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec,
+        }))
+    }
+
+    #[test]
+    fn class_rules() {
+        assert!(handles(&lb(json!({}), json!({})), true));
+        assert!(!handles(&lb(json!({}), json!({})), false), "no class and --default-class=false");
+        assert!(handles(&lb(json!({"loadBalancerClass": "herald.dev/lb"}), json!({})), false));
+        assert!(!handles(&lb(json!({"loadBalancerClass": "other.io/lb"}), json!({})), true));
+        assert!(!handles(&lb(json!({"type": "ClusterIP"}), json!({})), true));
+    }
+
+    #[test]
+    fn reads_annotations_and_spec() {
+        let s = lb(
+            json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv6", "IPv4"],
+                   "externalTrafficPolicy": "Local", "selector": {"app": "web"}}),
+            json!({"herald.dev/eip": "lan", "herald.dev/ips": "192.0.2.10, 2001:db8::10",
+                   "herald.dev/sharing-key": "k"}),
+        );
+        let req = service_request(&s, &Labels::new()).unwrap();
+        assert_eq!(req.key.to_string(), "shop/web");
+        assert_eq!(req.pool.as_deref(), Some("lan"));
+        assert_eq!(req.requested_ips, ["192.0.2.10".parse::<IpAddr>().unwrap(), "2001:db8::10".parse().unwrap()]);
+        assert_eq!(req.ip_family_policy, IpFamilyPolicy::PreferDualStack);
+        assert_eq!(req.ip_families, [Family::V6, Family::V4]);
+        assert_eq!(req.sharing_key.as_deref(), Some("k"));
+        assert_eq!(req.ports, [ServicePort::new(80, Protocol::Tcp)]);
+        assert!(req.etp_local);
+        assert_eq!(req.pod_selector.get("app").map(String::as_str), Some("web"));
+        assert_eq!(req.created.timestamp, 1_767_225_600);
+    }
+
+    #[test]
+    fn migrating_users_annotations_are_honoured_but_herald_wins() {
+        let s = lb(json!({}), json!({"metallb.io/address-pool": "old", "metallb.io/loadBalancerIPs": "192.0.2.7"}));
+        let req = service_request(&s, &Labels::new()).unwrap();
+        assert_eq!(req.pool.as_deref(), Some("old"));
+        assert_eq!(req.requested_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
+        let s = lb(json!({}), json!({"metallb.io/address-pool": "old", "herald.dev/eip": "new"}));
+        assert_eq!(service_request(&s, &Labels::new()).unwrap().pool.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn malformed_input_is_a_clear_error() {
+        let s = lb(json!({}), json!({"herald.dev/ips": "192.0.2.300"}));
+        let err = service_request(&s, &Labels::new()).unwrap_err().to_string();
+        assert_eq!(err, "annotation herald.dev/ips: '192.0.2.300' is not an IP address (expected ip[,ip])");
+        let s = lb(json!({"loadBalancerIP": "nope"}), json!({}));
+        assert!(service_request(&s, &Labels::new()).unwrap_err().to_string().contains("spec.loadBalancerIP"));
+    }
+
+    #[test]
+    fn selectors_convert_and_refuse_nonsense() {
+        let sel: metav1::LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"team": "a"},
+            "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}, {"key": "x", "operator": "Exists"}]
+        }))
+        .unwrap();
+        let s = label_selector(&sel).unwrap();
+        let labels: Labels = [("team", "a"), ("env", "prod"), ("x", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(s.matches(&labels));
+        let bad: metav1::LabelSelector =
+            serde_json::from_value(json!({"matchExpressions": [{"key": "env", "operator": "Near"}]})).unwrap();
+        assert_eq!(label_selector(&bad).unwrap_err(), "unknown operator 'Near' on key 'env'");
+    }
+
+    #[test]
+    fn status_ips_skip_garbage_and_duplicates() {
+        let mut s = lb(json!({}), json!({}));
+        s.status = Some(
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.1"}, {"hostname": "x.example"}, {"ip": "bad"}, {"ip": "192.0.2.1"}]}}))
+            .unwrap(),
+        );
+        assert_eq!(status_ips(&s), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
+    }
+}

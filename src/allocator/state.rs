@@ -1,0 +1,400 @@
+//! The allocator controller's decision core: a snapshot of Services, Eips and Namespaces in, the writes and
+//! Events that bring the cluster in line out. No I/O and no clock (the caller passes `now`), so every rule of the
+//! Service contract is tested here without an API server.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use herald_api::conditions::{self, set_condition};
+use herald_api::{Eip, EipStatus, eip::FamilyUsage};
+use herald_ipam::{
+    AllocError, Allocation, Allocator, Family, FamilyStats, Labels, Pool, PoolSpec, ServiceKey, ServiceRequest,
+};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::convert;
+
+/// What the controller sees: the reflectors' current state.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    /// Every Service in the cluster.
+    pub services: Vec<Arc<Service>>,
+    /// Every Eip.
+    pub eips: Vec<Arc<Eip>>,
+    /// Namespace labels by namespace name.
+    pub namespaces: HashMap<String, Labels>,
+}
+
+/// A write to the API the controller must make.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Set `status.loadBalancer.ingress` to these IPs (`ipMode: VIP`); empty clears it.
+    ServiceIngress { service: ServiceKey, ips: Vec<IpAddr> },
+    /// Set (or, with `None`, remove) the `herald.dev/allocated-from` annotation.
+    ServiceAllocatedFrom { service: ServiceKey, pool: Option<String> },
+    /// Replace the allocator-owned part of an Eip's status.
+    EipStatus { eip: String, status: Box<EipStatus> },
+}
+
+/// An Event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// What it is about.
+    pub target: Target,
+    /// `Warning` (true) or `Normal`.
+    pub warning: bool,
+    /// CamelCase reason: `IPAllocated`, `AllocationFailed`, `IPReleased`, `InvalidEip`.
+    pub reason: &'static str,
+    /// The human-readable explanation.
+    pub note: String,
+}
+
+/// The object an Event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A Service.
+    Service(ServiceKey),
+    /// An Eip.
+    Eip(String),
+}
+
+/// What one pass decided.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// API writes, in the order to make them (Service writes first: users wait for those).
+    pub writes: Vec<Write>,
+    /// Events.
+    pub notices: Vec<Notice>,
+}
+
+/// The allocator controller's memory between passes.
+#[derive(Default)]
+pub struct AllocatorState {
+    alloc: Allocator,
+    /// The last valid spec of each Eip, applied to the allocator. An invalid edit keeps the previous version, so
+    /// a typo never takes addresses away from Services.
+    applied: BTreeMap<String, PoolSpec>,
+    /// Eips whose current spec is invalid, with the reason.
+    invalid: BTreeMap<String, String>,
+    /// The request each allocation was made for.
+    requests: HashMap<ServiceKey, ServiceRequest>,
+    /// The last failure reported per Service, so a Service that keeps failing is reported once per reason.
+    reported: HashMap<ServiceKey, String>,
+    /// Why a Service lost its addresses in this pass (pool shrunk, deleted, ...), for the Event.
+    evicted: HashMap<ServiceKey, String>,
+    started: bool,
+}
+
+impl AllocatorState {
+    /// An allocator that has not seen the cluster yet; the first pass rebuilds from the Services.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The allocator (for metrics and tests).
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    /// One reconcile pass over the whole snapshot. Cheap when nothing changed: every step compares with what the
+    /// objects already say and emits only differences.
+    pub fn reconcile(&mut self, snap: &Snapshot, default_class: bool, now: &Time) -> Plan {
+        let mut plan = Plan::default();
+        self.sync_pools(snap, &mut plan);
+        let mut services: Vec<(&Arc<Service>, Option<ServiceRequest>)> = Vec::with_capacity(snap.services.len());
+        for svc in &snap.services {
+            let labels = snap.namespaces.get(&svc.namespace().unwrap_or_default()).cloned().unwrap_or_default();
+            let handled = convert::handles(svc, default_class);
+            let req = handled.then(|| convert::service_request(svc, &labels));
+            match req {
+                Some(Err(e)) => {
+                    self.report(&mut plan, service_key(svc), true, "AllocationFailed", e.to_string());
+                    // Unreadable input: keep whatever the Service holds.
+                    services.push((svc, None));
+                }
+                Some(Ok(r)) => services.push((svc, Some(r))),
+                None => services.push((svc, None)),
+            }
+        }
+        // Oldest first: allocation is first-come, and the order never depends on the watch's event order.
+        services.sort_by(|a, b| {
+            let ka = a.1.as_ref().map(|r| r.created.clone()).unwrap_or_default();
+            let kb = b.1.as_ref().map(|r| r.created.clone()).unwrap_or_default();
+            (ka, service_key(a.0)).cmp(&(kb, service_key(b.0)))
+        });
+        if !self.started {
+            self.rebuild(snap, default_class, &mut plan);
+            self.started = true;
+        }
+        // Deleted Services release first, so their addresses are free for the Services handled below.
+        let seen: BTreeSet<ServiceKey> = services.iter().map(|(s, _)| service_key(s)).collect();
+        let gone: Vec<ServiceKey> =
+            self.alloc.allocations().map(|(k, _)| k.clone()).filter(|k| !seen.contains(k)).collect();
+        for key in gone {
+            self.forget(&key);
+        }
+        for (svc, req) in &services {
+            let key = service_key(svc);
+            if !convert::handles(svc, default_class) {
+                self.forget(&key);
+                // No longer ours (type changed): take back what Herald wrote.
+                if convert::allocated_from(svc).is_some() {
+                    if !convert::status_ips(svc).is_empty() {
+                        plan.writes.push(Write::ServiceIngress { service: key.clone(), ips: vec![] });
+                    }
+                    plan.writes.push(Write::ServiceAllocatedFrom { service: key, pool: None });
+                }
+                continue;
+            }
+            if let Some(req) = req {
+                self.allocate(req, &mut plan);
+            }
+            self.write_service(svc, &key, &mut plan);
+        }
+        self.reported.retain(|k, _| seen.contains(k));
+        self.evicted.clear();
+        for eip in &snap.eips {
+            self.write_eip_status(eip, now, &mut plan);
+        }
+        plan
+    }
+
+    fn forget(&mut self, key: &ServiceKey) {
+        self.alloc.release(key);
+        self.requests.remove(key);
+    }
+
+    fn sync_pools(&mut self, snap: &Snapshot, plan: &mut Plan) {
+        let mut evictions = Vec::new();
+        let mut present = BTreeSet::new();
+        for eip in &snap.eips {
+            let name = eip.name_any();
+            present.insert(name.clone());
+            let parsed = convert::pool_spec(eip)
+                .and_then(|spec| Pool::parse(&spec).map(|pool| (spec, pool)).map_err(|e| e.to_string()));
+            match parsed {
+                Ok((spec, pool)) => {
+                    self.invalid.remove(&name);
+                    if self.applied.get(&name) != Some(&spec) {
+                        evictions.extend(self.alloc.set_pool(pool));
+                        self.applied.insert(name, spec);
+                    }
+                }
+                Err(reason) => {
+                    if self.invalid.get(&name) != Some(&reason) {
+                        let kept = if self.applied.contains_key(&name) {
+                            "; the previous addresses stay in use until it is fixed"
+                        } else {
+                            ""
+                        };
+                        plan.notices.push(Notice {
+                            target: Target::Eip(name.clone()),
+                            warning: true,
+                            reason: "InvalidEip",
+                            note: format!("{reason}{kept}"),
+                        });
+                    }
+                    self.invalid.insert(name, reason);
+                }
+            }
+        }
+        let removed: Vec<String> = self.applied.keys().filter(|n| !present.contains(*n)).cloned().collect();
+        for name in removed {
+            self.applied.remove(&name);
+            evictions.extend(self.alloc.remove_pool(&name));
+        }
+        self.invalid.retain(|n, _| present.contains(n));
+        for e in evictions {
+            self.requests.remove(&e.service);
+            self.evicted.insert(e.service.clone(), e.to_string());
+        }
+    }
+
+    /// First pass: the allocations recorded on the Services become the allocator's state, so a restart or a new
+    /// leader never reshuffles an IP. Conflicting records (two Services on one IP that may not share) keep the
+    /// older Service's claim; the others are allocated again in the same pass.
+    fn rebuild(&mut self, snap: &Snapshot, default_class: bool, plan: &mut Plan) {
+        let mut existing = Vec::new();
+        for svc in snap.services.iter().filter(|s| convert::handles(s, default_class)) {
+            let labels = snap.namespaces.get(&svc.namespace().unwrap_or_default()).cloned().unwrap_or_default();
+            let req = convert::service_request(svc, &labels).unwrap_or_else(|_| {
+                // Unreadable annotations: still keep what the Service holds.
+                let mut r = ServiceRequest::new(svc.namespace().unwrap_or_default(), svc.name_any());
+                r.created.timestamp = svc.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+                r.created.uid = svc.metadata.uid.clone().unwrap_or_default();
+                r
+            });
+            if let Some(a) = convert::existing_assignment(svc, req.clone()) {
+                self.requests.insert(req.key.clone(), req);
+                existing.push(a);
+            }
+        }
+        for conflict in self.alloc.rebuild(existing) {
+            self.requests.remove(&conflict.service);
+            self.evicted.insert(conflict.service.clone(), conflict.to_string());
+            self.report(plan, conflict.service.clone(), true, "IPConflict", conflict.to_string());
+        }
+    }
+
+    fn allocate(&mut self, req: &ServiceRequest, plan: &mut Plan) {
+        let key = &req.key;
+        let before = self.alloc.allocation(key).cloned();
+        match self.alloc.allocate(req) {
+            Ok(_) => {
+                self.requests.insert(key.clone(), req.clone());
+                self.reported.remove(key);
+            }
+            Err(err) => {
+                let previous_request = self.requests.get(key).cloned();
+                let kept = match (before, previous_request) {
+                    // The Service's new request cannot be met; it keeps what it had (bad input loses nothing),
+                    // unless keeping it would break sharing rules with its neighbours.
+                    (Some(prev), Some(mut prev_req)) if !matches!(err, AllocError::SharingRefused { .. }) => {
+                        prev_req.requested_ips = prev.ips.clone();
+                        prev_req.pool = Some(prev.pool.clone());
+                        self.alloc.allocate(&prev_req).ok()
+                    }
+                    _ => None,
+                };
+                match kept {
+                    Some(a) => {
+                        let note = format!("{err}; keeping {} from Eip '{}'", join(&a.ips), a.pool);
+                        self.report(plan, key.clone(), true, "AllocationFailed", note);
+                    }
+                    None => {
+                        self.requests.remove(key);
+                        self.report(plan, key.clone(), true, "AllocationFailed", err.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_service(&mut self, svc: &Service, key: &ServiceKey, plan: &mut Plan) {
+        let desired = self.alloc.allocation(key).cloned();
+        let current_ips = convert::status_ips(svc);
+        let current_pool = convert::allocated_from(svc);
+        let (ips, pool) = match &desired {
+            Some(Allocation { pool, ips }) => (ips.clone(), Some(pool.clone())),
+            None => (vec![], None),
+        };
+        let ips_changed = current_ips != ips;
+        if ips_changed {
+            plan.writes.push(Write::ServiceIngress { service: key.clone(), ips: ips.clone() });
+        }
+        if current_pool != pool {
+            plan.writes.push(Write::ServiceAllocatedFrom { service: key.clone(), pool: pool.clone() });
+        }
+        if !ips_changed {
+            return;
+        }
+        let why = self.evicted.get(key).map(|e| format!(" ({e})")).unwrap_or_default();
+        match (&desired, current_ips.is_empty()) {
+            (Some(a), _) => plan.notices.push(Notice {
+                target: Target::Service(key.clone()),
+                warning: false,
+                reason: "IPAllocated",
+                note: format!("allocated {} from Eip '{}'{why}", join(&a.ips), a.pool),
+            }),
+            (None, false) => plan.notices.push(Notice {
+                target: Target::Service(key.clone()),
+                warning: true,
+                reason: "IPReleased",
+                note: format!("released {}{why}", join(&current_ips)),
+            }),
+            (None, true) => {}
+        }
+    }
+
+    fn report(&mut self, plan: &mut Plan, key: ServiceKey, warning: bool, reason: &'static str, note: String) {
+        if self.reported.get(&key) == Some(&note) {
+            return;
+        }
+        self.reported.insert(key.clone(), note.clone());
+        plan.notices.push(Notice { target: Target::Service(key), warning, reason, note });
+    }
+
+    fn write_eip_status(&self, eip: &Eip, now: &Time, plan: &mut Plan) {
+        let name = eip.name_any();
+        let current = eip.status.clone().unwrap_or_default();
+        let mut status = EipStatus {
+            observed_generation: eip.metadata.generation,
+            announcers: current.announcers.clone(),
+            announcers_omitted: current.announcers_omitted,
+            conditions: current.conditions.clone(),
+            ..Default::default()
+        };
+        let generation = eip.metadata.generation;
+        if let Some(stats) = self.alloc.pool_stats(&name) {
+            let v4 = stats.family(Family::V4);
+            let v6 = stats.family(Family::V6);
+            status.used = u64::try_from(v4.used + v6.used).unwrap_or(u64::MAX);
+            status.free = (v4.free + v6.free).to_string();
+            status.total = (v4.total + v6.total).to_string();
+            status.ipv4 = (v4.total > 0).then(|| usage(v4));
+            status.ipv6 = (v6.total > 0).then(|| usage(v6));
+            let exhausted: Vec<&str> = [("IPv4", v4), ("IPv6", v6)]
+                .into_iter()
+                .filter(|(_, s)| s.total > 0 && s.free == 0)
+                .map(|(f, _)| f)
+                .collect();
+            let (reason, message) = if exhausted.is_empty() {
+                ("HasFreeAddresses", "addresses are free".to_string())
+            } else {
+                ("Exhausted", format!("no free {} address left", exhausted.join(" or ")))
+            };
+            let conds = &mut status.conditions;
+            set_condition(conds, conditions::EXHAUSTED, !exhausted.is_empty(), reason, message, generation, now.clone());
+        } else {
+            status.free = "0".into();
+            status.total = "0".into();
+        }
+        let overlaps: Vec<String> = self
+            .alloc
+            .overlaps()
+            .iter()
+            .filter(|o| o.first.0 == name || o.second.0 == name)
+            .map(ToString::to_string)
+            .collect();
+        let (reason, message) = if overlaps.is_empty() {
+            ("NoOverlap", "no address is in another Eip".to_string())
+        } else {
+            ("OverlapsOtherEip", overlaps.join("; "))
+        };
+        set_condition(
+            &mut status.conditions,
+            conditions::OVERLAPPING,
+            !overlaps.is_empty(),
+            reason,
+            message,
+            generation,
+            now.clone(),
+        );
+        let (ready, reason, message) = match (self.invalid.get(&name), self.applied.contains_key(&name)) {
+            (Some(err), true) => (false, "InvalidSpec", format!("{err}; still serving the previous addresses")),
+            (Some(err), false) => (false, "InvalidSpec", err.clone()),
+            (None, _) if eip.spec.disable => (true, "Disabled", "gives no new addresses (spec.disable)".to_string()),
+            (None, _) => (true, "Valid", format!("{} addresses", status.total)),
+        };
+        set_condition(&mut status.conditions, conditions::READY, ready, reason, message, generation, now.clone());
+        if status != current {
+            plan.writes.push(Write::EipStatus { eip: name, status: Box::new(status) });
+        }
+    }
+}
+
+fn usage(s: FamilyStats) -> FamilyUsage {
+    FamilyUsage { total: s.total.to_string(), used: u64::try_from(s.used).unwrap_or(u64::MAX), free: s.free.to_string() }
+}
+
+/// `namespace/name` of a Service.
+pub fn service_key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
