@@ -204,8 +204,9 @@ pub async fn run(args: AnnounceBgpArgs) -> Result<()> {
     );
     let mode = tokio::select! {
         _ = sigint.recv() => ShutdownMode::Withdraw,
-        _ = sigterm.recv() if args.graceful_restart => ShutdownMode::GracefulRestart,
-        _ = sigterm.recv() => ShutdownMode::Withdraw,
+        _ = sigterm.recv() => {
+            if args.graceful_restart { ShutdownMode::GracefulRestart } else { ShutdownMode::Withdraw }
+        }
     };
     tracing::info!(?mode, "signal received, stopping the sessions");
     speaker.shutdown(mode).await;

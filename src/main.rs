@@ -1,14 +1,10 @@
 //! `herald`: the bare-metal LoadBalancer agent and its tools.
 
 use clap::{Parser, Subcommand};
+use herald::{agent, logging};
 
-mod agent;
-mod allocator;
 mod announce_bgp;
 mod announce_l2;
-mod announcer;
-mod logging;
-mod metrics;
 
 #[derive(Parser, Debug)]
 #[command(name = "herald", version, about = "Bare-metal LoadBalancer for Kubernetes: IP allocation, Layer 2 (ARP/NDP) and BGP")]

@@ -1,0 +1,151 @@
+//! The allocator controller inside real `herald agent` processes, against lab-apiserver.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, eip, eventually, ingress_ips, lb_service};
+use herald_api::Eip;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn ips_of(c: &Cluster, ns: &str, name: &str) -> Option<Vec<String>> {
+    let svc = c.services(ns).get(name).await.ok()?;
+    let ips = ingress_ips(&svc);
+    (!ips.is_empty()).then_some(ips)
+}
+
+async fn event_note(c: &Cluster, ns: &str, name: &str, reason: &str) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(c.client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.ok()?;
+    list.items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .and_then(|e| e.note)
+}
+
+#[tokio::test]
+async fn service_gets_an_ip_with_status_annotation_event_and_eip_summary() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &[]);
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29", "2001:db8::/126"]}))).await;
+    c.create_service(lb_service("default", "web", json!({}))).await;
+    let ips = eventually(WAIT, || ips_of(&c, "default", "web")).await.expect("IP allocated");
+    assert_eq!(ips, ["192.0.2.9"]);
+    let svc = c.services("default").get("web").await.unwrap();
+    assert_eq!(svc.metadata.annotations.unwrap()["herald.dev/allocated-from"], "lan");
+    let ingress = svc.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+    assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));
+    let note = eventually(WAIT, || event_note(&c, "default", "web", "IPAllocated")).await.expect("IPAllocated event");
+    assert_eq!(note, "allocated 192.0.2.9 from Eip 'lan'");
+    let eips: Api<Eip> = Api::all(c.client.clone());
+    let status = eventually(WAIT, || async {
+        let s = eips.get("lan").await.ok()?.status?;
+        (s.used == 1).then_some(s)
+    })
+    .await
+    .expect("Eip status counts the allocation");
+    // 192.0.2.9-14 and 2001:db8::1-2 (CIDRs lose their first and last address).
+    assert_eq!((status.free.as_str(), status.total.as_str()), ("7", "8"));
+    assert!(herald_api::conditions::is_true(&status.conditions, "Ready"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_event_and_the_agent_keeps_going() {
+    let mut c = Cluster::start().await;
+    let agent = c.agent("n1", &[]);
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29"]}))).await;
+    c.create_service(lb_service("default", "typo", json!({"herald.dev/ips": "192.0.2.300"}))).await;
+    c.create_service(lb_service("default", "nopool", json!({"herald.dev/eip": "missing"}))).await;
+    c.create_service(lb_service("default", "v6", json!({"herald.dev/ips": "2001:db8::1"}))).await;
+    c.create_eip(eip("broken", json!({"addresses": ["192.0.2.20-192.0.2.10"]}))).await;
+    let typo = eventually(WAIT, || event_note(&c, "default", "typo", "AllocationFailed")).await.unwrap();
+    assert!(typo.contains("'192.0.2.300' is not an IP address"), "{typo}");
+    let nopool = eventually(WAIT, || event_note(&c, "default", "nopool", "AllocationFailed")).await.unwrap();
+    assert!(nopool.contains("Eip 'missing'"), "{nopool}");
+    let v6 = eventually(WAIT, || event_note(&c, "default", "v6", "AllocationFailed")).await.unwrap();
+    assert!(v6.contains("2001:db8::1"), "{v6}");
+    let eips: Api<Eip> = Api::all(c.client.clone());
+    let ready = eventually(WAIT, || async {
+        let s = eips.get("broken").await.ok()?.status?;
+        s.conditions.into_iter().find(|c| c.type_ == "Ready")
+    })
+    .await
+    .unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert!(ready.message.contains("192.0.2.20-192.0.2.10"), "{}", ready.message);
+    assert!(c.alive(agent), "the agent must survive bad input");
+    c.create_service(lb_service("default", "good", json!({}))).await;
+    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "good")).await.unwrap(), ["192.0.2.9"]);
+}
+
+#[tokio::test]
+async fn restart_keeps_every_ip_and_writes_nothing() {
+    let mut c = Cluster::start().await;
+    let first = c.agent("n1", &[]);
+    c.create_eip(eip("lan", json!({"addresses": ["198.51.100.0/27"]}))).await;
+    for i in 0..12 {
+        c.create_service(lb_service("default", &format!("s{i}"), json!({}))).await;
+    }
+    // Free a hole in the middle, so a reshuffle would show.
+    eventually(WAIT, || ips_of(&c, "default", "s11")).await.expect("all allocated");
+    let hole = ips_of(&c, "default", "s4").await.unwrap();
+    c.services("default").delete("s4", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = c.services("default").list(&ListParams::default()).await.unwrap();
+    c.stop(first, "KILL");
+    c.agent("n1", &[]);
+    // The new process becomes leader (after the killed one's lease expires) and allocates a new Service...
+    c.create_service(lb_service("default", "after", json!({}))).await;
+    let after_ip = eventually(WAIT, || ips_of(&c, "default", "after")).await.expect("new agent allocates");
+    assert_eq!(after_ip, hole, "the freed hole is reused");
+    // ...without touching any existing Service.
+    for svc in before.items {
+        let now = c.services("default").get(&svc.metadata.name.clone().unwrap()).await.unwrap();
+        assert_eq!(now.metadata.resource_version, svc.metadata.resource_version, "{:?} rewritten", svc.metadata.name);
+    }
+}
+
+#[tokio::test]
+async fn two_agents_one_allocator_and_failover() {
+    let mut c = Cluster::start().await;
+    let a = c.agent("n1", &[]);
+    let b = c.agent("n2", &[]);
+    c.create_eip(eip("lan", json!({"addresses": ["203.0.113.0/28"]}))).await;
+    c.create_service(lb_service("default", "one", json!({}))).await;
+    eventually(WAIT, || ips_of(&c, "default", "one")).await.expect("allocated");
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "herald-system");
+    let holder = leases.get("herald-allocator").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    let (leader, leader_node, other_node) = if holder.starts_with("n1/") { (a, "n1", "n2") } else { (b, "n2", "n1") };
+    let led = |node: &str, i: usize| c.log(i, node).contains("became leader");
+    assert!(led(leader_node, leader), "the lease holder logs that it leads");
+    assert!(!led(other_node, if leader == a { b } else { a }), "only one agent leads");
+    c.stop(leader, "KILL");
+    c.create_service(lb_service("default", "two", json!({}))).await;
+    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "two")).await.unwrap(), ["203.0.113.2"]);
+    let holder = leases.get("herald-allocator").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert!(holder.starts_with(&format!("{other_node}/")), "{holder}");
+}
+
+#[tokio::test]
+async fn eip_delete_moves_services_to_another_pool() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &[]);
+    c.create_eip(eip("first", json!({"addresses": ["192.0.2.1/32"], "priority": 1}))).await;
+    c.create_service(lb_service("default", "web", json!({}))).await;
+    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "web")).await.unwrap(), ["192.0.2.1"]);
+    c.create_eip(eip("second", json!({"addresses": ["198.51.100.1/32"], "priority": 2}))).await;
+    Api::<Eip>::all(c.client.clone()).delete("first", &DeleteParams::default()).await.unwrap();
+    let moved = eventually(WAIT, || async {
+        let ips = ips_of(&c, "default", "web").await?;
+        (ips == ["198.51.100.1"]).then_some(ips)
+    })
+    .await;
+    assert!(moved.is_some(), "the Service moves to the remaining pool");
+    let svc = c.services("default").get("web").await.unwrap();
+    assert_eq!(svc.metadata.annotations.unwrap()["herald.dev/allocated-from"], "second");
+}
