@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_election::{Identity, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming};
+use herald_election::timing::ElectionTiming;
+use herald_election::{Identity, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming, OutagePolicy};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::allocator::{self, AllocatorConfig};
+use crate::announcer::{self, AnnouncerConfig};
 use crate::metrics::{self, Metrics};
 
 /// Arguments of `herald agent`.
@@ -40,6 +42,38 @@ pub struct AgentArgs {
     /// Allocator Lease: how often the leader renews and others retry.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub allocator_retry_period: Duration,
+    /// Layer 2 election: how often this node renews its liveness Lease (the only periodic API write).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub node_renew_period: Duration,
+    /// Layer 2 election: a node whose liveness Lease was seen unchanged this long loses its IPs to others.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub takeover_after: Duration,
+    /// Layer 2 election: a node that could not renew for this long counts as having had a liveness gap (and with
+    /// `--api-outage=withdraw` stops answering). Must leave a margin below --takeover-after.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+    /// Layer 2 election: delay between successive candidates for a free IP.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub stagger_step: Duration,
+    /// What a holder does when the API server is unreachable: `hold` keeps answering (no outage; a partial
+    /// partition is ended on the wire), `withdraw` stops after --renew-deadline.
+    #[arg(long, value_enum, default_value = "hold")]
+    pub api_outage: ApiOutage,
+    /// Gratuitous ARP / unsolicited NA refresh while announcing (0 = off).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub l2_refresh: Duration,
+    /// Do not run the announcer (allocation only).
+    #[arg(long)]
+    pub no_announcer: bool,
+}
+
+/// `--api-outage`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiOutage {
+    /// Keep announcing while the API server is unreachable.
+    Hold,
+    /// Stop announcing --renew-deadline after the last successful renew.
+    Withdraw,
 }
 
 /// Parses `500ms`, `2s`, `1.5s`, `1m`.
@@ -58,6 +92,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let election_timing = ElectionTiming {
+        node_renew_period: args.node_renew_period,
+        takeover_after: args.takeover_after,
+        renew_deadline: args.renew_deadline,
+        stagger_step: args.stagger_step,
+    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let instance = args.instance_id.clone().unwrap_or_else(Identity::random_instance_id);
     let identity = Identity::new(&args.node_name, &instance).context("invalid --node-name or --instance-id")?;
     let client = kube::Client::try_default()
@@ -101,12 +143,40 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             warn!(error = %e, "allocator lease task failed");
         }
     });
+    let announcer = (!args.no_announcer).then(|| {
+        let config = AnnouncerConfig {
+            identity: identity.clone(),
+            namespace: args.namespace.clone(),
+            default_class: args.default_class,
+            timing: election_timing,
+            outage: match args.api_outage {
+                ApiOutage::Hold => OutagePolicy::Hold,
+                ApiOutage::Withdraw => OutagePolicy::Withdraw,
+            },
+            l2: herald_l2::EngineConfig {
+                announce: herald_l2::AnnounceConfig {
+                    refresh: (!args.l2_refresh.is_zero()).then_some(args.l2_refresh),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        };
+        let (client, metrics, cancel) = (client.clone(), metrics.announcer.clone(), cancel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = announcer::run(client, config, metrics, cancel).await {
+                warn!(error = %e, "announcer stopped with an error");
+            }
+        })
+    });
     metrics.set_ready(true);
 
     shutdown_signal().await;
     info!("stopping: releasing leases");
     metrics.set_ready(false);
     cancel.cancel();
+    if let Some(a) = announcer {
+        let _ = a.await;
+    }
     let _ = allocator.await;
     let _ = server.await;
     info!("stopped");

@@ -41,7 +41,8 @@ pub async fn run(args: AnnounceL2Args) -> anyhow::Result<()> {
             refresh: (!args.refresh_interval.is_zero()).then_some(args.refresh_interval),
             ..AnnounceConfig::default()
         },
-        ..EngineConfig::default()
+        // Room for an event per address (probe outcome) while they are all handed over, before any is read.
+        event_capacity: (ips.len() * 2).max(EngineConfig::default().event_capacity),
     };
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;

@@ -8,3 +8,4 @@ pub mod allocator;
 pub mod announcer;
 pub mod logging;
 pub mod metrics;
+pub mod watch;

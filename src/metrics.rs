@@ -1,16 +1,19 @@
 //! Prometheus metrics and the health endpoints (`/metrics`, `/healthz`, `/readyz`) of `herald agent`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use herald_election::ElectionMetrics;
+use herald_l2::CountersSnapshot;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -47,11 +50,88 @@ pub struct AllocatorMetrics {
     pub eip_used: Family<EipLabels, Gauge>,
 }
 
+type InterfaceCounters = Box<dyn Fn() -> Vec<(String, CountersSnapshot)> + Send + Sync>;
+
+/// The announcer's metrics. Election and ARP/NDP counters live in their crates; they are read on each scrape.
+#[derive(Default)]
+pub struct AnnouncerMetrics {
+    /// Layer 2 IPs this agent takes part in the election for.
+    pub desired: Gauge,
+    election: Mutex<Option<Arc<ElectionMetrics>>>,
+    interfaces: Mutex<Option<InterfaceCounters>>,
+}
+
+impl std::fmt::Debug for AnnouncerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnouncerMetrics").finish_non_exhaustive()
+    }
+}
+
+impl AnnouncerMetrics {
+    /// Exposes the election task's counters.
+    pub fn set_election(&self, m: Arc<ElectionMetrics>) {
+        *self.election.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    }
+
+    /// Exposes per-interface ARP/NDP counters through `read`.
+    pub fn set_interfaces(&self, read: impl Fn() -> Vec<(String, CountersSnapshot)> + Send + Sync + 'static) {
+        *self.interfaces.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(read));
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabels {
+    interface: String,
+}
+
+fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for AnnouncerMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let election = self.election.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.snapshot());
+        if let Some(m) = election {
+            counter(&mut encoder, "election_lease_writes", "Lease creates/replaces sent", m.lease_writes)?;
+            counter(&mut encoder, "election_lease_reads", "Lease GETs sent", m.lease_reads)?;
+            counter(&mut encoder, "election_lost_races", "Lease writes that lost a CAS race (409)", m.lost_races)?;
+            counter(&mut encoder, "election_api_errors", "API errors other than lost races", m.api_errors)?;
+            counter(&mut encoder, "election_ownership_changes", "Times this agent started/stopped holding an IP", m.ownership_changes)?;
+            counter(&mut encoder, "election_wire_yields", "IPs withdrawn because another MAC claimed them", m.wire_yields)?;
+            let g = prometheus_client::metrics::gauge::ConstGauge::new(m.announced as i64);
+            g.encode(encoder.encode_descriptor("announced_ips", "IPs this agent answers ARP/NDP for", None, g.metric_type())?)?;
+        }
+        let interfaces = self.interfaces.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|read| read());
+        for (name, help, pick) in L2_COUNTERS {
+            let c = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            for (interface, snap) in interfaces.iter().flatten() {
+                let labels = InterfaceLabels { interface: interface.clone() };
+                ConstCounter::new(pick(snap)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+type Pick = fn(&CountersSnapshot) -> u64;
+const L2_COUNTERS: [(&str, &str, Pick); 6] = [
+    ("l2_requests_seen", "ARP requests and Neighbor Solicitations received", |s| s.requests_seen),
+    ("l2_requests_answered", "Requests answered for announced IPs", |s| s.requests_answered),
+    ("l2_gratuitous_sent", "Gratuitous ARP and unsolicited NA frames sent", |s| s.gratuitous_sent),
+    ("l2_conflicts", "Frames from another host claiming one of our IPs", |s| s.conflicts),
+    ("l2_malformed_dropped", "Malformed frames dropped", |s| s.malformed_dropped),
+    ("l2_send_errors", "Frames the socket refused to send", |s| s.send_errors),
+];
+
 /// Everything `/metrics` shows, and the readiness flag.
 pub struct Metrics {
     registry: Registry,
     /// Allocator metrics.
     pub allocator: Arc<AllocatorMetrics>,
+    /// Announcer metrics.
+    pub announcer: Arc<AnnouncerMetrics>,
     ready: AtomicBool,
 }
 
@@ -66,7 +146,10 @@ impl Metrics {
         a.register("writes", "API writes by kind and result", allocator.writes.clone());
         a.register("services_allocated", "Services holding addresses", allocator.services_allocated.clone());
         a.register("eip_used_addresses", "Addresses in use per Eip", allocator.eip_used.clone());
-        Arc::new(Self { registry, allocator, ready: AtomicBool::new(false) })
+        let announcer = Arc::new(AnnouncerMetrics::default());
+        registry.register("desired_l2_ips", "Layer 2 IPs this agent takes part in the election for", announcer.desired.clone());
+        registry.register_collector(Box::new(announcer.clone()));
+        Arc::new(Self { registry, allocator, announcer, ready: AtomicBool::new(false) })
     }
 
     /// Marks the agent ready (`/readyz` answers 200).

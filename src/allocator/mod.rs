@@ -17,14 +17,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use herald_api::{Eip, names};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -32,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{AllocatorMetrics, EipLabels, WriteLabels};
+use crate::watch::reflect;
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -106,31 +105,6 @@ pub async fn run(
     }
     info!("allocator stopped");
     Ok(())
-}
-
-/// Starts a reflector for `api` that wakes the loop on every event. The task ends with `cancel`.
-fn reflect<K>(api: Api<K>, wake: Arc<Notify>, cancel: CancellationToken) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
-    let kind = K::kind(&Default::default()).to_string();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                ev = stream.try_next() => match ev {
-                    Ok(Some(_)) => wake.notify_one(),
-                    Ok(None) => break,
-                    Err(e) => warn!(kind, error = %e, "watch error; retrying with backoff"),
-                }
-            }
-        }
-    });
-    reader
 }
 
 /// Identifies the object a write goes to, to avoid repeating a write the watch has not reflected yet.

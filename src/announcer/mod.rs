@@ -1,3 +1,227 @@
-//! The announcer: turns the cluster state into Layer 2 and BGP announcements.
+//! The announcer: every agent turns the cluster's state into announcements. For Layer 2 pools it declares each
+//! Service IP, with the nodes eligible for it, to the per-IP Lease election (`herald-election`), which decides
+//! whether this node answers; the decisions drive the ARP/NDP engine (`herald-l2`).
+//!
+//! Shape: four reflectors (Services, Eips, Nodes, EndpointSlices) wake one loop that owns the desired state. The
+//! election task and the L2 engine are its children; on SIGTERM the election withdraws every IP (the engine stops
+//! answering), then releases every lease, so other nodes take over at once.
 
 pub mod desired;
+pub mod links;
+mod sink;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_api::{Eip, Protocol, names};
+use herald_election::{
+    Identity, IpDesire, KubeLeaseStore, OutagePolicy, OwnershipAgent, OwnershipConfig, OwnershipEvent,
+    timing::ElectionTiming,
+};
+use herald_l2::{EngineConfig, Event as L2Event, L2Engine};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::AnnouncerMetrics;
+use crate::watch::reflect;
+use desired::{Announcement, ClusterView};
+use sink::L2Sink;
+
+/// How often link state is read (a link going down makes this node ineligible for the IPs on it).
+const LINK_POLL: Duration = Duration::from_millis(500);
+/// Batching window after a watch event.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// Settings of the announcer.
+#[derive(Clone, Debug)]
+pub struct AnnouncerConfig {
+    /// This agent (`<node>/<instance>`).
+    pub identity: Identity,
+    /// Namespace of the Leases.
+    pub namespace: String,
+    /// Also handle Services without a class.
+    pub default_class: bool,
+    /// Election timing (`--node-renew-period`, `--takeover-after`, `--renew-deadline`).
+    pub timing: ElectionTiming,
+    /// `--api-outage`.
+    pub outage: OutagePolicy,
+    /// ARP/NDP engine settings (refresh interval, probes).
+    pub l2: EngineConfig,
+}
+
+/// Runs the announcer until `cancel` fires, then stops gracefully (withdraw, release) before returning.
+pub async fn run(
+    client: Client,
+    config: AnnouncerConfig,
+    metrics: Arc<AnnouncerMetrics>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let node = config.identity.node().to_string();
+    let (engine, mut engine_events) = L2Engine::new(config.l2);
+    let engine = Arc::new(engine);
+    let sink = L2Sink::new(engine.clone());
+    let store = KubeLeaseStore::new(client.clone(), &config.namespace, config.timing.renew_deadline / 2);
+    let ownership_config = OwnershipConfig {
+        timing: config.timing,
+        outage: config.outage,
+        ..OwnershipConfig::new(config.identity.clone())
+    };
+    // The election gets its own token: on shutdown it must run its graceful stop, not be torn down.
+    let election_stop = CancellationToken::new();
+    let (ownership, mut ownership_events) =
+        OwnershipAgent::spawn(store, sink.clone(), ownership_config, election_stop.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    metrics.set_election(ownership.metrics_handle());
+    let counters = sink.clone();
+    metrics.set_interfaces(move || counters.counters());
+
+    let wake = Arc::new(Notify::new());
+    let services = reflect(Api::<Service>::all(client.clone()), wake.clone(), cancel.clone());
+    let eips = reflect(Api::<Eip>::all(client.clone()), wake.clone(), cancel.clone());
+    let nodes = reflect(Api::<Node>::all(client.clone()), wake.clone(), cancel.clone());
+    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), wake.clone(), cancel.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), nodes.wait_until_ready(), slices.wait_until_ready()) } => {
+            r.map_err(|e| anyhow::anyhow!("a watch stopped before its first list: {e}"))?;
+            info!(node, "announcer started");
+        }
+    }
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: names::CONTROLLER_NAME.into(), instance: Some(config.identity.holder()) },
+    );
+    let mut sent: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
+    let mut current: BTreeMap<IpAddr, Announcement>;
+    let mut link_state = links::read();
+    let mut link_tick = tokio::time::interval(LINK_POLL);
+    while !cancel.is_cancelled() {
+        let view = ClusterView {
+            services: services.state(),
+            eips: eips.state(),
+            nodes: nodes.state(),
+            endpoint_slices: slices.state(),
+        };
+        current = desired::desired(&view, config.default_class);
+        let mut wanted: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
+        for (ip, a) in current.iter().filter(|(_, a)| a.protocol == Protocol::Layer2) {
+            let interface = links::interface_for(&link_state, *ip, a.interface.as_deref());
+            let usable = interface.as_ref().and_then(|i| link_state.get(i)).is_some_and(|l| l.up);
+            let mut eligible = a.eligible_nodes.clone();
+            if !usable {
+                // Only this node can see its links; it leaves itself out (others just wait their stagger).
+                eligible.remove(&node);
+            }
+            sink.route(*ip, interface);
+            wanted.insert(*ip, IpDesire { eligible_nodes: eligible, eip: a.eip.clone() });
+        }
+        for ip in sent.keys().filter(|ip| !wanted.contains_key(ip)).copied().collect::<Vec<_>>() {
+            debug!(%ip, "no longer a Layer 2 Service IP");
+            if ownership.remove_desired(ip).await.is_err() {
+                break;
+            }
+            sent.remove(&ip);
+        }
+        for (ip, desire) in wanted {
+            if sent.get(&ip) != Some(&desire) {
+                if ownership.set_desired(ip, desire.clone()).await.is_err() {
+                    break;
+                }
+                sent.insert(ip, desire);
+            }
+        }
+        metrics.desired.set(sent.len() as i64);
+
+        // Wait until something changes the desired state.
+        'wait: loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break 'wait,
+                _ = wake.notified() => {
+                    tokio::time::sleep(BATCH_WINDOW).await;
+                    break 'wait;
+                }
+                _ = link_tick.tick() => {
+                    let now = links::read();
+                    if now != link_state {
+                        link_state = now;
+                        break 'wait;
+                    }
+                }
+                Some(ev) = engine_events.recv() => {
+                    if let L2Event::Conflict(c) = ev.event {
+                        warn!(ip = %c.ip, mac = %c.mac, interface = ev.interface, signal = ?c.signal, "another host claims this IP");
+                        if !c.refused {
+                            let _ = ownership.wire_conflict(c.ip).await;
+                        }
+                    }
+                }
+                Some(ev) = ownership_events.recv() => {
+                    handle_ownership_event(&client, &recorder, &current, &sink, &node, ev).await;
+                }
+            }
+        }
+    }
+    info!(node, "announcer stopping: withdrawing, then releasing leases");
+    election_stop.cancel();
+    if let Err(e) = ownership.shutdown().await {
+        warn!(error = %e, "election task failed while stopping");
+    }
+    drop(sink);
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.shutdown().await,
+        Err(_) => debug!("engine still referenced; it stops when dropped"),
+    }
+    Ok(())
+}
+
+async fn handle_ownership_event(
+    client: &Client,
+    recorder: &Recorder,
+    current: &BTreeMap<IpAddr, Announcement>,
+    sink: &L2Sink,
+    node: &str,
+    ev: OwnershipEvent,
+) {
+    match ev {
+        OwnershipEvent::OwnerChanged { ip, is_self: true, .. } => {
+            let Some(a) = current.get(&ip) else { return };
+            let interface = sink.interface_of(ip).unwrap_or_else(|| "?".into());
+            info!(%ip, node, interface, "announcing");
+            for svc in &a.services {
+                let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace);
+                let patch = json!({"metadata": {"annotations": {names::ANNOTATION_ANNOUNCED_BY: format!("{ip}={node}")}}});
+                if let Err(e) = api.patch(&svc.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    warn!(service = %svc, error = %e, "cannot record the announcing node");
+                    continue;
+                }
+                let Ok(obj) = api.get(&svc.name).await else { continue };
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "Announcing".into(),
+                    note: Some(format!("node {node} answers ARP/NDP for {ip} on {interface} (layer2)")),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+                    warn!(error = %e, "cannot record Event");
+                }
+            }
+        }
+        OwnershipEvent::OwnerChanged { ip, is_self: false, was_self: true, holder, .. } => {
+            info!(%ip, node, new_holder = holder.as_deref().unwrap_or(""), "no longer announcing");
+        }
+        OwnershipEvent::OwnerChanged { .. } => {}
+        OwnershipEvent::WireYield { ip } => warn!(%ip, node, "withdrew: another MAC answers for this IP"),
+        OwnershipEvent::Superseded { by } => warn!(node, by, "another agent process took over this node"),
+    }
+}
