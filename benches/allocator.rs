@@ -37,7 +37,7 @@ async fn run(n: usize) -> (Duration, Duration, Duration, f64, f64) {
 
     let cancel = CancellationToken::new();
     let metrics = Metrics::new();
-    let config = AllocatorConfig { default_class: true, instance: "bench".into() };
+    let config = AllocatorConfig { default_class: true, instance: "bench".into(), namespace: "default".into() };
     tokio::spawn(allocator::run(client.clone(), config, metrics.allocator.clone(), cancel.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
 

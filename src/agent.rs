@@ -122,9 +122,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let store = KubeLeaseStore::new(client.clone(), &args.namespace, args.allocator_renew_deadline / 2);
     let config = LeaderLockConfig { timing, ..LeaderLockConfig::allocator(identity.holder()) };
-    let mut lock = LeaderLock::spawn(store, config, cancel.child_token())
+    let mut lock = LeaderLock::spawn(store, config, &cancel.child_token())
         .context("invalid allocator lease timing (--allocator-*)")?;
-    let alloc_config = AllocatorConfig { default_class: args.default_class, instance: identity.holder() };
+    let alloc_config = AllocatorConfig {
+        default_class: args.default_class,
+        instance: identity.holder(),
+        namespace: args.namespace.clone(),
+    };
     let alloc_metrics = metrics.allocator.clone();
     let alloc_client = client.clone();
     let allocator = tokio::spawn(async move {

@@ -12,13 +12,13 @@ use tracing::warn;
 
 /// Starts a reflector for `api` whose every event wakes `wake`. Watch errors back off and resume (kube's default
 /// backoff; a 410 Gone re-lists); the task ends with `cancel`. No polling: reads come from the returned store.
-pub fn reflect<K>(api: Api<K>, wake: Arc<Notify>, cancel: CancellationToken) -> Store<K>
+pub fn reflect<K>(api: Api<K>, config: watcher::Config, wake: Arc<Notify>, cancel: CancellationToken) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
+    let stream = watcher(api, config).default_backoff().reflect(writer);
     let kind = K::kind(&Default::default()).to_string();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);

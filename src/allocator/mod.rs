@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_api::{Eip, names};
+use herald_election::naming;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::runtime::watcher;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -48,6 +51,8 @@ pub struct AllocatorConfig {
     pub default_class: bool,
     /// This agent's identity in Events (`reportingInstance`).
     pub instance: String,
+    /// Namespace of Herald's Leases (the IP leases say which node announces which IP).
+    pub namespace: String,
 }
 
 /// Runs the allocator until `cancel` fires (leadership lost or the agent stops).
@@ -58,12 +63,18 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), wake.clone(), cancel.clone());
-    let eips = reflect(Api::<Eip>::all(client.clone()), wake.clone(), cancel.clone());
-    let namespaces = reflect(Api::<Namespace>::all(client.clone()), wake.clone(), cancel.clone());
+    let services = reflect(Api::<Service>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let eips = reflect(Api::<Eip>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let namespaces = reflect(Api::<Namespace>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let ip_leases = reflect(
+        Api::<Lease>::namespaced(client.clone(), &config.namespace),
+        watcher::Config::default().labels(&format!("{}=ip", naming::LEASE_KIND_LABEL)),
+        wake.clone(),
+        cancel.clone(),
+    );
     tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
-        r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), namespaces.wait_until_ready()) } => {
+        r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), namespaces.wait_until_ready(), ip_leases.wait_until_ready()) } => {
             r.map_err(|e| anyhow::anyhow!("a watch stopped before its first list: {e}"))?;
         }
     }
@@ -78,6 +89,14 @@ pub async fn run(
             services: services.state(),
             eips: eips.state(),
             namespaces: namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect(),
+            ip_holders: ip_leases
+                .state()
+                .iter()
+                .filter_map(|l| {
+                    let holder = l.spec.as_ref()?.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+                    Some((l.name_any(), herald_election::identity::holder_node(holder).to_string()))
+                })
+                .collect(),
         };
         let plan = state.reconcile(&snapshot, config.default_class, &Time(jiff::Timestamp::now()));
         controller.metrics.passes.inc();
@@ -247,9 +266,9 @@ async fn execute(client: &Client, write: &Write) -> Result<(), kube::Error> {
             let api: Api<Eip> = Api::all(client.clone());
             let mut value = serde_json::to_value(status).unwrap_or_default();
             if let Some(obj) = value.as_object_mut() {
-                // The announcers own these fields; a merge patch leaves absent fields alone.
-                obj.remove("announcers");
-                obj.remove("announcersOmitted");
+                // Fields skipped when empty must still be cleared by the merge patch.
+                obj.entry("announcers").or_insert(json!(null));
+                obj.entry("announcersOmitted").or_insert(json!(null));
             }
             api.patch_status(eip, &params, &Patch::Merge(&json!({ "status": value }))).await?;
         }

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use herald_api::conditions::{self, set_condition};
-use herald_api::{Eip, EipStatus, eip::FamilyUsage};
+use herald_api::eip::{FamilyUsage, IpAnnouncer, MAX_STATUS_ANNOUNCERS};
+use herald_api::{Eip, EipStatus};
 use herald_ipam::{
     AllocError, Allocation, Allocator, Family, FamilyStats, Labels, Pool, PoolSpec, ServiceKey, ServiceRequest,
 };
@@ -26,6 +27,8 @@ pub struct Snapshot {
     pub eips: Vec<Arc<Eip>>,
     /// Namespace labels by namespace name.
     pub namespaces: HashMap<String, Labels>,
+    /// Node holding each IP lease, by lease name (`herald-ip-…`), for the Eips' `announcers`.
+    pub ip_holders: HashMap<String, String>,
 }
 
 /// A write to the API the controller must make.
@@ -156,8 +159,27 @@ impl AllocatorState {
         }
         self.reported.retain(|k, _| seen.contains(k));
         self.evicted.clear();
+        let mut ips_by_pool: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (_, a) in self.alloc.allocations() {
+            ips_by_pool.entry(a.pool.as_str()).or_default().extend(a.ips.iter().copied());
+        }
+        let announcers: BTreeMap<String, Vec<IpAnnouncer>> = ips_by_pool
+            .into_iter()
+            .map(|(pool, ips)| {
+                let list = ips
+                    .into_iter()
+                    .filter_map(|ip| {
+                        let lease = herald_election::naming::ip_lease_name(ip).ok()?;
+                        let node = snap.ip_holders.get(&lease)?;
+                        Some(IpAnnouncer { ip: ip.to_string(), node: node.clone() })
+                    })
+                    .collect();
+                (pool.to_string(), list)
+            })
+            .collect();
         for eip in &snap.eips {
-            self.write_eip_status(eip, now, &mut plan);
+            let list = announcers.get(eip.name_any().as_str()).cloned().unwrap_or_default();
+            self.write_eip_status(eip, list, now, &mut plan);
         }
         plan
     }
@@ -317,13 +339,15 @@ impl AllocatorState {
         plan.notices.push(Notice { target: Target::Service(key), warning, reason, note });
     }
 
-    fn write_eip_status(&self, eip: &Eip, now: &Time, plan: &mut Plan) {
+    fn write_eip_status(&self, eip: &Eip, mut announcers: Vec<IpAnnouncer>, now: &Time, plan: &mut Plan) {
         let name = eip.name_any();
         let current = eip.status.clone().unwrap_or_default();
+        let omitted = announcers.len().saturating_sub(MAX_STATUS_ANNOUNCERS);
+        announcers.truncate(MAX_STATUS_ANNOUNCERS);
         let mut status = EipStatus {
             observed_generation: eip.metadata.generation,
-            announcers: current.announcers.clone(),
-            announcers_omitted: current.announcers_omitted,
+            announcers,
+            announcers_omitted: omitted as u64,
             conditions: current.conditions.clone(),
             ..Default::default()
         };

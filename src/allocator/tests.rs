@@ -356,3 +356,20 @@ fn namespace_rules_use_namespace_labels() {
     let failed = notes(&plan, "AllocationFailed");
     assert!(failed[0].contains("red/no") && failed[0].contains("team"), "{failed:?}");
 }
+
+#[test]
+fn eip_status_lists_announcing_nodes_from_ip_leases() {
+    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.10-192.0.2.12"]}))], ..Default::default() };
+    snap.services.push(service("a", "web", 1, json!({}), json!({})));
+    snap.services.push(service("a", "api", 2, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    assert!(snap.eips[0].status.as_ref().unwrap().announcers.is_empty());
+    snap.ip_holders.insert("herald-ip-192-0-2-10".into(), "node-a".into());
+    snap.ip_holders.insert("herald-ip-192-0-2-11".into(), "node-b".into());
+    let plan = pass(&mut state, &mut snap);
+    assert_eq!(plan.writes.len(), 1, "only the Eip status changes");
+    let status = snap.eips[0].status.clone().unwrap();
+    let listed: Vec<(String, String)> = status.announcers.into_iter().map(|a| (a.ip, a.node)).collect();
+    assert_eq!(listed, [("192.0.2.10".into(), "node-a".into()), ("192.0.2.11".into(), "node-b".into())]);
+}

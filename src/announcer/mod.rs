@@ -78,17 +78,17 @@ pub async fn run(
     // The election gets its own token: on shutdown it must run its graceful stop, not be torn down.
     let election_stop = CancellationToken::new();
     let (ownership, mut ownership_events) =
-        OwnershipAgent::spawn(store, sink.clone(), ownership_config, election_stop.clone())
+        OwnershipAgent::spawn(store, sink.clone(), ownership_config, &election_stop)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     metrics.set_election(ownership.metrics_handle());
     let counters = sink.clone();
     metrics.set_interfaces(move || counters.counters());
 
     let wake = Arc::new(Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), wake.clone(), cancel.clone());
-    let eips = reflect(Api::<Eip>::all(client.clone()), wake.clone(), cancel.clone());
-    let nodes = reflect(Api::<Node>::all(client.clone()), wake.clone(), cancel.clone());
-    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), wake.clone(), cancel.clone());
+    let services = reflect(Api::<Service>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let eips = reflect(Api::<Eip>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let nodes = reflect(Api::<Node>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
     tokio::select! {
         _ = cancel.cancelled() => {}
         r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), nodes.wait_until_ready(), slices.wait_until_ready()) } => {

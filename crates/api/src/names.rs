@@ -53,44 +53,6 @@ pub const LABEL_LEASE_IP: &str = "herald.dev/ip";
 pub const LABEL_LEASE_EIP: &str = "herald.dev/eip";
 /// Name of the allocator's leader Lease (in the agent's namespace).
 pub const ALLOCATOR_LEASE: &str = "herald-allocator";
-/// Prefix of node-liveness Leases: `herald-node-<node>`.
-pub const NODE_LEASE_PREFIX: &str = "herald-node-";
-/// Prefix of per-IP ownership Leases: `herald-ip-<ip with '.' and ':' as '-'>`.
-pub const IP_LEASE_PREFIX: &str = "herald-ip-";
+// Lease names are built in one place, `herald_election::naming` (`herald-node-<node>`, `herald-ip-<ip>`).
 /// Field manager / event reporter name.
 pub const CONTROLLER_NAME: &str = "herald";
-
-/// The Lease name for a node's liveness lease.
-pub fn node_lease_name(node: &str) -> String {
-    format!("{NODE_LEASE_PREFIX}{node}")
-}
-
-/// The Lease name for an IP's ownership lease: `herald-ip-192-0-2-10`, `herald-ip-2001-db8--10`.
-pub fn ip_lease_name(ip: std::net::IpAddr) -> String {
-    format!("{IP_LEASE_PREFIX}{}", ip_label_value(ip))
-}
-
-/// An IP as a label value / name part: `.` and `:` become `-`.
-pub fn ip_label_value(ip: std::net::IpAddr) -> String {
-    ip.to_string().replace(['.', ':'], "-")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lease_names_are_valid_dns_labels() {
-        let v4 = ip_lease_name("192.0.2.10".parse().unwrap());
-        let v6 = ip_lease_name("2001:db8::10".parse().unwrap());
-        assert_eq!(v4, "herald-ip-192-0-2-10");
-        assert_eq!(v6, "herald-ip-2001-db8--10");
-        for name in [v4, v6, node_lease_name("node-a")] {
-            assert!(name.len() <= 63);
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            );
-        }
-    }
-}
