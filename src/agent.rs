@@ -110,6 +110,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .context("the Kubernetes API server does not answer")?;
     info!(node = %args.node_name, instance, api = %version.git_version, "herald agent starting");
+    // Every Lease lives in this namespace; without it nothing can be elected, so say so instead of idling.
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    match namespaces.get_opt(&args.namespace).await {
+        Ok(Some(_)) => {}
+        Ok(None) => anyhow::bail!(
+            "namespace '{}' (--namespace / POD_NAMESPACE) does not exist: create it (deploy/herald.yaml does)",
+            args.namespace
+        ),
+        Err(e) => warn!(namespace = %args.namespace, error = %e, "cannot check the Lease namespace; continuing"),
+    }
 
     let cancel = CancellationToken::new();
     let metrics = Metrics::new();
