@@ -109,8 +109,8 @@ mod tests {
         l.insert("eth2".into(), link(false, &[("2001:db8::5", 64)]));
         // kube-proxy IPVS: Service IPs on a NOARP dummy; the lab's kube-proxy stand-in: on lo.
         l.insert("kube-ipvs0".into(), Link { arp_capable: false, ..link(false, &[("192.0.2.10", 32), ("192.0.2.0", 24)]) });
-        l.insert("lo".into(), Link { arp_capable: false, ..link(true, &[("127.0.0.1", 8), ("192.0.2.200", 32)]) });
-        l.insert("dummy0".into(), link(true, &[("192.0.2.201", 32), ("2001:db8::201", 128)]));
+        l.insert("lo".into(), Link { arp_capable: false, ..link(true, &[("127.0.0.1", 8), ("192.0.2.100", 32)]) });
+        l.insert("dummy0".into(), link(true, &[("192.0.2.101", 32), ("2001:db8::201", 128)]));
         l
     }
 
@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn service_ip_on_lo_or_a_dummy_never_wins_over_the_lan() {
         let l = links();
-        for ip in ["192.0.2.10", "192.0.2.200", "192.0.2.201"] {
+        for ip in ["192.0.2.10", "192.0.2.100", "192.0.2.101"] {
             assert_eq!(interface_for(&l, ip.parse().unwrap(), None).as_deref(), Some("eth0"), "{ip}");
         }
         assert_eq!(interface_for(&l, "2001:db8::201".parse().unwrap(), None).as_deref(), Some("eth2"));
