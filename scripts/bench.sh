@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every Herald benchmark and prints their tables (not part of CI; numbers go to docs/benchmarks.md).
+#   scripts/bench.sh            all of them (the network benchmarks need root)
+#   scripts/bench.sh ipam l2    only some: ipam election bgp-codec l2-core allocator lab-apiserver l2 bgp failover
+# Criterion benchmarks run short (1 s warm-up, 3 s measurement); timing numbers from a busy machine are upper bounds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=("$@")
+selected() { [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" $1 "* ]]; }
+log() { printf '\n==> %s\n' "$*"; }
+short=(-- --warm-up-time 1 --measurement-time 3)
+
+selected ipam && { log "allocator core (crates/ipam)"; cargo bench -p herald-ipam --bench alloc "${short[@]}"; cargo bench -p herald-ipam --bench memory; }
+selected election && { log "election simulation (crates/election)"; cargo bench -p herald-election --bench election_sim; }
+selected bgp-codec && { log "BGP codec (crates/bgp)"; cargo bench -p herald-bgp --bench codec "${short[@]}"; }
+selected l2-core && { log "ARP/NDP responder core (crates/l2)"; cargo bench -p herald-l2 --bench responder "${short[@]}"; }
+selected allocator && { log "allocator controller against lab-apiserver"; cargo bench -p herald --bench allocator; }
+selected lab-apiserver && { log "lab-apiserver"; cargo run --release -q -p herald-lab-apiserver --bin lab-apiserver-bench; }
+
+net=()
+selected l2 && net+=(l2-bench)
+selected bgp && net+=(bgp-bench)
+selected failover && net+=(failover-bench)
+if [ ${#net[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "skipping ${net[*]}: network-namespace benchmarks need root"
+    exit 0
+  fi
+  cargo build --release --bins
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  export HERALD_BIN="$target_dir/release/herald" LAB_APISERVER_BIN="$target_dir/release/lab-apiserver"
+  for b in "${net[@]}"; do
+    log "$b (network namespaces, real clients and routers)"
+    "$target_dir/release/$b"
+  done
+fi
