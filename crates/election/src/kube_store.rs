@@ -29,7 +29,10 @@ impl KubeLeaseStore {
     /// Leases in `namespace` (the agent's own namespace). Each request is abandoned after `request_timeout`
     /// (the shells use half the renew deadline) and reported as `Unavailable`.
     pub fn new(client: kube::Client, namespace: &str, request_timeout: Duration) -> Self {
-        Self { api: Api::namespaced(client, namespace), request_timeout }
+        Self {
+            api: Api::namespaced(client, namespace),
+            request_timeout,
+        }
     }
 
     async fn call<T>(
@@ -42,7 +45,10 @@ impl KubeLeaseStore {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_error(name, what, e)),
             Err(_) => Err(StoreError::Unavailable {
-                reason: format!("{what} lease {name}: no answer within {:?}", self.request_timeout),
+                reason: format!(
+                    "{what} lease {name}: no answer within {:?}",
+                    self.request_timeout
+                ),
             }),
         }
     }
@@ -58,12 +64,17 @@ fn map_error(name: &str, what: &'static str, e: kube::Error) -> StoreError {
             404 => StoreError::NotFound { name },
             409 if what == "create" => StoreError::AlreadyExists { name },
             409 => StoreError::Conflict { name },
-            429 | 500..=599 => {
-                StoreError::Unavailable { reason: format!("{what} lease {name}: {} {}", status.code, status.message) }
-            }
-            code => StoreError::Rejected { name, reason: format!("{what}: {code} {} {}", status.reason, status.message) },
+            429 | 500..=599 => StoreError::Unavailable {
+                reason: format!("{what} lease {name}: {} {}", status.code, status.message),
+            },
+            code => StoreError::Rejected {
+                name,
+                reason: format!("{what}: {code} {} {}", status.reason, status.message),
+            },
         },
-        other => StoreError::Unavailable { reason: format!("{what} lease {name}: {other}") },
+        other => StoreError::Unavailable {
+            reason: format!("{what} lease {name}: {other}"),
+        },
     }
 }
 
@@ -108,24 +119,39 @@ pub fn from_lease(lease: &Lease) -> LeaseRecord {
 
 impl LeaseStore for KubeLeaseStore {
     async fn get(&self, name: &str) -> Result<LeaseRecord, StoreError> {
-        self.call(name, "get", self.api.get(name)).await.map(|l| from_lease(&l))
+        self.call(name, "get", self.api.get(name))
+            .await
+            .map(|l| from_lease(&l))
     }
 
     async fn create(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
         let mut lease = to_lease(record);
         lease.metadata.resource_version = None;
-        self.call(&record.name, "create", self.api.create(&PostParams::default(), &lease)).await.map(|l| from_lease(&l))
+        self.call(
+            &record.name,
+            "create",
+            self.api.create(&PostParams::default(), &lease),
+        )
+        .await
+        .map(|l| from_lease(&l))
     }
 
     async fn replace(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
         if record.resource_version.is_none() {
             // Without a resourceVersion the API server would apply the write unconditionally: never send that.
-            return Err(StoreError::Conflict { name: record.name.clone() });
+            return Err(StoreError::Conflict {
+                name: record.name.clone(),
+            });
         }
         let lease = to_lease(record);
-        self.call(&record.name, "replace", self.api.replace(&record.name, &PostParams::default(), &lease))
-            .await
-            .map(|l| from_lease(&l))
+        self.call(
+            &record.name,
+            "replace",
+            self.api
+                .replace(&record.name, &PostParams::default(), &lease),
+        )
+        .await
+        .map(|l| from_lease(&l))
     }
 
     fn watch(&self) -> BoxStream<'static, WatchEvent> {
@@ -143,12 +169,18 @@ impl LeaseStore for KubeLeaseStore {
                         buffer.get_or_insert_with(Vec::new).push(from_lease(&lease));
                         None
                     }
-                    Ok(watcher::Event::InitDone) => Some(WatchEvent::Resynced(buffer.take().unwrap_or_default())),
-                    Ok(watcher::Event::Apply(lease)) => Some(WatchEvent::Applied(from_lease(&lease))),
-                    Ok(watcher::Event::Delete(lease)) => {
-                        Some(WatchEvent::Deleted { name: lease.metadata.name.unwrap_or_default() })
+                    Ok(watcher::Event::InitDone) => {
+                        Some(WatchEvent::Resynced(buffer.take().unwrap_or_default()))
                     }
-                    Err(e) => Some(WatchEvent::Error(StoreError::Unavailable { reason: format!("lease watch: {e}") })),
+                    Ok(watcher::Event::Apply(lease)) => {
+                        Some(WatchEvent::Applied(from_lease(&lease)))
+                    }
+                    Ok(watcher::Event::Delete(lease)) => Some(WatchEvent::Deleted {
+                        name: lease.metadata.name.unwrap_or_default(),
+                    }),
+                    Err(e) => Some(WatchEvent::Error(StoreError::Unavailable {
+                        reason: format!("lease watch: {e}"),
+                    })),
                 };
                 std::future::ready(out)
             })
@@ -186,11 +218,29 @@ mod tests {
                 ..Default::default()
             }))
         };
-        assert!(matches!(map_error("x", "get", api(404)), StoreError::NotFound { .. }));
-        assert!(matches!(map_error("x", "replace", api(404)), StoreError::Conflict { .. }));
-        assert!(matches!(map_error("x", "create", api(409)), StoreError::AlreadyExists { .. }));
-        assert!(matches!(map_error("x", "replace", api(409)), StoreError::Conflict { .. }));
-        assert!(matches!(map_error("x", "replace", api(503)), StoreError::Unavailable { .. }));
-        assert!(matches!(map_error("x", "replace", api(403)), StoreError::Rejected { .. }));
+        assert!(matches!(
+            map_error("x", "get", api(404)),
+            StoreError::NotFound { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "replace", api(404)),
+            StoreError::Conflict { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "create", api(409)),
+            StoreError::AlreadyExists { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "replace", api(409)),
+            StoreError::Conflict { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "replace", api(503)),
+            StoreError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "replace", api(403)),
+            StoreError::Rejected { .. }
+        ));
     }
 }

@@ -46,7 +46,9 @@ impl LeaderTiming {
     /// protocol between `renew_deadline` and `lease_duration`.
     pub fn validate(self) -> Result<Self, TimingError> {
         if self.retry_period.is_zero() {
-            return Err(TimingError::Zero { flag: "leader retry period" });
+            return Err(TimingError::Zero {
+                flag: "leader retry period",
+            });
         }
         if self.retry_period.mul_f64(1.2) >= self.renew_deadline {
             return Err(TimingError::RenewTooSlow {
@@ -122,7 +124,10 @@ impl LeaderLockCore {
     /// Whether this process may act as leader at `now`: it holds the lease and a renew sent less than
     /// `renew_deadline` ago succeeded.
     pub fn is_leader(&self, now: Instant) -> bool {
-        !self.stopping && self.last_ok_sent.is_some_and(|t| now < t + self.timing.renew_deadline)
+        !self.stopping
+            && self
+                .last_ok_sent
+                .is_some_and(|t| now < t + self.timing.renew_deadline)
     }
 
     /// The holder as last observed (`None` = free or unknown).
@@ -133,7 +138,10 @@ impl LeaderLockCore {
     /// When to poll next without other input: the next retry, or the renew deadline (to step down on time).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let deadline = self.last_ok_sent.map(|t| t + self.timing.renew_deadline);
-        match (self.next_at.filter(|_| self.in_flight.is_none()), deadline.filter(|_| !self.stopping)) {
+        match (
+            self.next_at.filter(|_| self.in_flight.is_none()),
+            deadline.filter(|_| !self.stopping),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -152,7 +160,9 @@ impl LeaderLockCore {
 
     /// The result of operation `op`.
     pub fn op_done(&mut self, now: Instant, op: OpId, result: Result<LeaseRecord, StoreError>) {
-        let Some((expected, pending)) = self.in_flight else { return };
+        let Some((expected, pending)) = self.in_flight else {
+            return;
+        };
         if expected != op {
             return;
         }
@@ -205,23 +215,40 @@ impl LeaderLockCore {
     }
 
     fn observe(&mut self, now: Instant, record: LeaseRecord) {
-        let changed = self.observed.as_ref().is_none_or(|(old, _)| old.resource_version != record.resource_version);
-        let at = if changed { now } else { self.observed.as_ref().map_or(now, |(_, t)| *t) };
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|(old, _)| old.resource_version != record.resource_version);
+        let at = if changed {
+            now
+        } else {
+            self.observed.as_ref().map_or(now, |(_, t)| *t)
+        };
         self.observed = Some((record, at));
     }
 
     fn record(&self, release: bool) -> LeaseRecord {
-        let prev = self.observed.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+        let prev = self
+            .observed
+            .as_ref()
+            .map(|(r, _)| r.clone())
+            .unwrap_or_default();
         let same = prev.holder() == Some(self.holder.as_str());
         let mut record = LeaseRecord {
             name: self.name.clone(),
-            resource_version: if self.absent { None } else { prev.resource_version.clone() },
+            resource_version: if self.absent {
+                None
+            } else {
+                prev.resource_version.clone()
+            },
             labels: prev.labels.clone(),
             holder: Some(self.holder.clone()),
             lease_duration_seconds: Some(
                 i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
             ),
-            lease_transitions: Some(prev.lease_transitions.unwrap_or(0) + i32::from(!same && prev.holder().is_some())),
+            lease_transitions: Some(
+                prev.lease_transitions.unwrap_or(0) + i32::from(!same && prev.holder().is_some()),
+            ),
             acquire_time: if same { prev.acquire_time } else { None },
             renew_time: None,
         };
@@ -245,20 +272,38 @@ impl LeaderLockCore {
             return None;
         }
         if self.stopping {
-            let held = self.observed.as_ref().is_some_and(|(r, _)| r.holder() == Some(self.holder.as_str()));
+            let held = self
+                .observed
+                .as_ref()
+                .is_some_and(|(r, _)| r.holder() == Some(self.holder.as_str()));
             if !held {
                 self.released = true;
                 return None;
             }
             let op = self.next_op();
-            self.in_flight = Some((op, Pending::Write { sent_at: now, release: true }));
-            return Some(LockAction::Replace { op, record: self.record(true) });
+            self.in_flight = Some((
+                op,
+                Pending::Write {
+                    sent_at: now,
+                    release: true,
+                },
+            ));
+            return Some(LockAction::Replace {
+                op,
+                record: self.record(true),
+            });
         }
         let op = self.next_op();
         // Fast path as in client-go: a current leader renews with its cached record, without reading first.
         if self.write_ready || self.is_leader(now) {
             self.write_ready = false;
-            self.in_flight = Some((op, Pending::Write { sent_at: now, release: false }));
+            self.in_flight = Some((
+                op,
+                Pending::Write {
+                    sent_at: now,
+                    release: false,
+                },
+            ));
             let record = self.record(false);
             return Some(if self.absent {
                 LockAction::Create { op, record }
@@ -267,7 +312,10 @@ impl LeaderLockCore {
             });
         }
         self.in_flight = Some((op, Pending::Get));
-        Some(LockAction::Get { op, name: self.name.clone() })
+        Some(LockAction::Get {
+            op,
+            name: self.name.clone(),
+        })
     }
 }
 
@@ -284,7 +332,10 @@ mod tests {
     impl Candidate {
         fn new(store: &MemoryLeaseStore, id: &str) -> Self {
             let timing = LeaderTiming::default();
-            Self { core: LeaderLockCore::new("herald-allocator", id, timing), store: store.client(id) }
+            Self {
+                core: LeaderLockCore::new("herald-allocator", id, timing),
+                store: store.client(id),
+            }
         }
 
         /// Runs polls and operations until nothing is due at `now`.
@@ -300,7 +351,12 @@ mod tests {
         }
     }
 
-    fn run(cands: &mut [Candidate], start: Instant, until: Duration, mut check: impl FnMut(Instant, &[Candidate])) {
+    fn run(
+        cands: &mut [Candidate],
+        start: Instant,
+        until: Duration,
+        mut check: impl FnMut(Instant, &[Candidate]),
+    ) {
         let mut t = Duration::ZERO;
         while t <= until {
             let now = start + t;
@@ -315,22 +371,38 @@ mod tests {
     #[test]
     fn defaults_validate_and_bad_ones_do_not() {
         assert!(LeaderTiming::default().validate().is_ok());
-        let bad = LeaderTiming { renew_deadline: Duration::from_secs(14), ..Default::default() };
+        let bad = LeaderTiming {
+            renew_deadline: Duration::from_millis(14_500),
+            ..Default::default()
+        };
         assert!(matches!(bad.validate(), Err(TimingError::Unsafe { .. })));
-        let bad = LeaderTiming { retry_period: Duration::from_secs(9), ..Default::default() };
-        assert!(matches!(bad.validate(), Err(TimingError::RenewTooSlow { .. })));
+        let bad = LeaderTiming {
+            retry_period: Duration::from_secs(9),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(TimingError::RenewTooSlow { .. })
+        ));
     }
 
     #[test]
     fn exactly_one_leader_and_takeover_after_crash_by_local_observation() {
         let store = MemoryLeaseStore::new();
-        let mut cands = vec![Candidate::new(&store, "a"), Candidate::new(&store, "b"), Candidate::new(&store, "c")];
+        let mut cands = vec![
+            Candidate::new(&store, "a"),
+            Candidate::new(&store, "b"),
+            Candidate::new(&store, "c"),
+        ];
         let start = Instant::now();
         run(&mut cands, start, Duration::from_secs(20), |now, cs| {
             let leaders = cs.iter().filter(|c| c.core.is_leader(now)).count();
             assert!(leaders <= 1, "two leaders at {:?}", now - start);
         });
-        let leader = cands.iter().position(|c| c.core.is_leader(start + Duration::from_secs(20))).expect("a leader");
+        let leader = cands
+            .iter()
+            .position(|c| c.core.is_leader(start + Duration::from_secs(20)))
+            .expect("a leader");
         // Crash the leader: it stops running but still believes it leads until its deadline, which is before the
         // others may take over.
         let crashed = cands.remove(leader);
@@ -340,12 +412,19 @@ mod tests {
             let others = cs.iter().filter(|c| c.core.is_leader(now)).count();
             assert!(others <= 1);
             if others == 1 {
-                assert!(!crashed.core.is_leader(now), "old and new leader overlap at {:?}", now - crash_at);
+                assert!(
+                    !crashed.core.is_leader(now),
+                    "old and new leader overlap at {:?}",
+                    now - crash_at
+                );
                 first_new.get_or_insert(now - crash_at);
             }
         });
         let gap = first_new.expect("someone took over");
-        assert!(gap >= Duration::from_secs(13) && gap <= Duration::from_secs(20), "takeover after {gap:?}");
+        assert!(
+            gap >= Duration::from_secs(13) && gap <= Duration::from_secs(20),
+            "takeover after {gap:?}"
+        );
     }
 
     #[test]
@@ -371,7 +450,10 @@ mod tests {
         assert!(!c.core.is_leader(start + Duration::from_secs(14)));
         c.step(start + Duration::from_secs(16));
         assert!(c.core.is_leader(start + Duration::from_secs(16)));
-        assert_eq!(store.peek("herald-allocator").unwrap().lease_transitions, Some(1));
+        assert_eq!(
+            store.peek("herald-allocator").unwrap().lease_transitions,
+            Some(1)
+        );
     }
 
     #[test]
@@ -388,9 +470,15 @@ mod tests {
             let now = start + t;
             a.step(now);
             b.step(now);
-            assert!(!(a.core.is_leader(now) && b.core.is_leader(now)), "overlap at {t:?}");
+            assert!(
+                !(a.core.is_leader(now) && b.core.is_leader(now)),
+                "overlap at {t:?}"
+            );
             if t >= Duration::from_secs(10) {
-                assert!(!a.core.is_leader(now), "a must step down by the renew deadline");
+                assert!(
+                    !a.core.is_leader(now),
+                    "a must step down by the renew deadline"
+                );
             }
             t += Duration::from_millis(50);
         }

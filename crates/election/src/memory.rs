@@ -30,7 +30,8 @@ struct Inner {
     revision: u64,
     unreachable: BTreeSet<String>,
     stats: StoreStats,
-    changes: broadcast::Sender<WatchEvent>,
+    /// Each change with the clients that were partitioned when it happened (they never see it, only a resync).
+    changes: broadcast::Sender<(WatchEvent, Arc<BTreeSet<String>>)>,
 }
 
 /// See the module documentation.
@@ -57,12 +58,18 @@ impl MemoryLeaseStore {
             stats: StoreStats::default(),
             changes,
         };
-        Self { inner: Arc::new(Mutex::new(inner)), client: Arc::from("") }
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            client: Arc::from(""),
+        }
     }
 
     /// A handle on the same data for the client `name` (whose reachability can be controlled).
     pub fn client(&self, name: &str) -> Self {
-        Self { inner: Arc::clone(&self.inner), client: Arc::from(name) }
+        Self {
+            inner: Arc::clone(&self.inner),
+            client: Arc::from(name),
+        }
     }
 
     /// Cuts client `name` off from the store, or reconnects it.
@@ -102,7 +109,9 @@ impl MemoryLeaseStore {
 
     fn reachable(&self, inner: &Inner) -> Result<(), StoreError> {
         if inner.unreachable.contains(&*self.client) {
-            Err(StoreError::Unavailable { reason: format!("client {:?} is partitioned from the store", self.client) })
+            Err(StoreError::Unavailable {
+                reason: format!("client {:?} is partitioned from the store", self.client),
+            })
         } else {
             Ok(())
         }
@@ -113,7 +122,13 @@ impl MemoryLeaseStore {
         let mut inner = self.lock();
         self.reachable(&inner)?;
         inner.stats.gets += 1;
-        inner.leases.get(name).cloned().ok_or_else(|| StoreError::NotFound { name: name.to_owned() })
+        inner
+            .leases
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                name: name.to_owned(),
+            })
     }
 
     /// Synchronous `create`.
@@ -123,7 +138,9 @@ impl MemoryLeaseStore {
         inner.stats.creates += 1;
         if inner.leases.contains_key(&record.name) {
             inner.stats.lost_races += 1;
-            return Err(StoreError::AlreadyExists { name: record.name.clone() });
+            return Err(StoreError::AlreadyExists {
+                name: record.name.clone(),
+            });
         }
         Ok(Self::commit(&mut inner, record))
     }
@@ -133,10 +150,18 @@ impl MemoryLeaseStore {
         let mut inner = self.lock();
         self.reachable(&inner)?;
         inner.stats.replaces += 1;
-        let current = inner.leases.get(&record.name).map(|l| l.resource_version.clone());
-        if current.is_none() || current != Some(record.resource_version.clone()) || record.resource_version.is_none() {
+        let current = inner
+            .leases
+            .get(&record.name)
+            .map(|l| l.resource_version.clone());
+        if current.is_none()
+            || current != Some(record.resource_version.clone())
+            || record.resource_version.is_none()
+        {
             inner.stats.lost_races += 1;
-            return Err(StoreError::Conflict { name: record.name.clone() });
+            return Err(StoreError::Conflict {
+                name: record.name.clone(),
+            });
         }
         Ok(Self::commit(&mut inner, record))
     }
@@ -147,7 +172,13 @@ impl MemoryLeaseStore {
         let existed = inner.leases.remove(name).is_some();
         if existed {
             inner.revision += 1;
-            let _ = inner.changes.send(WatchEvent::Deleted { name: name.to_owned() });
+            let cut = Arc::new(inner.unreachable.clone());
+            let _ = inner.changes.send((
+                WatchEvent::Deleted {
+                    name: name.to_owned(),
+                },
+                cut,
+            ));
         }
         existed
     }
@@ -157,12 +188,20 @@ impl MemoryLeaseStore {
         let mut stored = record.clone();
         stored.resource_version = Some(inner.revision.to_string());
         inner.leases.insert(stored.name.clone(), stored.clone());
-        let _ = inner.changes.send(WatchEvent::Applied(stored.clone()));
+        let cut = Arc::new(inner.unreachable.clone());
+        let _ = inner
+            .changes
+            .send((WatchEvent::Applied(stored.clone()), cut));
         stored
     }
 
     fn labelled(inner: &Inner) -> Vec<LeaseRecord> {
-        inner.leases.values().filter(|l| l.labels.contains_key(LEASE_KIND_LABEL)).cloned().collect()
+        inner
+            .leases
+            .values()
+            .filter(|l| l.labels.contains_key(LEASE_KIND_LABEL))
+            .cloned()
+            .collect()
     }
 }
 
@@ -195,15 +234,15 @@ impl LeaseStore for MemoryLeaseStore {
                             return Some((WatchEvent::Resynced(all), (rx, false)));
                         }
                     }
-                    let event = match rx.recv().await {
-                        Ok(event) => event,
+                    let (event, cut) = match rx.recv().await {
+                        Ok(change) => change,
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             resync = true;
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     };
-                    if !this.is_reachable(&this.client) {
+                    if cut.contains(&*this.client) || !this.is_reachable(&this.client) {
                         resync = true;
                         continue;
                     }
@@ -229,16 +268,26 @@ mod tests {
     use super::*;
 
     fn lease(name: &str, holder: &str) -> LeaseRecord {
-        LeaseRecord { name: name.into(), holder: Some(holder.into()), ..Default::default() }
+        LeaseRecord {
+            name: name.into(),
+            holder: Some(holder.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn cas_semantics() {
         let s = MemoryLeaseStore::new();
-        assert_eq!(s.get_now("x"), Err(StoreError::NotFound { name: "x".into() }));
+        assert_eq!(
+            s.get_now("x"),
+            Err(StoreError::NotFound { name: "x".into() })
+        );
         let a = s.create_now(&lease("x", "a")).unwrap();
         assert_eq!(a.rv(), "1");
-        assert_eq!(s.create_now(&lease("x", "b")), Err(StoreError::AlreadyExists { name: "x".into() }));
+        assert_eq!(
+            s.create_now(&lease("x", "b")),
+            Err(StoreError::AlreadyExists { name: "x".into() })
+        );
         let mut b = a.clone();
         b.holder = Some("b".into());
         let b = s.replace_now(&b).unwrap();
@@ -246,9 +295,15 @@ mod tests {
         // Stale resourceVersion, and no resourceVersion at all, both lose.
         let mut stale = a.clone();
         stale.holder = Some("c".into());
-        assert_eq!(s.replace_now(&stale), Err(StoreError::Conflict { name: "x".into() }));
+        assert_eq!(
+            s.replace_now(&stale),
+            Err(StoreError::Conflict { name: "x".into() })
+        );
         stale.resource_version = None;
-        assert_eq!(s.replace_now(&stale), Err(StoreError::Conflict { name: "x".into() }));
+        assert_eq!(
+            s.replace_now(&stale),
+            Err(StoreError::Conflict { name: "x".into() })
+        );
         assert_eq!(s.get_now("x").unwrap().holder(), Some("b"));
         assert_eq!(s.stats().lost_races, 3);
     }
@@ -258,7 +313,10 @@ mod tests {
         let s = MemoryLeaseStore::new();
         let c = s.client("n1");
         s.set_reachable("n1", false);
-        assert!(matches!(c.get_now("x"), Err(StoreError::Unavailable { .. })));
+        assert!(matches!(
+            c.get_now("x"),
+            Err(StoreError::Unavailable { .. })
+        ));
         assert!(s.create_now(&lease("x", "a")).is_ok());
         s.set_reachable("n1", true);
         assert_eq!(c.get_now("x").unwrap().holder(), Some("a"));
@@ -276,7 +334,9 @@ mod tests {
         let mut l2 = l.clone();
         l2.name = "herald-node-b".into();
         s.create_now(&l2).unwrap();
-        assert!(matches!(w.next().await, Some(WatchEvent::Applied(r)) if r.name == "herald-node-b"));
+        assert!(
+            matches!(w.next().await, Some(WatchEvent::Applied(r)) if r.name == "herald-node-b")
+        );
         s.set_reachable("n1", false);
         l2.name = "herald-node-c".into();
         s.create_now(&l2).unwrap();

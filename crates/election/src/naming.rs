@@ -28,7 +28,8 @@ pub fn node_lease_name(node: &str) -> String {
 
 /// The node a node-lease name belongs to.
 pub fn node_of_lease(name: &str) -> Option<&str> {
-    name.strip_prefix(NODE_LEASE_PREFIX).filter(|n| !n.is_empty())
+    name.strip_prefix(NODE_LEASE_PREFIX)
+        .filter(|n| !n.is_empty())
 }
 
 /// The IP written with `.` and `:` as `-`, from the RFC 5952 text form (`192-0-2-1`, `2001-db8--1`).
@@ -41,9 +42,16 @@ pub fn ip_slug(ip: IpAddr) -> Result<String> {
     if let IpAddr::V6(v6) = ip
         && v6.to_ipv4_mapped().is_some()
     {
-        return Err(Error::InvalidIp { ip, reason: "IPv4-mapped IPv6 addresses cannot be announced; use the IPv4 address" });
+        return Err(Error::InvalidIp {
+            ip,
+            reason: "IPv4-mapped IPv6 addresses cannot be announced; use the IPv4 address",
+        });
     }
-    let mut s: String = ip.to_string().chars().map(|c| if c == '.' || c == ':' { '-' } else { c }).collect();
+    let mut s: String = ip
+        .to_string()
+        .chars()
+        .map(|c| if c == '.' || c == ':' { '-' } else { c })
+        .collect();
     if s.starts_with('-') {
         s.insert(0, '0');
     }
@@ -85,7 +93,9 @@ pub fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -95,7 +105,8 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 pub fn is_label_value(s: &str) -> bool {
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && (s.is_empty() || (alnum(s.chars().next()) && alnum(s.chars().last())))
 }
 

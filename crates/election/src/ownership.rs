@@ -14,7 +14,8 @@
 //!   iff its own last successful renew was sent less than `D` ago ("healthy").
 //! - *Candidates*: eligible nodes (from [`IpDesire`]) that are live, ordered by [`crate::rank`]; rank `k` waits
 //!   `k × step` after the moment X became free or its holder dead.
-//! - *Free* lease (absent or no holder): candidates create / CAS-replace it.
+//! - *Free* lease (absent or no holder): candidates create / CAS-replace it, but only from `R` after this agent's first
+//!   watch sync (so a cold start ranks against every live node, not first-come).
 //! - *Held by a live holder*: untouched (no flaps when nodes join).
 //! - *Held by a dead holder*: candidates GET the holder's node lease; only if it still shows the resourceVersion
 //!   observed ≥ `T` ago (or still does not name the holder) is the IP lease CAS-replaced with the resourceVersion read
@@ -51,6 +52,21 @@ pub enum OutagePolicy {
     Withdraw,
 }
 
+impl std::str::FromStr for OutagePolicy {
+    type Err = String;
+
+    /// Parses the value of `--api-outage`: `hold` or `withdraw`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hold" => Ok(Self::Hold),
+            "withdraw" => Ok(Self::Withdraw),
+            other => Err(format!(
+                "--api-outage must be `hold` or `withdraw`, not `{other}`"
+            )),
+        }
+    }
+}
+
 /// The desired state of one IP: the nodes that may announce it and the Eip it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IpDesire {
@@ -76,7 +92,12 @@ pub enum Action {
     /// Start answering ARP/NDP for the IP (with the takeover burst).
     Announce(IpAddr),
     /// The holder of a desired IP's lease changed as this agent sees it (`holder` = `<node>/<instance>`).
-    OwnerChanged { ip: IpAddr, holder: Option<String>, is_self: bool, was_self: bool },
+    OwnerChanged {
+        ip: IpAddr,
+        holder: Option<String>,
+        is_self: bool,
+        was_self: bool,
+    },
     /// Another instance on this node took the node lease: this instance withdrew everything and stopped.
     Superseded { by: String },
     /// The core has finished (graceful stop complete, or superseded); nothing more will be asked.
@@ -102,10 +123,24 @@ enum Purpose {
 #[derive(Debug)]
 enum Pending {
     NodeGet,
-    NodeWrite { sent_at: Instant, release: bool },
-    IpWrite { name: String, sent_epoch: u64, purpose: Purpose },
-    TakeoverCheck { ip: IpAddr, ip_rv: String, holder: String, expect: Expect },
-    IpRefresh { name: String },
+    NodeWrite {
+        sent_at: Instant,
+        release: bool,
+    },
+    IpWrite {
+        name: String,
+        sent_epoch: u64,
+        purpose: Purpose,
+    },
+    TakeoverCheck {
+        ip: IpAddr,
+        ip_rv: String,
+        holder: String,
+        expect: Expect,
+    },
+    IpRefresh {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +194,8 @@ pub struct OwnershipCore {
     node_absent_since: BTreeMap<String, Instant>,
     leases: BTreeMap<String, LeaseRecord>,
     ips: BTreeMap<IpAddr, IpState>,
+    /// IP lease name → IP, for the IPs in `ips`.
+    names: BTreeMap<String, IpAddr>,
     announced: BTreeSet<IpAddr>,
     hold_set: BTreeSet<IpAddr>,
     epoch: u64,
@@ -190,6 +227,7 @@ impl OwnershipCore {
             node_absent_since: BTreeMap::new(),
             leases: BTreeMap::new(),
             ips: BTreeMap::new(),
+            names: BTreeMap::new(),
             announced: BTreeSet::new(),
             hold_set: BTreeSet::new(),
             epoch: 0,
@@ -215,7 +253,11 @@ impl OwnershipCore {
 
     /// Whether this instance renewed its node lease less than `D` ago.
     pub fn is_healthy(&self, now: Instant) -> bool {
-        self.superseded.is_none() && self.own.last_ok_sent.is_some_and(|t| now < t + self.timing.renew_deadline)
+        self.superseded.is_none()
+            && self
+                .own
+                .last_ok_sent
+                .is_some_and(|t| now < t + self.timing.renew_deadline)
     }
 
     /// Whether the core has stopped (see [`Action::Stopped`]).
@@ -244,6 +286,7 @@ impl OwnershipCore {
     /// Declares (or updates) an IP this agent should take part in. Errors for IPs that cannot be named as a lease.
     pub fn set_desired(&mut self, now: Instant, ip: IpAddr, desire: IpDesire) -> crate::Result<()> {
         let name = naming::ip_lease_name(ip)?;
+        self.names.insert(name.clone(), ip);
         let state = self.ips.entry(ip).or_insert_with(|| IpState {
             name,
             desire: None,
@@ -310,6 +353,8 @@ impl OwnershipCore {
                     self.apply(now, record, true);
                 }
                 self.synced_at.get_or_insert(now);
+                // The watch was broken: what we did not see, we did not observe.
+                self.restart_observation(now);
             }
             WatchEvent::Error(_) => {}
         }
@@ -317,7 +362,9 @@ impl OwnershipCore {
 
     /// The result of the operation `op`.
     pub fn op_done(&mut self, now: Instant, op: OpId, result: Result<LeaseRecord, StoreError>) {
-        let Some(pending) = self.ops.remove(&op) else { return };
+        let Some(pending) = self.ops.remove(&op) else {
+            return;
+        };
         match pending {
             Pending::NodeGet => {
                 self.busy.remove(&self.own_lease);
@@ -327,11 +374,20 @@ impl OwnershipCore {
                 self.busy.remove(&self.own_lease);
                 self.node_write_done(now, sent_at, release, result);
             }
-            Pending::IpWrite { name, sent_epoch, purpose } => {
+            Pending::IpWrite {
+                name,
+                sent_epoch,
+                purpose,
+            } => {
                 self.busy.remove(&name);
                 self.ip_write_done(now, name, sent_epoch, purpose, result);
             }
-            Pending::TakeoverCheck { ip, ip_rv, holder, expect } => {
+            Pending::TakeoverCheck {
+                ip,
+                ip_rv,
+                holder,
+                expect,
+            } => {
                 let lease = naming::node_lease_name(holder_node(&holder));
                 self.busy.remove(&lease_key_check(&lease, ip));
                 let passed = match (&expect, &result) {
@@ -373,7 +429,11 @@ impl OwnershipCore {
             let rv = record.rv().to_owned();
             if record.name == self.own_lease
                 && holder.as_deref() == Some(self.holder.as_str())
-                && self.own.record.as_ref().is_none_or(|r| is_newer(r.rv(), &rv))
+                && self
+                    .own
+                    .record
+                    .as_ref()
+                    .is_none_or(|r| is_newer(r.rv(), &rv))
             {
                 self.own.record = Some(record.clone());
                 self.own.absent = false;
@@ -391,8 +451,15 @@ impl OwnershipCore {
                     }
                 }
                 None => {
-                    self.nodes
-                        .insert(node, NodeView { holder, rv, rv_changed_at: now, holder_changed_at: now });
+                    self.nodes.insert(
+                        node,
+                        NodeView {
+                            holder,
+                            rv,
+                            rv_changed_at: now,
+                            holder_changed_at: now,
+                        },
+                    );
                 }
             }
         } else if record.name.starts_with(naming::IP_LEASE_PREFIX) {
@@ -423,8 +490,29 @@ impl OwnershipCore {
         }
     }
 
+    /// Starts every node's observation window afresh. Called when this agent's watch re-lists and when its own
+    /// liveness gap ends: a node lease that did not change while *we* could not watch or write was not observed to
+    /// be stale, and the cause (an API outage) may have hit its holder too. Without this, the node that reconnects
+    /// first would take over from every node that simply has not renewed yet. Delays takeovers by at most `T` after
+    /// such an event.
+    fn restart_observation(&mut self, now: Instant) {
+        for view in self.nodes.values_mut() {
+            view.rv_changed_at = view.rv_changed_at.max(now);
+            view.holder_changed_at = view.holder_changed_at.max(now);
+        }
+        for since in self.node_absent_since.values_mut() {
+            *since = (*since).max(now);
+        }
+        if let Some(synced) = &mut self.synced_at {
+            *synced = (*synced).max(now);
+        }
+        for state in self.ips.values_mut() {
+            state.takeover_ready = None;
+        }
+    }
+
     fn touch_ip(&mut self, now: Instant, name: &str) {
-        if let Some(state) = self.ips.values_mut().find(|s| s.name == name) {
+        if let Some(state) = self.names.get(name).and_then(|ip| self.ips.get_mut(ip)) {
             state.changed_at = now;
             state.takeover_ready = None;
         }
@@ -470,7 +558,14 @@ impl OwnershipCore {
                     return;
                 }
                 self.own.ever_held = true;
+                let gap_ended = self
+                    .own
+                    .last_ok_sent
+                    .is_none_or(|t| sent_at >= t + self.timing.renew_deadline);
                 self.note_gap(sent_at);
+                if gap_ended && self.own.last_ok_sent.is_some() {
+                    self.restart_observation(now);
+                }
                 if self.own.last_ok_sent.is_none_or(|t| t < sent_at) {
                     self.own.last_ok_sent = Some(sent_at);
                 }
@@ -527,7 +622,8 @@ impl OwnershipCore {
             renew_time: None,
         };
         if prev.holder() != Some(self.holder.as_str()) {
-            record.lease_transitions = Some(prev.lease_transitions.unwrap_or(0) + i32::from(prev.holder().is_some()));
+            record.lease_transitions =
+                Some(prev.lease_transitions.unwrap_or(0) + i32::from(prev.holder().is_some()));
             record.acquire_time = None;
         }
         if release {
@@ -548,21 +644,41 @@ impl OwnershipCore {
         }
         let op = self.next_op();
         if release {
-            if self.own.record.as_ref().is_none_or(|r| r.holder() != Some(self.holder.as_str())) {
+            if self
+                .own
+                .record
+                .as_ref()
+                .is_none_or(|r| r.holder() != Some(self.holder.as_str()))
+            {
                 self.own.released = true;
                 return;
             }
             let record = self.node_record(true);
-            self.ops.insert(op, Pending::NodeWrite { sent_at: now, release: true });
+            self.ops.insert(
+                op,
+                Pending::NodeWrite {
+                    sent_at: now,
+                    release: true,
+                },
+            );
             self.busy.insert(self.own_lease.clone());
             out.push(Action::Replace { op, record });
         } else if self.own.record.is_none() && !self.own.absent {
             self.ops.insert(op, Pending::NodeGet);
             self.busy.insert(self.own_lease.clone());
-            out.push(Action::Get { op, name: self.own_lease.clone() });
+            out.push(Action::Get {
+                op,
+                name: self.own_lease.clone(),
+            });
         } else {
             let record = self.node_record(false);
-            self.ops.insert(op, Pending::NodeWrite { sent_at: now, release: false });
+            self.ops.insert(
+                op,
+                Pending::NodeWrite {
+                    sent_at: now,
+                    release: false,
+                },
+            );
             self.busy.insert(self.own_lease.clone());
             if self.own.absent {
                 out.push(Action::Create { op, record });
@@ -590,7 +706,9 @@ impl OwnershipCore {
         if node == self.me.node() {
             return self.is_healthy(now) && !self.stopping;
         }
-        self.nodes.get(node).is_some_and(|v| v.holder.is_some() && now < v.rv_changed_at + self.timing.takeover_after)
+        self.nodes.get(node).is_some_and(|v| {
+            v.holder.is_some() && now < v.rv_changed_at + self.timing.takeover_after
+        })
     }
 
     /// From when the holder counts as dead, by local observation. `None` before the first watch sync.
@@ -600,7 +718,13 @@ impl OwnershipCore {
         match self.nodes.get(node) {
             Some(v) if v.holder.as_deref() == Some(holder) => Some(v.rv_changed_at + t),
             Some(v) => Some(v.holder_changed_at + t),
-            None => Some(self.node_absent_since.get(node).copied().or(self.synced_at)? + t),
+            None => Some(
+                self.node_absent_since
+                    .get(node)
+                    .copied()
+                    .or(self.synced_at)?
+                    + t,
+            ),
         }
     }
 
@@ -613,12 +737,24 @@ impl OwnershipCore {
 
     /// This node's rank among the live eligible candidates for `ip`, if it is one.
     fn my_rank(&self, ip: IpAddr, desire: &IpDesire, now: Instant) -> Option<u32> {
-        let live = desire.eligible_nodes.iter().map(String::as_str).filter(|n| self.node_live(n, now));
+        let live = desire
+            .eligible_nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|n| self.node_live(n, now));
         let ranked = rank_nodes(ip, live);
-        ranked.iter().position(|n| *n == self.me.node()).and_then(|k| u32::try_from(k).ok())
+        ranked
+            .iter()
+            .position(|n| *n == self.me.node())
+            .and_then(|k| u32::try_from(k).ok())
     }
 
-    fn ip_record(&self, ip: IpAddr, desire: &IpDesire, prev: Option<&LeaseRecord>) -> crate::Result<LeaseRecord> {
+    fn ip_record(
+        &self,
+        ip: IpAddr,
+        desire: &IpDesire,
+        prev: Option<&LeaseRecord>,
+    ) -> crate::Result<LeaseRecord> {
         let name = naming::ip_lease_name(ip)?;
         let prev_holder = prev.and_then(|p| p.holder());
         let same_holder = prev_holder == Some(self.holder.as_str());
@@ -629,21 +765,51 @@ impl OwnershipCore {
             labels: naming::ip_lease_labels(ip, &desire.eip)?,
             holder: Some(self.holder.clone()),
             lease_duration_seconds: Some(self.timing.lease_duration_seconds()),
-            lease_transitions: Some(if same_holder { transitions } else { transitions + 1 }),
-            acquire_time: if same_holder { prev.and_then(|p| p.acquire_time) } else { None },
+            lease_transitions: Some(if same_holder {
+                transitions
+            } else {
+                transitions + 1
+            }),
+            acquire_time: if same_holder {
+                prev.and_then(|p| p.acquire_time)
+            } else {
+                None
+            },
             renew_time: None,
         })
     }
 
     fn release_record(prev: &LeaseRecord) -> LeaseRecord {
-        LeaseRecord { holder: None, acquire_time: None, renew_time: None, ..prev.clone() }
+        LeaseRecord {
+            holder: None,
+            acquire_time: None,
+            renew_time: None,
+            ..prev.clone()
+        }
     }
 
-    fn issue_ip_write(&mut self, out: &mut Vec<Action>, record: LeaseRecord, purpose: Purpose, create: bool) {
+    fn issue_ip_write(
+        &mut self,
+        out: &mut Vec<Action>,
+        record: LeaseRecord,
+        purpose: Purpose,
+        create: bool,
+    ) {
         let op = self.next_op();
         self.busy.insert(record.name.clone());
-        self.ops.insert(op, Pending::IpWrite { name: record.name.clone(), sent_epoch: self.epoch, purpose });
-        out.push(if create { Action::Create { op, record } } else { Action::Replace { op, record } });
+        self.ops.insert(
+            op,
+            Pending::IpWrite {
+                name: record.name.clone(),
+                sent_epoch: self.epoch,
+                purpose,
+            },
+        );
+        out.push(if create {
+            Action::Create { op, record }
+        } else {
+            Action::Replace { op, record }
+        });
     }
 
     fn ip_write_done(
@@ -656,7 +822,7 @@ impl OwnershipCore {
     ) {
         let healthy = self.is_healthy(now);
         let epoch = self.epoch;
-        let ip = self.ips.iter().find(|(_, s)| s.name == name).map(|(ip, _)| *ip);
+        let ip = self.names.get(&name).copied();
         match result {
             Ok(rec) => {
                 if let Some(ip) = ip
@@ -695,7 +861,8 @@ impl OwnershipCore {
                     // Our view of the lease is stale: read it instead of waiting for the watch.
                     let op = self.next_op();
                     self.busy.insert(name.clone());
-                    self.ops.insert(op, Pending::IpRefresh { name: name.clone() });
+                    self.ops
+                        .insert(op, Pending::IpRefresh { name: name.clone() });
                     self.refresh_queue.push(Action::Get { op, name });
                 }
             }
@@ -742,19 +909,35 @@ impl OwnershipCore {
         }
         // Ownership notifications.
         for (ip, state) in &mut self.ips {
-            let holder = self.leases.get(&state.name).and_then(|l| l.holder()).map(str::to_owned);
+            let holder = self
+                .leases
+                .get(&state.name)
+                .and_then(|l| l.holder())
+                .map(str::to_owned);
             if state.notified_holder.as_ref() != Some(&holder) {
                 let was_self = matches!(&state.notified_holder, Some(Some(h)) if *h == self.holder);
                 let is_self = holder.as_deref() == Some(self.holder.as_str());
                 if state.notified_holder.is_some() || holder.is_some() {
-                    out.push(Action::OwnerChanged { ip: *ip, holder: holder.clone(), is_self, was_self });
+                    out.push(Action::OwnerChanged {
+                        ip: *ip,
+                        holder: holder.clone(),
+                        is_self,
+                        was_self,
+                    });
                 }
                 state.notified_holder = Some(holder);
             }
         }
         // Withdrawals strictly before announcements and writes.
-        out.extend(self.announced.difference(&want).map(|ip| Action::Withdraw(*ip)));
-        out.extend(want.difference(&self.announced).map(|ip| Action::Announce(*ip)));
+        out.extend(
+            self.announced
+                .difference(&want)
+                .map(|ip| Action::Withdraw(*ip)),
+        );
+        out.extend(
+            want.difference(&self.announced)
+                .map(|ip| Action::Announce(*ip)),
+        );
         self.announced = want;
         self.hold_set.retain(|ip| self.announced.contains(ip));
         out.extend(writes);
@@ -764,6 +947,7 @@ impl OwnershipCore {
                 || self.busy.contains(&s.name)
                 || self.leases.get(&s.name).and_then(|l| l.holder()) == Some(self.holder.as_str())
         });
+        self.names.retain(|_, ip| self.ips.contains_key(ip));
 
         if self.stopping {
             self.poll_shutdown(now, &mut out);
@@ -786,16 +970,33 @@ impl OwnershipCore {
     }
 
     /// Decides one IP; returns whether it should be announced and pushes at most one write.
-    fn decide(&mut self, ip: IpAddr, now: Instant, healthy: bool, synced: bool, writes: &mut Vec<Action>) -> bool {
-        let Some(state) = self.ips.get(&ip) else { return false };
+    fn decide(
+        &mut self,
+        ip: IpAddr,
+        now: Instant,
+        healthy: bool,
+        synced: bool,
+        writes: &mut Vec<Action>,
+    ) -> bool {
+        let Some(state) = self.ips.get(&ip) else {
+            return false;
+        };
         let name = state.name.clone();
         let lease = self.leases.get(&name).cloned();
         let holder = lease.as_ref().and_then(|l| l.holder()).map(str::to_owned);
         let desire = state.desire.clone();
-        let eligible = !self.stopping && desire.as_ref().is_some_and(|d| d.eligible_nodes.contains(self.me.node()));
+        let eligible = !self.stopping
+            && desire
+                .as_ref()
+                .is_some_and(|d| d.eligible_nodes.contains(self.me.node()));
         let busy = self.busy.contains(&name);
-        let retry_ok = state.retry_at.is_none_or(|t| now >= t);
-        if let Some(t) = state.retry_at.filter(|t| *t > now) {
+        let retry_at = state.retry_at;
+        let yielded_until = state.yielded_until;
+        let asserted_epoch = state.asserted_epoch;
+        let changed_at = state.changed_at;
+        let takeover_ready = state.takeover_ready.clone();
+        let retry_ok = retry_at.is_none_or(|t| now >= t);
+        if let Some(t) = retry_at.filter(|t| *t > now) {
             self.wake_at(t);
         }
 
@@ -804,17 +1005,24 @@ impl OwnershipCore {
             if !eligible {
                 // Withdraw first (this IP is not in `want`), then release in the same batch, after the withdrawal.
                 if !busy && retry_ok {
-                    self.issue_ip_write(writes, Self::release_record(&lease), Purpose::Release, false);
+                    self.issue_ip_write(
+                        writes,
+                        Self::release_record(&lease),
+                        Purpose::Release,
+                        false,
+                    );
                 }
                 return false;
             }
-            let yield_until = state.yielded_until.filter(|t| now < *t);
+            let yield_until = yielded_until.filter(|t| now < *t);
             if let Some(t) = yield_until {
                 self.wake_at(t);
                 return false;
             }
-            let asserted = state.asserted_epoch == Some(self.epoch);
-            let held = self.policy == OutagePolicy::Hold && self.hold_set.contains(&ip) && self.announced.contains(&ip);
+            let asserted = asserted_epoch == Some(self.epoch);
+            let held = self.policy == OutagePolicy::Hold
+                && self.hold_set.contains(&ip)
+                && self.announced.contains(&ip);
             if !healthy {
                 return held;
             }
@@ -833,13 +1041,18 @@ impl OwnershipCore {
         if !eligible || !healthy || !synced || busy || !retry_ok {
             return false;
         }
-        let Some(k) = self.my_rank(ip, &desire, now) else { return false };
+        let Some(k) = self.my_rank(ip, &desire, now) else {
+            return false;
+        };
         let stagger = self.timing.stagger_step * k;
-        let changed_at = state.changed_at;
-        let takeover_ready = state.takeover_ready.clone();
         match holder {
             None => {
-                let at = changed_at + stagger;
+                // Warm-up: act on free IPs only once every live node had a renew period to show up in our watch,
+                // so a cold start of the whole cluster ranks against the full candidate list, not first-come.
+                let warm = self
+                    .synced_at
+                    .map_or(now, |s| s + self.timing.node_renew_period);
+                let at = changed_at.max(warm) + stagger;
                 if now < at {
                     self.wake_at(at);
                     return false;
@@ -850,7 +1063,9 @@ impl OwnershipCore {
                 }
             }
             Some(h) => {
-                let Some(dead_from) = self.holder_dead_from(&h) else { return false };
+                let Some(dead_from) = self.holder_dead_from(&h) else {
+                    return false;
+                };
                 let at = dead_from.max(changed_at) + stagger;
                 if now < at {
                     self.wake_at(at);
@@ -867,7 +1082,8 @@ impl OwnershipCore {
                         }
                     }
                     _ => {
-                        let check_key = lease_key_check(&naming::node_lease_name(holder_node(&h)), ip);
+                        let check_key =
+                            lease_key_check(&naming::node_lease_name(holder_node(&h)), ip);
                         if self.busy.contains(&check_key) {
                             return false;
                         }
@@ -876,9 +1092,17 @@ impl OwnershipCore {
                         self.busy.insert(check_key);
                         self.ops.insert(
                             op,
-                            Pending::TakeoverCheck { ip, ip_rv: lease.rv().to_owned(), holder: h.clone(), expect },
+                            Pending::TakeoverCheck {
+                                ip,
+                                ip_rv: lease.rv().to_owned(),
+                                holder: h.clone(),
+                                expect,
+                            },
                         );
-                        writes.push(Action::Get { op, name: naming::node_lease_name(holder_node(&h)) });
+                        writes.push(Action::Get {
+                            op,
+                            name: naming::node_lease_name(holder_node(&h)),
+                        });
                     }
                 }
             }
@@ -892,17 +1116,33 @@ impl OwnershipCore {
             .leases
             .values()
             .filter(|l| l.holder() == Some(self.holder.as_str()))
-            .filter(|l| !self.busy.contains(&l.name) && !self.ips.values().any(|s| s.name == l.name))
+            .filter(|l| !self.busy.contains(&l.name) && !self.names.contains_key(&l.name))
             .cloned()
             .collect();
         for lease in orphans {
             let op = self.next_op();
             self.busy.insert(lease.name.clone());
-            self.ops.insert(op, Pending::IpWrite { name: lease.name.clone(), sent_epoch: self.epoch, purpose: Purpose::Release });
-            out.push(Action::Replace { op, record: Self::release_record(&lease) });
+            self.ops.insert(
+                op,
+                Pending::IpWrite {
+                    name: lease.name.clone(),
+                    sent_epoch: self.epoch,
+                    purpose: Purpose::Release,
+                },
+            );
+            out.push(Action::Replace {
+                op,
+                record: Self::release_record(&lease),
+            });
         }
-        let ip_work_left = self.ops.values().any(|p| !matches!(p, Pending::NodeGet | Pending::NodeWrite { .. }))
-            || self.leases.values().any(|l| l.holder() == Some(self.holder.as_str()));
+        let ip_work_left = self
+            .ops
+            .values()
+            .any(|p| !matches!(p, Pending::NodeGet | Pending::NodeWrite { .. }))
+            || self
+                .leases
+                .values()
+                .any(|l| l.holder() == Some(self.holder.as_str()));
         if ip_work_left {
             // Keep the node lease fresh while releasing so nobody treats our IPs as held by a dead node.
             self.poll_node_lease(now, out, false);
@@ -926,4 +1166,169 @@ fn lease_key_check(node_lease: &str, ip: IpAddr) -> String {
 /// Whether `candidate` is newer than `current` (unknown order counts as newer: the latest delivery wins).
 fn is_newer(current: &str, candidate: &str) -> bool {
     rv_cmp(current, candidate).is_none_or(|o| o == std::cmp::Ordering::Less)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::memory::MemoryLeaseStore;
+
+    /// Runs the core against the store until quiet at `now`; returns every action it produced.
+    fn drive(core: &mut OwnershipCore, store: &MemoryLeaseStore, now: Instant) -> Vec<Action> {
+        let mut all = Vec::new();
+        loop {
+            let actions = core.poll(now);
+            if actions.is_empty() {
+                return all;
+            }
+            for a in &actions {
+                let (op, result) = match a {
+                    Action::Get { op, name } => (*op, store.get_now(name)),
+                    Action::Create { op, record } => (*op, store.create_now(record)),
+                    Action::Replace { op, record } => (*op, store.replace_now(record)),
+                    _ => continue,
+                };
+                if let Ok(rec) = &result
+                    && !matches!(a, Action::Get { .. })
+                {
+                    core.observe(now, WatchEvent::Applied(rec.clone()));
+                }
+                core.op_done(now, op, result);
+            }
+            all.extend(actions);
+        }
+    }
+
+    fn setup() -> (OwnershipCore, MemoryLeaseStore, Instant, IpAddr) {
+        let store = MemoryLeaseStore::new();
+        let me = Identity::new("node-a", "1").unwrap();
+        let mut core = OwnershipCore::new(me, ElectionTiming::default(), OutagePolicy::Withdraw);
+        let t0 = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        core.set_desired(
+            t0,
+            ip,
+            IpDesire {
+                eligible_nodes: ["node-a".to_owned()].into(),
+                eip: "e".into(),
+            },
+        )
+        .unwrap();
+        (core, store, t0, ip)
+    }
+
+    #[test]
+    fn outage_policy_parses() {
+        assert_eq!("hold".parse::<OutagePolicy>(), Ok(OutagePolicy::Hold));
+        assert_eq!(
+            "withdraw".parse::<OutagePolicy>(),
+            Ok(OutagePolicy::Withdraw)
+        );
+        assert!(
+            "keep"
+                .parse::<OutagePolicy>()
+                .unwrap_err()
+                .contains("--api-outage")
+        );
+    }
+
+    #[test]
+    fn nothing_is_acquired_before_the_watch_synced_and_warmed_up() {
+        let (mut core, store, t0, ip) = setup();
+        let actions = drive(&mut core, &store, t0);
+        assert!(
+            actions.iter().all(|a| !matches!(a, Action::Announce(_))),
+            "{actions:?}"
+        );
+        assert!(
+            store.peek("herald-node-node-a").is_some(),
+            "node lease created at once"
+        );
+        core.observe(t0, WatchEvent::Resynced(store.snapshot()));
+        assert!(
+            drive(&mut core, &store, t0 + Duration::from_millis(500)).is_empty(),
+            "warm-up of one R"
+        );
+        let actions = drive(&mut core, &store, t0 + Duration::from_millis(1000));
+        assert!(actions.contains(&Action::Announce(ip)), "{actions:?}");
+        assert_eq!(core.holder_of(ip), Some("node-a/1"));
+    }
+
+    #[test]
+    fn withdrawal_precedes_the_release_in_the_same_batch() {
+        let (mut core, store, t0, ip) = setup();
+        drive(&mut core, &store, t0);
+        core.observe(t0, WatchEvent::Resynced(store.snapshot()));
+        drive(&mut core, &store, t0 + Duration::from_secs(1));
+        assert!(core.announced().contains(&ip));
+        let t1 = t0 + Duration::from_millis(1100);
+        core.set_desired(
+            t1,
+            ip,
+            IpDesire {
+                eligible_nodes: BTreeSet::new(),
+                eip: "e".into(),
+            },
+        )
+        .unwrap();
+        let batch = core.poll(t1);
+        let withdraw = batch
+            .iter()
+            .position(|a| *a == Action::Withdraw(ip))
+            .expect("withdraw");
+        let release = batch
+            .iter()
+            .position(|a| matches!(a, Action::Replace { record, .. } if record.name.starts_with("herald-ip-") && record.holder.is_none()))
+            .expect("release");
+        assert!(withdraw < release, "{batch:?}");
+    }
+
+    #[test]
+    fn graceful_stop_releases_ips_then_node_lease_then_stops() {
+        let (mut core, store, t0, ip) = setup();
+        drive(&mut core, &store, t0);
+        core.observe(t0, WatchEvent::Resynced(store.snapshot()));
+        drive(&mut core, &store, t0 + Duration::from_secs(1));
+        let t1 = t0 + Duration::from_millis(1200);
+        core.begin_shutdown(t1);
+        let actions = drive(&mut core, &store, t1);
+        let pos = |f: &dyn Fn(&Action) -> bool| actions.iter().position(f).expect("present");
+        let withdraw = pos(&|a| *a == Action::Withdraw(ip));
+        let ip_release = pos(
+            &|a| matches!(a, Action::Replace { record, .. } if record.name == "herald-ip-192-0-2-1"),
+        );
+        let node_release = pos(
+            &|a| matches!(a, Action::Replace { record, .. } if record.name == "herald-node-node-a" && record.holder.is_none()),
+        );
+        let stopped = pos(&|a| *a == Action::Stopped);
+        assert!(
+            withdraw < ip_release && ip_release < node_release && node_release < stopped,
+            "{actions:?}"
+        );
+        assert!(core.is_stopped());
+        assert_eq!(store.peek("herald-node-node-a").unwrap().holder(), None);
+        assert_eq!(store.peek("herald-ip-192-0-2-1").unwrap().holder(), None);
+    }
+
+    #[test]
+    fn withdraw_policy_goes_silent_at_the_renew_deadline() {
+        let (mut core, store, t0, ip) = setup();
+        drive(&mut core, &store, t0);
+        core.observe(t0, WatchEvent::Resynced(store.snapshot()));
+        drive(&mut core, &store, t0 + Duration::from_secs(1));
+        assert!(core.announced().contains(&ip));
+        store.set_reachable("", false);
+        // Last successful renew was sent at t0 + 1 s: silent exactly at t0 + 3 s.
+        drive(&mut core, &store, t0 + Duration::from_millis(2999));
+        assert!(core.announced().contains(&ip));
+        assert!(
+            core.next_wakeup()
+                .is_some_and(|w| w <= t0 + Duration::from_secs(3)),
+            "wakes up for the deadline"
+        );
+        let actions = drive(&mut core, &store, t0 + Duration::from_secs(3));
+        assert!(actions.contains(&Action::Withdraw(ip)), "{actions:?}");
+    }
 }

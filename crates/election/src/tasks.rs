@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,13 @@ pub trait AnnouncementSink: Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnershipEvent {
     /// The holder of a desired IP changed (`holder` is `<node>/<instance>`, `node` its node part).
-    OwnerChanged { ip: IpAddr, holder: Option<String>, node: Option<String>, is_self: bool, was_self: bool },
+    OwnerChanged {
+        ip: IpAddr,
+        holder: Option<String>,
+        node: Option<String>,
+        is_self: bool,
+        was_self: bool,
+    },
     /// This instance withdrew `ip` because another MAC claimed it on the wire.
     WireYield { ip: IpAddr },
     /// Another instance on this node took over the node lease; this task withdrew everything and stopped.
@@ -82,15 +88,17 @@ enum Command {
 pub struct OwnershipAgent;
 
 impl OwnershipAgent {
-    /// Validates the timing and starts the task on the current tokio runtime. Cancelling `cancel` (or calling
-    /// [`OwnershipHandle::shutdown`]) runs the graceful stop.
+    /// Validates the timing and starts the task on the current tokio runtime. Cancelling `shutdown` (the agent's
+    /// token; the task runs on a child of it), calling [`OwnershipHandle::shutdown`] or dropping the handle runs the
+    /// graceful stop.
     pub fn spawn<S: LeaseStore, A: AnnouncementSink>(
         store: S,
         sink: A,
         config: OwnershipConfig,
-        cancel: CancellationToken,
+        shutdown: &CancellationToken,
     ) -> Result<(OwnershipHandle, mpsc::Receiver<OwnershipEvent>)> {
         let timing = config.timing.validate()?;
+        let cancel = shutdown.child_token();
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (event_tx, event_rx) = mpsc::channel(config.event_capacity.max(1));
         let (announced_tx, announced_rx) = watch::channel(BTreeSet::new());
@@ -108,7 +116,16 @@ impl OwnershipAgent {
             cancel: cancel.clone(),
         };
         let join = tokio::spawn(task.run());
-        Ok((OwnershipHandle { commands: cmd_tx, cancel, task: join, metrics, announced: announced_rx }, event_rx))
+        Ok((
+            OwnershipHandle {
+                commands: cmd_tx,
+                cancel,
+                task: join,
+                metrics,
+                announced: announced_rx,
+            },
+            event_rx,
+        ))
     }
 }
 
@@ -306,14 +323,25 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                     announced_changed = true;
                     info!(ip = %ip, node = %self.core.identity().node(), "announcing");
                 }
-                Action::OwnerChanged { ip, holder, is_self, was_self } => {
+                Action::OwnerChanged {
+                    ip,
+                    holder,
+                    is_self,
+                    was_self,
+                } => {
                     if is_self || was_self {
                         self.metrics.ownership_change();
                     }
                     let node = holder.as_deref().map(|h| holder_node(h).to_owned());
                     info!(ip = %ip, holder = holder.as_deref().unwrap_or(""), node = node.as_deref().unwrap_or(""),
                         "IP lease holder changed");
-                    self.emit(OwnershipEvent::OwnerChanged { ip, holder, node, is_self, was_self });
+                    self.emit(OwnershipEvent::OwnerChanged {
+                        ip,
+                        holder,
+                        node,
+                        is_self,
+                        was_self,
+                    });
                 }
                 Action::Superseded { by } => {
                     warn!(holder = %by, "another instance took this node's lease; stopping");
@@ -333,7 +361,8 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                     record.stamp(SystemTime::now());
                     let store = Arc::clone(&self.store);
                     ops.spawn(async move {
-                        let result = with_timeout(timeout, &record.name, store.create(&record)).await;
+                        let result =
+                            with_timeout(timeout, &record.name, store.create(&record)).await;
                         (op, record.name, result)
                     });
                 }
@@ -342,7 +371,8 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                     record.stamp(SystemTime::now());
                     let store = Arc::clone(&self.store);
                     ops.spawn(async move {
-                        let result = with_timeout(timeout, &record.name, store.replace(&record)).await;
+                        let result =
+                            with_timeout(timeout, &record.name, store.replace(&record)).await;
                         (op, record.name, result)
                     });
                 }
@@ -360,9 +390,13 @@ async fn with_timeout(
     name: &str,
     fut: impl Future<Output = Result<LeaseRecord, StoreError>>,
 ) -> Result<LeaseRecord, StoreError> {
-    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable { reason: format!("lease {name}: no answer within {timeout:?}") })
-    })
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                reason: format!("lease {name}: no answer within {timeout:?}"),
+            })
+        })
 }
 
 // ----- leader lock ----------------------------------------------------------------------------------------------
@@ -380,7 +414,11 @@ pub struct LeaderLockConfig {
 impl LeaderLockConfig {
     /// The allocator's lock with client-go component defaults (15 s / 10 s / 2 s).
     pub fn allocator(holder: impl Into<String>) -> Self {
-        Self { lease_name: naming::ALLOCATOR_LEASE.to_owned(), holder: holder.into(), timing: LeaderTiming::default() }
+        Self {
+            lease_name: naming::ALLOCATOR_LEASE.to_owned(),
+            holder: holder.into(),
+            timing: LeaderTiming::default(),
+        }
     }
 }
 
@@ -388,15 +426,32 @@ impl LeaderLockConfig {
 pub struct LeaderLock;
 
 impl LeaderLock {
-    /// Validates the timing and starts competing for the lease. Cancelling `cancel` (or
-    /// [`LeaderLockHandle::shutdown`]) steps down and releases the lease.
-    pub fn spawn<S: LeaseStore>(store: S, config: LeaderLockConfig, cancel: CancellationToken) -> Result<LeaderLockHandle> {
+    /// Validates the timing and starts competing for the lease. Cancelling `shutdown` (the task runs on a child of
+    /// it) or calling [`LeaderLockHandle::shutdown`] steps down and releases the lease.
+    pub fn spawn<S: LeaseStore>(
+        store: S,
+        config: LeaderLockConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<LeaderLockHandle> {
         let timing = config.timing.validate()?;
+        let cancel = shutdown.child_token();
         let (leading_tx, leading_rx) = watch::channel(false);
         let (term_tx, term_rx) = watch::channel(None);
         let core = LeaderLockCore::new(config.lease_name.clone(), config.holder.clone(), timing);
-        let task = tokio::spawn(run_leader(core, Arc::new(store), config, leading_tx, term_tx, cancel.clone()));
-        Ok(LeaderLockHandle { leading: leading_rx, term: term_rx, cancel, task })
+        let task = tokio::spawn(run_leader(
+            core,
+            Arc::new(store),
+            config,
+            leading_tx,
+            term_tx,
+            cancel.clone(),
+        ));
+        Ok(LeaderLockHandle {
+            leading: leading_rx,
+            term: term_rx,
+            cancel,
+            task,
+        })
     }
 }
 
@@ -423,7 +478,11 @@ impl LeaderLockHandle {
     /// Waits until this process leads and returns a token that is cancelled the moment leadership ends (deadline
     /// passed, lost race, shutdown). `None` once the lock has stopped.
     pub async fn acquired(&mut self) -> Option<CancellationToken> {
-        let term = self.term.wait_for(|t| t.as_ref().is_some_and(|t| !t.is_cancelled())).await.ok()?;
+        let term = self
+            .term
+            .wait_for(|t| t.as_ref().is_some_and(|t| !t.is_cancelled()))
+            .await
+            .ok()?;
         term.clone()
     }
 
@@ -477,14 +536,22 @@ async fn run_leader<S: LeaseStore>(
             let store = Arc::clone(&store);
             ops.spawn(async move {
                 match action {
-                    LockAction::Get { op, name } => (op, with_timeout(timeout, &name, store.get(&name)).await),
+                    LockAction::Get { op, name } => {
+                        (op, with_timeout(timeout, &name, store.get(&name)).await)
+                    }
                     LockAction::Create { op, mut record } => {
                         record.stamp(SystemTime::now());
-                        (op, with_timeout(timeout, &record.name, store.create(&record)).await)
+                        (
+                            op,
+                            with_timeout(timeout, &record.name, store.create(&record)).await,
+                        )
                     }
                     LockAction::Replace { op, mut record } => {
                         record.stamp(SystemTime::now());
-                        (op, with_timeout(timeout, &record.name, store.replace(&record)).await)
+                        (
+                            op,
+                            with_timeout(timeout, &record.name, store.replace(&record)).await,
+                        )
                     }
                 }
             });
@@ -492,7 +559,9 @@ async fn run_leader<S: LeaseStore>(
         if core.is_done() {
             break;
         }
-        let wake = core.next_wakeup().unwrap_or(now + Duration::from_secs(3600));
+        let wake = core
+            .next_wakeup()
+            .unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             biased;
             () = cancel.cancelled(), if stop_deadline.is_none() => {

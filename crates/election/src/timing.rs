@@ -64,13 +64,21 @@ pub enum TimingError {
         "--node-renew-period ({renew:?}) must be at most half of --renew-deadline ({deadline:?}) so that one lost \
          renew does not stop announcements; lower --node-renew-period to {max_renew:?} or raise --renew-deadline"
     )]
-    RenewTooSlow { renew: Duration, deadline: Duration, max_renew: Duration },
+    RenewTooSlow {
+        renew: Duration,
+        deadline: Duration,
+        max_renew: Duration,
+    },
     #[error(
         "unsafe timing: --renew-deadline ({deadline:?}) × 1.02 + 100ms withdraw budget must be below \
          --takeover-after ({takeover:?}) × 0.98, otherwise a node cut off from the API could still be announcing when \
          another takes over; raise --takeover-after to at least {min_takeover:?} or lower --renew-deadline"
     )]
-    Unsafe { deadline: Duration, takeover: Duration, min_takeover: Duration },
+    Unsafe {
+        deadline: Duration,
+        takeover: Duration,
+        min_takeover: Duration,
+    },
     #[error(
         "--stagger-step ({step:?}) must be below --takeover-after ({takeover:?}); candidates would wait longer than a \
          failover"
@@ -119,7 +127,10 @@ impl ElectionTiming {
             });
         }
         if self.stagger_step >= self.takeover_after {
-            return Err(TimingError::StaggerTooLong { step: self.stagger_step, takeover: self.takeover_after });
+            return Err(TimingError::StaggerTooLong {
+                step: self.stagger_step,
+                takeover: self.takeover_after,
+            });
         }
         Ok(self)
     }
@@ -127,13 +138,17 @@ impl ElectionTiming {
     /// Delay before retrying a node-lease renew that failed (a quarter of `R`, at least 50 ms), so a single failed
     /// write is retried well before the deadline.
     pub fn renew_retry(&self) -> Duration {
-        (self.node_renew_period / 4).max(Duration::from_millis(50)).min(self.node_renew_period)
+        (self.node_renew_period / 4)
+            .max(Duration::from_millis(50))
+            .min(self.node_renew_period)
     }
 
     /// Whole seconds written to `leaseDurationSeconds` of node and IP leases (informational for humans and
     /// `kubectl`; Herald itself only trusts local observation times).
     pub fn lease_duration_seconds(&self) -> i32 {
-        i32::try_from(self.takeover_after.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX).max(1)
+        i32::try_from(self.takeover_after.as_secs_f64().ceil() as u64)
+            .unwrap_or(i32::MAX)
+            .max(1)
     }
 }
 
@@ -147,7 +162,10 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(ElectionTiming::default().validate(), Ok(ElectionTiming::default()));
+        assert_eq!(
+            ElectionTiming::default().validate(),
+            Ok(ElectionTiming::default())
+        );
     }
 
     #[test]
@@ -163,7 +181,10 @@ mod tests {
 
     #[test]
     fn deadline_too_close_to_takeover_is_refused_with_flags_named() {
-        let t = ElectionTiming { takeover_after: ms(2100), ..Default::default() };
+        let t = ElectionTiming {
+            takeover_after: ms(2100),
+            ..Default::default()
+        };
         let err = t.validate().unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, TimingError::Unsafe { .. }), "{msg}");
@@ -173,29 +194,59 @@ mod tests {
         // The suggested minimum is itself accepted, and one millisecond less is not.
         let min = min_takeover_after(ms(2000));
         assert_eq!(min, ms(2185));
-        assert!(ElectionTiming { takeover_after: min, ..Default::default() }.validate().is_ok());
+        assert!(
+            ElectionTiming {
+                takeover_after: min,
+                ..Default::default()
+            }
+            .validate()
+            .is_ok()
+        );
         assert!(!is_safe(ms(2000), ms(2183)));
     }
 
     #[test]
     fn renew_period_must_leave_room_for_one_retry() {
-        let t = ElectionTiming { node_renew_period: ms(1500), ..Default::default() };
+        let t = ElectionTiming {
+            node_renew_period: ms(1500),
+            ..Default::default()
+        };
         let msg = t.validate().unwrap_err().to_string();
-        assert!(msg.contains("--node-renew-period") && msg.contains("--renew-deadline"), "{msg}");
+        assert!(
+            msg.contains("--node-renew-period") && msg.contains("--renew-deadline"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn zero_and_stagger_are_refused() {
-        let t = ElectionTiming { node_renew_period: Duration::ZERO, ..Default::default() };
-        assert_eq!(t.validate(), Err(TimingError::Zero { flag: "--node-renew-period" }));
-        let t = ElectionTiming { stagger_step: ms(3000), ..Default::default() };
-        assert!(matches!(t.validate(), Err(TimingError::StaggerTooLong { .. })));
+        let t = ElectionTiming {
+            node_renew_period: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(
+            t.validate(),
+            Err(TimingError::Zero {
+                flag: "--node-renew-period"
+            })
+        );
+        let t = ElectionTiming {
+            stagger_step: ms(3000),
+            ..Default::default()
+        };
+        assert!(matches!(
+            t.validate(),
+            Err(TimingError::StaggerTooLong { .. })
+        ));
     }
 
     #[test]
     fn lease_duration_rounds_up() {
         assert_eq!(ElectionTiming::default().lease_duration_seconds(), 3);
-        let t = ElectionTiming { takeover_after: ms(1200), ..Default::default() };
+        let t = ElectionTiming {
+            takeover_after: ms(1200),
+            ..Default::default()
+        };
         assert_eq!(t.lease_duration_seconds(), 2);
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::error::AllocError;
 use crate::intervals::IntervalSet;
@@ -30,7 +31,8 @@ pub struct Allocator {
     used: [IntervalSet; 2],
     /// Who holds each address, and which pool it was allocated from.
     ips: BTreeMap<IpAddr, IpHolders>,
-    services: BTreeMap<ServiceKey, Holding>,
+    /// Boxed so that B-tree nodes stay small: memory per Service is what it holds, not node slack.
+    services: BTreeMap<ServiceKey, Box<Holding>>,
     /// Addresses held under each sharing key, to find a shareable address without scanning.
     shared: BTreeMap<String, BTreeSet<IpAddr>>,
 }
@@ -38,14 +40,17 @@ pub struct Allocator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PoolState {
     pool: Pool,
+    /// The name, shared by every address allocated from the pool.
+    name: Arc<str>,
     /// Addresses allocated from this pool, per family.
     used: [u128; 2],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct IpHolders {
-    pool: String,
-    holders: BTreeSet<ServiceKey>,
+    pool: Arc<str>,
+    /// Sorted; usually one, a few when shared.
+    holders: Vec<ServiceKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,10 +101,17 @@ pub enum EvictionReason {
 impl fmt::Display for Eviction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pool = &self.allocation.pool;
-        write!(f, "{} loses {} from Eip '{pool}': ", self.service, list_ips(&self.allocation.ips))?;
+        write!(
+            f,
+            "{} loses {} from Eip '{pool}': ",
+            self.service,
+            list_ips(&self.allocation.ips)
+        )?;
         match &self.reason {
             EvictionReason::PoolRemoved => write!(f, "the Eip was deleted"),
-            EvictionReason::AddressRemoved { ip } => write!(f, "{ip} is no longer in the Eip's addresses"),
+            EvictionReason::AddressRemoved { ip } => {
+                write!(f, "{ip} is no longer in the Eip's addresses")
+            }
             EvictionReason::NotAllowed(refusal) => write!(f, "{refusal}"),
         }
     }
@@ -119,6 +131,8 @@ pub struct Conflict {
 /// Why a recorded assignment was dropped at rebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConflictReason {
+    /// The record lists no address.
+    NoAddresses,
     /// The same Service appeared twice; the first (older) record was kept.
     Duplicate,
     /// More than one address of a family.
@@ -138,14 +152,14 @@ pub enum ConflictReason {
         /// The Eip.
         pool: String,
         /// Why.
-        reason: PoolRefusal,
+        reason: Box<PoolRefusal>,
     },
     /// An older Service holds the address and the two may not share it.
     Contested {
         /// The address.
         ip: IpAddr,
         /// Why they may not share (names the older Service).
-        reason: SharingConflict,
+        reason: Box<SharingConflict>,
     },
 }
 
@@ -153,20 +167,32 @@ impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} cannot keep {}: ", self.service, list_ips(&self.ips))?;
         match &self.reason {
+            ConflictReason::NoAddresses => write!(f, "the record lists no address"),
             ConflictReason::Duplicate => write!(f, "the Service was listed twice"),
-            ConflictReason::TooManyIps { family } => write!(f, "it holds more than one {family} address"),
+            ConflictReason::TooManyIps { family } => {
+                write!(f, "it holds more than one {family} address")
+            }
             ConflictReason::OutsidePools { ip } => write!(f, "{ip} is in no Eip"),
             ConflictReason::SplitAcrossPools => write!(f, "the addresses are not in one Eip"),
-            ConflictReason::NotAllowed { pool, reason } => write!(f, "Eip '{pool}' does not serve it: {reason}"),
+            ConflictReason::NotAllowed { pool, reason } => {
+                write!(f, "Eip '{pool}' does not serve it: {reason}")
+            }
             ConflictReason::Contested { ip, reason } => {
-                write!(f, "{ip} stays with the older Service {}: {reason}", reason.other())
+                write!(
+                    f,
+                    "{ip} stays with the older Service {}: {reason}",
+                    reason.other()
+                )
             }
         }
     }
 }
 
 fn list_ips(ips: &[IpAddr]) -> String {
-    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Which families a request needs, in order, and the addresses it pins.
@@ -193,20 +219,15 @@ impl FamilyPlan {
                 _ => requested[family.index()] = Some(ip),
             }
         }
-        let mut order: Vec<Family> = Vec::with_capacity(2);
-        let defaults = req.requested_ips.iter().map(|ip| Family::of(*ip));
-        let source: Vec<Family> = if req.ip_families.is_empty() {
-            defaults.collect()
-        } else {
-            req.ip_families.clone()
-        };
-        for f in source {
-            if !order.contains(&f) {
-                order.push(f);
-            }
-        }
-        let primary = order.first().copied().unwrap_or(Family::V4);
-        let secondary = order.get(1).copied().unwrap_or(primary.other());
+        // The primary family: the first of ipFamilies, else of the requested addresses, else IPv4.
+        let primary = req
+            .ip_families
+            .iter()
+            .copied()
+            .chain(req.requested_ips.iter().map(|ip| Family::of(*ip)))
+            .next()
+            .unwrap_or(Family::V4);
+        let secondary = primary.other();
         let wants = match req.ip_family_policy {
             IpFamilyPolicy::SingleStack => vec![(primary, true)],
             IpFamilyPolicy::PreferDualStack => vec![(primary, true), (secondary, false)],
@@ -220,7 +241,11 @@ impl FamilyPlan {
                     ip: *ip,
                     family,
                     policy: req.ip_family_policy,
-                    families: wants.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>().join(","),
+                    families: wants
+                        .iter()
+                        .map(|(f, _)| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                 });
             }
         }
@@ -243,7 +268,12 @@ impl Allocator {
     pub fn set_pool(&mut self, pool: Pool) -> Vec<Eviction> {
         let name = pool.name().to_string();
         let used = self.pools.get(&name).map_or([0, 0], |s| s.used);
-        self.pools.insert(name.clone(), PoolState { pool, used });
+        let state = PoolState {
+            pool,
+            name: Arc::from(name.as_str()),
+            used,
+        };
+        self.pools.insert(name.clone(), state);
         self.evict_invalid(&name)
     }
 
@@ -319,15 +349,15 @@ impl Allocator {
             let Some(entry) = self.ips.get_mut(&ip) else {
                 continue;
             };
-            entry.holders.remove(key);
+            entry.holders.retain(|k| k != key);
             if !entry.holders.is_empty() {
                 continue;
             }
-            let pool = entry.pool.clone();
+            let pool = Arc::clone(&entry.pool);
             self.ips.remove(&ip);
             let family = Family::of(ip);
             self.used[family.index()].remove(to_u128(ip));
-            if let Some(state) = self.pools.get_mut(&pool) {
+            if let Some(state) = self.pools.get_mut(&*pool) {
                 state.used[family.index()] = state.used[family.index()].saturating_sub(1);
             }
             if let Some(k) = &holding.request.sharing_key
@@ -423,6 +453,36 @@ impl Allocator {
         conflicts
     }
 
+    /// Adopts one recorded assignment, as [`Allocator::rebuild`] does for many: for a Service that shows up
+    /// with addresses the allocator does not know yet (e.g. written by a previous allocator). Whatever the
+    /// Service held before is replaced. Unlike at rebuild, the record is not weighed by age: a valid holder
+    /// keeps its address and the record is refused.
+    pub fn assign_existing(&mut self, record: ExistingAssignment) -> Result<Allocation, Conflict> {
+        self.release(&record.request.key);
+        if record.ips.is_empty() {
+            return Err(Conflict {
+                service: record.request.key,
+                ips: record.ips,
+                reason: ConflictReason::NoAddresses,
+            });
+        }
+        match self.claim(&record) {
+            Ok(pool) => {
+                let allocation = Allocation {
+                    pool,
+                    ips: record.ips,
+                };
+                self.commit(record.request, allocation.clone());
+                Ok(allocation)
+            }
+            Err(reason) => Err(Conflict {
+                service: record.request.key,
+                ips: record.ips,
+                reason,
+            }),
+        }
+    }
+
     // ---- internals ----
 
     /// Pools in the order automatic assignment tries them: lowest priority number first, then by name.
@@ -439,59 +499,86 @@ impl Allocator {
         plan: &FamilyPlan,
         previous: Option<&Allocation>,
     ) -> Result<Vec<&Pool>, AllocError> {
-        let service = || req.key.clone();
         if let Some(name) = &req.pool {
-            let pool = self.pool(name).ok_or_else(|| AllocError::PoolNotFound {
-                service: service(),
-                pool: name.clone(),
-            })?;
-            pool.permits(req).map_err(|reason| AllocError::PoolNotAllowed {
-                service: service(),
-                pool: name.clone(),
-                reason,
-            })?;
-            return Ok(vec![pool]);
+            return self.named_pool(req, name).map(|p| vec![p]);
         }
-
         let requested: Vec<IpAddr> = plan.requested.iter().flatten().copied().collect();
         if !requested.is_empty() {
-            let mut containing: Vec<&Pool> = self
-                .ordered_pools()
-                .into_iter()
-                .filter(|p| requested.iter().all(|ip| p.contains(*ip)))
-                .collect();
-            if containing.is_empty() {
-                if let Some(&ip) = requested.iter().find(|ip| !self.pools().any(|p| p.contains(**ip))) {
-                    return Err(AllocError::IpOutsidePools { service: service(), ip });
-                }
-                return Err(AllocError::RequestedIpsSplit {
-                    service: service(),
-                    ips: requested,
+            return self.pools_containing(req, requested);
+        }
+        self.automatic_pools(req, previous)
+    }
+
+    /// `herald.dev/eip`: that pool, if it exists and serves the Service.
+    fn named_pool(&self, req: &ServiceRequest, name: &str) -> Result<&Pool, AllocError> {
+        let pool = self.pool(name).ok_or_else(|| AllocError::PoolNotFound {
+            service: req.key.clone(),
+            pool: name.to_string(),
+        })?;
+        pool.permits(req)
+            .map_err(|reason| AllocError::PoolNotAllowed {
+                service: req.key.clone(),
+                pool: name.to_string(),
+                reason: Box::new(reason),
+            })?;
+        Ok(pool)
+    }
+
+    /// Requested addresses: the pools holding all of them that serve the Service, in priority order.
+    fn pools_containing(
+        &self,
+        req: &ServiceRequest,
+        requested: Vec<IpAddr>,
+    ) -> Result<Vec<&Pool>, AllocError> {
+        let mut containing: Vec<&Pool> = self
+            .ordered_pools()
+            .into_iter()
+            .filter(|p| requested.iter().all(|ip| p.contains(*ip)))
+            .collect();
+        if containing.is_empty() {
+            if let Some(&ip) = requested
+                .iter()
+                .find(|ip| !self.pools().any(|p| p.contains(**ip)))
+            {
+                return Err(AllocError::IpOutsidePools {
+                    service: req.key.clone(),
+                    ip,
                 });
             }
-            // An address already held belongs to the pool it was allocated from: try that pool first.
-            if let Some(held) = requested.iter().find_map(|ip| self.ips.get(ip)) {
-                containing.sort_by_key(|p| p.name() != held.pool);
-            }
-            let mut refusal = None;
-            containing.retain(|p| match p.permits(req) {
-                Ok(()) => true,
-                Err(reason) => {
-                    refusal.get_or_insert_with(|| (p.name().to_string(), reason));
-                    false
-                }
+            return Err(AllocError::RequestedIpsSplit {
+                service: req.key.clone(),
+                ips: requested,
             });
-            return match (containing.is_empty(), refusal) {
-                (true, Some((pool, reason))) => Err(AllocError::PoolNotAllowed {
-                    service: service(),
-                    pool,
-                    reason,
-                }),
-                _ => Ok(containing),
-            };
         }
+        // An address already held belongs to the pool it was allocated from: try that pool first.
+        if let Some(held) = requested.iter().find_map(|ip| self.ips.get(ip)) {
+            containing.sort_by_key(|p| p.name() != &*held.pool);
+        }
+        let mut refusal = None;
+        containing.retain(|p| match p.permits(req) {
+            Ok(()) => true,
+            Err(reason) => {
+                refusal.get_or_insert_with(|| (p.name().to_string(), reason));
+                false
+            }
+        });
+        match (containing.is_empty(), refusal) {
+            (true, Some((pool, reason))) => Err(AllocError::PoolNotAllowed {
+                service: req.key.clone(),
+                pool,
+                reason: Box::new(reason),
+            }),
+            _ => Ok(containing),
+        }
+    }
 
-        // Automatic: keep the Service in its current pool while that pool serves it.
+    /// Automatic choice: the Service's current pool while it still serves it, then every pool serving the
+    /// Service with `autoAssign` and not disabled, in priority order.
+    fn automatic_pools(
+        &self,
+        req: &ServiceRequest,
+        previous: Option<&Allocation>,
+    ) -> Result<Vec<&Pool>, AllocError> {
         let current = previous
             .and_then(|a| self.pool(&a.pool))
             .filter(|p| p.permits(req).is_ok());
@@ -514,7 +601,7 @@ impl Allocator {
         }
         if out.is_empty() {
             return Err(AllocError::NoEligiblePool {
-                service: service(),
+                service: req.key.clone(),
                 rejected,
             });
         }
@@ -566,6 +653,8 @@ impl Allocator {
         Ok(picked)
     }
 
+    /// One family's address from `pool`: the requested one, else the Service's previous one, else a
+    /// shareable one, else the lowest free one. `Ok(None)` when an optional family is unavailable.
     fn pick_family(
         &self,
         pool: &Pool,
@@ -600,12 +689,14 @@ impl Allocator {
                 Some(reason) => Err(AllocError::SharingRefused {
                     service: service(),
                     ip,
-                    reason,
+                    reason: Box::new(reason),
                 }),
             };
         }
         let kept = previous.iter().copied().find(|ip| {
-            Family::of(*ip) == family && pool.contains(*ip) && self.join_conflict(req, pool, *ip).is_none()
+            Family::of(*ip) == family
+                && pool.contains(*ip)
+                && self.join_conflict(req, pool, *ip).is_none()
         });
         if kept.is_some() {
             return Ok(kept);
@@ -622,7 +713,10 @@ impl Allocator {
                 family,
                 policy: req.ip_family_policy,
             }
-        } else if let Some(ip) = self.shareable(req, pool, family).or_else(|| self.first_free(pool, family)) {
+        } else if let Some(ip) = self
+            .shareable(req, pool, family)
+            .or_else(|| self.first_free(pool, family))
+        {
             return Ok(Some(ip));
         } else {
             AllocError::PoolExhausted {
@@ -635,13 +729,18 @@ impl Allocator {
     }
 
     /// Why `req` may not hold `ip` from `pool` given its current holders, if it may not.
-    fn join_conflict(&self, req: &ServiceRequest, pool: &Pool, ip: IpAddr) -> Option<SharingConflict> {
+    fn join_conflict(
+        &self,
+        req: &ServiceRequest,
+        pool: &Pool,
+        ip: IpAddr,
+    ) -> Option<SharingConflict> {
         let entry = self.ips.get(&ip)?;
         for other in entry.holders.iter().filter(|k| **k != req.key) {
-            if entry.pool != pool.name() {
+            if &*entry.pool != pool.name() {
                 return Some(SharingConflict::OtherPool {
                     other: other.clone(),
-                    pool: entry.pool.clone(),
+                    pool: entry.pool.to_string(),
                 });
             }
             if let Some(theirs) = self.services.get(other)
@@ -659,7 +758,7 @@ impl Allocator {
         let key = req.sharing_key.as_ref()?;
         self.shared.get(key)?.iter().copied().find(|ip| {
             Family::of(*ip) == family
-                && self.ips.get(ip).is_some_and(|h| h.pool == pool.name())
+                && self.ips.get(ip).is_some_and(|h| &*h.pool == pool.name())
                 && self.join_conflict(req, pool, *ip).is_none()
         })
     }
@@ -678,21 +777,32 @@ impl Allocator {
             let family = Family::of(ip);
             let entry = self.ips.entry(ip).or_insert_with(|| {
                 self.used[family.index()].insert(to_u128(ip));
-                if let Some(state) = self.pools.get_mut(&allocation.pool) {
-                    state.used[family.index()] += 1;
-                }
+                let pool = match self.pools.get_mut(&allocation.pool) {
+                    Some(state) => {
+                        state.used[family.index()] += 1;
+                        Arc::clone(&state.name)
+                    }
+                    None => Arc::from(allocation.pool.as_str()),
+                };
                 IpHolders {
-                    pool: allocation.pool.clone(),
-                    holders: BTreeSet::new(),
+                    pool,
+                    holders: Vec::with_capacity(1),
                 }
             });
-            entry.holders.insert(request.key.clone());
+            if let Err(at) = entry.holders.binary_search(&request.key) {
+                entry.holders.insert(at, request.key.clone());
+            }
             if let Some(k) = &request.sharing_key {
                 self.shared.entry(k.clone()).or_default().insert(ip);
             }
         }
-        self.services
-            .insert(request.key.clone(), Holding { allocation, request });
+        self.services.insert(
+            request.key.clone(),
+            Box::new(Holding {
+                allocation,
+                request,
+            }),
+        );
     }
 
     /// Whether a recorded assignment is valid against the current state; the pool to attribute it to.
@@ -715,14 +825,22 @@ impl Allocator {
             .iter()
             .find_map(|ip| self.ips.get(ip))
             .and_then(|h| self.pool(&h.pool));
-        let named = record.pool.as_deref().and_then(|n| self.pool(n)).filter(|p| holds_all(p));
+        let named = record
+            .pool
+            .as_deref()
+            .and_then(|n| self.pool(n))
+            .filter(|p| holds_all(p));
         let pool = match pinned.or(named) {
             Some(p) => Some(p),
             None => self.ordered_pools().into_iter().find(|p| holds_all(p)),
         };
         let Some(pool) = pool.filter(|p| holds_all(p)) else {
             return Err(
-                match record.ips.iter().find(|ip| !self.pools().any(|p| p.contains(**ip))) {
+                match record
+                    .ips
+                    .iter()
+                    .find(|ip| !self.pools().any(|p| p.contains(**ip)))
+                {
                     Some(&ip) => ConflictReason::OutsidePools { ip },
                     None => ConflictReason::SplitAcrossPools,
                 },
@@ -731,11 +849,14 @@ impl Allocator {
         pool.permits(&record.request)
             .map_err(|reason| ConflictReason::NotAllowed {
                 pool: pool.name().to_string(),
-                reason,
+                reason: Box::new(reason),
             })?;
         for &ip in &record.ips {
             if let Some(reason) = self.join_conflict(&record.request, pool, ip) {
-                return Err(ConflictReason::Contested { ip, reason });
+                return Err(ConflictReason::Contested {
+                    ip,
+                    reason: Box::new(reason),
+                });
             }
         }
         Ok(pool.name().to_string())
@@ -792,8 +913,11 @@ impl Allocator {
                 if !pool.contains(ip) {
                     return Err(format!("{key}: {ip} is not in its pool '{}'", pool.name()));
                 }
-                let entry = self.ips.get(&ip).ok_or_else(|| format!("{key}: {ip} not indexed"))?;
-                if !entry.holders.contains(key) || entry.pool != pool.name() {
+                let entry = self
+                    .ips
+                    .get(&ip)
+                    .ok_or_else(|| format!("{key}: {ip} not indexed"))?;
+                if !entry.holders.contains(key) || &*entry.pool != pool.name() {
                     return Err(format!("{key}: {ip} index disagrees"));
                 }
             }
@@ -806,15 +930,26 @@ impl Allocator {
             if !self.used[family.index()].contains(to_u128(*ip)) {
                 return Err(format!("{ip}: missing from the used set"));
             }
-            counted.entry(entry.pool.as_str()).or_default()[family.index()] += 1;
+            if !entry.holders.is_sorted() || entry.holders.windows(2).any(|w| w[0] == w[1]) {
+                return Err(format!("{ip}: holder list not sorted and unique"));
+            }
+            counted.entry(&*entry.pool).or_default()[family.index()] += 1;
             let holders: Vec<&Holding> = entry
                 .holders
                 .iter()
-                .map(|k| self.services.get(k).ok_or_else(|| format!("{ip}: holder {k} unknown")))
+                .map(|k| {
+                    self.services
+                        .get(k)
+                        .map(|h| &**h)
+                        .ok_or_else(|| format!("{ip}: holder {k} unknown"))
+                })
                 .collect::<Result<_, _>>()?;
             for a in &holders {
                 if !a.allocation.ips.contains(ip) {
-                    return Err(format!("{ip}: {} listed but does not hold it", a.request.key));
+                    return Err(format!(
+                        "{ip}: {} listed but does not hold it",
+                        a.request.key
+                    ));
                 }
                 if let Some(k) = &a.request.sharing_key
                     && !self.shared.get(k).is_some_and(|s| s.contains(ip))
@@ -825,29 +960,44 @@ impl Allocator {
                     if a.request.key != b.request.key
                         && let Err(c) = sharing::check(&a.request, &b.request)
                     {
-                        return Err(format!("{ip}: {} and {} may not share: {c}", a.request.key, b.request.key));
+                        return Err(format!(
+                            "{ip}: {} and {} may not share: {c}",
+                            a.request.key, b.request.key
+                        ));
                     }
                 }
             }
         }
         for family in Family::ALL {
-            let indexed = self.ips.keys().filter(|ip| Family::of(**ip) == family).count() as u128;
+            let indexed = self
+                .ips
+                .keys()
+                .filter(|ip| Family::of(**ip) == family)
+                .count() as u128;
             if self.used[family.index()].len() != indexed {
-                return Err(format!("{family}: used set holds {} addresses, index {indexed}", self.used[family.index()].len()));
+                return Err(format!(
+                    "{family}: used set holds {} addresses, index {indexed}",
+                    self.used[family.index()].len()
+                ));
             }
         }
         for (name, state) in &self.pools {
             let want = counted.get(name.as_str()).copied().unwrap_or([0, 0]);
             if state.used != want {
-                return Err(format!("pool '{name}': counters {:?}, actual {want:?}", state.used));
+                return Err(format!(
+                    "pool '{name}': counters {:?}, actual {want:?}",
+                    state.used
+                ));
             }
         }
         for (k, set) in &self.shared {
             for ip in set {
                 let ok = self.ips.get(ip).is_some_and(|e| {
-                    e.holders
-                        .iter()
-                        .all(|h| self.services.get(h).is_some_and(|s| s.request.sharing_key.as_ref() == Some(k)))
+                    e.holders.iter().all(|h| {
+                        self.services
+                            .get(h)
+                            .is_some_and(|s| s.request.sharing_key.as_ref() == Some(k))
+                    })
                 });
                 if !ok {
                     return Err(format!("sharing index '{k}' lists {ip} wrongly"));

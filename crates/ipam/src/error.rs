@@ -59,7 +59,9 @@ pub enum PoolError {
         reason: EntryError,
     },
     /// Two entries of the same pool share addresses.
-    #[error("Eip '{pool}': entries '{first}' and '{second}' overlap on {common}; remove one or split them")]
+    #[error(
+        "Eip '{pool}': entries '{first}' and '{second}' overlap on {common}; remove one or split them"
+    )]
     OverlappingEntries {
         /// The pool.
         pool: String,
@@ -106,7 +108,9 @@ pub enum AllocError {
         families: String,
     },
     /// `herald.dev/eip` names a pool that does not exist.
-    #[error("{service} asks for Eip '{pool}' (herald.dev/eip), which does not exist; create it or fix the annotation")]
+    #[error(
+        "{service} asks for Eip '{pool}' (herald.dev/eip), which does not exist; create it or fix the annotation"
+    )]
     PoolNotFound {
         /// The Service.
         service: ServiceKey,
@@ -120,11 +124,13 @@ pub enum AllocError {
         service: ServiceKey,
         /// The pool.
         pool: String,
-        /// Why.
-        reason: PoolRefusal,
+        /// Why (boxed to keep the error small).
+        reason: Box<PoolRefusal>,
     },
     /// The pool is disabled and the Service holds no address in it yet.
-    #[error("Eip '{pool}' is disabled (spec.disable) and gives no new addresses to {service}; enable it or use another Eip")]
+    #[error(
+        "Eip '{pool}' is disabled (spec.disable) and gives no new addresses to {service}; enable it or use another Eip"
+    )]
     PoolDisabled {
         /// The Service.
         service: ServiceKey,
@@ -140,7 +146,9 @@ pub enum AllocError {
         rejected: Vec<(String, PoolRefusal)>,
     },
     /// The pool has no free address of the family.
-    #[error("Eip '{pool}' has no free {family} address for {service}; add addresses to it or release Services")]
+    #[error(
+        "Eip '{pool}' has no free {family} address for {service}; add addresses to it or release Services"
+    )]
     PoolExhausted {
         /// The Service.
         service: ServiceKey,
@@ -164,7 +172,9 @@ pub enum AllocError {
         policy: IpFamilyPolicy,
     },
     /// A requested address belongs to no pool.
-    #[error("{service} requests {ip}, which is in no Eip (network and broadcast addresses of a CIDR are excluded); add it to an Eip or request another address")]
+    #[error(
+        "{service} requests {ip}, which is in no Eip (network and broadcast addresses of a CIDR are excluded); add it to an Eip or request another address"
+    )]
     IpOutsidePools {
         /// The Service.
         service: ServiceKey,
@@ -172,7 +182,9 @@ pub enum AllocError {
         ip: IpAddr,
     },
     /// A requested address is not in the pool the Service names.
-    #[error("{service} requests {ip}, which is not in Eip '{pool}' named by herald.dev/eip; fix one of the two")]
+    #[error(
+        "{service} requests {ip}, which is not in Eip '{pool}' named by herald.dev/eip; fix one of the two"
+    )]
     IpNotInPool {
         /// The Service.
         service: ServiceKey,
@@ -190,7 +202,9 @@ pub enum AllocError {
         ips: Vec<IpAddr>,
     },
     /// The address is held by a Service and the requester has no sharing key.
-    #[error("{service} requests {ip}, which is in use by {by}; set the same herald.dev/sharing-key on both to share it, or request another address")]
+    #[error(
+        "{service} requests {ip}, which is in use by {by}; set the same herald.dev/sharing-key on both to share it, or request another address"
+    )]
     IpInUse {
         /// The Service.
         service: ServiceKey,
@@ -206,8 +220,8 @@ pub enum AllocError {
         service: ServiceKey,
         /// The address.
         ip: IpAddr,
-        /// Why.
-        reason: SharingConflict,
+        /// Why (boxed to keep the error small).
+        reason: Box<SharingConflict>,
     },
     /// Several pools were allowed, and each failed.
     #[error("no Eip could give {service} addresses: {}", list_failures(.failures))]
@@ -223,7 +237,10 @@ fn list_rejections(rejected: &[(String, PoolRefusal)]) -> String {
     if rejected.is_empty() {
         return ": there is no Eip; create one".to_string();
     }
-    let parts: Vec<String> = rejected.iter().map(|(p, r)| format!("Eip '{p}': {r}")).collect();
+    let parts: Vec<String> = rejected
+        .iter()
+        .map(|(p, r)| format!("Eip '{p}': {r}"))
+        .collect();
     format!(": {}", parts.join("; "))
 }
 
@@ -236,5 +253,8 @@ fn list_failures(failures: &[(String, Box<AllocError>)]) -> String {
 }
 
 fn list_ips(ips: &[IpAddr]) -> String {
-    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(" and ")
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ")
 }

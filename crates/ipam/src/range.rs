@@ -159,7 +159,14 @@ mod tests {
 
     #[test]
     fn u128_round_trip_keeps_family() {
-        for s in ["0.0.0.0", "192.0.2.7", "255.255.255.255", "::", "2001:db8::1", "::ffff:1.2.3.4"] {
+        for s in [
+            "0.0.0.0",
+            "192.0.2.7",
+            "255.255.255.255",
+            "::",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
             let a = ip(s);
             assert_eq!(from_u128(Family::of(a), to_u128(a)), a);
         }
@@ -187,7 +194,10 @@ mod tests {
     fn intersection_and_display() {
         let a = AddrRange::new(ip("192.0.2.1"), ip("192.0.2.100")).unwrap();
         let b = AddrRange::new(ip("192.0.2.50"), ip("192.0.2.200")).unwrap();
-        assert_eq!(a.intersection(&b).unwrap().to_string(), "192.0.2.50-192.0.2.100");
+        assert_eq!(
+            a.intersection(&b).unwrap().to_string(),
+            "192.0.2.50-192.0.2.100"
+        );
         let c = AddrRange::new(ip("192.0.2.100"), ip("192.0.2.100")).unwrap();
         assert_eq!(a.intersection(&c).unwrap().to_string(), "192.0.2.100");
         let d = AddrRange::new(ip("2001:db8::1"), ip("2001:db8::5")).unwrap();

@@ -77,12 +77,20 @@ impl fmt::Display for SharingConflict {
                 f,
                 "{other} holds it without a herald.dev/sharing-key; add the same key to {other} to share it"
             ),
-            SharingConflict::KeyMismatch { other, ours, theirs } => write!(
+            SharingConflict::KeyMismatch {
+                other,
+                ours,
+                theirs,
+            } => write!(
                 f,
                 "sharing key '{ours}' differs from '{theirs}' of {other}; use the same herald.dev/sharing-key"
             ),
-            SharingConflict::PortOverlap { other, port } => write!(f, "port {port} overlaps with {other}"),
-            SharingConflict::BackendMismatch { other, detail } => write!(f, "{detail} (shared with {other})"),
+            SharingConflict::PortOverlap { other, port } => {
+                write!(f, "port {port} overlaps with {other}")
+            }
+            SharingConflict::BackendMismatch { other, detail } => {
+                write!(f, "{detail} (shared with {other})")
+            }
             SharingConflict::OtherPool { other, pool } => {
                 write!(f, "{other} holds it from Eip '{pool}' (the Eips overlap)")
             }
@@ -132,7 +140,11 @@ fn policy(local: bool) -> &'static str {
 }
 
 fn fmt_labels(labels: &Labels) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -143,7 +155,10 @@ mod tests {
     fn svc(name: &str, key: Option<&str>, ports: &[(u16, Protocol)]) -> ServiceRequest {
         let mut r = ServiceRequest::new("ns", name);
         r.sharing_key = key.map(String::from);
-        r.ports = ports.iter().map(|&(p, proto)| ServicePort::new(p, proto)).collect();
+        r.ports = ports
+            .iter()
+            .map(|&(p, proto)| ServicePort::new(p, proto))
+            .collect();
         r
     }
 
@@ -158,7 +173,10 @@ mod tests {
     fn refusals_name_the_other_service_and_the_cause() {
         let a = svc("a", Some("k"), &[(80, Protocol::Tcp)]);
         let overlap = svc("b", Some("k"), &[(80, Protocol::Tcp)]);
-        assert_eq!(check(&overlap, &a).unwrap_err().to_string(), "port 80/TCP overlaps with ns/a");
+        assert_eq!(
+            check(&overlap, &a).unwrap_err().to_string(),
+            "port 80/TCP overlaps with ns/a"
+        );
 
         let other_key = svc("b", Some("j"), &[(81, Protocol::Tcp)]);
         assert_eq!(
@@ -166,8 +184,14 @@ mod tests {
             "sharing key 'j' differs from 'k' of ns/a; use the same herald.dev/sharing-key"
         );
         let no_key = svc("b", None, &[(81, Protocol::Tcp)]);
-        assert!(matches!(check(&no_key, &a), Err(SharingConflict::OursUnshared { .. })));
-        assert!(matches!(check(&a, &no_key), Err(SharingConflict::TheirsUnshared { .. })));
+        assert!(matches!(
+            check(&no_key, &a),
+            Err(SharingConflict::OursUnshared { .. })
+        ));
+        assert!(matches!(
+            check(&a, &no_key),
+            Err(SharingConflict::TheirsUnshared { .. })
+        ));
     }
 
     #[test]
@@ -177,7 +201,10 @@ mod tests {
         a.etp_local = true;
         a.pod_selector.insert("app".into(), "web".into());
         let err = check(&b, &a).unwrap_err().to_string();
-        assert!(err.contains("this Service uses Cluster, ns/a uses Local"), "{err}");
+        assert!(
+            err.contains("this Service uses Cluster, ns/a uses Local"),
+            "{err}"
+        );
 
         b.etp_local = true;
         b.pod_selector.insert("app".into(), "api".into());

@@ -26,6 +26,9 @@ use crate::status::{self, ApiError, Target};
 use crate::store::{self, Deleted, Event, EventKind, Preconditions, Store, Subresource};
 use crate::table::{self, IncludeObject};
 
+/// Longest watch a client can ask for (a week).
+const MAX_WATCH_SECONDS: u64 = 7 * 24 * 3600;
+
 /// Shared by every request.
 pub struct AppState {
     pub store: Mutex<Store>,
@@ -42,7 +45,9 @@ impl AppState {
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave the store half-written (every write commits last), so a
         // poisoned lock is still usable.
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -52,10 +57,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ok))
         .route("/livez", get(ok))
         .route("/metrics", get(metrics))
-        .route("/version", get(|| async { json_response(StatusCode::OK, &discovery::version()) }))
-        .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &json!({"paths": {}})) }))
+        .route(
+            "/version",
+            get(|| async { json_response(StatusCode::OK, &discovery::version()) }),
+        )
+        .route("/openapi/v3", get(openapi_v3))
+        .route("/openapi/v2", get(openapi_v2))
         .fallback(api)
         .with_state(state)
+}
+
+/// No OpenAPI v3 documents: kubectl then finds no server-side field validation and falls back to v2.
+async fn openapi_v3() -> Response {
+    json_response(StatusCode::OK, &json!({"paths": {}}))
+}
+
+/// An empty (valid) protobuf OpenAPI v2 document: kubectl's client-side validation finds no schema for any kind
+/// and accepts the object, so `kubectl apply` works without `--validate=false`.
+async fn openapi_v2() -> Response {
+    let content_type = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+    ([(header::CONTENT_TYPE, content_type)], Bytes::new()).into_response()
 }
 
 async fn ok() -> &'static str {
@@ -63,11 +84,20 @@ async fn ok() -> &'static str {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 fn error_response(error: &ApiError) -> Response {
@@ -83,7 +113,9 @@ fn decode(component: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -132,7 +164,11 @@ enum ApiPath {
 }
 
 fn parse_path(path: &str) -> Option<ApiPath> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api"] => return Some(ApiPath::CoreVersions),
         ["apis"] => return Some(ApiPath::GroupList),
@@ -141,21 +177,24 @@ fn parse_path(path: &str) -> Option<ApiPath> {
         ["apis", group, version, rest @ ..] => (group.to_string(), version.to_string(), rest),
         _ => return None,
     };
-    let resource = |namespace: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>| {
-        Some(ApiPath::Resource(ResourcePath {
-            group: group.clone(),
-            version: version.clone(),
-            namespace: namespace.map(str::to_string),
-            plural: plural.to_string(),
-            name: name.map(str::to_string),
-            subresource: sub.map(str::to_string),
-        }))
-    };
+    let resource =
+        |namespace: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>| {
+            Some(ApiPath::Resource(ResourcePath {
+                group: group.clone(),
+                version: version.clone(),
+                namespace: namespace.map(str::to_string),
+                plural: plural.to_string(),
+                name: name.map(str::to_string),
+                subresource: sub.map(str::to_string),
+            }))
+        };
     match rest {
         [] => Some(ApiPath::GroupVersion(group.clone(), version.clone())),
         [plural] => resource(None, plural, None, None),
         // `namespaces/<name>/status` is the namespace's subresource, not a collection called "status".
-        ["namespaces", name, sub @ ("status" | "finalize")] => resource(None, "namespaces", Some(name), Some(sub)),
+        ["namespaces", name, sub @ ("status" | "finalize")] => {
+            resource(None, "namespaces", Some(name), Some(sub))
+        }
         ["namespaces", ns, plural] => resource(Some(ns), plural, None, None),
         [plural, name] => resource(None, plural, Some(name), None),
         [plural, name, sub] => resource(None, plural, Some(name), Some(sub)),
@@ -175,10 +214,19 @@ enum Representation {
 
 impl Representation {
     fn from_request(headers: &HeaderMap, params: &HashMap<String, String>) -> Self {
-        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         if table::wants_table(accept) {
-            Self::Table(IncludeObject::parse(params.get("includeObject").map(String::as_str)))
-        } else if accept.split(',').next().is_some_and(|first| first.contains("as=PartialObjectMetadata")) {
+            Self::Table(IncludeObject::parse(
+                params.get("includeObject").map(String::as_str),
+            ))
+        } else if accept
+            .split(',')
+            .next()
+            .is_some_and(|first| first.contains("as=PartialObjectMetadata"))
+        {
             Self::Metadata
         } else {
             Self::Full
@@ -188,6 +236,34 @@ impl Representation {
 
 fn partial_metadata(object: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
+/// A request's Kubernetes audit verb, as counted in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::DeleteCollection => "deletecollection",
+        }
+    }
 }
 
 /// Everything a resource handler needs.
@@ -200,7 +276,11 @@ struct Call {
 
 impl Call {
     fn subresource(&self) -> Subresource {
-        if self.path.subresource.is_some() { Subresource::Status } else { Subresource::Main }
+        if self.path.subresource.is_some() {
+            Subresource::Status
+        } else {
+            Subresource::Main
+        }
     }
 
     fn namespace(&self) -> Option<&str> {
@@ -216,15 +296,21 @@ impl Call {
         match self.representation {
             Representation::Full => object,
             Representation::Metadata => partial_metadata(&object),
-            Representation::Table(include) => {
-                table::table(&self.def, &self.path.version, &[object], resource_version, include, Timestamp::now())
-            }
+            Representation::Table(include) => table::table(
+                &self.def,
+                &self.path.version,
+                &[object],
+                resource_version,
+                include,
+                Timestamp::now(),
+            ),
         }
     }
 
     fn selectors(&self) -> Result<Selectors, ApiError> {
-        let labels = LabelSelector::parse(self.params.get("labelSelector").map_or("", String::as_str))
-            .map_err(ApiError::bad_request)?;
+        let labels =
+            LabelSelector::parse(self.params.get("labelSelector").map_or("", String::as_str))
+                .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(
             self.params.get("fieldSelector").map_or("", String::as_str),
             &self.def.field_selectors,
@@ -234,8 +320,21 @@ impl Call {
     }
 }
 
+/// Request bodies must be JSON: protobuf (which client-go's typed clients may send) is refused with 415.
+fn check_body_type(content_type: &str) -> Result<(), ApiError> {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    if media.contains("protobuf") || media.contains("cbor") || media.contains("yaml") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json \
+             (lab-apiserver does not decode {media})"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
 async fn api(
@@ -246,75 +345,124 @@ async fn api(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let parsed = parse_path(&path);
-    let discovery_doc = {
-        let store = state.store();
-        let registry = store.registry();
-        match &parsed {
-            None => return error_response(&ApiError::no_such_path(&path)),
-            Some(ApiPath::CoreVersions) => Some(Some(discovery::api_versions(&state.server_address))),
-            Some(ApiPath::GroupList) => Some(Some(discovery::group_list(registry))),
-            Some(ApiPath::Group(group)) => Some(discovery::group(registry, group)),
-            Some(ApiPath::GroupVersion(group, version)) => Some(discovery::resource_list(registry, group, version)),
-            Some(ApiPath::Resource(_)) => None,
+    match parse_path(&path) {
+        None => error_response(&ApiError::no_such_path(&path)),
+        Some(ApiPath::Resource(resource_path)) => {
+            resource_request(&state, &method, &uri, &headers, &body, resource_path)
         }
-    };
-    match discovery_doc {
-        Some(Some(doc)) if method == Method::GET => return json_response(StatusCode::OK, &doc),
-        Some(Some(_)) => return error_response(&ApiError::method_not_allowed(format!("{method} is not allowed on {path}"))),
-        Some(None) => return error_response(&ApiError::no_such_path(&path)),
-        None => {}
+        Some(discovery_path) => discovery_request(&state, &method, &discovery_path),
     }
-    let Some(ApiPath::Resource(resource_path)) = parsed else {
-        return error_response(&ApiError::no_such_path(&path));
+}
+
+fn discovery_request(state: &AppState, method: &Method, which: &ApiPath) -> Response {
+    if method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(format!(
+            "{method} is not allowed on discovery documents"
+        )));
+    }
+    let store = state.store();
+    let registry = store.registry();
+    let document = match which {
+        ApiPath::CoreVersions => Some(discovery::api_versions(&state.server_address)),
+        ApiPath::GroupList => Some(discovery::group_list(registry)),
+        ApiPath::Group(group) => discovery::group(registry, group),
+        ApiPath::GroupVersion(group, version) => discovery::resource_list(registry, group, version),
+        ApiPath::Resource(_) => None,
     };
-    let params = query_params(&uri);
-    let def = state.store().registry().lookup(&resource_path.group, &resource_path.version, &resource_path.plural).cloned();
+    match document {
+        Some(document) => json_response(StatusCode::OK, &document),
+        None => error_response(&ApiError::no_such_path("discovery")),
+    }
+}
+
+fn resource_request(
+    state: &Arc<AppState>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    resource_path: ResourcePath,
+) -> Response {
+    let path = uri.path();
+    let params = query_params(uri);
+    let def = state
+        .store()
+        .registry()
+        .lookup(
+            &resource_path.group,
+            &resource_path.version,
+            &resource_path.plural,
+        )
+        .cloned();
     let Some(def) = def else {
-        return error_response(&ApiError::no_such_path(&path));
+        return error_response(&ApiError::no_such_path(path));
     };
     let scoped_wrong = (resource_path.namespace.is_some() && !def.namespaced)
         || (resource_path.name.is_some() && def.namespaced && resource_path.namespace.is_none());
-    let bad_subresource = resource_path.subresource.as_deref().is_some_and(|s| s != "status" || !def.status_subresource);
+    let bad_subresource = resource_path
+        .subresource
+        .as_deref()
+        .is_some_and(|s| s != "status" || !def.status_subresource);
     if scoped_wrong || bad_subresource {
-        return error_response(&ApiError::no_such_path(&path));
+        return error_response(&ApiError::no_such_path(path));
     }
     let metric_resource = match &resource_path.subresource {
         Some(sub) => format!("{}/{sub}", def.plural),
         None => def.plural.clone(),
     };
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
-    let verb = match (&method, resource_path.name.is_some()) {
-        (&Method::GET, true) => "get",
-        (&Method::GET, false) if watching => "watch",
-        (&Method::GET, false) => "list",
-        (&Method::POST, false) => "create",
-        (&Method::PUT, true) => "update",
-        (&Method::PATCH, true) => "patch",
-        (&Method::DELETE, true) => "delete",
-        (&Method::DELETE, false) => "deletecollection",
+    let verb = match (method, resource_path.name.is_some()) {
+        (&Method::GET, true) => Verb::Get,
+        (&Method::GET, false) if watching => Verb::Watch,
+        (&Method::GET, false) => Verb::List,
+        (&Method::POST, false) => Verb::Create,
+        (&Method::PUT, true) => Verb::Update,
+        (&Method::PATCH, true) => Verb::Patch,
+        (&Method::DELETE, true) => Verb::Delete,
+        (&Method::DELETE, false) => Verb::DeleteCollection,
         _ => {
-            let error = ApiError::method_not_allowed(format!("{method} is not supported on {path}"));
-            state.metrics.record(method.as_str(), &metric_resource, error.code);
+            let error =
+                ApiError::method_not_allowed(format!("{method} is not supported on {path}"));
+            state
+                .metrics
+                .record(method.as_str(), &metric_resource, error.code);
             return error_response(&error);
         }
     };
-    let call = Call { representation: Representation::from_request(&headers, &params), def, path: resource_path, params };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let result = match verb {
-        "get" => get_object(&state, &call),
-        "list" => list(&state, &call),
-        "watch" => watch(&state, &call),
-        "create" => create(&state, &call, &body),
-        "update" => update(&state, &call, &body),
-        "patch" => patch(&state, &call, content_type, &body),
-        "delete" => delete(&state, &call, &body),
-        _ => delete_collection(&state, &call),
+    let call = Call {
+        representation: Representation::from_request(headers, &params),
+        def,
+        path: resource_path,
+        params,
     };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let dry_run = call.params.get("dryRun").is_some_and(|v| !v.is_empty());
+    let body_checked = match verb {
+        Verb::Get | Verb::List | Verb::Watch => Ok(()),
+        // Performing a dry-run write for real would be worse than refusing it.
+        _ if dry_run => Err(ApiError::bad_request(
+            "dryRun is not supported by lab-apiserver; use kubectl --dry-run=client",
+        )),
+        Verb::Create | Verb::Update => check_body_type(content_type),
+        _ => Ok(()),
+    };
+    let result = body_checked.and_then(|()| match verb {
+        Verb::Get => get_object(state, &call),
+        Verb::List => list(state, &call),
+        Verb::Watch => watch(state, &call),
+        Verb::Create => create(state, &call, body),
+        Verb::Update => update(state, &call, body),
+        Verb::Patch => patch(state, &call, content_type, body),
+        Verb::Delete => delete(state, &call, body),
+        Verb::DeleteCollection => delete_collection(state, &call),
+    });
     let response = result.unwrap_or_else(|error| error_response(&error));
     let code = response.status().as_u16();
-    state.metrics.record(verb, &metric_resource, code);
-    tracing::debug!(verb, resource = %metric_resource, namespace = ?call.path.namespace, name = ?call.path.name, code, "request");
+    state.metrics.record(verb.as_str(), &metric_resource, code);
+    tracing::debug!(verb = verb.as_str(), resource = %metric_resource, namespace = ?call.path.namespace, name = ?call.path.name, code, "request");
     response
 }
 
@@ -329,7 +477,11 @@ fn get_object(state: &AppState, call: &Call) -> Result<Response, ApiError> {
 fn list(state: &AppState, call: &Call) -> Result<Response, ApiError> {
     let selectors = call.selectors()?;
     let limit = match call.params.get("limit").filter(|l| !l.is_empty()) {
-        Some(limit) => Some(limit.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit \"{limit}\"")))?),
+        Some(limit) => Some(
+            limit
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit \"{limit}\"")))?,
+        ),
         None => None,
     };
     let page = state.store().list(
@@ -340,7 +492,11 @@ fn list(state: &AppState, call: &Call) -> Result<Response, ApiError> {
         call.params.get("continue").map(String::as_str),
     )?;
     let version = &call.path.version;
-    let items: Vec<Value> = page.items.into_iter().map(|o| store::for_version(o, &call.def, version)).collect();
+    let items: Vec<Value> = page
+        .items
+        .into_iter()
+        .map(|o| store::for_version(o, &call.def, version))
+        .collect();
     let mut metadata = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(token) = page.continue_token {
         metadata["continue"] = json!(token);
@@ -350,7 +506,14 @@ fn list(state: &AppState, call: &Call) -> Result<Response, ApiError> {
     }
     let list = match call.representation {
         Representation::Table(include) => {
-            let mut table = table::table(&call.def, version, &items, page.resource_version, include, Timestamp::now());
+            let mut table = table::table(
+                &call.def,
+                version,
+                &items,
+                page.resource_version,
+                include,
+                Timestamp::now(),
+            );
             table["metadata"] = metadata;
             table
         }
@@ -373,10 +536,19 @@ fn list(state: &AppState, call: &Call) -> Result<Response, ApiError> {
 fn create(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
     let object = parse_body(body)?;
     let mut store = state.store();
-    let created = store.create(&call.def, &call.path.version, call.namespace(), object, Timestamp::now())?;
+    let created = store.create(
+        &call.def,
+        &call.path.version,
+        call.namespace(),
+        object,
+        Timestamp::now(),
+    )?;
     let rv = store.resource_version();
     drop(store);
-    Ok(json_response(StatusCode::CREATED, &call.render(created, rv)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &call.render(created, rv),
+    ))
 }
 
 fn update(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
@@ -396,8 +568,14 @@ fn update(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
     Ok(json_response(StatusCode::OK, &call.render(updated, rv)))
 }
 
-fn patch(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
-    let kind = PatchKind::from_content_type(content_type).map_err(ApiError::unsupported_media_type)?;
+fn patch(
+    state: &AppState,
+    call: &Call,
+    content_type: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let kind =
+        PatchKind::from_content_type(content_type).map_err(ApiError::unsupported_media_type)?;
     let patch = parse_body(body)?;
     let mut store = state.store();
     let patched = store.patch(
@@ -422,23 +600,38 @@ fn preconditions(body: &Bytes) -> Result<Preconditions, ApiError> {
     }
     let options = parse_body(body)?;
     let text = |field: &str| options["preconditions"][field].as_str().map(str::to_string);
-    Ok(Preconditions { uid: text("uid"), resource_version: text("resourceVersion") })
+    Ok(Preconditions {
+        uid: text("uid"),
+        resource_version: text("resourceVersion"),
+    })
 }
 
 fn delete(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
     let preconditions = preconditions(body)?;
     let mut store = state.store();
-    let outcome = store.delete(&call.def, call.namespace(), call.name(), &preconditions, Timestamp::now())?;
+    let outcome = store.delete(
+        &call.def,
+        call.namespace(),
+        call.name(),
+        &preconditions,
+        Timestamp::now(),
+    )?;
     let rv = store.resource_version();
     drop(store);
     Ok(match outcome {
         // Custom resources return the deleted object; built-ins a Success status, as the real server does.
         Deleted::Removed(object) if !call.def.custom => {
             let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
-            let target = Target { group: &call.def.group, plural: &call.def.plural, name: call.name() };
+            let target = Target {
+                group: &call.def.group,
+                plural: &call.def.plural,
+                name: call.name(),
+            };
             json_response(StatusCode::OK, &status::success(target, uid))
         }
-        Deleted::Removed(object) | Deleted::Pending(object) => json_response(StatusCode::OK, &call.render(object, rv)),
+        Deleted::Removed(object) | Deleted::Pending(object) => {
+            json_response(StatusCode::OK, &call.render(object, rv))
+        }
     })
 }
 
@@ -449,9 +642,20 @@ fn delete_collection(state: &AppState, call: &Call) -> Result<Response, ApiError
     let mut items = Vec::new();
     for object in page.items {
         let namespace = object["metadata"]["namespace"].as_str().map(str::to_string);
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        match store.delete(&call.def, namespace.as_deref(), &name, &Preconditions::default(), Timestamp::now())? {
-            Deleted::Removed(o) | Deleted::Pending(o) => items.push(store::for_version(o, &call.def, &call.path.version)),
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match store.delete(
+            &call.def,
+            namespace.as_deref(),
+            &name,
+            &Preconditions::default(),
+            Timestamp::now(),
+        )? {
+            Deleted::Removed(o) | Deleted::Pending(o) => {
+                items.push(store::for_version(o, &call.def, &call.path.version))
+            }
         }
     }
     let rv = store.resource_version();
@@ -498,11 +702,19 @@ struct WatchStream {
 impl WatchStream {
     /// The event type this watcher sees, if any: selector transitions turn modifications into ADDED/DELETED.
     fn visible(&self, event: &Event) -> Option<&'static str> {
-        if event.resource != self.def.id() || self.namespace.as_ref().is_some_and(|ns| *ns != event.namespace) {
+        if event.resource != self.def.id()
+            || self
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| *ns != event.namespace)
+        {
             return None;
         }
         let now = self.selectors.matches(&event.object);
-        let before = event.previous.as_ref().is_some_and(|p| self.selectors.matches(p));
+        let before = event
+            .previous
+            .as_ref()
+            .is_some_and(|p| self.selectors.matches(p));
         match (event.kind, before, now) {
             (EventKind::Added, _, true) => Some("ADDED"),
             (EventKind::Deleted, _, true) => Some("DELETED"),
@@ -525,9 +737,14 @@ impl WatchStream {
         let object = match self.representation {
             Representation::Full => object,
             Representation::Metadata => partial_metadata(&object),
-            Representation::Table(include) => {
-                table::table(&self.def, &self.version, &[object], event.rv, include, Timestamp::now())
-            }
+            Representation::Table(include) => table::table(
+                &self.def,
+                &self.version,
+                &[object],
+                event.rv,
+                include,
+                Timestamp::now(),
+            ),
         };
         Some(Self::line(kind, object))
     }
@@ -537,7 +754,10 @@ impl WatchStream {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        Self::line("BOOKMARK", json!({"kind": self.def.kind, "apiVersion": self.def.api_version(&self.version), "metadata": metadata}))
+        Self::line(
+            "BOOKMARK",
+            json!({"kind": self.def.kind, "apiVersion": self.def.api_version(&self.version), "metadata": metadata}),
+        )
     }
 
     async fn next_line(&mut self) -> Option<Bytes> {
@@ -584,17 +804,35 @@ fn watch(state: &Arc<AppState>, call: &Call) -> Result<Response, ApiError> {
     let selectors = call.selectors()?;
     let from = match call.params.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")))?),
+        Some(rv) => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")))?,
+        ),
     };
-    let send_initial = call.params.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let send_initial = call
+        .params
+        .get("sendInitialEvents")
+        .is_some_and(|v| v == "true");
     let timeout = match call.params.get("timeoutSeconds") {
-        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds \"{t}\"")))?),
+        // Capped so that `now + timeout` cannot overflow.
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds \"{t}\"")))?
+                .min(MAX_WATCH_SECONDS),
+        ),
         None => state.default_watch_timeout,
     };
-    let bookmarks = call.params.get("allowWatchBookmarks").is_some_and(|v| v == "true" || v == "1");
+    let bookmarks = call
+        .params
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
     let store = state.store();
     let position = store.resource_version();
-    let start = store.watch(&call.def, call.namespace(), if send_initial { None } else { from });
+    let start = store.watch(
+        &call.def,
+        call.namespace(),
+        if send_initial { None } else { from },
+    );
     drop(store);
     let (backlog, live) = match start {
         Ok(start) => start,
@@ -643,7 +881,12 @@ fn watch_response(body: Body) -> Response {
 mod tests {
     use super::*;
 
-    fn resource(ns: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>) -> Option<ApiPath> {
+    fn resource(
+        ns: Option<&str>,
+        plural: &str,
+        name: Option<&str>,
+        sub: Option<&str>,
+    ) -> Option<ApiPath> {
         Some(ApiPath::Resource(ResourcePath {
             group: String::new(),
             version: "v1".to_string(),
@@ -657,16 +900,34 @@ mod tests {
     #[test]
     fn paths() {
         assert_eq!(parse_path("/api"), Some(ApiPath::CoreVersions));
-        assert_eq!(parse_path("/apis/herald.dev/v1"), Some(ApiPath::GroupVersion("herald.dev".into(), "v1".into())));
-        assert_eq!(parse_path("/api/v1/namespaces"), resource(None, "namespaces", None, None));
-        assert_eq!(parse_path("/api/v1/namespaces/default"), resource(None, "namespaces", Some("default"), None));
-        assert_eq!(parse_path("/api/v1/namespaces/x/status"), resource(None, "namespaces", Some("x"), Some("status")));
-        assert_eq!(parse_path("/api/v1/namespaces/x/services"), resource(Some("x"), "services", None, None));
+        assert_eq!(
+            parse_path("/apis/herald.dev/v1"),
+            Some(ApiPath::GroupVersion("herald.dev".into(), "v1".into()))
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces"),
+            resource(None, "namespaces", None, None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/default"),
+            resource(None, "namespaces", Some("default"), None)
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/x/status"),
+            resource(None, "namespaces", Some("x"), Some("status"))
+        );
+        assert_eq!(
+            parse_path("/api/v1/namespaces/x/services"),
+            resource(Some("x"), "services", None, None)
+        );
         assert_eq!(
             parse_path("/api/v1/namespaces/x/services/s/status"),
             resource(Some("x"), "services", Some("s"), Some("status"))
         );
-        assert_eq!(parse_path("/api/v1/nodes/n/status"), resource(None, "nodes", Some("n"), Some("status")));
+        assert_eq!(
+            parse_path("/api/v1/nodes/n/status"),
+            resource(None, "nodes", Some("n"), Some("status"))
+        );
         assert_eq!(parse_path("/nope"), None);
     }
 

@@ -50,7 +50,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("state file {path} is not a lab-apiserver state ({reason}); move it away to start empty")]
+    #[error(
+        "state file {path} is not a lab-apiserver state ({reason}); move it away to start empty"
+    )]
     StateFormat { path: PathBuf, reason: String },
     #[error("cannot write kubeconfig {path}: {source}")]
     WriteKubeconfig {
@@ -117,9 +119,16 @@ pub async fn start(config: Config) -> Result<Running> {
         Some(path) => persist::load(path, &config, now)?,
         None => store::Store::new(config.watch_history, config.watch_buffer, now),
     };
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let shutdown = CancellationToken::new();
     let changed = store.changed();
     let state = Arc::new(http::AppState {
@@ -131,18 +140,31 @@ pub async fn start(config: Config) -> Result<Running> {
         bookmark_interval: config.bookmark_interval,
     });
     let persister = config.state_file.clone().map(|path| {
-        tokio::spawn(persist::run(state.clone(), changed, path, config.state_write_delay, shutdown.clone()))
+        tokio::spawn(persist::run(
+            state.clone(),
+            changed,
+            path,
+            config.state_write_delay,
+            shutdown.clone(),
+        ))
     });
     let app = http::router(state.clone());
     let token = shutdown.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await });
         if let Err(error) = serve.await {
             tracing::error!(%error, "lab-apiserver stopped serving");
         }
     });
     tracing::info!(%addr, "lab-apiserver listening");
-    Ok(Running { addr, state, shutdown, server: Some(server), persister })
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server: Some(server),
+        persister,
+    })
 }
 
 impl Running {
@@ -162,20 +184,28 @@ impl Running {
 
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.kubeconfig_yaml())
-            .map_err(|source| Error::WriteKubeconfig { path: path.to_path_buf(), source })
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| Error::WriteKubeconfig {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// A `kube::Config` for this server (default namespace `default`), without a kubeconfig file.
     pub fn kube_config(&self) -> kube::Config {
         // The URL is built from a socket address, so it always parses.
-        let url = self.base_url().parse().unwrap_or_else(|_| unreachable!("socket address URL"));
+        let url = self
+            .base_url()
+            .parse()
+            .unwrap_or_else(|_| unreachable!("socket address URL"));
         kube::Config::new(url)
     }
 
     /// A kube client talking to this server.
     pub fn client(&self) -> Result<kube::Client> {
-        kube::Client::try_from(self.kube_config()).map_err(|source| Error::Client { url: self.base_url(), source })
+        kube::Client::try_from(self.kube_config()).map_err(|source| Error::Client {
+            url: self.base_url(),
+            source,
+        })
     }
 
     /// Request counters and open watches so far.
@@ -185,14 +215,20 @@ impl Running {
 
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
-        self.state.store.lock().unwrap_or_else(|p| p.into_inner()).resource_version()
+        self.state
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resource_version()
     }
 
     /// Stops serving (open watches end), writes the state file a last time and waits for both.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take()
-            && tokio::time::timeout(Duration::from_secs(5), server).await.is_err()
+            && tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
         {
             tracing::warn!("lab-apiserver connections did not close within 5s");
         }

@@ -41,10 +41,13 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     let server = start(config).await.context("starting lab-apiserver")?;
-    println!("{}", server.addr());
     if let Some(path) = &args.kubeconfig_out {
-        server.write_kubeconfig(path).with_context(|| format!("writing kubeconfig {}", path.display()))?;
+        server
+            .write_kubeconfig(path)
+            .with_context(|| format!("writing kubeconfig {}", path.display()))?;
     }
+    // Printed last: once a script has read the address, the kubeconfig is in place.
+    println!("{}", server.addr());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
     tokio::select! {

@@ -21,12 +21,19 @@ pub struct MetricsSnapshot {
 impl MetricsSnapshot {
     /// Requests with this verb on this resource (`"leases"`, `"services/status"`).
     pub fn requests(&self, verb: &str, resource: &str) -> u64 {
-        self.requests.get(&(verb.to_string(), resource.to_string())).copied().unwrap_or(0)
+        self.requests
+            .get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests with this verb on any resource.
     pub fn requests_by_verb(&self, verb: &str) -> u64 {
-        self.requests.iter().filter(|((v, _), _)| v == verb).map(|(_, n)| n).sum()
+        self.requests
+            .iter()
+            .filter(|((v, _), _)| v == verb)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// All API requests.
@@ -43,8 +50,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record(&self, verb: &str, resource: &str, code: u16) {
-        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *counts.requests.entry((verb.to_string(), resource.to_string())).or_default() += 1;
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts
+            .requests
+            .entry((verb.to_string(), resource.to_string()))
+            .or_default() += 1;
         *counts.responses.entry(code).or_default() += 1;
     }
 
@@ -57,7 +70,11 @@ impl Metrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let mut snapshot = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut snapshot = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         snapshot.open_watches = self.open_watches.load(Ordering::Relaxed);
         snapshot
     }
@@ -69,7 +86,10 @@ impl Metrics {
         out.push_str("# HELP lab_apiserver_requests_total API requests by Kubernetes audit verb and resource.\n");
         out.push_str("# TYPE lab_apiserver_requests_total counter\n");
         for ((verb, resource), n) in &snapshot.requests {
-            let _ = writeln!(out, "lab_apiserver_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "lab_apiserver_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}} {n}"
+            );
         }
         out.push_str("# HELP lab_apiserver_responses_total API responses by HTTP status code.\n");
         out.push_str("# TYPE lab_apiserver_responses_total counter\n");
@@ -94,8 +114,14 @@ mod tests {
         m.record("update", "leases", 409);
         m.watch_opened();
         let text = m.render();
-        assert!(text.contains("lab_apiserver_requests_total{verb=\"update\",resource=\"leases\"} 2\n"), "{text}");
-        assert!(text.contains("lab_apiserver_responses_total{code=\"409\"} 1\n"), "{text}");
+        assert!(
+            text.contains("lab_apiserver_requests_total{verb=\"update\",resource=\"leases\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lab_apiserver_responses_total{code=\"409\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("lab_apiserver_watches 1\n"), "{text}");
         assert_eq!(m.snapshot().requests("update", "leases"), 2);
     }

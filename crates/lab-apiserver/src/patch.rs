@@ -48,8 +48,8 @@ pub fn apply(kind: PatchKind, object: &mut Value, patch: &Value) -> Result<(), S
             Ok(())
         }
         PatchKind::Json => {
-            let ops: json_patch::Patch =
-                serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| format!("invalid JSON patch: {e}"))?;
             json_patch::patch(object, &ops).map_err(|e| format!("JSON patch failed: {e}"))
         }
         PatchKind::Strategic => {
@@ -73,7 +73,11 @@ enum ListStrategy {
 
 fn list_strategy(field: &str, items: &[Value]) -> ListStrategy {
     let by_key = |key: &'static str| {
-        if items.iter().all(|item| item.get(key).is_some()) { ListStrategy::ByKey(key) } else { ListStrategy::Replace }
+        if items.iter().all(|item| item.get(key).is_some()) {
+            ListStrategy::ByKey(key)
+        } else {
+            ListStrategy::Replace
+        }
     };
     match field {
         "conditions" | "addresses" => by_key("type"),
@@ -120,10 +124,14 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
     if !original.is_object() {
         *original = Value::Object(Map::new());
     }
-    let Some(target) = original.as_object_mut() else { return };
+    let Some(target) = original.as_object_mut() else {
+        return;
+    };
     for (key, value) in patch_map {
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(remove)) = (target.get_mut(field), value.as_array()) {
+            if let (Some(Value::Array(list)), Some(remove)) =
+                (target.get_mut(field), value.as_array())
+            {
                 list.retain(|item| !remove.contains(item));
             }
             continue;
@@ -136,7 +144,9 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
             continue;
         }
         match (target.get_mut(key), value) {
-            (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge(existing, value),
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => {
+                strategic_merge(existing, value)
+            }
             (Some(Value::Array(existing)), Value::Array(items)) => merge_list(key, existing, items),
             _ => {
                 target.insert(key.clone(), plain(value));
@@ -147,7 +157,11 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
 
 fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value]) {
     if items.iter().any(|item| directive(item) == Some("replace")) {
-        *existing = items.iter().filter(|item| directive(item).is_none()).map(plain).collect();
+        *existing = items
+            .iter()
+            .filter(|item| directive(item).is_none())
+            .map(plain)
+            .collect();
         return;
     }
     match list_strategy(field, items) {
@@ -182,25 +196,55 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(PatchKind::from_content_type("application/merge-patch+json"), Ok(PatchKind::Merge));
-        assert_eq!(PatchKind::from_content_type("application/json-patch+json; charset=utf-8"), Ok(PatchKind::Json));
-        assert!(PatchKind::from_content_type("application/apply-patch+yaml").unwrap_err().contains("server-side"));
+        assert_eq!(
+            PatchKind::from_content_type("application/merge-patch+json"),
+            Ok(PatchKind::Merge)
+        );
+        assert_eq!(
+            PatchKind::from_content_type("application/json-patch+json; charset=utf-8"),
+            Ok(PatchKind::Json)
+        );
+        assert!(
+            PatchKind::from_content_type("application/apply-patch+yaml")
+                .unwrap_err()
+                .contains("server-side")
+        );
         assert!(PatchKind::from_content_type("text/plain").is_err());
     }
 
     #[test]
     fn merge_patch_deletes_with_null_and_replaces_lists() {
         let mut o = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"list": [1, 2]}});
-        apply(PatchKind::Merge, &mut o, &json!({"metadata": {"labels": {"a": null}}, "spec": {"list": [3]}})).unwrap();
-        assert_eq!(o, json!({"metadata": {"labels": {"b": "2"}}, "spec": {"list": [3]}}));
+        apply(
+            PatchKind::Merge,
+            &mut o,
+            &json!({"metadata": {"labels": {"a": null}}, "spec": {"list": [3]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            json!({"metadata": {"labels": {"b": "2"}}, "spec": {"list": [3]}})
+        );
     }
 
     #[test]
     fn json_patch_test_failure_is_an_error() {
         let mut o = json!({"spec": {"n": 1}});
-        apply(PatchKind::Json, &mut o, &json!([{"op": "replace", "path": "/spec/n", "value": 2}])).unwrap();
+        apply(
+            PatchKind::Json,
+            &mut o,
+            &json!([{"op": "replace", "path": "/spec/n", "value": 2}]),
+        )
+        .unwrap();
         assert_eq!(o["spec"]["n"], 2);
-        assert!(apply(PatchKind::Json, &mut o, &json!([{"op": "test", "path": "/spec/n", "value": 1}])).is_err());
+        assert!(
+            apply(
+                PatchKind::Json,
+                &mut o,
+                &json!([{"op": "test", "path": "/spec/n", "value": 1}])
+            )
+            .is_err()
+        );
         assert!(apply(PatchKind::Json, &mut o, &json!({"op": "add"})).is_err());
     }
 
@@ -227,18 +271,34 @@ mod tests {
     #[test]
     fn strategic_finalizers_are_a_set() {
         let mut o = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {"other": [1, 2]}});
-        apply(PatchKind::Strategic, &mut o, &json!({"metadata": {"finalizers": ["b", "c"]}, "spec": {"other": [3]}}))
-            .unwrap();
-        assert_eq!(o, json!({"metadata": {"finalizers": ["a", "b", "c"]}, "spec": {"other": [3]}}));
-        apply(PatchKind::Strategic, &mut o, &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}))
-            .unwrap();
+        apply(
+            PatchKind::Strategic,
+            &mut o,
+            &json!({"metadata": {"finalizers": ["b", "c"]}, "spec": {"other": [3]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            json!({"metadata": {"finalizers": ["a", "b", "c"]}, "spec": {"other": [3]}})
+        );
+        apply(
+            PatchKind::Strategic,
+            &mut o,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        )
+        .unwrap();
         assert_eq!(o["metadata"]["finalizers"], json!(["b", "c"]));
     }
 
     #[test]
     fn strategic_replace_directive() {
         let mut o = json!({"spec": {"selector": {"a": "1", "b": "2"}}});
-        apply(PatchKind::Strategic, &mut o, &json!({"spec": {"selector": {"$patch": "replace", "c": "3"}}})).unwrap();
+        apply(
+            PatchKind::Strategic,
+            &mut o,
+            &json!({"spec": {"selector": {"$patch": "replace", "c": "3"}}}),
+        )
+        .unwrap();
         assert_eq!(o, json!({"spec": {"selector": {"c": "3"}}}));
     }
 }

@@ -19,9 +19,17 @@ pub fn load(path: &Path, config: &Config, now: jiff::Timestamp) -> Result<Store>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Store::new(config.watch_history, config.watch_buffer, now));
         }
-        Err(source) => return Err(Error::ReadState { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(Error::ReadState {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
-    let format_error = |reason: String| Error::StateFormat { path: path.to_path_buf(), reason };
+    let format_error = |reason: String| Error::StateFormat {
+        path: path.to_path_buf(),
+        reason,
+    };
     let snapshot = serde_json::from_str(&text).map_err(|e| format_error(e.to_string()))?;
     Store::restore(&snapshot, config.watch_history, config.watch_buffer).map_err(format_error)
 }
@@ -33,7 +41,11 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 async fn write(state: &AppState, path: &Path) {
-    let snapshot = state.store.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+    let snapshot = state
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .snapshot();
     let temp = temp_path(path);
     let result = async {
         tokio::fs::write(&temp, snapshot.to_string()).await?;

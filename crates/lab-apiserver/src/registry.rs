@@ -67,7 +67,11 @@ impl ResourceDef {
     }
 
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
     }
 
     pub fn serves(&self, version: &str) -> bool {
@@ -112,7 +116,16 @@ fn builtin(
 
 /// The built-in resources of `testing.md` ("lab-apiserver: what faithful means").
 fn builtins() -> Vec<ResourceDef> {
-    let mut namespaces = builtin("", "namespaces", "Namespace", false, &["ns"], true, false, &["status.phase"]);
+    let mut namespaces = builtin(
+        "",
+        "namespaces",
+        "Namespace",
+        false,
+        &["ns"],
+        true,
+        false,
+        &["status.phase"],
+    );
     namespaces.name_rule = NameRule::Label;
     let mut services = builtin(
         "",
@@ -126,7 +139,16 @@ fn builtins() -> Vec<ResourceDef> {
     );
     services.name_rule = NameRule::Label1035;
     services.categories = vec!["all".to_string()];
-    let mut crds = builtin(CRD_GROUP, CRD_PLURAL, "CustomResourceDefinition", false, &["crd", "crds"], true, false, &[]);
+    let mut crds = builtin(
+        CRD_GROUP,
+        CRD_PLURAL,
+        "CustomResourceDefinition",
+        false,
+        &["crd", "crds"],
+        true,
+        false,
+        &[],
+    );
     crds.categories = vec!["api-extensions".to_string()];
     let core_event_fields = [
         "involvedObject.kind",
@@ -153,15 +175,78 @@ fn builtins() -> Vec<ResourceDef> {
     ];
     vec![
         namespaces,
-        builtin("", "nodes", "Node", false, &["no"], true, false, &["spec.unschedulable"]),
+        builtin(
+            "",
+            "nodes",
+            "Node",
+            false,
+            &["no"],
+            true,
+            false,
+            &["spec.unschedulable"],
+        ),
         services,
-        builtin("", "events", "Event", true, &["ev"], false, false, &core_event_fields),
+        builtin(
+            "",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+            false,
+            &core_event_fields,
+        ),
         builtin("", "secrets", "Secret", true, &[], false, false, &["type"]),
-        builtin("", "configmaps", "ConfigMap", true, &["cm"], false, false, &[]),
-        builtin("", "endpoints", "Endpoints", true, &["ep"], false, false, &[]),
-        builtin("discovery.k8s.io", "endpointslices", "EndpointSlice", true, &[], false, false, &[]),
-        builtin("coordination.k8s.io", "leases", "Lease", true, &[], false, false, &[]),
-        builtin("events.k8s.io", "events", "Event", true, &["ev"], false, false, &events_fields),
+        builtin(
+            "",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            false,
+            false,
+            &[],
+        ),
+        builtin(
+            "",
+            "endpoints",
+            "Endpoints",
+            true,
+            &["ep"],
+            false,
+            false,
+            &[],
+        ),
+        builtin(
+            "discovery.k8s.io",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            &[],
+            false,
+            false,
+            &[],
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            false,
+            false,
+            &[],
+        ),
+        builtin(
+            "events.k8s.io",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+            false,
+            &events_fields,
+        ),
         crds,
     ]
 }
@@ -174,14 +259,18 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { resources: builtins().into_iter().map(|def| (def.id(), def)).collect() }
+        Self {
+            resources: builtins().into_iter().map(|def| (def.id(), def)).collect(),
+        }
     }
 }
 
 impl Registry {
     /// The resource served at `/apis/<group>/<version>/<plural>` (or `/api/v1/<plural>`).
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceDef> {
-        self.resources.get(&(group.to_string(), plural.to_string())).filter(|def| def.serves(version))
+        self.resources
+            .get(&(group.to_string(), plural.to_string()))
+            .filter(|def| def.serves(version))
     }
 
     pub fn by_id(&self, id: &ResourceId) -> Option<&ResourceDef> {
@@ -222,9 +311,13 @@ impl Registry {
 /// Kubernetes version priority (`v2` > `v1` > `v1beta2` > `v1beta1` > `v1alpha1` > anything else), as used to pick
 /// the preferred version of a group.
 pub fn version_priority(version: &str) -> (u8, u32, u32) {
-    let Some(rest) = version.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = version.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let Ok(major) = digits.parse::<u32>() else { return (0, 0, 0) };
+    let Ok(major) = digits.parse::<u32>() else {
+        return (0, 0, 0);
+    };
     let tail = &rest[digits.len()..];
     let (stability, minor) = if tail.is_empty() {
         (3, 0)
@@ -244,14 +337,22 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
     let spec = &crd["spec"];
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let strings = |v: &Value| -> Vec<String> {
-        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let group = text(&spec["group"]);
     let names = &spec["names"];
     let plural = text(&names["plural"]);
     let kind = text(&names["kind"]);
     if group.is_empty() || !group.contains('.') {
-        errors.push("spec.group: Invalid value: should be a domain with at least one dot".to_string());
+        errors.push(
+            "spec.group: Invalid value: should be a domain with at least one dot".to_string(),
+        );
     }
     if plural.is_empty() {
         errors.push("spec.names.plural: Required value".to_string());
@@ -261,7 +362,9 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
     }
     let name = text(&crd["metadata"]["name"]);
     if name != format!("{plural}.{group}") {
-        errors.push(format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"));
+        errors.push(format!(
+            "metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
+        ));
     }
     let namespaced = match spec["scope"].as_str() {
         Some("Namespaced") => true,
@@ -272,10 +375,15 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
         }
     };
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-    if versions.is_empty() {
-        errors.push("spec.versions: Invalid value: must have exactly one version marked as storage version".to_string());
-    } else if versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count() != 1 {
-        errors.push("spec.versions: Invalid value: must have exactly one version marked as storage version".to_string());
+    let storage_versions = versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .count();
+    if storage_versions != 1 {
+        errors.push(
+            "spec.versions: Invalid value: must have exactly one version marked as storage version"
+                .to_string(),
+        );
     }
     let mut served = Vec::new();
     let mut columns = BTreeMap::new();
@@ -291,7 +399,10 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
             continue;
         }
         status_subresource |= version["subresources"]["status"].is_object();
-        let cols = version["additionalPrinterColumns"].as_array().cloned().unwrap_or_default();
+        let cols = version["additionalPrinterColumns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let cols = cols
             .iter()
             .map(|c| PrinterColumn {
@@ -312,7 +423,9 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
         served.push(vname);
     }
     if served.is_empty() && !versions.is_empty() {
-        errors.push("spec.versions: Invalid value: must have at least one served version".to_string());
+        errors.push(
+            "spec.versions: Invalid value: must have at least one served version".to_string(),
+        );
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -321,8 +434,14 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
     Ok(ResourceDef {
         group,
         versions: served,
-        singular: names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase()),
-        list_kind: names["listKind"].as_str().map(str::to_string).unwrap_or_else(|| format!("{kind}List")),
+        singular: names["singular"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.to_lowercase()),
+        list_kind: names["listKind"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{kind}List")),
         plural,
         kind,
         namespaced,
@@ -347,7 +466,10 @@ mod tests {
     fn version_priority_orders_like_kubernetes() {
         let mut versions = vec!["v1alpha1", "v1", "v1beta1", "v2", "v1beta2", "foo"];
         versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
-        assert_eq!(versions, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
+        assert_eq!(
+            versions,
+            ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]
+        );
     }
 
     #[test]

@@ -33,13 +33,19 @@ fn split_terms(input: &str) -> Vec<&str> {
         }
     }
     terms.push(&input[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 317
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn parse_set(key: &str, rest: &str, term: &str) -> Result<Vec<String>, String> {
@@ -48,7 +54,11 @@ fn parse_set(key: &str, rest: &str, term: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| format!("unable to parse requirement: {term}: expected a parenthesised set of values for {key}"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -79,7 +89,9 @@ impl LabelSelector {
                 | LabelRequirement::DoesNotExist(k) => k,
             };
             if !valid_key(key) {
-                return Err(format!("unable to parse requirement: invalid label key \"{key}\" in \"{term}\""));
+                return Err(format!(
+                    "unable to parse requirement: invalid label key \"{key}\" in \"{term}\""
+                ));
             }
             requirements.push(requirement);
         }
@@ -117,10 +129,15 @@ impl FieldSelector {
             } else if let Some((p, v)) = term.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(format!("invalid selector: '{input}'; can't understand '{term}'"));
+                return Err(format!(
+                    "invalid selector: '{input}'; can't understand '{term}'"
+                ));
             };
             let path = path.trim();
-            if path != "metadata.name" && path != "metadata.namespace" && !supported.iter().any(|s| s == path) {
+            if path != "metadata.name"
+                && path != "metadata.namespace"
+                && !supported.iter().any(|s| s == path)
+            {
                 return Err(format!("field label not supported: {path}"));
             }
             terms.push((path.to_string(), equal, value.trim().to_string()));

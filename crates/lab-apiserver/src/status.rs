@@ -34,13 +34,22 @@ impl Target<'_> {
     }
 
     fn details(&self) -> Option<(String, String, String)> {
-        Some((self.name.to_string(), self.group.to_string(), self.plural.to_string()))
+        Some((
+            self.name.to_string(),
+            self.group.to_string(),
+            self.plural.to_string(),
+        ))
     }
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -50,19 +59,31 @@ impl ApiError {
     pub fn not_found(target: Target<'_>) -> Self {
         Self {
             details: target.details(),
-            ..Self::new(404, "NotFound", format!("{} \"{}\" not found", target.qualified(), target.name))
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{}\" not found", target.qualified(), target.name),
+            )
         }
     }
 
     /// 404 for a path that names no served resource.
     pub fn no_such_path(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     pub fn already_exists(target: Target<'_>) -> Self {
         Self {
             details: target.details(),
-            ..Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", target.qualified(), target.name))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{}\" already exists", target.qualified(), target.name),
+            )
         }
     }
 
@@ -80,7 +101,11 @@ impl ApiError {
             ..Self::new(
                 409,
                 "Conflict",
-                format!("Operation cannot be fulfilled on {} \"{}\": {why}", target.qualified(), target.name),
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": {why}",
+                    target.qualified(),
+                    target.name
+                ),
             )
         }
     }
@@ -89,7 +114,11 @@ impl ApiError {
     pub fn invalid(target: Target<'_>, kind: &str, causes: &str) -> Self {
         Self {
             details: target.details(),
-            ..Self::new(422, "Invalid", format!("{kind} \"{}\" is invalid: {causes}", target.name))
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("{kind} \"{}\" is invalid: {causes}", target.name),
+            )
         }
     }
 
@@ -105,10 +134,6 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", message)
     }
 
-    pub fn not_acceptable(message: impl Into<String>) -> Self {
-        Self::new(406, "NotAcceptable", message)
-    }
-
     /// 410 Gone for a watch or list from a `resourceVersion` older than the kept history.
     pub fn gone(requested: u64, oldest: u64) -> Self {
         Self::new(
@@ -119,7 +144,11 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn status_code(&self) -> StatusCode {

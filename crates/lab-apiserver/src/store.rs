@@ -22,16 +22,6 @@ pub enum EventKind {
     Deleted,
 }
 
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Added => "ADDED",
-            Self::Modified => "MODIFIED",
-            Self::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One committed change. `previous` is the object before a modification, so a filtered watch can tell an object
 /// entering its selection (ADDED) from one leaving it (DELETED).
 #[derive(Debug, Clone)]
@@ -77,8 +67,12 @@ pub struct ListPage {
     pub remaining: Option<usize>,
 }
 
+/// The start of a watch: the events to send first, then the live feed.
+pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
+
 /// Namespaces every cluster has.
-pub const INITIAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 type Key = (String, String);
 
@@ -105,21 +99,35 @@ fn new_uid() -> String {
     // Version 4, variant 1 bits, as RFC 9562 §5.4 lays out.
     let v = (v & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The 5-character suffix `generateName` gets (same alphabet as the real server: no vowels, no confusables).
 fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn is_label(s: &str, first_alpha: bool) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && (if first_alpha { b[0].is_ascii_lowercase() } else { b[0].is_ascii_alphanumeric() })
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && (if first_alpha {
+            b[0].is_ascii_lowercase()
+        } else {
+            b[0].is_ascii_alphanumeric()
+        })
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
@@ -127,7 +135,9 @@ fn name_problem(rule: NameRule, name: &str) -> Option<String> {
     let ok = match rule {
         NameRule::Label => is_label(name, false),
         NameRule::Label1035 => is_label(name, true),
-        NameRule::Subdomain => name.len() <= 253 && name.split('.').all(|part| is_label(part, false)),
+        NameRule::Subdomain => {
+            name.len() <= 253 && name.split('.').all(|part| is_label(part, false))
+        }
     };
     (!ok).then(|| {
         format!(
@@ -160,7 +170,11 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
 fn finalizers(object: &Value) -> Vec<String> {
     meta(object)["finalizers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -182,7 +196,10 @@ fn generation_part(def: &ResourceDef, object: &Value) -> Value {
 /// Sets `apiVersion` and `kind` for the version a client asked for.
 pub fn for_version(mut object: Value, def: &ResourceDef, version: &str) -> Value {
     if let Some(map) = object.as_object_mut() {
-        map.insert("apiVersion".to_string(), Value::String(def.api_version(version)));
+        map.insert(
+            "apiVersion".to_string(),
+            Value::String(def.api_version(version)),
+        );
         map.insert("kind".to_string(), Value::String(def.kind.clone()));
     }
     object
@@ -196,7 +213,8 @@ impl Store {
         let namespaces = store.registry.lookup("", "v1", "namespaces").cloned();
         if let Some(def) = namespaces {
             for name in INITIAL_NAMESPACES {
-                let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+                let body =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
                 // Cannot fail: valid names in an empty store.
                 let _ = store.create(&def, "v1", None, body, now);
             }
@@ -233,9 +251,18 @@ impl Store {
         self.changed.clone()
     }
 
-    fn commit(&mut self, kind: EventKind, def: &ResourceDef, mut object: Value, previous: Option<Value>) -> Value {
+    fn commit(
+        &mut self,
+        kind: EventKind,
+        def: &ResourceDef,
+        mut object: Value,
+        previous: Option<Value>,
+    ) -> Value {
         self.rv += 1;
-        meta_mut(&mut object).insert("resourceVersion".to_string(), Value::String(self.rv.to_string()));
+        meta_mut(&mut object).insert(
+            "resourceVersion".to_string(),
+            Value::String(self.rv.to_string()),
+        );
         let namespace = meta_str(&object, "namespace").to_string();
         let key = (namespace.clone(), meta_str(&object, "name").to_string());
         let objects = self.objects.entry(def.id()).or_default();
@@ -244,8 +271,14 @@ impl Store {
         } else {
             objects.insert(key, object.clone());
         }
-        let event =
-            Arc::new(Event { kind, rv: self.rv, resource: def.id(), namespace, object: object.clone(), previous });
+        let event = Arc::new(Event {
+            kind,
+            rv: self.rv,
+            resource: def.id(),
+            namespace,
+            object: object.clone(),
+            previous,
+        });
         if self.history.len() >= self.history_limit
             && let Some(dropped) = self.history.pop_front()
         {
@@ -259,7 +292,11 @@ impl Store {
     }
 
     fn target<'a>(def: &'a ResourceDef, name: &'a str) -> Target<'a> {
-        Target { group: &def.group, plural: &def.plural, name }
+        Target {
+            group: &def.group,
+            plural: &def.plural,
+            name,
+        }
     }
 
     fn lookup(&self, def: &ResourceDef, namespace: &str, name: &str) -> Result<&Value, ApiError> {
@@ -269,8 +306,14 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(Self::target(def, name)))
     }
 
-    pub fn get(&self, def: &ResourceDef, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        self.lookup(def, namespace.unwrap_or_default(), name).cloned()
+    pub fn get(
+        &self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.lookup(def, namespace.unwrap_or_default(), name)
+            .cloned()
     }
 
     /// Objects of `def` (in `namespace`, or all), sorted by namespace and name, from after `continue_token`.
@@ -288,7 +331,9 @@ impl Store {
                 token
                     .split_once('/')
                     .map(|(ns, name)| (ns.to_string(), name.to_string()))
-                    .ok_or_else(|| ApiError::bad_request(format!("invalid continue token \"{token}\"")))?,
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid continue token \"{token}\""))
+                    })?,
             ),
         };
         let mut matching = self
@@ -315,12 +360,19 @@ impl Store {
             (true, Some((ns, name))) => (Some(format!("{ns}/{name}")), Some(matching.count() + 1)),
             _ => (None, None),
         };
-        Ok(ListPage { items, resource_version: self.rv, continue_token, remaining })
+        Ok(ListPage {
+            items,
+            resource_version: self.rv,
+            continue_token,
+            remaining,
+        })
     }
 
     fn check_type(def: &ResourceDef, version: &str, object: &mut Value) -> Result<(), ApiError> {
         let Some(map) = object.as_object_mut() else {
-            return Err(ApiError::bad_request("the request body must be a JSON object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
         };
         let expected = def.api_version(version);
         match map.get("apiVersion").and_then(Value::as_str) {
@@ -342,7 +394,10 @@ impl Store {
                 )));
             }
         }
-        if map.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
+        if map
+            .get("metadata")
+            .is_some_and(|m| !m.is_object() && !m.is_null())
+        {
             return Err(ApiError::bad_request("metadata must be a JSON object"));
         }
         Ok(())
@@ -360,7 +415,11 @@ impl Store {
         Self::check_type(def, version, &mut object)?;
         object = for_version(object, def, version);
         let meta = meta_mut(&mut object);
-        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty()
             && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
             && !prefix.is_empty()
@@ -379,7 +438,11 @@ impl Store {
         if let Some(problem) = name_problem(def.name_rule, &name) {
             return Err(ApiError::invalid(target, &def.kind, &problem));
         }
-        let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or_default().to_string();
+        let body_ns = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let namespace = if def.namespaced {
             let path_ns = namespace.unwrap_or_default();
             if !body_ns.is_empty() && body_ns != path_ns {
@@ -393,13 +456,27 @@ impl Store {
             meta.remove("namespace");
             String::new()
         };
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|rv| !rv.is_empty()) {
-            return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty())
+        {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         meta.insert("uid".to_string(), Value::String(new_uid()));
-        meta.insert("creationTimestamp".to_string(), Value::String(now_string(now)));
+        meta.insert(
+            "creationTimestamp".to_string(),
+            Value::String(now_string(now)),
+        );
         meta.insert("generation".to_string(), json!(1));
-        for field in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+        for field in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
             meta.remove(field);
         }
         if def.namespaced {
@@ -429,6 +506,9 @@ impl Store {
     fn apply_defaults(&mut self, def: &ResourceDef, object: &mut Value, _now: Timestamp) {
         match (def.group.as_str(), def.plural.as_str()) {
             ("", "namespaces") => {
+                if !object["spec"].is_object() {
+                    object["spec"] = json!({});
+                }
                 object["spec"]["finalizers"] = json!(["kubernetes"]);
                 object["status"] = json!({"phase": "Active"});
             }
@@ -452,16 +532,23 @@ impl Store {
                 }
                 let spec = &mut object["spec"];
                 if let Some(ports) = spec["ports"].as_array_mut() {
-                    for port in ports {
+                    // Malformed entries are stored as given (no schema validation), never indexed into.
+                    for port in ports.iter_mut().filter(|p| p.is_object()) {
                         if port["protocol"].is_null() {
                             port["protocol"] = json!("TCP");
                         }
                         if port["targetPort"].is_null() {
                             port["targetPort"] = port["port"].clone();
                         }
-                        if matches!(kind.as_str(), "LoadBalancer" | "NodePort") && port["nodePort"].is_null() {
+                        if matches!(kind.as_str(), "LoadBalancer" | "NodePort")
+                            && port["nodePort"].is_null()
+                        {
                             port["nodePort"] = json!(self.next_node_port);
-                            self.next_node_port = self.next_node_port.checked_add(1).unwrap_or(30000).max(30000);
+                            self.next_node_port = self
+                                .next_node_port
+                                .checked_add(1)
+                                .unwrap_or(30000)
+                                .max(30000);
                         }
                     }
                 }
@@ -496,11 +583,20 @@ impl Store {
     }
 
     /// Checks a CRD object; `previous` is the resource it defined before an update.
-    fn crd_resource(&self, crd: &Value, previous: Option<&ResourceDef>) -> Result<ResourceDef, ApiError> {
+    fn crd_resource(
+        &self,
+        crd: &Value,
+        previous: Option<&ResourceDef>,
+    ) -> Result<ResourceDef, ApiError> {
         let name = meta_str(crd, "name");
-        let target = Target { group: registry::CRD_GROUP, plural: registry::CRD_PLURAL, name };
-        let resource = registry::crd_resource(crd)
-            .map_err(|errors| ApiError::invalid(target, "CustomResourceDefinition", &errors.join(", ")))?;
+        let target = Target {
+            group: registry::CRD_GROUP,
+            plural: registry::CRD_PLURAL,
+            name,
+        };
+        let resource = registry::crd_resource(crd).map_err(|errors| {
+            ApiError::invalid(target, "CustomResourceDefinition", &errors.join(", "))
+        })?;
         if let Some(previous) = previous {
             if previous.id() != resource.id() {
                 return Err(ApiError::invalid(
@@ -558,7 +654,9 @@ impl Store {
             "" => {}
             rv if rv == meta_str(&old, "resourceVersion") => {}
             rv if rv.parse::<u64>().is_err() => {
-                return Err(ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid resourceVersion \"{rv}\""
+                )));
             }
             _ => return Err(ApiError::conflict(target)),
         }
@@ -586,11 +684,15 @@ impl Store {
                 def.kind
             )));
         }
-        let old = self.lookup(def, namespace.unwrap_or_default(), name)?.clone();
+        let old = self
+            .lookup(def, namespace.unwrap_or_default(), name)?
+            .clone();
         let mut patched = for_version(old.clone(), def, version);
         patch::apply(kind, &mut patched, patch).map_err(ApiError::unprocessable)?;
         if !patched.is_object() {
-            return Err(ApiError::unprocessable("the patched object is not a JSON object"));
+            return Err(ApiError::unprocessable(
+                "the patched object is not a JSON object",
+            ));
         }
         Self::check_type(def, version, &mut patched)?;
         let old_rv = meta_str(&old, "resourceVersion").to_string();
@@ -600,7 +702,9 @@ impl Store {
             _ => return Err(ApiError::conflict(target)),
         }
         if meta_str(&patched, "name") != name {
-            return Err(ApiError::bad_request("metadata.name cannot be changed by a patch"));
+            return Err(ApiError::bad_request(
+                "metadata.name cannot be changed by a patch",
+            ));
         }
         self.write_update(def, version, old, patched, sub, now)
     }
@@ -655,7 +759,9 @@ impl Store {
                 let mut new = for_version(old.clone(), def, version);
                 if let Some(map) = new.as_object_mut() {
                     match body.get("status") {
-                        Some(status) if !status.is_null() => map.insert("status".to_string(), status.clone()),
+                        Some(status) if !status.is_null() => {
+                            map.insert("status".to_string(), status.clone())
+                        }
                         _ => map.remove("status"),
                     };
                 }
@@ -709,8 +815,15 @@ impl Store {
 
     /// Deletes every object of a custom resource whose CRD is gone, and stops serving it.
     fn drop_custom_resource(&mut self, id: &ResourceId) {
-        let Some(resource) = self.registry.unregister(id) else { return };
-        let objects: Vec<Value> = self.objects.remove(id).into_iter().flat_map(BTreeMap::into_values).collect();
+        let Some(resource) = self.registry.unregister(id) else {
+            return;
+        };
+        let objects: Vec<Value> = self
+            .objects
+            .remove(id)
+            .into_iter()
+            .flat_map(BTreeMap::into_values)
+            .collect();
         for object in objects {
             self.commit(EventKind::Deleted, &resource, object.clone(), Some(object));
         }
@@ -727,13 +840,18 @@ impl Store {
         now: Timestamp,
     ) -> Result<Deleted, ApiError> {
         let target = Self::target(def, name);
-        let old = self.lookup(def, namespace.unwrap_or_default(), name)?.clone();
+        let old = self
+            .lookup(def, namespace.unwrap_or_default(), name)?
+            .clone();
         if let Some(uid) = &preconditions.uid
             && uid != meta_str(&old, "uid")
         {
             return Err(ApiError::conflict_because(
                 target,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid")),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
             ));
         }
         if let Some(rv) = &preconditions.resource_version
@@ -755,9 +873,17 @@ impl Store {
         }
         let mut new = old.clone();
         let meta = meta_mut(&mut new);
-        meta.insert("deletionTimestamp".to_string(), Value::String(now_string(now)));
+        meta.insert(
+            "deletionTimestamp".to_string(),
+            Value::String(now_string(now)),
+        );
         meta.insert("deletionGracePeriodSeconds".to_string(), json!(0));
-        Ok(Deleted::Pending(self.commit(EventKind::Modified, def, new, Some(old))))
+        Ok(Deleted::Pending(self.commit(
+            EventKind::Modified,
+            def,
+            new,
+            Some(old),
+        )))
     }
 
     /// Where a watch starts: the events after `from` (410 Gone if they are no longer all kept), or with no
@@ -767,12 +893,19 @@ impl Store {
         def: &ResourceDef,
         namespace: Option<&str>,
         from: Option<u64>,
-    ) -> Result<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>), ApiError> {
+    ) -> Result<WatchStart, ApiError> {
         let id = def.id();
-        let in_scope = |event: &Event| event.resource == id && namespace.is_none_or(|ns| ns == event.namespace);
+        let in_scope = |event: &Event| {
+            event.resource == id && namespace.is_none_or(|ns| ns == event.namespace)
+        };
         let backlog = match from {
             Some(rv) if rv < self.compacted => return Err(ApiError::gone(rv, self.compacted)),
-            Some(rv) => self.history.iter().filter(|e| e.rv > rv && in_scope(e)).cloned().collect(),
+            Some(rv) => self
+                .history
+                .iter()
+                .filter(|e| e.rv > rv && in_scope(e))
+                .cloned()
+                .collect(),
             None => self
                 .objects
                 .get(&id)
@@ -797,9 +930,13 @@ impl Store {
     /// Everything needed to restore the store: the resourceVersion and every object with its resource.
     pub fn snapshot(&self) -> Value {
         // CRDs first, so a restore registers their resources before their objects arrive.
-        let mut entries: Vec<(&ResourceId, &Value)> =
-            self.objects.iter().flat_map(|(id, objects)| objects.values().map(move |o| (id, o))).collect();
-        entries.sort_by_key(|(id, _)| !(id.0 == registry::CRD_GROUP && id.1 == registry::CRD_PLURAL));
+        let mut entries: Vec<(&ResourceId, &Value)> = self
+            .objects
+            .iter()
+            .flat_map(|(id, objects)| objects.values().map(move |o| (id, o)))
+            .collect();
+        entries
+            .sort_by_key(|(id, _)| !(id.0 == registry::CRD_GROUP && id.1 == registry::CRD_PLURAL));
         let objects: Vec<Value> = entries
             .into_iter()
             .map(|(id, object)| json!({"group": id.0, "resource": id.1, "object": object}))
@@ -815,21 +952,38 @@ impl Store {
         channel_capacity: usize,
     ) -> Result<Self, String> {
         let mut store = Self::empty(history_limit, channel_capacity);
-        store.rv = snapshot["resourceVersion"].as_u64().ok_or("state file has no resourceVersion")?;
+        store.rv = snapshot["resourceVersion"]
+            .as_u64()
+            .ok_or("state file has no resourceVersion")?;
         store.compacted = store.rv;
-        for entry in snapshot["objects"].as_array().ok_or("state file has no objects list")? {
-            let group = entry["group"].as_str().ok_or("state entry without group")?.to_string();
-            let resource = entry["resource"].as_str().ok_or("state entry without resource")?.to_string();
+        for entry in snapshot["objects"]
+            .as_array()
+            .ok_or("state file has no objects list")?
+        {
+            let group = entry["group"]
+                .as_str()
+                .ok_or("state entry without group")?
+                .to_string();
+            let resource = entry["resource"]
+                .as_str()
+                .ok_or("state entry without resource")?
+                .to_string();
             let object = entry["object"].clone();
             let id = (group, resource);
             if store.registry.by_id(&id).is_none() {
-                return Err(format!("state file has objects of {}.{}, which is not served", id.1, id.0));
+                return Err(format!(
+                    "state file has objects of {}.{}, which is not served",
+                    id.1, id.0
+                ));
             }
             if id.0 == registry::CRD_GROUP && id.1 == registry::CRD_PLURAL {
                 let resource = registry::crd_resource(&object).map_err(|e| e.join(", "))?;
                 store.registry.register_crd(resource);
             }
-            let key = (meta_str(&object, "namespace").to_string(), meta_str(&object, "name").to_string());
+            let key = (
+                meta_str(&object, "namespace").to_string(),
+                meta_str(&object, "name").to_string(),
+            );
             store.objects.entry(id).or_default().insert(key, object);
         }
         Ok(store)
@@ -848,7 +1002,9 @@ fn set_crd_status(crd: &mut Value, resource: &ResourceDef, now: Timestamp) {
         .filter(|v| v["storage"].as_bool() == Some(true))
         .map(|v| v["name"].clone())
         .collect();
-    let since = crd["status"]["conditions"][0]["lastTransitionTime"].as_str().map(str::to_string);
+    let since = crd["status"]["conditions"][0]["lastTransitionTime"]
+        .as_str()
+        .map(str::to_string);
     let at = since.unwrap_or_else(|| now_string(now));
     crd["status"] = json!({
         "conditions": [
@@ -871,7 +1027,11 @@ mod tests {
     }
 
     fn def(store: &Store, group: &str, plural: &str) -> ResourceDef {
-        store.registry().lookup(group, "v1", plural).cloned().unwrap()
+        store
+            .registry()
+            .lookup(group, "v1", plural)
+            .cloned()
+            .unwrap()
     }
 
     fn cm(name: &str) -> Value {
@@ -890,8 +1050,12 @@ mod tests {
     fn resource_version_is_global_and_monotonic() {
         let mut s = store();
         let d = def(&s, "", "configmaps");
-        let a = s.create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH).unwrap();
-        let b = s.create(&d, "v1", Some("default"), cm("b"), Timestamp::UNIX_EPOCH).unwrap();
+        let a = s
+            .create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        let b = s
+            .create(&d, "v1", Some("default"), cm("b"), Timestamp::UNIX_EPOCH)
+            .unwrap();
         let ra: u64 = meta_str(&a, "resourceVersion").parse().unwrap();
         let rb: u64 = meta_str(&b, "resourceVersion").parse().unwrap();
         assert_eq!(rb, ra + 1);
@@ -902,10 +1066,15 @@ mod tests {
     fn create_needs_existing_namespace_and_unique_name() {
         let mut s = store();
         let d = def(&s, "", "configmaps");
-        let err = s.create(&d, "v1", Some("nope"), cm("a"), Timestamp::UNIX_EPOCH).unwrap_err();
+        let err = s
+            .create(&d, "v1", Some("nope"), cm("a"), Timestamp::UNIX_EPOCH)
+            .unwrap_err();
         assert_eq!((err.code, err.reason), (404, "NotFound"));
-        s.create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH).unwrap();
-        let err = s.create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH).unwrap_err();
+        s.create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        let err = s
+            .create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH)
+            .unwrap_err();
         assert_eq!((err.code, err.reason), (409, "AlreadyExists"));
     }
 
@@ -913,9 +1082,21 @@ mod tests {
     fn noop_update_does_not_bump() {
         let mut s = store();
         let d = def(&s, "", "configmaps");
-        let a = s.create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH).unwrap();
+        let a = s
+            .create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH)
+            .unwrap();
         let rv = s.resource_version();
-        let b = s.update(&d, "v1", Some("default"), "a", Subresource::Main, a.clone(), Timestamp::UNIX_EPOCH).unwrap();
+        let b = s
+            .update(
+                &d,
+                "v1",
+                Some("default"),
+                "a",
+                Subresource::Main,
+                a.clone(),
+                Timestamp::UNIX_EPOCH,
+            )
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(rv, s.resource_version());
     }
@@ -925,7 +1106,8 @@ mod tests {
         let mut s = Store::new(2, 16, Timestamp::UNIX_EPOCH);
         let d = def(&s, "", "configmaps");
         for name in ["a", "b", "c"] {
-            s.create(&d, "v1", Some("default"), cm(name), Timestamp::UNIX_EPOCH).unwrap();
+            s.create(&d, "v1", Some("default"), cm(name), Timestamp::UNIX_EPOCH)
+                .unwrap();
         }
         let err = s.watch(&d, None, Some(2)).unwrap_err();
         assert_eq!(err.code, 410);
@@ -938,14 +1120,110 @@ mod tests {
         let mut s = store();
         let d = def(&s, "", "configmaps");
         for name in ["a", "b", "c"] {
-            s.create(&d, "v1", Some("default"), cm(name), Timestamp::UNIX_EPOCH).unwrap();
+            s.create(&d, "v1", Some("default"), cm(name), Timestamp::UNIX_EPOCH)
+                .unwrap();
         }
-        let first = s.list(&d, None, &Selectors::default(), Some(2), None).unwrap();
+        let first = s
+            .list(&d, None, &Selectors::default(), Some(2), None)
+            .unwrap();
         assert_eq!(first.items.len(), 2);
         assert_eq!(first.remaining, Some(1));
-        let second = s.list(&d, None, &Selectors::default(), Some(2), first.continue_token.as_deref()).unwrap();
+        let second = s
+            .list(
+                &d,
+                None,
+                &Selectors::default(),
+                Some(2),
+                first.continue_token.as_deref(),
+            )
+            .unwrap();
         assert_eq!(second.items.len(), 1);
         assert_eq!(meta_str(&second.items[0], "name"), "c");
         assert_eq!(second.continue_token, None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "metadata",
+                "spec",
+                "status",
+                "name",
+                "namespace",
+                "generateName",
+                "resourceVersion",
+                "finalizers",
+                "labels",
+                "ports",
+                "port",
+                "type",
+                "conditions",
+                "group",
+                "names",
+                "plural",
+                "kind",
+                "scope",
+                "versions",
+                "served",
+                "storage",
+                "$patch",
+                "apiVersion",
+            ])
+            .prop_map(str::to_string)
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                "[a-z0-9.-]{0,6}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(key(), inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Malformed input gets an error, never a panic, and never leaves an object without name or version.
+            #[test]
+            fn arbitrary_bodies_never_panic(bodies in prop::collection::vec(json(), 1..6), patch_kind in 0..3usize) {
+                let mut s = store();
+                let now = Timestamp::UNIX_EPOCH;
+                let kinds = [PatchKind::Merge, PatchKind::Json, PatchKind::Strategic];
+                for (group, plural) in [("", "configmaps"), ("", "services"), ("", "namespaces"), ("", "nodes"),
+                                        (registry::CRD_GROUP, registry::CRD_PLURAL)] {
+                    let d = def(&s, group, plural);
+                    let ns = d.namespaced.then_some("default");
+                    for body in &bodies {
+                        let _ = s.create(&d, "v1", ns, body.clone(), now);
+                        let mut named = body.clone();
+                        if let Some(map) = named.as_object_mut() {
+                            map.insert("metadata".into(), json!({"name": "x"}));
+                        }
+                        let _ = s.create(&d, "v1", ns, named.clone(), now);
+                        let _ = s.update(&d, "v1", ns, "x", Subresource::Main, body.clone(), now);
+                        let _ = s.update(&d, "v1", ns, "x", Subresource::Status, named, now);
+                        let _ = s.patch(&d, "v1", ns, "x", Subresource::Main, kinds[patch_kind], body, now);
+                        let _ = s.patch(&d, "v1", ns, "x", Subresource::Status, kinds[patch_kind], body, now);
+                    }
+                    let _ = s.delete(&d, ns, "x", &Preconditions::default(), now);
+                }
+                for objects in s.objects.values() {
+                    for object in objects.values() {
+                        prop_assert!(!meta_str(object, "name").is_empty());
+                        let rv: u64 = meta_str(object, "resourceVersion").parse().unwrap();
+                        prop_assert!(rv <= s.resource_version());
+                    }
+                }
+            }
+        }
     }
 }

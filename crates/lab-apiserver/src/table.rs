@@ -43,19 +43,35 @@ pub fn human_duration(seconds: i64) -> String {
     if s < 120 {
         format!("{s}s")
     } else if m < 10 {
-        if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) }
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
     } else if m < 180 {
         format!("{m}m")
     } else if h < 8 {
-        if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) }
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
     } else if h < 48 {
         format!("{h}h")
     } else if h < 24 * 8 {
-        if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) }
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
     } else if d < 365 * 2 {
         format!("{d}d")
     } else if d < 365 * 8 {
-        if d % 365 == 0 { format!("{y}y") } else { format!("{y}y{}d", d % 365) }
+        if d % 365 == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{}d", d % 365)
+        }
     } else {
         format!("{y}y")
     }
@@ -79,7 +95,10 @@ enum Step {
 
 fn parse_path(path: &str) -> Option<Vec<Step>> {
     let path = path.trim();
-    let path = path.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(path);
+    let path = path
+        .strip_prefix('{')
+        .and_then(|p| p.strip_suffix('}'))
+        .unwrap_or(path);
     let mut steps = Vec::new();
     let mut rest = path;
     while !rest.is_empty() {
@@ -100,9 +119,14 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
             };
             let step = if inner == "*" {
                 Step::All
-            } else if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+            } else if let Some(filter) =
+                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+            {
                 let (field, value) = filter.split_once("==")?;
-                let value = value.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+                let value = value
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_string();
                 Step::Filter(field.trim().split('.').map(str::to_string).collect(), value)
             } else if let Ok(index) = inner.parse() {
                 Step::Index(index)
@@ -120,7 +144,9 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
 
 /// Evaluates the JSONPath subset printer columns use: `.a.b`, `.a[0]`, `.a[*].b`, `.a[?(@.type=="Ready")].status`.
 pub fn eval(path: &str, object: &Value) -> Vec<Value> {
-    let Some(steps) = parse_path(path) else { return Vec::new() };
+    let Some(steps) = parse_path(path) else {
+        return Vec::new();
+    };
     let mut current = vec![object.clone()];
     for step in steps {
         current = current
@@ -142,7 +168,9 @@ pub fn eval(path: &str, object: &Value) -> Vec<Value> {
                             let found = field.iter().try_fold(*item, |v, f| v.get(f));
                             match found {
                                 Some(Value::String(s)) => s == want,
-                                Some(other) => other.to_string() == *want,
+                                Some(other) => {
+                                    serde_json::from_str::<Value>(want).is_ok_and(|w| w == *other)
+                                }
                                 None => false,
                             }
                         })
@@ -205,10 +233,19 @@ fn service_external_ip(o: &Value, _: Timestamp) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(str::to_string))
+        .filter_map(|i| {
+            i["ip"]
+                .as_str()
+                .or(i["hostname"].as_str())
+                .map(str::to_string)
+        })
         .collect();
-    let mut ips: Vec<String> =
-        o["spec"]["externalIPs"].as_array().into_iter().flatten().filter_map(|i| i.as_str().map(str::to_string)).collect();
+    let mut ips: Vec<String> = o["spec"]["externalIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.as_str().map(str::to_string))
+        .collect();
     ips.extend(ingress);
     match (ips.is_empty(), o["spec"]["type"].as_str()) {
         (false, _) => json!(ips.join(",")),
@@ -230,7 +267,11 @@ fn service_ports(o: &Value, _: Timestamp) -> Value {
             }
         })
         .collect();
-    if ports.is_empty() { json!("<none>") } else { json!(ports.join(",")) }
+    if ports.is_empty() {
+        json!("<none>")
+    } else {
+        json!(ports.join(","))
+    }
 }
 
 fn node_status(o: &Value, _: Timestamp) -> Value {
@@ -261,38 +302,72 @@ fn event_object(o: &Value, _: Timestamp) -> Value {
 }
 
 fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
-    let col = |name, type_, cell| Column { name, type_, priority: 0, cell };
+    let col = |name, type_, cell| Column {
+        name,
+        type_,
+        priority: 0,
+        cell,
+    };
     let name = col("Name", "string", name_cell as CellFn);
-    let age = col("Age", "string", age_cell as CellFn);
+    let age_column = col("Age", "string", age_cell as CellFn);
     match (def.group.as_str(), def.plural.as_str()) {
         ("", "services") => vec![
             name,
             col("Type", "string", |o, _| o["spec"]["type"].clone()),
-            col("Cluster-IP", "string", |o, _| or_none(&o["spec"]["clusterIP"])),
+            col("Cluster-IP", "string", |o, _| {
+                or_none(&o["spec"]["clusterIP"])
+            }),
             col("External-IP", "string", service_external_ip),
             col("Port(s)", "string", service_ports),
-            age,
-            Column { name: "Selector", type_: "string", priority: 1, cell: |o, _| {
-                let selector = o["spec"]["selector"].as_object();
-                let pairs: Vec<String> =
-                    selector.into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v))).collect();
-                if pairs.is_empty() { json!("<none>") } else { json!(pairs.join(",")) }
-            } },
+            age_column,
+            Column {
+                name: "Selector",
+                type_: "string",
+                priority: 1,
+                cell: |o, _| {
+                    let selector = o["spec"]["selector"].as_object();
+                    let pairs: Vec<String> = selector
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| format!("{k}={}", text(v)))
+                        .collect();
+                    if pairs.is_empty() {
+                        json!("<none>")
+                    } else {
+                        json!(pairs.join(","))
+                    }
+                },
+            },
         ],
         ("", "nodes") => vec![
             name,
             col("Status", "string", node_status),
             col("Roles", "string", |_, _| json!("<none>")),
-            age,
-            col("Version", "string", |o, _| or_none(&o["status"]["nodeInfo"]["kubeletVersion"])),
+            age_column,
+            col("Version", "string", |o, _| {
+                or_none(&o["status"]["nodeInfo"]["kubeletVersion"])
+            }),
         ],
-        ("", "namespaces") => vec![name, col("Status", "string", |o, _| o["status"]["phase"].clone()), age],
-        ("", "configmaps") => vec![name, col("Data", "integer", data_count), age],
-        ("", "secrets") => vec![name, col("Type", "string", |o, _| o["type"].clone()), col("Data", "integer", data_count), age],
+        ("", "namespaces") => vec![
+            name,
+            col("Status", "string", |o, _| o["status"]["phase"].clone()),
+            age_column,
+        ],
+        ("", "configmaps") => vec![name, col("Data", "integer", data_count), age_column],
+        ("", "secrets") => vec![
+            name,
+            col("Type", "string", |o, _| o["type"].clone()),
+            col("Data", "integer", data_count),
+            age_column,
+        ],
         ("", "events") => vec![
             col("Last Seen", "string", |o, now| {
                 let seen = &o["lastTimestamp"];
-                if seen.is_null() { age(&o["eventTime"], now) } else { age(seen, now) }
+                if seen.is_null() {
+                    self::age(&o["eventTime"], now)
+                } else {
+                    self::age(seen, now)
+                }
             }),
             col("Type", "string", |o, _| o["type"].clone()),
             col("Reason", "string", |o, _| o["reason"].clone()),
@@ -300,29 +375,57 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
             col("Message", "string", |o, _| o["message"].clone()),
         ],
         ("coordination.k8s.io", "leases") => {
-            vec![name, col("Holder", "string", |o, _| or_none(&o["spec"]["holderIdentity"])), age]
+            vec![
+                name,
+                col("Holder", "string", |o, _| {
+                    or_none(&o["spec"]["holderIdentity"])
+                }),
+                age_column,
+            ]
         }
         ("discovery.k8s.io", "endpointslices") => vec![
             name,
             col("AddressType", "string", |o, _| o["addressType"].clone()),
             col("Ports", "string", |o, _| {
                 let ports: Vec<String> = eval(".ports[*].port", o).iter().map(text).collect();
-                if ports.is_empty() { json!("<unset>") } else { json!(ports.join(",")) }
+                if ports.is_empty() {
+                    json!("<unset>")
+                } else {
+                    json!(ports.join(","))
+                }
             }),
             col("Endpoints", "string", |o, _| {
-                let addresses: Vec<String> = eval(".endpoints[*].addresses[*]", o).iter().map(text).collect();
-                if addresses.is_empty() { json!("<unset>") } else { json!(addresses.join(",")) }
+                let addresses: Vec<String> = eval(".endpoints[*].addresses[*]", o)
+                    .iter()
+                    .map(text)
+                    .collect();
+                if addresses.is_empty() {
+                    json!("<unset>")
+                } else {
+                    json!(addresses.join(","))
+                }
             }),
-            age,
+            age_column,
         ],
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            vec![name, col("Created At", "date", |o, _| o["metadata"]["creationTimestamp"].clone())]
+            vec![
+                name,
+                col("Created At", "date", |o, _| {
+                    o["metadata"]["creationTimestamp"].clone()
+                }),
+            ]
         }
-        _ => vec![name, age],
+        _ => vec![name, age_column],
     }
 }
 
-fn column_definition(name: &str, type_: &str, format: &str, description: &str, priority: i64) -> Value {
+fn column_definition(
+    name: &str,
+    type_: &str,
+    format: &str,
+    description: &str,
+    priority: i64,
+) -> Value {
     json!({"name": name, "type": type_, "format": format, "description": description, "priority": priority})
 }
 
@@ -347,46 +450,61 @@ pub fn table(
     include: IncludeObject,
     now: Timestamp,
 ) -> Value {
-    let (definitions, rows): (Vec<Value>, Vec<Value>) = if def.custom {
-        let mut columns = def.columns.get(version).cloned().unwrap_or_default();
-        if columns.is_empty() {
-            columns.push(PrinterColumn {
-                name: "Age".to_string(),
-                type_: "date".to_string(),
-                format: String::new(),
-                description: String::new(),
-                json_path: ".metadata.creationTimestamp".to_string(),
-                priority: 0,
-            });
-        }
-        let mut definitions = vec![column_definition("Name", "string", "name", "Name must be unique within a namespace.", 0)];
-        definitions.extend(
-            columns.iter().map(|c| column_definition(&c.name, &c.type_, &c.format, &c.description, c.priority)),
-        );
-        let rows = objects
-            .iter()
-            .map(|o| {
-                let mut cells = vec![o["metadata"]["name"].clone()];
-                cells.extend(columns.iter().map(|c| cell(c, o, now)));
-                json!({"cells": cells, "object": row_object(o, include)})
-            })
-            .collect();
-        (definitions, rows)
-    } else {
-        let columns = builtin_columns(def);
-        let definitions = columns
-            .iter()
-            .map(|c| column_definition(c.name, c.type_, if c.name == "Name" { "name" } else { "" }, "", c.priority))
-            .collect();
-        let rows = objects
-            .iter()
-            .map(|o| {
-                let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(o, now)).collect();
-                json!({"cells": cells, "object": row_object(o, include)})
-            })
-            .collect();
-        (definitions, rows)
-    };
+    let (definitions, rows): (Vec<Value>, Vec<Value>) =
+        if def.custom {
+            let mut columns = def.columns.get(version).cloned().unwrap_or_default();
+            if columns.is_empty() {
+                columns.push(PrinterColumn {
+                    name: "Age".to_string(),
+                    type_: "date".to_string(),
+                    format: String::new(),
+                    description: String::new(),
+                    json_path: ".metadata.creationTimestamp".to_string(),
+                    priority: 0,
+                });
+            }
+            let mut definitions = vec![column_definition(
+                "Name",
+                "string",
+                "name",
+                "Name must be unique within a namespace.",
+                0,
+            )];
+            definitions.extend(columns.iter().map(|c| {
+                column_definition(&c.name, &c.type_, &c.format, &c.description, c.priority)
+            }));
+            let rows = objects
+                .iter()
+                .map(|o| {
+                    let mut cells = vec![o["metadata"]["name"].clone()];
+                    cells.extend(columns.iter().map(|c| cell(c, o, now)));
+                    json!({"cells": cells, "object": row_object(o, include)})
+                })
+                .collect();
+            (definitions, rows)
+        } else {
+            let columns = builtin_columns(def);
+            let definitions = columns
+                .iter()
+                .map(|c| {
+                    column_definition(
+                        c.name,
+                        c.type_,
+                        if c.name == "Name" { "name" } else { "" },
+                        "",
+                        c.priority,
+                    )
+                })
+                .collect();
+            let rows = objects
+                .iter()
+                .map(|o| {
+                    let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(o, now)).collect();
+                    json!({"cells": cells, "object": row_object(o, include)})
+                })
+                .collect();
+            (definitions, rows)
+        };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -420,16 +538,27 @@ mod tests {
             "status": {"free": 3, "conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}
         });
         assert_eq!(eval(".status.free", &o), vec![json!(3)]);
-        assert_eq!(eval("{.spec.addresses[1]}", &o), vec![json!("2001:db8::/64")]);
-        assert_eq!(eval(".status.conditions[?(@.type==\"Ready\")].status", &o), vec![json!("True")]);
-        assert_eq!(eval(".status.conditions[*].type", &o), vec![json!("Synced"), json!("Ready")]);
+        assert_eq!(
+            eval("{.spec.addresses[1]}", &o),
+            vec![json!("2001:db8::/64")]
+        );
+        assert_eq!(
+            eval(".status.conditions[?(@.type==\"Ready\")].status", &o),
+            vec![json!("True")]
+        );
+        assert_eq!(
+            eval(".status.conditions[*].type", &o),
+            vec![json!("Synced"), json!("Ready")]
+        );
         assert!(eval(".status.missing", &o).is_empty());
         assert!(eval("bad", &o).is_empty());
     }
 
     #[test]
     fn wants_table_reads_kubectl_accept() {
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

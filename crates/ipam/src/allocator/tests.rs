@@ -41,12 +41,18 @@ fn svc(name: &str) -> ServiceRequest {
 fn shared(name: &str, key: &str, ports: &[(u16, Protocol)]) -> ServiceRequest {
     let mut r = svc(name);
     r.sharing_key = Some(key.into());
-    r.ports = ports.iter().map(|&(p, proto)| ServicePort::new(p, proto)).collect();
+    r.ports = ports
+        .iter()
+        .map(|&(p, proto)| ServicePort::new(p, proto))
+        .collect();
     r
 }
 
 fn got(a: &mut Allocator, req: &ServiceRequest) -> Vec<IpAddr> {
-    let out = a.allocate(req).unwrap_or_else(|e| panic!("{}: {e}", req.key)).ips;
+    let out = a
+        .allocate(req)
+        .unwrap_or_else(|e| panic!("{}: {e}", req.key))
+        .ips;
     a.check_invariants().unwrap();
     out
 }
@@ -54,7 +60,10 @@ fn got(a: &mut Allocator, req: &ServiceRequest) -> Vec<IpAddr> {
 fn refused(a: &mut Allocator, req: &ServiceRequest) -> AllocError {
     let err = a.allocate(req).expect_err("allocation should fail");
     a.check_invariants().unwrap();
-    assert!(a.allocation(&req.key).is_none(), "a refused Service holds nothing");
+    assert!(
+        a.allocation(&req.key).is_none(),
+        "a refused Service holds nothing"
+    );
     err
 }
 
@@ -63,18 +72,33 @@ fn refused(a: &mut Allocator, req: &ServiceRequest) -> AllocError {
 #[test]
 fn gives_the_lowest_free_address_and_reuses_released_ones() {
     let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"])]);
-    assert_eq!(got(&mut a, &svc("a")), ips(&["192.0.2.1"]), "network address skipped");
+    assert_eq!(
+        got(&mut a, &svc("a")),
+        ips(&["192.0.2.1"]),
+        "network address skipped"
+    );
     assert_eq!(got(&mut a, &svc("b")), ips(&["192.0.2.2"]));
     assert_eq!(got(&mut a, &svc("c")), ips(&["192.0.2.3"]));
-    assert_eq!(a.release(&ServiceKey::new("ns", "b")).unwrap().ips, ips(&["192.0.2.2"]));
-    assert_eq!(got(&mut a, &svc("d")), ips(&["192.0.2.2"]), "lowest free, not next after last");
+    assert_eq!(
+        a.release(&ServiceKey::new("ns", "b")).unwrap().ips,
+        ips(&["192.0.2.2"])
+    );
+    assert_eq!(
+        got(&mut a, &svc("d")),
+        ips(&["192.0.2.2"]),
+        "lowest free, not next after last"
+    );
     assert_eq!(got(&mut a, &svc("e")), ips(&["192.0.2.4"]));
 }
 
 #[test]
 fn walks_entries_in_address_order_and_reports_exhaustion() {
     let mut a = alloc_with(vec![pool("p", &["198.51.100.9", "192.0.2.0/31"])]);
-    assert_eq!(got(&mut a, &svc("a")), ips(&["192.0.2.0"]), "a /31 keeps both addresses");
+    assert_eq!(
+        got(&mut a, &svc("a")),
+        ips(&["192.0.2.0"]),
+        "a /31 keeps both addresses"
+    );
     assert_eq!(got(&mut a, &svc("b")), ips(&["192.0.2.1"]));
     assert_eq!(got(&mut a, &svc("c")), ips(&["198.51.100.9"]));
     assert_eq!(
@@ -85,14 +109,22 @@ fn walks_entries_in_address_order_and_reports_exhaustion() {
 
 #[test]
 fn large_pools_allocate_in_order_without_scanning() {
-    let mut a = alloc_with(vec![pool("v6", &["2001:db8::/64"]), pool("v4", &["10.0.0.0/8"])]);
+    let mut a = alloc_with(vec![
+        pool("v6", &["2001:db8::/64"]),
+        pool("v4", &["10.0.0.0/8"]),
+    ]);
     let mut req = svc("x");
     req.pool = Some("v6".into());
     req.ip_families = vec![Family::V6];
     for i in 0..2_000u32 {
         req.key.name = format!("v6-{i}");
         let got = a.allocate(&req).unwrap().ips;
-        assert_eq!(got, vec![IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i + 1)))]);
+        assert_eq!(
+            got,
+            vec![IpAddr::V6(std::net::Ipv6Addr::from(
+                0x2001_0db8_u128 << 96 | u128::from(i + 1)
+            ))]
+        );
     }
     req.pool = Some("v4".into());
     req.ip_families = vec![Family::V4];
@@ -102,7 +134,11 @@ fn large_pools_allocate_in_order_without_scanning() {
     assert_eq!(stats.ipv6.total, (1u128 << 64) - 2);
     assert_eq!(stats.ipv6.used, 2_000);
     assert_eq!(stats.ipv6.free, (1u128 << 64) - 2 - 2_000);
-    assert_eq!(a.used[Family::V6.index()].runs(), 1, "2000 consecutive addresses are one interval");
+    assert_eq!(
+        a.used[Family::V6.index()].runs(),
+        1,
+        "2000 consecutive addresses are one interval"
+    );
     a.check_invariants().unwrap();
 }
 
@@ -116,9 +152,20 @@ fn automatic_choice_prefers_the_lowest_priority_number_then_the_name() {
         pool_with("alpha", &["203.0.113.1"], |s| s.priority = 5),
     ]);
     let first = a.allocate(&svc("a")).unwrap();
-    assert_eq!((first.pool.as_str(), first.ips), ("zeta", ips(&["192.0.2.1"])));
-    assert_eq!(a.allocate(&svc("b")).unwrap().pool, "alpha", "tie on priority: by name");
-    assert_eq!(a.allocate(&svc("c")).unwrap().pool, "beta", "falls through exhausted pools");
+    assert_eq!(
+        (first.pool.as_str(), first.ips),
+        ("zeta", ips(&["192.0.2.1"]))
+    );
+    assert_eq!(
+        a.allocate(&svc("b")).unwrap().pool,
+        "alpha",
+        "tie on priority: by name"
+    );
+    assert_eq!(
+        a.allocate(&svc("c")).unwrap().pool,
+        "beta",
+        "falls through exhausted pools"
+    );
     let err = refused(&mut a, &svc("d"));
     assert_eq!(
         err.to_string(),
@@ -142,7 +189,10 @@ fn namespace_names_and_selectors_limit_automatic_choice() {
     });
     let mut a = alloc_with(vec![by_name, by_label]);
 
-    assert_eq!(a.allocate(&ServiceRequest::new("a", "s")).unwrap().pool, "team-a");
+    assert_eq!(
+        a.allocate(&ServiceRequest::new("a", "s")).unwrap().pool,
+        "team-a"
+    );
     let mut gold = ServiceRequest::new("b", "s");
     gold.namespace_labels.insert("tier".into(), "gold".into());
     assert_eq!(a.allocate(&gold).unwrap().pool, "labelled");
@@ -170,7 +220,8 @@ fn service_selector_limits_choice() {
         refused(&mut a, &req).to_string(),
         "Eip 'public' does not serve ns/web: the Service's labels do not match spec.serviceSelector 'exposure=public': label 'exposure' is missing (want 'public')"
     );
-    req.service_labels.insert("exposure".into(), "public".into());
+    req.service_labels
+        .insert("exposure".into(), "public".into());
     assert_eq!(got(&mut a, &req), ips(&["192.0.2.1"]));
 }
 
@@ -197,7 +248,11 @@ fn explicit_pool_must_exist_and_be_enabled() {
 
 #[test]
 fn auto_assign_false_pools_serve_only_explicit_requests() {
-    let mut a = alloc_with(vec![pool_with("manual", &["192.0.2.1", "192.0.2.2"], |s| s.auto_assign = false)]);
+    let mut a = alloc_with(vec![pool_with(
+        "manual",
+        &["192.0.2.1", "192.0.2.2"],
+        |s| s.auto_assign = false,
+    )]);
     let err = refused(&mut a, &svc("auto"));
     assert_eq!(
         err.to_string(),
@@ -213,12 +268,23 @@ fn auto_assign_false_pools_serve_only_explicit_requests() {
 
 #[test]
 fn disabled_pool_keeps_existing_allocations_but_gives_no_new_ones() {
-    let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"]), pool_with("q", &["198.51.100.1"], |s| s.priority = 9)]);
+    let mut a = alloc_with(vec![
+        pool("p", &["192.0.2.0/29"]),
+        pool_with("q", &["198.51.100.1"], |s| s.priority = 9),
+    ]);
     let held = got(&mut a, &svc("old"));
     let evicted = a.set_pool(pool_with("p", &["192.0.2.0/29"], |s| s.disabled = true));
     assert!(evicted.is_empty(), "disabling evicts nobody");
-    assert_eq!(got(&mut a, &svc("old")), held, "existing assignment stays valid");
-    assert_eq!(a.allocate(&svc("new")).unwrap().pool, "q", "new Services skip the disabled pool");
+    assert_eq!(
+        got(&mut a, &svc("old")),
+        held,
+        "existing assignment stays valid"
+    );
+    assert_eq!(
+        a.allocate(&svc("new")).unwrap().pool,
+        "q",
+        "new Services skip the disabled pool"
+    );
     assert_eq!(a.pool_stats("p").unwrap().ipv4.used, 1);
 }
 
@@ -226,7 +292,10 @@ fn disabled_pool_keeps_existing_allocations_but_gives_no_new_ones() {
 
 #[test]
 fn requested_addresses_pick_their_pool() {
-    let mut a = alloc_with(vec![pool("v4", &["192.0.2.0/24"]), pool("v6", &["2001:db8::/120"])]);
+    let mut a = alloc_with(vec![
+        pool("v4", &["192.0.2.0/24"]),
+        pool("v6", &["2001:db8::/120"]),
+    ]);
     let mut req = svc("s");
     req.requested_ips = ips(&["2001:db8::42"]);
     req.ip_families = vec![Family::V6];
@@ -236,7 +305,10 @@ fn requested_addresses_pick_their_pool() {
 
 #[test]
 fn requested_address_refusals_say_what_is_wrong() {
-    let mut a = alloc_with(vec![pool("v4", &["192.0.2.0/24"]), pool("other", &["198.51.100.0/24"])]);
+    let mut a = alloc_with(vec![
+        pool("v4", &["192.0.2.0/24"]),
+        pool("other", &["198.51.100.0/24"]),
+    ]);
     let mut req = svc("s");
     req.ip_families = vec![Family::V4];
 
@@ -277,12 +349,19 @@ fn requested_address_refusals_say_what_is_wrong() {
             by: ServiceKey::new("ns", "s"),
         }
     );
-    assert!(refused(&mut a, &thief).to_string().contains("in use by ns/s; set the same herald.dev/sharing-key"));
+    assert!(
+        refused(&mut a, &thief)
+            .to_string()
+            .contains("in use by ns/s; set the same herald.dev/sharing-key")
+    );
 }
 
 #[test]
 fn dual_stack_requests_must_come_from_one_pool() {
-    let mut a = alloc_with(vec![pool("v4", &["192.0.2.0/24"]), pool("v6", &["2001:db8::/120"])]);
+    let mut a = alloc_with(vec![
+        pool("v4", &["192.0.2.0/24"]),
+        pool("v6", &["2001:db8::/120"]),
+    ]);
     let mut req = svc("s");
     req.ip_family_policy = IpFamilyPolicy::RequireDualStack;
     req.requested_ips = ips(&["192.0.2.1", "2001:db8::1"]);
@@ -294,7 +373,9 @@ fn dual_stack_requests_must_come_from_one_pool() {
 
 #[test]
 fn requested_address_outside_an_allowed_namespace_is_refused_with_the_pool_reason() {
-    let mut a = alloc_with(vec![pool_with("p", &["192.0.2.0/24"], |s| s.namespaces = vec!["prod".into()])]);
+    let mut a = alloc_with(vec![pool_with("p", &["192.0.2.0/24"], |s| {
+        s.namespaces = vec!["prod".into()]
+    })]);
     let mut req = svc("s");
     req.requested_ips = ips(&["192.0.2.7"]);
     assert_eq!(
@@ -312,15 +393,31 @@ fn services_with_one_key_and_distinct_ports_share_the_lowest_shared_address() {
     let dns_udp = shared("dns-udp", "dns", &[(53, Protocol::Udp)]);
     assert_eq!(got(&mut a, &dns_tcp), ips(&["192.0.2.1"]));
     assert_eq!(got(&mut a, &svc("plain")), ips(&["192.0.2.2"]));
-    assert_eq!(got(&mut a, &dns_udp), ips(&["192.0.2.1"]), "joins the shared address");
+    assert_eq!(
+        got(&mut a, &dns_udp),
+        ips(&["192.0.2.1"]),
+        "joins the shared address"
+    );
     assert_eq!(a.holders(ip("192.0.2.1")).count(), 2);
-    assert_eq!(a.pool_stats("p").unwrap().ipv4.used, 2, "a shared address counts once");
+    assert_eq!(
+        a.pool_stats("p").unwrap().ipv4.used,
+        2,
+        "a shared address counts once"
+    );
 
     let clash = shared("dns-tcp-2", "dns", &[(53, Protocol::Tcp)]);
-    assert_eq!(got(&mut a, &clash), ips(&["192.0.2.3"]), "port clash: takes a free address instead");
+    assert_eq!(
+        got(&mut a, &clash),
+        ips(&["192.0.2.3"]),
+        "port clash: takes a free address instead"
+    );
 
     a.release(&dns_tcp.key);
-    assert_eq!(a.holders(ip("192.0.2.1")).collect::<Vec<_>>(), [&dns_udp.key], "still held by the other");
+    assert_eq!(
+        a.holders(ip("192.0.2.1")).collect::<Vec<_>>(),
+        [&dns_udp.key],
+        "still held by the other"
+    );
     a.release(&dns_udp.key);
     assert_eq!(a.holders(ip("192.0.2.1")).count(), 0);
     a.check_invariants().unwrap();
@@ -352,7 +449,7 @@ fn sharing_refusals_name_the_other_service() {
     local.etp_local = true;
     assert!(matches!(
         refused(&mut a, &local),
-        AllocError::SharingRefused { reason: SharingConflict::BackendMismatch { .. }, .. }
+        AllocError::SharingRefused { reason, .. } if matches!(*reason, SharingConflict::BackendMismatch { .. })
     ));
 
     let mut ok = shared("ok", "k", &[(81, Protocol::Tcp)]);
@@ -388,20 +485,31 @@ fn dual() -> Pool {
 
 #[test]
 fn dual_stack_policies() {
-    let mut a = alloc_with(vec![pool_with("v4only", &["198.51.100.1"], |s| s.priority = -1), dual()]);
+    let mut a = alloc_with(vec![
+        pool_with("v4only", &["198.51.100.1"], |s| s.priority = -1),
+        dual(),
+    ]);
 
     let mut prefer = svc("prefer");
     prefer.ip_family_policy = IpFamilyPolicy::PreferDualStack;
     prefer.ip_families = vec![Family::V4, Family::V6];
     let out = a.allocate(&prefer).unwrap();
-    assert_eq!((out.pool.as_str(), out.ips), ("v4only", ips(&["198.51.100.1"])), "Prefer settles for one family");
+    assert_eq!(
+        (out.pool.as_str(), out.ips),
+        ("v4only", ips(&["198.51.100.1"])),
+        "Prefer settles for one family"
+    );
 
     let mut require = svc("require");
     require.ip_family_policy = IpFamilyPolicy::RequireDualStack;
     require.ip_families = vec![Family::V6, Family::V4];
     let out = a.allocate(&require).unwrap();
     assert_eq!(out.pool, "dual", "Require skips the single-family pool");
-    assert_eq!(out.ips, ips(&["2001:db8::1", "192.0.2.1"]), "in ipFamilies order");
+    assert_eq!(
+        out.ips,
+        ips(&["2001:db8::1", "192.0.2.1"]),
+        "in ipFamilies order"
+    );
 
     let mut v6 = svc("v6");
     v6.ip_families = vec![Family::V6];
@@ -410,7 +518,11 @@ fn dual_stack_policies() {
     let mut prefer2 = prefer.clone();
     prefer2.key.name = "prefer2".into();
     prefer2.pool = Some("dual".into());
-    assert_eq!(got(&mut a, &prefer2), ips(&["192.0.2.2", "2001:db8::3"]), "Prefer gets both when the pool has both");
+    assert_eq!(
+        got(&mut a, &prefer2),
+        ips(&["192.0.2.2", "2001:db8::3"]),
+        "Prefer gets both when the pool has both"
+    );
 }
 
 #[test]
@@ -436,7 +548,11 @@ fn prefer_dual_stack_takes_one_family_when_the_other_is_exhausted() {
     prefer.ip_families = vec![Family::V4, Family::V6];
     assert_eq!(got(&mut a, &prefer), ips(&["192.0.2.1"]));
     a.release(&v6.key);
-    assert_eq!(got(&mut a, &prefer), ips(&["192.0.2.1", "2001:db8::5"]), "the missing family is added later");
+    assert_eq!(
+        got(&mut a, &prefer),
+        ips(&["192.0.2.1", "2001:db8::5"]),
+        "the missing family is added later"
+    );
 }
 
 // ---- idempotence and changes ----
@@ -453,7 +569,11 @@ fn allocating_again_returns_the_same_addresses() {
     assert_eq!(a, before, "state unchanged");
 
     // A higher-priority pool appearing later does not move the Service.
-    a.set_pool(pool_with("better", &["198.51.100.0/24", "2001:db8:1::/120"], |s| s.priority = -10));
+    a.set_pool(pool_with(
+        "better",
+        &["198.51.100.0/24", "2001:db8:1::/120"],
+        |s| s.priority = -10,
+    ));
     assert_eq!(a.allocate(&req).unwrap(), first);
     assert_eq!(a.allocate(&svc("new")).unwrap().pool, "better");
 }
@@ -489,7 +609,10 @@ fn changing_the_requested_address_moves_the_service() {
 
 #[test]
 fn pool_changes_evict_exactly_the_invalidated_services() {
-    let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"]), pool("q", &["198.51.100.0/24"])]);
+    let mut a = alloc_with(vec![
+        pool("p", &["192.0.2.0/29"]),
+        pool("q", &["198.51.100.0/24"]),
+    ]);
     got(&mut a, &svc("low"));
     got(&mut a, &ServiceRequest::new("other", "high"));
     let mut pinned = svc("pinned");
@@ -507,7 +630,9 @@ fn pool_changes_evict_exactly_the_invalidated_services() {
     );
     a.check_invariants().unwrap();
 
-    let evicted = a.set_pool(pool_with("p", &["192.0.2.0/30"], |s| s.namespaces = vec!["ns".into()]));
+    let evicted = a.set_pool(pool_with("p", &["192.0.2.0/30"], |s| {
+        s.namespaces = vec!["ns".into()]
+    }));
     assert_eq!(evicted.len(), 1);
     assert_eq!(
         evicted[0].to_string(),
@@ -515,18 +640,34 @@ fn pool_changes_evict_exactly_the_invalidated_services() {
     );
 
     let evicted = a.remove_pool("p");
-    assert_eq!(evicted.iter().map(|e| e.service.name.as_str()).collect::<Vec<_>>(), ["low"]);
+    assert_eq!(
+        evicted
+            .iter()
+            .map(|e| e.service.name.as_str())
+            .collect::<Vec<_>>(),
+        ["low"]
+    );
     assert_eq!(evicted[0].reason, EvictionReason::PoolRemoved);
-    assert_eq!(a.allocation(&in_q.key).unwrap().pool, "q", "other pools untouched");
+    assert_eq!(
+        a.allocation(&in_q.key).unwrap().pool,
+        "q",
+        "other pools untouched"
+    );
     assert!(a.pool_stats("p").is_none());
     a.check_invariants().unwrap();
 }
 
 #[test]
 fn overlapping_pools_are_reported_and_never_double_allocate() {
-    let mut a = alloc_with(vec![pool("a", &["192.0.2.1-192.0.2.2"]), pool("b", &["192.0.2.2-192.0.2.3"])]);
+    let mut a = alloc_with(vec![
+        pool("a", &["192.0.2.1-192.0.2.2"]),
+        pool("b", &["192.0.2.2-192.0.2.3"]),
+    ]);
     assert_eq!(
-        a.overlaps().iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        a.overlaps()
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>(),
         ["Eip 'a' (192.0.2.1-192.0.2.2) and Eip 'b' (192.0.2.2-192.0.2.3) overlap on 192.0.2.2"]
     );
     let mut in_a = svc("x");
@@ -534,14 +675,21 @@ fn overlapping_pools_are_reported_and_never_double_allocate() {
     assert_eq!(a.allocate(&in_a).unwrap().pool, "a");
     let mut from_b = svc("y");
     from_b.pool = Some("b".into());
-    assert_eq!(got(&mut a, &from_b), ips(&["192.0.2.3"]), "b skips the address a handed out");
+    assert_eq!(
+        got(&mut a, &from_b),
+        ips(&["192.0.2.3"]),
+        "b skips the address a handed out"
+    );
 }
 
 // ---- rebuild ----
 
 #[test]
 fn rebuild_from_own_assignments_reproduces_the_state() {
-    let mut a = alloc_with(vec![dual(), pool_with("manual", &["198.51.100.0/24"], |s| s.auto_assign = false)]);
+    let mut a = alloc_with(vec![
+        dual(),
+        pool_with("manual", &["198.51.100.0/24"], |s| s.auto_assign = false),
+    ]);
     let mut d = svc("dual");
     d.ip_family_policy = IpFamilyPolicy::RequireDualStack;
     d.ip_families = vec![Family::V6, Family::V4];
@@ -573,8 +721,14 @@ fn rebuild_gives_a_contested_address_to_the_older_service() {
         pool: Some("p".into()),
         ips: ips(&[ip_]),
     };
-    let conflicts = a.rebuild(vec![record("young", 200, "192.0.2.1"), record("old", 100, "192.0.2.1")]);
-    assert_eq!(a.holders(ip("192.0.2.1")).collect::<Vec<_>>(), [&ServiceKey::new("ns", "old")]);
+    let conflicts = a.rebuild(vec![
+        record("young", 200, "192.0.2.1"),
+        record("old", 100, "192.0.2.1"),
+    ]);
+    assert_eq!(
+        a.holders(ip("192.0.2.1")).collect::<Vec<_>>(),
+        [&ServiceKey::new("ns", "old")]
+    );
     assert_eq!(conflicts.len(), 1);
     assert_eq!(
         conflicts[0].to_string(),
@@ -582,9 +736,15 @@ fn rebuild_gives_a_contested_address_to_the_older_service() {
     );
     // Same timestamp: the uid decides, independent of input order.
     let mut b = a.clone();
-    let c1 = b.rebuild(vec![record("x", 5, "192.0.2.2"), record("w", 5, "192.0.2.2")]);
+    let c1 = b.rebuild(vec![
+        record("x", 5, "192.0.2.2"),
+        record("w", 5, "192.0.2.2"),
+    ]);
     let mut c = a.clone();
-    let c2 = c.rebuild(vec![record("w", 5, "192.0.2.2"), record("x", 5, "192.0.2.2")]);
+    let c2 = c.rebuild(vec![
+        record("w", 5, "192.0.2.2"),
+        record("x", 5, "192.0.2.2"),
+    ]);
     assert_eq!(b, c);
     assert_eq!(c1, c2);
     assert_eq!(c1[0].service.name, "x", "uid-w < uid-x");
@@ -609,14 +769,29 @@ fn rebuild_drops_invalid_records_with_reasons() {
         rec("ns", "fine", &["192.0.2.4"]),
         rec("ns", "fine", &["192.0.2.5"]),
     ]);
-    let reasons: BTreeMap<String, ConflictReason> =
-        conflicts.into_iter().map(|c| (c.service.name, c.reason)).collect();
-    assert_eq!(reasons["outside"], ConflictReason::OutsidePools { ip: ip("203.0.113.9") });
+    let reasons: BTreeMap<String, ConflictReason> = conflicts
+        .into_iter()
+        .map(|c| (c.service.name, c.reason))
+        .collect();
+    assert_eq!(
+        reasons["outside"],
+        ConflictReason::OutsidePools {
+            ip: ip("203.0.113.9")
+        }
+    );
     assert_eq!(reasons["split"], ConflictReason::SplitAcrossPools);
-    assert_eq!(reasons["two"], ConflictReason::TooManyIps { family: Family::V4 });
-    assert!(matches!(&reasons["ns-denied"], ConflictReason::NotAllowed { pool, .. } if pool == "p"));
+    assert_eq!(
+        reasons["two"],
+        ConflictReason::TooManyIps { family: Family::V4 }
+    );
+    assert!(
+        matches!(&reasons["ns-denied"], ConflictReason::NotAllowed { pool, .. } if pool == "p")
+    );
     assert_eq!(reasons["fine"], ConflictReason::Duplicate);
-    assert_eq!(a.allocation(&ServiceKey::new("ns", "fine")).unwrap().ips, ips(&["192.0.2.4"]));
+    assert_eq!(
+        a.allocation(&ServiceKey::new("ns", "fine")).unwrap().ips,
+        ips(&["192.0.2.4"])
+    );
     a.check_invariants().unwrap();
 }
 
@@ -639,4 +814,41 @@ fn rebuild_keeps_valid_shares() {
         conflicts[0].to_string(),
         "ns/c cannot keep 192.0.2.2: 192.0.2.2 stays with the older Service ns/a: port 80/TCP overlaps with ns/a"
     );
+}
+
+#[test]
+fn assign_existing_adopts_valid_records_and_refuses_taken_addresses() {
+    let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"])]);
+    let record = |name: &str, list: &[&str]| ExistingAssignment {
+        request: svc(name),
+        pool: Some("p".into()),
+        ips: ips(list),
+    };
+    let got = a.assign_existing(record("a", &["192.0.2.5"])).unwrap();
+    assert_eq!(got.ips, ips(&["192.0.2.5"]));
+    assert_eq!(got.pool, "p");
+    assert_eq!(
+        got_again(&mut a, "a"),
+        ips(&["192.0.2.5"]),
+        "allocate keeps the adopted address"
+    );
+
+    let refused = a.assign_existing(record("b", &["192.0.2.5"])).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "ns/b cannot keep 192.0.2.5: 192.0.2.5 stays with the older Service ns/a: it is held by ns/a; set the same herald.dev/sharing-key on both Services to share it"
+    );
+    assert!(a.allocation(&ServiceKey::new("ns", "b")).is_none());
+
+    // A new record for a Service replaces what it held.
+    a.assign_existing(record("a", &["192.0.2.6"])).unwrap();
+    assert_eq!(a.holders(ip("192.0.2.5")).count(), 0);
+    let empty = a.assign_existing(record("a", &[])).unwrap_err();
+    assert_eq!(empty.reason, ConflictReason::NoAddresses);
+    assert!(a.allocation(&ServiceKey::new("ns", "a")).is_none());
+    a.check_invariants().unwrap();
+}
+
+fn got_again(a: &mut Allocator, name: &str) -> Vec<IpAddr> {
+    got(a, &svc(name))
 }
