@@ -184,8 +184,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     });
     metrics.set_ready(true);
 
-    shutdown_signal().await;
-    info!("stopping: releasing leases");
+    tokio::select! {
+        _ = shutdown_signal() => info!("stopping: withdrawing, then releasing leases"),
+        _ = cancel.cancelled() => info!("stopping: superseded by another agent process on this node"),
+    }
     metrics.set_ready(false);
     cancel.cancel();
     if let Some(a) = announcer {

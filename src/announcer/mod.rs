@@ -58,7 +58,8 @@ pub struct AnnouncerConfig {
     pub l2: EngineConfig,
 }
 
-/// Runs the announcer until `cancel` fires, then stops gracefully (withdraw, release) before returning.
+/// Runs the announcer until `cancel` fires, then stops gracefully (withdraw, release) before returning. Cancels
+/// `cancel` itself when another agent process takes over this node, so the whole agent stops.
 pub async fn run(
     client: Client,
     config: AnnouncerConfig,
@@ -166,6 +167,12 @@ pub async fn run(
                     }
                 }
                 Some(ev) = ownership_events.recv() => {
+                    if let OwnershipEvent::Superseded { by } = &ev {
+                        // A newer agent process owns this node now (rolling update): this one must go away.
+                        warn!(node, by, "another agent process took over this node; stopping");
+                        cancel.cancel();
+                        break 'wait;
+                    }
                     handle_ownership_event(&client, &recorder, &current, &sink, &node, ev).await;
                 }
             }
@@ -222,6 +229,6 @@ async fn handle_ownership_event(
         }
         OwnershipEvent::OwnerChanged { .. } => {}
         OwnershipEvent::WireYield { ip } => warn!(%ip, node, "withdrew: another MAC answers for this IP"),
-        OwnershipEvent::Superseded { by } => warn!(node, by, "another agent process took over this node"),
+        OwnershipEvent::Superseded { .. } => {}
     }
 }
