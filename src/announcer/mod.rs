@@ -206,12 +206,13 @@ async fn handle_ownership_event(
             info!(%ip, node, interface, "announcing");
             for svc in &a.services {
                 let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace);
-                let patch = json!({"metadata": {"annotations": {names::ANNOTATION_ANNOUNCED_BY: format!("{ip}={node}")}}});
-                if let Err(e) = api.patch(&svc.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    warn!(service = %svc, error = %e, "cannot record the announcing node");
-                    continue;
-                }
-                let Ok(obj) = api.get(&svc.name).await else { continue };
+                let obj = match record_announcer(&api, &svc.name, ip, node).await {
+                    Ok(obj) => obj,
+                    Err(e) => {
+                        warn!(service = %svc, error = %e, "cannot record the announcing node");
+                        continue;
+                    }
+                };
                 let event = Event {
                     type_: EventType::Normal,
                     reason: "Announcing".into(),
@@ -230,5 +231,59 @@ async fn handle_ownership_event(
         OwnershipEvent::OwnerChanged { .. } => {}
         OwnershipEvent::WireYield { ip } => warn!(%ip, node, "withdrew: another MAC answers for this IP"),
         OwnershipEvent::Superseded { .. } => {}
+    }
+}
+
+/// Sets `ip=node` in the Service's `herald.dev/announced-by` annotation (`ip=node,ip=node`, one entry per Service
+/// IP), keeping the entries other nodes wrote for its other IPs. A compare-and-swap on the resourceVersion, retried on
+/// conflict, so two nodes recording different IPs of one dual-stack Service never lose each other's entry.
+async fn record_announcer(api: &Api<Service>, name: &str, ip: IpAddr, node: &str) -> Result<Service, kube::Error> {
+    let mut attempt = 0;
+    loop {
+        let svc = api.get(name).await?;
+        let current_ips = crate::allocator::convert::status_ips(&svc);
+        let existing = svc.metadata.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_ANNOUNCED_BY));
+        let value = announced_by(existing.map(String::as_str), &current_ips, ip, node);
+        if existing == Some(&value) {
+            return Ok(svc);
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": svc.metadata.resource_version,
+            "annotations": {names::ANNOTATION_ANNOUNCED_BY: value},
+        }});
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// The new `herald.dev/announced-by` value: `ip=node` set, entries for IPs the Service no longer has dropped, sorted.
+fn announced_by(existing: Option<&str>, service_ips: &[IpAddr], ip: IpAddr, node: &str) -> String {
+    let mut entries: BTreeMap<IpAddr, String> = existing
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|e| {
+            let (i, n) = e.trim().split_once('=')?;
+            Some((i.parse().ok()?, n.to_string()))
+        })
+        .filter(|(i, _)| service_ips.contains(i))
+        .collect();
+    entries.insert(ip, node.to_string());
+    entries.iter().map(|(i, n)| format!("{i}={n}")).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced_by;
+
+    #[test]
+    fn announced_by_keeps_other_ips_and_drops_stale_ones() {
+        let ips = ["192.0.2.200".parse().unwrap(), "2001:db8:1::200".parse().unwrap()];
+        assert_eq!(announced_by(None, &ips, ips[0], "node2"), "192.0.2.200=node2");
+        let v = announced_by(Some("192.0.2.200=node2"), &ips, ips[1], "node1");
+        assert_eq!(v, "192.0.2.200=node2,2001:db8:1::200=node1");
+        let v = announced_by(Some("192.0.2.9=old,192.0.2.200=node2,garbage"), &ips, ips[0], "node3");
+        assert_eq!(v, "192.0.2.200=node3", "entries for IPs the Service no longer has go");
     }
 }
