@@ -134,6 +134,14 @@ enum WriteTarget {
     EipStatus(String),
 }
 
+/// One write made: where, at which resourceVersion of the object, what, and how it went.
+struct Outcome {
+    target: WriteTarget,
+    rv: Option<String>,
+    write: Write,
+    result: Result<(), kube::Error>,
+}
+
 struct Controller {
     client: Client,
     recorder: Recorder,
@@ -173,29 +181,28 @@ impl Controller {
             writes.push((target, rv, w));
         }
         let client = self.client.clone();
-        let results: Vec<(WriteTarget, Option<String>, Write, Result<(), kube::Error>)> =
-            futures::stream::iter(writes)
-                .map(|(target, rv, w)| {
-                    let client = client.clone();
-                    async move {
-                        let r = execute(&client, &w).await;
-                        (target, rv, w, r)
-                    }
-                })
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
+        let results: Vec<Outcome> = futures::stream::iter(writes)
+            .map(|(target, rv, write)| {
+                let client = client.clone();
+                async move {
+                    let result = execute(&client, &write).await;
+                    Outcome { target, rv, write, result }
+                }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
         let mut failed = 0;
-        for (target, rv, w, r) in results {
-            let kind = match &w {
+        for Outcome { target, rv, write, result } in results {
+            let kind = match &write {
                 Write::ServiceIngress { .. } => "service_status",
                 Write::ServiceAllocatedFrom { .. } => "service_annotation",
                 Write::EipStatus { .. } => "eip_status",
             };
-            match r {
+            match result {
                 Ok(()) => {
                     self.metrics.writes.get_or_create(&WriteLabels { kind, result: "ok" }).inc();
-                    self.in_flight.insert(target, (w, rv));
+                    self.in_flight.insert(target, (write, rv));
                 }
                 Err(e) => {
                     failed += 1;

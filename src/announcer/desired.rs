@@ -32,6 +32,14 @@ pub struct Announcement {
     pub ineligible_reason: Option<String>,
 }
 
+/// The Services on one IP and where the IP may be announced from.
+struct IpGroup {
+    eip: String,
+    services: BTreeSet<ServiceKey>,
+    /// `None`: any node; `Some(nodes)`: only these (every Service on the IP is `externalTrafficPolicy: Local`).
+    allowed: Option<BTreeSet<String>>,
+}
+
 /// The inputs, as the reflectors hold them.
 #[derive(Default, Clone)]
 pub struct ClusterView {
@@ -87,8 +95,7 @@ fn local_endpoint_nodes(slices: &[Arc<EndpointSlice>], svc: &ServiceKey) -> (BTr
 pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Announcement> {
     let eips: BTreeMap<String, &Arc<Eip>> = view.eips.iter().map(|e| (e.name_any(), e)).collect();
     let usable_nodes: Vec<&Arc<Node>> = view.nodes.iter().filter(|n| node_usable(n)).collect();
-    // ip -> (eip, services, where it may be announced: None = any node, Some(set) = only these)
-    let mut by_ip: BTreeMap<IpAddr, (String, BTreeSet<ServiceKey>, Option<BTreeSet<String>>)> = BTreeMap::new();
+    let mut by_ip: BTreeMap<IpAddr, IpGroup> = BTreeMap::new();
     for svc in view.services.iter().filter(|s| convert::handles(s, default_class)) {
         let Some(pool) = convert::allocated_from(svc) else { continue };
         let key = crate::allocator::state::service_key(svc);
@@ -104,9 +111,10 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         for ip in convert::status_ips(svc) {
             match by_ip.get_mut(&ip) {
                 None => {
-                    by_ip.insert(ip, (pool.clone(), BTreeSet::from([key.clone()]), allowed.clone()));
+                    let group = IpGroup { eip: pool.clone(), services: BTreeSet::from([key.clone()]), allowed: allowed.clone() };
+                    by_ip.insert(ip, group);
                 }
-                Some((_, services, acc)) => {
+                Some(IpGroup { services, allowed: acc, .. }) => {
                     services.insert(key.clone());
                     // Any Service that may be reached through every node makes every node useful; otherwise
                     // every node with a local endpoint of some sharer is.
@@ -122,7 +130,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         }
     }
     let mut out = BTreeMap::new();
-    for (ip, (pool, services, local_nodes)) in by_ip {
+    for (ip, IpGroup { eip: pool, services, allowed: local_nodes }) in by_ip {
         let Some(eip) = eips.get(&pool) else { continue };
         let selector = eip.spec.node_selector.as_ref().map(convert::label_selector);
         let selector: Option<LabelSelector> = match selector {
