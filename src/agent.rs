@@ -80,7 +80,9 @@ pub enum ApiOutage {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let value: f64 = number.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
@@ -131,7 +133,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         retry_period: args.allocator_retry_period,
     };
     let store = KubeLeaseStore::new(client.clone(), &args.namespace, args.allocator_renew_deadline / 2);
-    let config = LeaderLockConfig { timing, ..LeaderLockConfig::allocator(identity.holder()) };
+    let config = LeaderLockConfig {
+        timing,
+        ..LeaderLockConfig::allocator(identity.holder())
+    };
     let mut lock = LeaderLock::spawn(store, config, &cancel.child_token())
         .context("invalid allocator lease timing (--allocator-*)")?;
     let alloc_config = AllocatorConfig {

@@ -18,7 +18,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Arguments of `herald announce bgp`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example: herald announce bgp --local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 192.0.2.10/32")]
+#[command(
+    after_help = "Example: herald announce bgp --local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 192.0.2.10/32"
+)]
 pub struct AnnounceBgpArgs {
     /// Local AS number (1-4294967295).
     #[arg(long, value_parser = parse_asn)]
@@ -97,7 +99,10 @@ fn parse_community(s: &str) -> Result<u32, String> {
 
 fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
     let err = || format!("`{s}` is not a large community: expected GLOBAL:DATA1:DATA2, each 0-4294967295");
-    let parts: Vec<u32> = s.split(':').map(|p| p.parse().map_err(|_| err())).collect::<Result<_, _>>()?;
+    let parts: Vec<u32> = s
+        .split(':')
+        .map(|p| p.parse().map_err(|_| err()))
+        .collect::<Result<_, _>>()?;
     match parts[..] {
         [g, a, b] => Ok(LargeCommunity(g, a, b)),
         _ => Err(err()),
@@ -162,7 +167,10 @@ fn peer_configs(args: &AnnounceBgpArgs) -> Result<Vec<PeerConfig>> {
             .graceful_restart
             // The R bit on every start: this command cannot know whether it restarted, and an R bit after a fresh
             // start only tells the router not to wait for our End-of-RIB before it sends its own (RFC 4724 §4.1).
-            .then_some(GracefulRestart { restart_time: args.restart_time, restarting: true });
+            .then_some(GracefulRestart {
+                restart_time: args.restart_time,
+                restarting: true,
+            });
         peer.validate()?;
         configs.push(peer);
     }
@@ -179,13 +187,20 @@ pub async fn run(args: AnnounceBgpArgs) -> Result<()> {
                 IpAddr::V4(a) => Some(a),
                 IpAddr::V6(_) => None,
             })
-            .or_else(|| args.peers.iter().find_map(|p| p.is_ipv4().then(|| source_towards(*p)).flatten()))
+            .or_else(|| {
+                args.peers
+                    .iter()
+                    .find_map(|p| p.is_ipv4().then(|| source_towards(*p)).flatten())
+            })
             .context("cannot pick a BGP identifier (no IPv4 peer or local address): pass --router-id")?,
     };
     let mut sigint = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
 
-    let mut speaker = Speaker::new(SpeakerConfig { local_asn: args.local_asn, router_id });
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: args.local_asn,
+        router_id,
+    });
     let policy = RoutePolicy {
         communities: args.communities.clone(),
         large_communities: args.large_communities.clone(),
@@ -211,4 +226,84 @@ pub async fn run(args: AnnounceBgpArgs) -> Result<()> {
     tracing::info!(?mode, "signal received, stopping the sessions");
     speaker.shutdown(mode).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: AnnounceBgpArgs,
+    }
+
+    fn parse(line: &str) -> Result<AnnounceBgpArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("announce-bgp").chain(line.split_whitespace())).map(|c| c.args)
+    }
+
+    #[test]
+    fn peers_pair_with_asns_in_order() {
+        let args = parse(
+            "--local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 --peer 2001:db8::1 --peer-asn 64501 \
+             --next-hop 2001:db8::11 --graceful-restart 203.0.113.10 2001:db8:10::/64",
+        )
+        .unwrap();
+        let peers = peer_configs(&args).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(
+            (peers[1].address.to_string(), peers[1].asn),
+            ("2001:db8::1".to_string(), 64501)
+        );
+        assert_eq!(peers[0].next_hop_v6, Some("2001:db8::11".parse().unwrap()));
+        assert!(
+            peers[0]
+                .graceful_restart
+                .is_some_and(|gr| gr.restarting && gr.restart_time == 120)
+        );
+        assert_eq!(args.prefixes, vec![net("203.0.113.10/32"), net("2001:db8:10::/64")]);
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        let err = |line: &str| match parse(line) {
+            Err(e) => e.to_string(),
+            Ok(args) => peer_configs(&args).unwrap_err().to_string(),
+        };
+        assert!(err("--local-asn 0 --peer 192.0.2.1 --peer-asn 1 192.0.2.0/24").contains("reserved"));
+        assert!(
+            err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --peer 192.0.2.2 192.0.2.0/24")
+                .contains("give one --peer-asn per --peer")
+        );
+        assert!(err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --hold-time 2 192.0.2.0/24").contains("at least 3"));
+        assert!(err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 banana").contains("neither a prefix"));
+        assert!(
+            err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --community 70000:1 192.0.2.0/24").contains("0-65535")
+        );
+        assert!(
+            err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --next-hop 192.0.2.5 --next-hop 192.0.2.6 192.0.2.0/24")
+                .contains("at most one IPv4")
+        );
+    }
+
+    #[test]
+    fn communities_parse() {
+        assert_eq!(parse_community("64512:100"), Ok((64512 << 16) | 100));
+        assert_eq!(
+            parse_large_community("4200000000:1:2"),
+            Ok(LargeCommunity(4_200_000_000, 1, 2))
+        );
+        assert!(parse_large_community("1:2").is_err());
+        assert_eq!(
+            parse_prefix("192.0.2.77/24"),
+            Ok(net("192.0.2.0/24")),
+            "host bits are cleared"
+        );
+    }
 }

@@ -107,10 +107,7 @@ async fn announce(
 }
 
 fn join(ips: &BTreeSet<IpAddr>) -> String {
-    ips.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// `0`, `250ms`, `30s`, `2m`, or a bare number of seconds.

@@ -7,7 +7,11 @@ mod announce_bgp;
 mod announce_l2;
 
 #[derive(Parser, Debug)]
-#[command(name = "herald", version, about = "Bare-metal LoadBalancer for Kubernetes: IP allocation, Layer 2 (ARP/NDP) and BGP")]
+#[command(
+    name = "herald",
+    version,
+    about = "Bare-metal LoadBalancer for Kubernetes: IP allocation, Layer 2 (ARP/NDP) and BGP"
+)]
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,

@@ -91,23 +91,65 @@ fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u
 
 impl Collector for AnnouncerMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let election = self.election.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|m| m.snapshot());
+        let election = self
+            .election
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| m.snapshot());
         if let Some(m) = election {
-            counter(&mut encoder, "election_lease_writes", "Lease creates/replaces sent", m.lease_writes)?;
+            counter(
+                &mut encoder,
+                "election_lease_writes",
+                "Lease creates/replaces sent",
+                m.lease_writes,
+            )?;
             counter(&mut encoder, "election_lease_reads", "Lease GETs sent", m.lease_reads)?;
-            counter(&mut encoder, "election_lost_races", "Lease writes that lost a CAS race (409)", m.lost_races)?;
-            counter(&mut encoder, "election_api_errors", "API errors other than lost races", m.api_errors)?;
-            counter(&mut encoder, "election_ownership_changes", "Times this agent started/stopped holding an IP", m.ownership_changes)?;
-            counter(&mut encoder, "election_wire_yields", "IPs withdrawn because another MAC claimed them", m.wire_yields)?;
+            counter(
+                &mut encoder,
+                "election_lost_races",
+                "Lease writes that lost a CAS race (409)",
+                m.lost_races,
+            )?;
+            counter(
+                &mut encoder,
+                "election_api_errors",
+                "API errors other than lost races",
+                m.api_errors,
+            )?;
+            counter(
+                &mut encoder,
+                "election_ownership_changes",
+                "Times this agent started/stopped holding an IP",
+                m.ownership_changes,
+            )?;
+            counter(
+                &mut encoder,
+                "election_wire_yields",
+                "IPs withdrawn because another MAC claimed them",
+                m.wire_yields,
+            )?;
             let g = prometheus_client::metrics::gauge::ConstGauge::new(m.announced as i64);
-            g.encode(encoder.encode_descriptor("announced_ips", "IPs this agent answers ARP/NDP for", None, g.metric_type())?)?;
+            g.encode(encoder.encode_descriptor(
+                "announced_ips",
+                "IPs this agent answers ARP/NDP for",
+                None,
+                g.metric_type(),
+            )?)?;
         }
-        let interfaces = self.interfaces.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|read| read());
+        let interfaces = self
+            .interfaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|read| read());
         for (name, help, pick) in L2_COUNTERS {
             let c = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
             for (interface, snap) in interfaces.iter().flatten() {
-                let labels = InterfaceLabels { interface: interface.clone() };
+                let labels = InterfaceLabels {
+                    interface: interface.clone(),
+                };
                 ConstCounter::new(pick(snap)).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -117,11 +159,27 @@ impl Collector for AnnouncerMetrics {
 
 type Pick = fn(&CountersSnapshot) -> u64;
 const L2_COUNTERS: [(&str, &str, Pick); 6] = [
-    ("l2_requests_seen", "ARP requests and Neighbor Solicitations received", |s| s.requests_seen),
-    ("l2_requests_answered", "Requests answered for announced IPs", |s| s.requests_answered),
-    ("l2_gratuitous_sent", "Gratuitous ARP and unsolicited NA frames sent", |s| s.gratuitous_sent),
-    ("l2_conflicts", "Frames from another host claiming one of our IPs", |s| s.conflicts),
-    ("l2_malformed_dropped", "Malformed frames dropped", |s| s.malformed_dropped),
+    (
+        "l2_requests_seen",
+        "ARP requests and Neighbor Solicitations received",
+        |s| s.requests_seen,
+    ),
+    ("l2_requests_answered", "Requests answered for announced IPs", |s| {
+        s.requests_answered
+    }),
+    (
+        "l2_gratuitous_sent",
+        "Gratuitous ARP and unsolicited NA frames sent",
+        |s| s.gratuitous_sent,
+    ),
+    (
+        "l2_conflicts",
+        "Frames from another host claiming one of our IPs",
+        |s| s.conflicts,
+    ),
+    ("l2_malformed_dropped", "Malformed frames dropped", |s| {
+        s.malformed_dropped
+    }),
     ("l2_send_errors", "Frames the socket refused to send", |s| s.send_errors),
 ];
 
@@ -141,15 +199,36 @@ impl Metrics {
         let mut registry = Registry::with_prefix("herald");
         let allocator = Arc::new(AllocatorMetrics::default());
         let a = registry.sub_registry_with_prefix("allocator");
-        a.register("leader", "1 while this agent holds the allocator Lease", allocator.leader.clone());
+        a.register(
+            "leader",
+            "1 while this agent holds the allocator Lease",
+            allocator.leader.clone(),
+        );
         a.register("passes", "Reconcile passes", allocator.passes.clone());
         a.register("writes", "API writes by kind and result", allocator.writes.clone());
-        a.register("services_allocated", "Services holding addresses", allocator.services_allocated.clone());
-        a.register("eip_used_addresses", "Addresses in use per Eip", allocator.eip_used.clone());
+        a.register(
+            "services_allocated",
+            "Services holding addresses",
+            allocator.services_allocated.clone(),
+        );
+        a.register(
+            "eip_used_addresses",
+            "Addresses in use per Eip",
+            allocator.eip_used.clone(),
+        );
         let announcer = Arc::new(AnnouncerMetrics::default());
-        registry.register("desired_l2_ips", "Layer 2 IPs this agent takes part in the election for", announcer.desired.clone());
+        registry.register(
+            "desired_l2_ips",
+            "Layer 2 IPs this agent takes part in the election for",
+            announcer.desired.clone(),
+        );
         registry.register_collector(Box::new(announcer.clone()));
-        Arc::new(Self { registry, allocator, announcer, ready: AtomicBool::new(false) })
+        Arc::new(Self {
+            registry,
+            allocator,
+            announcer,
+            ready: AtomicBool::new(false),
+        })
     }
 
     /// Marks the agent ready (`/readyz` answers 200).
@@ -167,14 +246,25 @@ impl Metrics {
 
 async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     match m.encode() {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
 async fn readyz_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if m.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `cancel` fires.
@@ -188,6 +278,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, cancel: Cancellation
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await?;
     Ok(())
 }

@@ -67,20 +67,29 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
     req.service_labels = svc.labels().clone();
     req.pool = annotation(
         svc,
-        &[names::ANNOTATION_EIP, names::METALLB_ANNOTATION_POOL, names::OPENELB_ANNOTATION_EIP],
+        &[
+            names::ANNOTATION_EIP,
+            names::METALLB_ANNOTATION_POOL,
+            names::OPENELB_ANNOTATION_EIP,
+        ],
     )
     .map(|(_, v)| v.to_string());
-    if let Some((key, value)) =
-        annotation(svc, &[names::ANNOTATION_IPS, names::METALLB_ANNOTATION_IPS])
-    {
+    if let Some((key, value)) = annotation(svc, &[names::ANNOTATION_IPS, names::METALLB_ANNOTATION_IPS]) {
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let ip: IpAddr = part.parse().map_err(|_| {
-                RequestError(format!("annotation {key}: '{part}' is not an IP address (expected ip[,ip])"))
+                RequestError(format!(
+                    "annotation {key}: '{part}' is not an IP address (expected ip[,ip])"
+                ))
             })?;
             req.requested_ips.push(ip);
         }
     }
-    if let Some(ip) = spec.load_balancer_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(ip) = spec
+        .load_balancer_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let ip: IpAddr = ip
             .parse()
             .map_err(|_| RequestError(format!("spec.loadBalancerIP: '{ip}' is not an IP address")))?;
@@ -88,11 +97,8 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
             req.requested_ips.push(ip);
         }
     }
-    req.sharing_key = annotation(
-        svc,
-        &[names::ANNOTATION_SHARING_KEY, names::METALLB_ANNOTATION_SHARING],
-    )
-    .map(|(_, v)| v.to_string());
+    req.sharing_key = annotation(svc, &[names::ANNOTATION_SHARING_KEY, names::METALLB_ANNOTATION_SHARING])
+        .map(|(_, v)| v.to_string());
     req.ip_family_policy = match spec.ip_family_policy.as_deref() {
         None | Some("SingleStack") => IpFamilyPolicy::SingleStack,
         Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
@@ -151,7 +157,11 @@ pub fn existing_assignment(svc: &Service, request: ServiceRequest) -> Option<Exi
     if ips.is_empty() {
         return None;
     }
-    Some(ExistingAssignment { request, pool: allocated_from(svc), ips })
+    Some(ExistingAssignment {
+        request,
+        pool: allocated_from(svc),
+        ips,
+    })
 }
 
 /// An Eip as the allocator's pool spec. Selectors that cannot be read become an error naming the field.
@@ -181,7 +191,10 @@ pub fn pool_spec(eip: &Eip) -> Result<PoolSpec, String> {
 
 /// A Kubernetes label selector as the allocator's selector.
 pub fn label_selector(sel: &metav1::LabelSelector) -> Result<LabelSelector, String> {
-    let mut out = LabelSelector { match_labels: sel.match_labels.clone().unwrap_or_default(), ..Default::default() };
+    let mut out = LabelSelector {
+        match_labels: sel.match_labels.clone().unwrap_or_default(),
+        ..Default::default()
+    };
     for expr in sel.match_expressions.iter().flatten() {
         let values: BTreeSet<String> = expr.values.iter().flatten().cloned().collect();
         let operator = match expr.operator.as_str() {
@@ -191,11 +204,17 @@ pub fn label_selector(sel: &metav1::LabelSelector) -> Result<LabelSelector, Stri
             "DoesNotExist" if values.is_empty() => LabelOperator::DoesNotExist,
             "In" | "NotIn" => return Err(format!("operator {} on key '{}' needs values", expr.operator, expr.key)),
             "Exists" | "DoesNotExist" => {
-                return Err(format!("operator {} on key '{}' takes no values", expr.operator, expr.key));
+                return Err(format!(
+                    "operator {} on key '{}' takes no values",
+                    expr.operator, expr.key
+                ));
             }
             other => return Err(format!("unknown operator '{other}' on key '{}'", expr.key)),
         };
-        out.match_expressions.push(LabelRequirement { key: expr.key.clone(), operator });
+        out.match_expressions.push(LabelRequirement {
+            key: expr.key.clone(),
+            operator,
+        });
     }
     Ok(out)
 }
@@ -211,7 +230,9 @@ mod tests {
 
     fn lb(extra_spec: serde_json::Value, annotations: serde_json::Value) -> Service {
         let mut spec = json!({"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]});
-        spec.as_object_mut().unwrap().extend(extra_spec.as_object().unwrap().clone());
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra_spec.as_object().unwrap().clone());
         svc(json!({
             "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "annotations": annotations,
                          "creationTimestamp": "2026-01-01T00:00:00Z"},
@@ -222,9 +243,18 @@ mod tests {
     #[test]
     fn class_rules() {
         assert!(handles(&lb(json!({}), json!({})), true));
-        assert!(!handles(&lb(json!({}), json!({})), false), "no class and --default-class=false");
-        assert!(handles(&lb(json!({"loadBalancerClass": "herald.dev/lb"}), json!({})), false));
-        assert!(!handles(&lb(json!({"loadBalancerClass": "other.io/lb"}), json!({})), true));
+        assert!(
+            !handles(&lb(json!({}), json!({})), false),
+            "no class and --default-class=false"
+        );
+        assert!(handles(
+            &lb(json!({"loadBalancerClass": "herald.dev/lb"}), json!({})),
+            false
+        ));
+        assert!(!handles(
+            &lb(json!({"loadBalancerClass": "other.io/lb"}), json!({})),
+            true
+        ));
         assert!(!handles(&lb(json!({"type": "ClusterIP"}), json!({})), true));
     }
 
@@ -239,7 +269,10 @@ mod tests {
         let req = service_request(&s, &Labels::new()).unwrap();
         assert_eq!(req.key.to_string(), "shop/web");
         assert_eq!(req.pool.as_deref(), Some("lan"));
-        assert_eq!(req.requested_ips, ["192.0.2.10".parse::<IpAddr>().unwrap(), "2001:db8::10".parse().unwrap()]);
+        assert_eq!(
+            req.requested_ips,
+            ["192.0.2.10".parse::<IpAddr>().unwrap(), "2001:db8::10".parse().unwrap()]
+        );
         assert_eq!(req.ip_family_policy, IpFamilyPolicy::PreferDualStack);
         assert_eq!(req.ip_families, [Family::V6, Family::V4]);
         assert_eq!(req.sharing_key.as_deref(), Some("k"));
@@ -251,21 +284,38 @@ mod tests {
 
     #[test]
     fn migrating_users_annotations_are_honoured_but_herald_wins() {
-        let s = lb(json!({}), json!({"metallb.io/address-pool": "old", "metallb.io/loadBalancerIPs": "192.0.2.7"}));
+        let s = lb(
+            json!({}),
+            json!({"metallb.io/address-pool": "old", "metallb.io/loadBalancerIPs": "192.0.2.7"}),
+        );
         let req = service_request(&s, &Labels::new()).unwrap();
         assert_eq!(req.pool.as_deref(), Some("old"));
         assert_eq!(req.requested_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
-        let s = lb(json!({}), json!({"metallb.io/address-pool": "old", "herald.dev/eip": "new"}));
-        assert_eq!(service_request(&s, &Labels::new()).unwrap().pool.as_deref(), Some("new"));
+        let s = lb(
+            json!({}),
+            json!({"metallb.io/address-pool": "old", "herald.dev/eip": "new"}),
+        );
+        assert_eq!(
+            service_request(&s, &Labels::new()).unwrap().pool.as_deref(),
+            Some("new")
+        );
     }
 
     #[test]
     fn malformed_input_is_a_clear_error() {
         let s = lb(json!({}), json!({"herald.dev/ips": "192.0.2.300"}));
         let err = service_request(&s, &Labels::new()).unwrap_err().to_string();
-        assert_eq!(err, "annotation herald.dev/ips: '192.0.2.300' is not an IP address (expected ip[,ip])");
+        assert_eq!(
+            err,
+            "annotation herald.dev/ips: '192.0.2.300' is not an IP address (expected ip[,ip])"
+        );
         let s = lb(json!({"loadBalancerIP": "nope"}), json!({}));
-        assert!(service_request(&s, &Labels::new()).unwrap_err().to_string().contains("spec.loadBalancerIP"));
+        assert!(
+            service_request(&s, &Labels::new())
+                .unwrap_err()
+                .to_string()
+                .contains("spec.loadBalancerIP")
+        );
     }
 
     #[test]
@@ -283,7 +333,10 @@ mod tests {
         assert!(s.matches(&labels));
         let bad: metav1::LabelSelector =
             serde_json::from_value(json!({"matchExpressions": [{"key": "env", "operator": "Near"}]})).unwrap();
-        assert_eq!(label_selector(&bad).unwrap_err(), "unknown operator 'Near' on key 'env'");
+        assert_eq!(
+            label_selector(&bad).unwrap_err(),
+            "unknown operator 'Near' on key 'env'"
+        );
     }
 
     #[test]

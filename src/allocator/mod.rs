@@ -22,10 +22,10 @@ use herald_api::{Eip, names};
 use herald_election::naming;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use kube::runtime::watcher;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -63,9 +63,24 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
-    let eips = reflect(Api::<Eip>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
-    let namespaces = reflect(Api::<Namespace>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let services = reflect(
+        Api::<Service>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let eips = reflect(
+        Api::<Eip>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let namespaces = reflect(
+        Api::<Namespace>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
     let ip_leases = reflect(
         Api::<Lease>::namespaced(client.clone(), &config.namespace),
         watcher::Config::default().labels(&format!("{}=ip", naming::LEASE_KIND_LABEL)),
@@ -79,16 +94,30 @@ pub async fn run(
         }
     }
     info!("allocator started: Services, Eips and Namespaces listed");
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: names::CONTROLLER_NAME.into(), instance: Some(config.instance.clone()) });
-    let mut controller = Controller { client, recorder, metrics, in_flight: HashMap::new() };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: names::CONTROLLER_NAME.into(),
+            instance: Some(config.instance.clone()),
+        },
+    );
+    let mut controller = Controller {
+        client,
+        recorder,
+        metrics,
+        in_flight: HashMap::new(),
+    };
     let mut state = AllocatorState::new();
     let mut backoff: Option<Duration> = None;
     loop {
         let snapshot = Snapshot {
             services: services.state(),
             eips: eips.state(),
-            namespaces: namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect(),
+            namespaces: namespaces
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
             ip_holders: ip_leases
                 .state()
                 .iter()
@@ -100,11 +129,20 @@ pub async fn run(
         };
         let plan = state.reconcile(&snapshot, config.default_class, &Time(jiff::Timestamp::now()));
         controller.metrics.passes.inc();
-        controller.metrics.services_allocated.set(state.allocator().service_count() as i64);
+        controller
+            .metrics
+            .services_allocated
+            .set(state.allocator().service_count() as i64);
         for pool in state.allocator().pools() {
             if let Some(stats) = state.allocator().pool_stats(pool.name()) {
                 let used = stats.ipv4.used + stats.ipv6.used;
-                controller.metrics.eip_used.get_or_create(&EipLabels { eip: pool.name().to_string() }).set(used as i64);
+                controller
+                    .metrics
+                    .eip_used
+                    .get_or_create(&EipLabels {
+                        eip: pool.name().to_string(),
+                    })
+                    .set(used as i64);
             }
         }
         let failed = controller.apply(plan, &snapshot).await;
@@ -154,8 +192,11 @@ struct Controller {
 impl Controller {
     /// Makes the plan's writes and Events; returns how many writes failed.
     async fn apply(&mut self, plan: Plan, snap: &Snapshot) -> usize {
-        let services: HashMap<String, &Arc<Service>> =
-            snap.services.iter().map(|s| (state::service_key(s).to_string(), s)).collect();
+        let services: HashMap<String, &Arc<Service>> = snap
+            .services
+            .iter()
+            .map(|s| (state::service_key(s).to_string(), s))
+            .collect();
         let eips: HashMap<String, &Arc<Eip>> = snap.eips.iter().map(|e| (e.name_any(), e)).collect();
         let mut writes = Vec::new();
         for w in plan.writes {
@@ -170,9 +211,10 @@ impl Controller {
                     let rv = services.get(&k).and_then(|s| s.resource_version());
                     (WriteTarget::AllocatedFrom(k), rv)
                 }
-                Write::EipStatus { eip, .. } => {
-                    (WriteTarget::EipStatus(eip.clone()), eips.get(eip).and_then(|e| e.resource_version()))
-                }
+                Write::EipStatus { eip, .. } => (
+                    WriteTarget::EipStatus(eip.clone()),
+                    eips.get(eip).and_then(|e| e.resource_version()),
+                ),
             };
             if self.in_flight.get(&target) == Some(&(w.clone(), rv.clone())) {
                 debug!(?target, "write already made; waiting for the watch to show it");
@@ -186,14 +228,25 @@ impl Controller {
                 let client = client.clone();
                 async move {
                     let result = execute(&client, &write).await;
-                    Outcome { target, rv, write, result }
+                    Outcome {
+                        target,
+                        rv,
+                        write,
+                        result,
+                    }
                 }
             })
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
         let mut failed = 0;
-        for Outcome { target, rv, write, result } in results {
+        for Outcome {
+            target,
+            rv,
+            write,
+            result,
+        } in results
+        {
             let kind = match &write {
                 Write::ServiceIngress { .. } => "service_status",
                 Write::ServiceAllocatedFrom { .. } => "service_annotation",
@@ -201,12 +254,18 @@ impl Controller {
             };
             match result {
                 Ok(()) => {
-                    self.metrics.writes.get_or_create(&WriteLabels { kind, result: "ok" }).inc();
+                    self.metrics
+                        .writes
+                        .get_or_create(&WriteLabels { kind, result: "ok" })
+                        .inc();
                     self.in_flight.insert(target, (write, rv));
                 }
                 Err(e) => {
                     failed += 1;
-                    self.metrics.writes.get_or_create(&WriteLabels { kind, result: "error" }).inc();
+                    self.metrics
+                        .writes
+                        .get_or_create(&WriteLabels { kind, result: "error" })
+                        .inc();
                     warn!(?target, error = %e, "write failed");
                     self.in_flight.remove(&target);
                 }
@@ -240,7 +299,11 @@ impl Controller {
             info!(target = ?notice.target, reason = notice.reason, "{}", notice.note);
         }
         let event = Event {
-            type_: if notice.warning { EventType::Warning } else { EventType::Normal },
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: notice.reason.into(),
             note: Some(notice.note.clone()),
             action: "Allocate".into(),
@@ -252,7 +315,10 @@ impl Controller {
         } else {
             "ok"
         };
-        self.metrics.writes.get_or_create(&WriteLabels { kind: "event", result }).inc();
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels { kind: "event", result })
+            .inc();
     }
 }
 
@@ -277,12 +343,15 @@ async fn execute(client: &Client, write: &Write) -> Result<(), kube::Error> {
                 obj.entry("announcers").or_insert(json!(null));
                 obj.entry("announcersOmitted").or_insert(json!(null));
             }
-            api.patch_status(eip, &params, &Patch::Merge(&json!({ "status": value }))).await?;
+            api.patch_status(eip, &params, &Patch::Merge(&json!({ "status": value })))
+                .await?;
         }
     }
     Ok(())
 }
 
 fn ingress(ips: &[IpAddr]) -> serde_json::Value {
-    ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect()
+    ips.iter()
+        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+        .collect()
 }

@@ -109,7 +109,11 @@ impl AllocatorState {
         self.sync_pools(snap, &mut plan);
         let mut services: Vec<(&Arc<Service>, Option<ServiceRequest>)> = Vec::with_capacity(snap.services.len());
         for svc in &snap.services {
-            let labels = snap.namespaces.get(&svc.namespace().unwrap_or_default()).cloned().unwrap_or_default();
+            let labels = snap
+                .namespaces
+                .get(&svc.namespace().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default();
             let handled = convert::handles(svc, default_class);
             let req = handled.then(|| convert::service_request(svc, &labels));
             match req {
@@ -134,8 +138,12 @@ impl AllocatorState {
         }
         // Deleted Services release first, so their addresses are free for the Services handled below.
         let seen: BTreeSet<ServiceKey> = services.iter().map(|(s, _)| service_key(s)).collect();
-        let gone: Vec<ServiceKey> =
-            self.alloc.allocations().map(|(k, _)| k.clone()).filter(|k| !seen.contains(k)).collect();
+        let gone: Vec<ServiceKey> = self
+            .alloc
+            .allocations()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !seen.contains(k))
+            .collect();
         for key in gone {
             self.forget(&key);
         }
@@ -146,9 +154,15 @@ impl AllocatorState {
                 // No longer ours (type changed): take back what Herald wrote.
                 if convert::allocated_from(svc).is_some() {
                     if !convert::status_ips(svc).is_empty() {
-                        plan.writes.push(Write::ServiceIngress { service: key.clone(), ips: vec![] });
+                        plan.writes.push(Write::ServiceIngress {
+                            service: key.clone(),
+                            ips: vec![],
+                        });
                     }
-                    plan.writes.push(Write::ServiceAllocatedFrom { service: key, pool: None });
+                    plan.writes.push(Write::ServiceAllocatedFrom {
+                        service: key,
+                        pool: None,
+                    });
                 }
                 continue;
             }
@@ -161,7 +175,10 @@ impl AllocatorState {
         self.evicted.clear();
         let mut ips_by_pool: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
         for (_, a) in self.alloc.allocations() {
-            ips_by_pool.entry(a.pool.as_str()).or_default().extend(a.ips.iter().copied());
+            ips_by_pool
+                .entry(a.pool.as_str())
+                .or_default()
+                .extend(a.ips.iter().copied());
         }
         let announcers: BTreeMap<String, Vec<IpAnnouncer>> = ips_by_pool
             .into_iter()
@@ -171,7 +188,10 @@ impl AllocatorState {
                     .filter_map(|ip| {
                         let lease = herald_election::naming::ip_lease_name(ip).ok()?;
                         let node = snap.ip_holders.get(&lease)?;
-                        Some(IpAnnouncer { ip: ip.to_string(), node: node.clone() })
+                        Some(IpAnnouncer {
+                            ip: ip.to_string(),
+                            node: node.clone(),
+                        })
                     })
                     .collect();
                 (pool.to_string(), list)
@@ -241,7 +261,11 @@ impl AllocatorState {
     fn rebuild(&mut self, snap: &Snapshot, default_class: bool, plan: &mut Plan) {
         let mut existing = Vec::new();
         for svc in snap.services.iter().filter(|s| convert::handles(s, default_class)) {
-            let labels = snap.namespaces.get(&svc.namespace().unwrap_or_default()).cloned().unwrap_or_default();
+            let labels = snap
+                .namespaces
+                .get(&svc.namespace().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default();
             let req = convert::service_request(svc, &labels).unwrap_or_else(|_| {
                 // Unreadable annotations: still keep what the Service holds.
                 let mut r = ServiceRequest::new(svc.namespace().unwrap_or_default(), svc.name_any());
@@ -305,10 +329,16 @@ impl AllocatorState {
         };
         let ips_changed = current_ips != ips;
         if ips_changed {
-            plan.writes.push(Write::ServiceIngress { service: key.clone(), ips: ips.clone() });
+            plan.writes.push(Write::ServiceIngress {
+                service: key.clone(),
+                ips: ips.clone(),
+            });
         }
         if current_pool != pool {
-            plan.writes.push(Write::ServiceAllocatedFrom { service: key.clone(), pool: pool.clone() });
+            plan.writes.push(Write::ServiceAllocatedFrom {
+                service: key.clone(),
+                pool: pool.clone(),
+            });
         }
         if !ips_changed {
             return;
@@ -336,7 +366,12 @@ impl AllocatorState {
             return;
         }
         self.reported.insert(key.clone(), note.clone());
-        plan.notices.push(Notice { target: Target::Service(key), warning, reason, note });
+        plan.notices.push(Notice {
+            target: Target::Service(key),
+            warning,
+            reason,
+            note,
+        });
     }
 
     fn write_eip_status(&self, eip: &Eip, mut announcers: Vec<IpAnnouncer>, now: &Time, plan: &mut Plan) {
@@ -371,7 +406,15 @@ impl AllocatorState {
                 ("Exhausted", format!("no free {} address left", exhausted.join(" or ")))
             };
             let conds = &mut status.conditions;
-            set_condition(conds, conditions::EXHAUSTED, !exhausted.is_empty(), reason, message, generation, now.clone());
+            set_condition(
+                conds,
+                conditions::EXHAUSTED,
+                !exhausted.is_empty(),
+                reason,
+                message,
+                generation,
+                now.clone(),
+            );
         } else {
             status.free = "0".into();
             status.total = "0".into();
@@ -398,20 +441,39 @@ impl AllocatorState {
             now.clone(),
         );
         let (ready, reason, message) = match (self.invalid.get(&name), self.applied.contains_key(&name)) {
-            (Some(err), true) => (false, "InvalidSpec", format!("{err}; still serving the previous addresses")),
+            (Some(err), true) => (
+                false,
+                "InvalidSpec",
+                format!("{err}; still serving the previous addresses"),
+            ),
             (Some(err), false) => (false, "InvalidSpec", err.clone()),
             (None, _) if eip.spec.disable => (true, "Disabled", "gives no new addresses (spec.disable)".to_string()),
             (None, _) => (true, "Valid", format!("{} addresses", status.total)),
         };
-        set_condition(&mut status.conditions, conditions::READY, ready, reason, message, generation, now.clone());
+        set_condition(
+            &mut status.conditions,
+            conditions::READY,
+            ready,
+            reason,
+            message,
+            generation,
+            now.clone(),
+        );
         if status != current {
-            plan.writes.push(Write::EipStatus { eip: name, status: Box::new(status) });
+            plan.writes.push(Write::EipStatus {
+                eip: name,
+                status: Box::new(status),
+            });
         }
     }
 }
 
 fn usage(s: FamilyStats) -> FamilyUsage {
-    FamilyUsage { total: s.total.to_string(), used: u64::try_from(s.used).unwrap_or(u64::MAX), free: s.free.to_string() }
+    FamilyUsage {
+        total: s.total.to_string(),
+        used: u64::try_from(s.used).unwrap_or(u64::MAX),
+        free: s.free.to_string(),
+    }
 }
 
 /// `namespace/name` of a Service.

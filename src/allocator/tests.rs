@@ -16,18 +16,24 @@ fn now() -> Time {
 }
 
 fn eip(name: &str, spec: Value) -> Arc<Eip> {
-    Arc::new(serde_json::from_value(json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Eip",
-        "metadata": {"name": name, "generation": 1}, "spec": spec})).unwrap())
+    Arc::new(
+        serde_json::from_value(json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Eip",
+        "metadata": {"name": name, "generation": 1}, "spec": spec}))
+        .unwrap(),
+    )
 }
 
 fn service(ns: &str, name: &str, created: i64, spec: Value, annotations: Value) -> Arc<Service> {
     let mut s = json!({"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]});
     s.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
     let ts = jiff::Timestamp::from_second(created).unwrap().to_string();
-    Arc::new(serde_json::from_value(json!({
+    Arc::new(
+        serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "creationTimestamp": ts,
                      "annotations": annotations},
-        "spec": s})).unwrap())
+        "spec": s}))
+        .unwrap(),
+    )
 }
 
 /// Applies a plan's Service writes to the snapshot, as the API server + watch would.
@@ -37,7 +43,10 @@ fn apply(snap: &mut Snapshot, plan: &Plan) {
             Write::ServiceIngress { service, ips } => {
                 let svc = find(snap, &service.to_string());
                 let mut s = (*snap.services[svc]).clone();
-                let ingress: Vec<Value> = ips.iter().map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+                let ingress: Vec<Value> = ips
+                    .iter()
+                    .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                    .collect();
                 s.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": ingress}})).unwrap());
                 snap.services[svc] = Arc::new(s);
             }
@@ -52,7 +61,11 @@ fn apply(snap: &mut Snapshot, plan: &Plan) {
                 snap.services[svc] = Arc::new(s);
             }
             Write::EipStatus { eip, status } => {
-                let i = snap.eips.iter().position(|e| e.metadata.name.as_deref() == Some(eip)).unwrap();
+                let i = snap
+                    .eips
+                    .iter()
+                    .position(|e| e.metadata.name.as_deref() == Some(eip))
+                    .unwrap();
                 let mut e = (*snap.eips[i]).clone();
                 e.status = Some((**status).clone());
                 snap.eips[i] = Arc::new(e);
@@ -64,7 +77,13 @@ fn apply(snap: &mut Snapshot, plan: &Plan) {
 fn find(snap: &Snapshot, key: &str) -> usize {
     snap.services
         .iter()
-        .position(|s| format!("{}/{}", s.metadata.namespace.as_deref().unwrap(), s.metadata.name.as_deref().unwrap()) == key)
+        .position(|s| {
+            format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap(),
+                s.metadata.name.as_deref().unwrap()
+            ) == key
+        })
         .unwrap()
 }
 
@@ -79,7 +98,11 @@ fn pass(state: &mut AllocatorState, snap: &mut Snapshot) -> Plan {
 }
 
 fn notes(plan: &Plan, reason: &str) -> Vec<String> {
-    plan.notices.iter().filter(|n| n.reason == reason).map(|n| n.note.clone()).collect()
+    plan.notices
+        .iter()
+        .filter(|n| n.reason == reason)
+        .map(|n| n.note.clone())
+        .collect()
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -88,7 +111,10 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn allocates_writes_status_and_annotation_then_is_quiet() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.10-192.0.2.12"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.10-192.0.2.12"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("shop", "web", 1, json!({}), json!({})));
     let mut state = AllocatorState::new();
     let plan = pass(&mut state, &mut snap);
@@ -97,7 +123,10 @@ fn allocates_writes_status_and_annotation_then_is_quiet() {
     let ann = snap.services[0].metadata.annotations.as_ref().unwrap();
     assert_eq!(ann.get("herald.dev/allocated-from").map(String::as_str), Some("lan"));
     let status = snap.eips[0].status.clone().unwrap();
-    assert_eq!((status.used, status.free.as_str(), status.total.as_str()), (1, "2", "3"));
+    assert_eq!(
+        (status.used, status.free.as_str(), status.total.as_str()),
+        (1, "2", "3")
+    );
     assert!(is_true(&status.conditions, READY));
     // Nothing changed: nothing written, nothing said.
     let plan = pass(&mut state, &mut snap);
@@ -107,9 +136,19 @@ fn allocates_writes_status_and_annotation_then_is_quiet() {
 
 #[test]
 fn ignores_other_classes_and_types() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.10/32"]}))], ..Default::default() };
-    snap.services.push(service("a", "other", 1, json!({"loadBalancerClass": "example.com/lb"}), json!({})));
-    snap.services.push(service("a", "plain", 2, json!({"type": "ClusterIP"}), json!({})));
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.10/32"]}))],
+        ..Default::default()
+    };
+    snap.services.push(service(
+        "a",
+        "other",
+        1,
+        json!({"loadBalancerClass": "example.com/lb"}),
+        json!({}),
+    ));
+    snap.services
+        .push(service("a", "plain", 2, json!({"type": "ClusterIP"}), json!({})));
     let mut state = AllocatorState::new();
     let plan = pass(&mut state, &mut snap);
     assert!(plan.writes.iter().all(|w| matches!(w, Write::EipStatus { .. })));
@@ -118,7 +157,10 @@ fn ignores_other_classes_and_types() {
 
 #[test]
 fn exhaustion_reports_then_recovers_when_an_ip_frees_up() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.10/32"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.10/32"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "first", 1, json!({}), json!({})));
     snap.services.push(service("a", "second", 2, json!({}), json!({})));
     let mut state = AllocatorState::new();
@@ -140,26 +182,43 @@ fn exhaustion_reports_then_recovers_when_an_ip_frees_up() {
 
 #[test]
 fn restart_keeps_every_ip() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/28"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/28"]}))],
+        ..Default::default()
+    };
     for i in 0..5 {
-        snap.services.push(service("a", &format!("s{i}"), i, json!({}), json!({})));
+        snap.services
+            .push(service("a", &format!("s{i}"), i, json!({}), json!({})));
     }
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
     // Someone hand-picks an IP in the middle, then the agent restarts with an empty memory.
-    snap.services.push(service("a", "late", 10, json!({}), json!({"herald.dev/ips": "192.0.2.9"})));
+    snap.services.push(service(
+        "a",
+        "late",
+        10,
+        json!({}),
+        json!({"herald.dev/ips": "192.0.2.9"}),
+    ));
     pass(&mut state, &mut snap);
     let before: Vec<_> = snap.services.iter().map(|s| super::convert::status_ips(s)).collect();
     let mut restarted = AllocatorState::new();
     let plan = pass(&mut restarted, &mut snap);
-    assert!(plan.writes.iter().all(|w| matches!(w, Write::EipStatus { .. })), "{:?}", plan.writes);
+    assert!(
+        plan.writes.iter().all(|w| matches!(w, Write::EipStatus { .. })),
+        "{:?}",
+        plan.writes
+    );
     let after: Vec<_> = snap.services.iter().map(|s| super::convert::status_ips(s)).collect();
     assert_eq!(before, after);
 }
 
 #[test]
 fn conflicting_records_at_rebuild_keep_the_older_service() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "young", 20, json!({}), json!({})));
     snap.services.push(service("a", "old", 10, json!({}), json!({})));
     for s in snap.services.iter_mut() {
@@ -170,7 +229,11 @@ fn conflicting_records_at_rebuild_keep_the_older_service() {
     let mut state = AllocatorState::new();
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/old"), [ip("192.0.2.1")]);
-    assert_eq!(ips_of(&snap, "a/young"), [ip("192.0.2.2")], "the loser is allocated again");
+    assert_eq!(
+        ips_of(&snap, "a/young"),
+        [ip("192.0.2.2")],
+        "the loser is allocated again"
+    );
     let conflict = notes(&plan, "IPConflict");
     assert_eq!(conflict.len(), 1);
     assert!(conflict[0].starts_with("a/young cannot keep 192.0.2.1"), "{conflict:?}");
@@ -178,7 +241,10 @@ fn conflicting_records_at_rebuild_keep_the_older_service() {
 
 #[test]
 fn bad_annotation_is_reported_and_loses_nothing() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "web", 1, json!({}), json!({})));
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
@@ -186,7 +252,10 @@ fn bad_annotation_is_reported_and_loses_nothing() {
     // A typo in the annotation.
     let i = find(&snap, "a/web");
     let mut svc = (*snap.services[i]).clone();
-    svc.metadata.annotations.get_or_insert_default().insert("herald.dev/ips".into(), "192.0.2.x".into());
+    svc.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("herald.dev/ips".into(), "192.0.2.x".into());
     snap.services[i] = Arc::new(svc);
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")], "keeps its IP");
@@ -196,23 +265,44 @@ fn bad_annotation_is_reported_and_loses_nothing() {
     );
     // An IP outside every pool: refused precisely, the old IP kept.
     let mut svc = (*snap.services[i]).clone();
-    svc.metadata.annotations.get_or_insert_default().insert("herald.dev/ips".into(), "198.51.100.1".into());
+    svc.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("herald.dev/ips".into(), "198.51.100.1".into());
     snap.services[i] = Arc::new(svc);
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")]);
     let failed = notes(&plan, "AllocationFailed");
-    assert!(failed[0].contains("198.51.100.1") && failed[0].contains("keeping 192.0.2.1"), "{failed:?}");
+    assert!(
+        failed[0].contains("198.51.100.1") && failed[0].contains("keeping 192.0.2.1"),
+        "{failed:?}"
+    );
 }
 
 #[test]
 fn unknown_pool_and_wrong_family_are_explained() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))], ..Default::default() };
-    snap.services.push(service("a", "nopool", 1, json!({}), json!({"herald.dev/eip": "nope"})));
-    snap.services.push(service("a", "v6", 2, json!({"ipFamilies": ["IPv4"]}), json!({"herald.dev/ips": "2001:db8::1"})));
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        ..Default::default()
+    };
+    snap.services
+        .push(service("a", "nopool", 1, json!({}), json!({"herald.dev/eip": "nope"})));
+    snap.services.push(service(
+        "a",
+        "v6",
+        2,
+        json!({"ipFamilies": ["IPv4"]}),
+        json!({"herald.dev/ips": "2001:db8::1"}),
+    ));
     let mut state = AllocatorState::new();
     let plan = pass(&mut state, &mut snap);
     let failed = notes(&plan, "AllocationFailed");
-    assert!(failed.iter().any(|n| n.contains("Eip 'nope'") && n.contains("does not exist")), "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|n| n.contains("Eip 'nope'") && n.contains("does not exist")),
+        "{failed:?}"
+    );
     assert!(failed.iter().any(|n| n.contains("2001:db8::1")), "{failed:?}");
     assert!(ips_of(&snap, "a/nopool").is_empty());
 }
@@ -235,7 +325,11 @@ fn eip_shrink_moves_services_and_delete_moves_or_releases() {
     snap.eips[0] = eip("a", json!({"addresses": ["192.0.2.1/32"], "priority": 1}));
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "x/two"), [ip("198.51.100.1")]);
-    assert!(notes(&plan, "IPAllocated")[0].contains("no longer in the Eip"), "{:?}", plan.notices);
+    assert!(
+        notes(&plan, "IPAllocated")[0].contains("no longer in the Eip"),
+        "{:?}",
+        plan.notices
+    );
     // Delete pool a: x/one has nowhere to go and loses its IP, with an Event.
     snap.eips.remove(0);
     let plan = pass(&mut state, &mut snap);
@@ -246,7 +340,10 @@ fn eip_shrink_moves_services_and_delete_moves_or_releases() {
 
 #[test]
 fn disabled_pool_keeps_existing_ips_but_gives_no_new_ones() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "old", 1, json!({}), json!({})));
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
@@ -255,20 +352,35 @@ fn disabled_pool_keeps_existing_ips_but_gives_no_new_ones() {
     pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/old"), [ip("192.0.2.1")]);
     assert!(ips_of(&snap, "a/new").is_empty());
-    let ready = snap.eips[0].status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == READY).cloned().unwrap();
+    let ready = snap.eips[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .cloned()
+        .unwrap();
     assert_eq!(ready.reason, "Disabled");
 }
 
 #[test]
 fn invalid_eip_edit_keeps_serving_and_says_why() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "web", 1, json!({}), json!({})));
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
     snap.eips[0] = eip("lan", json!({"addresses": ["192.0.2.9-192.0.2.1"]}));
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")]);
-    let invalid: Vec<_> = plan.notices.iter().filter(|n| n.target == Target::Eip("lan".into())).collect();
+    let invalid: Vec<_> = plan
+        .notices
+        .iter()
+        .filter(|n| n.target == Target::Eip("lan".into()))
+        .collect();
     assert_eq!(invalid.len(), 1);
     assert!(invalid[0].note.contains("192.0.2.9-192.0.2.1"), "{}", invalid[0].note);
     let status = snap.eips[0].status.clone().unwrap();
@@ -278,15 +390,30 @@ fn invalid_eip_edit_keeps_serving_and_says_why() {
 #[test]
 fn overlapping_pools_are_reported_on_both() {
     let mut snap = Snapshot {
-        eips: vec![eip("a", json!({"addresses": ["192.0.2.0/28"]})), eip("b", json!({"addresses": ["192.0.2.8/29"]}))],
+        eips: vec![
+            eip("a", json!({"addresses": ["192.0.2.0/28"]})),
+            eip("b", json!({"addresses": ["192.0.2.8/29"]})),
+        ],
         ..Default::default()
     };
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
     for e in &snap.eips {
-        let c = e.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == OVERLAPPING).cloned().unwrap();
+        let c = e
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == OVERLAPPING)
+            .cloned()
+            .unwrap();
         assert_eq!(c.status, "True");
-        assert!(c.message.contains("Eip 'a'") && c.message.contains("Eip 'b'"), "{}", c.message);
+        assert!(
+            c.message.contains("Eip 'a'") && c.message.contains("Eip 'b'"),
+            "{}",
+            c.message
+        );
     }
 }
 
@@ -296,7 +423,13 @@ fn sharing_and_dual_stack() {
         eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29", "2001:db8::/125"]}))],
         ..Default::default()
     };
-    snap.services.push(service("a", "http", 1, json!({}), json!({"herald.dev/sharing-key": "k"})));
+    snap.services.push(service(
+        "a",
+        "http",
+        1,
+        json!({}),
+        json!({"herald.dev/sharing-key": "k"}),
+    ));
     snap.services.push(service(
         "a",
         "dns",
@@ -304,7 +437,13 @@ fn sharing_and_dual_stack() {
         json!({"ports": [{"port": 53, "protocol": "UDP"}]}),
         json!({"herald.dev/sharing-key": "k"}),
     ));
-    snap.services.push(service("a", "clash", 3, json!({}), json!({"herald.dev/sharing-key": "k", "herald.dev/ips": "192.0.2.1"})));
+    snap.services.push(service(
+        "a",
+        "clash",
+        3,
+        json!({}),
+        json!({"herald.dev/sharing-key": "k", "herald.dev/ips": "192.0.2.1"}),
+    ));
     snap.services.push(service(
         "a",
         "dual",
@@ -317,7 +456,10 @@ fn sharing_and_dual_stack() {
     assert_eq!(ips_of(&snap, "a/http"), ips_of(&snap, "a/dns"), "shared");
     assert!(ips_of(&snap, "a/clash").is_empty());
     let refused = notes(&plan, "AllocationFailed");
-    assert!(refused.iter().any(|n| n.contains("80/TCP") && n.contains("a/http")), "{refused:?}");
+    assert!(
+        refused.iter().any(|n| n.contains("80/TCP") && n.contains("a/http")),
+        "{refused:?}"
+    );
     let dual = ips_of(&snap, "a/dual");
     assert_eq!(dual.len(), 2);
     assert!(dual[0].is_ipv6() && dual[1].is_ipv4(), "ipFamilies order: {dual:?}");
@@ -325,7 +467,10 @@ fn sharing_and_dual_stack() {
 
 #[test]
 fn type_change_releases_and_cleans_up() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "web", 1, json!({}), json!({})));
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
@@ -334,19 +479,32 @@ fn type_change_releases_and_cleans_up() {
     snap.services[0] = Arc::new(svc);
     pass(&mut state, &mut snap);
     assert!(ips_of(&snap, "a/web").is_empty());
-    assert!(snap.services[0].metadata.annotations.as_ref().unwrap().get("herald.dev/allocated-from").is_none());
+    assert!(
+        snap.services[0]
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get("herald.dev/allocated-from")
+            .is_none()
+    );
     assert_eq!(state.allocator().service_count(), 0);
 }
 
 #[test]
 fn namespace_rules_use_namespace_labels() {
     let mut snap = Snapshot {
-        eips: vec![eip("team", json!({"addresses": ["192.0.2.0/29"],
-            "namespaceSelector": {"matchLabels": {"team": "blue"}}}))],
+        eips: vec![eip(
+            "team",
+            json!({"addresses": ["192.0.2.0/29"],
+            "namespaceSelector": {"matchLabels": {"team": "blue"}}}),
+        )],
         ..Default::default()
     };
-    snap.namespaces.insert("blue".into(), [("team".to_string(), "blue".to_string())].into());
-    snap.namespaces.insert("red".into(), [("team".to_string(), "red".to_string())].into());
+    snap.namespaces
+        .insert("blue".into(), [("team".to_string(), "blue".to_string())].into());
+    snap.namespaces
+        .insert("red".into(), [("team".to_string(), "red".to_string())].into());
     snap.services.push(service("blue", "ok", 1, json!({}), json!({})));
     snap.services.push(service("red", "no", 2, json!({}), json!({})));
     let mut state = AllocatorState::new();
@@ -359,7 +517,10 @@ fn namespace_rules_use_namespace_labels() {
 
 #[test]
 fn eip_status_lists_announcing_nodes_from_ip_leases() {
-    let mut snap = Snapshot { eips: vec![eip("lan", json!({"addresses": ["192.0.2.10-192.0.2.12"]}))], ..Default::default() };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.10-192.0.2.12"]}))],
+        ..Default::default()
+    };
     snap.services.push(service("a", "web", 1, json!({}), json!({})));
     snap.services.push(service("a", "api", 2, json!({}), json!({})));
     let mut state = AllocatorState::new();
@@ -371,5 +532,11 @@ fn eip_status_lists_announcing_nodes_from_ip_leases() {
     assert_eq!(plan.writes.len(), 1, "only the Eip status changes");
     let status = snap.eips[0].status.clone().unwrap();
     let listed: Vec<(String, String)> = status.announcers.into_iter().map(|a| (a.ip, a.node)).collect();
-    assert_eq!(listed, [("192.0.2.10".into(), "node-a".into()), ("192.0.2.11".into(), "node-b".into())]);
+    assert_eq!(
+        listed,
+        [
+            ("192.0.2.10".into(), "node-a".into()),
+            ("192.0.2.11".into(), "node-b".into())
+        ]
+    );
 }

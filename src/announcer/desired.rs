@@ -60,7 +60,10 @@ pub fn node_usable(node: &Node) -> bool {
         return false;
     }
     let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
-    !conditions.into_iter().flatten().any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
+    !conditions
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
 }
 
 /// Nodes with a ready (or still serving) endpoint of the Service, and whether some ready endpoint had no node
@@ -97,24 +100,36 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
     let usable_nodes: Vec<&Arc<Node>> = view.nodes.iter().filter(|n| node_usable(n)).collect();
     let mut by_ip: BTreeMap<IpAddr, IpGroup> = BTreeMap::new();
     for svc in view.services.iter().filter(|s| convert::handles(s, default_class)) {
-        let Some(pool) = convert::allocated_from(svc) else { continue };
+        let Some(pool) = convert::allocated_from(svc) else {
+            continue;
+        };
         let key = crate::allocator::state::service_key(svc);
         let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         let allowed = if local {
             let (nodes, anonymous) = local_endpoint_nodes(&view.endpoint_slices, &key);
             // Endpoints without a node name (hand-made slices, some CNIs) cannot be placed: rather than announce
             // from nowhere, let every node announce and kube-proxy route.
-            if nodes.is_empty() && anonymous { None } else { Some(nodes) }
+            if nodes.is_empty() && anonymous {
+                None
+            } else {
+                Some(nodes)
+            }
         } else {
             None
         };
         for ip in convert::status_ips(svc) {
             match by_ip.get_mut(&ip) {
                 None => {
-                    let group = IpGroup { eip: pool.clone(), services: BTreeSet::from([key.clone()]), allowed: allowed.clone() };
+                    let group = IpGroup {
+                        eip: pool.clone(),
+                        services: BTreeSet::from([key.clone()]),
+                        allowed: allowed.clone(),
+                    };
                     by_ip.insert(ip, group);
                 }
-                Some(IpGroup { services, allowed: acc, .. }) => {
+                Some(IpGroup {
+                    services, allowed: acc, ..
+                }) => {
                     services.insert(key.clone());
                     // Any Service that may be reached through every node makes every node useful; otherwise
                     // every node with a local endpoint of some sharer is.
@@ -130,7 +145,15 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         }
     }
     let mut out = BTreeMap::new();
-    for (ip, IpGroup { eip: pool, services, allowed: local_nodes }) in by_ip {
+    for (
+        ip,
+        IpGroup {
+            eip: pool,
+            services,
+            allowed: local_nodes,
+        },
+    ) in by_ip
+    {
         let Some(eip) = eips.get(&pool) else { continue };
         let selector = eip.spec.node_selector.as_ref().map(convert::label_selector);
         let selector: Option<LabelSelector> = match selector {
@@ -217,8 +240,16 @@ mod tests {
             nodes: vec![
                 node("a", json!({"rack": "1"}), json!([])),
                 node("b", json!({"rack": "2"}), json!([])),
-                node("c", json!({"node.kubernetes.io/exclude-from-external-load-balancers": ""}), json!([])),
-                node("d", json!({}), json!([{"type": "NetworkUnavailable", "status": "True"}])),
+                node(
+                    "c",
+                    json!({"node.kubernetes.io/exclude-from-external-load-balancers": ""}),
+                    json!([]),
+                ),
+                node(
+                    "d",
+                    json!({}),
+                    json!([{"type": "NetworkUnavailable", "status": "True"}]),
+                ),
             ],
             ..Default::default()
         }
@@ -244,7 +275,10 @@ mod tests {
     #[test]
     fn node_selector_limits_candidates() {
         let mut v = view();
-        v.eips = vec![eip("lan", json!({"addresses": ["192.0.2.0/24"], "nodeSelector": {"matchLabels": {"rack": "2"}}}))];
+        v.eips = vec![eip(
+            "lan",
+            json!({"addresses": ["192.0.2.0/24"], "nodeSelector": {"matchLabels": {"rack": "2"}}}),
+        )];
         v.services.push(svc("web", "192.0.2.1", "Cluster", "lan"));
         assert_eq!(desired(&v, true)[&ip("192.0.2.1")].eligible_nodes, set(&["b"]));
     }
@@ -255,7 +289,13 @@ mod tests {
         v.services.push(svc("web", "192.0.2.1", "Local", "lan"));
         let d = desired(&v, true);
         assert!(d[&ip("192.0.2.1")].eligible_nodes.is_empty());
-        assert!(d[&ip("192.0.2.1")].ineligible_reason.as_ref().unwrap().contains("no ready endpoint"));
+        assert!(
+            d[&ip("192.0.2.1")]
+                .ineligible_reason
+                .as_ref()
+                .unwrap()
+                .contains("no ready endpoint")
+        );
         v.endpoint_slices.push(slice(
             "web",
             json!([
@@ -279,7 +319,10 @@ mod tests {
     fn endpoints_without_node_names_fall_back_to_every_node() {
         let mut v = view();
         v.services.push(svc("web", "192.0.2.1", "Local", "lan"));
-        v.endpoint_slices.push(slice("web", json!([{"addresses": ["198.51.100.7"], "conditions": {"ready": true}}])));
+        v.endpoint_slices.push(slice(
+            "web",
+            json!([{"addresses": ["198.51.100.7"], "conditions": {"ready": true}}]),
+        ));
         assert_eq!(desired(&v, true)[&ip("192.0.2.1")].eligible_nodes, set(&["a", "b"]));
     }
 

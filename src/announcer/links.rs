@@ -37,7 +37,9 @@ pub fn read() -> Links {
         let link = links.entry(ifa.interface_name.clone()).or_default();
         link.arp_capable = !flags.intersects(F::IFF_LOOPBACK | F::IFF_NOARP);
         link.up = flags.contains(F::IFF_UP) && flags.contains(F::IFF_RUNNING) && link.arp_capable;
-        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else { continue };
+        let (Some(addr), Some(mask)) = (ifa.address, ifa.netmask) else {
+            continue;
+        };
         let pair = if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
             Some((IpAddr::V4(a.ip()), u32::from(m.ip()).count_ones() as u8))
         } else if let (Some(a), Some(m)) = (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
@@ -108,29 +110,67 @@ mod tests {
         l.insert("eth1".into(), link(true, &[("192.0.2.130", 25)]));
         l.insert("eth2".into(), link(false, &[("2001:db8::5", 64)]));
         // kube-proxy IPVS: Service IPs on a NOARP dummy; the lab's kube-proxy stand-in: on lo.
-        l.insert("kube-ipvs0".into(), Link { arp_capable: false, ..link(false, &[("192.0.2.10", 32), ("192.0.2.0", 24)]) });
-        l.insert("lo".into(), Link { arp_capable: false, ..link(true, &[("127.0.0.1", 8), ("192.0.2.100", 32)]) });
-        l.insert("dummy0".into(), link(true, &[("192.0.2.101", 32), ("2001:db8::201", 128)]));
+        l.insert(
+            "kube-ipvs0".into(),
+            Link {
+                arp_capable: false,
+                ..link(false, &[("192.0.2.10", 32), ("192.0.2.0", 24)])
+            },
+        );
+        l.insert(
+            "lo".into(),
+            Link {
+                arp_capable: false,
+                ..link(true, &[("127.0.0.1", 8), ("192.0.2.100", 32)])
+            },
+        );
+        l.insert(
+            "dummy0".into(),
+            link(true, &[("192.0.2.101", 32), ("2001:db8::201", 128)]),
+        );
         l
     }
 
     #[test]
     fn longest_prefix_wins_and_explicit_interface_overrides() {
         let l = links();
-        assert_eq!(interface_for(&l, "192.0.2.10".parse().unwrap(), None).as_deref(), Some("eth0"));
-        assert_eq!(interface_for(&l, "192.0.2.200".parse().unwrap(), None).as_deref(), Some("eth1"));
-        assert_eq!(interface_for(&l, "2001:db8::10".parse().unwrap(), None).as_deref(), Some("eth2"));
+        assert_eq!(
+            interface_for(&l, "192.0.2.10".parse().unwrap(), None).as_deref(),
+            Some("eth0")
+        );
+        assert_eq!(
+            interface_for(&l, "192.0.2.200".parse().unwrap(), None).as_deref(),
+            Some("eth1")
+        );
+        assert_eq!(
+            interface_for(&l, "2001:db8::10".parse().unwrap(), None).as_deref(),
+            Some("eth2")
+        );
         assert_eq!(interface_for(&l, "198.51.100.1".parse().unwrap(), None), None);
-        assert_eq!(interface_for(&l, "fe80::9".parse().unwrap(), None), None, "never by link-local subnet");
-        assert_eq!(interface_for(&l, "198.51.100.1".parse().unwrap(), Some("vlan7")).as_deref(), Some("vlan7"));
+        assert_eq!(
+            interface_for(&l, "fe80::9".parse().unwrap(), None),
+            None,
+            "never by link-local subnet"
+        );
+        assert_eq!(
+            interface_for(&l, "198.51.100.1".parse().unwrap(), Some("vlan7")).as_deref(),
+            Some("vlan7")
+        );
     }
 
     #[test]
     fn service_ip_on_lo_or_a_dummy_never_wins_over_the_lan() {
         let l = links();
         for ip in ["192.0.2.10", "192.0.2.100", "192.0.2.101"] {
-            assert_eq!(interface_for(&l, ip.parse().unwrap(), None).as_deref(), Some("eth0"), "{ip}");
+            assert_eq!(
+                interface_for(&l, ip.parse().unwrap(), None).as_deref(),
+                Some("eth0"),
+                "{ip}"
+            );
         }
-        assert_eq!(interface_for(&l, "2001:db8::201".parse().unwrap(), None).as_deref(), Some("eth2"));
+        assert_eq!(
+            interface_for(&l, "2001:db8::201".parse().unwrap(), None).as_deref(),
+            Some("eth2")
+        );
     }
 }

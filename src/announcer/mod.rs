@@ -86,10 +86,30 @@ pub async fn run(
     metrics.set_interfaces(move || counters.counters());
 
     let wake = Arc::new(Notify::new());
-    let services = reflect(Api::<Service>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
-    let eips = reflect(Api::<Eip>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
-    let nodes = reflect(Api::<Node>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
-    let slices = reflect(Api::<EndpointSlice>::all(client.clone()), Default::default(), wake.clone(), cancel.clone());
+    let services = reflect(
+        Api::<Service>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let eips = reflect(
+        Api::<Eip>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let nodes = reflect(
+        Api::<Node>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let slices = reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
     tokio::select! {
         _ = cancel.cancelled() => {}
         r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), nodes.wait_until_ready(), slices.wait_until_ready()) } => {
@@ -100,7 +120,10 @@ pub async fn run(
 
     let recorder = Recorder::new(
         client.clone(),
-        Reporter { controller: names::CONTROLLER_NAME.into(), instance: Some(config.identity.holder()) },
+        Reporter {
+            controller: names::CONTROLLER_NAME.into(),
+            instance: Some(config.identity.holder()),
+        },
     );
     let mut sent: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
     let mut current: BTreeMap<IpAddr, Announcement>;
@@ -124,9 +147,20 @@ pub async fn run(
                 eligible.remove(&node);
             }
             sink.route(*ip, interface);
-            wanted.insert(*ip, IpDesire { eligible_nodes: eligible, eip: a.eip.clone() });
+            wanted.insert(
+                *ip,
+                IpDesire {
+                    eligible_nodes: eligible,
+                    eip: a.eip.clone(),
+                },
+            );
         }
-        for ip in sent.keys().filter(|ip| !wanted.contains_key(ip)).copied().collect::<Vec<_>>() {
+        for ip in sent
+            .keys()
+            .filter(|ip| !wanted.contains_key(ip))
+            .copied()
+            .collect::<Vec<_>>()
+        {
             debug!(%ip, "no longer a Layer 2 Service IP");
             if ownership.remove_desired(ip).await.is_err() {
                 break;
@@ -142,6 +176,13 @@ pub async fn run(
             }
         }
         metrics.desired.set(sent.len() as i64);
+        sink.set_held_before(
+            view.services
+                .iter()
+                .filter_map(|svc| svc.metadata.annotations.as_ref()?.get(names::ANNOTATION_ANNOUNCED_BY))
+                .flat_map(|v| v.split(',').filter_map(|e| e.split_once('=')?.0.trim().parse().ok()))
+                .collect(),
+        );
 
         // Wait until something changes the desired state.
         'wait: loop {
@@ -159,9 +200,21 @@ pub async fn run(
                     }
                 }
                 Some(ev) = engine_events.recv() => {
+                    if let L2Event::Announced { ip } = ev.event {
+                        record_announcing(&client, &recorder, &current, ip, &node, &ev.interface).await;
+                    }
                     if let L2Event::Conflict(c) = ev.event {
-                        warn!(ip = %c.ip, mac = %c.mac, interface = ev.interface, signal = ?c.signal, "another host claims this IP");
-                        if !c.refused {
+                        warn!(ip = %c.ip, mac = %c.mac, interface = ev.interface, signal = ?c.signal, refused = c.refused, "another host claims this IP");
+                        if c.refused {
+                            // The probe before the first announcement found the address in use: never fight a
+                            // host that is not Herald. Say so on every Service of the IP.
+                            let note = format!(
+                                "{} is already used by host {} on {} of node {node}; Herald does not answer for it. \
+                                 Remove the address from the Eip, or the host from the network",
+                                c.ip, c.mac, ev.interface
+                            );
+                            report_conflict(&client, &recorder, &current, c.ip, &note).await;
+                        } else {
                             let _ = ownership.wire_conflict(c.ip).await;
                         }
                     }
@@ -201,36 +254,83 @@ async fn handle_ownership_event(
 ) {
     match ev {
         OwnershipEvent::OwnerChanged { ip, is_self: true, .. } => {
-            let Some(a) = current.get(&ip) else { return };
-            let interface = sink.interface_of(ip).unwrap_or_else(|| "?".into());
-            info!(%ip, node, interface, "announcing");
-            for svc in &a.services {
-                let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace);
-                let obj = match record_announcer(&api, &svc.name, ip, node).await {
-                    Ok(obj) => obj,
-                    Err(e) => {
-                        warn!(service = %svc, error = %e, "cannot record the announcing node");
-                        continue;
-                    }
-                };
-                let event = Event {
-                    type_: EventType::Normal,
-                    reason: "Announcing".into(),
-                    note: Some(format!("node {node} answers ARP/NDP for {ip} on {interface} (layer2)")),
-                    action: "Announce".into(),
-                    secondary: None,
-                };
-                if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-                    warn!(error = %e, "cannot record Event");
-                }
+            // A first-ever announcement is probed first; it is recorded when the probe passes (engine event).
+            if sink.held_before(ip) {
+                let interface = sink.interface_of(ip).unwrap_or_else(|| "?".into());
+                record_announcing(client, recorder, current, ip, node, &interface).await;
             }
         }
-        OwnershipEvent::OwnerChanged { ip, is_self: false, was_self: true, holder, .. } => {
+        OwnershipEvent::OwnerChanged {
+            ip,
+            is_self: false,
+            was_self: true,
+            holder,
+            ..
+        } => {
             info!(%ip, node, new_holder = holder.as_deref().unwrap_or(""), "no longer announcing");
         }
         OwnershipEvent::OwnerChanged { .. } => {}
         OwnershipEvent::WireYield { ip } => warn!(%ip, node, "withdrew: another MAC answers for this IP"),
         OwnershipEvent::Superseded { .. } => {}
+    }
+}
+
+/// Records that this node answers for `ip`: the `herald.dev/announced-by` entry and an `Announcing` Event on every
+/// Service of the IP.
+async fn record_announcing(
+    client: &Client,
+    recorder: &Recorder,
+    current: &BTreeMap<IpAddr, Announcement>,
+    ip: IpAddr,
+    node: &str,
+    interface: &str,
+) {
+    let Some(a) = current.get(&ip) else { return };
+    info!(%ip, node, interface, "announcing");
+    for svc in &a.services {
+        let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace);
+        let obj = match record_announcer(&api, &svc.name, ip, node).await {
+            Ok(obj) => obj,
+            Err(e) => {
+                warn!(service = %svc, error = %e, "cannot record the announcing node");
+                continue;
+            }
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "Announcing".into(),
+            note: Some(format!("node {node} answers ARP/NDP for {ip} on {interface} (layer2)")),
+            action: "Announce".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, "cannot record Event");
+        }
+    }
+}
+
+/// Records an `AddressConflict` Warning Event on every Service of `ip`.
+async fn report_conflict(
+    client: &Client,
+    recorder: &Recorder,
+    current: &BTreeMap<IpAddr, Announcement>,
+    ip: IpAddr,
+    note: &str,
+) {
+    let Some(a) = current.get(&ip) else { return };
+    for svc in &a.services {
+        let api: Api<Service> = Api::namespaced(client.clone(), &svc.namespace);
+        let Ok(obj) = api.get(&svc.name).await else { continue };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "AddressConflict".into(),
+            note: Some(note.to_string()),
+            action: "Probe".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, "cannot record Event");
+        }
     }
 }
 
@@ -242,7 +342,11 @@ async fn record_announcer(api: &Api<Service>, name: &str, ip: IpAddr, node: &str
     loop {
         let svc = api.get(name).await?;
         let current_ips = crate::allocator::convert::status_ips(&svc);
-        let existing = svc.metadata.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_ANNOUNCED_BY));
+        let existing = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::ANNOTATION_ANNOUNCED_BY));
         let value = announced_by(existing.map(String::as_str), &current_ips, ip, node);
         if existing == Some(&value) {
             return Ok(svc);
@@ -270,7 +374,11 @@ fn announced_by(existing: Option<&str>, service_ips: &[IpAddr], ip: IpAddr, node
         .filter(|(i, _)| service_ips.contains(i))
         .collect();
     entries.insert(ip, node.to_string());
-    entries.iter().map(|(i, n)| format!("{i}={n}")).collect::<Vec<_>>().join(",")
+    entries
+        .iter()
+        .map(|(i, n)| format!("{i}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
