@@ -24,7 +24,9 @@ async fn event_note(c: &Cluster, ns: &str, name: &str, reason: &str) -> Option<S
     let list = events.list(&ListParams::default()).await.ok()?;
     list.items
         .into_iter()
-        .find(|e| e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .find(|e| {
+            e.reason.as_deref() == Some(reason) && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
         .and_then(|e| e.note)
 }
 
@@ -32,15 +34,20 @@ async fn event_note(c: &Cluster, ns: &str, name: &str, reason: &str) -> Option<S
 async fn service_gets_an_ip_with_status_annotation_event_and_eip_summary() {
     let mut c = Cluster::start().await;
     c.agent("n1", &[]);
-    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29", "2001:db8::/126"]}))).await;
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29", "2001:db8::/126"]})))
+        .await;
     c.create_service(lb_service("default", "web", json!({}))).await;
-    let ips = eventually(WAIT, || ips_of(&c, "default", "web")).await.expect("IP allocated");
+    let ips = eventually(WAIT, || ips_of(&c, "default", "web"))
+        .await
+        .expect("IP allocated");
     assert_eq!(ips, ["192.0.2.9"]);
     let svc = c.services("default").get("web").await.unwrap();
     assert_eq!(svc.metadata.annotations.unwrap()["herald.dev/allocated-from"], "lan");
     let ingress = svc.status.unwrap().load_balancer.unwrap().ingress.unwrap();
     assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));
-    let note = eventually(WAIT, || event_note(&c, "default", "web", "IPAllocated")).await.expect("IPAllocated event");
+    let note = eventually(WAIT, || event_note(&c, "default", "web", "IPAllocated"))
+        .await
+        .expect("IPAllocated event");
     assert_eq!(note, "allocated 192.0.2.9 from Eip 'lan'");
     let eips: Api<Eip> = Api::all(c.client.clone());
     let status = eventually(WAIT, || async {
@@ -59,15 +66,25 @@ async fn bad_input_gets_an_event_and_the_agent_keeps_going() {
     let mut c = Cluster::start().await;
     let agent = c.agent("n1", &[]);
     c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29"]}))).await;
-    c.create_service(lb_service("default", "typo", json!({"herald.dev/ips": "192.0.2.300"}))).await;
-    c.create_service(lb_service("default", "nopool", json!({"herald.dev/eip": "missing"}))).await;
-    c.create_service(lb_service("default", "v6", json!({"herald.dev/ips": "2001:db8::1"}))).await;
-    c.create_eip(eip("broken", json!({"addresses": ["192.0.2.20-192.0.2.10"]}))).await;
-    let typo = eventually(WAIT, || event_note(&c, "default", "typo", "AllocationFailed")).await.unwrap();
+    c.create_service(lb_service("default", "typo", json!({"herald.dev/ips": "192.0.2.300"})))
+        .await;
+    c.create_service(lb_service("default", "nopool", json!({"herald.dev/eip": "missing"})))
+        .await;
+    c.create_service(lb_service("default", "v6", json!({"herald.dev/ips": "2001:db8::1"})))
+        .await;
+    c.create_eip(eip("broken", json!({"addresses": ["192.0.2.20-192.0.2.10"]})))
+        .await;
+    let typo = eventually(WAIT, || event_note(&c, "default", "typo", "AllocationFailed"))
+        .await
+        .unwrap();
     assert!(typo.contains("'192.0.2.300' is not an IP address"), "{typo}");
-    let nopool = eventually(WAIT, || event_note(&c, "default", "nopool", "AllocationFailed")).await.unwrap();
+    let nopool = eventually(WAIT, || event_note(&c, "default", "nopool", "AllocationFailed"))
+        .await
+        .unwrap();
     assert!(nopool.contains("Eip 'missing'"), "{nopool}");
-    let v6 = eventually(WAIT, || event_note(&c, "default", "v6", "AllocationFailed")).await.unwrap();
+    let v6 = eventually(WAIT, || event_note(&c, "default", "v6", "AllocationFailed"))
+        .await
+        .unwrap();
     assert!(v6.contains("2001:db8::1"), "{v6}");
     let eips: Api<Eip> = Api::all(c.client.clone());
     let ready = eventually(WAIT, || async {
@@ -80,33 +97,53 @@ async fn bad_input_gets_an_event_and_the_agent_keeps_going() {
     assert!(ready.message.contains("192.0.2.20-192.0.2.10"), "{}", ready.message);
     assert!(c.alive(agent), "the agent must survive bad input");
     c.create_service(lb_service("default", "good", json!({}))).await;
-    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "good")).await.unwrap(), ["192.0.2.9"]);
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "good")).await.unwrap(),
+        ["192.0.2.9"]
+    );
 }
 
 #[tokio::test]
 async fn restart_keeps_every_ip_and_writes_nothing() {
     let mut c = Cluster::start().await;
     let first = c.agent("n1", &[]);
-    c.create_eip(eip("lan", json!({"addresses": ["198.51.100.0/27"]}))).await;
+    c.create_eip(eip("lan", json!({"addresses": ["198.51.100.0/27"]})))
+        .await;
     for i in 0..12 {
-        c.create_service(lb_service("default", &format!("s{i}"), json!({}))).await;
+        c.create_service(lb_service("default", &format!("s{i}"), json!({})))
+            .await;
     }
     // Free a hole in the middle, so a reshuffle would show.
-    eventually(WAIT, || ips_of(&c, "default", "s11")).await.expect("all allocated");
+    eventually(WAIT, || ips_of(&c, "default", "s11"))
+        .await
+        .expect("all allocated");
     let hole = ips_of(&c, "default", "s4").await.unwrap();
-    c.services("default").delete("s4", &DeleteParams::default()).await.unwrap();
+    c.services("default")
+        .delete("s4", &DeleteParams::default())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = c.services("default").list(&ListParams::default()).await.unwrap();
     c.stop(first, "KILL");
     c.agent("n1", &[]);
     // The new process becomes leader (after the killed one's lease expires) and allocates a new Service...
     c.create_service(lb_service("default", "after", json!({}))).await;
-    let after_ip = eventually(WAIT, || ips_of(&c, "default", "after")).await.expect("new agent allocates");
+    let after_ip = eventually(WAIT, || ips_of(&c, "default", "after"))
+        .await
+        .expect("new agent allocates");
     assert_eq!(after_ip, hole, "the freed hole is reused");
     // ...without touching any existing Service.
     for svc in before.items {
-        let now = c.services("default").get(&svc.metadata.name.clone().unwrap()).await.unwrap();
-        assert_eq!(now.metadata.resource_version, svc.metadata.resource_version, "{:?} rewritten", svc.metadata.name);
+        let now = c
+            .services("default")
+            .get(&svc.metadata.name.clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            now.metadata.resource_version, svc.metadata.resource_version,
+            "{:?} rewritten",
+            svc.metadata.name
+        );
     }
 }
 
@@ -117,17 +154,43 @@ async fn two_agents_one_allocator_and_failover() {
     let b = c.agent("n2", &[]);
     c.create_eip(eip("lan", json!({"addresses": ["203.0.113.0/28"]}))).await;
     c.create_service(lb_service("default", "one", json!({}))).await;
-    eventually(WAIT, || ips_of(&c, "default", "one")).await.expect("allocated");
+    eventually(WAIT, || ips_of(&c, "default", "one"))
+        .await
+        .expect("allocated");
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "herald-system");
-    let holder = leases.get("herald-allocator").await.unwrap().spec.unwrap().holder_identity.unwrap();
-    let (leader, leader_node, other_node) = if holder.starts_with("n1/") { (a, "n1", "n2") } else { (b, "n2", "n1") };
+    let holder = leases
+        .get("herald-allocator")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let (leader, leader_node, other_node) = if holder.starts_with("n1/") {
+        (a, "n1", "n2")
+    } else {
+        (b, "n2", "n1")
+    };
     let led = |node: &str, i: usize| c.log(i, node).contains("became leader");
     assert!(led(leader_node, leader), "the lease holder logs that it leads");
-    assert!(!led(other_node, if leader == a { b } else { a }), "only one agent leads");
+    assert!(
+        !led(other_node, if leader == a { b } else { a }),
+        "only one agent leads"
+    );
     c.stop(leader, "KILL");
     c.create_service(lb_service("default", "two", json!({}))).await;
-    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "two")).await.unwrap(), ["203.0.113.2"]);
-    let holder = leases.get("herald-allocator").await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "two")).await.unwrap(),
+        ["203.0.113.2"]
+    );
+    let holder = leases
+        .get("herald-allocator")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
     assert!(holder.starts_with(&format!("{other_node}/")), "{holder}");
 }
 
@@ -135,11 +198,19 @@ async fn two_agents_one_allocator_and_failover() {
 async fn eip_delete_moves_services_to_another_pool() {
     let mut c = Cluster::start().await;
     c.agent("n1", &[]);
-    c.create_eip(eip("first", json!({"addresses": ["192.0.2.1/32"], "priority": 1}))).await;
+    c.create_eip(eip("first", json!({"addresses": ["192.0.2.1/32"], "priority": 1})))
+        .await;
     c.create_service(lb_service("default", "web", json!({}))).await;
-    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "web")).await.unwrap(), ["192.0.2.1"]);
-    c.create_eip(eip("second", json!({"addresses": ["198.51.100.1/32"], "priority": 2}))).await;
-    Api::<Eip>::all(c.client.clone()).delete("first", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "web")).await.unwrap(),
+        ["192.0.2.1"]
+    );
+    c.create_eip(eip("second", json!({"addresses": ["198.51.100.1/32"], "priority": 2})))
+        .await;
+    Api::<Eip>::all(c.client.clone())
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
     let moved = eventually(WAIT, || async {
         let ips = ips_of(&c, "default", "web").await?;
         (ips == ["198.51.100.1"]).then_some(ips)
@@ -148,4 +219,125 @@ async fn eip_delete_moves_services_to_another_pool() {
     assert!(moved.is_some(), "the Service moves to the remaining pool");
     let svc = c.services("default").get("web").await.unwrap();
     assert_eq!(svc.metadata.annotations.unwrap()["herald.dev/allocated-from"], "second");
+}
+
+#[tokio::test]
+async fn specific_ip_sharing_and_dual_stack() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &[]);
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.0/29", "2001:db8::/125"]})))
+        .await;
+    // A specific IP.
+    c.create_service(lb_service("default", "pinned", json!({"herald.dev/ips": "192.0.2.5"})))
+        .await;
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "pinned")).await.unwrap(),
+        ["192.0.2.5"]
+    );
+    // Sharing: same key, disjoint ports → same IP; overlapping port → refused with the reason.
+    c.create_service(lb_service("default", "http", json!({"herald.dev/sharing-key": "k"})))
+        .await;
+    let mut dns = lb_service("default", "dns", json!({"herald.dev/sharing-key": "k"}));
+    dns["spec"]["ports"] = json!([{"port": 53, "protocol": "UDP"}]);
+    c.create_service(dns).await;
+    let http = eventually(WAIT, || ips_of(&c, "default", "http")).await.unwrap();
+    assert_eq!(eventually(WAIT, || ips_of(&c, "default", "dns")).await.unwrap(), http);
+    // A third Service with the key but an overlapping port gets its own IP, unless it insists on the shared one.
+    let ask = json!({"herald.dev/sharing-key": "k", "herald.dev/ips": http[0]});
+    c.create_service(lb_service("default", "clash", ask)).await;
+    let refused = eventually(WAIT, || event_note(&c, "default", "clash", "AllocationFailed"))
+        .await
+        .unwrap();
+    assert!(
+        refused.contains("80/TCP") && refused.contains("default/http"),
+        "{refused}"
+    );
+    // Dual-stack in ipFamilies order.
+    let mut dual = lb_service("default", "dual", json!({}));
+    dual["spec"]["ipFamilyPolicy"] = json!("RequireDualStack");
+    dual["spec"]["ipFamilies"] = json!(["IPv6", "IPv4"]);
+    c.create_service(dual).await;
+    let ips = eventually(WAIT, || ips_of(&c, "default", "dual")).await.unwrap();
+    assert_eq!(ips.len(), 2);
+    assert!(ips[0].contains(':') && !ips[1].contains(':'), "{ips:?}");
+}
+
+#[tokio::test]
+async fn exhaustion_recovers_when_an_ip_frees_up_and_namespace_rules_hold() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &[]);
+    c.create_eip(eip(
+        "tiny",
+        json!({"addresses": ["198.51.100.7/32"], "namespaces": ["default"]}),
+    ))
+    .await;
+    c.create_service(lb_service("default", "first", json!({}))).await;
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "first")).await.unwrap(),
+        ["198.51.100.7"]
+    );
+    c.create_service(lb_service("default", "second", json!({}))).await;
+    let full = eventually(WAIT, || event_note(&c, "default", "second", "AllocationFailed"))
+        .await
+        .unwrap();
+    assert!(full.contains("tiny"), "{full}");
+    let eips: Api<Eip> = Api::all(c.client.clone());
+    let exhausted = eventually(WAIT, || async {
+        let s = eips.get("tiny").await.ok()?.status?;
+        herald_api::conditions::is_true(&s.conditions, "Exhausted").then_some(())
+    })
+    .await;
+    assert!(exhausted.is_some(), "Exhausted condition");
+    // Another namespace may not use the pool at all.
+    let ns = serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(c.client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .unwrap();
+    c.create_service(lb_service("other", "outsider", json!({}))).await;
+    let why = eventually(WAIT, || event_note(&c, "other", "outsider", "AllocationFailed"))
+        .await
+        .unwrap();
+    assert!(why.contains("other/outsider"), "{why}");
+    // The first Service goes away: the second gets the address.
+    c.services("default")
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "second")).await.unwrap(),
+        ["198.51.100.7"]
+    );
+    assert!(ips_of(&c, "other", "outsider").await.is_none());
+}
+
+#[tokio::test]
+async fn disabled_eip_keeps_existing_ips_and_gives_no_new_ones() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &[]);
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.0/29"]}))).await;
+    c.create_service(lb_service("default", "old", json!({}))).await;
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "old")).await.unwrap(),
+        ["192.0.2.1"]
+    );
+    let eips: Api<Eip> = Api::all(c.client.clone());
+    let patch = json!({"spec": {"disable": true}});
+    eips.patch("lan", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let ready = eventually(WAIT, || async {
+        let s = eips.get("lan").await.ok()?.status?;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "Disabled")
+    })
+    .await;
+    assert!(ready.is_some(), "Ready reason Disabled");
+    c.create_service(lb_service("default", "new", json!({}))).await;
+    let why = eventually(WAIT, || event_note(&c, "default", "new", "AllocationFailed"))
+        .await
+        .unwrap();
+    assert!(why.contains("disabled"), "{why}");
+    assert_eq!(ips_of(&c, "default", "old").await.unwrap(), ["192.0.2.1"]);
 }

@@ -4,20 +4,36 @@
 use std::process::Command;
 
 fn herald(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_herald")).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn crds_command_prints_deploy_crds() {
     let out = herald(&["crds"]);
     assert!(out.status.success());
-    let deployed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/herald.dev.yaml")).unwrap();
-    assert!(String::from_utf8(out.stdout).unwrap() == deployed, "run `cargo run -- crds > deploy/crds/herald.dev.yaml`");
+    let deployed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/herald.dev.yaml")).unwrap();
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == deployed,
+        "run `cargo run -- crds > deploy/crds/herald.dev.yaml`"
+    );
 }
 
 #[test]
 fn bad_flags_are_refused_clearly() {
-    let out = herald(&["agent", "--node-name", "n", "--takeover-after", "1s", "--renew-deadline", "2s"]);
+    let out = herald(&[
+        "agent",
+        "--node-name",
+        "n",
+        "--takeover-after",
+        "1s",
+        "--renew-deadline",
+        "2s",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--takeover-after") && !err.contains("panicked"), "{err}");

@@ -24,19 +24,30 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Cluster {
-        let lab = herald_lab_apiserver::start(Config::default()).await.expect("start lab-apiserver");
+        let lab = herald_lab_apiserver::start(Config::default())
+            .await
+            .expect("start lab-apiserver");
         let dir = std::env::temp_dir().join(format!("herald-test-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         lab.write_kubeconfig(&kubeconfig).unwrap();
         let client = lab.client().unwrap();
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "herald-system"}})).unwrap();
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in herald_api::crds() {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
-        Cluster { lab, client, dir, kubeconfig, agents: Vec::new() }
+        Cluster {
+            lab,
+            client,
+            dir,
+            kubeconfig,
+            agents: Vec::new(),
+        }
     }
 
     /// Starts `herald agent` for `node` with fast allocator-lease timings; returns its index.
@@ -61,7 +72,10 @@ impl Cluster {
     /// Sends a signal to agent `i` and waits for it to exit.
     pub fn stop(&mut self, i: usize, signal: &str) {
         if let Some(mut child) = self.agents[i].take() {
-            Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+            Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap();
             child.wait().unwrap();
         }
     }
@@ -77,7 +91,10 @@ impl Cluster {
 
     pub async fn create_eip(&self, value: serde_json::Value) -> herald_api::Eip {
         let obj = serde_json::from_value(value).unwrap();
-        Api::<herald_api::Eip>::all(self.client.clone()).create(&PostParams::default(), &obj).await.unwrap()
+        Api::<herald_api::Eip>::all(self.client.clone())
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap()
     }
 
     pub async fn create_service(&self, value: serde_json::Value) -> Service {
