@@ -6,6 +6,7 @@
 //! election task and the L2 engine are its children; on SIGTERM the election withdraws every IP (the engine stops
 //! answering), then releases every lease, so other nodes take over at once.
 
+pub mod bgp;
 pub mod desired;
 pub mod links;
 mod sink;
@@ -15,13 +16,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_api::{Eip, Protocol, names};
+use herald_api::{BgpConf, BgpPeer, Eip, Protocol, names};
 use herald_election::{
     Identity, IpDesire, KubeLeaseStore, OutagePolicy, OwnershipAgent, OwnershipConfig, OwnershipEvent,
     timing::ElectionTiming,
 };
 use herald_l2::{EngineConfig, Event as L2Event, L2Engine};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -110,9 +111,30 @@ pub async fn run(
         wake.clone(),
         cancel.clone(),
     );
+    let bgp_confs = reflect(
+        Api::<BgpConf>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let bgp_peers = reflect(
+        Api::<BgpPeer>::all(client.clone()),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
+    let secrets = reflect(
+        Api::<Secret>::namespaced(client.clone(), &config.namespace),
+        Default::default(),
+        wake.clone(),
+        cancel.clone(),
+    );
     tokio::select! {
         _ = cancel.cancelled() => {}
-        r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), nodes.wait_until_ready(), slices.wait_until_ready()) } => {
+        r = async { tokio::try_join!(
+            services.wait_until_ready(), eips.wait_until_ready(), nodes.wait_until_ready(), slices.wait_until_ready(),
+            bgp_confs.wait_until_ready(), bgp_peers.wait_until_ready(), secrets.wait_until_ready()
+        ) } => {
             r.map_err(|e| anyhow::anyhow!("a watch stopped before its first list: {e}"))?;
             info!(node, "announcer started");
         }
@@ -126,6 +148,7 @@ pub async fn run(
         },
     );
     let mut sent: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
+    let mut bgp = bgp::BgpAnnouncer::default();
     let mut current: BTreeMap<IpAddr, Announcement>;
     let mut link_state = links::read();
     let mut link_tick = tokio::time::interval(LINK_POLL);
@@ -176,6 +199,20 @@ pub async fn run(
             }
         }
         metrics.desired.set(sent.len() as i64);
+        let this_node = view
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(node.as_str()));
+        bgp.apply(bgp::plan(&bgp::BgpView {
+            node: &node,
+            node_object: this_node.map(|n| n.as_ref()),
+            confs: &bgp_confs.state(),
+            peers: &bgp_peers.state(),
+            secrets: &secrets.state(),
+            eips: &view.eips,
+            announcements: &current,
+        }))
+        .await;
         sink.set_held_before(
             view.services
                 .iter()
@@ -232,6 +269,7 @@ pub async fn run(
         }
     }
     info!(node, "announcer stopping: withdrawing, then releasing leases");
+    bgp.shutdown().await;
     election_stop.cancel();
     if let Err(e) = ownership.shutdown().await {
         warn!(error = %e, "election task failed while stopping");

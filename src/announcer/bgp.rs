@@ -1,0 +1,416 @@
+//! BGP mode: this node opens sessions to the `BgpPeer`s whose node selector matches it and announces every BGP-mode
+//! Service IP it is eligible for, with itself as next hop; routers spread traffic over all announcing nodes (ECMP).
+//!
+//! [`plan`] is pure: cluster objects in, the speaker's identity, peers and routes out. [`BgpAnnouncer`] applies
+//! plans as diffs: an unchanged peer keeps its session, a changed peer restarts only its own session, routes change
+//! by UPDATE. Only a new local ASN or router id restarts the speaker.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use herald_api::{BgpConf, BgpPeer, Eip, Protocol};
+use herald_bgp::fsm::GracefulRestart;
+use herald_bgp::packet::update::LargeCommunity;
+use herald_bgp::rib::RouteTable;
+use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use super::desired::Announcement;
+use crate::allocator::convert;
+
+/// What BGP mode needs from the cluster.
+pub struct BgpView<'a> {
+    /// This node's name.
+    pub node: &'a str,
+    /// This node's Node object (labels for selectors, InternalIP for the router id).
+    pub node_object: Option<&'a Node>,
+    /// `BgpConf` objects (only `default` counts).
+    pub confs: &'a [Arc<BgpConf>],
+    /// Every `BgpPeer`.
+    pub peers: &'a [Arc<BgpPeer>],
+    /// Secrets in the agent's namespace (BGP passwords).
+    pub secrets: &'a [Arc<Secret>],
+    /// Every Eip (route attributes).
+    pub eips: &'a [Arc<Eip>],
+    /// Every IP to announce, from [`super::desired::desired`].
+    pub announcements: &'a BTreeMap<IpAddr, Announcement>,
+}
+
+/// What the speaker should be doing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BgpPlan {
+    /// `None`: BGP mode is not configured for this node (no `BgpConf` named `default`, or no matching peer).
+    pub speaker: Option<SpeakerConfig>,
+    /// Peers by address.
+    pub peers: BTreeMap<IpAddr, PeerConfig>,
+    /// Host routes for the BGP-mode IPs this node is eligible for.
+    pub routes: RouteTable,
+    /// Problems a user must fix (unreadable selector, missing Secret, no router id), one line each.
+    pub problems: Vec<String>,
+}
+
+fn selects(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    node: Option<&Node>,
+) -> bool {
+    let Some(selector) = selector else { return true };
+    let labels = node.map(|n| n.labels().clone()).unwrap_or_default();
+    convert::label_selector(selector).is_ok_and(|s| s.matches(&labels))
+}
+
+fn node_ipv4(node: Option<&Node>) -> Option<Ipv4Addr> {
+    let addresses = node?.status.as_ref()?.addresses.as_ref()?;
+    addresses
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+/// Computes the plan for this node.
+pub fn plan(view: &BgpView<'_>) -> BgpPlan {
+    let mut out = BgpPlan::default();
+    let Some(conf) = view.confs.iter().find(|c| c.name_any() == "default") else {
+        return out;
+    };
+    let spec = &conf.spec;
+    let rack = spec
+        .overrides
+        .iter()
+        .find(|o| selects(Some(&o.node_selector), view.node_object));
+    let asn = rack.and_then(|o| o.asn).unwrap_or(spec.asn);
+    let router_id = rack
+        .and_then(|o| o.router_id.as_deref())
+        .or(spec.router_id.as_deref())
+        .and_then(|r| r.parse().ok())
+        .or_else(|| node_ipv4(view.node_object));
+    let Some(router_id) = router_id else {
+        out.problems.push(format!(
+            "node {}: no BGP router id: set BgpConf.spec.routerId (or an override), or give the Node an IPv4 InternalIP",
+            view.node
+        ));
+        return out;
+    };
+    let gr = spec.graceful_restart.as_ref().filter(|g| g.enabled);
+    for peer in view
+        .peers
+        .iter()
+        .filter(|p| selects(p.spec.node_selector.as_ref(), view.node_object))
+    {
+        let p = &peer.spec;
+        let Ok(address) = p.address.parse::<IpAddr>() else {
+            out.problems.push(format!(
+                "BgpPeer {}: spec.address '{}' is not an IP address",
+                peer.name_any(),
+                p.address
+            ));
+            continue;
+        };
+        let mut config = PeerConfig::new(address, p.asn);
+        config.port = p.port;
+        config.hold_time = p
+            .hold_time
+            .map_or(config.hold_time, |h| h.min(u32::from(u16::MAX)) as u16);
+        config.ttl = p.ebgp_multihop;
+        config.local_address = p.source_address.as_deref().and_then(|a| a.parse().ok());
+        if p.graceful_restart.unwrap_or(gr.is_some()) {
+            config.graceful_restart = Some(GracefulRestart {
+                restart_time: gr.map_or(120, |g| g.restart_time),
+                restarting: false,
+            });
+        }
+        if let Some(secret_ref) = &p.password_secret_ref {
+            let secret = view.secrets.iter().find(|s| s.name_any() == secret_ref.name);
+            match secret.and_then(|s| s.data.as_ref()?.get(&secret_ref.key)) {
+                Some(bytes) => config.password = Some(bytes.0.clone()),
+                None => {
+                    out.problems.push(format!(
+                        "BgpPeer {}: Secret '{}' with key '{}' not found in the agent's namespace; not connecting",
+                        peer.name_any(),
+                        secret_ref.name,
+                        secret_ref.key
+                    ));
+                    continue;
+                }
+            }
+        }
+        if p.local_asn.is_some_and(|l| l != asn) {
+            out.problems.push(format!(
+                "BgpPeer {}: spec.localAsn differs from the node's ASN {asn}; one speaker per node uses one ASN, so \
+                 set it in BgpConf (or a per-rack override) instead",
+                peer.name_any()
+            ));
+        }
+        if p.families.len() < 2 {
+            out.problems.push(format!(
+                "BgpPeer {}: spec.families is not honoured yet; every session announces both IPv4 and IPv6 routes",
+                peer.name_any()
+            ));
+        }
+        out.peers.insert(address, config);
+    }
+    if out.peers.is_empty() {
+        return out;
+    }
+    out.speaker = Some(SpeakerConfig {
+        local_asn: asn,
+        router_id,
+    });
+    let eips: BTreeMap<String, &Arc<Eip>> = view.eips.iter().map(|e| (e.name_any(), e)).collect();
+    for (ip, a) in view.announcements {
+        if a.protocol != Protocol::Bgp || !a.eligible_nodes.contains(view.node) {
+            continue;
+        }
+        let policy = eips
+            .get(&a.eip)
+            .and_then(|e| e.spec.bgp.as_ref())
+            .map(route_policy)
+            .unwrap_or_default();
+        out.routes.insert(IpNet::from(*ip), policy);
+    }
+    out
+}
+
+/// An Eip's `spec.bgp` as route attributes. Malformed values cannot pass the CRD's patterns; any that do are skipped.
+fn route_policy(bgp: &herald_api::eip::EipBgp) -> RoutePolicy {
+    let communities = bgp
+        .communities
+        .iter()
+        .filter_map(|c| {
+            let (a, v) = c.split_once(':')?;
+            Some((a.parse::<u16>().ok()? as u32) << 16 | v.parse::<u16>().ok()? as u32)
+        })
+        .collect();
+    let large_communities = bgp
+        .large_communities
+        .iter()
+        .filter_map(|c| {
+            let mut parts = c.split(':').map(|p| p.parse::<u32>().ok());
+            Some(LargeCommunity(parts.next()??, parts.next()??, parts.next()??))
+        })
+        .collect();
+    RoutePolicy {
+        communities,
+        large_communities,
+        ..Default::default()
+    }
+}
+
+/// Applies plans to a speaker.
+#[derive(Default)]
+pub struct BgpAnnouncer {
+    speaker: Option<(SpeakerConfig, Speaker)>,
+    problems: Vec<String>,
+    /// Some peer negotiates graceful restart: stop without Cease so routers keep the routes across a restart.
+    graceful: bool,
+}
+
+impl BgpAnnouncer {
+    /// Brings the speaker in line with `plan`.
+    pub async fn apply(&mut self, plan: BgpPlan) {
+        self.graceful = plan.peers.values().any(|p| p.graceful_restart.is_some());
+        if plan.problems != self.problems {
+            for p in &plan.problems {
+                warn!("{p}");
+            }
+            self.problems = plan.problems.clone();
+        }
+        let Some(config) = plan.speaker else {
+            if let Some((_, speaker)) = self.speaker.take() {
+                info!("BGP mode no longer configured for this node: withdrawing and closing sessions");
+                speaker.shutdown(ShutdownMode::Withdraw).await;
+            }
+            return;
+        };
+        if self.speaker.as_ref().is_some_and(|(c, _)| *c != config)
+            && let Some((_, old)) = self.speaker.take()
+        {
+            info!(asn = config.local_asn, router_id = %config.router_id, "BGP identity changed: restarting the speaker");
+            old.shutdown(ShutdownMode::Withdraw).await;
+        }
+        let (_, speaker) = self.speaker.get_or_insert_with(|| {
+            info!(asn = config.local_asn, router_id = %config.router_id, "starting the BGP speaker");
+            (config.clone(), Speaker::new(config))
+        });
+        let current: Vec<IpAddr> = speaker.peers().iter().map(|p| p.address).collect();
+        for address in current.into_iter().filter(|a| !plan.peers.contains_key(a)) {
+            if let Err(e) = speaker.remove_peer(address).await {
+                warn!(peer = %address, error = %e, "cannot remove BGP peer");
+            }
+        }
+        for peer in plan.peers.into_values() {
+            let address = peer.address;
+            if let Err(e) = speaker.set_peer(peer).await {
+                warn!(peer = %address, error = %e, "BGP peer refused");
+            }
+        }
+        if *speaker.routes() != plan.routes {
+            info!(routes = plan.routes.len(), "BGP routes changed");
+            speaker.set_routes(plan.routes);
+        }
+    }
+
+    /// Stops the speaker. With graceful restart negotiated, routers keep the routes for the restart time (an agent
+    /// upgrade loses no traffic); otherwise the sessions close with Cease and routers withdraw at once.
+    pub async fn shutdown(self) {
+        if let Some((_, speaker)) = self.speaker {
+            let mode = if self.graceful {
+                ShutdownMode::GracefulRestart
+            } else {
+                ShutdownMode::Withdraw
+            };
+            info!(?mode, "stopping the BGP speaker");
+            speaker.shutdown(mode).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use std::collections::BTreeSet;
+
+    fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn node(labels: Value) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels},
+            "status": {"addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "198.51.100.11"}]}}))
+        .unwrap()
+    }
+
+    fn announcement(eip: &str, protocol: Protocol, nodes: &[&str]) -> Announcement {
+        Announcement {
+            eip: eip.into(),
+            protocol,
+            interface: None,
+            services: BTreeSet::new(),
+            eligible_nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ineligible_reason: None,
+        }
+    }
+
+    struct Fixture {
+        node: Node,
+        confs: Vec<Arc<BgpConf>>,
+        peers: Vec<Arc<BgpPeer>>,
+        secrets: Vec<Arc<Secret>>,
+        eips: Vec<Arc<Eip>>,
+        announcements: BTreeMap<IpAddr, Announcement>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let mut announcements = BTreeMap::new();
+            announcements.insert(
+                "203.0.113.10".parse().unwrap(),
+                announcement("routed", Protocol::Bgp, &["n1", "n2"]),
+            );
+            announcements.insert(
+                "203.0.113.11".parse().unwrap(),
+                announcement("routed", Protocol::Bgp, &["n2"]),
+            );
+            announcements.insert(
+                "192.0.2.10".parse().unwrap(),
+                announcement("lan", Protocol::Layer2, &["n1"]),
+            );
+            Fixture {
+                node: node(json!({"rack": "a"})),
+                confs: vec![obj(json!({"metadata": {"name": "default"}, "spec": {"asn": 64512,
+                    "overrides": [{"nodeSelector": {"matchLabels": {"rack": "b"}}, "asn": 64513}]}}))],
+                peers: vec![
+                    obj(
+                        json!({"metadata": {"name": "leaf-a"}, "spec": {"address": "198.51.100.1", "asn": 64500,
+                        "nodeSelector": {"matchLabels": {"rack": "a"}}}}),
+                    ),
+                    obj(
+                        json!({"metadata": {"name": "leaf-b"}, "spec": {"address": "198.51.100.2", "asn": 64501,
+                        "nodeSelector": {"matchLabels": {"rack": "b"}}}}),
+                    ),
+                ],
+                secrets: vec![],
+                eips: vec![obj(
+                    json!({"metadata": {"name": "routed"}, "spec": {"addresses": ["203.0.113.0/24"],
+                    "protocol": "bgp", "bgp": {"communities": ["64512:100"], "largeCommunities": ["64512:1:2"]}}}),
+                )],
+                announcements,
+            }
+        }
+
+        fn plan(&self) -> BgpPlan {
+            plan(&BgpView {
+                node: "n1",
+                node_object: Some(&self.node),
+                confs: &self.confs,
+                peers: &self.peers,
+                secrets: &self.secrets,
+                eips: &self.eips,
+                announcements: &self.announcements,
+            })
+        }
+    }
+
+    #[test]
+    fn rack_peer_router_id_and_eligible_bgp_routes() {
+        let f = Fixture::new();
+        let p = f.plan();
+        let speaker = p.speaker.unwrap();
+        assert_eq!(speaker.local_asn, 64512);
+        assert_eq!(
+            speaker.router_id,
+            "198.51.100.11".parse::<Ipv4Addr>().unwrap(),
+            "from the InternalIP"
+        );
+        assert_eq!(
+            p.peers.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            ["198.51.100.1"],
+            "only its rack's leaf"
+        );
+        let routes: Vec<String> = p.routes.keys().map(ToString::to_string).collect();
+        assert_eq!(
+            routes,
+            ["203.0.113.10/32"],
+            "not the IP it is ineligible for, not the layer2 IP"
+        );
+        let policy = &p.routes.values().next().unwrap();
+        assert_eq!(policy.communities, [64512 << 16 | 100]);
+        assert_eq!(policy.large_communities, [LargeCommunity(64512, 1, 2)]);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+    }
+
+    #[test]
+    fn rack_override_and_no_conf_means_no_speaker() {
+        let mut f = Fixture::new();
+        f.node = node(json!({"rack": "b"}));
+        let p = f.plan();
+        assert_eq!(p.speaker.unwrap().local_asn, 64513);
+        assert_eq!(p.peers.keys().next().unwrap().to_string(), "198.51.100.2");
+        f.confs.clear();
+        assert_eq!(f.plan(), BgpPlan::default());
+    }
+
+    #[test]
+    fn missing_password_secret_is_a_problem_and_skips_the_peer() {
+        let mut f = Fixture::new();
+        f.peers = vec![obj(
+            json!({"metadata": {"name": "md5"}, "spec": {"address": "198.51.100.1", "asn": 64500,
+            "passwordSecretRef": {"name": "bgp-auth"}}}),
+        )];
+        let p = f.plan();
+        assert!(p.peers.is_empty() && p.speaker.is_none());
+        assert!(p.problems[0].contains("Secret 'bgp-auth'"), "{:?}", p.problems);
+        f.secrets = vec![obj(
+            json!({"metadata": {"name": "bgp-auth"}, "data": {"password": "czNjcmV0"}}),
+        )];
+        let p = f.plan();
+        assert_eq!(
+            p.peers.values().next().unwrap().password.as_deref(),
+            Some(&b"s3cret"[..])
+        );
+    }
+}
