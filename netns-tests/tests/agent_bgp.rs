@@ -21,7 +21,11 @@ impl Cluster {
         let mut cmd = vec!["kubectl", "--kubeconfig", &self.kubeconfig];
         cmd.extend_from_slice(args);
         let out = self.lab.exec(&self.api, &cmd).unwrap();
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -37,7 +41,12 @@ impl Cluster {
         let mut hops: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.contains(prefix))
-            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != prefix).nth(1).map(str::to_string))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != prefix)
+                    .nth(1)
+                    .map(str::to_string)
+            })
             .collect();
         hops.sort();
         hops
@@ -71,21 +80,49 @@ fn start() -> Cluster {
         format!("[global.config]\n  as = 64500\n  router-id = \"198.51.100.254\"\n{neighbors}"),
     )
     .unwrap();
-    lab.spawn(&router, "gobgpd", &["gobgpd", "-f", gobgp_conf.to_str().unwrap()]).unwrap();
+    lab.spawn(&router, "gobgpd", &["gobgpd", "-f", gobgp_conf.to_str().unwrap()])
+        .unwrap();
     let kubeconfig = lab.dir().join("kubeconfig").to_str().unwrap().to_string();
     let api_bin = lab_apiserver_bin();
     let api_bin = api_bin.to_str().unwrap();
-    lab.spawn(&api, "lab-apiserver", &[api_bin, "--listen", "198.51.100.1:6443", "--kubeconfig-out", &kubeconfig])
-        .unwrap();
-    assert!(wait_for(WAIT, || std::path::Path::new(&kubeconfig).exists().then_some(())).is_some(), "lab-apiserver up");
-    let mut cluster = Cluster { lab, api, router, nodes: Vec::new(), kubeconfig };
+    lab.spawn(
+        &api,
+        "lab-apiserver",
+        &[
+            api_bin,
+            "--listen",
+            "198.51.100.1:6443",
+            "--kubeconfig-out",
+            &kubeconfig,
+        ],
+    )
+    .unwrap();
+    assert!(
+        wait_for(WAIT, || std::path::Path::new(&kubeconfig).exists().then_some(())).is_some(),
+        "lab-apiserver up"
+    );
+    let mut cluster = Cluster {
+        lab,
+        api,
+        router,
+        nodes: Vec::new(),
+        kubeconfig,
+    };
     let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/herald.dev.yaml");
     cluster.kubectl(&["apply", "-f", crds]);
     cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: herald-system}\n");
     for i in 1..=2 {
         cluster.apply(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n{i}}}\n"));
         let status = format!(r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"198.51.100.1{i}"}}]}}}}"#);
-        cluster.kubectl(&["patch", "node", &format!("n{i}"), "--subresource=status", "--type=merge", "-p", &status]);
+        cluster.kubectl(&[
+            "patch",
+            "node",
+            &format!("n{i}"),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ]);
     }
     cluster.apply(
         "apiVersion: herald.dev/v1alpha1\nkind: BgpConf\nmetadata: {name: default}\nspec: {asn: 64512}\n---\n\
@@ -97,9 +134,19 @@ fn start() -> Cluster {
     let herald = herald_bin();
     for (i, ns) in node_ns.into_iter().enumerate() {
         let node = format!("n{}", i + 1);
-        let cmd = [herald.to_str().unwrap(), "agent", "--node-name", &node, "--metrics-addr", "127.0.0.1:7472"];
+        let cmd = [
+            herald.to_str().unwrap(),
+            "agent",
+            "--node-name",
+            &node,
+            "--metrics-addr",
+            "127.0.0.1:7472",
+        ];
         let env = [("KUBECONFIG", cluster.kubeconfig.as_str()), ("RUST_LOG", "info")];
-        let idx = cluster.lab.spawn_env(&ns, &format!("agent-{node}"), &cmd, &env).unwrap();
+        let idx = cluster
+            .lab
+            .spawn_env(&ns, &format!("agent-{node}"), &cmd, &env)
+            .unwrap();
         cluster.nodes.push((ns, idx));
     }
     cluster
@@ -114,15 +161,44 @@ fn agents_announce_bgp_service_ips_from_every_node_and_withdraw() {
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
     let both = ["198.51.100.11".to_string(), "198.51.100.12".to_string()];
     let hops = wait_for(WAIT, || Some(c.next_hops("203.0.113.1/32")).filter(|h| h == &both));
-    assert!(hops.is_some(), "the router learns the Service IP from both nodes: {:?}", c.next_hops("203.0.113.1/32"));
+    assert!(
+        hops.is_some(),
+        "the router learns the Service IP from both nodes: {:?}",
+        c.next_hops("203.0.113.1/32")
+    );
+    let established = || c.kubectl(&["get", "bgppeer", "rack-router", "-o", "jsonpath={.status.established}"]);
+    assert!(
+        wait_for(WAIT, || (established() == "2").then_some(())).is_some(),
+        "BgpPeer status: {}",
+        established()
+    );
 
     // A clean stop of one agent withdraws its path (no graceful restart configured).
     let idx = c.nodes[0].1;
     c.lab.proc(idx).signal("TERM").unwrap();
-    assert!(c.lab.proc(idx).wait_exit(Duration::from_secs(15)).is_some(), "agent stops on SIGTERM");
+    assert!(
+        c.lab.proc(idx).wait_exit(Duration::from_secs(15)).is_some(),
+        "agent stops on SIGTERM"
+    );
     let one = ["198.51.100.12".to_string()];
     let hops = wait_for(WAIT, || Some(c.next_hops("203.0.113.1/32")).filter(|h| h == &one));
-    assert!(hops.is_some(), "only the remaining node's path: {:?}", c.next_hops("203.0.113.1/32"));
+    assert!(
+        hops.is_some(),
+        "only the remaining node's path: {:?}",
+        c.next_hops("203.0.113.1/32")
+    );
+    let n1 = c.kubectl(&[
+        "get",
+        "bgppeer",
+        "rack-router",
+        "-o",
+        "jsonpath={.status.sessions[?(@.node==\"n1\")].state}",
+    ]);
+    assert_eq!(n1, "Idle", "the stopped node says so");
+    assert_eq!(
+        c.kubectl(&["get", "bgppeer", "rack-router", "-o", "jsonpath={.status.established}"]),
+        "1"
+    );
 
     // The Service goes away: the route goes away.
     c.kubectl(&["delete", "service", "web"]);

@@ -51,6 +51,8 @@ pub struct BgpPlan {
     pub routes: RouteTable,
     /// Problems a user must fix (unreadable selector, missing Secret, no router id), one line each.
     pub problems: Vec<String>,
+    /// The `BgpPeer` object behind each peer address (for its status).
+    pub names: BTreeMap<IpAddr, String>,
 }
 
 fn selects(
@@ -151,6 +153,7 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
             ));
         }
         out.peers.insert(address, config);
+        out.names.insert(address, peer.name_any());
     }
     if out.peers.is_empty() {
         return out;
@@ -206,12 +209,17 @@ pub struct BgpAnnouncer {
     problems: Vec<String>,
     /// Some peer negotiates graceful restart: stop without Cease so routers keep the routes across a restart.
     graceful: bool,
+    /// `BgpPeer` name per peer address, from the last plan.
+    names: BTreeMap<IpAddr, String>,
+    /// The session state last written to each `BgpPeer`'s status: (state, last error).
+    reported: BTreeMap<IpAddr, (String, Option<String>)>,
 }
 
 impl BgpAnnouncer {
     /// Brings the speaker in line with `plan`.
     pub async fn apply(&mut self, plan: BgpPlan) {
         self.graceful = plan.peers.values().any(|p| p.graceful_restart.is_some());
+        self.names = plan.names.clone();
         if plan.problems != self.problems {
             for p in &plan.problems {
                 warn!("{p}");
@@ -253,10 +261,40 @@ impl BgpAnnouncer {
         }
     }
 
+    /// Writes this node's session entry into each `BgpPeer`'s status when its state changed since the last write
+    /// (never periodically). Other nodes' entries are kept: each write is a compare-and-swap on the resourceVersion.
+    pub async fn report(&mut self, client: &kube::Client, node: &str) {
+        let Some((_, speaker)) = &self.speaker else { return };
+        for status in speaker.peers() {
+            let now = (status.state.to_string(), status.last_error.clone());
+            if self.reported.get(&status.address) == Some(&now) {
+                continue;
+            }
+            let Some(name) = self.names.get(&status.address) else {
+                continue;
+            };
+            let api: kube::Api<BgpPeer> = kube::Api::all(client.clone());
+            match write_session(&api, name, node, &now.0, now.1.as_deref()).await {
+                Ok(()) => {
+                    info!(peer = %status.address, node, state = now.0, "BGP session state");
+                    self.reported.insert(status.address, now);
+                }
+                Err(e) => warn!(peer = %status.address, error = %e, "cannot write BgpPeer status"),
+            }
+        }
+        self.reported.retain(|a, _| self.names.contains_key(a));
+    }
+
     /// Stops the speaker. With graceful restart negotiated, routers keep the routes for the restart time (an agent
     /// upgrade loses no traffic); otherwise the sessions close with Cease and routers withdraw at once.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(self, client: &kube::Client, node: &str) {
         if let Some((_, speaker)) = self.speaker {
+            let api: kube::Api<BgpPeer> = kube::Api::all(client.clone());
+            for name in self.names.values() {
+                if let Err(e) = write_session(&api, name, node, "Idle", Some("agent stopped")).await {
+                    warn!(peer = name, error = %e, "cannot write BgpPeer status");
+                }
+            }
             let mode = if self.graceful {
                 ShutdownMode::GracefulRestart
             } else {
@@ -264,6 +302,45 @@ impl BgpAnnouncer {
             };
             info!(?mode, "stopping the BGP speaker");
             speaker.shutdown(mode).await;
+        }
+    }
+}
+
+/// Sets `node`'s entry in a BgpPeer's `status.sessions` and recomputes the counts (CAS, retried on conflict).
+async fn write_session(
+    api: &kube::Api<BgpPeer>,
+    name: &str,
+    node: &str,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), kube::Error> {
+    use herald_api::bgp::{BgpPeerStatus, PeerSession};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::api::{Patch, PatchParams};
+    let mut attempt = 0;
+    loop {
+        let peer = api.get_status(name).await?;
+        let mut status: BgpPeerStatus = peer.status.clone().unwrap_or_default();
+        status.sessions.retain(|s| s.node != node);
+        status.sessions.push(PeerSession {
+            node: node.to_string(),
+            state: state.to_string(),
+            last_transition_time: Some(Time(jiff::Timestamp::now())),
+            last_error: error.map(str::to_string),
+        });
+        status.sessions.sort_by(|a, b| a.node.cmp(&b.node));
+        status.session_count = status.sessions.len() as u32;
+        status.established = status.sessions.iter().filter(|s| s.state == "Established").count() as u32;
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": peer.metadata.resource_version},
+            "status": status,
+        });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => attempt += 1,
+            other => return other.map(|_| ()),
         }
     }
 }

@@ -230,6 +230,7 @@ pub async fn run(
                     break 'wait;
                 }
                 _ = link_tick.tick() => {
+                    bgp.report(&client, &node).await;
                     let now = links::read();
                     if now != link_state {
                         link_state = now;
@@ -269,7 +270,7 @@ pub async fn run(
         }
     }
     info!(node, "announcer stopping: withdrawing, then releasing leases");
-    bgp.shutdown().await;
+    bgp.shutdown(&client, &node).await;
     election_stop.cancel();
     if let Err(e) = ownership.shutdown().await {
         warn!(error = %e, "election task failed while stopping");
