@@ -70,7 +70,12 @@ pub async fn run(
     let node = config.identity.node().to_string();
     let (engine, mut engine_events) = L2Engine::new(config.l2);
     let engine = Arc::new(engine);
-    let sink = L2Sink::new(engine.clone());
+    let (answering_tx, mut answering) = tokio::sync::mpsc::channel(1024);
+    let sink = L2Sink::new(
+        engine.clone(),
+        Api::namespaced(client.clone(), &config.namespace),
+        answering_tx,
+    );
     let store = KubeLeaseStore::new(client.clone(), &config.namespace, config.timing.renew_deadline / 2);
     let ownership_config = OwnershipConfig {
         timing: config.timing,
@@ -257,6 +262,9 @@ pub async fn run(
                         }
                     }
                 }
+                Some((ip, interface)) = answering.recv() => {
+                    record_announcing(&client, &recorder, &current, ip, &node, &interface).await;
+                }
                 Some(ev) = ownership_events.recv() => {
                     if let OwnershipEvent::Superseded { by } = &ev {
                         // A newer agent process owns this node now (rolling update): this one must go away.
@@ -264,7 +272,7 @@ pub async fn run(
                         cancel.cancel();
                         break 'wait;
                     }
-                    handle_ownership_event(&client, &recorder, &current, &sink, &node, ev).await;
+                    log_ownership_event(&node, ev);
                 }
             }
         }
@@ -283,22 +291,10 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle_ownership_event(
-    client: &Client,
-    recorder: &Recorder,
-    current: &BTreeMap<IpAddr, Announcement>,
-    sink: &L2Sink,
-    node: &str,
-    ev: OwnershipEvent,
-) {
+/// Ownership news that needs no action here: answering is recorded once the engine answers (the sink reports
+/// takeovers, the engine reports passed probes), and a displaced process is handled in the loop.
+fn log_ownership_event(node: &str, ev: OwnershipEvent) {
     match ev {
-        OwnershipEvent::OwnerChanged { ip, is_self: true, .. } => {
-            // A first-ever announcement is probed first; it is recorded when the probe passes (engine event).
-            if sink.held_before(ip) {
-                let interface = sink.interface_of(ip).unwrap_or_else(|| "?".into());
-                record_announcing(client, recorder, current, ip, node, &interface).await;
-            }
-        }
         OwnershipEvent::OwnerChanged {
             ip,
             is_self: false,

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use herald_election::AnnouncementSink;
 use herald_l2::{AnnounceMode, CountersSnapshot, InterfaceHandle, L2Engine};
-use tracing::{error, info};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
 
 #[derive(Default)]
 struct State {
@@ -16,9 +19,10 @@ struct State {
     handles: HashMap<String, InterfaceHandle>,
     /// IPs answered now, and where.
     announced: HashMap<IpAddr, String>,
-    /// IPs some Herald node has announced before (recorded on their Services). Their takeovers announce at once; any
-    /// other IP is probed first, so Herald never steals an address another host already uses.
+    /// IPs some Herald node has announced before (recorded on their Services).
     held_before: HashSet<IpAddr>,
+    /// IPs this process has answered for at some point.
+    answered_before: HashSet<IpAddr>,
 }
 
 /// The election's sink. Cheap to clone; clones share state.
@@ -26,13 +30,44 @@ struct State {
 pub struct L2Sink {
     engine: Arc<L2Engine>,
     state: Arc<Mutex<State>>,
+    /// The IP Leases, to tell a brand-new IP (probe it) from a takeover (announce at once).
+    leases: Api<Lease>,
+    /// Tells the announcer "now answering `ip` on this interface" for IPs announced at once (a probed IP is
+    /// reported by the engine when its probe passes).
+    answering: mpsc::Sender<(IpAddr, String)>,
 }
 
 impl L2Sink {
-    pub fn new(engine: Arc<L2Engine>) -> Self {
+    pub fn new(engine: Arc<L2Engine>, leases: Api<Lease>, answering: mpsc::Sender<(IpAddr, String)>) -> Self {
         Self {
             engine,
             state: Arc::default(),
+            leases,
+            answering,
+        }
+    }
+
+    /// How to start answering for `ip`. A takeover (some Herald node held the IP before) goes out at once: the
+    /// previous holder may still answer for a moment (the election and the on-wire conflict watch cover that), and
+    /// the gratuitous burst must go out now. Only an IP no Herald node ever held is probed first (RFC 5227 /
+    /// DAD-style NS), so Herald never takes an address another host already uses. "Held before": this process
+    /// answered it, or a Service records an announcer for it, or its Lease had an earlier holder (the election
+    /// counts `leaseTransitions` from 1 for the first holder). If the Lease cannot be read, announce at once.
+    async fn mode(&self, ip: IpAddr) -> AnnounceMode {
+        {
+            let state = self.lock();
+            if state.answered_before.contains(&ip) || state.held_before.contains(&ip) {
+                return AnnounceMode::Immediately;
+            }
+        }
+        let Ok(name) = herald_election::naming::ip_lease_name(ip) else {
+            return AnnounceMode::Immediately;
+        };
+        match self.leases.get_opt(&name).await {
+            Ok(Some(lease)) if lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0) <= 1 => {
+                AnnounceMode::Probe
+            }
+            _ => AnnounceMode::Immediately,
         }
     }
 
@@ -44,21 +79,6 @@ impl L2Sink {
     /// Replaces the set of IPs a Herald node has announced before.
     pub fn set_held_before(&self, ips: HashSet<IpAddr>) {
         self.lock().held_before = ips;
-    }
-
-    /// Has a Herald node announced `ip` before?
-    pub fn held_before(&self, ip: IpAddr) -> bool {
-        self.lock().held_before.contains(&ip)
-    }
-
-    /// The interface `ip` is (or would be) answered on.
-    pub fn interface_of(&self, ip: IpAddr) -> Option<String> {
-        let state = self.lock();
-        state
-            .announced
-            .get(&ip)
-            .cloned()
-            .or_else(|| state.routes.get(&ip).cloned().flatten())
     }
 
     /// Counters of every attached interface.
@@ -99,19 +119,17 @@ impl AnnouncementSink for L2Sink {
             return;
         };
         let Some(handle) = self.handle(&interface) else { return };
-        // A takeover from another Herald node announces at once: the previous holder may still answer for a moment
-        // (the election and the on-wire conflict watch cover that), and the gratuitous burst must go out now. An IP
-        // no Herald node ever announced is probed first (RFC 5227 / DAD-style NS); if another host answers, the
-        // engine refuses it and the announcer reports the conflict.
-        let mode = if self.held_before(ip) {
-            AnnounceMode::Immediately
-        } else {
-            AnnounceMode::Probe
-        };
+        let mode = self.mode(ip).await;
         match handle.announce(ip, mode).await {
             Ok(()) => {
-                info!(%ip, interface, "answering ARP/NDP");
-                self.lock().announced.insert(ip, interface);
+                info!(%ip, interface, ?mode, "answering ARP/NDP");
+                if mode == AnnounceMode::Immediately && self.answering.try_send((ip, interface.clone())).is_err() {
+                    // Only the Service annotation and Event are lost; answering is unaffected.
+                    warn!(%ip, "announcer busy: not recording this announcement");
+                }
+                let mut state = self.lock();
+                state.announced.insert(ip, interface);
+                state.answered_before.insert(ip);
             }
             Err(e) => error!(%ip, interface, error = %e, "cannot announce"),
         }
