@@ -43,11 +43,7 @@ fn gaps(timing: ElectionTiming, runs: u32, graceful: bool) -> Vec<Duration> {
         s.set_desired(x, &NODES);
         s.advance(Duration::from_secs(3));
         // Spread the event over one renew period.
-        s.advance(
-            timing
-                .node_renew_period
-                .mul_f64(f64::from(run) / f64::from(runs)),
-        );
+        s.advance(timing.node_renew_period.mul_f64(f64::from(run) / f64::from(runs)));
         let holder = s.announcers(x)[0];
         let at = s.now;
         if graceful {
@@ -56,9 +52,7 @@ fn gaps(timing: ElectionTiming, runs: u32, graceful: bool) -> Vec<Duration> {
             s.crash(holder);
         }
         s.advance(timing.takeover_after * 3);
-        let back = s
-            .first_announce_after(x, at, Some(holder))
-            .expect("failover");
+        let back = s.first_announce_after(x, at, Some(holder)).expect("failover");
         let gone = s
             .decisions
             .iter()
@@ -115,14 +109,11 @@ fn main() {
         let before = s.store.stats();
         s.advance(Duration::from_secs(60));
         let after = s.store.stats();
-        let writes =
-            (after.creates + after.replaces - before.creates - before.replaces) as f64 / 60.0;
+        let writes = (after.creates + after.replaces - before.creates - before.replaces) as f64 / 60.0;
         let reads = (after.gets - before.gets) as f64 / 60.0;
         // client-go: the holder PUTs every retry period; each other candidate GETs every retry period.
         let per_service_writes = f64::from(n) / 2.0;
         let per_service_reads = f64::from(n) * (NODES.len() as f64 - 1.0) / 2.0;
-        println!(
-            "| {n} | {writes:.2} | {reads:.2} | {per_service_writes:.1} | {per_service_reads:.1} |"
-        );
+        println!("| {n} | {writes:.2} | {reads:.2} | {per_service_writes:.1} | {per_service_reads:.1} |");
     }
 }

@@ -14,10 +14,7 @@ pub enum Error {
     Identity { value: String, reason: &'static str },
     /// An IP address cannot be owned through a Lease (see [`crate::naming::ip_slug`]).
     #[error("IP {ip} cannot be announced: {reason}")]
-    InvalidIp {
-        ip: std::net::IpAddr,
-        reason: &'static str,
-    },
+    InvalidIp { ip: std::net::IpAddr, reason: &'static str },
     /// The election task has stopped (after `shutdown()` or because it was superseded); the command was not applied.
     #[error("the election task has stopped")]
     Stopped,

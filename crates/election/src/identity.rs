@@ -101,9 +101,6 @@ mod tests {
 
     #[test]
     fn random_ids_differ() {
-        assert_ne!(
-            Identity::random_instance_id(),
-            Identity::random_instance_id()
-        );
+        assert_ne!(Identity::random_instance_id(), Identity::random_instance_id());
     }
 }

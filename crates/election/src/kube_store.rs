@@ -45,10 +45,7 @@ impl KubeLeaseStore {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_error(name, what, e)),
             Err(_) => Err(StoreError::Unavailable {
-                reason: format!(
-                    "{what} lease {name}: no answer within {:?}",
-                    self.request_timeout
-                ),
+                reason: format!("{what} lease {name}: no answer within {:?}", self.request_timeout),
             }),
         }
     }
@@ -119,21 +116,15 @@ pub fn from_lease(lease: &Lease) -> LeaseRecord {
 
 impl LeaseStore for KubeLeaseStore {
     async fn get(&self, name: &str) -> Result<LeaseRecord, StoreError> {
-        self.call(name, "get", self.api.get(name))
-            .await
-            .map(|l| from_lease(&l))
+        self.call(name, "get", self.api.get(name)).await.map(|l| from_lease(&l))
     }
 
     async fn create(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
         let mut lease = to_lease(record);
         lease.metadata.resource_version = None;
-        self.call(
-            &record.name,
-            "create",
-            self.api.create(&PostParams::default(), &lease),
-        )
-        .await
-        .map(|l| from_lease(&l))
+        self.call(&record.name, "create", self.api.create(&PostParams::default(), &lease))
+            .await
+            .map(|l| from_lease(&l))
     }
 
     async fn replace(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
@@ -147,8 +138,7 @@ impl LeaseStore for KubeLeaseStore {
         self.call(
             &record.name,
             "replace",
-            self.api
-                .replace(&record.name, &PostParams::default(), &lease),
+            self.api.replace(&record.name, &PostParams::default(), &lease),
         )
         .await
         .map(|l| from_lease(&l))
@@ -169,12 +159,8 @@ impl LeaseStore for KubeLeaseStore {
                         buffer.get_or_insert_with(Vec::new).push(from_lease(&lease));
                         None
                     }
-                    Ok(watcher::Event::InitDone) => {
-                        Some(WatchEvent::Resynced(buffer.take().unwrap_or_default()))
-                    }
-                    Ok(watcher::Event::Apply(lease)) => {
-                        Some(WatchEvent::Applied(from_lease(&lease)))
-                    }
+                    Ok(watcher::Event::InitDone) => Some(WatchEvent::Resynced(buffer.take().unwrap_or_default())),
+                    Ok(watcher::Event::Apply(lease)) => Some(WatchEvent::Applied(from_lease(&lease))),
                     Ok(watcher::Event::Delete(lease)) => Some(WatchEvent::Deleted {
                         name: lease.metadata.name.unwrap_or_default(),
                     }),
@@ -218,10 +204,7 @@ mod tests {
                 ..Default::default()
             }))
         };
-        assert!(matches!(
-            map_error("x", "get", api(404)),
-            StoreError::NotFound { .. }
-        ));
+        assert!(matches!(map_error("x", "get", api(404)), StoreError::NotFound { .. }));
         assert!(matches!(
             map_error("x", "replace", api(404)),
             StoreError::Conflict { .. }

@@ -124,10 +124,7 @@ impl LeaderLockCore {
     /// Whether this process may act as leader at `now`: it holds the lease and a renew sent less than
     /// `renew_deadline` ago succeeded.
     pub fn is_leader(&self, now: Instant) -> bool {
-        !self.stopping
-            && self
-                .last_ok_sent
-                .is_some_and(|t| now < t + self.timing.renew_deadline)
+        !self.stopping && self.last_ok_sent.is_some_and(|t| now < t + self.timing.renew_deadline)
     }
 
     /// The holder as last observed (`None` = free or unknown).
@@ -228,11 +225,7 @@ impl LeaderLockCore {
     }
 
     fn record(&self, release: bool) -> LeaseRecord {
-        let prev = self
-            .observed
-            .as_ref()
-            .map(|(r, _)| r.clone())
-            .unwrap_or_default();
+        let prev = self.observed.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
         let same = prev.holder() == Some(self.holder.as_str());
         let mut record = LeaseRecord {
             name: self.name.clone(),
@@ -246,9 +239,7 @@ impl LeaderLockCore {
             lease_duration_seconds: Some(
                 i32::try_from(self.timing.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
             ),
-            lease_transitions: Some(
-                prev.lease_transitions.unwrap_or(0) + i32::from(!same && prev.holder().is_some()),
-            ),
+            lease_transitions: Some(prev.lease_transitions.unwrap_or(0) + i32::from(!same && prev.holder().is_some())),
             acquire_time: if same { prev.acquire_time } else { None },
             renew_time: None,
         };
@@ -351,12 +342,7 @@ mod tests {
         }
     }
 
-    fn run(
-        cands: &mut [Candidate],
-        start: Instant,
-        until: Duration,
-        mut check: impl FnMut(Instant, &[Candidate]),
-    ) {
+    fn run(cands: &mut [Candidate], start: Instant, until: Duration, mut check: impl FnMut(Instant, &[Candidate])) {
         let mut t = Duration::ZERO;
         while t <= until {
             let now = start + t;
@@ -380,10 +366,7 @@ mod tests {
             retry_period: Duration::from_secs(9),
             ..Default::default()
         };
-        assert!(matches!(
-            bad.validate(),
-            Err(TimingError::RenewTooSlow { .. })
-        ));
+        assert!(matches!(bad.validate(), Err(TimingError::RenewTooSlow { .. })));
     }
 
     #[test]
@@ -450,10 +433,7 @@ mod tests {
         assert!(!c.core.is_leader(start + Duration::from_secs(14)));
         c.step(start + Duration::from_secs(16));
         assert!(c.core.is_leader(start + Duration::from_secs(16)));
-        assert_eq!(
-            store.peek("herald-allocator").unwrap().lease_transitions,
-            Some(1)
-        );
+        assert_eq!(store.peek("herald-allocator").unwrap().lease_transitions, Some(1));
     }
 
     #[test]
@@ -470,15 +450,9 @@ mod tests {
             let now = start + t;
             a.step(now);
             b.step(now);
-            assert!(
-                !(a.core.is_leader(now) && b.core.is_leader(now)),
-                "overlap at {t:?}"
-            );
+            assert!(!(a.core.is_leader(now) && b.core.is_leader(now)), "overlap at {t:?}");
             if t >= Duration::from_secs(10) {
-                assert!(
-                    !a.core.is_leader(now),
-                    "a must step down by the renew deadline"
-                );
+                assert!(!a.core.is_leader(now), "a must step down by the renew deadline");
             }
             t += Duration::from_millis(50);
         }

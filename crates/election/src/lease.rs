@@ -58,9 +58,7 @@ pub enum StoreError {
     AlreadyExists { name: String },
     /// `replace` whose resourceVersion is stale (HTTP 409 Conflict, or 404 because it was deleted): the lease changed
     /// since it was read, the write lost the race.
-    #[error(
-        "lease {name} changed since it was read (resourceVersion conflict); the write lost the race"
-    )]
+    #[error("lease {name} changed since it was read (resourceVersion conflict); the write lost the race")]
     Conflict { name: String },
     /// The API server could not be reached or answered 429/5xx, or the request timed out. Retried with backoff.
     #[error("lease API unavailable: {reason}")]
@@ -99,15 +97,9 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Reads one lease with a linearizable (quorum) read. `NotFound` when absent.
     fn get(&self, name: &str) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
     /// Creates a lease (`resource_version` ignored). `AlreadyExists` when it exists.
-    fn create(
-        &self,
-        record: &LeaseRecord,
-    ) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
+    fn create(&self, record: &LeaseRecord) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
     /// Replaces a lease if its resourceVersion still equals `record.resource_version`; `Conflict` otherwise.
-    fn replace(
-        &self,
-        record: &LeaseRecord,
-    ) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
+    fn replace(&self, record: &LeaseRecord) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
     /// One watch on every lease labelled `herald.dev/lease`, starting with a [`WatchEvent::Resynced`]. The stream
     /// never ends on errors: it reports them and retries with backoff.
     fn watch(&self) -> BoxStream<'static, WatchEvent>;

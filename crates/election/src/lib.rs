@@ -37,7 +37,7 @@ pub use memory::MemoryLeaseStore;
 pub use metrics::{ElectionMetrics, MetricsSnapshot};
 pub use ownership::{Action, IpDesire, OpId, OutagePolicy, OwnershipCore};
 pub use tasks::{
-    AnnouncementSink, LeaderLock, LeaderLockConfig, LeaderLockHandle, OwnershipAgent,
-    OwnershipConfig, OwnershipEvent, OwnershipHandle,
+    AnnouncementSink, LeaderLock, LeaderLockConfig, LeaderLockHandle, OwnershipAgent, OwnershipConfig, OwnershipEvent,
+    OwnershipHandle,
 };
 pub use timing::{ElectionTiming, TimingError};

@@ -126,9 +126,7 @@ impl MemoryLeaseStore {
             .leases
             .get(name)
             .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                name: name.to_owned(),
-            })
+            .ok_or_else(|| StoreError::NotFound { name: name.to_owned() })
     }
 
     /// Synchronous `create`.
@@ -150,14 +148,8 @@ impl MemoryLeaseStore {
         let mut inner = self.lock();
         self.reachable(&inner)?;
         inner.stats.replaces += 1;
-        let current = inner
-            .leases
-            .get(&record.name)
-            .map(|l| l.resource_version.clone());
-        if current.is_none()
-            || current != Some(record.resource_version.clone())
-            || record.resource_version.is_none()
-        {
+        let current = inner.leases.get(&record.name).map(|l| l.resource_version.clone());
+        if current.is_none() || current != Some(record.resource_version.clone()) || record.resource_version.is_none() {
             inner.stats.lost_races += 1;
             return Err(StoreError::Conflict {
                 name: record.name.clone(),
@@ -173,12 +165,7 @@ impl MemoryLeaseStore {
         if existed {
             inner.revision += 1;
             let cut = Arc::new(inner.unreachable.clone());
-            let _ = inner.changes.send((
-                WatchEvent::Deleted {
-                    name: name.to_owned(),
-                },
-                cut,
-            ));
+            let _ = inner.changes.send((WatchEvent::Deleted { name: name.to_owned() }, cut));
         }
         existed
     }
@@ -189,9 +176,7 @@ impl MemoryLeaseStore {
         stored.resource_version = Some(inner.revision.to_string());
         inner.leases.insert(stored.name.clone(), stored.clone());
         let cut = Arc::new(inner.unreachable.clone());
-        let _ = inner
-            .changes
-            .send((WatchEvent::Applied(stored.clone()), cut));
+        let _ = inner.changes.send((WatchEvent::Applied(stored.clone()), cut));
         stored
     }
 
@@ -278,10 +263,7 @@ mod tests {
     #[test]
     fn cas_semantics() {
         let s = MemoryLeaseStore::new();
-        assert_eq!(
-            s.get_now("x"),
-            Err(StoreError::NotFound { name: "x".into() })
-        );
+        assert_eq!(s.get_now("x"), Err(StoreError::NotFound { name: "x".into() }));
         let a = s.create_now(&lease("x", "a")).unwrap();
         assert_eq!(a.rv(), "1");
         assert_eq!(
@@ -295,15 +277,9 @@ mod tests {
         // Stale resourceVersion, and no resourceVersion at all, both lose.
         let mut stale = a.clone();
         stale.holder = Some("c".into());
-        assert_eq!(
-            s.replace_now(&stale),
-            Err(StoreError::Conflict { name: "x".into() })
-        );
+        assert_eq!(s.replace_now(&stale), Err(StoreError::Conflict { name: "x".into() }));
         stale.resource_version = None;
-        assert_eq!(
-            s.replace_now(&stale),
-            Err(StoreError::Conflict { name: "x".into() })
-        );
+        assert_eq!(s.replace_now(&stale), Err(StoreError::Conflict { name: "x".into() }));
         assert_eq!(s.get_now("x").unwrap().holder(), Some("b"));
         assert_eq!(s.stats().lost_races, 3);
     }
@@ -313,10 +289,7 @@ mod tests {
         let s = MemoryLeaseStore::new();
         let c = s.client("n1");
         s.set_reachable("n1", false);
-        assert!(matches!(
-            c.get_now("x"),
-            Err(StoreError::Unavailable { .. })
-        ));
+        assert!(matches!(c.get_now("x"), Err(StoreError::Unavailable { .. })));
         assert!(s.create_now(&lease("x", "a")).is_ok());
         s.set_reachable("n1", true);
         assert_eq!(c.get_now("x").unwrap().holder(), Some("a"));
@@ -334,9 +307,7 @@ mod tests {
         let mut l2 = l.clone();
         l2.name = "herald-node-b".into();
         s.create_now(&l2).unwrap();
-        assert!(
-            matches!(w.next().await, Some(WatchEvent::Applied(r)) if r.name == "herald-node-b")
-        );
+        assert!(matches!(w.next().await, Some(WatchEvent::Applied(r)) if r.name == "herald-node-b"));
         s.set_reachable("n1", false);
         l2.name = "herald-node-c".into();
         s.create_now(&l2).unwrap();

@@ -28,8 +28,7 @@ pub fn node_lease_name(node: &str) -> String {
 
 /// The node a node-lease name belongs to.
 pub fn node_of_lease(name: &str) -> Option<&str> {
-    name.strip_prefix(NODE_LEASE_PREFIX)
-        .filter(|n| !n.is_empty())
+    name.strip_prefix(NODE_LEASE_PREFIX).filter(|n| !n.is_empty())
 }
 
 /// The IP written with `.` and `:` as `-`, from the RFC 5952 text form (`192-0-2-1`, `2001-db8--1`).

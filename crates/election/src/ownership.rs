@@ -60,9 +60,7 @@ impl std::str::FromStr for OutagePolicy {
         match s {
             "hold" => Ok(Self::Hold),
             "withdraw" => Ok(Self::Withdraw),
-            other => Err(format!(
-                "--api-outage must be `hold` or `withdraw`, not `{other}`"
-            )),
+            other => Err(format!("--api-outage must be `hold` or `withdraw`, not `{other}`")),
         }
     }
 }
@@ -429,11 +427,7 @@ impl OwnershipCore {
             let rv = record.rv().to_owned();
             if record.name == self.own_lease
                 && holder.as_deref() == Some(self.holder.as_str())
-                && self
-                    .own
-                    .record
-                    .as_ref()
-                    .is_none_or(|r| is_newer(r.rv(), &rv))
+                && self.own.record.as_ref().is_none_or(|r| is_newer(r.rv(), &rv))
             {
                 self.own.record = Some(record.clone());
                 self.own.absent = false;
@@ -622,8 +616,7 @@ impl OwnershipCore {
             renew_time: None,
         };
         if prev.holder() != Some(self.holder.as_str()) {
-            record.lease_transitions =
-                Some(prev.lease_transitions.unwrap_or(0) + i32::from(prev.holder().is_some()));
+            record.lease_transitions = Some(prev.lease_transitions.unwrap_or(0) + i32::from(prev.holder().is_some()));
             record.acquire_time = None;
         }
         if release {
@@ -706,9 +699,9 @@ impl OwnershipCore {
         if node == self.me.node() {
             return self.is_healthy(now) && !self.stopping;
         }
-        self.nodes.get(node).is_some_and(|v| {
-            v.holder.is_some() && now < v.rv_changed_at + self.timing.takeover_after
-        })
+        self.nodes
+            .get(node)
+            .is_some_and(|v| v.holder.is_some() && now < v.rv_changed_at + self.timing.takeover_after)
     }
 
     /// From when the holder counts as dead, by local observation. `None` before the first watch sync.
@@ -718,13 +711,7 @@ impl OwnershipCore {
         match self.nodes.get(node) {
             Some(v) if v.holder.as_deref() == Some(holder) => Some(v.rv_changed_at + t),
             Some(v) => Some(v.holder_changed_at + t),
-            None => Some(
-                self.node_absent_since
-                    .get(node)
-                    .copied()
-                    .or(self.synced_at)?
-                    + t,
-            ),
+            None => Some(self.node_absent_since.get(node).copied().or(self.synced_at)? + t),
         }
     }
 
@@ -749,12 +736,7 @@ impl OwnershipCore {
             .and_then(|k| u32::try_from(k).ok())
     }
 
-    fn ip_record(
-        &self,
-        ip: IpAddr,
-        desire: &IpDesire,
-        prev: Option<&LeaseRecord>,
-    ) -> crate::Result<LeaseRecord> {
+    fn ip_record(&self, ip: IpAddr, desire: &IpDesire, prev: Option<&LeaseRecord>) -> crate::Result<LeaseRecord> {
         let name = naming::ip_lease_name(ip)?;
         let prev_holder = prev.and_then(|p| p.holder());
         let same_holder = prev_holder == Some(self.holder.as_str());
@@ -765,11 +747,7 @@ impl OwnershipCore {
             labels: naming::ip_lease_labels(ip, &desire.eip)?,
             holder: Some(self.holder.clone()),
             lease_duration_seconds: Some(self.timing.lease_duration_seconds()),
-            lease_transitions: Some(if same_holder {
-                transitions
-            } else {
-                transitions + 1
-            }),
+            lease_transitions: Some(if same_holder { transitions } else { transitions + 1 }),
             acquire_time: if same_holder {
                 prev.and_then(|p| p.acquire_time)
             } else {
@@ -788,13 +766,7 @@ impl OwnershipCore {
         }
     }
 
-    fn issue_ip_write(
-        &mut self,
-        out: &mut Vec<Action>,
-        record: LeaseRecord,
-        purpose: Purpose,
-        create: bool,
-    ) {
+    fn issue_ip_write(&mut self, out: &mut Vec<Action>, record: LeaseRecord, purpose: Purpose, create: bool) {
         let op = self.next_op();
         self.busy.insert(record.name.clone());
         self.ops.insert(
@@ -861,8 +833,7 @@ impl OwnershipCore {
                     // Our view of the lease is stale: read it instead of waiting for the watch.
                     let op = self.next_op();
                     self.busy.insert(name.clone());
-                    self.ops
-                        .insert(op, Pending::IpRefresh { name: name.clone() });
+                    self.ops.insert(op, Pending::IpRefresh { name: name.clone() });
                     self.refresh_queue.push(Action::Get { op, name });
                 }
             }
@@ -909,11 +880,7 @@ impl OwnershipCore {
         }
         // Ownership notifications.
         for (ip, state) in &mut self.ips {
-            let holder = self
-                .leases
-                .get(&state.name)
-                .and_then(|l| l.holder())
-                .map(str::to_owned);
+            let holder = self.leases.get(&state.name).and_then(|l| l.holder()).map(str::to_owned);
             if state.notified_holder.as_ref() != Some(&holder) {
                 let was_self = matches!(&state.notified_holder, Some(Some(h)) if *h == self.holder);
                 let is_self = holder.as_deref() == Some(self.holder.as_str());
@@ -929,15 +896,8 @@ impl OwnershipCore {
             }
         }
         // Withdrawals strictly before announcements and writes.
-        out.extend(
-            self.announced
-                .difference(&want)
-                .map(|ip| Action::Withdraw(*ip)),
-        );
-        out.extend(
-            want.difference(&self.announced)
-                .map(|ip| Action::Announce(*ip)),
-        );
+        out.extend(self.announced.difference(&want).map(|ip| Action::Withdraw(*ip)));
+        out.extend(want.difference(&self.announced).map(|ip| Action::Announce(*ip)));
         self.announced = want;
         self.hold_set.retain(|ip| self.announced.contains(ip));
         out.extend(writes);
@@ -970,14 +930,7 @@ impl OwnershipCore {
     }
 
     /// Decides one IP; returns whether it should be announced and pushes at most one write.
-    fn decide(
-        &mut self,
-        ip: IpAddr,
-        now: Instant,
-        healthy: bool,
-        synced: bool,
-        writes: &mut Vec<Action>,
-    ) -> bool {
+    fn decide(&mut self, ip: IpAddr, now: Instant, healthy: bool, synced: bool, writes: &mut Vec<Action>) -> bool {
         let Some(state) = self.ips.get(&ip) else {
             return false;
         };
@@ -1005,12 +958,7 @@ impl OwnershipCore {
             if !eligible {
                 // Withdraw first (this IP is not in `want`), then release in the same batch, after the withdrawal.
                 if !busy && retry_ok {
-                    self.issue_ip_write(
-                        writes,
-                        Self::release_record(&lease),
-                        Purpose::Release,
-                        false,
-                    );
+                    self.issue_ip_write(writes, Self::release_record(&lease), Purpose::Release, false);
                 }
                 return false;
             }
@@ -1020,9 +968,7 @@ impl OwnershipCore {
                 return false;
             }
             let asserted = asserted_epoch == Some(self.epoch);
-            let held = self.policy == OutagePolicy::Hold
-                && self.hold_set.contains(&ip)
-                && self.announced.contains(&ip);
+            let held = self.policy == OutagePolicy::Hold && self.hold_set.contains(&ip) && self.announced.contains(&ip);
             if !healthy {
                 return held;
             }
@@ -1049,9 +995,7 @@ impl OwnershipCore {
             None => {
                 // Warm-up: act on free IPs only once every live node had a renew period to show up in our watch,
                 // so a cold start of the whole cluster ranks against the full candidate list, not first-come.
-                let warm = self
-                    .synced_at
-                    .map_or(now, |s| s + self.timing.node_renew_period);
+                let warm = self.synced_at.map_or(now, |s| s + self.timing.node_renew_period);
                 let at = changed_at.max(warm) + stagger;
                 if now < at {
                     self.wake_at(at);
@@ -1082,8 +1026,7 @@ impl OwnershipCore {
                         }
                     }
                     _ => {
-                        let check_key =
-                            lease_key_check(&naming::node_lease_name(holder_node(&h)), ip);
+                        let check_key = lease_key_check(&naming::node_lease_name(holder_node(&h)), ip);
                         if self.busy.contains(&check_key) {
                             return false;
                         }
@@ -1139,10 +1082,7 @@ impl OwnershipCore {
             .ops
             .values()
             .any(|p| !matches!(p, Pending::NodeGet | Pending::NodeWrite { .. }))
-            || self
-                .leases
-                .values()
-                .any(|l| l.holder() == Some(self.holder.as_str()));
+            || self.leases.values().any(|l| l.holder() == Some(self.holder.as_str()));
         if ip_work_left {
             // Keep the node lease fresh while releasing so nobody treats our IPs as held by a dead node.
             self.poll_node_lease(now, out, false);
@@ -1222,30 +1162,16 @@ mod tests {
     #[test]
     fn outage_policy_parses() {
         assert_eq!("hold".parse::<OutagePolicy>(), Ok(OutagePolicy::Hold));
-        assert_eq!(
-            "withdraw".parse::<OutagePolicy>(),
-            Ok(OutagePolicy::Withdraw)
-        );
-        assert!(
-            "keep"
-                .parse::<OutagePolicy>()
-                .unwrap_err()
-                .contains("--api-outage")
-        );
+        assert_eq!("withdraw".parse::<OutagePolicy>(), Ok(OutagePolicy::Withdraw));
+        assert!("keep".parse::<OutagePolicy>().unwrap_err().contains("--api-outage"));
     }
 
     #[test]
     fn nothing_is_acquired_before_the_watch_synced_and_warmed_up() {
         let (mut core, store, t0, ip) = setup();
         let actions = drive(&mut core, &store, t0);
-        assert!(
-            actions.iter().all(|a| !matches!(a, Action::Announce(_))),
-            "{actions:?}"
-        );
-        assert!(
-            store.peek("herald-node-node-a").is_some(),
-            "node lease created at once"
-        );
+        assert!(actions.iter().all(|a| !matches!(a, Action::Announce(_))), "{actions:?}");
+        assert!(store.peek("herald-node-node-a").is_some(), "node lease created at once");
         core.observe(t0, WatchEvent::Resynced(store.snapshot()));
         assert!(
             drive(&mut core, &store, t0 + Duration::from_millis(500)).is_empty(),
@@ -1274,10 +1200,7 @@ mod tests {
         )
         .unwrap();
         let batch = core.poll(t1);
-        let withdraw = batch
-            .iter()
-            .position(|a| *a == Action::Withdraw(ip))
-            .expect("withdraw");
+        let withdraw = batch.iter().position(|a| *a == Action::Withdraw(ip)).expect("withdraw");
         let release = batch
             .iter()
             .position(|a| matches!(a, Action::Replace { record, .. } if record.name.starts_with("herald-ip-") && record.holder.is_none()))
@@ -1296,9 +1219,7 @@ mod tests {
         let actions = drive(&mut core, &store, t1);
         let pos = |f: &dyn Fn(&Action) -> bool| actions.iter().position(f).expect("present");
         let withdraw = pos(&|a| *a == Action::Withdraw(ip));
-        let ip_release = pos(
-            &|a| matches!(a, Action::Replace { record, .. } if record.name == "herald-ip-192-0-2-1"),
-        );
+        let ip_release = pos(&|a| matches!(a, Action::Replace { record, .. } if record.name == "herald-ip-192-0-2-1"));
         let node_release = pos(
             &|a| matches!(a, Action::Replace { record, .. } if record.name == "herald-node-node-a" && record.holder.is_none()),
         );
@@ -1324,8 +1245,7 @@ mod tests {
         drive(&mut core, &store, t0 + Duration::from_millis(2999));
         assert!(core.announced().contains(&ip));
         assert!(
-            core.next_wakeup()
-                .is_some_and(|w| w <= t0 + Duration::from_secs(3)),
+            core.next_wakeup().is_some_and(|w| w <= t0 + Duration::from_secs(3)),
             "wakes up for the deadline"
         );
         let actions = drive(&mut core, &store, t0 + Duration::from_secs(3));

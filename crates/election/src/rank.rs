@@ -87,10 +87,7 @@ mod tests {
         let total: usize = firsts.iter().sum();
         for f in firsts {
             // 768 IPs over 3 nodes: expect 256 each; allow ±20 %.
-            assert!(
-                (205..=307).contains(&f),
-                "uneven first ranks: {firsts:?} of {total}"
-            );
+            assert!((205..=307).contains(&f), "uneven first ranks: {firsts:?} of {total}");
         }
     }
 

@@ -114,6 +114,7 @@ impl OwnershipAgent {
             announced: announced_tx,
             metrics: Arc::clone(&metrics),
             cancel: cancel.clone(),
+            ip_ops: Arc::new(tokio::sync::Semaphore::new(IP_OPS_IN_FLIGHT)),
         };
         let join = tokio::spawn(task.run());
         Ok((
@@ -194,11 +195,18 @@ struct OwnershipTask<S, A> {
     announced: watch::Sender<BTreeSet<IpAddr>>,
     metrics: Arc<ElectionMetrics>,
     cancel: CancellationToken,
+    /// Bounds IP-lease operations in flight; node-lease operations never wait on it.
+    ip_ops: Arc<tokio::sync::Semaphore>,
 }
 
 type OpResult = (OpId, String, Result<LeaseRecord, StoreError>);
 
 impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
+    /// The queue an operation on lease `name` waits in: none for node leases (the renew must never queue).
+    fn ip_op_queue(&self, name: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+        (!name.starts_with(naming::NODE_LEASE_PREFIX)).then(|| Arc::clone(&self.ip_ops))
+    }
+
     async fn run(mut self) {
         let node = self.core.identity().node().to_owned();
         info!(node = %node, holder = %self.core.identity(), "ownership election started");
@@ -351,7 +359,9 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                 Action::Get { op, name } => {
                     self.metrics.read();
                     let store = Arc::clone(&self.store);
+                    let queue = self.ip_op_queue(&name);
                     ops.spawn(async move {
+                        let (_permit, timeout) = admit(queue, timeout).await;
                         let result = with_timeout(timeout, &name, store.get(&name)).await;
                         (op, name, result)
                     });
@@ -360,9 +370,10 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                     self.metrics.write();
                     record.stamp(SystemTime::now());
                     let store = Arc::clone(&self.store);
+                    let queue = self.ip_op_queue(&record.name);
                     ops.spawn(async move {
-                        let result =
-                            with_timeout(timeout, &record.name, store.create(&record)).await;
+                        let (_permit, timeout) = admit(queue, timeout).await;
+                        let result = with_timeout(timeout, &record.name, store.create(&record)).await;
                         (op, record.name, result)
                     });
                 }
@@ -370,9 +381,10 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                     self.metrics.write();
                     record.stamp(SystemTime::now());
                     let store = Arc::clone(&self.store);
+                    let queue = self.ip_op_queue(&record.name);
                     ops.spawn(async move {
-                        let result =
-                            with_timeout(timeout, &record.name, store.replace(&record)).await;
+                        let (_permit, timeout) = admit(queue, timeout).await;
+                        let result = with_timeout(timeout, &record.name, store.replace(&record)).await;
                         (op, record.name, result)
                     });
                 }
@@ -385,18 +397,33 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
     }
 }
 
+/// IP-lease operations in flight at once per agent. A burst (a thousand new Services, a mass takeover) must not
+/// starve the node-lease renew, whose lateness would itself look like a liveness gap.
+const IP_OPS_IN_FLIGHT: usize = 32;
+
+/// Waits for a slot when `queue` is given (IP-lease operations) and returns the timeout for the request, which starts
+/// only once the request is actually sent. IP-lease writes get 4× the node-lease timeout: a late answer is safe
+/// (every write is a compare-and-swap), whereas giving up early turns a slow success into a retry and a 409.
+async fn admit(
+    queue: Option<Arc<tokio::sync::Semaphore>>,
+    timeout: Duration,
+) -> (Option<tokio::sync::OwnedSemaphorePermit>, Duration) {
+    match queue {
+        Some(q) => (q.acquire_owned().await.ok(), timeout * 4),
+        None => (None, timeout),
+    }
+}
+
 async fn with_timeout(
     timeout: Duration,
     name: &str,
     fut: impl Future<Output = Result<LeaseRecord, StoreError>>,
 ) -> Result<LeaseRecord, StoreError> {
-    tokio::time::timeout(timeout, fut)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable {
-                reason: format!("lease {name}: no answer within {timeout:?}"),
-            })
+    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable {
+            reason: format!("lease {name}: no answer within {timeout:?}"),
         })
+    })
 }
 
 // ----- leader lock ----------------------------------------------------------------------------------------------
@@ -536,22 +563,14 @@ async fn run_leader<S: LeaseStore>(
             let store = Arc::clone(&store);
             ops.spawn(async move {
                 match action {
-                    LockAction::Get { op, name } => {
-                        (op, with_timeout(timeout, &name, store.get(&name)).await)
-                    }
+                    LockAction::Get { op, name } => (op, with_timeout(timeout, &name, store.get(&name)).await),
                     LockAction::Create { op, mut record } => {
                         record.stamp(SystemTime::now());
-                        (
-                            op,
-                            with_timeout(timeout, &record.name, store.create(&record)).await,
-                        )
+                        (op, with_timeout(timeout, &record.name, store.create(&record)).await)
                     }
                     LockAction::Replace { op, mut record } => {
                         record.stamp(SystemTime::now());
-                        (
-                            op,
-                            with_timeout(timeout, &record.name, store.replace(&record)).await,
-                        )
+                        (op, with_timeout(timeout, &record.name, store.replace(&record)).await)
                     }
                 }
             });
@@ -559,9 +578,7 @@ async fn run_leader<S: LeaseStore>(
         if core.is_done() {
             break;
         }
-        let wake = core
-            .next_wakeup()
-            .unwrap_or(now + Duration::from_secs(3600));
+        let wake = core.next_wakeup().unwrap_or(now + Duration::from_secs(3600));
         tokio::select! {
             biased;
             () = cancel.cancelled(), if stop_deadline.is_none() => {

@@ -162,10 +162,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(
-            ElectionTiming::default().validate(),
-            Ok(ElectionTiming::default())
-        );
+        assert_eq!(ElectionTiming::default().validate(), Ok(ElectionTiming::default()));
     }
 
     #[test]
@@ -234,10 +231,7 @@ mod tests {
             stagger_step: ms(3000),
             ..Default::default()
         };
-        assert!(matches!(
-            t.validate(),
-            Err(TimingError::StaggerTooLong { .. })
-        ));
+        assert!(matches!(t.validate(), Err(TimingError::StaggerTooLong { .. })));
     }
 
     #[test]

@@ -78,24 +78,17 @@ fn world() -> impl Strategy<Value = World> {
         1u64..60,
         0u64..100,
     )
-        .prop_map(
-            |(watch_delays, rates, request_latency, reply_latency, stagger)| World {
-                watch_delays,
-                rates,
-                request_latency,
-                reply_latency,
-                stagger,
-            },
-        )
+        .prop_map(|(watch_delays, rates, request_latency, reply_latency, stagger)| World {
+            watch_delays,
+            rates,
+            request_latency,
+            reply_latency,
+            stagger,
+        })
 }
 
 fn the_ips() -> [IpAddr; 4] {
-    [
-        ip("192.0.2.1"),
-        ip("192.0.2.2"),
-        ip("2001:db8::1"),
-        ip("2001:db8::2"),
-    ]
+    [ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8::1"), ip("2001:db8::2")]
 }
 
 fn mask_nodes(mask: u8) -> Vec<&'static str> {
@@ -150,11 +143,7 @@ fn run(policy: OutagePolicy, strict: bool, w: &World, steps: &[Step]) -> Sim {
             Step::LinkDown(i, x) => {
                 if sim.agents[i].alive {
                     let ip = the_ips()[x];
-                    let mut nodes: Vec<&str> = sim.desired[&ip]
-                        .eligible_nodes
-                        .iter()
-                        .map(String::as_str)
-                        .collect();
+                    let mut nodes: Vec<&str> = sim.desired[&ip].eligible_nodes.iter().map(String::as_str).collect();
                     nodes.retain(|n| *n != NODES[i]);
                     let nodes: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
                     let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();

@@ -34,10 +34,7 @@ fn ips(n: u8) -> Vec<IpAddr> {
 }
 
 fn index_of(sim: &Sim, node: &str) -> usize {
-    sim.agents
-        .iter()
-        .position(|a| a.node == node)
-        .expect("node")
+    sim.agents.iter().position(|a| a.node == node).expect("node")
 }
 
 #[test]
@@ -99,20 +96,14 @@ fn crash_of_the_holder_fails_over_after_takeover_delay() {
     sim.crash(holder);
     sim.advance(Duration::from_secs(6));
     sim.assert_settled();
-    let back = sim
-        .first_announce_after(x, crash_at, Some(holder))
-        .expect("failover")
-        - crash_at;
+    let back = sim.first_announce_after(x, crash_at, Some(holder)).expect("failover") - crash_at;
     let t = ElectionTiming::default();
     // Not before T minus one renew period (the last renew may precede the crash), not after T + stagger + I/O.
     assert!(
         back >= t.takeover_after - t.node_renew_period,
         "failover after {back:?}"
     );
-    assert!(
-        back <= t.takeover_after + ms(200),
-        "failover after {back:?}"
-    );
+    assert!(back <= t.takeover_after + ms(200), "failover after {back:?}");
     assert_eq!(sim.lease(x).and_then(|l| l.lease_transitions), Some(2));
 }
 
@@ -136,10 +127,7 @@ fn graceful_stop_hands_over_in_a_blink_and_releases_everything() {
     sim.advance(Duration::from_secs(1));
     assert!(sim.agents[a].stopped, "graceful stop finished");
     for ip in &held {
-        let back = sim
-            .first_announce_after(*ip, stop_at, Some(a))
-            .expect("handover")
-            - stop_at;
+        let back = sim.first_announce_after(*ip, stop_at, Some(a)).expect("handover") - stop_at;
         assert!(back <= ms(150), "{ip} handed over after {back:?}");
     }
     let node_lease = sim.store.peek("herald-node-node-a").expect("node lease");
@@ -179,11 +167,7 @@ fn ineligible_holder_withdraws_before_releasing() {
     sim.advance(Duration::from_secs(3));
     let holder = sim.announcers(x)[0];
     let holder_node = sim.agents[holder].node.clone();
-    let rest: Vec<&str> = NODES
-        .iter()
-        .copied()
-        .filter(|n| *n != holder_node)
-        .collect();
+    let rest: Vec<&str> = NODES.iter().copied().filter(|n| *n != holder_node).collect();
     let change_at = sim.now;
     // The holder's link went down: only the holder knows at first.
     sim.set_desired_on(holder, x, &rest);
@@ -197,14 +181,8 @@ fn ineligible_holder_withdraws_before_releasing() {
     sim.advance(Duration::from_secs(1));
     let next = sim.announcers(x);
     assert_eq!(next.len(), 1);
-    assert_eq!(
-        sim.agents[next[0]].node,
-        rank_nodes(x, rest.iter().copied())[0]
-    );
-    let back = sim
-        .first_announce_after(x, change_at, Some(holder))
-        .expect("moved")
-        - change_at;
+    assert_eq!(sim.agents[next[0]].node, rank_nodes(x, rest.iter().copied())[0]);
+    let back = sim.first_announce_after(x, change_at, Some(holder)).expect("moved") - change_at;
     assert!(back <= ms(150), "moved after {back:?}");
 }
 
@@ -296,10 +274,7 @@ fn stale_watch_cannot_cause_a_takeover_of_a_live_holder() {
     let reads = sim.store.stats().gets;
     sim.stall_watch(c);
     sim.advance(Duration::from_secs(20));
-    assert!(
-        sim.store.stats().gets > reads,
-        "node-c checked node-a's lease"
-    );
+    assert!(sim.store.stats().gets > reads, "node-c checked node-a's lease");
     assert_eq!(sim.announcers(x), vec![a]);
     sim.resume_watch(c);
     sim.advance(Duration::from_secs(5));
@@ -336,9 +311,7 @@ fn withdraw_mode_partitioned_holder_is_silent_before_takeover() {
         "withdrew {:?} after the cut",
         silent - cut_at
     );
-    let taken = sim
-        .first_announce_after(x, cut_at, Some(holder))
-        .expect("taken over");
+    let taken = sim.first_announce_after(x, cut_at, Some(holder)).expect("taken over");
     assert!(taken > silent);
     // Reconnected, the old holder sees it lost and stays quiet.
     sim.heal(holder);
@@ -418,10 +391,7 @@ fn hold_mode_outage_ending_at_different_times_moves_nothing() {
         }
         sim.advance(Duration::from_secs(10));
         sim.assert_settled();
-        let after: Vec<_> = all
-            .iter()
-            .map(|ip| sim.lease(*ip).map(|l| l.holder))
-            .collect();
+        let after: Vec<_> = all.iter().map(|ip| sim.lease(*ip).map(|l| l.holder)).collect();
         let before: Vec<_> = leases.into_iter().map(|l| l.map(|l| l.holder)).collect();
         assert_eq!(
             before, after,
@@ -464,21 +434,14 @@ fn hold_mode_node_crashed_during_outage_is_replaced_after_the_outage() {
     sim.advance(Duration::from_secs(10));
     sim.assert_settled();
     for ip in &c_ips {
-        let back = sim
-            .first_announce_after(*ip, heal_at, Some(c))
-            .expect("replaced")
-            - heal_at;
+        let back = sim.first_announce_after(*ip, heal_at, Some(c)).expect("replaced") - heal_at;
         assert!(
             back <= Duration::from_secs(4),
             "{ip} replaced {back:?} after the API returned"
         );
     }
     for ip in all.iter().filter(|ip| !c_ips.contains(ip)) {
-        assert_eq!(
-            sim.lease(*ip).and_then(|l| l.lease_transitions),
-            Some(1),
-            "{ip} moved"
-        );
+        assert_eq!(sim.lease(*ip).and_then(|l| l.lease_transitions), Some(1), "{ip} moved");
     }
 }
 
@@ -528,21 +491,11 @@ fn partial_partition(wire_yield: bool) -> Sim {
 #[test]
 fn hold_mode_partial_partition_overlap_ends_on_the_wire() {
     let sim = partial_partition(true);
-    assert_eq!(
-        sim.overlaps, 1,
-        "one overlap, when the new holder announced"
-    );
-    assert!(
-        sim.max_overlap <= ms(5),
-        "overlap lasted {:?}",
-        sim.max_overlap
-    );
+    assert_eq!(sim.overlaps, 1, "one overlap, when the new holder announced");
+    assert!(sim.max_overlap <= ms(5), "overlap lasted {:?}", sim.max_overlap);
     let x = ip("192.0.2.70");
     assert_eq!(sim.announcers(x).len(), 1);
-    assert_eq!(
-        sim.agents.iter().map(|a| a.core.wire_yields()).sum::<u64>(),
-        1
-    );
+    assert_eq!(sim.agents.iter().map(|a| a.core.wire_yields()).sum::<u64>(), 1);
 }
 
 #[test]
@@ -581,17 +534,9 @@ fn on_wire_conflict_withdraws_at_once_and_reasserts_after_holdoff() {
     assert!(sim.announcers(x).is_empty(), "withdrawn immediately");
     assert_eq!(sim.agents[holder].core.wire_yields(), 1);
     sim.advance(Duration::from_secs(29));
-    assert!(
-        sim.announcers(x).is_empty(),
-        "still yielding during the hold-off"
-    );
+    assert!(sim.announcers(x).is_empty(), "still yielding during the hold-off");
     sim.advance(Duration::from_secs(2));
-    assert_eq!(
-        sim.announcers(x),
-        vec![holder],
-        "re-asserted after {:?}",
-        sim.now - at
-    );
+    assert_eq!(sim.announcers(x), vec![holder], "re-asserted after {:?}", sim.now - at);
 }
 
 #[test]

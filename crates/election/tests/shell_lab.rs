@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use herald_election::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
 use herald_election::{
-    ElectionTiming, Identity, IpDesire, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming,
-    OwnershipAgent, OwnershipConfig,
+    ElectionTiming, Identity, IpDesire, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming, OwnershipAgent,
+    OwnershipConfig,
 };
 use shell::{RecordingSink, check_single_owner};
 use tokio_util::sync::CancellationToken;
@@ -42,10 +42,7 @@ fn lease(name: &str, holder: &str) -> LeaseRecord {
 async fn kube_store_maps_cas_outcomes() {
     let (server, client) = lab().await;
     let s = store(&client);
-    assert!(matches!(
-        s.get("herald-ip-x").await,
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(s.get("herald-ip-x").await, Err(StoreError::NotFound { .. })));
     let mut a = lease("herald-ip-x", "n1/1");
     a.stamp(std::time::SystemTime::now());
     let a = s.create(&a).await.expect("create");
@@ -70,10 +67,7 @@ async fn kube_store_maps_cas_outcomes() {
         matches!(s.replace(&stale).await, Err(StoreError::Conflict { .. })),
         "no rv is never sent"
     );
-    assert_eq!(
-        s.get("herald-ip-x").await.expect("get").holder(),
-        Some("n2/1")
-    );
+    assert_eq!(s.get("herald-ip-x").await.expect("get").holder(), Some("n2/1"));
     server.shutdown().await;
 }
 
@@ -81,9 +75,7 @@ async fn kube_store_maps_cas_outcomes() {
 async fn kube_store_watch_lists_then_streams() {
     let (server, client) = lab().await;
     let s = store(&client);
-    s.create(&lease("herald-ip-a", "n1/1"))
-        .await
-        .expect("create");
+    s.create(&lease("herald-ip-a", "n1/1")).await.expect("create");
     let mut unlabelled = lease("not-herald", "x");
     unlabelled.labels.clear();
     s.create(&unlabelled).await.expect("create");
@@ -94,16 +86,11 @@ async fn kube_store_watch_lists_then_streams() {
         .expect("open");
     match first {
         WatchEvent::Resynced(all) => {
-            assert_eq!(
-                all.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
-                ["herald-ip-a"]
-            );
+            assert_eq!(all.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["herald-ip-a"]);
         }
         other => panic!("expected a resync first, got {other:?}"),
     }
-    s.create(&lease("herald-ip-b", "n1/1"))
-        .await
-        .expect("create");
+    s.create(&lease("herald-ip-b", "n1/1")).await.expect("create");
     let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .expect("event")
@@ -128,14 +115,11 @@ async fn ownership_agents_over_the_api_elect_and_hand_over() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for n in nodes {
-        let mut config = OwnershipConfig::new(
-            Identity::new(n, Identity::random_instance_id()).expect("identity"),
-        );
+        let mut config = OwnershipConfig::new(Identity::new(n, Identity::random_instance_id()).expect("identity"));
         config.timing = fast_timing();
         let cancel = CancellationToken::new();
         let (h, _events) =
-            OwnershipAgent::spawn(store(&client), RecordingSink::new(n, &log), config, &cancel)
-                .expect("spawn");
+            OwnershipAgent::spawn(store(&client), RecordingSink::new(n, &log), config, &cancel).expect("spawn");
         handles.push((n, h, cancel));
     }
     let ips: Vec<IpAddr> = ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"]
@@ -157,10 +141,7 @@ async fn ownership_agents_over_the_api_elect_and_hand_over() {
 
     // Graceful stop of one owner hands its IPs over.
     let victim = owners[&ips[0]].clone();
-    let idx = handles
-        .iter()
-        .position(|(n, _, _)| *n == victim)
-        .expect("victim");
+    let idx = handles.iter().position(|(n, _, _)| *n == victim).expect("victim");
     let (_, h, _) = handles.remove(idx);
     h.shutdown().await.expect("shutdown");
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_election::{
-    Identity, IpDesire, LeaderLock, LeaderLockConfig, LeaderTiming, MemoryLeaseStore,
-    OwnershipAgent, OwnershipConfig, OwnershipEvent, OwnershipHandle,
+    Identity, IpDesire, LeaderLock, LeaderLockConfig, LeaderTiming, MemoryLeaseStore, OwnershipAgent, OwnershipConfig,
+    OwnershipEvent, OwnershipHandle,
 };
 use shell::{RecordingSink, check_single_owner};
 use tokio::sync::mpsc;
@@ -30,8 +30,7 @@ fn start(
     node: &str,
     log: &Arc<Mutex<Vec<shell::Entry>>>,
 ) -> (OwnershipHandle, mpsc::Receiver<OwnershipEvent>) {
-    let config =
-        OwnershipConfig::new(Identity::new(node, format!("{node}-uid")).expect("identity"));
+    let config = OwnershipConfig::new(Identity::new(node, format!("{node}-uid")).expect("identity"));
     OwnershipAgent::spawn(
         store.client(node),
         RecordingSink::new(node, log),
@@ -46,9 +45,7 @@ async fn agents_elect_one_owner_and_hand_over_on_shutdown() {
     let store = MemoryLeaseStore::new();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut agents: Vec<_> = NODES.iter().map(|n| start(&store, n, &log)).collect();
-    let ips: Vec<IpAddr> = (1..=9)
-        .map(|i| format!("192.0.2.{i}").parse().expect("ip"))
-        .collect();
+    let ips: Vec<IpAddr> = (1..=9).map(|i| format!("192.0.2.{i}").parse().expect("ip")).collect();
     for (handle, _) in &agents {
         for ip in &ips {
             handle.set_desired(*ip, desire()).await.expect("set");
@@ -56,11 +53,7 @@ async fn agents_elect_one_owner_and_hand_over_on_shutdown() {
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let owners = check_single_owner(&log.lock().expect("log"));
-    assert_eq!(
-        owners.len(),
-        ips.len(),
-        "every IP announced once: {owners:?}"
-    );
+    assert_eq!(owners.len(), ips.len(), "every IP announced once: {owners:?}");
     // The handle's view agrees with the sink's.
     let (a_handle, mut a_events) = agents.remove(0);
     let a_announced: BTreeSet<IpAddr> = a_handle.announced().borrow().clone();
@@ -74,9 +67,7 @@ async fn agents_elect_one_owner_and_hand_over_on_shutdown() {
     let mut self_changes = 0;
     while let Ok(ev) = a_events.try_recv() {
         if let OwnershipEvent::OwnerChanged {
-            is_self: true,
-            node,
-            ..
+            is_self: true, node, ..
         } = ev
         {
             assert_eq!(node.as_deref(), Some("node-a"));
@@ -92,13 +83,7 @@ async fn agents_elect_one_owner_and_hand_over_on_shutdown() {
     let stop_at = tokio::time::Instant::now();
     a_handle.shutdown().await.expect("shutdown");
     assert!(tokio::time::Instant::now() - stop_at < Duration::from_millis(100));
-    assert_eq!(
-        store
-            .peek("herald-node-node-a")
-            .expect("node lease")
-            .holder(),
-        None
-    );
+    assert_eq!(store.peek("herald-node-node-a").expect("node lease").holder(), None);
     for ip in &expected {
         let lease = store
             .peek(&herald_election::naming::ip_lease_name(*ip).expect("name"))
@@ -209,8 +194,7 @@ async fn leader_lock_has_one_leader_and_hands_over_on_shutdown() {
 async fn leader_lock_steps_down_when_cut_off() {
     let store = MemoryLeaseStore::new();
     let config = LeaderLockConfig::allocator("a");
-    let mut a =
-        LeaderLock::spawn(store.client("a"), config, &CancellationToken::new()).expect("spawn");
+    let mut a = LeaderLock::spawn(store.client("a"), config, &CancellationToken::new()).expect("spawn");
     let term = a.acquired().await.expect("term");
     let cut_at = tokio::time::Instant::now();
     store.set_reachable("a", false);

@@ -152,8 +152,7 @@ impl Sim {
     fn push(&mut self, at: Duration, agent: usize, ev: Ev) {
         let inc = self.agents[agent].incarnation;
         self.seq += 1;
-        self.queue
-            .insert((at.max(self.now), self.seq), (agent, inc, ev));
+        self.queue.insert((at.max(self.now), self.seq), (agent, inc, ev));
     }
 
     /// Every process gets a fresh instance id, as with pod UIDs or random ids.
@@ -192,19 +191,12 @@ impl Sim {
     fn boot(&mut self, i: usize) {
         let local = self.local(i);
         for (ip, d) in self.desired.clone() {
-            self.agents[i]
-                .core
-                .set_desired(local, ip, d)
-                .expect("desired");
+            self.agents[i].core.set_desired(local, ip, d).expect("desired");
         }
         if self.store.is_reachable(&self.agents[i].node) {
             let snapshot = self.labelled();
             let delay = self.agents[i].watch_delay;
-            self.push(
-                self.now + delay,
-                i,
-                Ev::Watch(WatchEvent::Resynced(snapshot)),
-            );
+            self.push(self.now + delay, i, Ev::Watch(WatchEvent::Resynced(snapshot)));
         }
         self.poll(i);
     }
@@ -243,10 +235,7 @@ impl Sim {
             eip: "pool".into(),
         };
         let local = self.local(i);
-        self.agents[i]
-            .core
-            .set_desired(local, ip, desire)
-            .expect("desired");
+        self.agents[i].core.set_desired(local, ip, desire).expect("desired");
         self.poll(i);
     }
 
@@ -315,11 +304,7 @@ impl Sim {
             self.store.set_reachable(&node, true);
             let snapshot = self.labelled();
             let delay = self.agents[i].watch_delay;
-            self.push(
-                self.now + delay,
-                i,
-                Ev::Watch(WatchEvent::Resynced(snapshot)),
-            );
+            self.push(self.now + delay, i, Ev::Watch(WatchEvent::Resynced(snapshot)));
         }
     }
 
@@ -333,11 +318,7 @@ impl Sim {
         self.agents[i].watch_stalled = false;
         let snapshot = self.labelled();
         let delay = self.agents[i].watch_delay;
-        self.push(
-            self.now + delay,
-            i,
-            Ev::Watch(WatchEvent::Resynced(snapshot)),
-        );
+        self.push(self.now + delay, i, Ev::Watch(WatchEvent::Resynced(snapshot)));
     }
 
     pub fn wire_conflict(&mut self, i: usize, ip: IpAddr) {
@@ -379,8 +360,7 @@ impl Sim {
                 });
                 if self.cfg.wire_yield {
                     for j in 0..self.agents.len() {
-                        if j != i && self.agents[j].alive && self.agents[j].announced.contains(&ip)
-                        {
+                        if j != i && self.agents[j].alive && self.agents[j].announced.contains(&ip) {
                             self.push(self.now + self.cfg.wire_delay, j, Ev::WireConflict(ip));
                         }
                     }
@@ -401,10 +381,7 @@ impl Sim {
                 self.agents[i].stopped = true;
                 self.agents[i].alive = false;
                 self.agents[i].incarnation += 1;
-                assert!(
-                    self.agents[i].announced.is_empty(),
-                    "stopped while announcing"
-                );
+                assert!(self.agents[i].announced.is_empty(), "stopped while announcing");
                 return;
             }
             Action::Superseded { .. } => {
@@ -417,20 +394,12 @@ impl Sim {
             Action::Replace { op, record } => (op, StoreOp::Replace(record)),
         };
         if reachable {
-            self.push(
-                self.now + self.cfg.request_latency,
-                i,
-                Ev::Apply { op, store_op },
-            );
+            self.push(self.now + self.cfg.request_latency, i, Ev::Apply { op, store_op });
         } else {
             let result = Err(StoreError::Unavailable {
                 reason: "partitioned".into(),
             });
-            self.push(
-                self.now + self.cfg.unavailable_after,
-                i,
-                Ev::Reply { op, result },
-            );
+            self.push(self.now + self.cfg.unavailable_after, i, Ev::Reply { op, result });
         }
     }
 
@@ -464,11 +433,7 @@ impl Sim {
                     self.broadcast(WatchEvent::Applied(rec.clone()));
                 }
                 if self.agents[i].incarnation == inc {
-                    self.push(
-                        self.now + self.cfg.reply_latency,
-                        i,
-                        Ev::Reply { op, result },
-                    );
+                    self.push(self.now + self.cfg.reply_latency, i, Ev::Reply { op, result });
                 }
             }
             _ if !current => {}
@@ -521,9 +486,7 @@ impl Sim {
                     !self.cfg.strict,
                     "two agents announce {ip} at {:?}: {:?}",
                     self.now,
-                    who.iter()
-                        .map(|i| &self.agents[*i].node)
-                        .collect::<Vec<_>>()
+                    who.iter().map(|i| &self.agents[*i].node).collect::<Vec<_>>()
                 );
                 if !self.overlap_since.contains_key(ip) {
                     self.overlaps += 1;
@@ -566,12 +529,7 @@ impl Sim {
     }
 
     /// First time after `from` at which `ip` was announced by an agent other than `not`.
-    pub fn first_announce_after(
-        &self,
-        ip: IpAddr,
-        from: Duration,
-        not: Option<usize>,
-    ) -> Option<Duration> {
+    pub fn first_announce_after(&self, ip: IpAddr, from: Duration, not: Option<usize>) -> Option<Duration> {
         self.decisions
             .iter()
             .find(|d| d.announce && d.ip == ip && d.at >= from && Some(d.agent) != not)
@@ -588,10 +546,7 @@ impl Sim {
                 .any(|a| a.alive && desire.eligible_nodes.contains(&a.node));
             let who = self.announcers(*ip);
             if !eligible_alive {
-                assert!(
-                    who.is_empty(),
-                    "{ip} announced without an eligible live node"
-                );
+                assert!(who.is_empty(), "{ip} announced without an eligible live node");
                 continue;
             }
             assert_eq!(
