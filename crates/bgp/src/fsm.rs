@@ -71,15 +71,23 @@ pub enum Action {
     CancelTimer(Timer),
     /// Close (or abort) the connection.
     CloseTcp,
-    StateChanged { from: State, to: State, reason: String },
+    StateChanged {
+        from: State,
+        to: State,
+        reason: String,
+    },
     /// The session is up: send the whole Adj-RIB-Out, then End-of-RIB.
     Established(Negotiated),
     /// RFC 2918: the peer asked for every route of this family again.
     ResendRoutes(Afi),
     /// The session went down: forget what was sent.
-    SessionDown { reason: String },
+    SessionDown {
+        reason: String,
+    },
     /// A message was dropped without resetting the session (RFC 7606 treat-as-withdraw).
-    Discarded { reason: String },
+    Discarded {
+        reason: String,
+    },
 }
 
 /// RFC 4724 graceful restart, as the restarting speaker.
@@ -145,7 +153,10 @@ pub struct RetryBackoff {
 
 impl RetryBackoff {
     pub fn new(seed: u64) -> Self {
-        RetryBackoff { attempt: 0, rng: StdRng::seed_from_u64(seed) }
+        RetryBackoff {
+            attempt: 0,
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     pub fn next_delay(&mut self) -> Duration {
@@ -173,7 +184,14 @@ pub struct SessionFsm {
 impl SessionFsm {
     pub fn new(config: SessionConfig) -> Self {
         let backoff = RetryBackoff::new(config.jitter_seed);
-        SessionFsm { config, state: State::Idle, started: false, negotiated: None, backoff, last_error: None }
+        SessionFsm {
+            config,
+            state: State::Idle,
+            started: false,
+            negotiated: None,
+            backoff,
+            last_error: None,
+        }
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -197,8 +215,14 @@ impl SessionFsm {
     pub fn open_message(&self) -> Open {
         let c = &self.config;
         let mut capabilities = vec![
-            Capability::Multiprotocol { afi: Afi::IPV4, safi: Safi::UNICAST },
-            Capability::Multiprotocol { afi: Afi::IPV6, safi: Safi::UNICAST },
+            Capability::Multiprotocol {
+                afi: Afi::IPV4,
+                safi: Safi::UNICAST,
+            },
+            Capability::Multiprotocol {
+                afi: Afi::IPV6,
+                safi: Safi::UNICAST,
+            },
             Capability::RouteRefresh,
         ];
         if let Some(gr) = c.graceful_restart {
@@ -270,14 +294,25 @@ impl SessionFsm {
                 self.down(&mut out, format!("connection closed: {why}"), true);
             }
             (State::OpenSent | State::OpenConfirm | State::Established, Event::DecodeFailed(e)) => {
-                let reason = format!("malformed message from peer: {}; sent {}", e.reason, e.notification.describe());
+                let reason = format!(
+                    "malformed message from peer: {}; sent {}",
+                    e.reason,
+                    e.notification.describe()
+                );
                 out.push(Action::Send(Message::Notification(e.notification)));
                 self.down(&mut out, reason, true);
             }
             (State::OpenSent | State::OpenConfirm | State::Established, Event::TimerExpired(Timer::Hold)) => {
                 // RFC 4271 §6.5.
-                out.push(Action::Send(Message::Notification(Notification::new(code::HOLD_TIMER_EXPIRED, 0))));
-                self.down(&mut out, "hold timer expired: no message from the peer within the hold time".into(), true);
+                out.push(Action::Send(Message::Notification(Notification::new(
+                    code::HOLD_TIMER_EXPIRED,
+                    0,
+                ))));
+                self.down(
+                    &mut out,
+                    "hold timer expired: no message from the peer within the hold time".into(),
+                    true,
+                );
             }
             (State::OpenConfirm | State::Established, Event::TimerExpired(Timer::Keepalive)) => {
                 out.push(Action::Send(Message::Keepalive));
@@ -362,14 +397,27 @@ impl SessionFsm {
 
     fn fsm_error(&mut self, out: &mut Vec<Action>, sub: u8, msg: &Message) {
         // RFC 6608 §3: the subcode names the state; the data is the message type.
-        let n = Notification { code: code::FSM, subcode: sub, data: vec![msg.type_code()] };
-        let reason = format!("unexpected message type {} in {}; sent {}", msg.type_code(), self.state, n.describe());
+        let n = Notification {
+            code: code::FSM,
+            subcode: sub,
+            data: vec![msg.type_code()],
+        };
+        let reason = format!(
+            "unexpected message type {} in {}; sent {}",
+            msg.type_code(),
+            self.state,
+            n.describe()
+        );
         out.push(Action::Send(Message::Notification(n)));
         self.down(out, reason, true);
     }
 
     fn reject_open(&mut self, out: &mut Vec<Action>, sub: u8, data: Vec<u8>, why: String) {
-        let n = Notification { code: code::OPEN_MESSAGE, subcode: sub, data };
+        let n = Notification {
+            code: code::OPEN_MESSAGE,
+            subcode: sub,
+            data,
+        };
         let reason = format!("{why}; sent {}", n.describe());
         out.push(Action::Send(Message::Notification(n)));
         self.down(out, reason, true);
@@ -386,7 +434,10 @@ impl SessionFsm {
             // RFC 5492 §3: we need the 4-octet ASN capability to know who the peer is.
             let mut data = Vec::new();
             Capability::FourOctetAs(c.peer_asn).encode(&mut data);
-            let why = format!("peer sent AS_TRANS without the 4-octet ASN capability, expected AS {}", c.peer_asn);
+            let why = format!(
+                "peer sent AS_TRANS without the 4-octet ASN capability, expected AS {}",
+                c.peer_asn
+            );
             return self.reject_open(out, subcode::UNSUPPORTED_CAPABILITY, data, why);
         }
         if open.asn() != c.peer_asn {
@@ -395,7 +446,10 @@ impl SessionFsm {
         }
         let id = open.bgp_id;
         // RFC 6286 §2.2: the identifier is a non-zero value; equal identifiers are only an error within one AS.
-        if id.is_unspecified() || id.is_multicast() || id.is_broadcast() || (c.peer_asn == c.local_asn && id == c.router_id)
+        if id.is_unspecified()
+            || id.is_multicast()
+            || id.is_broadcast()
+            || (c.peer_asn == c.local_asn && id == c.router_id)
         {
             let why = format!("peer BGP identifier {id} is invalid or equals ours");
             return self.reject_open(out, subcode::BAD_BGP_IDENTIFIER, id.octets().to_vec(), why);
@@ -421,7 +475,10 @@ impl SessionFsm {
             four_octet_as: open.four_octet_as().is_some(),
             families,
             route_refresh: open.capabilities.contains(&Capability::RouteRefresh),
-            peer_graceful_restart: open.capabilities.iter().any(|c| matches!(c, Capability::GracefulRestart { .. })),
+            peer_graceful_restart: open
+                .capabilities
+                .iter()
+                .any(|c| matches!(c, Capability::GracefulRestart { .. })),
         };
         let hold = negotiated.hold_time;
         self.negotiated = Some(negotiated);
@@ -432,14 +489,21 @@ impl SessionFsm {
             self.arm_hold(out);
         }
         self.arm_keepalive(out);
-        self.transition(out, State::OpenConfirm, format!("OPEN received from AS {}, hold time {hold}s", open.asn()));
+        self.transition(
+            out,
+            State::OpenConfirm,
+            format!("OPEN received from AS {}, hold time {hold}s", open.asn()),
+        );
     }
 
     fn arm_hold(&self, out: &mut Vec<Action>) {
         if let Some(n) = &self.negotiated
             && n.hold_time > 0
         {
-            out.push(Action::ArmTimer(Timer::Hold, Duration::from_secs(u64::from(n.hold_time))));
+            out.push(Action::ArmTimer(
+                Timer::Hold,
+                Duration::from_secs(u64::from(n.hold_time)),
+            ));
         }
     }
 
@@ -454,3 +518,6 @@ impl SessionFsm {
         out.push(Action::StateChanged { from, to, reason });
     }
 }
+
+#[cfg(test)]
+mod tests;

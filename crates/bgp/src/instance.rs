@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::fsm::SessionConfig;
 use crate::neighbor::{PeerConfig, PeerStatus};
 use crate::packet::Notification;
-use crate::packet::error::subcode;
+use crate::packet::error::{code, subcode};
 use crate::rib::{RoutePolicy, RouteTable};
 use crate::tasks::{PeerCommand, PeerTask};
 
@@ -80,7 +80,12 @@ impl Speaker {
     /// A speaker without peers or routes. Call from within a tokio runtime.
     pub fn new(config: SpeakerConfig) -> Self {
         let (routes, _) = watch::channel(Arc::new(RouteTable::new()));
-        Speaker { config, routes, peers: BTreeMap::new(), restarting: false }
+        Speaker {
+            config,
+            routes,
+            peers: BTreeMap::new(),
+            restarting: false,
+        }
     }
 
     /// Marks this speaker as restarted (sets the graceful-restart R bit in OPENs of peers added afterwards).
@@ -93,12 +98,13 @@ impl Speaker {
     }
 
     /// Starts a session to a new peer.
-    pub fn add_peer(&mut self, mut peer: PeerConfig) -> Result<()> {
+    pub fn add_peer(&mut self, peer: PeerConfig) -> Result<()> {
         peer.validate()?;
         if self.peers.contains_key(&peer.address) {
             return Err(Error::PeerExists(peer.address));
         }
-        if let Some(gr) = &mut peer.graceful_restart {
+        let mut graceful_restart = peer.graceful_restart;
+        if let Some(gr) = &mut graceful_restart {
             gr.restarting |= self.restarting;
         }
         let session = SessionConfig {
@@ -106,7 +112,7 @@ impl Speaker {
             router_id: self.config.router_id,
             peer_asn: peer.asn,
             hold_time: peer.hold_time,
-            graceful_restart: peer.graceful_restart,
+            graceful_restart,
             md5: peer.password.is_some(),
             connect_timeout: peer.connect_timeout,
             jitter_seed: rand::random(),
@@ -122,7 +128,15 @@ impl Speaker {
         };
         info!(peer = %peer.address, asn = peer.asn, port = peer.port, "adding BGP peer");
         let task = tokio::spawn(task.run());
-        self.peers.insert(peer.address, PeerHandle { config: peer, commands, status, task });
+        self.peers.insert(
+            peer.address,
+            PeerHandle {
+                config: peer,
+                commands,
+                status,
+                task,
+            },
+        );
         Ok(())
     }
 
@@ -135,8 +149,8 @@ impl Speaker {
                 return Ok(());
             }
             if let Some(old) = self.peers.remove(&peer.address) {
-                let cease = Notification::cease(subcode::OTHER_CONFIGURATION_CHANGE, "");
-                old.stop(PeerCommand::Stop(Notification { data: Vec::new(), ..cease })).await;
+                let cease = Notification::new(code::CEASE, subcode::OTHER_CONFIGURATION_CHANGE);
+                old.stop(PeerCommand::Stop(cease)).await;
             }
         }
         self.add_peer(peer)
@@ -145,7 +159,7 @@ impl Speaker {
     /// Ends a peer's session (Cease / Peer De-configured, RFC 4486) and forgets it.
     pub async fn remove_peer(&mut self, address: IpAddr) -> Result<()> {
         let peer = self.peers.remove(&address).ok_or(Error::UnknownPeer(address))?;
-        let cease = Notification { data: Vec::new(), ..Notification::cease(subcode::PEER_DECONFIGURED, "") };
+        let cease = Notification::new(code::CEASE, subcode::PEER_DECONFIGURED);
         peer.stop(PeerCommand::Stop(cease)).await;
         Ok(())
     }
@@ -165,8 +179,14 @@ impl Speaker {
     pub fn withdraw(&self, prefixes: impl IntoIterator<Item = IpNet>) {
         let prefixes: Vec<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
         self.routes.send_if_modified(|table| {
+            if !prefixes.iter().any(|p| table.contains_key(p)) {
+                return false;
+            }
             let table = Arc::make_mut(table);
-            prefixes.iter().fold(false, |changed, p| table.remove(p).is_some() || changed)
+            for p in &prefixes {
+                table.remove(p);
+            }
+            true
         });
     }
 
@@ -198,18 +218,18 @@ impl Speaker {
 
     /// Stops every session; see [`ShutdownMode`].
     pub async fn shutdown(mut self, mode: ShutdownMode) {
-        let peers = std::mem::take(&mut self.peers);
-        let stops = peers.into_values().map(|peer| {
+        let mut stopping = tokio::task::JoinSet::new();
+        for peer in std::mem::take(&mut self.peers).into_values() {
             let command = match mode {
-                ShutdownMode::Withdraw => {
-                    PeerCommand::Stop(Notification::cease(subcode::ADMINISTRATIVE_SHUTDOWN, "herald shutting down"))
-                }
+                ShutdownMode::Withdraw => PeerCommand::Stop(Notification::cease(
+                    subcode::ADMINISTRATIVE_SHUTDOWN,
+                    "herald shutting down",
+                )),
                 ShutdownMode::GracefulRestart => PeerCommand::Abandon,
             };
-            peer.stop(command)
-        });
-        for stop in stops {
-            stop.await;
+            // All peers stop at once; each waits for its own NOTIFICATION to go out.
+            stopping.spawn(peer.stop(command));
         }
+        while stopping.join_next().await.is_some() {}
     }
 }

@@ -59,19 +59,27 @@ impl PeerConfig {
 
     /// Rejects what the session could never use, with the fix in the message.
     pub fn validate(&self) -> Result<()> {
-        let bad = |reason: String| Err(Error::InvalidPeerConfig { peer: self.address, reason });
+        let bad = |reason: String| {
+            Err(Error::InvalidPeerConfig {
+                peer: self.address,
+                reason,
+            })
+        };
         if matches!(self.hold_time, 1 | 2) {
-            return bad(format!("hold time {}s is not allowed: use 0 or at least 3 (RFC 4271 §4.2)", self.hold_time));
+            return bad(format!(
+                "hold time {}s is not allowed: use 0 or at least 3 (RFC 4271 §4.2)",
+                self.hold_time
+            ));
         }
         if let Some(local) = self.local_address
             && local.is_ipv4() != self.address.is_ipv4()
         {
             return bad(format!("local address {local} is not of the peer's address family"));
         }
-        if let Some(key) = &self.password {
-            if key.is_empty() || key.len() > herald_sys::tcp_md5::MAX_KEY_LEN {
-                return bad(format!("TCP MD5 password must be 1 to 80 bytes, it is {}", key.len()));
-            }
+        if let Some(key) = &self.password
+            && (key.is_empty() || key.len() > herald_sys::tcp_md5::MAX_KEY_LEN)
+        {
+            return bad(format!("TCP MD5 password must be 1 to 80 bytes, it is {}", key.len()));
         }
         if self.port == 0 {
             return bad("port 0 is not a valid BGP port".to_string());

@@ -9,7 +9,11 @@ use crate::neighbor::PeerConfig;
 
 /// Connects to the peer. Socket options are set before `connect`, as TCP MD5 must sign the SYN.
 pub async fn connect(peer: &PeerConfig) -> io::Result<TcpStream> {
-    let socket = if peer.address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if peer.address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(local) = peer.local_address {
         socket
             .bind(SocketAddr::new(local, 0))

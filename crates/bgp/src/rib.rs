@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -86,10 +87,11 @@ pub struct RibDiff {
     pub skipped: Vec<(IpNet, String)>,
 }
 
-/// What one session has announced.
+/// What one session has announced. Attributes are shared between the prefixes that carry the same ones (one
+/// allocation per pool policy and family, not per prefix).
 #[derive(Debug, Default)]
 pub struct AdjRibOut {
-    sent: BTreeMap<IpNet, OutboundAttributes>,
+    sent: BTreeMap<IpNet, Arc<OutboundAttributes>>,
 }
 
 impl AdjRibOut {
@@ -111,19 +113,23 @@ impl AdjRibOut {
     pub fn sync(&mut self, table: &RouteTable, session: &SessionRouting, four_octet_as: bool) -> RibDiff {
         let mut diff = RibDiff::default();
         let mut wanted = BTreeMap::new();
+        let mut resolved: BTreeMap<(Afi, &RoutePolicy), Result<Arc<OutboundAttributes>, String>> = BTreeMap::new();
         for (prefix, policy) in table {
-            match session.resolve(prefix, policy) {
+            let attrs = resolved
+                .entry((afi_of(prefix), policy))
+                .or_insert_with(|| session.resolve(prefix, policy).map(Arc::new));
+            match attrs {
                 Ok(attrs) => {
-                    wanted.insert(*prefix, attrs);
+                    wanted.insert(*prefix, Arc::clone(attrs));
                 }
-                Err(why) => diff.skipped.push((*prefix, why)),
+                Err(why) => diff.skipped.push((*prefix, why.clone())),
             }
         }
         let gone: Vec<IpNet> = self.sent.keys().filter(|p| !wanted.contains_key(p)).copied().collect();
-        let mut changed: BTreeMap<OutboundAttributes, Vec<IpNet>> = BTreeMap::new();
+        let mut changed: BTreeMap<&OutboundAttributes, Vec<IpNet>> = BTreeMap::new();
         for (prefix, attrs) in &wanted {
             if self.sent.get(prefix) != Some(attrs) {
-                changed.entry(attrs.clone()).or_default().push(*prefix);
+                changed.entry(attrs).or_default().push(*prefix);
             }
         }
         for family in [Afi::IPV4, Afi::IPV6] {
@@ -135,6 +141,7 @@ impl AdjRibOut {
             diff.updates.extend(announce_updates(attrs, prefixes, four_octet_as));
             diff.announced += prefixes.len();
         }
+        drop(changed);
         self.sent = wanted;
         diff
     }
@@ -143,8 +150,103 @@ impl AdjRibOut {
     pub fn resend(&self, afi: Afi, four_octet_as: bool) -> Vec<Update> {
         let mut groups: BTreeMap<&OutboundAttributes, Vec<IpNet>> = BTreeMap::new();
         for (prefix, attrs) in self.sent.iter().filter(|(p, _)| afi_of(p) == afi) {
-            groups.entry(attrs).or_default().push(*prefix);
+            groups.entry(&**attrs).or_default().push(*prefix);
         }
-        groups.into_iter().flat_map(|(attrs, prefixes)| announce_updates(attrs, &prefixes, four_octet_as)).collect()
+        groups
+            .into_iter()
+            .flat_map(|(attrs, prefixes)| announce_updates(attrs, &prefixes, four_octet_as))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::PathAttribute;
+
+    fn session(peer_asn: u32) -> SessionRouting {
+        SessionRouting {
+            local_asn: 64512,
+            peer_asn,
+            next_hop_v4: Some(Ipv4Addr::new(192, 0, 2, 11)),
+            next_hop_v6: None,
+            families: vec![Afi::IPV4, Afi::IPV6],
+        }
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ebgp_path_is_the_local_asn_and_ibgp_gets_local_pref() {
+        let ebgp = session(64500)
+            .resolve(&net("203.0.113.1/32"), &RoutePolicy::default())
+            .unwrap();
+        assert_eq!(ebgp.as_path, vec![64512]);
+        assert_eq!(ebgp.local_pref, None);
+        let ibgp = session(64512)
+            .resolve(&net("203.0.113.1/32"), &RoutePolicy::default())
+            .unwrap();
+        assert!(ibgp.as_path.is_empty());
+        assert_eq!(ibgp.local_pref, Some(IBGP_LOCAL_PREF));
+    }
+
+    #[test]
+    fn next_hop_comes_from_policy_then_session_and_must_match_the_family() {
+        let s = session(64500);
+        let policy = RoutePolicy {
+            next_hop: Some("192.0.2.99".parse().unwrap()),
+            ..RoutePolicy::default()
+        };
+        assert_eq!(
+            s.resolve(&net("203.0.113.1/32"), &policy).unwrap().next_hop,
+            "192.0.2.99".parse::<IpAddr>().unwrap()
+        );
+        let err = s.resolve(&net("2001:db8::/64"), &policy).unwrap_err();
+        assert!(err.contains("no IPv6 next hop"), "{err}");
+        let mut v4_only = s.clone();
+        v4_only.families = vec![Afi::IPV4];
+        v4_only.next_hop_v6 = Some("2001:db8::11".parse().unwrap());
+        assert!(
+            v4_only
+                .resolve(&net("2001:db8::/64"), &RoutePolicy::default())
+                .unwrap_err()
+                .contains("IPv6 unicast")
+        );
+    }
+
+    #[test]
+    fn sync_sends_only_differences_and_withdraws_what_is_gone() {
+        let s = session(64500);
+        let mut rib = AdjRibOut::default();
+        let mut table = RouteTable::new();
+        table.insert(net("203.0.113.1/32"), RoutePolicy::default());
+        table.insert(net("203.0.113.2/32"), RoutePolicy::default());
+        let d = rib.sync(&table, &s, true);
+        assert_eq!((d.announced, d.withdrawn, d.updates.len()), (2, 0, 1));
+        assert!(rib.sync(&table, &s, true).updates.is_empty(), "no change, no UPDATE");
+
+        table.remove(&net("203.0.113.1/32"));
+        table.insert(
+            net("203.0.113.2/32"),
+            RoutePolicy {
+                communities: vec![1],
+                ..RoutePolicy::default()
+            },
+        );
+        let d = rib.sync(&table, &s, true);
+        assert_eq!((d.announced, d.withdrawn), (1, 1));
+        assert_eq!(
+            d.updates[0].withdrawn,
+            vec!["203.0.113.1/32".parse().unwrap()],
+            "withdrawals go first"
+        );
+        assert!(d.updates[1].attributes.contains(&PathAttribute::Communities(vec![1])));
+        assert_eq!(rib.len(), 1);
+
+        let resent = rib.resend(Afi::IPV4, true);
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].nlri, vec!["203.0.113.2/32".parse().unwrap()]);
     }
 }

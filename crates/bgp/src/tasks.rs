@@ -87,7 +87,13 @@ const TIMERS: [Timer; 3] = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive];
 impl PeerTask {
     /// Runs the peer until stopped (or the speaker is dropped).
     pub async fn run(self) {
-        let PeerTask { config, session, routes, status, mut commands } = self;
+        let PeerTask {
+            config,
+            session,
+            routes,
+            status,
+            mut commands,
+        } = self;
         let mut peer = PeerLoop {
             fsm: SessionFsm::new(session),
             config,
@@ -123,7 +129,12 @@ impl PeerTask {
                     peer.close().await;
                     return;
                 }
-                res = async { peer.connecting.as_mut().expect("guarded").await }, if peer.connecting.is_some() => {
+                res = async {
+                    match peer.connecting.as_mut() {
+                        Some(connect) => connect.await,
+                        None => std::future::pending().await,
+                    }
+                }, if peer.connecting.is_some() => {
                     peer.connecting = None;
                     match res {
                         Ok(stream) => {
@@ -141,8 +152,10 @@ impl PeerTask {
                     }
                 }
                 res = async {
-                    let conn = peer.conn.as_mut().expect("guarded");
-                    conn.reader.read_buf(&mut conn.rbuf).await
+                    match peer.conn.as_mut() {
+                        Some(conn) => conn.reader.read_buf(&mut conn.rbuf).await,
+                        None => std::future::pending().await,
+                    }
                 }, if peer.conn.is_some() => {
                     match res {
                         Ok(0) => peer.feed(Event::TcpClosed("the peer closed the connection".into())).await,
@@ -158,8 +171,9 @@ impl PeerTask {
                 }
                 changed = peer.routes.changed(), if established => {
                     if changed.is_err() {
-                        // The speaker is gone; the command channel closes too.
-                        continue;
+                        // The speaker is gone: end like a dropped speaker (no NOTIFICATION).
+                        peer.close().await;
+                        return;
                     }
                     peer.sync_routes().await;
                 }
@@ -247,7 +261,9 @@ impl PeerLoop {
     }
 
     async fn established(&mut self, negotiated: Negotiated) {
-        let Some(local) = self.conn.as_ref().map(|c| c.local) else { return };
+        let Some(local) = self.conn.as_ref().map(|c| c.local) else {
+            return;
+        };
         let routing = SessionRouting {
             local_asn: self.fsm.config().local_asn,
             peer_asn: negotiated.peer_asn,
@@ -272,13 +288,15 @@ impl PeerLoop {
     }
 
     async fn sync_routes(&mut self) {
-        let Some((negotiated, routing)) = &self.session else { return };
+        let Some((negotiated, routing)) = &self.session else {
+            return;
+        };
         let table = self.routes.borrow_and_update().clone();
         let four = negotiated.four_octet_as;
         let diff = self.adj_rib_out.sync(&table, routing, four);
         let peer = self.config.address;
-        for (prefix, why) in &diff.skipped {
-            warn!(%peer, %prefix, why, "not announcing prefix to this peer");
+        if let Some((prefix, why)) = diff.skipped.first() {
+            warn!(%peer, skipped = diff.skipped.len(), example = %prefix, why, "not announcing some prefixes to this peer");
         }
         if diff.announced + diff.withdrawn > 0 {
             info!(%peer, announced = diff.announced, withdrawn = diff.withdrawn, updates = diff.updates.len(), "sending route changes");
@@ -303,7 +321,9 @@ impl PeerLoop {
     }
 
     async fn write(&mut self, bytes: Vec<u8>) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         let result = tokio::time::timeout(WRITE_TIMEOUT, conn.writer.write_all(&bytes)).await;
         let err = match result {
             Ok(Ok(())) => return,
@@ -317,7 +337,9 @@ impl PeerLoop {
     async fn decode_received(&mut self) {
         let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
         loop {
-            let Some(conn) = self.conn.as_mut() else { return };
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
             match decode_frame(&conn.rbuf, four) {
                 Ok(Some((msg, n))) => {
                     conn.rbuf.drain(..n);

@@ -43,23 +43,27 @@ pub struct InterfaceFacts {
 pub fn interfaces() -> io::Result<Vec<InterfaceFacts>> {
     let mut by_name: BTreeMap<String, InterfaceFacts> = BTreeMap::new();
     for entry in nix::ifaddrs::getifaddrs()? {
-        let facts = by_name.entry(entry.interface_name.clone()).or_insert_with(|| InterfaceFacts {
-            name: entry.interface_name.clone(),
-            index: 0,
-            hardware_type: 0,
-            mac: None,
-            up: false,
-            running: false,
-            bond_slave: false,
-            loopback: false,
-            ipv4: Vec::new(),
-            ipv6: Vec::new(),
-        });
+        let facts = by_name
+            .entry(entry.interface_name.clone())
+            .or_insert_with(|| InterfaceFacts {
+                name: entry.interface_name.clone(),
+                index: 0,
+                hardware_type: 0,
+                mac: None,
+                up: false,
+                running: false,
+                bond_slave: false,
+                loopback: false,
+                ipv4: Vec::new(),
+                ipv6: Vec::new(),
+            });
         facts.up |= entry.flags.contains(InterfaceFlags::IFF_UP);
         facts.running |= entry.flags.contains(InterfaceFlags::IFF_RUNNING);
         facts.bond_slave |= entry.flags.contains(InterfaceFlags::IFF_SLAVE);
         facts.loopback |= entry.flags.contains(InterfaceFlags::IFF_LOOPBACK);
-        let Some(address) = entry.address else { continue };
+        let Some(address) = entry.address else {
+            continue;
+        };
         if let Some(link) = address.as_link_addr() {
             facts.index = u32::try_from(link.ifindex()).unwrap_or(0);
             facts.hardware_type = link.hatype();

@@ -29,10 +29,17 @@ impl PacketSocket {
     /// filter is empty). `nonblocking` selects the socket mode (use `true` for [`AsyncPacketSocket`]).
     pub fn open(ifindex: u32, filter: &[SockFilter], nonblocking: bool) -> io::Result<PacketSocket> {
         if ifindex == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface index 0 is not an interface"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface index 0 is not an interface",
+            ));
         }
         // Protocol 0: nothing is received until `bind` below names a protocol.
-        let ty = if nonblocking { Type::RAW.nonblocking() } else { Type::RAW };
+        let ty = if nonblocking {
+            Type::RAW.nonblocking()
+        } else {
+            Type::RAW
+        };
         let socket = Socket::new(Domain::PACKET, ty, None)?;
         if !filter.is_empty() {
             socket.attach_filter(filter)?;

@@ -34,7 +34,10 @@ pub fn set_md5sig(socket: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Result
     if key.len() > MAX_KEY_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("TCP MD5 key is {} bytes, the kernel accepts at most {MAX_KEY_LEN}", key.len()),
+            format!(
+                "TCP MD5 key is {} bytes, the kernel accepts at most {MAX_KEY_LEN}",
+                key.len()
+            ),
         ));
     }
     // SAFETY: `tcp_md5sig` is plain old data (integers and byte arrays); all-zero is a valid value of it.
@@ -44,11 +47,7 @@ pub fn set_md5sig(socket: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Result
     // SAFETY: `addr.as_ptr()` points to `addr.len()` initialised bytes of a sockaddr, `sig.addr` is a
     // sockaddr_storage of at least that size (`len` is clamped to it), and the two do not overlap.
     unsafe {
-        std::ptr::copy_nonoverlapping(
-            addr.as_ptr().cast::<u8>(),
-            (&raw mut sig.addr).cast::<u8>(),
-            len,
-        );
+        std::ptr::copy_nonoverlapping(addr.as_ptr().cast::<u8>(), (&raw mut sig.addr).cast::<u8>(), len);
     }
     sig.keylen = key.len() as u16;
     sig.key[..key.len()].copy_from_slice(key);
@@ -63,7 +62,11 @@ pub fn set_md5sig(socket: &impl AsRawFd, peer: IpAddr, key: &[u8]) -> io::Result
             mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

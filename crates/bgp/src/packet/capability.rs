@@ -18,7 +18,11 @@ pub enum Capability {
     /// RFC 2918 §2.
     RouteRefresh,
     /// RFC 4724 §3. `restarting` is the R bit; each family carries its F (forwarding state preserved) bit.
-    GracefulRestart { restarting: bool, restart_time: u16, families: Vec<(Afi, Safi, bool)> },
+    GracefulRestart {
+        restarting: bool,
+        restart_time: u16,
+        families: Vec<(Afi, Safi, bool)>,
+    },
     /// RFC 6793 §3.
     FourOctetAs(u32),
     /// Anything else: kept so it can be logged, otherwise ignored (RFC 5492 §3).
@@ -34,7 +38,11 @@ impl Capability {
                 (cap_code::MULTIPROTOCOL, v)
             }
             Capability::RouteRefresh => (cap_code::ROUTE_REFRESH, Vec::new()),
-            Capability::GracefulRestart { restarting, restart_time, families } => {
+            Capability::GracefulRestart {
+                restarting,
+                restart_time,
+                families,
+            } => {
                 let flags_time = (u16::from(*restarting) << 15) | (restart_time & 0x0fff);
                 let mut v = flags_time.to_be_bytes().to_vec();
                 for (afi, safi, forwarding) in families {
@@ -54,14 +62,17 @@ impl Capability {
     /// Decodes one capability's value. A known capability with a wrong length is kept as `Unknown`: RFC 5492 does
     /// not make that an OPEN error, and we only rely on the ones we can read.
     pub(crate) fn decode(code: u8, value: &[u8]) -> Capability {
-        let unknown = || Capability::Unknown { code, value: value.to_vec() };
+        let unknown = || Capability::Unknown {
+            code,
+            value: value.to_vec(),
+        };
         match code {
             cap_code::MULTIPROTOCOL if value.len() == 4 => Capability::Multiprotocol {
                 afi: Afi(u16::from_be_bytes([value[0], value[1]])),
                 safi: Safi(value[3]),
             },
             cap_code::ROUTE_REFRESH if value.is_empty() => Capability::RouteRefresh,
-            cap_code::GRACEFUL_RESTART if value.len() >= 2 && (value.len() - 2) % 4 == 0 => {
+            cap_code::GRACEFUL_RESTART if value.len() >= 2 && (value.len() - 2).is_multiple_of(4) => {
                 let flags_time = u16::from_be_bytes([value[0], value[1]]);
                 let families = value[2..]
                     .chunks_exact(4)

@@ -68,7 +68,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(code: u8, subcode: u8, data: Vec<u8>, reason: impl Into<String>) -> Self {
-        DecodeError { notification: Notification { code, subcode, data }, reason: reason.into() }
+        DecodeError {
+            notification: Notification { code, subcode, data },
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn header(subcode: u8, data: Vec<u8>, reason: impl Into<String>) -> Self {

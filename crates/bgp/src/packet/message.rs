@@ -71,7 +71,11 @@ pub struct Notification {
 
 impl Notification {
     pub fn new(code: u8, subcode: u8) -> Self {
-        Notification { code, subcode, data: Vec::new() }
+        Notification {
+            code,
+            subcode,
+            data: Vec::new(),
+        }
     }
 
     /// Cease with an RFC 9003 shutdown communication (for Administrative Shutdown/Reset).
@@ -85,7 +89,11 @@ impl Notification {
         text = &text[..n];
         let mut data = vec![text.len() as u8];
         data.extend(text);
-        Notification { code: code::CEASE, subcode, data }
+        Notification {
+            code: code::CEASE,
+            subcode,
+            data,
+        }
     }
 
     /// A human description: `"Cease / Administrative Shutdown (6/2): maintenance"`.
@@ -106,7 +114,9 @@ impl Notification {
             (code::OPEN_MESSAGE, subcode::UNACCEPTABLE_HOLD_TIME) => "OPEN Message Error / Unacceptable Hold Time",
             (code::OPEN_MESSAGE, subcode::UNSUPPORTED_CAPABILITY) => "OPEN Message Error / Unsupported Capability",
             (code::OPEN_MESSAGE, _) => "OPEN Message Error",
-            (code::UPDATE_MESSAGE, subcode::MALFORMED_ATTRIBUTE_LIST) => "UPDATE Message Error / Malformed Attribute List",
+            (code::UPDATE_MESSAGE, subcode::MALFORMED_ATTRIBUTE_LIST) => {
+                "UPDATE Message Error / Malformed Attribute List"
+            }
             (code::UPDATE_MESSAGE, subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE) => {
                 "UPDATE Message Error / Unrecognized Well-known Attribute"
             }
@@ -115,11 +125,15 @@ impl Notification {
             }
             (code::UPDATE_MESSAGE, subcode::ATTRIBUTE_FLAGS_ERROR) => "UPDATE Message Error / Attribute Flags Error",
             (code::UPDATE_MESSAGE, subcode::ATTRIBUTE_LENGTH_ERROR) => "UPDATE Message Error / Attribute Length Error",
-            (code::UPDATE_MESSAGE, subcode::INVALID_ORIGIN_ATTRIBUTE) => "UPDATE Message Error / Invalid ORIGIN Attribute",
+            (code::UPDATE_MESSAGE, subcode::INVALID_ORIGIN_ATTRIBUTE) => {
+                "UPDATE Message Error / Invalid ORIGIN Attribute"
+            }
             (code::UPDATE_MESSAGE, subcode::INVALID_NEXT_HOP_ATTRIBUTE) => {
                 "UPDATE Message Error / Invalid NEXT_HOP Attribute"
             }
-            (code::UPDATE_MESSAGE, subcode::OPTIONAL_ATTRIBUTE_ERROR) => "UPDATE Message Error / Optional Attribute Error",
+            (code::UPDATE_MESSAGE, subcode::OPTIONAL_ATTRIBUTE_ERROR) => {
+                "UPDATE Message Error / Optional Attribute Error"
+            }
             (code::UPDATE_MESSAGE, subcode::INVALID_NETWORK_FIELD) => "UPDATE Message Error / Invalid Network Field",
             (code::UPDATE_MESSAGE, subcode::MALFORMED_AS_PATH) => "UPDATE Message Error / Malformed AS_PATH",
             (code::UPDATE_MESSAGE, _) => "UPDATE Message Error",
@@ -152,7 +166,10 @@ impl Notification {
     /// RFC 9003 §2: the UTF-8 text in an Administrative Shutdown/Reset, if the data is one.
     pub fn shutdown_communication(&self) -> Option<String> {
         let is_shutdown = self.code == code::CEASE
-            && matches!(self.subcode, subcode::ADMINISTRATIVE_SHUTDOWN | subcode::ADMINISTRATIVE_RESET);
+            && matches!(
+                self.subcode,
+                subcode::ADMINISTRATIVE_SHUTDOWN | subcode::ADMINISTRATIVE_RESET
+            );
         let (&len, text) = self.data.split_first()?;
         if !is_shutdown || len == 0 || usize::from(len) != text.len() {
             return None;
@@ -227,7 +244,7 @@ impl Message {
 pub fn decode_frame(buf: &[u8], four_octet_as: bool) -> Result<Option<(Message, usize)>, DecodeError> {
     if buf.len() < HEADER_LEN {
         // Check the marker early so garbage is rejected without waiting for 19 bytes.
-        if buf.iter().any(|&b| b != 0xff) {
+        if buf.iter().take(MARKER.len()).any(|&b| b != 0xff) {
             return Err(not_synchronized());
         }
         return Ok(None);
@@ -272,9 +289,11 @@ pub fn decode_frame(buf: &[u8], four_octet_as: bool) -> Result<Option<(Message, 
     let msg = match ty {
         msg_type::OPEN => Message::Open(decode_open(body)?),
         msg_type::UPDATE => Message::Update(Update::decode(body, four_octet_as)?),
-        msg_type::NOTIFICATION => {
-            Message::Notification(Notification { code: body[0], subcode: body[1], data: body[2..].to_vec() })
-        }
+        msg_type::NOTIFICATION => Message::Notification(Notification {
+            code: body[0],
+            subcode: body[1],
+            data: body[2..].to_vec(),
+        }),
         msg_type::KEEPALIVE => Message::Keepalive,
         _ => {
             if body.len() != 4 {
@@ -295,7 +314,11 @@ pub fn decode_frame(buf: &[u8], four_octet_as: bool) -> Result<Option<(Message, 
 }
 
 fn not_synchronized() -> DecodeError {
-    DecodeError::header(subcode::CONNECTION_NOT_SYNCHRONIZED, Vec::new(), "message marker is not all ones")
+    DecodeError::header(
+        subcode::CONNECTION_NOT_SYNCHRONIZED,
+        Vec::new(),
+        "message marker is not all ones",
+    )
 }
 
 /// RFC 4271 §6.2 structural checks; semantic checks (peer AS, hold time, identifier) are the FSM's, which knows
@@ -319,14 +342,21 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
         return Err(DecodeError::header(
             subcode::BAD_MESSAGE_LENGTH,
             ((body.len() + HEADER_LEN) as u16).to_be_bytes().to_vec(),
-            format!("OPEN optional parameters length {opt_len} does not match the {} bytes present", params.len()),
+            format!(
+                "OPEN optional parameters length {opt_len} does not match the {} bytes present",
+                params.len()
+            ),
         ));
     }
     let mut capabilities = Vec::new();
     let mut rest = params;
     while !rest.is_empty() {
         let malformed = || {
-            DecodeError::open(0, Vec::new(), "OPEN optional parameter overruns the parameters field".to_string())
+            DecodeError::open(
+                0,
+                Vec::new(),
+                "OPEN optional parameter overruns the parameters field".to_string(),
+            )
         };
         if rest.len() < 2 {
             return Err(malformed());
@@ -351,5 +381,11 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
             caps = &caps[2 + clen..];
         }
     }
-    Ok(Open { version, my_as, hold_time, bgp_id, capabilities })
+    Ok(Open {
+        version,
+        my_as,
+        hold_time,
+        bgp_id,
+        capabilities,
+    })
 }

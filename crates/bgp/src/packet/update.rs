@@ -75,13 +75,26 @@ pub enum PathAttribute {
     Communities(Vec<u32>),
     LargeCommunities(Vec<LargeCommunity>),
     /// RFC 4760 §3. `next_hop` holds the raw next-hop field (16 or 32 bytes for IPv6 unicast).
-    MpReach { afi: Afi, safi: Safi, next_hop: Vec<u8>, nlri: Vec<IpNet> },
+    MpReach {
+        afi: Afi,
+        safi: Safi,
+        next_hop: Vec<u8>,
+        nlri: Vec<IpNet>,
+    },
     /// RFC 4760 §4. Empty `withdrawn` is the End-of-RIB marker for the family (RFC 4724 §2).
-    MpUnreach { afi: Afi, safi: Safi, withdrawn: Vec<IpNet> },
+    MpUnreach {
+        afi: Afi,
+        safi: Safi,
+        withdrawn: Vec<IpNet>,
+    },
     /// RFC 6793 §3: the real AS path next to a 2-octet AS_PATH with AS_TRANS.
     As4Path(Vec<AsSegment>),
     /// Anything else, kept raw.
-    Other { flags: u8, type_code: u8, value: Vec<u8> },
+    Other {
+        flags: u8,
+        type_code: u8,
+        value: Vec<u8>,
+    },
 }
 
 /// An UPDATE message body.
@@ -101,7 +114,11 @@ impl Update {
             Update::default()
         } else {
             Update {
-                attributes: vec![PathAttribute::MpUnreach { afi, safi: Safi::UNICAST, withdrawn: Vec::new() }],
+                attributes: vec![PathAttribute::MpUnreach {
+                    afi,
+                    safi: Safi::UNICAST,
+                    withdrawn: Vec::new(),
+                }],
                 ..Update::default()
             }
         }
@@ -139,16 +156,24 @@ impl Update {
 
     pub(crate) fn decode(body: &[u8], four_octet_as: bool) -> Result<Update, DecodeError> {
         let malformed = |what: &str| {
-            DecodeError::update(subcode::MALFORMED_ATTRIBUTE_LIST, Vec::new(), format!("malformed UPDATE: {what}"))
+            DecodeError::update(
+                subcode::MALFORMED_ATTRIBUTE_LIST,
+                Vec::new(),
+                format!("malformed UPDATE: {what}"),
+            )
         };
         let wlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
-        let withdrawn_field = body.get(2..2 + wlen).ok_or_else(|| malformed("withdrawn routes overrun the message"))?;
+        let withdrawn_field = body
+            .get(2..2 + wlen)
+            .ok_or_else(|| malformed("withdrawn routes overrun the message"))?;
         let rest = &body[2 + wlen..];
         if rest.len() < 2 {
             return Err(malformed("no total path attribute length"));
         }
         let alen = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-        let attrs_field = rest.get(2..2 + alen).ok_or_else(|| malformed("path attributes overrun the message"))?;
+        let attrs_field = rest
+            .get(2..2 + alen)
+            .ok_or_else(|| malformed("path attributes overrun the message"))?;
         let nlri_field = &rest[2 + alen..];
 
         let mut update = Update {
@@ -246,7 +271,11 @@ fn decode_attribute(
         // RFC 4271 §6.3: the Transitive bit of optional non-transitive attributes must be 0, of well-known ones 1.
         if optional != opt || (!opt && !transitive) || (opt && !trans && transitive) {
             let reason = format!("attribute {type_code} has flags {flags:#04x}");
-            return Err(if is_mp { reset(subcode::ATTRIBUTE_FLAGS_ERROR, reason) } else { taw(reason) });
+            return Err(if is_mp {
+                reset(subcode::ATTRIBUTE_FLAGS_ERROR, reason)
+            } else {
+                taw(reason)
+            });
         }
     } else if !optional {
         // RFC 4271 §6.3: an unrecognized well-known attribute.
@@ -282,20 +311,36 @@ fn decode_attribute(
         // RFC 7606 §7.5: LOCAL_PREF from an eBGP peer is discarded; we ignore its value either way.
         attr_type::LOCAL_PREF if value.len() == 4 => PathAttribute::LocalPref(u32_at(value)),
         attr_type::LOCAL_PREF => return Err(len_err("LOCAL_PREF")),
-        attr_type::COMMUNITIES if !value.is_empty() && value.len() % 4 == 0 => {
+        attr_type::COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(4) => {
             PathAttribute::Communities(value.chunks_exact(4).map(u32_at).collect())
         }
         attr_type::COMMUNITIES => return Err(len_err("COMMUNITIES")),
-        attr_type::LARGE_COMMUNITIES if !value.is_empty() && value.len() % 12 == 0 => PathAttribute::LargeCommunities(
-            value.chunks_exact(12).map(|c| LargeCommunity(u32_at(c), u32_at(&c[4..]), u32_at(&c[8..]))).collect(),
-        ),
+        attr_type::LARGE_COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(12) => {
+            PathAttribute::LargeCommunities(
+                value
+                    .chunks_exact(12)
+                    .map(|c| LargeCommunity(u32_at(c), u32_at(&c[4..]), u32_at(&c[8..])))
+                    .collect(),
+            )
+        }
         attr_type::LARGE_COMMUNITIES => return Err(len_err("LARGE_COMMUNITIES")),
-        attr_type::MP_REACH_NLRI => decode_mp_reach(value)
-            .map_err(|reason| reset(subcode::OPTIONAL_ATTRIBUTE_ERROR, format!("malformed MP_REACH_NLRI: {reason}")))?,
-        attr_type::MP_UNREACH_NLRI => decode_mp_unreach(value).map_err(|reason| {
-            reset(subcode::OPTIONAL_ATTRIBUTE_ERROR, format!("malformed MP_UNREACH_NLRI: {reason}"))
+        attr_type::MP_REACH_NLRI => decode_mp_reach(value).map_err(|reason| {
+            reset(
+                subcode::OPTIONAL_ATTRIBUTE_ERROR,
+                format!("malformed MP_REACH_NLRI: {reason}"),
+            )
         })?,
-        _ => PathAttribute::Other { flags, type_code, value: value.to_vec() },
+        attr_type::MP_UNREACH_NLRI => decode_mp_unreach(value).map_err(|reason| {
+            reset(
+                subcode::OPTIONAL_ATTRIBUTE_ERROR,
+                format!("malformed MP_UNREACH_NLRI: {reason}"),
+            )
+        })?,
+        _ => PathAttribute::Other {
+            flags,
+            type_code,
+            value: value.to_vec(),
+        },
     }))
 }
 
@@ -318,7 +363,13 @@ fn decode_as_path(mut v: &[u8], four_octet_as: bool) -> Option<Vec<AsSegment>> {
         let body = v.get(2..2 + usize::from(count) * width)?;
         let asns = body
             .chunks_exact(width)
-            .map(|c| if width == 4 { u32::from_be_bytes([c[0], c[1], c[2], c[3]]) } else { u32::from(u16::from_be_bytes([c[0], c[1]])) })
+            .map(|c| {
+                if width == 4 {
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                } else {
+                    u32::from(u16::from_be_bytes([c[0], c[1]]))
+                }
+            })
             .collect();
         segments.push(AsSegment { kind, asns });
         v = &v[2 + usize::from(count) * width..];
@@ -333,7 +384,10 @@ fn decode_mp_reach(value: &[u8]) -> Result<PathAttribute, String> {
     let afi = Afi(u16::from_be_bytes([value[0], value[1]]));
     let safi = Safi(value[2]);
     let nh_len = usize::from(value[3]);
-    let next_hop = value.get(4..4 + nh_len).ok_or("next hop overruns the attribute")?.to_vec();
+    let next_hop = value
+        .get(4..4 + nh_len)
+        .ok_or("next hop overruns the attribute")?
+        .to_vec();
     // One reserved octet (RFC 4760 §3), then NLRI.
     let nlri_field = value.get(5 + nh_len..).ok_or("no reserved octet")?;
     let nlri = match (afi, safi) {
@@ -347,7 +401,12 @@ fn decode_mp_reach(value: &[u8]) -> Result<PathAttribute, String> {
         // A family we never negotiated: nothing to validate the NLRI against.
         _ => Vec::new(),
     };
-    Ok(PathAttribute::MpReach { afi, safi, next_hop, nlri })
+    Ok(PathAttribute::MpReach {
+        afi,
+        safi,
+        next_hop,
+        nlri,
+    })
 }
 
 fn decode_mp_unreach(value: &[u8]) -> Result<PathAttribute, String> {
@@ -383,15 +442,25 @@ fn decode_prefixes(mut field: &[u8], afi: Afi) -> Result<Vec<IpNet>, DecodeError
             return Err(invalid(format!("prefix length {bits} is longer than {max}")));
         }
         let n = usize::from(bits).div_ceil(8);
-        let bytes = rest.get(..n).ok_or_else(|| invalid(format!("prefix of length {bits} is truncated")))?;
+        let bytes = rest
+            .get(..n)
+            .ok_or_else(|| invalid(format!("prefix of length {bits} is truncated")))?;
         let net = if afi == Afi::IPV4 {
             let mut o = [0u8; 4];
             o[..n].copy_from_slice(bytes);
-            IpNet::V4(Ipv4Net::new(Ipv4Addr::from(o), bits).map_err(|e| invalid(e.to_string()))?.trunc())
+            IpNet::V4(
+                Ipv4Net::new(Ipv4Addr::from(o), bits)
+                    .map_err(|e| invalid(e.to_string()))?
+                    .trunc(),
+            )
         } else {
             let mut o = [0u8; 16];
             o[..n].copy_from_slice(bytes);
-            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(o), bits).map_err(|e| invalid(e.to_string()))?.trunc())
+            IpNet::V6(
+                Ipv6Net::new(Ipv6Addr::from(o), bits)
+                    .map_err(|e| invalid(e.to_string()))?
+                    .trunc(),
+            )
         };
         out.push(net);
         field = &rest[n..];
@@ -443,15 +512,25 @@ impl PathAttribute {
             PathAttribute::NextHop(a) => (WELL_KNOWN, attr_type::NEXT_HOP, a.octets().to_vec()),
             PathAttribute::MultiExitDisc(m) => (flag::OPTIONAL, attr_type::MULTI_EXIT_DISC, m.to_be_bytes().to_vec()),
             PathAttribute::LocalPref(l) => (WELL_KNOWN, attr_type::LOCAL_PREF, l.to_be_bytes().to_vec()),
-            PathAttribute::Communities(cs) => {
-                (OPT_TRANS, attr_type::COMMUNITIES, cs.iter().flat_map(|c| c.to_be_bytes()).collect())
-            }
+            PathAttribute::Communities(cs) => (
+                OPT_TRANS,
+                attr_type::COMMUNITIES,
+                cs.iter().flat_map(|c| c.to_be_bytes()).collect(),
+            ),
             PathAttribute::LargeCommunities(cs) => (
                 OPT_TRANS,
                 attr_type::LARGE_COMMUNITIES,
-                cs.iter().flat_map(|c| [c.0, c.1, c.2]).flat_map(u32::to_be_bytes).collect(),
+                cs.iter()
+                    .flat_map(|c| [c.0, c.1, c.2])
+                    .flat_map(u32::to_be_bytes)
+                    .collect(),
             ),
-            PathAttribute::MpReach { afi, safi, next_hop, nlri } => {
+            PathAttribute::MpReach {
+                afi,
+                safi,
+                next_hop,
+                nlri,
+            } => {
                 let mut v = afi.0.to_be_bytes().to_vec();
                 v.extend([safi.0, next_hop.len() as u8]);
                 v.extend(next_hop);
@@ -470,7 +549,11 @@ impl PathAttribute {
                 (flag::OPTIONAL, attr_type::MP_UNREACH_NLRI, v)
             }
             PathAttribute::As4Path(segs) => (OPT_TRANS, attr_type::AS4_PATH, encode_as_path(segs, true)),
-            PathAttribute::Other { flags, type_code, value } => (*flags & !flag::EXTENDED_LENGTH, *type_code, value.clone()),
+            PathAttribute::Other {
+                flags,
+                type_code,
+                value,
+            } => (*flags & !flag::EXTENDED_LENGTH, *type_code, value.clone()),
         };
         // MP attributes always use the extended length so packing can count their size without a threshold.
         let is_mp = matches!(type_code, attr_type::MP_REACH_NLRI | attr_type::MP_UNREACH_NLRI);
@@ -505,7 +588,10 @@ impl OutboundAttributes {
         let segments: Vec<AsSegment> = if self.as_path.is_empty() {
             Vec::new()
         } else {
-            vec![AsSegment { kind: AsSegmentType::Sequence, asns: self.as_path.clone() }]
+            vec![AsSegment {
+                kind: AsSegmentType::Sequence,
+                asns: self.as_path.clone(),
+            }]
         };
         attrs.push(PathAttribute::AsPath(segments.clone()));
         if let Some(med) = self.med {
@@ -561,7 +647,9 @@ fn pack(prefixes: &[IpNet], budget: usize) -> Vec<Vec<IpNet>> {
 /// UPDATEs announcing `prefixes` (all of one family, the family of `attrs.next_hop` for IPv4) with `attrs`, as few
 /// messages as fit in 4096 bytes each. IPv6 goes in MP_REACH_NLRI with the global next hop (RFC 2545 §3).
 pub fn announce_updates(attrs: &OutboundAttributes, prefixes: &[IpNet], four_octet_as: bool) -> Vec<Update> {
-    let Some(first) = prefixes.first() else { return Vec::new() };
+    let Some(first) = prefixes.first() else {
+        return Vec::new();
+    };
     let common = attrs.common(four_octet_as);
     match (first, attrs.next_hop) {
         (IpNet::V4(_), IpAddr::V4(nh)) => {
@@ -579,7 +667,12 @@ pub fn announce_updates(attrs: &OutboundAttributes, prefixes: &[IpNet], four_oct
         }
         (IpNet::V6(_), IpAddr::V6(nh)) => {
             let afi = Afi::IPV6;
-            let empty = PathAttribute::MpReach { afi, safi: Safi::UNICAST, next_hop: nh.octets().to_vec(), nlri: vec![] };
+            let empty = PathAttribute::MpReach {
+                afi,
+                safi: Safi::UNICAST,
+                next_hop: nh.octets().to_vec(),
+                nlri: vec![],
+            };
             let fixed = encoded_len(&common, four_octet_as) + encoded_len(std::slice::from_ref(&empty), four_octet_as);
             pack(prefixes, budget(fixed))
                 .into_iter()
@@ -592,9 +685,17 @@ pub fn announce_updates(attrs: &OutboundAttributes, prefixes: &[IpNet], four_oct
                         .unwrap_or(attributes.len());
                     attributes.insert(
                         at,
-                        PathAttribute::MpReach { afi, safi: Safi::UNICAST, next_hop: nh.octets().to_vec(), nlri: run },
+                        PathAttribute::MpReach {
+                            afi,
+                            safi: Safi::UNICAST,
+                            next_hop: nh.octets().to_vec(),
+                            nlri: run,
+                        },
                     );
-                    Update { attributes, ..Update::default() }
+                    Update {
+                        attributes,
+                        ..Update::default()
+                    }
                 })
                 .collect()
         }
@@ -605,16 +706,25 @@ pub fn announce_updates(attrs: &OutboundAttributes, prefixes: &[IpNet], four_oct
 
 /// UPDATEs withdrawing `prefixes` (all of one family).
 pub fn withdraw_updates(prefixes: &[IpNet]) -> Vec<Update> {
-    let Some(first) = prefixes.first() else { return Vec::new() };
+    let Some(first) = prefixes.first() else {
+        return Vec::new();
+    };
     match first {
         IpNet::V4(_) => pack(prefixes, budget(0))
             .into_iter()
-            .map(|run| Update { withdrawn: run.into_iter().filter_map(v4).collect(), ..Update::default() })
+            .map(|run| Update {
+                withdrawn: run.into_iter().filter_map(v4).collect(),
+                ..Update::default()
+            })
             .collect(),
         IpNet::V6(_) => pack(prefixes, budget(4 + 3))
             .into_iter()
             .map(|run| Update {
-                attributes: vec![PathAttribute::MpUnreach { afi: Afi::IPV6, safi: Safi::UNICAST, withdrawn: run }],
+                attributes: vec![PathAttribute::MpUnreach {
+                    afi: Afi::IPV6,
+                    safi: Safi::UNICAST,
+                    withdrawn: run,
+                }],
                 ..Update::default()
             })
             .collect(),

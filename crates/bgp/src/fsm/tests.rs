@@ -1,0 +1,430 @@
+//! Event scripts: each test feeds events and checks the actions and states that come out.
+
+use super::*;
+use crate::packet::{Update, message::RouteRefresh};
+
+const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+        peer_asn: 64500,
+        hold_time: 90,
+        graceful_restart: None,
+        md5: false,
+        connect_timeout: Duration::from_secs(5),
+        jitter_seed: 7,
+    }
+}
+
+fn peer_open(asn: u32, hold_time: u16) -> Open {
+    Open {
+        version: 4,
+        my_as: u16::try_from(asn).unwrap_or(AS_TRANS),
+        hold_time,
+        bgp_id: PEER_ID,
+        capabilities: vec![
+            Capability::Multiprotocol {
+                afi: Afi::IPV4,
+                safi: Safi::UNICAST,
+            },
+            Capability::Multiprotocol {
+                afi: Afi::IPV6,
+                safi: Safi::UNICAST,
+            },
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(asn),
+        ],
+    }
+}
+
+fn sent_notification(actions: &[Action]) -> Option<(u8, u8)> {
+    actions.iter().find_map(|a| match a {
+        Action::Send(Message::Notification(n)) => Some((n.code, n.subcode)),
+        _ => None,
+    })
+}
+
+fn retry_armed(actions: &[Action]) -> Option<Duration> {
+    actions.iter().find_map(|a| match a {
+        Action::ArmTimer(Timer::ConnectRetry, d) => Some(*d),
+        _ => None,
+    })
+}
+
+/// Drives a fresh FSM to OpenSent.
+fn open_sent(config: SessionConfig) -> SessionFsm {
+    let mut fsm = SessionFsm::new(config);
+    fsm.handle(Event::Start);
+    fsm.handle(Event::TcpConnected);
+    assert_eq!(fsm.state(), State::OpenSent);
+    fsm
+}
+
+fn established() -> SessionFsm {
+    let mut fsm = open_sent(config());
+    fsm.handle(Event::Message(Message::Open(peer_open(64500, 30))));
+    fsm.handle(Event::Message(Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+    fsm
+}
+
+#[test]
+fn happy_path_to_established() {
+    let mut fsm = SessionFsm::new(config());
+    let a = fsm.handle(Event::Start);
+    assert_eq!(a[0], Action::Connect);
+    assert_eq!(a[1], Action::ArmTimer(Timer::ConnectRetry, Duration::from_secs(5)));
+    assert_eq!(fsm.state(), State::Connect);
+
+    let a = fsm.handle(Event::TcpConnected);
+    assert!(matches!(&a[1], Action::Send(Message::Open(o)) if o.hold_time == 90 && o.asn() == 64512));
+    assert!(a.contains(&Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME)));
+    assert_eq!(fsm.state(), State::OpenSent);
+
+    // RFC 4271 §4.2: hold time is the smaller of both; keepalives every third of it.
+    let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, 30))));
+    assert_eq!(a[0], Action::Send(Message::Keepalive));
+    assert!(a.contains(&Action::ArmTimer(Timer::Hold, Duration::from_secs(30))));
+    assert!(a.contains(&Action::ArmTimer(Timer::Keepalive, Duration::from_secs(10))));
+    assert_eq!(fsm.state(), State::OpenConfirm);
+
+    let a = fsm.handle(Event::Message(Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+    let Some(Action::Established(n)) = a.iter().find(|a| matches!(a, Action::Established(_))) else {
+        panic!("no Established action: {a:?}")
+    };
+    assert_eq!(n.families, vec![Afi::IPV4, Afi::IPV6]);
+    assert!(n.four_octet_as && n.route_refresh && !n.peer_graceful_restart);
+    assert_eq!(n.hold_time, 30);
+}
+
+#[test]
+fn hold_time_zero_means_no_timers() {
+    let mut fsm = open_sent(config());
+    let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, 0))));
+    assert!(a.contains(&Action::CancelTimer(Timer::Hold)));
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a, Action::ArmTimer(Timer::Keepalive | Timer::Hold, _)))
+    );
+    assert_eq!(fsm.negotiated().unwrap().hold_time, 0);
+}
+
+#[test]
+fn unacceptable_hold_time() {
+    for hold in [1, 2] {
+        let mut fsm = open_sent(config());
+        let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, hold))));
+        assert_eq!(sent_notification(&a), Some((2, 6)));
+        assert!(a.contains(&Action::CloseTcp));
+        assert_eq!(fsm.state(), State::Idle);
+        assert!(retry_armed(&a).is_some(), "a failed session is retried");
+    }
+}
+
+#[test]
+fn bad_peer_as() {
+    let mut fsm = open_sent(config());
+    let a = fsm.handle(Event::Message(Message::Open(peer_open(64999, 90))));
+    assert_eq!(sent_notification(&a), Some((2, 2)));
+    assert!(
+        fsm.last_error()
+            .unwrap()
+            .contains("peer is AS 64999, configured peer ASN is 64500")
+    );
+}
+
+#[test]
+fn bad_bgp_identifier() {
+    let mut open = peer_open(64500, 90);
+    open.bgp_id = Ipv4Addr::UNSPECIFIED;
+    let mut fsm = open_sent(config());
+    assert_eq!(
+        sent_notification(&fsm.handle(Event::Message(Message::Open(open)))),
+        Some((2, 3))
+    );
+
+    // iBGP with our own identifier (RFC 6286 §2.2).
+    let mut ibgp = config();
+    ibgp.peer_asn = 64512;
+    let mut open = peer_open(64512, 90);
+    open.bgp_id = ibgp.router_id;
+    let mut fsm = open_sent(ibgp);
+    assert_eq!(
+        sent_notification(&fsm.handle(Event::Message(Message::Open(open)))),
+        Some((2, 3))
+    );
+}
+
+#[test]
+fn four_octet_peer_without_capability_is_unsupported_capability() {
+    let mut c = config();
+    c.peer_asn = 4_200_000_000;
+    let mut open = peer_open(4_200_000_000, 90);
+    open.capabilities.retain(|c| !matches!(c, Capability::FourOctetAs(_)));
+    let mut fsm = open_sent(c);
+    let a = fsm.handle(Event::Message(Message::Open(open)));
+    assert_eq!(sent_notification(&a), Some((2, 7)));
+    let data = a.iter().find_map(|a| match a {
+        Action::Send(Message::Notification(n)) => Some(n.data.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        data,
+        Some(vec![65, 4, 0xfa, 0x56, 0xea, 0x00]),
+        "data names the capability"
+    );
+}
+
+#[test]
+fn peer_without_mp_capabilities_gets_ipv4_only() {
+    let mut open = peer_open(64500, 90);
+    open.capabilities
+        .retain(|c| !matches!(c, Capability::Multiprotocol { .. }));
+    let mut fsm = open_sent(config());
+    fsm.handle(Event::Message(Message::Open(open)));
+    assert_eq!(fsm.negotiated().unwrap().families, vec![Afi::IPV4]);
+}
+
+#[test]
+fn keepalive_timer_sends_keepalive_and_rearms() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::TimerExpired(Timer::Keepalive));
+    assert_eq!(
+        a,
+        vec![
+            Action::Send(Message::Keepalive),
+            Action::ArmTimer(Timer::Keepalive, Duration::from_secs(10))
+        ]
+    );
+}
+
+#[test]
+fn messages_restart_the_hold_timer() {
+    let mut fsm = established();
+    for msg in [Message::Keepalive, Message::Update(Update::default())] {
+        let a = fsm.handle(Event::Message(msg));
+        assert!(a.contains(&Action::ArmTimer(Timer::Hold, Duration::from_secs(30))));
+    }
+}
+
+#[test]
+fn hold_timer_expiry_sends_notification_and_resets() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::TimerExpired(Timer::Hold));
+    assert_eq!(sent_notification(&a), Some((4, 0)));
+    assert!(a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
+    assert!(a.contains(&Action::CancelTimer(Timer::Keepalive)));
+    assert_eq!(fsm.state(), State::Idle);
+    assert!(fsm.last_error().unwrap().contains("hold timer expired"));
+    let retry = retry_armed(&a).expect("retry armed");
+    assert!(retry >= Duration::from_millis(750) && retry <= Duration::from_secs(1));
+    // The retry timer brings it back to Connect.
+    assert_eq!(fsm.handle(Event::TimerExpired(Timer::ConnectRetry))[0], Action::Connect);
+    assert_eq!(fsm.state(), State::Connect);
+}
+
+#[test]
+fn hold_timer_in_open_sent() {
+    let mut fsm = open_sent(config());
+    assert_eq!(
+        sent_notification(&fsm.handle(Event::TimerExpired(Timer::Hold))),
+        Some((4, 0))
+    );
+}
+
+#[test]
+fn unexpected_messages_are_fsm_errors() {
+    // RFC 6608: subcode 1 in OpenSent, 2 in OpenConfirm, 3 in Established.
+    let mut fsm = open_sent(config());
+    assert_eq!(
+        sent_notification(&fsm.handle(Event::Message(Message::Keepalive))),
+        Some((5, 1))
+    );
+
+    let mut fsm = open_sent(config());
+    fsm.handle(Event::Message(Message::Open(peer_open(64500, 90))));
+    assert_eq!(fsm.state(), State::OpenConfirm);
+    assert_eq!(
+        sent_notification(&fsm.handle(Event::Message(Message::Update(Update::default())))),
+        Some((5, 2))
+    );
+
+    let mut fsm = established();
+    let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, 90))));
+    assert_eq!(sent_notification(&a), Some((5, 3)));
+    assert!(a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
+}
+
+#[test]
+fn received_notification_closes_without_answer() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::Message(Message::Notification(Notification::cease(
+        2,
+        "maintenance",
+    ))));
+    assert_eq!(sent_notification(&a), None, "never answer a NOTIFICATION with one");
+    assert!(a.contains(&Action::CloseTcp));
+    assert_eq!(fsm.state(), State::Idle);
+    assert_eq!(
+        fsm.last_error(),
+        Some("peer sent NOTIFICATION Cease / Administrative Shutdown (6/2): maintenance")
+    );
+}
+
+#[test]
+fn decode_errors_send_their_notification() {
+    let mut fsm = established();
+    let err = crate::packet::decode_frame(&[0u8; 19], true).unwrap_err();
+    let a = fsm.handle(Event::DecodeFailed(err));
+    assert_eq!(sent_notification(&a), Some((1, 1)));
+    assert!(fsm.last_error().unwrap().contains("marker"));
+}
+
+#[test]
+fn stop_sends_admin_shutdown_and_stays_down() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::Stop(Notification::cease(
+        subcode::ADMINISTRATIVE_SHUTDOWN,
+        "bye",
+    )));
+    assert_eq!(sent_notification(&a), Some((6, 2)));
+    assert_eq!(fsm.state(), State::Idle);
+    assert_eq!(retry_armed(&a), None, "an admin stop is not retried");
+    assert!(fsm.handle(Event::TimerExpired(Timer::ConnectRetry)).is_empty());
+}
+
+#[test]
+fn stop_while_connecting_sends_nothing() {
+    let mut fsm = SessionFsm::new(config());
+    fsm.handle(Event::Start);
+    let a = fsm.handle(Event::Stop(Notification::cease(2, "")));
+    assert_eq!(sent_notification(&a), None);
+    assert!(a.contains(&Action::CloseTcp));
+    assert_eq!(fsm.state(), State::Idle);
+}
+
+#[test]
+fn connect_timeout_reason_mentions_md5_when_configured() {
+    let mut c = config();
+    c.md5 = true;
+    let mut fsm = SessionFsm::new(c);
+    fsm.handle(Event::Start);
+    let a = fsm.handle(Event::TimerExpired(Timer::ConnectRetry));
+    assert!(a.contains(&Action::CloseTcp));
+    assert_eq!(fsm.state(), State::Active);
+    assert_eq!(
+        fsm.last_error(),
+        Some("no answer: TCP MD5 key mismatch or peer not configured for MD5?")
+    );
+
+    let mut fsm = SessionFsm::new(config());
+    fsm.handle(Event::Start);
+    fsm.handle(Event::TimerExpired(Timer::ConnectRetry));
+    assert!(fsm.last_error().unwrap().starts_with("no answer: connect timed out"));
+}
+
+#[test]
+fn connect_retry_backs_off_exponentially_with_jitter_up_to_a_minute() {
+    let mut fsm = SessionFsm::new(config());
+    fsm.handle(Event::Start);
+    let mut delays = Vec::new();
+    for _ in 0..9 {
+        let a = fsm.handle(Event::TcpConnectFailed("connection refused".into()));
+        assert_eq!(fsm.state(), State::Active);
+        delays.push(retry_armed(&a).unwrap());
+        assert_eq!(fsm.handle(Event::TimerExpired(Timer::ConnectRetry))[0], Action::Connect);
+    }
+    let bases = [1, 2, 4, 8, 16, 32, 60, 60, 60];
+    for (d, base) in delays.iter().zip(bases) {
+        let base = Duration::from_secs(base);
+        assert!(
+            *d <= base && *d >= base.mul_f64(0.75),
+            "{d:?} not within jitter of {base:?}"
+        );
+    }
+    assert!(
+        delays[6..].windows(2).any(|w| w[0] != w[1]),
+        "jitter varies the delays: {delays:?}"
+    );
+    assert_eq!(fsm.last_error(), Some("connect failed: connection refused"));
+
+    // Established resets the backoff.
+    fsm.handle(Event::TcpConnected);
+    fsm.handle(Event::Message(Message::Open(peer_open(64500, 90))));
+    fsm.handle(Event::Message(Message::Keepalive));
+    assert_eq!(fsm.last_error(), None);
+    let a = fsm.handle(Event::TcpClosed("reset".into()));
+    assert!(retry_armed(&a).unwrap() <= Duration::from_secs(1));
+}
+
+#[test]
+fn route_refresh_resends_negotiated_families_only() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::Message(Message::RouteRefresh(RouteRefresh {
+        afi: Afi::IPV6,
+        safi: Safi::UNICAST,
+    })));
+    assert!(a.contains(&Action::ResendRoutes(Afi::IPV6)));
+    let a = fsm.handle(Event::Message(Message::RouteRefresh(RouteRefresh {
+        afi: Afi(25),
+        safi: Safi(65),
+    })));
+    assert!(!a.iter().any(|a| matches!(a, Action::ResendRoutes(_))));
+}
+
+#[test]
+fn treat_as_withdraw_updates_are_discarded_without_reset() {
+    let mut fsm = established();
+    let u = Update {
+        treat_as_withdraw: Some("invalid ORIGIN value 5".into()),
+        ..Update::default()
+    };
+    let a = fsm.handle(Event::Message(Message::Update(u)));
+    assert!(a.contains(&Action::Discarded {
+        reason: "invalid ORIGIN value 5".into()
+    }));
+    assert_eq!(fsm.state(), State::Established);
+}
+
+#[test]
+fn open_carries_graceful_restart_with_r_bit() {
+    let mut c = config();
+    c.graceful_restart = Some(GracefulRestart {
+        restart_time: 120,
+        restarting: true,
+    });
+    let open = SessionFsm::new(c).open_message();
+    assert!(open.capabilities.iter().any(|c| matches!(
+        c,
+        Capability::GracefulRestart { restarting: true, restart_time: 120, families } if families.len() == 2
+    )));
+    // Without graceful restart configured, no capability.
+    let open = SessionFsm::new(config()).open_message();
+    assert!(
+        !open
+            .capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::GracefulRestart { .. }))
+    );
+}
+
+#[test]
+fn four_octet_local_asn_uses_as_trans() {
+    let mut c = config();
+    c.local_asn = 4_200_000_000;
+    let open = SessionFsm::new(c).open_message();
+    assert_eq!(open.my_as, AS_TRANS);
+    assert_eq!(open.asn(), 4_200_000_000);
+}
+
+#[test]
+fn peer_closing_the_connection_is_retried() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::TcpClosed("the peer closed the connection".into()));
+    assert_eq!(fsm.state(), State::Idle);
+    assert!(a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
+    assert!(retry_armed(&a).is_some());
+}

@@ -1,0 +1,278 @@
+//! The speaker's task shell against a scripted peer on loopback: diffs, route refresh, End-of-RIB, isolation of
+//! peers, shutdown.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use herald_bgp::fsm::State;
+use herald_bgp::packet::{Afi, Capability, Message, Open, PathAttribute, RouteRefresh, Safi, Update, decode_frame};
+use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A peer that completes the handshake and then reads what the speaker sends.
+struct ScriptedPeer {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl ScriptedPeer {
+    async fn accept(listener: &TcpListener, asn: u32) -> ScriptedPeer {
+        let (stream, _) = timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("speaker connects")
+            .unwrap();
+        let mut peer = ScriptedPeer {
+            stream,
+            buf: Vec::new(),
+        };
+        let Message::Open(open) = peer.recv().await else {
+            panic!("first message is not an OPEN")
+        };
+        assert_eq!(open.asn(), 64512);
+        let ours = Open {
+            version: 4,
+            my_as: asn as u16,
+            hold_time: 90,
+            bgp_id: Ipv4Addr::new(192, 0, 2, 1),
+            capabilities: vec![
+                Capability::Multiprotocol {
+                    afi: Afi::IPV4,
+                    safi: Safi::UNICAST,
+                },
+                Capability::RouteRefresh,
+                Capability::FourOctetAs(asn),
+            ],
+        };
+        peer.send(Message::Open(ours)).await;
+        peer.send(Message::Keepalive).await;
+        assert_eq!(peer.recv().await, Message::Keepalive);
+        peer
+    }
+
+    async fn send(&mut self, msg: Message) {
+        self.stream.write_all(&msg.encode(true)).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Message {
+        loop {
+            if let Some((msg, n)) = decode_frame(&self.buf, true).expect("speaker sends valid messages") {
+                self.buf.drain(..n);
+                return msg;
+            }
+            let n = timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("speaker sends something")
+                .unwrap();
+            assert!(n > 0, "speaker closed the connection");
+        }
+    }
+
+    /// The next UPDATE, skipping keepalives.
+    async fn update(&mut self) -> Update {
+        loop {
+            match self.recv().await {
+                Message::Update(u) => return u,
+                Message::Keepalive => {}
+                other => panic!("expected an UPDATE, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn nlri(u: &Update) -> Vec<String> {
+    u.nlri.iter().map(ToString::to_string).collect()
+}
+
+async fn established(speaker: &Speaker, addr: IpAddr) {
+    let mut status = speaker.watch_peer(addr).unwrap();
+    timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.state == State::Established),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn announces_diffs_resends_on_refresh_and_ceases_on_shutdown() {
+    let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    let policy = RoutePolicy {
+        communities: vec![0xfc00_0064],
+        ..RoutePolicy::default()
+    };
+    speaker.announce(
+        [net("203.0.113.1/32"), net("203.0.113.2/32"), net("2001:db8::/64")],
+        policy.clone(),
+    );
+    let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    config.port = listener.local_addr().unwrap().port();
+    speaker.add_peer(config).unwrap();
+
+    let mut peer = ScriptedPeer::accept(&listener, 64500).await;
+    // The whole table in one UPDATE (the peer did not negotiate IPv6: that prefix is skipped), then End-of-RIB.
+    let first = peer.update().await;
+    assert_eq!(nlri(&first), ["203.0.113.1/32", "203.0.113.2/32"]);
+    assert!(
+        first.attributes.contains(&PathAttribute::NextHop(LOCAL)),
+        "next hop is the session's source address"
+    );
+    assert!(
+        first
+            .attributes
+            .contains(&PathAttribute::Communities(vec![0xfc00_0064]))
+    );
+    assert_eq!(peer.update().await.end_of_rib_family(), Some(Afi::IPV4));
+    established(&speaker, IpAddr::V4(LOCAL)).await;
+
+    // Only the difference goes out.
+    speaker.announce([net("203.0.113.3/32")], policy.clone());
+    assert_eq!(nlri(&peer.update().await), ["203.0.113.3/32"]);
+    speaker.withdraw([net("203.0.113.1/32")]);
+    let w = peer.update().await;
+    assert_eq!(w.withdrawn, vec!["203.0.113.1/32".parse().unwrap()]);
+    assert!(w.nlri.is_empty());
+
+    // A changed policy re-announces with the new attributes.
+    speaker.announce(
+        [net("203.0.113.2/32")],
+        RoutePolicy {
+            med: Some(7),
+            ..RoutePolicy::default()
+        },
+    );
+    let changed = peer.update().await;
+    assert_eq!(nlri(&changed), ["203.0.113.2/32"]);
+    assert!(changed.attributes.contains(&PathAttribute::MultiExitDisc(7)));
+
+    // RFC 2918: a route refresh brings every route again.
+    peer.send(Message::RouteRefresh(RouteRefresh {
+        afi: Afi::IPV4,
+        safi: Safi::UNICAST,
+    }))
+    .await;
+    let mut again = Vec::new();
+    again.extend(nlri(&peer.update().await));
+    again.extend(nlri(&peer.update().await));
+    again.sort();
+    assert_eq!(again, ["203.0.113.2/32", "203.0.113.3/32"]);
+
+    let status = &speaker.peers()[0];
+    assert_eq!(status.prefixes_sent, 2);
+    assert_eq!(status.established_count, 1);
+    assert!(status.updates_sent >= 6);
+    assert!(status.uptime().is_some());
+
+    speaker.shutdown(ShutdownMode::Withdraw).await;
+    loop {
+        match peer.recv().await {
+            Message::Keepalive => {}
+            Message::Notification(n) => {
+                assert_eq!((n.code, n.subcode), (6, 2));
+                break;
+            }
+            other => panic!("expected the Cease, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn changing_one_peer_leaves_the_other_session_alone() {
+    let a = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let b = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0)).await.unwrap();
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
+    let mut pa = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    pa.port = a.local_addr().unwrap().port();
+    let mut pb = PeerConfig::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 64501);
+    pb.port = b.local_addr().unwrap().port();
+    speaker.add_peer(pa.clone()).unwrap();
+    speaker.add_peer(pb.clone()).unwrap();
+    let mut peer_a = ScriptedPeer::accept(&a, 64500).await;
+    let mut peer_b = ScriptedPeer::accept(&b, 64501).await;
+    peer_a.update().await;
+    peer_b.update().await;
+
+    // Re-applying the same configuration changes nothing; a new hold time restarts only peer b.
+    speaker.set_peer(pa.clone()).await.unwrap();
+    pb.hold_time = 30;
+    speaker.set_peer(pb).await.unwrap();
+    loop {
+        match peer_b.recv().await {
+            Message::Notification(n) => {
+                assert_eq!((n.code, n.subcode), (6, 6), "Cease / Other Configuration Change");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let mut peer_b = ScriptedPeer::accept(&b, 64501).await;
+    peer_b.update().await;
+    established(&speaker, pa.address).await;
+    let status = speaker.peers();
+    assert_eq!(status[0].established_count, 1, "peer a never flapped");
+    assert_eq!(status[0].state, State::Established);
+
+    // Peer a saw nothing but keepalives meanwhile (its End-of-RIB was read above with the first UPDATE).
+    peer_a.send(Message::Keepalive).await;
+    speaker.remove_peer(pa.address).await.unwrap();
+    loop {
+        match peer_a.recv().await {
+            Message::Keepalive => {}
+            Message::Update(u) => {
+                assert!(u.end_of_rib_family().is_some(), "unexpected UPDATE {u:?}")
+            }
+            Message::Notification(n) => {
+                assert_eq!((n.code, n.subcode), (6, 3), "Cease / Peer De-configured");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_peer_configuration_is_rejected_with_the_fix() {
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    let mut p = PeerConfig::new("192.0.2.1".parse().unwrap(), 64500);
+    p.hold_time = 2;
+    let err = speaker.add_peer(p.clone()).unwrap_err().to_string();
+    assert!(err.contains("use 0 or at least 3"), "{err}");
+    p.hold_time = 90;
+    p.password = Some(vec![b'x'; 81]);
+    assert!(
+        speaker
+            .add_peer(p.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 80 bytes")
+    );
+    p.password = None;
+    speaker.add_peer(p.clone()).unwrap();
+    assert!(
+        speaker
+            .add_peer(p)
+            .unwrap_err()
+            .to_string()
+            .contains("already configured")
+    );
+}
