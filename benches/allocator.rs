@@ -26,19 +26,37 @@ async fn run(n: usize) -> (Duration, Duration, Duration, f64, f64) {
     let lab = herald_lab_apiserver::start(Default::default()).await.unwrap();
     let client = lab.client().unwrap();
     for crd in herald_api::crds() {
-        Api::<CustomResourceDefinition>::all(client.clone()).create(&PostParams::default(), &crd).await.unwrap();
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .unwrap();
     }
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "bench"}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
     let eip = serde_json::from_value(json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Eip",
         "metadata": {"name": "pool"}, "spec": {"addresses": ["2001:db8::/112", "198.51.100.0/24"]}}))
     .unwrap();
-    Api::<herald_api::Eip>::all(client.clone()).create(&PostParams::default(), &eip).await.unwrap();
+    Api::<herald_api::Eip>::all(client.clone())
+        .create(&PostParams::default(), &eip)
+        .await
+        .unwrap();
 
     let cancel = CancellationToken::new();
     let metrics = Metrics::new();
-    let config = AllocatorConfig { default_class: true, instance: "bench".into(), namespace: "default".into() };
-    tokio::spawn(allocator::run(client.clone(), config, metrics.allocator.clone(), cancel.clone()));
+    let config = AllocatorConfig {
+        default_class: true,
+        instance: "bench".into(),
+        namespace: "default".into(),
+    };
+    tokio::spawn(allocator::run(
+        client.clone(),
+        config,
+        metrics.allocator.clone(),
+        cancel.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Watch Services and note when each gets its IP.
@@ -49,9 +67,17 @@ async fn run(n: usize) -> (Duration, Duration, Duration, f64, f64) {
         let stream = watcher(services, watcher::Config::default()).applied_objects();
         let mut stream = std::pin::pin!(stream);
         while let Ok(Some(svc)) = stream.try_next().await {
-            let has_ip = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref()).is_some_and(|i| !i.is_empty());
+            let has_ip = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.as_ref())
+                .is_some_and(|i| !i.is_empty());
             if has_ip {
-                seen.lock().await.entry(svc.metadata.name.unwrap()).or_insert_with(Instant::now);
+                seen.lock()
+                    .await
+                    .entry(svc.metadata.name.unwrap())
+                    .or_insert_with(Instant::now);
             }
         }
     });
@@ -84,7 +110,10 @@ async fn run(n: usize) -> (Duration, Duration, Duration, f64, f64) {
     let after = lab.metrics();
     let done = allocated.lock().await.clone();
     assert_eq!(done.len(), n, "every Service allocated within 120 s");
-    let mut lat: Vec<Duration> = created.iter().map(|(k, t)| done[k].saturating_duration_since(*t)).collect();
+    let mut lat: Vec<Duration> = created
+        .iter()
+        .map(|(k, t)| done[k].saturating_duration_since(*t))
+        .collect();
     lat.sort();
     let total = *done.values().max().unwrap() - *created.values().min().unwrap();
     // Requests by the allocator only: writes (patch/create) and its own reads; the benchmark's creates and its
@@ -94,12 +123,23 @@ async fn run(n: usize) -> (Duration, Duration, Duration, f64, f64) {
     let all = (after.total_requests() - before.total_requests()) as f64 - n as f64;
     cancel.cancel();
     watch.abort();
-    (percentile(&lat, 0.5), percentile(&lat, 0.99), total, writes / n as f64, all / n as f64)
+    (
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        total,
+        writes / n as f64,
+        all / n as f64,
+    )
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    println!("| Services created at once | p50 creation→IP | p99 creation→IP | all allocated after | writes/Service | API requests/Service |");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "| Services created at once | p50 creation→IP | p99 creation→IP | all allocated after | writes/Service | API requests/Service |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for n in [1usize, 1000] {
         let (p50, p99, total, writes, all) = rt.block_on(run(n));

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use herald_bgp::fsm::GracefulRestart;
 use herald_bgp::neighbor::{DEFAULT_HOLD_TIME, DEFAULT_PORT, DEFAULT_RESTART_TIME};
 use herald_bgp::packet::LargeCommunity;
+use herald_bgp::rib::{parse_community, parse_large_community};
 use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use tokio::signal::unix::{SignalKind, signal};
@@ -87,26 +88,6 @@ fn parse_prefix(s: &str) -> Result<IpNet, String> {
     IpAddr::from_str(s)
         .map(IpNet::from)
         .map_err(|_| format!("`{s}` is neither a prefix (192.0.2.0/24, 2001:db8::/64) nor an address"))
-}
-
-fn parse_community(s: &str) -> Result<u32, String> {
-    let err = || format!("`{s}` is not a community: expected ASN:VALUE with both parts 0-65535");
-    let (a, v) = s.split_once(':').ok_or_else(err)?;
-    let a: u16 = a.parse().map_err(|_| err())?;
-    let v: u16 = v.parse().map_err(|_| err())?;
-    Ok((u32::from(a) << 16) | u32::from(v))
-}
-
-fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
-    let err = || format!("`{s}` is not a large community: expected GLOBAL:DATA1:DATA2, each 0-4294967295");
-    let parts: Vec<u32> = s
-        .split(':')
-        .map(|p| p.parse().map_err(|_| err()))
-        .collect::<Result<_, _>>()?;
-    match parts[..] {
-        [g, a, b] => Ok(LargeCommunity(g, a, b)),
-        _ => Err(err()),
-    }
 }
 
 /// The IPv4 source address the kernel would use towards `peer` (a UDP connect sends nothing).

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use herald_api::{BgpConf, BgpPeer, Eip, Protocol};
 use herald_bgp::fsm::GracefulRestart;
-use herald_bgp::packet::update::LargeCommunity;
-use herald_bgp::rib::RouteTable;
+use herald_bgp::rib::{RouteTable, parse_community, parse_large_community};
 use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Secret};
@@ -177,27 +176,16 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
     out
 }
 
-/// An Eip's `spec.bgp` as route attributes. Malformed values cannot pass the CRD's patterns; any that do are skipped.
+/// An Eip's `spec.bgp` as route attributes. The CRD's patterns keep malformed values out; any that get through are
+/// skipped (the same parsers as `herald announce bgp`).
 fn route_policy(bgp: &herald_api::eip::EipBgp) -> RoutePolicy {
-    let communities = bgp
-        .communities
-        .iter()
-        .filter_map(|c| {
-            let (a, v) = c.split_once(':')?;
-            Some((a.parse::<u16>().ok()? as u32) << 16 | v.parse::<u16>().ok()? as u32)
-        })
-        .collect();
-    let large_communities = bgp
-        .large_communities
-        .iter()
-        .filter_map(|c| {
-            let mut parts = c.split(':').map(|p| p.parse::<u32>().ok());
-            Some(LargeCommunity(parts.next()??, parts.next()??, parts.next()??))
-        })
-        .collect();
     RoutePolicy {
-        communities,
-        large_communities,
+        communities: bgp.communities.iter().filter_map(|c| parse_community(c).ok()).collect(),
+        large_communities: bgp
+            .large_communities
+            .iter()
+            .filter_map(|c| parse_large_community(c).ok())
+            .collect(),
         ..Default::default()
     }
 }
@@ -348,6 +336,7 @@ async fn write_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_bgp::packet::LargeCommunity;
     use serde_json::{Value, json};
     use std::collections::BTreeSet;
 

@@ -24,6 +24,28 @@ pub struct RoutePolicy {
     pub next_hop: Option<IpAddr>,
 }
 
+/// Parses a standard community `ASN:VALUE` (RFC 1997) into its 32-bit value; the error says what was expected.
+pub fn parse_community(s: &str) -> Result<u32, String> {
+    let err = || format!("`{s}` is not a community: expected ASN:VALUE with both parts 0-65535");
+    let (a, v) = s.split_once(':').ok_or_else(err)?;
+    let a: u16 = a.parse().map_err(|_| err())?;
+    let v: u16 = v.parse().map_err(|_| err())?;
+    Ok((u32::from(a) << 16) | u32::from(v))
+}
+
+/// Parses a large community `GLOBAL:DATA1:DATA2` (RFC 8092).
+pub fn parse_large_community(s: &str) -> Result<LargeCommunity, String> {
+    let err = || format!("`{s}` is not a large community: expected GLOBAL:DATA1:DATA2, each 0-4294967295");
+    let parts: Vec<u32> = s
+        .split(':')
+        .map(|p| p.parse().map_err(|_| err()))
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [g, a, b] => Ok(LargeCommunity(g, a, b)),
+        _ => Err(err()),
+    }
+}
+
 /// Every route the speaker announces, with its policy.
 pub type RouteTable = BTreeMap<IpNet, RoutePolicy>;
 
