@@ -203,7 +203,12 @@ impl Lab {
         let id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let log_dir = std::env::temp_dir().join(format!("{NETNS_PREFIX}{id}-{test}"));
         fs::create_dir_all(&log_dir).expect("create the lab's log directory");
-        Lab { id, namespaces: Vec::new(), procs: Vec::new(), log_dir }
+        Lab {
+            id,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            log_dir,
+        }
     }
 
     /// Short unique id of this lab (6 hex digits), handy for names that must be unique machine-wide.
@@ -218,7 +223,9 @@ impl Lab {
 
     /// Creates namespace `hrdt-<id>-<role>` with `lo` up.
     pub fn netns(&mut self, role: &str) -> Netns {
-        let ns = Netns { name: format!("{NETNS_PREFIX}{}-{role}", self.id) };
+        let ns = Netns {
+            name: format!("{NETNS_PREFIX}{}-{role}", self.id),
+        };
         run(Command::new("ip").args(["netns", "add", &ns.name])).expect("ip netns add");
         self.namespaces.push(ns.clone());
         self.ip(&ns, &["link", "set", "lo", "up"]).expect("set lo up");
@@ -234,7 +241,21 @@ impl Lab {
 
     /// A veth pair: `a_if` in `a`, `b_if` in `b`, both up.
     pub fn veth(&mut self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
-        self.ip(a, &["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+        self.ip(
+            a,
+            &[
+                "link",
+                "add",
+                a_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b_if,
+                "netns",
+                b.name(),
+            ],
+        )?;
         self.ip(a, &["link", "set", a_if, "up"])?;
         self.ip(b, &["link", "set", b_if, "up"])?;
         Ok(())
@@ -275,7 +296,10 @@ impl Lab {
 
     /// Runs a command to completion inside `ns` and returns its output, whatever its exit status.
     pub fn exec<S: AsRef<OsStr>>(&self, ns: &Netns, cmd: &[S]) -> Result<Output> {
-        let out = Command::new("ip").args(["netns", "exec", ns.name()]).args(cmd).output()?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .args(cmd)
+            .output()?;
         Ok(out)
     }
 
@@ -312,7 +336,12 @@ impl Lab {
             command.env(k, v);
         }
         let child = command.spawn().with_context(|| format!("spawn {label} in {ns}"))?;
-        self.procs.push(Proc { label: label.to_string(), child: Some(child), stdout, stderr });
+        self.procs.push(Proc {
+            label: label.to_string(),
+            child: Some(child),
+            stdout,
+            stderr,
+        });
         Ok(n)
     }
 
@@ -370,3 +399,9 @@ fn run(cmd: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+pub mod l2;
+
+pub mod bgp;
+
+pub mod cluster;

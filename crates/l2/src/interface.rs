@@ -20,7 +20,10 @@ impl Interface {
             .map_err(Error::ListInterfaces)?
             .ok_or_else(|| Error::NoSuchInterface(name.to_string()))?;
         if facts.hardware_type != herald_sys::iface::ARPHRD_ETHER {
-            return Err(Error::NotEthernet { name: name.to_string(), hardware_type: facts.hardware_type });
+            return Err(Error::NotEthernet {
+                name: name.to_string(),
+                hardware_type: facts.hardware_type,
+            });
         }
         if facts.bond_slave {
             return Err(Error::BondSlave(name.to_string()));
@@ -31,8 +34,15 @@ impl Interface {
         if !facts.running {
             return Err(Error::NoCarrier(name.to_string()));
         }
-        let mac = facts.mac.filter(|m| *m != [0; 6]).ok_or_else(|| Error::NoMacAddress(name.to_string()))?;
-        Ok(Interface { name: facts.name, index: facts.index, mac: MacAddr(mac) })
+        let mac = facts
+            .mac
+            .filter(|m| *m != [0; 6])
+            .ok_or_else(|| Error::NoMacAddress(name.to_string()))?;
+        Ok(Interface {
+            name: facts.name,
+            index: facts.index,
+            mac: MacAddr(mac),
+        })
     }
 }
 

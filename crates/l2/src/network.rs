@@ -34,21 +34,44 @@ pub const FILTER: [(u16, u8, u8, u32); 10] = [
 pub struct InterfaceSocket {
     interface: Interface,
     socket: AsyncPacketSocket,
-    /// Announced IPv6 addresses per solicited-node group (keyed by the group's low 24 bits): addresses that share a
-    /// group share one membership.
-    groups: HashMap<[u8; 3], usize>,
-    /// Holds the IP-level memberships: joining through an IPv6 socket makes the kernel send MLD reports, so
-    /// MLD-snooping switches forward the solicitations to us (the link-layer membership alone does not).
-    mld: Option<UdpSocket>,
+    /// Per solicited-node group (keyed by its low 24 bits): how many announced addresses share it, and which of the
+    /// `mld` sockets holds its IP-level membership.
+    groups: HashMap<[u8; 3], Group>,
+    /// Hold the IP-level memberships: joining through an IPv6 socket makes the kernel send MLD reports, so
+    /// MLD-snooping switches forward the solicitations to us (the link-layer membership alone does not). One socket
+    /// holds only about 2,000 groups (its memberships are charged to `net.core.optmem_max`), so more are opened as
+    /// needed; `None` slots are closed sockets, reused first.
+    mld: Vec<Option<MldSocket>>,
+}
+
+#[derive(Debug)]
+struct Group {
+    addresses: usize,
+    socket: usize,
+}
+
+#[derive(Debug)]
+struct MldSocket {
+    socket: UdpSocket,
+    groups: usize,
+    /// The kernel refused one more membership on this socket: do not try it again until one leaves.
+    full: bool,
 }
 
 impl InterfaceSocket {
     /// Opens the filtered packet socket on `interface` (inside a tokio runtime).
     pub fn open(interface: Interface) -> Result<InterfaceSocket> {
         let filter = FILTER.map(|(code, jt, jf, k)| SockFilter::new(code, jt, jf, k));
-        let socket = AsyncPacketSocket::open(interface.index, &filter)
-            .map_err(|source| Error::Socket { interface: interface.name.clone(), source })?;
-        Ok(InterfaceSocket { interface, socket, groups: HashMap::new(), mld: None })
+        let socket = AsyncPacketSocket::open(interface.index, &filter).map_err(|source| Error::Socket {
+            interface: interface.name.clone(),
+            source,
+        })?;
+        Ok(InterfaceSocket {
+            interface,
+            socket,
+            groups: HashMap::new(),
+            mld: Vec::new(),
+        })
     }
 
     pub fn interface(&self) -> &Interface {
@@ -71,49 +94,95 @@ impl InterfaceSocket {
     /// sharing the group did already.
     pub fn join(&mut self, ip: Ipv6Addr) -> Result<()> {
         let key = group_key(ip);
-        if let Some(count) = self.groups.get_mut(&key) {
-            *count += 1;
+        if let Some(group) = self.groups.get_mut(&key) {
+            group.addresses += 1;
             return Ok(());
         }
         let group = solicited_node(ip);
-        let err = |source| Error::Multicast { interface: self.interface.name.clone(), ip: ip.into(), source };
-        if self.mld.is_none() {
-            self.mld = Some(UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).map_err(err)?);
-        }
-        if let Some(mld) = &self.mld {
-            mld.join_multicast_v6(&group, self.interface.index).map_err(err)?;
-        }
+        let name = self.interface.name.clone();
+        let err = |source| Error::Multicast {
+            interface: name.clone(),
+            ip: ip.into(),
+            source,
+        };
+        let socket = self.join_ip_level(group).map_err(err)?;
         if let Err(e) = self.socket.socket().join_multicast(MacAddr::ipv6_multicast(group).0) {
-            if let Some(mld) = &self.mld {
-                let _ = mld.leave_multicast_v6(&group, self.interface.index);
-            }
+            self.leave_ip_level(group, socket);
             return Err(err(e));
         }
-        self.groups.insert(key, 1);
+        self.groups.insert(key, Group { addresses: 1, socket });
         Ok(())
     }
 
     /// Undoes one [`InterfaceSocket::join`]; the last address of a group leaves it.
     pub fn leave(&mut self, ip: Ipv6Addr) {
         let key = group_key(ip);
-        let Some(count) = self.groups.get_mut(&key) else { return };
-        *count -= 1;
-        if *count > 0 {
+        let Some(group) = self.groups.get_mut(&key) else {
+            return;
+        };
+        group.addresses -= 1;
+        if group.addresses > 0 {
             return;
         }
+        let socket = group.socket;
         self.groups.remove(&key);
         let group = solicited_node(ip);
         if let Err(e) = self.socket.socket().leave_multicast(MacAddr::ipv6_multicast(group).0) {
             tracing::warn!(interface = %self.interface.name, %group, error = %e, "cannot leave link-layer group");
         }
-        if let Some(mld) = &self.mld
-            && let Err(e) = mld.leave_multicast_v6(&group, self.interface.index)
-        {
+        self.leave_ip_level(group, socket);
+    }
+
+    /// Joins `group` on an MLD socket with room, opening one if needed; returns the socket's slot.
+    fn join_ip_level(&mut self, group: Ipv6Addr) -> io::Result<usize> {
+        let index = self.interface.index;
+        for (slot, mld) in self.mld.iter_mut().enumerate() {
+            let Some(mld) = mld.as_mut().filter(|m| !m.full) else {
+                continue;
+            };
+            match mld.socket.join_multicast_v6(&group, index) {
+                Ok(()) => {
+                    mld.groups += 1;
+                    return Ok(slot);
+                }
+                // ENOMEM/ENOBUFS: this socket's option memory is used up; try (or open) another.
+                Err(e) if matches!(e.raw_os_error(), Some(errno) if is_out_of_memory(errno)) => {
+                    mld.full = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+        socket.join_multicast_v6(&group, index)?;
+        let mld = MldSocket {
+            socket,
+            groups: 1,
+            full: false,
+        };
+        match self.mld.iter().position(Option::is_none) {
+            Some(slot) => {
+                self.mld[slot] = Some(mld);
+                Ok(slot)
+            }
+            None => {
+                self.mld.push(Some(mld));
+                Ok(self.mld.len() - 1)
+            }
+        }
+    }
+
+    fn leave_ip_level(&mut self, group: Ipv6Addr, slot: usize) {
+        let Some(Some(mld)) = self.mld.get_mut(slot) else {
+            return;
+        };
+        if let Err(e) = mld.socket.leave_multicast_v6(&group, self.interface.index) {
             tracing::warn!(interface = %self.interface.name, %group, error = %e, "cannot leave IPv6 group");
         }
-        if self.groups.is_empty() {
-            // Closing the socket drops whatever the kernel still holds.
-            self.mld = None;
+        mld.groups -= 1;
+        mld.full = false;
+        if mld.groups == 0 {
+            // Closing the socket drops whatever the kernel might still hold.
+            self.mld[slot] = None;
         }
     }
 
@@ -121,6 +190,11 @@ impl InterfaceSocket {
     pub fn groups(&self) -> usize {
         self.groups.len()
     }
+}
+
+/// ENOMEM (12) or ENOBUFS (105): the kernel's per-socket option memory is exhausted.
+fn is_out_of_memory(errno: i32) -> bool {
+    errno == 12 || errno == 105
 }
 
 fn group_key(ip: Ipv6Addr) -> [u8; 3] {
@@ -172,8 +246,13 @@ mod tests {
         }
         .to_frame(mac, MacAddr::BROADCAST);
         let target: Ipv6Addr = "2001:db8::1".parse().unwrap();
-        let ns = NeighborSolicitation { source: target, destination: target, target, source_mac: None }
-            .to_frame(mac, mac);
+        let ns = NeighborSolicitation {
+            source: target,
+            destination: target,
+            target,
+            source_mac: None,
+        }
+        .to_frame(mac, mac);
         let na = NeighborAdvertisement {
             source: target,
             destination: ALL_NODES,
@@ -197,7 +276,11 @@ mod tests {
         let mut ipv4 = arp.clone();
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(run_filter(&ipv4), 0);
-        assert_eq!(run_filter(&ns[..30]), 0, "short frames are dropped, not read out of bounds");
+        assert_eq!(
+            run_filter(&ns[..30]),
+            0,
+            "short frames are dropped, not read out of bounds"
+        );
     }
 
     #[test]

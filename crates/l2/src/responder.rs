@@ -42,7 +42,10 @@ impl Default for ProbeConfig {
     /// RFC 5227 §2.1.1 sends 3 probes 1–2 s apart; a host on the same LAN answers within milliseconds, so Herald
     /// waits 500 ms per probe (1.5 s in all) to keep a new Service's first announcement quick.
     fn default() -> Self {
-        ProbeConfig { count: 3, interval: Duration::from_millis(500) }
+        ProbeConfig {
+            count: 3,
+            interval: Duration::from_millis(500),
+        }
     }
 }
 
@@ -121,8 +124,18 @@ pub struct Responder {
 impl Responder {
     /// A responder answering with `mac`, the interface's address.
     pub fn new(mac: MacAddr, probe: ProbeConfig, announce: AnnounceConfig, counters: Arc<Counters>) -> Responder {
-        let announce = AnnounceConfig { burst_count: announce.burst_count.max(1), ..announce };
-        Responder { mac, probe, announce, addresses: HashMap::new(), timers: BTreeSet::new(), counters }
+        let announce = AnnounceConfig {
+            burst_count: announce.burst_count.max(1),
+            ..announce
+        };
+        Responder {
+            mac,
+            probe,
+            announce,
+            addresses: HashMap::new(),
+            timers: BTreeSet::new(),
+            counters,
+        }
     }
 
     /// The interface MAC the responder answers with.
@@ -136,18 +149,37 @@ impl Responder {
             return Output::default();
         }
         if mode == AnnounceMode::Probe && self.probe.count > 0 {
-            self.addresses.insert(ip, Entry { phase: Phase::Probing { sent: 1 }, due: None, last_conflict_report: None });
+            self.addresses.insert(
+                ip,
+                Entry {
+                    phase: Phase::Probing { sent: 1 },
+                    due: None,
+                    last_conflict_report: None,
+                },
+            );
             self.schedule(ip, now + self.probe.interval);
-            Output { frames: vec![self.probe_frame(ip)], events: Vec::new() }
+            Output {
+                frames: vec![self.probe_frame(ip)],
+                events: Vec::new(),
+            }
         } else {
-            self.addresses.insert(ip, Entry { phase: Phase::Bursting { sent: 0 }, due: None, last_conflict_report: None });
+            self.addresses.insert(
+                ip,
+                Entry {
+                    phase: Phase::Bursting { sent: 0 },
+                    due: None,
+                    last_conflict_report: None,
+                },
+            );
             self.start_announcing(ip, now)
         }
     }
 
     /// Stops handling `ip`: no more answers or announcements. Returns whether it was handled.
     pub fn withdraw(&mut self, ip: IpAddr) -> bool {
-        let Some(entry) = self.addresses.remove(&ip) else { return false };
+        let Some(entry) = self.addresses.remove(&ip) else {
+            return false;
+        };
         if let Some(due) = entry.due {
             self.timers.remove(&(due, ip));
         }
@@ -161,7 +193,9 @@ impl Responder {
 
     /// Is `ip` answered (past its probe)?
     pub fn is_answering(&self, ip: IpAddr) -> bool {
-        self.addresses.get(&ip).is_some_and(|e| !matches!(e.phase, Phase::Probing { .. }))
+        self.addresses
+            .get(&ip)
+            .is_some_and(|e| !matches!(e.phase, Phase::Probing { .. }))
     }
 
     /// Every handled address.
@@ -182,7 +216,9 @@ impl Responder {
                 break;
             }
             self.timers.pop_first();
-            let Some(entry) = self.addresses.get_mut(&ip) else { continue };
+            let Some(entry) = self.addresses.get_mut(&ip) else {
+                continue;
+            };
             entry.due = None;
             match entry.phase {
                 Phase::Probing { sent } if sent < self.probe.count => {
@@ -229,7 +265,13 @@ impl Responder {
                 let mac = na.target_mac.unwrap_or(eth.source);
                 let mut out = Output::default();
                 if mac != self.mac {
-                    self.conflict(IpAddr::V6(na.target), mac, ConflictSignal::NeighborAdvertisement, now, &mut out);
+                    self.conflict(
+                        IpAddr::V6(na.target),
+                        mac,
+                        ConflictSignal::NeighborAdvertisement,
+                        now,
+                        &mut out,
+                    );
                 }
                 out
             }
@@ -284,7 +326,13 @@ impl Responder {
         self.counters.request_seen();
         let sender_mac = ns.source_mac.unwrap_or(eth.source);
         if !ns.is_dad() {
-            self.conflict(IpAddr::V6(ns.source), sender_mac, ConflictSignal::NeighborSolicitation, now, &mut out);
+            self.conflict(
+                IpAddr::V6(ns.source),
+                sender_mac,
+                ConflictSignal::NeighborSolicitation,
+                now,
+                &mut out,
+            );
         }
         let target = IpAddr::V6(ns.target);
         match self.addresses.get(&target).map(|e| e.phase) {
@@ -322,18 +370,33 @@ impl Responder {
 
     /// Reports that `mac` claims `ip`, if `ip` is ours. A conflict found while probing refuses the address.
     fn conflict(&mut self, ip: IpAddr, mac: MacAddr, signal: ConflictSignal, now: Instant, out: &mut Output) {
-        let Some(entry) = self.addresses.get_mut(&ip) else { return };
+        let Some(entry) = self.addresses.get_mut(&ip) else {
+            return;
+        };
         self.counters.conflict();
         if let Phase::Probing { .. } = entry.phase {
             self.withdraw(ip);
-            out.events.push(Event::Conflict(Conflict { ip, mac, signal, refused: true }));
+            out.events.push(Event::Conflict(Conflict {
+                ip,
+                mac,
+                signal,
+                refused: true,
+            }));
             return;
         }
-        if entry.last_conflict_report.is_some_and(|at| now.saturating_duration_since(at) < CONFLICT_REPORT_INTERVAL) {
+        if entry
+            .last_conflict_report
+            .is_some_and(|at| now.saturating_duration_since(at) < CONFLICT_REPORT_INTERVAL)
+        {
             return;
         }
         entry.last_conflict_report = Some(now);
-        out.events.push(Event::Conflict(Conflict { ip, mac, signal, refused: false }));
+        out.events.push(Event::Conflict(Conflict {
+            ip,
+            mac,
+            signal,
+            refused: false,
+        }));
     }
 
     fn start_announcing(&mut self, ip: IpAddr, now: Instant) -> Output {
@@ -345,7 +408,9 @@ impl Responder {
 
     /// Sends one announcement of `ip` and schedules the next one.
     fn announce_again(&mut self, ip: IpAddr, now: Instant) -> Output {
-        let Some(entry) = self.addresses.get_mut(&ip) else { return Output::default() };
+        let Some(entry) = self.addresses.get_mut(&ip) else {
+            return Output::default();
+        };
         let next = match entry.phase {
             Phase::Bursting { sent } if sent + 1 < self.announce.burst_count => {
                 entry.phase = Phase::Bursting { sent: sent + 1 };
@@ -361,11 +426,16 @@ impl Responder {
         }
         let frames = self.gratuitous_frames(ip);
         self.counters.gratuitous_sent(frames.len() as u64);
-        Output { frames, events: Vec::new() }
+        Output {
+            frames,
+            events: Vec::new(),
+        }
     }
 
     fn schedule(&mut self, ip: IpAddr, at: Instant) {
-        let Some(entry) = self.addresses.get_mut(&ip) else { return };
+        let Some(entry) = self.addresses.get_mut(&ip) else {
+            return;
+        };
         if let Some(old) = entry.due.replace(at) {
             self.timers.remove(&(old, ip));
         }
@@ -386,8 +456,13 @@ impl Responder {
             .to_frame(self.mac, MacAddr::BROADCAST),
             IpAddr::V6(ip) => {
                 let group = solicited_node(ip);
-                NeighborSolicitation { source: Ipv6Addr::UNSPECIFIED, destination: group, target: ip, source_mac: None }
-                    .to_frame(self.mac, MacAddr::ipv6_multicast(group))
+                NeighborSolicitation {
+                    source: Ipv6Addr::UNSPECIFIED,
+                    destination: group,
+                    target: ip,
+                    source_mac: None,
+                }
+                .to_frame(self.mac, MacAddr::ipv6_multicast(group))
             }
         }
     }
@@ -404,8 +479,15 @@ impl Responder {
                     target_mac: MacAddr::ZERO,
                     target_ip: ip,
                 };
-                let reply = ArpMessage { operation: ArpOperation::Reply, target_mac: self.mac, ..request };
-                vec![request.to_frame(self.mac, MacAddr::BROADCAST), reply.to_frame(self.mac, MacAddr::BROADCAST)]
+                let reply = ArpMessage {
+                    operation: ArpOperation::Reply,
+                    target_mac: self.mac,
+                    ..request
+                };
+                vec![
+                    request.to_frame(self.mac, MacAddr::BROADCAST),
+                    reply.to_frame(self.mac, MacAddr::BROADCAST),
+                ]
             }
             IpAddr::V6(ip) => vec![self.unsolicited_advertisement(ip)],
         }

@@ -36,7 +36,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { probe: ProbeConfig::default(), announce: AnnounceConfig::default(), event_capacity: 1024 }
+        EngineConfig {
+            probe: ProbeConfig::default(),
+            announce: AnnounceConfig::default(),
+            event_capacity: 1024,
+        }
     }
 }
 
@@ -71,7 +75,12 @@ impl L2Engine {
     /// A new engine without interfaces, and the receiving end of its events.
     pub fn new(config: EngineConfig) -> (L2Engine, mpsc::Receiver<EngineEvent>) {
         let (events, rx) = mpsc::channel(config.event_capacity.max(1));
-        let engine = L2Engine { config, cancel: CancellationToken::new(), tracker: TaskTracker::new(), events };
+        let engine = L2Engine {
+            config,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            events,
+        };
         (engine, rx)
     }
 
@@ -81,8 +90,12 @@ impl L2Engine {
         let interface = Interface::lookup(name)?;
         let socket = InterfaceSocket::open(interface.clone())?;
         let counters = Arc::new(Counters::default());
-        let responder =
-            Responder::new(interface.mac, self.config.probe, self.config.announce, Arc::clone(&counters));
+        let responder = Responder::new(
+            interface.mac,
+            self.config.probe,
+            self.config.announce,
+            Arc::clone(&counters),
+        );
         let (commands, rx) = mpsc::channel(COMMAND_CAPACITY);
         let task = InterfaceTask {
             socket,
@@ -94,14 +107,26 @@ impl L2Engine {
         };
         info!(interface = %interface.name, ifindex = interface.index, mac = %interface.mac, "answering ARP/NDP");
         self.tracker.spawn(task.run());
-        Ok(InterfaceHandle { interface: Arc::new(interface), commands, counters })
+        Ok(InterfaceHandle {
+            interface: Arc::new(interface),
+            commands,
+            counters,
+        })
     }
 
-    /// Withdraws every address on every interface, leaves all groups, and waits for the tasks to end.
-    pub async fn shutdown(self) {
+    /// Withdraws every address on every interface, leaves all groups, and waits for the tasks to end. Handles
+    /// return [`Error::Stopped`] afterwards. Takes `&self` so an engine shared in an `Arc` can be stopped too.
+    pub async fn shutdown(&self) {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+    }
+}
+
+impl Drop for L2Engine {
+    /// An engine dropped without [`L2Engine::shutdown`] still stops its tasks (they withdraw everything as they end).
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 
@@ -186,9 +211,18 @@ fn check_address(ip: IpAddr) -> Result<()> {
 
 #[derive(Debug)]
 enum Command {
-    Announce { ip: IpAddr, mode: AnnounceMode, done: oneshot::Sender<Result<()>> },
-    Withdraw { ip: IpAddr, done: oneshot::Sender<()> },
-    Status { done: oneshot::Sender<InterfaceStatus> },
+    Announce {
+        ip: IpAddr,
+        mode: AnnounceMode,
+        done: oneshot::Sender<Result<()>>,
+    },
+    Withdraw {
+        ip: IpAddr,
+        done: oneshot::Sender<()>,
+    },
+    Status {
+        done: oneshot::Sender<InterfaceStatus>,
+    },
 }
 
 struct InterfaceTask {
@@ -266,11 +300,17 @@ impl InterfaceTask {
                 let _ = done.send(());
             }
             Command::Status { done } => {
-                let (mut answering, mut probing): (Vec<_>, Vec<_>) =
-                    self.responder.addresses().partition(|ip| self.responder.is_answering(*ip));
+                let (mut answering, mut probing): (Vec<_>, Vec<_>) = self
+                    .responder
+                    .addresses()
+                    .partition(|ip| self.responder.is_answering(*ip));
                 answering.sort();
                 probing.sort();
-                let _ = done.send(InterfaceStatus { answering, probing, groups: self.socket.groups() });
+                let _ = done.send(InterfaceStatus {
+                    answering,
+                    probing,
+                    groups: self.socket.groups(),
+                });
             }
         }
     }
@@ -330,7 +370,15 @@ mod tests {
 
     #[test]
     fn special_addresses_are_refused() {
-        for ip in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "224.0.0.1", "::", "::1", "ff02::1"] {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::",
+            "::1",
+            "ff02::1",
+        ] {
             let err = check_address(ip.parse().unwrap()).unwrap_err();
             assert!(err.to_string().contains("cannot be announced"), "{ip}: {err}");
         }

@@ -70,7 +70,9 @@ pub fn decode(payload: &[u8]) -> Result<ArpMessage, DecodeError> {
     let operation = match arp.operation() {
         etherparse::ArpOperation::REQUEST => ArpOperation::Request,
         etherparse::ArpOperation::REPLY => ArpOperation::Reply,
-        _ => return Err(DecodeError::Unsupported("ARP operation other than request or reply")),
+        _ => {
+            return Err(DecodeError::Unsupported("ARP operation other than request or reply"));
+        }
     };
     let mac = |b: &[u8]| MacAddr(b.try_into().unwrap_or_default());
     let ip = |b: &[u8]| Ipv4Addr::from(<[u8; 4]>::try_from(b).unwrap_or_default());
@@ -92,12 +94,18 @@ mod tests {
     const OURS: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0x01]);
     const CLIENT: MacAddr = MacAddr([0x02, 0x00, 0x00, 0x00, 0x00, 0x02]);
 
-
-
     #[test]
     fn decodes_a_captured_request() {
-        let Ok(Packet::Arp(eth, arp)) = decode_frame(&REQUEST) else { panic!("not ARP") };
-        assert_eq!(eth, EthernetHeader { destination: MacAddr::BROADCAST, source: CLIENT });
+        let Ok(Packet::Arp(eth, arp)) = decode_frame(&REQUEST) else {
+            panic!("not ARP")
+        };
+        assert_eq!(
+            eth,
+            EthernetHeader {
+                destination: MacAddr::BROADCAST,
+                source: CLIENT
+            }
+        );
         assert_eq!(
             arp,
             ArpMessage {
@@ -135,7 +143,9 @@ mod tests {
         };
         let frame = probe.to_frame(OURS, MacAddr::BROADCAST);
         assert_eq!(frame.len(), 60);
-        let Ok(Packet::Arp(_, decoded)) = decode_frame(&frame) else { panic!("not ARP") };
+        let Ok(Packet::Arp(_, decoded)) = decode_frame(&frame) else {
+            panic!("not ARP")
+        };
         assert_eq!(decoded, probe);
         assert!(decoded.is_probe());
     }
@@ -143,11 +153,17 @@ mod tests {
     #[test]
     fn rejects_truncated_and_foreign_arp() {
         for len in 14..42 {
-            assert!(decode_frame(&REQUEST[..len]).unwrap_err().is_malformed(), "length {len}");
+            assert!(
+                decode_frame(&REQUEST[..len]).unwrap_err().is_malformed(),
+                "length {len}"
+            );
         }
         let mut other_hw = REQUEST;
         other_hw[15] = 6; // IEEE 802 hardware type
-        assert_eq!(decode_frame(&other_hw), Err(DecodeError::Unsupported("ARP for other than Ethernet/IPv4")));
+        assert_eq!(
+            decode_frame(&other_hw),
+            Err(DecodeError::Unsupported("ARP for other than Ethernet/IPv4"))
+        );
         let mut bad_len = REQUEST;
         bad_len[18] = 8;
         assert!(decode_frame(&bad_len).is_err());

@@ -46,7 +46,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -63,7 +67,9 @@ impl std::str::FromStr for MacAddr {
         let mut mac = [0u8; 6];
         let mut parts = s.split(':');
         for octet in &mut mac {
-            let part = parts.next().ok_or_else(|| format!("`{s}` is not a MAC address (too few octets)"))?;
+            let part = parts
+                .next()
+                .ok_or_else(|| format!("`{s}` is not a MAC address (too few octets)"))?;
             *octet = u8::from_str_radix(part, 16).map_err(|_| format!("`{s}` is not a MAC address"))?;
         }
         if parts.next().is_some() {
@@ -96,7 +102,11 @@ pub enum DecodeError {
     Unsupported(&'static str),
     /// The frame ends before a header or message does.
     #[error("truncated {layer}: {len} bytes, need {need}")]
-    Truncated { layer: &'static str, len: usize, need: usize },
+    Truncated {
+        layer: &'static str,
+        len: usize,
+        need: usize,
+    },
     /// A field has a value the RFCs forbid.
     #[error("invalid {0}")]
     Invalid(&'static str),
@@ -123,14 +133,17 @@ pub fn decode(frame: &[u8]) -> Result<Packet, DecodeError> {
         len: frame.len(),
         need: etherparse::Ethernet2Header::LEN,
     })?;
-    let header = EthernetHeader { destination: MacAddr(eth.destination()), source: MacAddr(eth.source()) };
+    let header = EthernetHeader {
+        destination: MacAddr(eth.destination()),
+        source: MacAddr(eth.source()),
+    };
     let payload = &frame[eth.slice().len()..];
     match eth.ether_type() {
         EtherType::ARP => Ok(Packet::Arp(header, arp::decode(payload)?)),
         EtherType::IPV6 => ndp::decode(header, payload),
-        EtherType::VLAN_TAGGED_FRAME | EtherType::VLAN_DOUBLE_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING => {
-            Err(DecodeError::Unsupported("VLAN-tagged frame (bind to the VLAN sub-interface)"))
-        }
+        EtherType::VLAN_TAGGED_FRAME | EtherType::VLAN_DOUBLE_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING => Err(
+            DecodeError::Unsupported("VLAN-tagged frame (bind to the VLAN sub-interface)"),
+        ),
         _ => Err(DecodeError::Unsupported("EtherType is neither ARP nor IPv6")),
     }
 }
@@ -160,7 +173,10 @@ mod tests {
     #[test]
     fn multicast_mac_of_solicited_node_group() {
         let group: Ipv6Addr = "ff02::1:ff12:3456".parse().unwrap();
-        assert_eq!(MacAddr::ipv6_multicast(group), MacAddr([0x33, 0x33, 0xff, 0x12, 0x34, 0x56]));
+        assert_eq!(
+            MacAddr::ipv6_multicast(group),
+            MacAddr([0x33, 0x33, 0xff, 0x12, 0x34, 0x56])
+        );
         assert!(MacAddr::BROADCAST.is_group());
         assert!(!MacAddr([2, 0, 0, 0, 0, 1]).is_group());
     }
@@ -171,7 +187,10 @@ mod tests {
         assert!(decode(&[0u8; 13]).unwrap_err().is_malformed());
         let mut ipv4 = vec![0u8; 60];
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(decode(&ipv4), Err(DecodeError::Unsupported("EtherType is neither ARP nor IPv6")));
+        assert_eq!(
+            decode(&ipv4),
+            Err(DecodeError::Unsupported("EtherType is neither ARP nor IPv6"))
+        );
         let mut vlan = vec![0u8; 60];
         vlan[12..14].copy_from_slice(&[0x81, 0x00]);
         assert!(!decode(&vlan).unwrap_err().is_malformed());

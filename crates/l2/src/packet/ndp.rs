@@ -63,7 +63,14 @@ impl NeighborSolicitation {
         if let Some(mac) = self.source_mac {
             body.extend_from_slice(&link_layer_option(OPTION_SOURCE_LINK_LAYER_ADDRESS, mac));
         }
-        build(eth_source, eth_destination, self.source, self.destination, Icmpv6Type::NeighborSolicitation, &body)
+        build(
+            eth_source,
+            eth_destination,
+            self.source,
+            self.destination,
+            Icmpv6Type::NeighborSolicitation,
+            &body,
+        )
     }
 }
 
@@ -133,20 +140,26 @@ fn build(
 /// Decodes the IPv6 payload of an Ethernet frame as NS or NA, validating it (RFC 4861 §7.1.1, §7.1.2).
 pub fn decode(eth: EthernetHeader, payload: &[u8]) -> Result<Packet, DecodeError> {
     let ip = Ipv6HeaderSlice::from_slice(payload).map_err(|e| match e {
-        etherparse::err::ipv6::HeaderSliceError::Len(e) => {
-            DecodeError::Truncated { layer: "IPv6 header", len: payload.len(), need: e.required_len }
-        }
+        etherparse::err::ipv6::HeaderSliceError::Len(e) => DecodeError::Truncated {
+            layer: "IPv6 header",
+            len: payload.len(),
+            need: e.required_len,
+        },
         etherparse::err::ipv6::HeaderSliceError::Content(_) => DecodeError::Invalid("IPv6 version"),
     })?;
     if ip.next_header() != IpNumber::IPV6_ICMP {
-        return Err(DecodeError::Unsupported("IPv6 packet that is not ICMPv6 (or has extension headers)"));
+        return Err(DecodeError::Unsupported(
+            "IPv6 packet that is not ICMPv6 (or has extension headers)",
+        ));
     }
     let rest = &payload[ip.slice().len()..];
     let declared = usize::from(ip.payload_length());
     // Anything after the IPv6 payload is Ethernet padding.
-    let icmp = rest
-        .get(..declared)
-        .ok_or(DecodeError::Truncated { layer: "IPv6 payload", len: rest.len(), need: declared })?;
+    let icmp = rest.get(..declared).ok_or(DecodeError::Truncated {
+        layer: "IPv6 payload",
+        len: rest.len(),
+        need: declared,
+    })?;
     let icmp = Icmpv6Slice::from_slice(icmp).map_err(|e| DecodeError::Truncated {
         layer: "ICMPv6 header",
         len: icmp.len(),
@@ -168,7 +181,11 @@ pub fn decode(eth: EthernetHeader, payload: &[u8]) -> Result<Packet, DecodeError
     }
     let message = icmp.slice();
     let Some(target) = message.get(8..MIN_NDP_LEN) else {
-        return Err(DecodeError::Truncated { layer: "NS/NA", len: message.len(), need: MIN_NDP_LEN });
+        return Err(DecodeError::Truncated {
+            layer: "NS/NA",
+            len: message.len(),
+            need: MIN_NDP_LEN,
+        });
     };
     let target = Ipv6Addr::from(<[u8; 16]>::try_from(target).unwrap_or_default());
     if target.is_multicast() {
@@ -178,9 +195,16 @@ pub fn decode(eth: EthernetHeader, payload: &[u8]) -> Result<Packet, DecodeError
     if kind == TYPE_NEIGHBOR_SOLICITATION {
         // RFC 4861 §7.1.1: a DAD probe goes to a solicited-node group and carries no source link-layer address.
         if source.is_unspecified() && (!is_solicited_node_group(destination) || slla.is_some()) {
-            return Err(DecodeError::Invalid("DAD solicitation (source ::) to a non solicited-node group or with SLLA"));
+            return Err(DecodeError::Invalid(
+                "DAD solicitation (source ::) to a non solicited-node group or with SLLA",
+            ));
         }
-        let ns = NeighborSolicitation { source, destination, target, source_mac: slla };
+        let ns = NeighborSolicitation {
+            source,
+            destination,
+            target,
+            source_mac: slla,
+        };
         Ok(Packet::NeighborSolicitation(eth, ns))
     } else {
         let flags = NeighborAdvertisementHeader::from_bytes(icmp.bytes5to8());
@@ -211,7 +235,9 @@ fn link_layer_options(options: &[u8]) -> Result<(Option<MacAddr>, Option<MacAddr
             NdpOptionSlice::TargetLinkLayerAddress(o) => (&mut tlla, o.link_layer_address()),
             _ => continue,
         };
-        let mac = address.get(..6).ok_or(DecodeError::Invalid("link-layer address option shorter than 6 bytes"))?;
+        let mac = address
+            .get(..6)
+            .ok_or(DecodeError::Invalid("link-layer address option shorter than 6 bytes"))?;
         *slot = Some(MacAddr(mac.try_into().unwrap_or_default()));
     }
     Ok((slla, tlla))
@@ -226,17 +252,20 @@ mod tests {
     const CLIENT: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);
     const NODE: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
 
-
-
     fn ip(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
     }
 
     #[test]
     fn decodes_a_captured_solicitation() {
-        let Ok(Packet::NeighborSolicitation(eth, ns)) = decode_frame(&NS) else { panic!("not NS") };
+        let Ok(Packet::NeighborSolicitation(eth, ns)) = decode_frame(&NS) else {
+            panic!("not NS")
+        };
         assert_eq!(eth.source, CLIENT);
-        assert_eq!(eth.destination, MacAddr::ipv6_multicast(solicited_node(ip("2001:db8::10"))));
+        assert_eq!(
+            eth.destination,
+            MacAddr::ipv6_multicast(solicited_node(ip("2001:db8::10")))
+        );
         assert_eq!(
             ns,
             NeighborSolicitation {
@@ -261,7 +290,9 @@ mod tests {
             target_mac: Some(NODE),
         };
         assert_eq!(na.to_frame(NODE, CLIENT), NA);
-        let Ok(Packet::NeighborAdvertisement(_, decoded)) = decode_frame(&NA) else { panic!("not NA") };
+        let Ok(Packet::NeighborAdvertisement(_, decoded)) = decode_frame(&NA) else {
+            panic!("not NA")
+        };
         assert_eq!(decoded, na);
     }
 
@@ -275,10 +306,16 @@ mod tests {
         };
         assert_eq!(dad.destination, ip("ff02::1:ffcd:1234"));
         let frame = dad.to_frame(NODE, MacAddr::ipv6_multicast(dad.destination));
-        assert_eq!(decode_frame(&frame), Ok(Packet::NeighborSolicitation(
-            EthernetHeader { destination: MacAddr([0x33, 0x33, 0xff, 0xcd, 0x12, 0x34]), source: NODE },
-            dad
-        )));
+        assert_eq!(
+            decode_frame(&frame),
+            Ok(Packet::NeighborSolicitation(
+                EthernetHeader {
+                    destination: MacAddr([0x33, 0x33, 0xff, 0xcd, 0x12, 0x34]),
+                    source: NODE
+                },
+                dad
+            ))
+        );
     }
 
     #[test]
@@ -326,7 +363,10 @@ mod tests {
             target_mac: Some(NODE),
         }
         .to_frame(NODE, MacAddr::ipv6_multicast(ALL_NODES));
-        assert!(matches!(decode_frame(&solicited_to_all_nodes), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            decode_frame(&solicited_to_all_nodes),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -346,7 +386,11 @@ mod tests {
         let sum = icmp
             .header()
             .icmp_type
-            .calc_checksum(frame[22..38].try_into().unwrap(), frame[38..54].try_into().unwrap(), icmp.payload())
+            .calc_checksum(
+                frame[22..38].try_into().unwrap(),
+                frame[38..54].try_into().unwrap(),
+                icmp.payload(),
+            )
             .unwrap();
         frame[56..58].copy_from_slice(&sum.to_be_bytes());
     }

@@ -19,7 +19,12 @@ fn v6a(s: &str) -> Ipv6Addr {
 }
 
 fn responder() -> Responder {
-    Responder::new(NODE, ProbeConfig::default(), AnnounceConfig::default(), Arc::new(Counters::default()))
+    Responder::new(
+        NODE,
+        ProbeConfig::default(),
+        AnnounceConfig::default(),
+        Arc::new(Counters::default()),
+    )
 }
 
 /// A responder already announcing `ips` (burst frames discarded).
@@ -73,7 +78,11 @@ fn ignores_arp_for_other_addresses_and_while_probing() {
     let mut r = announcing(&[v4("198.51.100.11")], now);
     assert_eq!(r.handle_frame(&ARP_REQUEST, now), Output::default());
     r.announce(v4("198.51.100.10"), AnnounceMode::Probe, now);
-    assert_eq!(r.handle_frame(&ARP_REQUEST, now), Output::default(), "not ours until the probe passed");
+    assert_eq!(
+        r.handle_frame(&ARP_REQUEST, now),
+        Output::default(),
+        "not ours until the probe passed"
+    );
     let c = r.counters.snapshot();
     assert_eq!((c.requests_seen, c.requests_answered), (2, 0));
 }
@@ -84,22 +93,41 @@ fn ignores_frames_unicast_to_another_host_and_our_own() {
     let mut r = announcing(&[v4("198.51.100.10")], now);
     let to_other = arp(ArpOperation::Request, CLIENT, "198.51.100.1", "198.51.100.10", OTHER);
     assert_eq!(r.handle_frame(&to_other, now), Output::default());
-    let from_us = arp(ArpOperation::Request, NODE, "198.51.100.1", "198.51.100.10", MacAddr::BROADCAST);
+    let from_us = arp(
+        ArpOperation::Request,
+        NODE,
+        "198.51.100.1",
+        "198.51.100.10",
+        MacAddr::BROADCAST,
+    );
     assert_eq!(r.handle_frame(&from_us, now), Output::default());
     let to_us = arp(ArpOperation::Request, CLIENT, "198.51.100.1", "198.51.100.10", NODE);
-    assert_eq!(r.handle_frame(&to_us, now).frames.len(), 1, "unicast ARP (RFC 1122 cache refresh) is answered");
+    assert_eq!(
+        r.handle_frame(&to_us, now).frames.len(),
+        1,
+        "unicast ARP (RFC 1122 cache refresh) is answered"
+    );
 }
 
 #[test]
 fn answers_arp_probes_so_the_prober_sees_the_address_is_taken() {
     let now = Instant::now();
     let mut r = announcing(&[v4("198.51.100.10")], now);
-    let probe = arp(ArpOperation::Request, CLIENT, "0.0.0.0", "198.51.100.10", MacAddr::BROADCAST);
+    let probe = arp(
+        ArpOperation::Request,
+        CLIENT,
+        "0.0.0.0",
+        "198.51.100.10",
+        MacAddr::BROADCAST,
+    );
     let out = r.handle_frame(&probe, now);
     assert_eq!(out.frames.len(), 1);
     let reply = decode_arp(&out.frames[0]);
     assert_eq!(reply.operation, ArpOperation::Reply);
-    assert_eq!((reply.sender_mac, reply.sender_ip), (NODE, "198.51.100.10".parse().unwrap()));
+    assert_eq!(
+        (reply.sender_mac, reply.sender_ip),
+        (NODE, "198.51.100.10".parse().unwrap())
+    );
     assert_eq!((reply.target_mac, reply.target_ip), (CLIENT, Ipv4Addr::UNSPECIFIED));
 }
 
@@ -127,7 +155,13 @@ fn answers_unicast_nud_probe_without_source_link_layer_option() {
     let out = r.handle_frame(&nud, now);
     assert_eq!(out.frames.len(), 1);
     let (eth, na) = decode_na(&out.frames[0]);
-    assert_eq!(eth, EthernetHeader { destination: CLIENT, source: NODE });
+    assert_eq!(
+        eth,
+        EthernetHeader {
+            destination: CLIENT,
+            source: NODE
+        }
+    );
     assert_eq!(na.destination, v6a("2001:db8::1"));
     assert!(na.solicited && na.override_flag && !na.router);
     assert_eq!(na.target_mac, Some(NODE));
@@ -160,7 +194,10 @@ fn defends_against_dad_probe_and_reports_it() {
             refused: false
         })]
     );
-    assert!(r.is_answering(v6("2001:db8::10")), "the caller decides whether to yield");
+    assert!(
+        r.is_answering(v6("2001:db8::10")),
+        "the caller decides whether to yield"
+    );
 }
 
 #[test]
@@ -172,7 +209,10 @@ fn probes_then_announces_when_nobody_answers() {
     assert_eq!(out.frames.len(), 1);
     let probe = decode_arp(&out.frames[0]);
     assert!(probe.is_probe());
-    assert_eq!((probe.sender_mac, probe.target_ip), (NODE, "192.0.2.7".parse().unwrap()));
+    assert_eq!(
+        (probe.sender_mac, probe.target_ip),
+        (NODE, "192.0.2.7".parse().unwrap())
+    );
     assert!(!r.is_answering(ip));
 
     let step = ProbeConfig::default().interval;
@@ -205,11 +245,20 @@ fn refuses_an_address_whose_probe_is_answered() {
     let out = r.handle_frame(&answer, t0);
     assert_eq!(
         out.events,
-        vec![Event::Conflict(Conflict { ip, mac: OTHER, signal: ConflictSignal::ArpReply, refused: true })]
+        vec![Event::Conflict(Conflict {
+            ip,
+            mac: OTHER,
+            signal: ConflictSignal::ArpReply,
+            refused: true
+        })]
     );
     assert!(!r.contains(ip));
     assert_eq!(r.next_deadline(), None);
-    assert_eq!(r.poll(t0 + Duration::from_secs(10)), Output::default(), "never announced");
+    assert_eq!(
+        r.poll(t0 + Duration::from_secs(10)),
+        Output::default(),
+        "never announced"
+    );
 }
 
 #[test]
@@ -219,7 +268,14 @@ fn simultaneous_arp_probe_refuses_the_address() {
     r.announce(v4("192.0.2.7"), AnnounceMode::Probe, t0);
     let probe = arp(ArpOperation::Request, OTHER, "0.0.0.0", "192.0.2.7", MacAddr::BROADCAST);
     let out = r.handle_frame(&probe, t0);
-    assert!(matches!(out.events[..], [Event::Conflict(Conflict { signal: ConflictSignal::ArpProbe, refused: true, .. })]));
+    assert!(matches!(
+        out.events[..],
+        [Event::Conflict(Conflict {
+            signal: ConflictSignal::ArpProbe,
+            refused: true,
+            ..
+        })]
+    ));
 }
 
 #[test]
@@ -228,7 +284,9 @@ fn ipv6_probe_is_a_dad_solicitation_and_an_advertisement_refuses() {
     let mut r = responder();
     let ip = v6("2001:db8::abcd");
     let out = r.announce(ip, AnnounceMode::Probe, t0);
-    let Ok(Packet::NeighborSolicitation(eth, ns)) = decode(&out.frames[0]) else { panic!("not NS") };
+    let Ok(Packet::NeighborSolicitation(eth, ns)) = decode(&out.frames[0]) else {
+        panic!("not NS")
+    };
     assert!(ns.is_dad());
     assert_eq!(ns.destination, v6a("ff02::1:ff00:abcd"));
     assert_eq!(eth.destination, MacAddr([0x33, 0x33, 0xff, 0x00, 0xab, 0xcd]));
@@ -245,7 +303,12 @@ fn ipv6_probe_is_a_dad_solicitation_and_an_advertisement_refuses() {
     let out = r.handle_frame(&answer, t0);
     assert!(matches!(
         out.events[..],
-        [Event::Conflict(Conflict { signal: ConflictSignal::NeighborAdvertisement, refused: true, mac: OTHER, .. })]
+        [Event::Conflict(Conflict {
+            signal: ConflictSignal::NeighborAdvertisement,
+            refused: true,
+            mac: OTHER,
+            ..
+        })]
     ));
     assert!(!r.contains(ip));
 }
@@ -259,7 +322,10 @@ fn burst_then_periodic_refresh() {
     assert_eq!(first.frames.len(), 1);
     let (eth, na) = decode_na(&first.frames[0]);
     assert_eq!(eth.destination, MacAddr([0x33, 0x33, 0, 0, 0, 1]));
-    assert_eq!((na.destination, na.solicited, na.override_flag, na.target_mac), (ALL_NODES, false, true, Some(NODE)));
+    assert_eq!(
+        (na.destination, na.solicited, na.override_flag, na.target_mac),
+        (ALL_NODES, false, true, Some(NODE))
+    );
 
     // The rest of the burst: 4 more, 500 ms apart.
     let mut at = t0;
@@ -278,7 +344,10 @@ fn burst_then_periodic_refresh() {
 #[test]
 fn refresh_zero_means_burst_only() {
     let t0 = Instant::now();
-    let announce = AnnounceConfig { refresh: None, ..AnnounceConfig::default() };
+    let announce = AnnounceConfig {
+        refresh: None,
+        ..AnnounceConfig::default()
+    };
     let mut r = Responder::new(NODE, ProbeConfig::default(), announce, Arc::new(Counters::default()));
     r.announce(v4("192.0.2.1"), AnnounceMode::Immediately, t0);
     let out = r.poll(t0 + Duration::from_secs(3));
@@ -294,7 +363,13 @@ fn refresh_zero_means_burst_only() {
 fn reports_conflicts_while_announcing_at_most_every_defend_interval() {
     let t0 = Instant::now();
     let mut r = announcing(&[v4("198.51.100.10")], t0);
-    let garp = arp(ArpOperation::Request, OTHER, "198.51.100.10", "198.51.100.10", MacAddr::BROADCAST);
+    let garp = arp(
+        ArpOperation::Request,
+        OTHER,
+        "198.51.100.10",
+        "198.51.100.10",
+        MacAddr::BROADCAST,
+    );
     let out = r.handle_frame(&garp, t0);
     assert!(out.frames.is_empty(), "a gratuitous ARP is not answered");
     assert_eq!(
@@ -344,7 +419,13 @@ fn lookups_scale_to_many_addresses() {
     let t0 = Instant::now();
     let mut r = responder();
     for i in 0..10_000u32 {
-        r.announce(IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0001_0000u128 + u128::from(i))), AnnounceMode::Immediately, t0);
+        r.announce(
+            IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0000_0000_0000_0000_0001_0000u128 + u128::from(i),
+            )),
+            AnnounceMode::Immediately,
+            t0,
+        );
     }
     r.announce(v6("2001:db8::10"), AnnounceMode::Immediately, t0);
     assert_eq!(r.handle_frame(&NS, t0).frames, vec![NA.to_vec()]);
