@@ -57,9 +57,7 @@ pub fn set_condition(
 
 /// Is condition `type_` present with status `True`?
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// Schema for a `conditions` list: a list-map keyed by `type`, as Kubernetes conventions require.
@@ -67,10 +65,7 @@ pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     let obj = schema.ensure_object();
     obj.insert("x-kubernetes-list-type".into(), "map".into());
-    obj.insert(
-        "x-kubernetes-list-map-keys".into(),
-        serde_json::json!(["type"]),
-    );
+    obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     schema
 }
 
@@ -85,24 +80,8 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_status_change() {
         let mut conds = Vec::new();
-        assert!(set_condition(
-            &mut conds,
-            READY,
-            true,
-            "Valid",
-            "ok",
-            Some(1),
-            at(10)
-        ));
-        assert!(!set_condition(
-            &mut conds,
-            READY,
-            true,
-            "Valid",
-            "ok",
-            Some(1),
-            at(20)
-        ));
+        assert!(set_condition(&mut conds, READY, true, "Valid", "ok", Some(1), at(10)));
+        assert!(!set_condition(&mut conds, READY, true, "Valid", "ok", Some(1), at(20)));
         assert_eq!(conds[0].last_transition_time, at(10));
         assert!(set_condition(
             &mut conds,

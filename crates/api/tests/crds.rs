@@ -15,8 +15,7 @@ fn deploy_crds_match_generated() {
     if std::env::var_os("HERALD_UPDATE_CRDS").is_some() {
         std::fs::write(deployed_path(), &generated).expect("write deploy/crds/herald.dev.yaml");
     }
-    let deployed =
-        std::fs::read_to_string(deployed_path()).expect("read deploy/crds/herald.dev.yaml");
+    let deployed = std::fs::read_to_string(deployed_path()).expect("read deploy/crds/herald.dev.yaml");
     assert!(
         !deployed.contains("imum: 1.0"),
         "integer bounds are written as integers"
@@ -42,10 +41,7 @@ fn eip_crd_has_the_promised_shape() {
     assert_eq!(eip["spec"]["scope"], "Cluster");
     let version = &eip["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
-    assert!(
-        version["subresources"]["status"].is_object(),
-        "status subresource"
-    );
+    assert!(version["subresources"]["status"].is_object(), "status subresource");
     let columns: Vec<&str> = version["additionalPrinterColumns"]
         .as_array()
         .unwrap()
@@ -54,15 +50,7 @@ fn eip_crd_has_the_promised_shape() {
         .collect();
     assert_eq!(
         columns,
-        [
-            "Addresses",
-            "Protocol",
-            "Used",
-            "Free",
-            "Total",
-            "Ready",
-            "Age"
-        ]
+        ["Addresses", "Protocol", "Used", "Free", "Total", "Ready", "Age"]
     );
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     assert_eq!(spec["properties"]["addresses"]["minItems"], 1);
@@ -71,8 +59,7 @@ fn eip_crd_has_the_promised_shape() {
         serde_json::json!(["layer2", "bgp"])
     );
     assert_eq!(spec["properties"]["autoAssign"]["default"], true);
-    let conditions =
-        &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
 }
 
@@ -85,15 +72,13 @@ fn bgp_crds_validate_asn_and_hold_time() {
     let rules = spec["holdTime"]["x-kubernetes-validations"].to_string();
     assert!(rules.contains("self == 0 || self >= 3"), "{rules}");
     let conf = crd("BgpConf");
-    let top = conf["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
-        .to_string();
+    let top = conf["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"].to_string();
     assert!(top.contains("self.metadata.name == 'default'"), "{top}");
 }
 
 #[test]
 fn eip_defaults_apply_on_deserialize() {
-    let eip: herald_api::EipSpec =
-        serde_json::from_value(serde_json::json!({"addresses": ["192.0.2.0/24"]})).unwrap();
+    let eip: herald_api::EipSpec = serde_json::from_value(serde_json::json!({"addresses": ["192.0.2.0/24"]})).unwrap();
     assert_eq!(eip.protocol, herald_api::Protocol::Layer2);
     assert!(eip.auto_assign);
     assert!(!eip.disable);

@@ -111,15 +111,12 @@ fn bench(c: &mut Criterion) {
         }
         let victim = ServiceKey::new("bench", "svc-2");
         let reuse = reqs[2].clone();
-        group.bench_function(
-            format!("release+allocate one, {} held fragmented", s.held / 2),
-            |b| {
-                b.iter(|| {
-                    black_box(fragmented.release(&victim));
-                    black_box(fragmented.allocate(&reuse).expect("free address"));
-                })
-            },
-        );
+        group.bench_function(format!("release+allocate one, {} held fragmented", s.held / 2), |b| {
+            b.iter(|| {
+                black_box(fragmented.release(&victim));
+                black_box(fragmented.allocate(&reuse).expect("free address"));
+            })
+        });
         group.finish();
     }
 }

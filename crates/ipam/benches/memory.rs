@@ -13,20 +13,8 @@ use herald_ipam::{Allocator, Family, Pool, PoolSpec, ServiceRequest};
 
 /// (label, pool, family, allocations, request every other address instead of taking the lowest free)
 const SCENARIOS: [(&str, &str, Family, usize, bool); 6] = [
-    (
-        "ipv6 /64, no allocations",
-        "2001:db8::/64",
-        Family::V6,
-        0,
-        false,
-    ),
-    (
-        "ipv4 /8, no allocations",
-        "10.0.0.0/8",
-        Family::V4,
-        0,
-        false,
-    ),
+    ("ipv6 /64, no allocations", "2001:db8::/64", Family::V6, 0, false),
+    ("ipv4 /8, no allocations", "10.0.0.0/8", Family::V4, 0, false),
     (
         "ipv6 /64, 100k allocations",
         "2001:db8::/64",
@@ -34,20 +22,8 @@ const SCENARIOS: [(&str, &str, Family, usize, bool); 6] = [
         100_000,
         false,
     ),
-    (
-        "ipv4 /16, 65k allocations",
-        "10.0.0.0/16",
-        Family::V4,
-        65_000,
-        false,
-    ),
-    (
-        "ipv4 /8, 100k allocations",
-        "10.0.0.0/8",
-        Family::V4,
-        100_000,
-        false,
-    ),
+    ("ipv4 /16, 65k allocations", "10.0.0.0/16", Family::V4, 65_000, false),
+    ("ipv4 /8, 100k allocations", "10.0.0.0/8", Family::V4, 100_000, false),
     (
         "ipv6 /64, 100k at every other address",
         "2001:db8::/64",
@@ -88,21 +64,14 @@ fn measure(index: usize) {
         a.allocate(r).expect("free address");
     }
     let after = rss_kib();
-    println!(
-        "{} {}",
-        a.service_count(),
-        after.saturating_sub(before) * 1024
-    );
+    println!("{} {}", a.service_count(), after.saturating_sub(before) * 1024);
     drop(a);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--scenario") {
-        let index = args
-            .get(pos + 1)
-            .and_then(|s| s.parse().ok())
-            .expect("scenario index");
+        let index = args.get(pos + 1).and_then(|s| s.parse().ok()).expect("scenario index");
         measure(index);
         return;
     }
@@ -118,9 +87,7 @@ fn main() {
             .output()
             .expect("run scenario");
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut fields = text
-            .split_whitespace()
-            .map(|f| f.parse::<u64>().unwrap_or(0));
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
         let (held, bytes) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
         let per = bytes
             .checked_div(held)

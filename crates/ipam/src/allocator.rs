@@ -178,21 +178,14 @@ impl fmt::Display for Conflict {
                 write!(f, "Eip '{pool}' does not serve it: {reason}")
             }
             ConflictReason::Contested { ip, reason } => {
-                write!(
-                    f,
-                    "{ip} stays with the older Service {}: {reason}",
-                    reason.other()
-                )
+                write!(f, "{ip} stays with the older Service {}: {reason}", reason.other())
             }
         }
     }
 }
 
 fn list_ips(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Which families a request needs, in order, and the addresses it pins.
@@ -241,11 +234,7 @@ impl FamilyPlan {
                     ip: *ip,
                     family,
                     policy: req.ip_family_policy,
-                    families: wants
-                        .iter()
-                        .map(|(f, _)| f.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    families: wants.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>().join(","),
                 });
             }
         }
@@ -436,13 +425,7 @@ impl Allocator {
                 continue;
             }
             match self.claim(&record) {
-                Ok(pool) => self.commit(
-                    record.request,
-                    Allocation {
-                        pool,
-                        ips: record.ips,
-                    },
-                ),
+                Ok(pool) => self.commit(record.request, Allocation { pool, ips: record.ips }),
                 Err(reason) => conflicts.push(Conflict {
                     service: record.request.key,
                     ips: record.ips,
@@ -468,10 +451,7 @@ impl Allocator {
         }
         match self.claim(&record) {
             Ok(pool) => {
-                let allocation = Allocation {
-                    pool,
-                    ips: record.ips,
-                };
+                let allocation = Allocation { pool, ips: record.ips };
                 self.commit(record.request, allocation.clone());
                 Ok(allocation)
             }
@@ -515,31 +495,23 @@ impl Allocator {
             service: req.key.clone(),
             pool: name.to_string(),
         })?;
-        pool.permits(req)
-            .map_err(|reason| AllocError::PoolNotAllowed {
-                service: req.key.clone(),
-                pool: name.to_string(),
-                reason: Box::new(reason),
-            })?;
+        pool.permits(req).map_err(|reason| AllocError::PoolNotAllowed {
+            service: req.key.clone(),
+            pool: name.to_string(),
+            reason: Box::new(reason),
+        })?;
         Ok(pool)
     }
 
     /// Requested addresses: the pools holding all of them that serve the Service, in priority order.
-    fn pools_containing(
-        &self,
-        req: &ServiceRequest,
-        requested: Vec<IpAddr>,
-    ) -> Result<Vec<&Pool>, AllocError> {
+    fn pools_containing(&self, req: &ServiceRequest, requested: Vec<IpAddr>) -> Result<Vec<&Pool>, AllocError> {
         let mut containing: Vec<&Pool> = self
             .ordered_pools()
             .into_iter()
             .filter(|p| requested.iter().all(|ip| p.contains(*ip)))
             .collect();
         if containing.is_empty() {
-            if let Some(&ip) = requested
-                .iter()
-                .find(|ip| !self.pools().any(|p| p.contains(**ip)))
-            {
+            if let Some(&ip) = requested.iter().find(|ip| !self.pools().any(|p| p.contains(**ip))) {
                 return Err(AllocError::IpOutsidePools {
                     service: req.key.clone(),
                     ip,
@@ -574,11 +546,7 @@ impl Allocator {
 
     /// Automatic choice: the Service's current pool while it still serves it, then every pool serving the
     /// Service with `autoAssign` and not disabled, in priority order.
-    fn automatic_pools(
-        &self,
-        req: &ServiceRequest,
-        previous: Option<&Allocation>,
-    ) -> Result<Vec<&Pool>, AllocError> {
+    fn automatic_pools(&self, req: &ServiceRequest, previous: Option<&Allocation>) -> Result<Vec<&Pool>, AllocError> {
         let current = previous
             .and_then(|a| self.pool(&a.pool))
             .filter(|p| p.permits(req).is_ok());
@@ -641,9 +609,7 @@ impl Allocator {
         plan: &FamilyPlan,
         previous: Option<&Allocation>,
     ) -> Result<Vec<IpAddr>, AllocError> {
-        let previous: &[IpAddr] = previous
-            .filter(|a| a.pool == pool.name())
-            .map_or(&[], |a| &a.ips);
+        let previous: &[IpAddr] = previous.filter(|a| a.pool == pool.name()).map_or(&[], |a| &a.ips);
         let mut picked = Vec::with_capacity(plan.wants.len());
         for &(family, required) in &plan.wants {
             if let Some(ip) = self.pick_family(pool, req, family, required, plan, previous)? {
@@ -693,11 +659,10 @@ impl Allocator {
                 }),
             };
         }
-        let kept = previous.iter().copied().find(|ip| {
-            Family::of(*ip) == family
-                && pool.contains(*ip)
-                && self.join_conflict(req, pool, *ip).is_none()
-        });
+        let kept = previous
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family && pool.contains(*ip) && self.join_conflict(req, pool, *ip).is_none());
         if kept.is_some() {
             return Ok(kept);
         }
@@ -729,12 +694,7 @@ impl Allocator {
     }
 
     /// Why `req` may not hold `ip` from `pool` given its current holders, if it may not.
-    fn join_conflict(
-        &self,
-        req: &ServiceRequest,
-        pool: &Pool,
-        ip: IpAddr,
-    ) -> Option<SharingConflict> {
+    fn join_conflict(&self, req: &ServiceRequest, pool: &Pool, ip: IpAddr) -> Option<SharingConflict> {
         let entry = self.ips.get(&ip)?;
         for other in entry.holders.iter().filter(|k| **k != req.key) {
             if &*entry.pool != pool.name() {
@@ -796,13 +756,8 @@ impl Allocator {
                 self.shared.entry(k.clone()).or_default().insert(ip);
             }
         }
-        self.services.insert(
-            request.key.clone(),
-            Box::new(Holding {
-                allocation,
-                request,
-            }),
-        );
+        self.services
+            .insert(request.key.clone(), Box::new(Holding { allocation, request }));
     }
 
     /// Whether a recorded assignment is valid against the current state; the pool to attribute it to.
@@ -836,11 +791,7 @@ impl Allocator {
         };
         let Some(pool) = pool.filter(|p| holds_all(p)) else {
             return Err(
-                match record
-                    .ips
-                    .iter()
-                    .find(|ip| !self.pools().any(|p| p.contains(**ip)))
-                {
+                match record.ips.iter().find(|ip| !self.pools().any(|p| p.contains(**ip))) {
                     Some(&ip) => ConflictReason::OutsidePools { ip },
                     None => ConflictReason::SplitAcrossPools,
                 },
@@ -913,10 +864,7 @@ impl Allocator {
                 if !pool.contains(ip) {
                     return Err(format!("{key}: {ip} is not in its pool '{}'", pool.name()));
                 }
-                let entry = self
-                    .ips
-                    .get(&ip)
-                    .ok_or_else(|| format!("{key}: {ip} not indexed"))?;
+                let entry = self.ips.get(&ip).ok_or_else(|| format!("{key}: {ip} not indexed"))?;
                 if !entry.holders.contains(key) || &*entry.pool != pool.name() {
                     return Err(format!("{key}: {ip} index disagrees"));
                 }
@@ -946,10 +894,7 @@ impl Allocator {
                 .collect::<Result<_, _>>()?;
             for a in &holders {
                 if !a.allocation.ips.contains(ip) {
-                    return Err(format!(
-                        "{ip}: {} listed but does not hold it",
-                        a.request.key
-                    ));
+                    return Err(format!("{ip}: {} listed but does not hold it", a.request.key));
                 }
                 if let Some(k) = &a.request.sharing_key
                     && !self.shared.get(k).is_some_and(|s| s.contains(ip))
@@ -969,11 +914,7 @@ impl Allocator {
             }
         }
         for family in Family::ALL {
-            let indexed = self
-                .ips
-                .keys()
-                .filter(|ip| Family::of(**ip) == family)
-                .count() as u128;
+            let indexed = self.ips.keys().filter(|ip| Family::of(**ip) == family).count() as u128;
             if self.used[family.index()].len() != indexed {
                 return Err(format!(
                     "{family}: used set holds {} addresses, index {indexed}",
@@ -984,10 +925,7 @@ impl Allocator {
         for (name, state) in &self.pools {
             let want = counted.get(name.as_str()).copied().unwrap_or([0, 0]);
             if state.used != want {
-                return Err(format!(
-                    "pool '{name}': counters {:?}, actual {want:?}",
-                    state.used
-                ));
+                return Err(format!("pool '{name}': counters {:?}, actual {want:?}", state.used));
             }
         }
         for (k, set) in &self.shared {

@@ -59,9 +59,7 @@ pub enum PoolError {
         reason: EntryError,
     },
     /// Two entries of the same pool share addresses.
-    #[error(
-        "Eip '{pool}': entries '{first}' and '{second}' overlap on {common}; remove one or split them"
-    )]
+    #[error("Eip '{pool}': entries '{first}' and '{second}' overlap on {common}; remove one or split them")]
     OverlappingEntries {
         /// The pool.
         pool: String,
@@ -108,9 +106,7 @@ pub enum AllocError {
         families: String,
     },
     /// `herald.dev/eip` names a pool that does not exist.
-    #[error(
-        "{service} asks for Eip '{pool}' (herald.dev/eip), which does not exist; create it or fix the annotation"
-    )]
+    #[error("{service} asks for Eip '{pool}' (herald.dev/eip), which does not exist; create it or fix the annotation")]
     PoolNotFound {
         /// The Service.
         service: ServiceKey,
@@ -146,9 +142,7 @@ pub enum AllocError {
         rejected: Vec<(String, PoolRefusal)>,
     },
     /// The pool has no free address of the family.
-    #[error(
-        "Eip '{pool}' has no free {family} address for {service}; add addresses to it or release Services"
-    )]
+    #[error("Eip '{pool}' has no free {family} address for {service}; add addresses to it or release Services")]
     PoolExhausted {
         /// The Service.
         service: ServiceKey,
@@ -182,9 +176,7 @@ pub enum AllocError {
         ip: IpAddr,
     },
     /// A requested address is not in the pool the Service names.
-    #[error(
-        "{service} requests {ip}, which is not in Eip '{pool}' named by herald.dev/eip; fix one of the two"
-    )]
+    #[error("{service} requests {ip}, which is not in Eip '{pool}' named by herald.dev/eip; fix one of the two")]
     IpNotInPool {
         /// The Service.
         service: ServiceKey,
@@ -237,10 +229,7 @@ fn list_rejections(rejected: &[(String, PoolRefusal)]) -> String {
     if rejected.is_empty() {
         return ": there is no Eip; create one".to_string();
     }
-    let parts: Vec<String> = rejected
-        .iter()
-        .map(|(p, r)| format!("Eip '{p}': {r}"))
-        .collect();
+    let parts: Vec<String> = rejected.iter().map(|(p, r)| format!("Eip '{p}': {r}")).collect();
     format!(": {}", parts.join("; "))
 }
 
@@ -253,8 +242,5 @@ fn list_failures(failures: &[(String, Box<AllocError>)]) -> String {
 }
 
 fn list_ips(ips: &[IpAddr]) -> String {
-    ips.iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(" and ")
+    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(" and ")
 }

@@ -27,17 +27,10 @@ mod request;
 mod selector;
 mod sharing;
 
-pub use allocator::{
-    Allocator, Conflict, ConflictReason, Eviction, EvictionReason, ExistingAssignment,
-};
+pub use allocator::{Allocator, Conflict, ConflictReason, Eviction, EvictionReason, ExistingAssignment};
 pub use error::{AllocError, EntryError, PoolError};
-pub use pool::{
-    FamilyStats, Overlap, Pool, PoolEntry, PoolRefusal, PoolSpec, PoolStats, find_overlaps,
-    parse_entry,
-};
+pub use pool::{FamilyStats, Overlap, Pool, PoolEntry, PoolRefusal, PoolSpec, PoolStats, find_overlaps, parse_entry};
 pub use range::{AddrRange, Family};
-pub use request::{
-    Allocation, CreationKey, IpFamilyPolicy, Protocol, ServiceKey, ServicePort, ServiceRequest,
-};
+pub use request::{Allocation, CreationKey, IpFamilyPolicy, Protocol, ServiceKey, ServicePort, ServiceRequest};
 pub use selector::{LabelOperator, LabelRequirement, LabelSelector, Labels};
 pub use sharing::SharingConflict;

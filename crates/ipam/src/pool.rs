@@ -99,10 +99,7 @@ pub enum PoolRefusal {
 impl fmt::Display for PoolRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PoolRefusal::NamespaceNotAllowed {
-                namespace: _,
-                detail,
-            } => f.write_str(detail),
+            PoolRefusal::NamespaceNotAllowed { namespace: _, detail } => f.write_str(detail),
             PoolRefusal::ServiceSelectorMismatch { selector, detail } => {
                 write!(
                     f,
@@ -110,9 +107,9 @@ impl fmt::Display for PoolRefusal {
                 )
             }
             PoolRefusal::Disabled => f.write_str("the Eip is disabled (spec.disable)"),
-            PoolRefusal::NotAutoAssign => f.write_str(
-                "spec.autoAssign is false; name it with herald.dev/eip or request one of its IPs",
-            ),
+            PoolRefusal::NotAutoAssign => {
+                f.write_str("spec.autoAssign is false; name it with herald.dev/eip or request one of its IPs")
+            }
         }
     }
 }
@@ -224,23 +221,16 @@ impl Pool {
                 .namespace_selector
                 .as_ref()
                 .map(|s| s.mismatch(&req.namespace_labels));
-            let listed = self
-                .namespaces
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let listed = self.namespaces.iter().cloned().collect::<Vec<_>>().join(", ");
             let detail = match by_label {
                 Some(None) => None,
-                Some(Some(why)) if self.namespaces.is_empty() => Some(format!(
-                    "namespace '{ns}' does not match spec.namespaceSelector: {why}"
-                )),
+                Some(Some(why)) if self.namespaces.is_empty() => {
+                    Some(format!("namespace '{ns}' does not match spec.namespaceSelector: {why}"))
+                }
                 Some(Some(why)) => Some(format!(
                     "namespace '{ns}' is not in spec.namespaces [{listed}] and does not match spec.namespaceSelector: {why}"
                 )),
-                None => Some(format!(
-                    "namespace '{ns}' is not in spec.namespaces [{listed}]"
-                )),
+                None => Some(format!("namespace '{ns}' is not in spec.namespaces [{listed}]")),
             };
             if let Some(detail) = detail {
                 return Err(PoolRefusal::NamespaceNotAllowed {
@@ -306,11 +296,7 @@ pub fn parse_entry(raw: &str) -> Result<AddrRange, EntryError> {
         return AddrRange::new(first, last).ok_or(EntryError::Reversed);
     }
     let ip: IpAddr = text.parse().map_err(|_| EntryError::Malformed)?;
-    Ok(AddrRange::from_raw(
-        Family::of(ip),
-        to_u128(ip),
-        to_u128(ip),
-    ))
+    Ok(AddrRange::from_raw(Family::of(ip), to_u128(ip), to_u128(ip)))
 }
 
 /// Two pools claiming the same addresses. Allocation stays safe (an address is never handed out twice), but
@@ -411,27 +397,18 @@ mod tests {
         assert_eq!(range("192.0.2.0/30"), "192.0.2.1-192.0.2.2");
         assert_eq!(range("192.0.2.0/31"), "192.0.2.0-192.0.2.1");
         assert_eq!(range("192.0.2.9/32"), "192.0.2.9");
-        assert_eq!(
-            range("2001:db8::/64"),
-            "2001:db8::1-2001:db8::ffff:ffff:ffff:fffe"
-        );
+        assert_eq!(range("2001:db8::/64"), "2001:db8::1-2001:db8::ffff:ffff:ffff:fffe");
         assert_eq!(range("2001:db8::/126"), "2001:db8::1-2001:db8::2");
         assert_eq!(range("2001:db8::/127"), "2001:db8::-2001:db8::1");
         assert_eq!(range("2001:db8::5/128"), "2001:db8::5");
-        assert_eq!(
-            parse_entry("2001:db8::/64").unwrap().size(),
-            (1u128 << 64) - 2
-        );
+        assert_eq!(parse_entry("2001:db8::/64").unwrap().size(), (1u128 << 64) - 2);
     }
 
     #[test]
     fn ranges_and_single_addresses() {
         assert_eq!(range(" 192.0.2.10 - 192.0.2.20 "), "192.0.2.10-192.0.2.20");
         assert_eq!(range("192.0.2.10-192.0.2.10"), "192.0.2.10");
-        assert_eq!(
-            range("2001:db8::1-2001:db8::ff"),
-            "2001:db8::1-2001:db8::ff"
-        );
+        assert_eq!(range("2001:db8::1-2001:db8::ff"), "2001:db8::1-2001:db8::ff");
         assert_eq!(range("198.51.100.3"), "198.51.100.3");
         assert_eq!(range("2001:db8::3"), "2001:db8::3");
     }
@@ -448,14 +425,8 @@ mod tests {
                 network: "192.0.2.0/24".into()
             })
         );
-        assert_eq!(
-            parse_entry("192.0.2.9-192.0.2.1"),
-            Err(EntryError::Reversed)
-        );
-        assert_eq!(
-            parse_entry("192.0.2.1-2001:db8::1"),
-            Err(EntryError::MixedFamilies)
-        );
+        assert_eq!(parse_entry("192.0.2.9-192.0.2.1"), Err(EntryError::Reversed));
+        assert_eq!(parse_entry("192.0.2.1-2001:db8::1"), Err(EntryError::MixedFamilies));
         assert_eq!(
             parse_entry("192.0.2.1-x"),
             Err(EntryError::BadRangeEnd { end: "x".into() })
@@ -464,27 +435,16 @@ mod tests {
 
     #[test]
     fn pool_errors_name_the_pool_entry_and_reason() {
-        let err = Pool::parse(&PoolSpec::new(
-            "web",
-            &["192.0.2.0/24", "192.0.2.9-192.0.2.1"],
-        ))
-        .unwrap_err();
+        let err = Pool::parse(&PoolSpec::new("web", &["192.0.2.0/24", "192.0.2.9-192.0.2.1"])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Eip 'web': address entry '192.0.2.9-192.0.2.1' is invalid: the range is reversed (first address above last); write it low-high"
         );
         let err = Pool::parse(&PoolSpec::new("web", &["192.0.2.5/24"])).unwrap_err();
-        assert!(
-            err.to_string().contains("did you mean 192.0.2.0/24?"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("did you mean 192.0.2.0/24?"), "{err}");
         let err = Pool::parse(&PoolSpec::new("web", &[])).unwrap_err();
         assert_eq!(err, PoolError::NoAddresses { pool: "web".into() });
-        let err = Pool::parse(&PoolSpec::new(
-            "web",
-            &["192.0.2.0/28", "192.0.2.10-192.0.2.20"],
-        ))
-        .unwrap_err();
+        let err = Pool::parse(&PoolSpec::new("web", &["192.0.2.0/28", "192.0.2.10-192.0.2.20"])).unwrap_err();
         assert_eq!(
             err.to_string(),
             "Eip 'web': entries '192.0.2.0/28' and '192.0.2.10-192.0.2.20' overlap on 192.0.2.10-192.0.2.14; remove one or split them"
@@ -495,12 +455,7 @@ mod tests {
     fn mixed_pool_counts_each_family_and_tells_membership() {
         let pool = Pool::parse(&PoolSpec::new(
             "mixed",
-            &[
-                "2001:db8::/64",
-                "192.0.2.0/24",
-                "198.51.100.7",
-                "192.0.2.255",
-            ],
+            &["2001:db8::/64", "192.0.2.0/24", "198.51.100.7", "192.0.2.255"],
         ))
         .unwrap();
         assert_eq!(pool.total(Family::V4), 254 + 1 + 1);
@@ -515,30 +470,15 @@ mod tests {
         assert!(pool.contains(ip("2001:db8::ffff:0:0:1")));
         assert!(!pool.contains(ip("2001:db8:1::1")));
         let texts: Vec<_> = pool.entries().iter().map(|e| e.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            [
-                "192.0.2.0/24",
-                "192.0.2.255",
-                "198.51.100.7",
-                "2001:db8::/64"
-            ]
-        );
+        assert_eq!(texts, ["192.0.2.0/24", "192.0.2.255", "198.51.100.7", "2001:db8::/64"]);
     }
 
     #[test]
     fn overlaps_between_pools_name_both_and_the_range() {
         let a = Pool::parse(&PoolSpec::new("a", &["192.0.2.0/24", "2001:db8::/120"])).unwrap();
-        let b = Pool::parse(&PoolSpec::new(
-            "b",
-            &["192.0.2.200-192.0.2.255", "198.51.100.0/24"],
-        ))
-        .unwrap();
+        let b = Pool::parse(&PoolSpec::new("b", &["192.0.2.200-192.0.2.255", "198.51.100.0/24"])).unwrap();
         let c = Pool::parse(&PoolSpec::new("c", &["2001:db8::80"])).unwrap();
-        let found: Vec<String> = find_overlaps([&a, &b, &c])
-            .iter()
-            .map(|o| o.to_string())
-            .collect();
+        let found: Vec<String> = find_overlaps([&a, &b, &c]).iter().map(|o| o.to_string()).collect();
         assert_eq!(
             found,
             [

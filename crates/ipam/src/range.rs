@@ -88,11 +88,7 @@ impl AddrRange {
 
     pub(crate) fn from_raw(family: Family, first: u128, last: u128) -> Self {
         debug_assert!(first <= last);
-        Self {
-            family,
-            first,
-            last,
-        }
+        Self { family, first, last }
     }
 
     /// The family of both ends.
@@ -194,10 +190,7 @@ mod tests {
     fn intersection_and_display() {
         let a = AddrRange::new(ip("192.0.2.1"), ip("192.0.2.100")).unwrap();
         let b = AddrRange::new(ip("192.0.2.50"), ip("192.0.2.200")).unwrap();
-        assert_eq!(
-            a.intersection(&b).unwrap().to_string(),
-            "192.0.2.50-192.0.2.100"
-        );
+        assert_eq!(a.intersection(&b).unwrap().to_string(), "192.0.2.50-192.0.2.100");
         let c = AddrRange::new(ip("192.0.2.100"), ip("192.0.2.100")).unwrap();
         assert_eq!(a.intersection(&c).unwrap().to_string(), "192.0.2.100");
         let d = AddrRange::new(ip("2001:db8::1"), ip("2001:db8::5")).unwrap();

@@ -60,14 +60,12 @@ impl LabelSelector {
             let key = &req.key;
             let failed = match (&req.operator, have) {
                 (LabelOperator::In(values), Some(v)) if values.contains(v) => None,
-                (LabelOperator::In(values), Some(v)) => Some(format!(
-                    "label '{key}' is '{v}', not one of [{}]",
-                    join(values)
-                )),
-                (LabelOperator::In(values), None) => Some(format!(
-                    "label '{key}' is missing (want one of [{}])",
-                    join(values)
-                )),
+                (LabelOperator::In(values), Some(v)) => {
+                    Some(format!("label '{key}' is '{v}', not one of [{}]", join(values)))
+                }
+                (LabelOperator::In(values), None) => {
+                    Some(format!("label '{key}' is missing (want one of [{}])", join(values)))
+                }
                 (LabelOperator::NotIn(values), Some(v)) if values.contains(v) => Some(format!(
                     "label '{key}' is '{v}', which is excluded by [{}]",
                     join(values)
@@ -89,21 +87,13 @@ impl LabelSelector {
 }
 
 fn join(values: &BTreeSet<String>) -> String {
-    values
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
+    values.iter().map(String::as_str).collect::<Vec<_>>().join(",")
 }
 
 /// kubectl's selector syntax: `team=a,env in (x,y),env notin (z),zone,!legacy`.
 impl fmt::Display for LabelSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = self
-            .match_labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let mut parts: Vec<String> = self.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         parts.extend(self.match_expressions.iter().map(|r| match &r.operator {
             LabelOperator::In(v) => format!("{} in ({})", r.key, join(v)),
             LabelOperator::NotIn(v) => format!("{} notin ({})", r.key, join(v)),
@@ -123,10 +113,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn set(values: &[&str]) -> BTreeSet<String> {
@@ -178,10 +165,7 @@ mod tests {
         assert!(!expr("env", LabelOperator::In(BTreeSet::new())).matches(&labels(&[("env", "x")])));
 
         let not_in = expr("env", LabelOperator::NotIn(set(&["dev"])));
-        assert!(
-            not_in.matches(&Labels::new()),
-            "NotIn matches an absent key"
-        );
+        assert!(not_in.matches(&Labels::new()), "NotIn matches an absent key");
         assert!(not_in.matches(&labels(&[("env", "prod")])));
         assert_eq!(
             not_in.mismatch(&labels(&[("env", "dev")])).unwrap(),
@@ -190,10 +174,7 @@ mod tests {
 
         let exists = expr("zone", LabelOperator::Exists);
         assert!(exists.matches(&labels(&[("zone", "")])));
-        assert_eq!(
-            exists.mismatch(&Labels::new()).unwrap(),
-            "label 'zone' is missing"
-        );
+        assert_eq!(exists.mismatch(&Labels::new()).unwrap(), "label 'zone' is missing");
 
         let absent = expr("legacy", LabelOperator::DoesNotExist);
         assert!(absent.matches(&Labels::new()));

@@ -77,11 +77,7 @@ impl fmt::Display for SharingConflict {
                 f,
                 "{other} holds it without a herald.dev/sharing-key; add the same key to {other} to share it"
             ),
-            SharingConflict::KeyMismatch {
-                other,
-                ours,
-                theirs,
-            } => write!(
+            SharingConflict::KeyMismatch { other, ours, theirs } => write!(
                 f,
                 "sharing key '{ours}' differs from '{theirs}' of {other}; use the same herald.dev/sharing-key"
             ),
@@ -155,10 +151,7 @@ mod tests {
     fn svc(name: &str, key: Option<&str>, ports: &[(u16, Protocol)]) -> ServiceRequest {
         let mut r = ServiceRequest::new("ns", name);
         r.sharing_key = key.map(String::from);
-        r.ports = ports
-            .iter()
-            .map(|&(p, proto)| ServicePort::new(p, proto))
-            .collect();
+        r.ports = ports.iter().map(|&(p, proto)| ServicePort::new(p, proto)).collect();
         r
     }
 
@@ -184,10 +177,7 @@ mod tests {
             "sharing key 'j' differs from 'k' of ns/a; use the same herald.dev/sharing-key"
         );
         let no_key = svc("b", None, &[(81, Protocol::Tcp)]);
-        assert!(matches!(
-            check(&no_key, &a),
-            Err(SharingConflict::OursUnshared { .. })
-        ));
+        assert!(matches!(check(&no_key, &a), Err(SharingConflict::OursUnshared { .. })));
         assert!(matches!(
             check(&a, &no_key),
             Err(SharingConflict::TheirsUnshared { .. })
@@ -201,10 +191,7 @@ mod tests {
         a.etp_local = true;
         a.pod_selector.insert("app".into(), "web".into());
         let err = check(&b, &a).unwrap_err().to_string();
-        assert!(
-            err.contains("this Service uses Cluster, ns/a uses Local"),
-            "{err}"
-        );
+        assert!(err.contains("this Service uses Cluster, ns/a uses Local"), "{err}");
 
         b.etp_local = true;
         b.pod_selector.insert("app".into(), "api".into());

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use herald_ipam::{
-    AllocError, Allocator, CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator,
-    LabelRequirement, LabelSelector, Pool, PoolSpec, Protocol, ServicePort, ServiceRequest,
+    AllocError, Allocator, CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator, LabelRequirement,
+    LabelSelector, Pool, PoolSpec, Protocol, ServicePort, ServiceRequest,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -25,10 +25,7 @@ fn eips() -> Vec<Pool> {
             operator: LabelOperator::Exists,
         }],
     });
-    [public, team]
-        .iter()
-        .map(|s| Pool::parse(s).unwrap())
-        .collect()
+    [public, team].iter().map(|s| Pool::parse(s).unwrap()).collect()
 }
 
 fn service(ns: &str, name: &str, created: i64) -> ServiceRequest {
@@ -83,10 +80,7 @@ fn allocate_report_restart() {
 
     // Eip status.
     let stats = alloc.pool_stats("public").unwrap();
-    assert_eq!(
-        (stats.ipv4.total, stats.ipv4.used, stats.ipv4.free),
-        (14, 1, 13)
-    );
+    assert_eq!((stats.ipv4.total, stats.ipv4.used, stats.ipv4.free), (14, 1, 13));
     assert_eq!(stats.ipv6.total, (1u128 << 64) - 2);
     assert_eq!(stats.ipv6.used, 1);
 

@@ -45,9 +45,7 @@ impl AppState {
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave the store half-written (every write commits last), so a
         // poisoned lock is still usable.
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -92,12 +90,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
 fn error_response(error: &ApiError) -> Response {
@@ -164,11 +157,7 @@ enum ApiPath {
 }
 
 fn parse_path(path: &str) -> Option<ApiPath> {
-    let segments: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match segments.as_slice() {
         ["api"] => return Some(ApiPath::CoreVersions),
         ["apis"] => return Some(ApiPath::GroupList),
@@ -177,24 +166,21 @@ fn parse_path(path: &str) -> Option<ApiPath> {
         ["apis", group, version, rest @ ..] => (group.to_string(), version.to_string(), rest),
         _ => return None,
     };
-    let resource =
-        |namespace: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>| {
-            Some(ApiPath::Resource(ResourcePath {
-                group: group.clone(),
-                version: version.clone(),
-                namespace: namespace.map(str::to_string),
-                plural: plural.to_string(),
-                name: name.map(str::to_string),
-                subresource: sub.map(str::to_string),
-            }))
-        };
+    let resource = |namespace: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>| {
+        Some(ApiPath::Resource(ResourcePath {
+            group: group.clone(),
+            version: version.clone(),
+            namespace: namespace.map(str::to_string),
+            plural: plural.to_string(),
+            name: name.map(str::to_string),
+            subresource: sub.map(str::to_string),
+        }))
+    };
     match rest {
         [] => Some(ApiPath::GroupVersion(group.clone(), version.clone())),
         [plural] => resource(None, plural, None, None),
         // `namespaces/<name>/status` is the namespace's subresource, not a collection called "status".
-        ["namespaces", name, sub @ ("status" | "finalize")] => {
-            resource(None, "namespaces", Some(name), Some(sub))
-        }
+        ["namespaces", name, sub @ ("status" | "finalize")] => resource(None, "namespaces", Some(name), Some(sub)),
         ["namespaces", ns, plural] => resource(Some(ns), plural, None, None),
         [plural, name] => resource(None, plural, Some(name), None),
         [plural, name, sub] => resource(None, plural, Some(name), Some(sub)),
@@ -219,9 +205,7 @@ impl Representation {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if table::wants_table(accept) {
-            Self::Table(IncludeObject::parse(
-                params.get("includeObject").map(String::as_str),
-            ))
+            Self::Table(IncludeObject::parse(params.get("includeObject").map(String::as_str)))
         } else if accept
             .split(',')
             .next()
@@ -308,9 +292,8 @@ impl Call {
     }
 
     fn selectors(&self) -> Result<Selectors, ApiError> {
-        let labels =
-            LabelSelector::parse(self.params.get("labelSelector").map_or("", String::as_str))
-                .map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(self.params.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(
             self.params.get("fieldSelector").map_or("", String::as_str),
             &self.def.field_selectors,
@@ -333,8 +316,7 @@ fn check_body_type(content_type: &str) -> Result<(), ApiError> {
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
 async fn api(
@@ -388,11 +370,7 @@ fn resource_request(
     let def = state
         .store()
         .registry()
-        .lookup(
-            &resource_path.group,
-            &resource_path.version,
-            &resource_path.plural,
-        )
+        .lookup(&resource_path.group, &resource_path.version, &resource_path.plural)
         .cloned();
     let Some(def) = def else {
         return error_response(&ApiError::no_such_path(path));
@@ -421,11 +399,8 @@ fn resource_request(
         (&Method::DELETE, true) => Verb::Delete,
         (&Method::DELETE, false) => Verb::DeleteCollection,
         _ => {
-            let error =
-                ApiError::method_not_allowed(format!("{method} is not supported on {path}"));
-            state
-                .metrics
-                .record(method.as_str(), &metric_resource, error.code);
+            let error = ApiError::method_not_allowed(format!("{method} is not supported on {path}"));
+            state.metrics.record(method.as_str(), &metric_resource, error.code);
             return error_response(&error);
         }
     };
@@ -545,10 +520,7 @@ fn create(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
     )?;
     let rv = store.resource_version();
     drop(store);
-    Ok(json_response(
-        StatusCode::CREATED,
-        &call.render(created, rv),
-    ))
+    Ok(json_response(StatusCode::CREATED, &call.render(created, rv)))
 }
 
 fn update(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
@@ -568,14 +540,8 @@ fn update(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
     Ok(json_response(StatusCode::OK, &call.render(updated, rv)))
 }
 
-fn patch(
-    state: &AppState,
-    call: &Call,
-    content_type: &str,
-    body: &Bytes,
-) -> Result<Response, ApiError> {
-    let kind =
-        PatchKind::from_content_type(content_type).map_err(ApiError::unsupported_media_type)?;
+fn patch(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
+    let kind = PatchKind::from_content_type(content_type).map_err(ApiError::unsupported_media_type)?;
     let patch = parse_body(body)?;
     let mut store = state.store();
     let patched = store.patch(
@@ -629,9 +595,7 @@ fn delete(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
             };
             json_response(StatusCode::OK, &status::success(target, uid))
         }
-        Deleted::Removed(object) | Deleted::Pending(object) => {
-            json_response(StatusCode::OK, &call.render(object, rv))
-        }
+        Deleted::Removed(object) | Deleted::Pending(object) => json_response(StatusCode::OK, &call.render(object, rv)),
     })
 }
 
@@ -642,10 +606,7 @@ fn delete_collection(state: &AppState, call: &Call) -> Result<Response, ApiError
     let mut items = Vec::new();
     for object in page.items {
         let namespace = object["metadata"]["namespace"].as_str().map(str::to_string);
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
         match store.delete(
             &call.def,
             namespace.as_deref(),
@@ -702,19 +663,11 @@ struct WatchStream {
 impl WatchStream {
     /// The event type this watcher sees, if any: selector transitions turn modifications into ADDED/DELETED.
     fn visible(&self, event: &Event) -> Option<&'static str> {
-        if event.resource != self.def.id()
-            || self
-                .namespace
-                .as_ref()
-                .is_some_and(|ns| *ns != event.namespace)
-        {
+        if event.resource != self.def.id() || self.namespace.as_ref().is_some_and(|ns| *ns != event.namespace) {
             return None;
         }
         let now = self.selectors.matches(&event.object);
-        let before = event
-            .previous
-            .as_ref()
-            .is_some_and(|p| self.selectors.matches(p));
+        let before = event.previous.as_ref().is_some_and(|p| self.selectors.matches(p));
         match (event.kind, before, now) {
             (EventKind::Added, _, true) => Some("ADDED"),
             (EventKind::Deleted, _, true) => Some("DELETED"),
@@ -737,14 +690,9 @@ impl WatchStream {
         let object = match self.representation {
             Representation::Full => object,
             Representation::Metadata => partial_metadata(&object),
-            Representation::Table(include) => table::table(
-                &self.def,
-                &self.version,
-                &[object],
-                event.rv,
-                include,
-                Timestamp::now(),
-            ),
+            Representation::Table(include) => {
+                table::table(&self.def, &self.version, &[object], event.rv, include, Timestamp::now())
+            }
         };
         Some(Self::line(kind, object))
     }
@@ -809,10 +757,7 @@ fn watch(state: &Arc<AppState>, call: &Call) -> Result<Response, ApiError> {
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")))?,
         ),
     };
-    let send_initial = call
-        .params
-        .get("sendInitialEvents")
-        .is_some_and(|v| v == "true");
+    let send_initial = call.params.get("sendInitialEvents").is_some_and(|v| v == "true");
     let timeout = match call.params.get("timeoutSeconds") {
         // Capped so that `now + timeout` cannot overflow.
         Some(t) => Duration::from_secs(
@@ -828,11 +773,7 @@ fn watch(state: &Arc<AppState>, call: &Call) -> Result<Response, ApiError> {
         .is_some_and(|v| v == "true" || v == "1");
     let store = state.store();
     let position = store.resource_version();
-    let start = store.watch(
-        &call.def,
-        call.namespace(),
-        if send_initial { None } else { from },
-    );
+    let start = store.watch(&call.def, call.namespace(), if send_initial { None } else { from });
     drop(store);
     let (backlog, live) = match start {
         Ok(start) => start,
@@ -881,12 +822,7 @@ fn watch_response(body: Body) -> Response {
 mod tests {
     use super::*;
 
-    fn resource(
-        ns: Option<&str>,
-        plural: &str,
-        name: Option<&str>,
-        sub: Option<&str>,
-    ) -> Option<ApiPath> {
+    fn resource(ns: Option<&str>, plural: &str, name: Option<&str>, sub: Option<&str>) -> Option<ApiPath> {
         Some(ApiPath::Resource(ResourcePath {
             group: String::new(),
             version: "v1".to_string(),

@@ -50,9 +50,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "state file {path} is not a lab-apiserver state ({reason}); move it away to start empty"
-    )]
+    #[error("state file {path} is not a lab-apiserver state ({reason}); move it away to start empty")]
     StateFormat { path: PathBuf, reason: String },
     #[error("cannot write kubeconfig {path}: {source}")]
     WriteKubeconfig {
@@ -119,12 +117,10 @@ pub async fn start(config: Config) -> Result<Running> {
         Some(path) => persist::load(path, &config, now)?,
         None => store::Store::new(config.watch_history, config.watch_buffer, now),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind {
         addr: config.listen,
         source,
@@ -151,8 +147,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let app = http::router(state.clone());
     let token = shutdown.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await });
         if let Err(error) = serve.await {
             tracing::error!(%error, "lab-apiserver stopped serving");
         }
@@ -226,9 +221,7 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take()
-            && tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
+            && tokio::time::timeout(Duration::from_secs(5), server).await.is_err()
         {
             tracing::warn!("lab-apiserver connections did not close within 5s");
         }

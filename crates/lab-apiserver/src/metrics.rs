@@ -50,10 +50,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record(&self, verb: &str, resource: &str, code: u16) {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *counts
             .requests
             .entry((verb.to_string(), resource.to_string()))

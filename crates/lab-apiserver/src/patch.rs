@@ -48,8 +48,8 @@ pub fn apply(kind: PatchKind, object: &mut Value, patch: &Value) -> Result<(), S
             Ok(())
         }
         PatchKind::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| format!("invalid JSON patch: {e}"))?;
+            let ops: json_patch::Patch =
+                serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
             json_patch::patch(object, &ops).map_err(|e| format!("JSON patch failed: {e}"))
         }
         PatchKind::Strategic => {
@@ -129,9 +129,7 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
     };
     for (key, value) in patch_map {
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(remove)) =
-                (target.get_mut(field), value.as_array())
-            {
+            if let (Some(Value::Array(list)), Some(remove)) = (target.get_mut(field), value.as_array()) {
                 list.retain(|item| !remove.contains(item));
             }
             continue;
@@ -144,9 +142,7 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
             continue;
         }
         match (target.get_mut(key), value) {
-            (Some(existing @ Value::Object(_)), Value::Object(_)) => {
-                strategic_merge(existing, value)
-            }
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge(existing, value),
             (Some(Value::Array(existing)), Value::Array(items)) => merge_list(key, existing, items),
             _ => {
                 target.insert(key.clone(), plain(value));
@@ -221,10 +217,7 @@ mod tests {
             &json!({"metadata": {"labels": {"a": null}}, "spec": {"list": [3]}}),
         )
         .unwrap();
-        assert_eq!(
-            o,
-            json!({"metadata": {"labels": {"b": "2"}}, "spec": {"list": [3]}})
-        );
+        assert_eq!(o, json!({"metadata": {"labels": {"b": "2"}}, "spec": {"list": [3]}}));
     }
 
     #[test]

@@ -41,11 +41,7 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 async fn write(state: &AppState, path: &Path) {
-    let snapshot = state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .snapshot();
+    let snapshot = state.store.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
     let temp = temp_path(path);
     let result = async {
         tokio::fs::write(&temp, snapshot.to_string()).await?;

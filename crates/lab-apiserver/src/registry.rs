@@ -186,37 +186,10 @@ fn builtins() -> Vec<ResourceDef> {
             &["spec.unschedulable"],
         ),
         services,
-        builtin(
-            "",
-            "events",
-            "Event",
-            true,
-            &["ev"],
-            false,
-            false,
-            &core_event_fields,
-        ),
+        builtin("", "events", "Event", true, &["ev"], false, false, &core_event_fields),
         builtin("", "secrets", "Secret", true, &[], false, false, &["type"]),
-        builtin(
-            "",
-            "configmaps",
-            "ConfigMap",
-            true,
-            &["cm"],
-            false,
-            false,
-            &[],
-        ),
-        builtin(
-            "",
-            "endpoints",
-            "Endpoints",
-            true,
-            &["ep"],
-            false,
-            false,
-            &[],
-        ),
+        builtin("", "configmaps", "ConfigMap", true, &["cm"], false, false, &[]),
+        builtin("", "endpoints", "Endpoints", true, &["ep"], false, false, &[]),
         builtin(
             "discovery.k8s.io",
             "endpointslices",
@@ -227,16 +200,7 @@ fn builtins() -> Vec<ResourceDef> {
             false,
             &[],
         ),
-        builtin(
-            "coordination.k8s.io",
-            "leases",
-            "Lease",
-            true,
-            &[],
-            false,
-            false,
-            &[],
-        ),
+        builtin("coordination.k8s.io", "leases", "Lease", true, &[], false, false, &[]),
         builtin(
             "events.k8s.io",
             "events",
@@ -338,11 +302,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
     let group = text(&spec["group"]);
@@ -350,9 +310,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
     let plural = text(&names["plural"]);
     let kind = text(&names["kind"]);
     if group.is_empty() || !group.contains('.') {
-        errors.push(
-            "spec.group: Invalid value: should be a domain with at least one dot".to_string(),
-        );
+        errors.push("spec.group: Invalid value: should be a domain with at least one dot".to_string());
     }
     if plural.is_empty() {
         errors.push("spec.names.plural: Required value".to_string());
@@ -370,20 +328,17 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
         Some("Namespaced") => true,
         Some("Cluster") => false,
         other => {
-            errors.push(format!("spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""));
+            errors.push(format!(
+                "spec.scope: Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""
+            ));
             false
         }
     };
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
-    let storage_versions = versions
-        .iter()
-        .filter(|v| v["storage"].as_bool() == Some(true))
-        .count();
+    let storage_versions = versions.iter().filter(|v| v["storage"].as_bool() == Some(true)).count();
     if storage_versions != 1 {
-        errors.push(
-            "spec.versions: Invalid value: must have exactly one version marked as storage version"
-                .to_string(),
-        );
+        errors
+            .push("spec.versions: Invalid value: must have exactly one version marked as storage version".to_string());
     }
     let mut served = Vec::new();
     let mut columns = BTreeMap::new();
@@ -423,9 +378,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
         served.push(vname);
     }
     if served.is_empty() && !versions.is_empty() {
-        errors.push(
-            "spec.versions: Invalid value: must have at least one served version".to_string(),
-        );
+        errors.push("spec.versions: Invalid value: must have at least one served version".to_string());
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -466,10 +419,7 @@ mod tests {
     fn version_priority_orders_like_kubernetes() {
         let mut versions = vec!["v1alpha1", "v1", "v1beta1", "v2", "v1beta2", "foo"];
         versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
-        assert_eq!(
-            versions,
-            ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]
-        );
+        assert_eq!(versions, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
     }
 
     #[test]

@@ -33,11 +33,7 @@ fn split_terms(input: &str) -> Vec<&str> {
         }
     }
     terms.push(&input[start..]);
-    terms
-        .into_iter()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect()
+    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
 }
 
 fn valid_key(key: &str) -> bool {
@@ -53,7 +49,9 @@ fn parse_set(key: &str, rest: &str, term: &str) -> Result<Vec<String>, String> {
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: {term}: expected a parenthesised set of values for {key}"))?;
+        .ok_or_else(|| {
+            format!("unable to parse requirement: {term}: expected a parenthesised set of values for {key}")
+        })?;
     Ok(inner
         .split(',')
         .map(|v| v.trim().to_string())
@@ -129,15 +127,10 @@ impl FieldSelector {
             } else if let Some((p, v)) = term.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(format!(
-                    "invalid selector: '{input}'; can't understand '{term}'"
-                ));
+                return Err(format!("invalid selector: '{input}'; can't understand '{term}'"));
             };
             let path = path.trim();
-            if path != "metadata.name"
-                && path != "metadata.namespace"
-                && !supported.iter().any(|s| s == path)
-            {
+            if path != "metadata.name" && path != "metadata.namespace" && !supported.iter().any(|s| s == path) {
                 return Err(format!("field label not supported: {path}"));
             }
             terms.push((path.to_string(), equal, value.trim().to_string()));

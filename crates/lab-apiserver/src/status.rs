@@ -34,11 +34,7 @@ impl Target<'_> {
     }
 
     fn details(&self) -> Option<(String, String, String)> {
-        Some((
-            self.name.to_string(),
-            self.group.to_string(),
-            self.plural.to_string(),
-        ))
+        Some((self.name.to_string(), self.group.to_string(), self.plural.to_string()))
     }
 }
 

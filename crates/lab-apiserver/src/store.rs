@@ -71,8 +71,7 @@ pub struct ListPage {
 pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>);
 
 /// Namespaces every cluster has.
-pub const INITIAL_NAMESPACES: [&str; 4] =
-    ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 type Key = (String, String);
 
@@ -135,15 +134,17 @@ fn name_problem(rule: NameRule, name: &str) -> Option<String> {
     let ok = match rule {
         NameRule::Label => is_label(name, false),
         NameRule::Label1035 => is_label(name, true),
-        NameRule::Subdomain => {
-            name.len() <= 253 && name.split('.').all(|part| is_label(part, false))
-        }
+        NameRule::Subdomain => name.len() <= 253 && name.split('.').all(|part| is_label(part, false)),
     };
     (!ok).then(|| {
         format!(
             "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 {} must consist of lower case \
              alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-            if rule == NameRule::Subdomain { "subdomain" } else { "label" }
+            if rule == NameRule::Subdomain {
+                "subdomain"
+            } else {
+                "label"
+            }
         )
     })
 }
@@ -170,11 +171,7 @@ fn meta_mut(object: &mut Value) -> &mut Map<String, Value> {
 fn finalizers(object: &Value) -> Vec<String> {
     meta(object)["finalizers"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -196,10 +193,7 @@ fn generation_part(def: &ResourceDef, object: &Value) -> Value {
 /// Sets `apiVersion` and `kind` for the version a client asked for.
 pub fn for_version(mut object: Value, def: &ResourceDef, version: &str) -> Value {
     if let Some(map) = object.as_object_mut() {
-        map.insert(
-            "apiVersion".to_string(),
-            Value::String(def.api_version(version)),
-        );
+        map.insert("apiVersion".to_string(), Value::String(def.api_version(version)));
         map.insert("kind".to_string(), Value::String(def.kind.clone()));
     }
     object
@@ -213,8 +207,7 @@ impl Store {
         let namespaces = store.registry.lookup("", "v1", "namespaces").cloned();
         if let Some(def) = namespaces {
             for name in INITIAL_NAMESPACES {
-                let body =
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+                let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
                 // Cannot fail: valid names in an empty store.
                 let _ = store.create(&def, "v1", None, body, now);
             }
@@ -251,18 +244,9 @@ impl Store {
         self.changed.clone()
     }
 
-    fn commit(
-        &mut self,
-        kind: EventKind,
-        def: &ResourceDef,
-        mut object: Value,
-        previous: Option<Value>,
-    ) -> Value {
+    fn commit(&mut self, kind: EventKind, def: &ResourceDef, mut object: Value, previous: Option<Value>) -> Value {
         self.rv += 1;
-        meta_mut(&mut object).insert(
-            "resourceVersion".to_string(),
-            Value::String(self.rv.to_string()),
-        );
+        meta_mut(&mut object).insert("resourceVersion".to_string(), Value::String(self.rv.to_string()));
         let namespace = meta_str(&object, "namespace").to_string();
         let key = (namespace.clone(), meta_str(&object, "name").to_string());
         let objects = self.objects.entry(def.id()).or_default();
@@ -306,14 +290,8 @@ impl Store {
             .ok_or_else(|| ApiError::not_found(Self::target(def, name)))
     }
 
-    pub fn get(
-        &self,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Value, ApiError> {
-        self.lookup(def, namespace.unwrap_or_default(), name)
-            .cloned()
+    pub fn get(&self, def: &ResourceDef, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        self.lookup(def, namespace.unwrap_or_default(), name).cloned()
     }
 
     /// Objects of `def` (in `namespace`, or all), sorted by namespace and name, from after `continue_token`.
@@ -331,9 +309,7 @@ impl Store {
                 token
                     .split_once('/')
                     .map(|(ns, name)| (ns.to_string(), name.to_string()))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("invalid continue token \"{token}\""))
-                    })?,
+                    .ok_or_else(|| ApiError::bad_request(format!("invalid continue token \"{token}\"")))?,
             ),
         };
         let mut matching = self
@@ -370,9 +346,7 @@ impl Store {
 
     fn check_type(def: &ResourceDef, version: &str, object: &mut Value) -> Result<(), ApiError> {
         let Some(map) = object.as_object_mut() else {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
         };
         let expected = def.api_version(version);
         match map.get("apiVersion").and_then(Value::as_str) {
@@ -394,10 +368,7 @@ impl Store {
                 )));
             }
         }
-        if map
-            .get("metadata")
-            .is_some_and(|m| !m.is_object() && !m.is_null())
-        {
+        if map.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
             return Err(ApiError::bad_request("metadata must be a JSON object"));
         }
         Ok(())
@@ -415,11 +386,7 @@ impl Store {
         Self::check_type(def, version, &mut object)?;
         object = for_version(object, def, version);
         let meta = meta_mut(&mut object);
-        let mut name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         if name.is_empty()
             && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
             && !prefix.is_empty()
@@ -466,10 +433,7 @@ impl Store {
             ));
         }
         meta.insert("uid".to_string(), Value::String(new_uid()));
-        meta.insert(
-            "creationTimestamp".to_string(),
-            Value::String(now_string(now)),
-        );
+        meta.insert("creationTimestamp".to_string(), Value::String(now_string(now)));
         meta.insert("generation".to_string(), json!(1));
         for field in [
             "deletionTimestamp",
@@ -540,15 +504,9 @@ impl Store {
                         if port["targetPort"].is_null() {
                             port["targetPort"] = port["port"].clone();
                         }
-                        if matches!(kind.as_str(), "LoadBalancer" | "NodePort")
-                            && port["nodePort"].is_null()
-                        {
+                        if matches!(kind.as_str(), "LoadBalancer" | "NodePort") && port["nodePort"].is_null() {
                             port["nodePort"] = json!(self.next_node_port);
-                            self.next_node_port = self
-                                .next_node_port
-                                .checked_add(1)
-                                .unwrap_or(30000)
-                                .max(30000);
+                            self.next_node_port = self.next_node_port.checked_add(1).unwrap_or(30000).max(30000);
                         }
                     }
                 }
@@ -583,20 +541,15 @@ impl Store {
     }
 
     /// Checks a CRD object; `previous` is the resource it defined before an update.
-    fn crd_resource(
-        &self,
-        crd: &Value,
-        previous: Option<&ResourceDef>,
-    ) -> Result<ResourceDef, ApiError> {
+    fn crd_resource(&self, crd: &Value, previous: Option<&ResourceDef>) -> Result<ResourceDef, ApiError> {
         let name = meta_str(crd, "name");
         let target = Target {
             group: registry::CRD_GROUP,
             plural: registry::CRD_PLURAL,
             name,
         };
-        let resource = registry::crd_resource(crd).map_err(|errors| {
-            ApiError::invalid(target, "CustomResourceDefinition", &errors.join(", "))
-        })?;
+        let resource = registry::crd_resource(crd)
+            .map_err(|errors| ApiError::invalid(target, "CustomResourceDefinition", &errors.join(", ")))?;
         if let Some(previous) = previous {
             if previous.id() != resource.id() {
                 return Err(ApiError::invalid(
@@ -654,9 +607,7 @@ impl Store {
             "" => {}
             rv if rv == meta_str(&old, "resourceVersion") => {}
             rv if rv.parse::<u64>().is_err() => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid resourceVersion \"{rv}\""
-                )));
+                return Err(ApiError::bad_request(format!("invalid resourceVersion \"{rv}\"")));
             }
             _ => return Err(ApiError::conflict(target)),
         }
@@ -684,15 +635,11 @@ impl Store {
                 def.kind
             )));
         }
-        let old = self
-            .lookup(def, namespace.unwrap_or_default(), name)?
-            .clone();
+        let old = self.lookup(def, namespace.unwrap_or_default(), name)?.clone();
         let mut patched = for_version(old.clone(), def, version);
         patch::apply(kind, &mut patched, patch).map_err(ApiError::unprocessable)?;
         if !patched.is_object() {
-            return Err(ApiError::unprocessable(
-                "the patched object is not a JSON object",
-            ));
+            return Err(ApiError::unprocessable("the patched object is not a JSON object"));
         }
         Self::check_type(def, version, &mut patched)?;
         let old_rv = meta_str(&old, "resourceVersion").to_string();
@@ -702,9 +649,7 @@ impl Store {
             _ => return Err(ApiError::conflict(target)),
         }
         if meta_str(&patched, "name") != name {
-            return Err(ApiError::bad_request(
-                "metadata.name cannot be changed by a patch",
-            ));
+            return Err(ApiError::bad_request("metadata.name cannot be changed by a patch"));
         }
         self.write_update(def, version, old, patched, sub, now)
     }
@@ -759,9 +704,7 @@ impl Store {
                 let mut new = for_version(old.clone(), def, version);
                 if let Some(map) = new.as_object_mut() {
                     match body.get("status") {
-                        Some(status) if !status.is_null() => {
-                            map.insert("status".to_string(), status.clone())
-                        }
+                        Some(status) if !status.is_null() => map.insert("status".to_string(), status.clone()),
                         _ => map.remove("status"),
                     };
                 }
@@ -840,9 +783,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Deleted, ApiError> {
         let target = Self::target(def, name);
-        let old = self
-            .lookup(def, namespace.unwrap_or_default(), name)?
-            .clone();
+        let old = self.lookup(def, namespace.unwrap_or_default(), name)?.clone();
         if let Some(uid) = &preconditions.uid
             && uid != meta_str(&old, "uid")
         {
@@ -873,31 +814,16 @@ impl Store {
         }
         let mut new = old.clone();
         let meta = meta_mut(&mut new);
-        meta.insert(
-            "deletionTimestamp".to_string(),
-            Value::String(now_string(now)),
-        );
+        meta.insert("deletionTimestamp".to_string(), Value::String(now_string(now)));
         meta.insert("deletionGracePeriodSeconds".to_string(), json!(0));
-        Ok(Deleted::Pending(self.commit(
-            EventKind::Modified,
-            def,
-            new,
-            Some(old),
-        )))
+        Ok(Deleted::Pending(self.commit(EventKind::Modified, def, new, Some(old))))
     }
 
     /// Where a watch starts: the events after `from` (410 Gone if they are no longer all kept), or with no
     /// `from` synthetic ADDED events for the current objects; plus the live feed, subscribed atomically with it.
-    pub fn watch(
-        &self,
-        def: &ResourceDef,
-        namespace: Option<&str>,
-        from: Option<u64>,
-    ) -> Result<WatchStart, ApiError> {
+    pub fn watch(&self, def: &ResourceDef, namespace: Option<&str>, from: Option<u64>) -> Result<WatchStart, ApiError> {
         let id = def.id();
-        let in_scope = |event: &Event| {
-            event.resource == id && namespace.is_none_or(|ns| ns == event.namespace)
-        };
+        let in_scope = |event: &Event| event.resource == id && namespace.is_none_or(|ns| ns == event.namespace);
         let backlog = match from {
             Some(rv) if rv < self.compacted => return Err(ApiError::gone(rv, self.compacted)),
             Some(rv) => self
@@ -935,8 +861,7 @@ impl Store {
             .iter()
             .flat_map(|(id, objects)| objects.values().map(move |o| (id, o)))
             .collect();
-        entries
-            .sort_by_key(|(id, _)| !(id.0 == registry::CRD_GROUP && id.1 == registry::CRD_PLURAL));
+        entries.sort_by_key(|(id, _)| !(id.0 == registry::CRD_GROUP && id.1 == registry::CRD_PLURAL));
         let objects: Vec<Value> = entries
             .into_iter()
             .map(|(id, object)| json!({"group": id.0, "resource": id.1, "object": object}))
@@ -946,24 +871,14 @@ impl Store {
 
     /// A store holding a snapshot's objects, continuing its resourceVersion. Events before the restore are gone:
     /// watches from older versions get 410.
-    pub fn restore(
-        snapshot: &Value,
-        history_limit: usize,
-        channel_capacity: usize,
-    ) -> Result<Self, String> {
+    pub fn restore(snapshot: &Value, history_limit: usize, channel_capacity: usize) -> Result<Self, String> {
         let mut store = Self::empty(history_limit, channel_capacity);
         store.rv = snapshot["resourceVersion"]
             .as_u64()
             .ok_or("state file has no resourceVersion")?;
         store.compacted = store.rv;
-        for entry in snapshot["objects"]
-            .as_array()
-            .ok_or("state file has no objects list")?
-        {
-            let group = entry["group"]
-                .as_str()
-                .ok_or("state entry without group")?
-                .to_string();
+        for entry in snapshot["objects"].as_array().ok_or("state file has no objects list")? {
+            let group = entry["group"].as_str().ok_or("state entry without group")?.to_string();
             let resource = entry["resource"]
                 .as_str()
                 .ok_or("state entry without resource")?
@@ -1027,11 +942,7 @@ mod tests {
     }
 
     fn def(store: &Store, group: &str, plural: &str) -> ResourceDef {
-        store
-            .registry()
-            .lookup(group, "v1", plural)
-            .cloned()
-            .unwrap()
+        store.registry().lookup(group, "v1", plural).cloned().unwrap()
     }
 
     fn cm(name: &str) -> Value {
@@ -1123,9 +1034,7 @@ mod tests {
             s.create(&d, "v1", Some("default"), cm(name), Timestamp::UNIX_EPOCH)
                 .unwrap();
         }
-        let first = s
-            .list(&d, None, &Selectors::default(), Some(2), None)
-            .unwrap();
+        let first = s.list(&d, None, &Selectors::default(), Some(2), None).unwrap();
         assert_eq!(first.items.len(), 2);
         assert_eq!(first.remaining, Some(1));
         let second = s

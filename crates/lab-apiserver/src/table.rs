@@ -95,10 +95,7 @@ enum Step {
 
 fn parse_path(path: &str) -> Option<Vec<Step>> {
     let path = path.trim();
-    let path = path
-        .strip_prefix('{')
-        .and_then(|p| p.strip_suffix('}'))
-        .unwrap_or(path);
+    let path = path.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(path);
     let mut steps = Vec::new();
     let mut rest = path;
     while !rest.is_empty() {
@@ -119,14 +116,9 @@ fn parse_path(path: &str) -> Option<Vec<Step>> {
             };
             let step = if inner == "*" {
                 Step::All
-            } else if let Some(filter) =
-                inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
-            {
+            } else if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
                 let (field, value) = filter.split_once("==")?;
-                let value = value
-                    .trim()
-                    .trim_matches(|c| c == '"' || c == '\'')
-                    .to_string();
+                let value = value.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
                 Step::Filter(field.trim().split('.').map(str::to_string).collect(), value)
             } else if let Ok(index) = inner.parse() {
                 Step::Index(index)
@@ -168,9 +160,7 @@ pub fn eval(path: &str, object: &Value) -> Vec<Value> {
                             let found = field.iter().try_fold(*item, |v, f| v.get(f));
                             match found {
                                 Some(Value::String(s)) => s == want,
-                                Some(other) => {
-                                    serde_json::from_str::<Value>(want).is_ok_and(|w| w == *other)
-                                }
+                                Some(other) => serde_json::from_str::<Value>(want).is_ok_and(|w| w == *other),
                                 None => false,
                             }
                         })
@@ -233,12 +223,7 @@ fn service_external_ip(o: &Value, _: Timestamp) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|i| {
-            i["ip"]
-                .as_str()
-                .or(i["hostname"].as_str())
-                .map(str::to_string)
-        })
+        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()).map(str::to_string))
         .collect();
     let mut ips: Vec<String> = o["spec"]["externalIPs"]
         .as_array()
@@ -314,9 +299,7 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
         ("", "services") => vec![
             name,
             col("Type", "string", |o, _| o["spec"]["type"].clone()),
-            col("Cluster-IP", "string", |o, _| {
-                or_none(&o["spec"]["clusterIP"])
-            }),
+            col("Cluster-IP", "string", |o, _| or_none(&o["spec"]["clusterIP"])),
             col("External-IP", "string", service_external_ip),
             col("Port(s)", "string", service_ports),
             age_column,
@@ -377,9 +360,7 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
         ("coordination.k8s.io", "leases") => {
             vec![
                 name,
-                col("Holder", "string", |o, _| {
-                    or_none(&o["spec"]["holderIdentity"])
-                }),
+                col("Holder", "string", |o, _| or_none(&o["spec"]["holderIdentity"])),
                 age_column,
             ]
         }
@@ -395,10 +376,7 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
                 }
             }),
             col("Endpoints", "string", |o, _| {
-                let addresses: Vec<String> = eval(".endpoints[*].addresses[*]", o)
-                    .iter()
-                    .map(text)
-                    .collect();
+                let addresses: Vec<String> = eval(".endpoints[*].addresses[*]", o).iter().map(text).collect();
                 if addresses.is_empty() {
                     json!("<unset>")
                 } else {
@@ -410,22 +388,14 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             vec![
                 name,
-                col("Created At", "date", |o, _| {
-                    o["metadata"]["creationTimestamp"].clone()
-                }),
+                col("Created At", "date", |o, _| o["metadata"]["creationTimestamp"].clone()),
             ]
         }
         _ => vec![name, age_column],
     }
 }
 
-fn column_definition(
-    name: &str,
-    type_: &str,
-    format: &str,
-    description: &str,
-    priority: i64,
-) -> Value {
+fn column_definition(name: &str, type_: &str, format: &str, description: &str, priority: i64) -> Value {
     json!({"name": name, "type": type_, "format": format, "description": description, "priority": priority})
 }
 
@@ -450,61 +420,62 @@ pub fn table(
     include: IncludeObject,
     now: Timestamp,
 ) -> Value {
-    let (definitions, rows): (Vec<Value>, Vec<Value>) =
-        if def.custom {
-            let mut columns = def.columns.get(version).cloned().unwrap_or_default();
-            if columns.is_empty() {
-                columns.push(PrinterColumn {
-                    name: "Age".to_string(),
-                    type_: "date".to_string(),
-                    format: String::new(),
-                    description: String::new(),
-                    json_path: ".metadata.creationTimestamp".to_string(),
-                    priority: 0,
-                });
-            }
-            let mut definitions = vec![column_definition(
-                "Name",
-                "string",
-                "name",
-                "Name must be unique within a namespace.",
-                0,
-            )];
-            definitions.extend(columns.iter().map(|c| {
-                column_definition(&c.name, &c.type_, &c.format, &c.description, c.priority)
-            }));
-            let rows = objects
+    let (definitions, rows): (Vec<Value>, Vec<Value>) = if def.custom {
+        let mut columns = def.columns.get(version).cloned().unwrap_or_default();
+        if columns.is_empty() {
+            columns.push(PrinterColumn {
+                name: "Age".to_string(),
+                type_: "date".to_string(),
+                format: String::new(),
+                description: String::new(),
+                json_path: ".metadata.creationTimestamp".to_string(),
+                priority: 0,
+            });
+        }
+        let mut definitions = vec![column_definition(
+            "Name",
+            "string",
+            "name",
+            "Name must be unique within a namespace.",
+            0,
+        )];
+        definitions.extend(
+            columns
                 .iter()
-                .map(|o| {
-                    let mut cells = vec![o["metadata"]["name"].clone()];
-                    cells.extend(columns.iter().map(|c| cell(c, o, now)));
-                    json!({"cells": cells, "object": row_object(o, include)})
-                })
-                .collect();
-            (definitions, rows)
-        } else {
-            let columns = builtin_columns(def);
-            let definitions = columns
-                .iter()
-                .map(|c| {
-                    column_definition(
-                        c.name,
-                        c.type_,
-                        if c.name == "Name" { "name" } else { "" },
-                        "",
-                        c.priority,
-                    )
-                })
-                .collect();
-            let rows = objects
-                .iter()
-                .map(|o| {
-                    let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(o, now)).collect();
-                    json!({"cells": cells, "object": row_object(o, include)})
-                })
-                .collect();
-            (definitions, rows)
-        };
+                .map(|c| column_definition(&c.name, &c.type_, &c.format, &c.description, c.priority)),
+        );
+        let rows = objects
+            .iter()
+            .map(|o| {
+                let mut cells = vec![o["metadata"]["name"].clone()];
+                cells.extend(columns.iter().map(|c| cell(c, o, now)));
+                json!({"cells": cells, "object": row_object(o, include)})
+            })
+            .collect();
+        (definitions, rows)
+    } else {
+        let columns = builtin_columns(def);
+        let definitions = columns
+            .iter()
+            .map(|c| {
+                column_definition(
+                    c.name,
+                    c.type_,
+                    if c.name == "Name" { "name" } else { "" },
+                    "",
+                    c.priority,
+                )
+            })
+            .collect();
+        let rows = objects
+            .iter()
+            .map(|o| {
+                let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(o, now)).collect();
+                json!({"cells": cells, "object": row_object(o, include)})
+            })
+            .collect();
+        (definitions, rows)
+    };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -538,10 +509,7 @@ mod tests {
             "status": {"free": 3, "conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}
         });
         assert_eq!(eval(".status.free", &o), vec![json!(3)]);
-        assert_eq!(
-            eval("{.spec.addresses[1]}", &o),
-            vec![json!("2001:db8::/64")]
-        );
+        assert_eq!(eval("{.spec.addresses[1]}", &o), vec![json!("2001:db8::/64")]);
         assert_eq!(
             eval(".status.conditions[?(@.type==\"Ready\")].status", &o),
             vec![json!("True")]

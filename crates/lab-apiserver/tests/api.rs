@@ -4,9 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{
-    Counter, CounterStatus, api_error, counter, install_counter_crd, raw, server, server_with,
-};
+use common::{Counter, CounterStatus, api_error, counter, install_counter_crd, raw, server, server_with};
 use herald_lab_apiserver::Config;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -24,13 +22,7 @@ fn configmap(name: &str, data: &[(&str, &str)]) -> ConfigMap {
 }
 
 fn rv<K: kube::Resource>(object: &K) -> u64 {
-    object
-        .meta()
-        .resource_version
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap()
+    object.meta().resource_version.as_deref().unwrap().parse().unwrap()
 }
 
 #[tokio::test]
@@ -60,10 +52,7 @@ async fn discovery_serves_builtin_groups_and_subresources() {
         "events.k8s.io/events:true",
         "apiextensions.k8s.io/customresourcedefinitions:false",
     ] {
-        assert!(
-            found.contains(&expected.to_string()),
-            "{expected} not in {found:?}"
-        );
+        assert!(found.contains(&expected.to_string()), "{expected} not in {found:?}");
     }
     let resources = client.list_core_api_resources("v1").await.unwrap();
     let status = resources
@@ -72,11 +61,7 @@ async fn discovery_serves_builtin_groups_and_subresources() {
         .find(|r| r.name == "services/status")
         .expect("services/status");
     assert_eq!(status.verbs, ["get", "patch", "update"]);
-    let svc = resources
-        .resources
-        .iter()
-        .find(|r| r.name == "services")
-        .unwrap();
+    let svc = resources.resources.iter().find(|r| r.name == "services").unwrap();
     assert_eq!(svc.short_names.as_deref(), Some(&["svc".to_string()][..]));
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
@@ -86,35 +71,19 @@ async fn discovery_serves_builtin_groups_and_subresources() {
 async fn errors_are_status_objects_with_kubernetes_codes() {
     let (server, client) = server().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    assert_eq!(api_error(cms.get("missing").await), (404, "NotFound".to_string()));
+    cms.create(&PostParams::default(), &configmap("a", &[])).await.unwrap();
     assert_eq!(
-        api_error(cms.get("missing").await),
-        (404, "NotFound".to_string())
-    );
-    cms.create(&PostParams::default(), &configmap("a", &[]))
-        .await
-        .unwrap();
-    assert_eq!(
-        api_error(
-            cms.create(&PostParams::default(), &configmap("a", &[]))
-                .await
-        ),
+        api_error(cms.create(&PostParams::default(), &configmap("a", &[])).await),
         (409, "AlreadyExists".into())
     );
     let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "no-such-namespace");
     assert_eq!(
-        api_error(
-            elsewhere
-                .create(&PostParams::default(), &configmap("a", &[]))
-                .await
-        )
-        .0,
+        api_error(elsewhere.create(&PostParams::default(), &configmap("a", &[])).await).0,
         404
     );
     assert_eq!(
-        api_error(
-            cms.create(&PostParams::default(), &configmap("Not_Valid", &[]))
-                .await
-        ),
+        api_error(cms.create(&PostParams::default(), &configmap("Not_Valid", &[])).await),
         (422, "Invalid".into())
     );
 
@@ -132,14 +101,7 @@ async fn errors_are_status_objects_with_kubernetes_codes() {
         (400, Some("Status"), Some("BadRequest"))
     );
     let no_name = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#;
-    let (code, status) = raw(
-        &server,
-        "POST",
-        "/api/v1/namespaces/default/configmaps",
-        &json,
-        no_name,
-    )
-    .await;
+    let (code, status) = raw(&server, "POST", "/api/v1/namespaces/default/configmaps", &json, no_name).await;
     assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
     assert!(
         status["message"]
@@ -158,26 +120,13 @@ async fn errors_are_status_objects_with_kubernetes_codes() {
     )
     .await;
     assert_eq!(code, 400);
-    let (code, status) = raw(
-        &server,
-        "POST",
-        "/api/v1/namespaces/default/configmaps/a",
-        &json,
-        b"{}",
-    )
-    .await;
-    assert_eq!(
-        (code, status["reason"].as_str()),
-        (405, Some("MethodNotAllowed"))
-    );
+    let (code, status) = raw(&server, "POST", "/api/v1/namespaces/default/configmaps/a", &json, b"{}").await;
+    assert_eq!((code, status["reason"].as_str()), (405, Some("MethodNotAllowed")));
     let dry = PostParams {
         dry_run: true,
         ..PostParams::default()
     };
-    assert_eq!(
-        api_error(cms.create(&dry, &configmap("dry", &[])).await).0,
-        400
-    );
+    assert_eq!(api_error(cms.create(&dry, &configmap("dry", &[])).await).0, 400);
     assert_eq!(
         api_error(cms.get("dry").await).0,
         404,
@@ -196,22 +145,14 @@ async fn resource_versions_are_global_monotonic_and_stale_puts_conflict() {
         .create(&PostParams::default(), &configmap("a", &[("n", "0")]))
         .await
         .unwrap();
-    let lease: Lease = serde_json::from_value(
-        json!({"metadata": {"name": "node-1"}, "spec": {"holderIdentity": "node-1"}}),
-    )
-    .unwrap();
+    let lease: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "node-1"}, "spec": {"holderIdentity": "node-1"}})).unwrap();
     let l = leases.create(&PostParams::default(), &lease).await.unwrap();
-    assert!(
-        rv(&l) > rv(&a),
-        "resourceVersion is global across resources"
-    );
+    assert!(rv(&l) > rv(&a), "resourceVersion is global across resources");
 
     let mut fresh = a.clone();
     fresh.data = Some([("n".to_string(), "1".to_string())].into());
-    let updated = cms
-        .replace("a", &PostParams::default(), &fresh)
-        .await
-        .unwrap();
+    let updated = cms.replace("a", &PostParams::default(), &fresh).await.unwrap();
     assert!(rv(&updated) > rv(&l));
     // `a` still carries the old resourceVersion.
     assert_eq!(
@@ -223,17 +164,12 @@ async fn resource_versions_are_global_monotonic_and_stale_puts_conflict() {
     let mut unconditional = updated.clone();
     unconditional.metadata.resource_version = None;
     unconditional.data = Some([("n".to_string(), "2".to_string())].into());
-    cms.replace("a", &PostParams::default(), &unconditional)
-        .await
-        .unwrap();
+    cms.replace("a", &PostParams::default(), &unconditional).await.unwrap();
 
     // Custom resources do not.
     install_counter_crd(&client).await;
     let counters: Api<Counter> = Api::namespaced(client.clone(), "default");
-    let mut c = counters
-        .create(&PostParams::default(), &counter("c", 1))
-        .await
-        .unwrap();
+    let mut c = counters.create(&PostParams::default(), &counter("c", 1)).await.unwrap();
     c.metadata.resource_version = None;
     assert_eq!(
         api_error(counters.replace("c", &PostParams::default(), &c).await),
@@ -294,10 +230,7 @@ async fn status_subresource_and_generation_rules() {
         seen: 99,
         conditions: vec![],
     });
-    let created = counters
-        .create(&PostParams::default(), &with_status)
-        .await
-        .unwrap();
+    let created = counters.create(&PostParams::default(), &with_status).await.unwrap();
     assert_eq!(
         created.status, None,
         "create drops status when there is a status subresource"
@@ -324,10 +257,7 @@ async fn status_subresource_and_generation_rules() {
         seen: 1000,
         conditions: vec![],
     });
-    let replaced = counters
-        .replace("c", &PostParams::default(), &replaced)
-        .await
-        .unwrap();
+    let replaced = counters.replace("c", &PostParams::default(), &replaced).await.unwrap();
     assert_eq!(replaced.status.as_ref().unwrap().seen, 1);
     assert_eq!(replaced.metadata.generation, Some(2));
 
@@ -392,40 +322,23 @@ async fn finalizers_delay_deletion_until_removed() {
     cm.metadata.finalizers = Some(vec!["herald.dev/ip".to_string(), "other/x".to_string()]);
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
     let deleted = cms.delete("held", &DeleteParams::default()).await.unwrap();
-    let marked = deleted
-        .left()
-        .expect("object returned while finalizers remain");
+    let marked = deleted.left().expect("object returned while finalizers remain");
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(0));
     assert!(rv(&marked) > rv(&created));
     // No new finalizers on an object being deleted.
     let add = json!({"metadata": {"finalizers": ["herald.dev/ip", "other/x", "new/one"]}});
     assert_eq!(
-        api_error(
-            cms.patch("held", &PatchParams::default(), &Patch::Merge(&add))
-                .await
-        )
-        .0,
+        api_error(cms.patch("held", &PatchParams::default(), &Patch::Merge(&add)).await).0,
         422
     );
     // Removing one finalizer keeps it; removing the last deletes it.
     let one = json!([{"op": "replace", "path": "/metadata/finalizers", "value": ["other/x"]}]);
     let json_patch: json_patch::Patch = serde_json::from_value(one).unwrap();
-    cms.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Json::<()>(json_patch),
-    )
-    .await
-    .unwrap();
-    assert!(
-        cms.get("held")
-            .await
-            .unwrap()
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    cms.patch("held", &PatchParams::default(), &Patch::Json::<()>(json_patch))
+        .await
+        .unwrap();
+    assert!(cms.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
     cms.patch(
         "held",
         &PatchParams::default(),
@@ -445,10 +358,7 @@ async fn finalizers_delay_deletion_until_removed() {
         .unwrap()
         .right()
         .expect("status");
-    assert_eq!(
-        status.status,
-        Some(kube::core::response::StatusSummary::Success)
-    );
+    assert_eq!(status.status, Some(kube::core::response::StatusSummary::Success));
     // Preconditions.
     let c = cms
         .create(&PostParams::default(), &configmap("pre", &[]))
@@ -486,10 +396,7 @@ async fn patch_types() {
 
     // Strategic merge: ports merge by port, labels merge, null deletes.
     let smp = json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": {"ports": [{"port": 80, "name": "web"}]}});
-    let svc = services
-        .patch("web", &pp, &Patch::Strategic(smp))
-        .await
-        .unwrap();
+    let svc = services.patch("web", &pp, &Patch::Strategic(smp)).await.unwrap();
     let labels = svc.metadata.labels.clone().unwrap();
     assert_eq!(labels.keys().collect::<Vec<_>>(), ["b", "c"]);
     let ports = svc.spec.unwrap().ports.unwrap();
@@ -508,25 +415,14 @@ async fn patch_types() {
     assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 1);
 
     // JSON patch; a failing test op is 422.
-    let ops: json_patch::Patch = serde_json::from_value(
-        json!([{"op": "add", "path": "/metadata/annotations", "value": {"x": "y"}}]),
-    )
-    .unwrap();
-    let svc = services
-        .patch("web", &pp, &Patch::Json::<()>(ops))
-        .await
-        .unwrap();
+    let ops: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/metadata/annotations", "value": {"x": "y"}}])).unwrap();
+    let svc = services.patch("web", &pp, &Patch::Json::<()>(ops)).await.unwrap();
     assert_eq!(svc.metadata.annotations.unwrap()["x"], "y");
     let failing: json_patch::Patch =
-        serde_json::from_value(json!([{"op": "test", "path": "/spec/type", "value": "ClusterIP"}]))
-            .unwrap();
+        serde_json::from_value(json!([{"op": "test", "path": "/spec/type", "value": "ClusterIP"}])).unwrap();
     assert_eq!(
-        api_error(
-            services
-                .patch("web", &pp, &Patch::Json::<()>(failing))
-                .await
-        )
-        .0,
+        api_error(services.patch("web", &pp, &Patch::Json::<()>(failing)).await).0,
         422
     );
 
@@ -540,10 +436,7 @@ async fn patch_types() {
     // Strategic merge on status.conditions merges by type.
     install_counter_crd(&client).await;
     let counters: Api<Counter> = Api::namespaced(client.clone(), "default");
-    counters
-        .create(&PostParams::default(), &counter("c", 1))
-        .await
-        .unwrap();
+    counters.create(&PostParams::default(), &counter("c", 1)).await.unwrap();
     assert_eq!(
         api_error(
             counters
@@ -596,8 +489,7 @@ async fn label_and_field_selectors() {
         ("b", json!({"app": "db"})),
         ("c", json!({})),
     ] {
-        let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
         cms.create(&PostParams::default(), &cm).await.unwrap();
     }
     let names = |list: kube::core::ObjectList<ConfigMap>| {
@@ -608,18 +500,9 @@ async fn label_and_field_selectors() {
     };
     let select = |s: &str| ListParams::default().labels(s);
     assert_eq!(names(cms.list(&select("app=web")).await.unwrap()), ["a"]);
-    assert_eq!(
-        names(cms.list(&select("app!=web")).await.unwrap()),
-        ["b", "c"]
-    );
-    assert_eq!(
-        names(cms.list(&select("app in (web,db)")).await.unwrap()),
-        ["a", "b"]
-    );
-    assert_eq!(
-        names(cms.list(&select("app notin (web)")).await.unwrap()),
-        ["b", "c"]
-    );
+    assert_eq!(names(cms.list(&select("app!=web")).await.unwrap()), ["b", "c"]);
+    assert_eq!(names(cms.list(&select("app in (web,db)")).await.unwrap()), ["a", "b"]);
+    assert_eq!(names(cms.list(&select("app notin (web)")).await.unwrap()), ["b", "c"]);
     assert_eq!(names(cms.list(&select("tier")).await.unwrap()), ["a"]);
     assert_eq!(names(cms.list(&select("!app")).await.unwrap()), ["c"]);
     assert_eq!(
@@ -680,8 +563,7 @@ async fn label_and_field_selectors() {
 async fn generate_name_and_namespaces() {
     let (_server, client) = server().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
-    let cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"generateName": "herald-"}})).unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "herald-"}})).unwrap();
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
     let name = created.metadata.name.unwrap();
     assert!(
@@ -698,10 +580,7 @@ async fn generate_name_and_namespaces() {
         .into_iter()
         .filter_map(|n| n.metadata.name)
         .collect();
-    assert_eq!(
-        names,
-        ["default", "kube-node-lease", "kube-public", "kube-system"]
-    );
+    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
 }
 
 #[tokio::test]
@@ -710,40 +589,18 @@ async fn crds_register_and_remove_resources() {
     install_counter_crd(&client).await;
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let (resource, caps) = discovery
-        .resolve_gvk(&kube::core::GroupVersionKind::gvk(
-            "lab.test", "v1", "Counter",
-        ))
+        .resolve_gvk(&kube::core::GroupVersionKind::gvk("lab.test", "v1", "Counter"))
         .expect("served");
     assert_eq!(resource.plural, "counters");
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
-    assert!(
-        caps.subresources
-            .iter()
-            .any(|(sub, _)| sub.plural.ends_with("status"))
-    );
-    let list = client
-        .list_api_group_resources("lab.test/v1")
-        .await
-        .unwrap();
-    let counters_entry = list
-        .resources
-        .iter()
-        .find(|r| r.name == "counters")
-        .unwrap();
-    assert_eq!(
-        counters_entry.short_names.as_deref(),
-        Some(&["ctr".to_string()][..])
-    );
-    assert_eq!(
-        counters_entry.categories.as_deref(),
-        Some(&["lab".to_string()][..])
-    );
+    assert!(caps.subresources.iter().any(|(sub, _)| sub.plural.ends_with("status")));
+    let list = client.list_api_group_resources("lab.test/v1").await.unwrap();
+    let counters_entry = list.resources.iter().find(|r| r.name == "counters").unwrap();
+    assert_eq!(counters_entry.short_names.as_deref(), Some(&["ctr".to_string()][..]));
+    assert_eq!(counters_entry.categories.as_deref(), Some(&["lab".to_string()][..]));
 
     let counters: Api<Counter> = Api::namespaced(client.clone(), "default");
-    counters
-        .create(&PostParams::default(), &counter("c", 1))
-        .await
-        .unwrap();
+    counters.create(&PostParams::default(), &counter("c", 1)).await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crds.get("counters.lab.test").await.unwrap();
     let conditions = crd.status.unwrap().conditions.unwrap();
@@ -757,31 +614,16 @@ async fn crds_register_and_remove_resources() {
         .await
         .unwrap();
     assert_eq!(api_error(counters.get("c").await).0, 404);
-    assert!(
-        client
-            .list_api_group_resources("lab.test/v1")
-            .await
-            .is_err()
-    );
+    assert!(client.list_api_group_resources("lab.test/v1").await.is_err());
     // Re-creating the CRD serves an empty resource: its objects went with it.
     install_counter_crd(&client).await;
-    assert!(
-        counters
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(counters.list(&ListParams::default()).await.unwrap().items.is_empty());
     // Invalid CRDs are refused.
     let mut bad = common::Counter::crd_for_test();
     bad.spec.scope = "Sideways".to_string();
     bad.metadata.name = Some("others.lab.test".to_string());
     bad.spec.names.plural = "others".to_string();
-    assert_eq!(
-        api_error(crds.create(&PostParams::default(), &bad).await).0,
-        422
-    );
+    assert_eq!(api_error(crds.create(&PostParams::default(), &bad).await).0, 422);
 }
 
 #[tokio::test]
@@ -793,8 +635,7 @@ async fn table_output_for_custom_and_builtin_resources() {
         .create(&PostParams::default(), &counter("c", 42))
         .await
         .unwrap();
-    let status =
-        json!({"status": {"seen": 1, "conditions": [{"type": "Ready", "status": "True"}]}});
+    let status = json!({"status": {"seen": 1, "conditions": [{"type": "Ready", "status": "True"}]}});
     counters
         .patch_status("c", &PatchParams::default(), &Patch::Merge(status))
         .await
@@ -825,25 +666,16 @@ async fn table_output_for_custom_and_builtin_resources() {
         (&cells[0], &cells[1], &cells[2]),
         (&json!("c"), &json!(42), &json!("True"))
     );
-    assert!(
-        cells[3].as_str().unwrap().ends_with('s'),
-        "age like 0s: {cells}"
-    );
+    assert!(cells[3].as_str().unwrap().ends_with('s'), "age like 0s: {cells}");
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc: Service =
-        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}))
-            .unwrap();
-    services.create(&PostParams::default(), &svc).await.unwrap();
-    let (_, t) = raw(
-        &server,
-        "GET",
-        "/api/v1/namespaces/default/services/web",
-        &table,
-        b"",
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
     )
-    .await;
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let (_, t) = raw(&server, "GET", "/api/v1/namespaces/default/services/web", &table, b"").await;
     let columns: Vec<&str> = t["columnDefinitions"]
         .as_array()
         .unwrap()
@@ -870,13 +702,9 @@ async fn table_output_for_custom_and_builtin_resources() {
 async fn metrics_count_requests_by_audit_verb() {
     let (server, client) = server().await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let lease: Lease =
-        serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {}})).unwrap();
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {}})).unwrap();
     let lease = leases.create(&PostParams::default(), &lease).await.unwrap();
-    leases
-        .replace("l", &PostParams::default(), &lease)
-        .await
-        .unwrap();
+    leases.replace("l", &PostParams::default(), &lease).await.unwrap();
     leases.get("l").await.unwrap();
     leases.list(&ListParams::default()).await.unwrap();
     leases
@@ -948,10 +776,8 @@ async fn kube_event_recorder_creates_then_patches_series() {
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
     let (server, client) = server().await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc: Service = serde_json::from_value(
-        json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}}),
-    )
-    .unwrap();
+    let svc: Service =
+        serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"}})).unwrap();
     let svc = services.create(&PostParams::default(), &svc).await.unwrap();
     let reporter = Reporter {
         controller: "herald".into(),
@@ -976,11 +802,5 @@ async fn kube_event_recorder_creates_then_patches_series() {
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
     let m = server.metrics();
-    assert_eq!(
-        (
-            m.requests("create", "events"),
-            m.requests("patch", "events")
-        ),
-        (1, 1)
-    );
+    assert_eq!((m.requests("create", "events"), m.requests("patch", "events")), (1, 1));
 }

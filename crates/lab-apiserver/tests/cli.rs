@@ -76,8 +76,7 @@ async fn binary_serves_writes_kubeconfig_and_keeps_state() {
     // The address is printed after the kubeconfig is written.
     let client = client_from(&kubeconfig).await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client);
-    let cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "kept"}, "data": {"a": "b"}})).unwrap();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "kept"}, "data": {"a": "b"}})).unwrap();
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
     terminate(child).await;
     assert!(state.exists(), "state file written at shutdown");

@@ -36,17 +36,10 @@ impl Lab {
     async fn start(name: &str) -> Option<Self> {
         let kubectl = kubectl_binary()?;
         let server = start(Config::default()).await.expect("start lab-apiserver");
-        let dir = std::env::temp_dir().join(format!(
-            "lab-apiserver-kubectl-{name}-{}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("lab-apiserver-kubectl-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         server.write_kubeconfig(dir.join("kubeconfig")).unwrap();
-        Some(Self {
-            server,
-            kubectl,
-            dir,
-        })
+        Some(Self { server, kubectl, dir })
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -74,11 +67,7 @@ impl Lab {
             .expect("kubectl finished in time")
             .unwrap();
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (
-            output.status.success(),
-            text(&output.stdout),
-            text(&output.stderr),
-        )
+        (output.status.success(), text(&output.stdout), text(&output.stderr))
     }
 
     /// Runs kubectl and expects success; returns stdout.
@@ -165,16 +154,7 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        [
-            "NAME",
-            "ADDRESSES",
-            "PROTOCOL",
-            "USED",
-            "FREE",
-            "TOTAL",
-            "READY",
-            "AGE"
-        ],
+        ["NAME", "ADDRESSES", "PROTOCOL", "USED", "FREE", "TOTAL", "READY", "AGE"],
         "{table}"
     );
     assert!(table.lines().nth(1).unwrap().starts_with("lan "), "{table}");
@@ -195,10 +175,7 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
         r#"{"spec":{"protocol":"bgp"}}"#,
     ])
     .await;
-    wait_for_line(&mut lines, &mut seen, |l| {
-        l.starts_with("lan ") && l.contains("bgp")
-    })
-    .await;
+    wait_for_line(&mut lines, &mut seen, |l| l.starts_with("lan ") && l.contains("bgp")).await;
     let status = r#"{"status":{"used":1,"free":20,"total":21,"conditions":[{"type":"Ready","status":"True","reason":"Ok","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
     lab.ok(&[
         "patch",
@@ -219,15 +196,7 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
         &cells[..7],
-        [
-            "lan",
-            "[\"192.0.2.100-192.0.2.120\"]",
-            "bgp",
-            "1",
-            "20",
-            "21",
-            "True"
-        ],
+        ["lan", "[\"192.0.2.100-192.0.2.120\"]", "bgp", "1", "20", "21", "True"],
         "{row}"
     );
 
@@ -247,9 +216,7 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
 
     let out = lab.ok(&["delete", "-f", crds]).await;
     assert!(out.contains("deleted"), "{out}");
-    let resources = lab
-        .ok(&["api-resources", "--api-group", "herald.dev"])
-        .await;
+    let resources = lab.ok(&["api-resources", "--api-group", "herald.dev"]).await;
     assert!(!resources.contains("eips"), "{resources}");
     assert!(lab.server.metrics().requests("patch", "eips") >= 2);
 }
@@ -270,13 +237,7 @@ async fn kubectl_applies_and_prints_builtin_kinds() {
         .await;
     assert!(out.contains("service/web configured"), "{out}");
     let labels = lab
-        .ok(&[
-            "get",
-            "svc",
-            "web",
-            "-o",
-            "jsonpath={.metadata.labels.tier}",
-        ])
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.metadata.labels.tier}"])
         .await;
     assert_eq!(labels, "front");
 
@@ -284,14 +245,7 @@ async fn kubectl_applies_and_prints_builtin_kinds() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        [
-            "NAME",
-            "TYPE",
-            "CLUSTER-IP",
-            "EXTERNAL-IP",
-            "PORT(S)",
-            "AGE"
-        ],
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
         "{table}"
     );
     assert!(table.contains("<pending>"), "{table}");
@@ -311,10 +265,7 @@ async fn kubectl_applies_and_prints_builtin_kinds() {
     assert!(lab.ok(&["get", "svc", "web"]).await.contains("192.0.2.7"));
 
     let nodes = lab.ok(&["get", "namespaces"]).await;
-    assert!(
-        nodes.contains("kube-system") && nodes.contains("Active"),
-        "{nodes}"
-    );
+    assert!(nodes.contains("kube-system") && nodes.contains("Active"), "{nodes}");
     // `kubectl create configmap` (a typed client) sends protobuf, which lab-apiserver refuses with 415; manifests
     // go through the JSON path.
     let (success, _, stderr) = lab
@@ -323,9 +274,7 @@ async fn kubectl_applies_and_prints_builtin_kinds() {
     assert!(!success && stderr.contains("application/json"), "{stderr}");
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n";
     lab.ok_with_input(&["create", "-f", "-"], cm).await;
-    let out = lab
-        .ok(&["label", "configmap", "settings", "team=net"])
-        .await;
+    let out = lab.ok(&["label", "configmap", "settings", "team=net"]).await;
     assert!(out.contains("labeled"), "{out}");
     let selected = lab.ok(&["get", "cm", "-l", "team=net", "-o", "name"]).await;
     assert_eq!(selected.trim(), "configmap/settings");

@@ -8,9 +8,7 @@ use common::{api_error, server, server_with};
 use futures::{StreamExt, TryStreamExt};
 use herald_lab_apiserver::Config;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 
@@ -29,10 +27,7 @@ fn describe(event: &WatchEvent<ConfigMap>) -> String {
 }
 
 /// Collects `n` non-bookmark events (or fewer if the stream ends), with a generous safety timeout.
-async fn collect(
-    stream: impl futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>>,
-    n: usize,
-) -> Vec<String> {
+async fn collect(stream: impl futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>>, n: usize) -> Vec<String> {
     let events = stream
         .map(|e| describe(&e.expect("watch event")))
         .filter(|e| futures::future::ready(!e.starts_with("BOOKMARK")))
@@ -61,24 +56,14 @@ async fn watch_resumes_from_a_resource_version_in_order() {
         .await
         .unwrap();
     let other: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
-    other
-        .create(&pp, &configmap("elsewhere", json!({})))
+    other.create(&pp, &configmap("elsewhere", json!({}))).await.unwrap();
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v"}})))
         .await
         .unwrap();
-    cms.patch(
-        "a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"k": "v"}})),
-    )
-    .await
-    .unwrap();
     cms.delete("b", &DeleteParams::default()).await.unwrap();
 
     let stream = cms.watch(&WatchParams::default(), &from).await.unwrap();
-    assert_eq!(
-        collect(stream, 3).await,
-        ["ADDED b", "MODIFIED a", "DELETED b"]
-    );
+    assert_eq!(collect(stream, 3).await, ["ADDED b", "MODIFIED a", "DELETED b"]);
 
     // Live events after the backlog, in order.
     let now = cms
@@ -93,23 +78,15 @@ async fn watch_resumes_from_a_resource_version_in_order() {
         let cms = cms.clone();
         tokio::spawn(async move {
             for i in 0..5 {
-                cms.create(
-                    &PostParams::default(),
-                    &configmap(&format!("live-{i}"), json!({})),
-                )
-                .await
-                .unwrap();
+                cms.create(&PostParams::default(), &configmap(&format!("live-{i}"), json!({})))
+                    .await
+                    .unwrap();
             }
         })
     };
     let events = collect(stream, 5).await;
     writer.await.unwrap();
-    assert_eq!(
-        events,
-        (0..5)
-            .map(|i| format!("ADDED live-{i}"))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(events, (0..5).map(|i| format!("ADDED live-{i}")).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -128,38 +105,24 @@ async fn filtered_watch_sees_objects_enter_and_leave_the_selection() {
         .await
         .unwrap();
     let pp = PatchParams::default();
-    cms.create(
-        &PostParams::default(),
-        &configmap("x", json!({"app": "db"})),
-    )
-    .await
-    .unwrap();
-    cms.patch(
-        "x",
-        &pp,
-        &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &configmap("x", json!({"app": "db"})))
+        .await
+        .unwrap();
+    cms.patch("x", &pp, &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})))
+        .await
+        .unwrap();
     cms.patch("x", &pp, &Patch::Merge(json!({"data": {"k": "v"}})))
         .await
         .unwrap();
-    cms.patch(
-        "x",
-        &pp,
-        &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})),
-    )
-    .await
-    .unwrap();
+    cms.patch("x", &pp, &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})))
+        .await
+        .unwrap();
     cms.patch("x", &pp, &Patch::Merge(json!({"data": {"k": "w"}})))
         .await
         .unwrap();
-    cms.create(
-        &PostParams::default(),
-        &configmap("y", json!({"app": "web"})),
-    )
-    .await
-    .unwrap();
+    cms.create(&PostParams::default(), &configmap("y", json!({"app": "web"})))
+        .await
+        .unwrap();
     assert_eq!(
         collect(stream, 4).await,
         ["ADDED x", "MODIFIED x", "DELETED x", "ADDED y"]
@@ -176,10 +139,7 @@ async fn filtered_watch_sees_objects_enter_and_leave_the_selection() {
 async fn watch_ends_after_timeout_seconds() {
     let (server, client) = server().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let stream = cms
-        .watch(&WatchParams::default().timeout(1), "0")
-        .await
-        .unwrap();
+    let stream = cms.watch(&WatchParams::default().timeout(1), "0").await.unwrap();
     // Synthetic ADDED events for existing objects (none here), then the stream closes by itself.
     let events = collect(stream, 100).await;
     assert!(events.is_empty(), "{events:?}");
@@ -199,21 +159,15 @@ async fn watch_from_a_compacted_resource_version_is_gone() {
         .await
         .unwrap();
     for i in 0..5 {
-        cms.create(
-            &PostParams::default(),
-            &configmap(&format!("n{i}"), json!({})),
-        )
-        .await
-        .unwrap();
+        cms.create(&PostParams::default(), &configmap(&format!("n{i}"), json!({})))
+            .await
+            .unwrap();
     }
     let rv = first.metadata.resource_version.unwrap();
     let stream = cms.watch(&WatchParams::default(), &rv).await.unwrap();
     assert_eq!(collect(stream, 1).await, ["ERROR 410"]);
     // A list is still fine.
-    assert_eq!(
-        cms.list(&ListParams::default()).await.unwrap().items.len(),
-        6
-    );
+    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len(), 6);
     assert_eq!(api_error(cms.get("first-missing").await).0, 404);
 }
 
@@ -240,22 +194,14 @@ async fn watcher_relists_after_410_and_reflector_converges() {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let task = tokio::spawn(
-        stream
-            .default_backoff()
-            .for_each(|_| futures::future::ready(())),
-    );
+    let task = tokio::spawn(stream.default_backoff().for_each(|_| futures::future::ready(())));
     store.wait_until_ready().await.unwrap();
     assert_eq!(store.state().len(), 1);
 
     // Many writes elsewhere push the watcher's resourceVersion out of the history.
     for i in 0..20 {
-        let secret =
-            serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).unwrap();
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
+        let secret = serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
     }
     // Wait until the watcher has re-listed (it got 410 on its next watch).
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -270,16 +216,10 @@ async fn watcher_relists_after_410_and_reflector_converges() {
     cms.create(&PostParams::default(), &configmap("after", json!({})))
         .await
         .unwrap();
-    cms.delete("before", &DeleteParams::default())
-        .await
-        .unwrap();
+    cms.delete("before", &DeleteParams::default()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let mut names: Vec<String> = store
-                .state()
-                .iter()
-                .filter_map(|c| c.metadata.name.clone())
-                .collect();
+            let mut names: Vec<String> = store.state().iter().filter_map(|c| c.metadata.name.clone()).collect();
             names.sort();
             if names == ["after"] {
                 break;
@@ -331,17 +271,11 @@ async fn a_stalled_watcher_does_not_block_writers() {
     // Opened and never read.
     let _stalled = cms.watch(&WatchParams::default(), "0").await.unwrap();
     for i in 0..200 {
-        cms.create(
-            &PostParams::default(),
-            &configmap(&format!("c{i}"), json!({})),
-        )
-        .await
-        .unwrap();
+        cms.create(&PostParams::default(), &configmap(&format!("c{i}"), json!({})))
+            .await
+            .unwrap();
     }
-    assert_eq!(
-        cms.list(&ListParams::default()).await.unwrap().items.len(),
-        200
-    );
+    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len(), 200);
     assert_eq!(server.metrics().requests("create", "configmaps"), 200);
 }
 

@@ -20,11 +20,7 @@ const IPS: [&str; 8] = [
     "192.0.2.0",   // network address, excluded
 ];
 const POOLS: [&str; 5] = ["a", "b", "c", "d", "missing"];
-const PORTS: [(u16, Protocol); 3] = [
-    (80, Protocol::Tcp),
-    (81, Protocol::Tcp),
-    (80, Protocol::Udp),
-];
+const PORTS: [(u16, Protocol); 3] = [(80, Protocol::Tcp), (81, Protocol::Tcp), (80, Protocol::Udp)];
 
 fn pools(b_disabled: bool, b_open: bool) -> Vec<Pool> {
     let spec = |name: &str, addrs: &[&str], edit: &dyn Fn(&mut PoolSpec)| {
@@ -92,10 +88,7 @@ fn request() -> impl Strategy<Value = ServiceRequest> {
                     vec![Family::V4, Family::V6]
                 };
                 r.sharing_key = key.map(|k| format!("key{k}"));
-                r.ports = ports
-                    .into_iter()
-                    .map(|(p, proto)| ServicePort::new(p, proto))
-                    .collect();
+                r.ports = ports.into_iter().map(|(p, proto)| ServicePort::new(p, proto)).collect();
                 r.etp_local = local;
                 r.pod_selector.insert("app".into(), format!("app{pods}"));
                 r.created = CreationKey {

@@ -41,18 +41,12 @@ fn svc(name: &str) -> ServiceRequest {
 fn shared(name: &str, key: &str, ports: &[(u16, Protocol)]) -> ServiceRequest {
     let mut r = svc(name);
     r.sharing_key = Some(key.into());
-    r.ports = ports
-        .iter()
-        .map(|&(p, proto)| ServicePort::new(p, proto))
-        .collect();
+    r.ports = ports.iter().map(|&(p, proto)| ServicePort::new(p, proto)).collect();
     r
 }
 
 fn got(a: &mut Allocator, req: &ServiceRequest) -> Vec<IpAddr> {
-    let out = a
-        .allocate(req)
-        .unwrap_or_else(|e| panic!("{}: {e}", req.key))
-        .ips;
+    let out = a.allocate(req).unwrap_or_else(|e| panic!("{}: {e}", req.key)).ips;
     a.check_invariants().unwrap();
     out
 }
@@ -60,10 +54,7 @@ fn got(a: &mut Allocator, req: &ServiceRequest) -> Vec<IpAddr> {
 fn refused(a: &mut Allocator, req: &ServiceRequest) -> AllocError {
     let err = a.allocate(req).expect_err("allocation should fail");
     a.check_invariants().unwrap();
-    assert!(
-        a.allocation(&req.key).is_none(),
-        "a refused Service holds nothing"
-    );
+    assert!(a.allocation(&req.key).is_none(), "a refused Service holds nothing");
     err
 }
 
@@ -72,17 +63,10 @@ fn refused(a: &mut Allocator, req: &ServiceRequest) -> AllocError {
 #[test]
 fn gives_the_lowest_free_address_and_reuses_released_ones() {
     let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"])]);
-    assert_eq!(
-        got(&mut a, &svc("a")),
-        ips(&["192.0.2.1"]),
-        "network address skipped"
-    );
+    assert_eq!(got(&mut a, &svc("a")), ips(&["192.0.2.1"]), "network address skipped");
     assert_eq!(got(&mut a, &svc("b")), ips(&["192.0.2.2"]));
     assert_eq!(got(&mut a, &svc("c")), ips(&["192.0.2.3"]));
-    assert_eq!(
-        a.release(&ServiceKey::new("ns", "b")).unwrap().ips,
-        ips(&["192.0.2.2"])
-    );
+    assert_eq!(a.release(&ServiceKey::new("ns", "b")).unwrap().ips, ips(&["192.0.2.2"]));
     assert_eq!(
         got(&mut a, &svc("d")),
         ips(&["192.0.2.2"]),
@@ -109,10 +93,7 @@ fn walks_entries_in_address_order_and_reports_exhaustion() {
 
 #[test]
 fn large_pools_allocate_in_order_without_scanning() {
-    let mut a = alloc_with(vec![
-        pool("v6", &["2001:db8::/64"]),
-        pool("v4", &["10.0.0.0/8"]),
-    ]);
+    let mut a = alloc_with(vec![pool("v6", &["2001:db8::/64"]), pool("v4", &["10.0.0.0/8"])]);
     let mut req = svc("x");
     req.pool = Some("v6".into());
     req.ip_families = vec![Family::V6];
@@ -152,15 +133,8 @@ fn automatic_choice_prefers_the_lowest_priority_number_then_the_name() {
         pool_with("alpha", &["203.0.113.1"], |s| s.priority = 5),
     ]);
     let first = a.allocate(&svc("a")).unwrap();
-    assert_eq!(
-        (first.pool.as_str(), first.ips),
-        ("zeta", ips(&["192.0.2.1"]))
-    );
-    assert_eq!(
-        a.allocate(&svc("b")).unwrap().pool,
-        "alpha",
-        "tie on priority: by name"
-    );
+    assert_eq!((first.pool.as_str(), first.ips), ("zeta", ips(&["192.0.2.1"])));
+    assert_eq!(a.allocate(&svc("b")).unwrap().pool, "alpha", "tie on priority: by name");
     assert_eq!(
         a.allocate(&svc("c")).unwrap().pool,
         "beta",
@@ -189,10 +163,7 @@ fn namespace_names_and_selectors_limit_automatic_choice() {
     });
     let mut a = alloc_with(vec![by_name, by_label]);
 
-    assert_eq!(
-        a.allocate(&ServiceRequest::new("a", "s")).unwrap().pool,
-        "team-a"
-    );
+    assert_eq!(a.allocate(&ServiceRequest::new("a", "s")).unwrap().pool, "team-a");
     let mut gold = ServiceRequest::new("b", "s");
     gold.namespace_labels.insert("tier".into(), "gold".into());
     assert_eq!(a.allocate(&gold).unwrap().pool, "labelled");
@@ -220,8 +191,7 @@ fn service_selector_limits_choice() {
         refused(&mut a, &req).to_string(),
         "Eip 'public' does not serve ns/web: the Service's labels do not match spec.serviceSelector 'exposure=public': label 'exposure' is missing (want 'public')"
     );
-    req.service_labels
-        .insert("exposure".into(), "public".into());
+    req.service_labels.insert("exposure".into(), "public".into());
     assert_eq!(got(&mut a, &req), ips(&["192.0.2.1"]));
 }
 
@@ -248,11 +218,9 @@ fn explicit_pool_must_exist_and_be_enabled() {
 
 #[test]
 fn auto_assign_false_pools_serve_only_explicit_requests() {
-    let mut a = alloc_with(vec![pool_with(
-        "manual",
-        &["192.0.2.1", "192.0.2.2"],
-        |s| s.auto_assign = false,
-    )]);
+    let mut a = alloc_with(vec![pool_with("manual", &["192.0.2.1", "192.0.2.2"], |s| {
+        s.auto_assign = false
+    })]);
     let err = refused(&mut a, &svc("auto"));
     assert_eq!(
         err.to_string(),
@@ -275,11 +243,7 @@ fn disabled_pool_keeps_existing_allocations_but_gives_no_new_ones() {
     let held = got(&mut a, &svc("old"));
     let evicted = a.set_pool(pool_with("p", &["192.0.2.0/29"], |s| s.disabled = true));
     assert!(evicted.is_empty(), "disabling evicts nobody");
-    assert_eq!(
-        got(&mut a, &svc("old")),
-        held,
-        "existing assignment stays valid"
-    );
+    assert_eq!(got(&mut a, &svc("old")), held, "existing assignment stays valid");
     assert_eq!(
         a.allocate(&svc("new")).unwrap().pool,
         "q",
@@ -292,10 +256,7 @@ fn disabled_pool_keeps_existing_allocations_but_gives_no_new_ones() {
 
 #[test]
 fn requested_addresses_pick_their_pool() {
-    let mut a = alloc_with(vec![
-        pool("v4", &["192.0.2.0/24"]),
-        pool("v6", &["2001:db8::/120"]),
-    ]);
+    let mut a = alloc_with(vec![pool("v4", &["192.0.2.0/24"]), pool("v6", &["2001:db8::/120"])]);
     let mut req = svc("s");
     req.requested_ips = ips(&["2001:db8::42"]);
     req.ip_families = vec![Family::V6];
@@ -305,10 +266,7 @@ fn requested_addresses_pick_their_pool() {
 
 #[test]
 fn requested_address_refusals_say_what_is_wrong() {
-    let mut a = alloc_with(vec![
-        pool("v4", &["192.0.2.0/24"]),
-        pool("other", &["198.51.100.0/24"]),
-    ]);
+    let mut a = alloc_with(vec![pool("v4", &["192.0.2.0/24"]), pool("other", &["198.51.100.0/24"])]);
     let mut req = svc("s");
     req.ip_families = vec![Family::V4];
 
@@ -358,10 +316,7 @@ fn requested_address_refusals_say_what_is_wrong() {
 
 #[test]
 fn dual_stack_requests_must_come_from_one_pool() {
-    let mut a = alloc_with(vec![
-        pool("v4", &["192.0.2.0/24"]),
-        pool("v6", &["2001:db8::/120"]),
-    ]);
+    let mut a = alloc_with(vec![pool("v4", &["192.0.2.0/24"]), pool("v6", &["2001:db8::/120"])]);
     let mut req = svc("s");
     req.ip_family_policy = IpFamilyPolicy::RequireDualStack;
     req.requested_ips = ips(&["192.0.2.1", "2001:db8::1"]);
@@ -393,17 +348,9 @@ fn services_with_one_key_and_distinct_ports_share_the_lowest_shared_address() {
     let dns_udp = shared("dns-udp", "dns", &[(53, Protocol::Udp)]);
     assert_eq!(got(&mut a, &dns_tcp), ips(&["192.0.2.1"]));
     assert_eq!(got(&mut a, &svc("plain")), ips(&["192.0.2.2"]));
-    assert_eq!(
-        got(&mut a, &dns_udp),
-        ips(&["192.0.2.1"]),
-        "joins the shared address"
-    );
+    assert_eq!(got(&mut a, &dns_udp), ips(&["192.0.2.1"]), "joins the shared address");
     assert_eq!(a.holders(ip("192.0.2.1")).count(), 2);
-    assert_eq!(
-        a.pool_stats("p").unwrap().ipv4.used,
-        2,
-        "a shared address counts once"
-    );
+    assert_eq!(a.pool_stats("p").unwrap().ipv4.used, 2, "a shared address counts once");
 
     let clash = shared("dns-tcp-2", "dns", &[(53, Protocol::Tcp)]);
     assert_eq!(
@@ -505,11 +452,7 @@ fn dual_stack_policies() {
     require.ip_families = vec![Family::V6, Family::V4];
     let out = a.allocate(&require).unwrap();
     assert_eq!(out.pool, "dual", "Require skips the single-family pool");
-    assert_eq!(
-        out.ips,
-        ips(&["2001:db8::1", "192.0.2.1"]),
-        "in ipFamilies order"
-    );
+    assert_eq!(out.ips, ips(&["2001:db8::1", "192.0.2.1"]), "in ipFamilies order");
 
     let mut v6 = svc("v6");
     v6.ip_families = vec![Family::V6];
@@ -569,11 +512,9 @@ fn allocating_again_returns_the_same_addresses() {
     assert_eq!(a, before, "state unchanged");
 
     // A higher-priority pool appearing later does not move the Service.
-    a.set_pool(pool_with(
-        "better",
-        &["198.51.100.0/24", "2001:db8:1::/120"],
-        |s| s.priority = -10,
-    ));
+    a.set_pool(pool_with("better", &["198.51.100.0/24", "2001:db8:1::/120"], |s| {
+        s.priority = -10
+    }));
     assert_eq!(a.allocate(&req).unwrap(), first);
     assert_eq!(a.allocate(&svc("new")).unwrap().pool, "better");
 }
@@ -609,10 +550,7 @@ fn changing_the_requested_address_moves_the_service() {
 
 #[test]
 fn pool_changes_evict_exactly_the_invalidated_services() {
-    let mut a = alloc_with(vec![
-        pool("p", &["192.0.2.0/29"]),
-        pool("q", &["198.51.100.0/24"]),
-    ]);
+    let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"]), pool("q", &["198.51.100.0/24"])]);
     got(&mut a, &svc("low"));
     got(&mut a, &ServiceRequest::new("other", "high"));
     let mut pinned = svc("pinned");
@@ -630,9 +568,7 @@ fn pool_changes_evict_exactly_the_invalidated_services() {
     );
     a.check_invariants().unwrap();
 
-    let evicted = a.set_pool(pool_with("p", &["192.0.2.0/30"], |s| {
-        s.namespaces = vec!["ns".into()]
-    }));
+    let evicted = a.set_pool(pool_with("p", &["192.0.2.0/30"], |s| s.namespaces = vec!["ns".into()]));
     assert_eq!(evicted.len(), 1);
     assert_eq!(
         evicted[0].to_string(),
@@ -641,18 +577,11 @@ fn pool_changes_evict_exactly_the_invalidated_services() {
 
     let evicted = a.remove_pool("p");
     assert_eq!(
-        evicted
-            .iter()
-            .map(|e| e.service.name.as_str())
-            .collect::<Vec<_>>(),
+        evicted.iter().map(|e| e.service.name.as_str()).collect::<Vec<_>>(),
         ["low"]
     );
     assert_eq!(evicted[0].reason, EvictionReason::PoolRemoved);
-    assert_eq!(
-        a.allocation(&in_q.key).unwrap().pool,
-        "q",
-        "other pools untouched"
-    );
+    assert_eq!(a.allocation(&in_q.key).unwrap().pool, "q", "other pools untouched");
     assert!(a.pool_stats("p").is_none());
     a.check_invariants().unwrap();
 }
@@ -664,10 +593,7 @@ fn overlapping_pools_are_reported_and_never_double_allocate() {
         pool("b", &["192.0.2.2-192.0.2.3"]),
     ]);
     assert_eq!(
-        a.overlaps()
-            .iter()
-            .map(|o| o.to_string())
-            .collect::<Vec<_>>(),
+        a.overlaps().iter().map(|o| o.to_string()).collect::<Vec<_>>(),
         ["Eip 'a' (192.0.2.1-192.0.2.2) and Eip 'b' (192.0.2.2-192.0.2.3) overlap on 192.0.2.2"]
     );
     let mut in_a = svc("x");
@@ -721,10 +647,7 @@ fn rebuild_gives_a_contested_address_to_the_older_service() {
         pool: Some("p".into()),
         ips: ips(&[ip_]),
     };
-    let conflicts = a.rebuild(vec![
-        record("young", 200, "192.0.2.1"),
-        record("old", 100, "192.0.2.1"),
-    ]);
+    let conflicts = a.rebuild(vec![record("young", 200, "192.0.2.1"), record("old", 100, "192.0.2.1")]);
     assert_eq!(
         a.holders(ip("192.0.2.1")).collect::<Vec<_>>(),
         [&ServiceKey::new("ns", "old")]
@@ -736,15 +659,9 @@ fn rebuild_gives_a_contested_address_to_the_older_service() {
     );
     // Same timestamp: the uid decides, independent of input order.
     let mut b = a.clone();
-    let c1 = b.rebuild(vec![
-        record("x", 5, "192.0.2.2"),
-        record("w", 5, "192.0.2.2"),
-    ]);
+    let c1 = b.rebuild(vec![record("x", 5, "192.0.2.2"), record("w", 5, "192.0.2.2")]);
     let mut c = a.clone();
-    let c2 = c.rebuild(vec![
-        record("w", 5, "192.0.2.2"),
-        record("x", 5, "192.0.2.2"),
-    ]);
+    let c2 = c.rebuild(vec![record("w", 5, "192.0.2.2"), record("x", 5, "192.0.2.2")]);
     assert_eq!(b, c);
     assert_eq!(c1, c2);
     assert_eq!(c1[0].service.name, "x", "uid-w < uid-x");
@@ -769,24 +686,14 @@ fn rebuild_drops_invalid_records_with_reasons() {
         rec("ns", "fine", &["192.0.2.4"]),
         rec("ns", "fine", &["192.0.2.5"]),
     ]);
-    let reasons: BTreeMap<String, ConflictReason> = conflicts
-        .into_iter()
-        .map(|c| (c.service.name, c.reason))
-        .collect();
+    let reasons: BTreeMap<String, ConflictReason> = conflicts.into_iter().map(|c| (c.service.name, c.reason)).collect();
     assert_eq!(
         reasons["outside"],
-        ConflictReason::OutsidePools {
-            ip: ip("203.0.113.9")
-        }
+        ConflictReason::OutsidePools { ip: ip("203.0.113.9") }
     );
     assert_eq!(reasons["split"], ConflictReason::SplitAcrossPools);
-    assert_eq!(
-        reasons["two"],
-        ConflictReason::TooManyIps { family: Family::V4 }
-    );
-    assert!(
-        matches!(&reasons["ns-denied"], ConflictReason::NotAllowed { pool, .. } if pool == "p")
-    );
+    assert_eq!(reasons["two"], ConflictReason::TooManyIps { family: Family::V4 });
+    assert!(matches!(&reasons["ns-denied"], ConflictReason::NotAllowed { pool, .. } if pool == "p"));
     assert_eq!(reasons["fine"], ConflictReason::Duplicate);
     assert_eq!(
         a.allocation(&ServiceKey::new("ns", "fine")).unwrap().ips,

@@ -49,15 +49,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn throughput(
-    api: &Api<ConfigMap>,
-    writers: usize,
-    seconds: u64,
-) -> anyhow::Result<(u64, Vec<Duration>)> {
+async fn throughput(api: &Api<ConfigMap>, writers: usize, seconds: u64) -> anyhow::Result<(u64, Vec<Duration>)> {
     for i in 0..writers {
-        let cm = serde_json::from_value(
-            json!({"metadata": {"name": format!("writer-{i}")}, "data": {"n": "0"}}),
-        )?;
+        let cm = serde_json::from_value(json!({"metadata": {"name": format!("writer-{i}")}, "data": {"n": "0"}}))?;
         api.create(&PostParams::default(), &cm).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -87,27 +81,15 @@ async fn throughput(
     Ok((all.len() as u64, all))
 }
 
-async fn fan_out(
-    api: &Api<ConfigMap>,
-    watchers: usize,
-    events: usize,
-    rate: u64,
-) -> anyhow::Result<Vec<Duration>> {
+async fn fan_out(api: &Api<ConfigMap>, watchers: usize, events: usize, rate: u64) -> anyhow::Result<Vec<Duration>> {
     let base = Instant::now();
-    let cm =
-        serde_json::from_value(json!({"metadata": {"name": "fanout"}, "data": {"sent": "0"}}))?;
+    let cm = serde_json::from_value(json!({"metadata": {"name": "fanout"}, "data": {"sent": "0"}}))?;
     let created = api.create(&PostParams::default(), &cm).await?;
-    let from = created
-        .metadata
-        .resource_version
-        .context("resourceVersion")?;
+    let from = created.metadata.resource_version.context("resourceVersion")?;
     let mut tasks = Vec::new();
     for _ in 0..watchers {
         let stream = api
-            .watch(
-                &WatchParams::default().fields("metadata.name=fanout"),
-                &from,
-            )
+            .watch(&WatchParams::default().fields("metadata.name=fanout"), &from)
             .await?;
         tasks.push(tokio::spawn(async move {
             let mut stream = Box::pin(stream);

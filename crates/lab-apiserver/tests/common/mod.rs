@@ -83,17 +83,9 @@ pub fn api_error<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> (u16, St
 
 /// A raw HTTP/1.1 request (no client-side checks, so malformed bodies reach the server), returning the status
 /// code and the body parsed as JSON (or as a JSON string when it is not JSON).
-pub async fn raw(
-    server: &Running,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Value) {
+pub async fn raw(server: &Running, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server.addr())
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
