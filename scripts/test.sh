@@ -43,9 +43,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# Namespaces a killed test run may have left behind (only ours: the fixture's prefix).
+# Namespaces a killed test run may have left behind (only ours: the fixture's prefix). Set HERALD_KEEP_NETNS=1 when
+# other test runs share the machine.
 cleanup_netns() {
-  [ "$(id -u)" = 0 ] || return 0
+  [ "$(id -u)" = 0 ] && [ -z "${HERALD_KEEP_NETNS:-}" ] || return 0
   ip netns list 2>/dev/null | awk '{print $1}' | grep '^hrdt-' | while read -r ns; do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
