@@ -11,27 +11,11 @@ cd "$(dirname "$0")/.."
 log() { printf '\n==> %s\n' "$*"; }
 
 # ---- 1. prerequisites -------------------------------------------------------------------------------------------
-# tool -> Debian package providing it
-declare -A PKG=(
-  [ip]=iproute2 [ping]=iputils-ping [arping]=arping [ndisc6]=ndisc6 [tcpdump]=tcpdump [nc]=netcat-openbsd
-  [gobgpd]=gobgpd [bird]=bird2 [/usr/lib/frr/bgpd]=frr [python3]=python3 [kubectl]=kubectl [nft]=nftables
-)
 if [ "$(id -u)" = 0 ]; then
-  missing=()
-  for tool in "${!PKG[@]}"; do
-    if [[ $tool == /* ]]; then [ -x "$tool" ] || missing+=("${PKG[$tool]}");
-    else command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("${PKG[$tool]}"); fi
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # kubectl: the image's package, else Debian's kubernetes-client.
-    if [[ " ${missing[*]} " == *" kubectl "* ]] && ! apt-get install -y -qq kubectl >/dev/null 2>&1; then
-      missing=("${missing[@]/kubectl/kubernetes-client}")
-    fi
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  # shellcheck source=scripts/lib.sh
+  . scripts/lib.sh
+  install_missing ip=iproute2 ping=iputils-ping arping=arping ndisc6=ndisc6 tcpdump=tcpdump nc=netcat-openbsd \
+    gobgpd=gobgpd bird=bird2 /usr/lib/frr/bgpd=frr python3=python3 kubectl=kubectl nft=nftables
   # Routing daemons installed from packages start system services we do not want running during tests.
   for svc in frr bird gobgpd; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
   export PATH="$PATH:/usr/sbin:/sbin"

@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# Herald's one-command lab: a three-node "cluster" in network namespaces on this machine, no Kubernetes needed.
+#
+#   sudo scripts/lab.sh [up] [--detach]   build, start the lab, show Layer 2 failover; Ctrl-C removes everything
+#   sudo scripts/lab.sh down              remove everything the lab created (namespaces, processes, files)
+#   sudo scripts/lab.sh status            objects, leases and who answers now
+#   sudo scripts/lab.sh restart NODE      (re)start the herald agent on NODE (node1, node2, node3)
+#   sudo scripts/lab.sh kubectl ARGS...   kubectl against the lab's API server
+#   sudo scripts/lab.sh exec NS CMD...    run CMD in namespace NS (api, node1, node2, node3, client, sw)
+#
+# What runs (see docs/lab.md): lab-apiserver (an in-memory Kubernetes API server) in namespace hlab-api, one
+# `herald agent` per node namespace hlab-node1..3, and a client in hlab-client; the nodes and the client share the
+# LAN bridge `lan` (192.0.2.0/24, 2001:db8:1::/64), the agents reach the API over the bridge `mgmt`
+# (198.51.100.0/24). Each node stands in for kube-proxy (an nftables redirect of the pool's port 80, as kube-proxy's
+# iptables/nftables modes do) and serves its own name over HTTP, so the client sees which node answered ARP/NDP and
+# which node took its traffic.
+#
+# Environment: HERALD_BIN / LAB_APISERVER_BIN use prebuilt binaries (no cargo build); CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+PREFIX=hlab-
+STATE=${HERALD_LAB_DIR:-/tmp/hlab}
+KUBECONFIG_FILE=$STATE/kubeconfig
+NODES=(node1 node2 node3)
+API_IP=198.51.100.1
+
+if [ -t 1 ]; then BOLD=$'\033[1m'; DIM=$'\033[2m'; OFF=$'\033[0m'; else BOLD=; DIM=; OFF=; fi
+step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$OFF"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf '%serror:%s %s\n' "$BOLD" "$OFF" "$*" >&2; exit 1; }
+run() { printf '%s$ %s%s\n' "$DIM" "$*" "$OFF"; "$@"; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "the lab creates network namespaces: run it as root (sudo $0 $*)"; }
+nsx() { local ns=$1; shift; ip netns exec "$PREFIX$ns" "$@"; }
+kc() { nsx api kubectl --kubeconfig "$KUBECONFIG_FILE" --cache-dir "$STATE/kube-cache" "$@"; }
+
+# ---- teardown ---------------------------------------------------------------------------------------------------
+down() {
+  local ns pid
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX" || true); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+  done
+  sleep 0.3
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX" || true); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$STATE"
+}
+
+# ---- prerequisites ----------------------------------------------------------------------------------------------
+install_tools() {
+  declare -A pkg=([ip]=iproute2 [arping]=arping [ndisc6]=ndisc6 [python3]=python3 [curl]=curl [kubectl]=kubectl
+    [nft]=nftables)
+  local missing=() tool
+  for tool in "${!pkg[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then info "ip, arping, ndisc6, python3, curl, kubectl, nft: present"; return; fi
+  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+  info "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # kubectl: the distribution's kubectl package if it has one, else Debian's kubernetes-client.
+  if [[ " ${missing[*]} " == *" kubectl "* ]] && ! apt-get install -y -qq kubectl >/dev/null 2>&1; then
+    missing=("${missing[@]/kubectl/kubernetes-client}")
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+  if [ -n "${HERALD_BIN:-}" ] && [ -n "${LAB_APISERVER_BIN:-}" ]; then
+    info "using HERALD_BIN=$HERALD_BIN and LAB_APISERVER_BIN=$LAB_APISERVER_BIN"
+    return
+  fi
+  command -v cargo >/dev/null || die "cargo not found: install Rust 1.89 or newer (https://rustup.rs), then rerun"
+  run cargo build --locked -p herald -p herald-lab-apiserver --bin herald --bin lab-apiserver
+  local target=${CARGO_TARGET_DIR:-$REPO/target}
+  HERALD_BIN=$target/debug/herald
+  LAB_APISERVER_BIN=$target/debug/lab-apiserver
+}
+
+# ---- pieces -----------------------------------------------------------------------------------------------------
+netns() { ip netns add "$PREFIX$1"; ip -n "$PREFIX$1" link set lo up; }
+# attach BRIDGE PORT NS IFNAME: a veth from the switch's BRIDGE to NS
+attach() {
+  ip -n "${PREFIX}sw" link add "$2" type veth peer name "$4" netns "$PREFIX$3"
+  ip -n "${PREFIX}sw" link set "$2" master "$1" up
+  ip -n "$PREFIX$3" link set "$4" up
+}
+# start NAME NS CMD...: a background process inside NS, logging to $STATE/NAME.log
+start() {
+  local name=$1 ns=$2; shift 2
+  ip netns exec "$PREFIX$ns" "$@" >"$STATE/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+  disown $!
+}
+wait_for() { # wait_for SECONDS DESCRIPTION CMD...
+  local secs=$1 what=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out after ${secs}s waiting for $what"
+    sleep 0.2
+  done
+}
+mac_of() { ip -n "$PREFIX$1" -br link show dev eth0 | awk '{print $3}'; }
+node_of_mac() { local n; for n in "${NODES[@]}"; do [ "$(mac_of "$n")" = "$1" ] && { echo "$n"; return; }; done; echo "?"; }
+lease_holder() { # the node holding IP's lease
+  local slug=${1//[.:]/-}
+  [[ $slug == -* ]] && slug=0$slug
+  [[ $slug == *- ]] && slug=${slug}0
+  kc get leases -n herald-system -l "herald.dev/ip=$slug" -o jsonpath='{.items[0].spec.holderIdentity}' 2>/dev/null | cut -d/ -f1
+}
+has_holder() { [ -n "$(lease_holder "$1")" ]; }
+start_agent() {
+  local n=$1 i=${1#node}
+  start "agent-$n" "$n" env KUBECONFIG="$KUBECONFIG_FILE" RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
+    "$HERALD_BIN" agent --node-name "$n" --namespace herald-system --metrics-addr "198.51.100.1$i:7472"
+}
+show_state() {
+  run kc get eip,svc -A
+  run kc get leases -n herald-system -l herald.dev/lease=ip \
+    -o custom-columns='IP LEASE:.metadata.name,HOLDER:.spec.holderIdentity,TRANSITIONS:.spec.leaseTransitions'
+  info "announced-by: $(kc get svc web -o jsonpath='{.metadata.annotations.herald\.dev/announced-by}')"
+}
+
+# ---- up ---------------------------------------------------------------------------------------------------------
+on_exit() {
+  if [ "$1" != 0 ] && [ "$1" != 130 ]; then
+    local f
+    for f in "$STATE"/agent-*.log "$STATE"/apiserver.log; do
+      [ -f "$f" ] || continue
+      printf '\n%s--- last lines of %s ---%s\n' "$BOLD" "$f" "$OFF"
+      tail -n 15 "$f"
+    done
+    if [ -n "${HERALD_LAB_KEEP_ON_ERROR:-}" ]; then info "HERALD_LAB_KEEP_ON_ERROR set: lab left running"; return; fi
+  fi
+  echo
+  step "Removing the lab"
+  down
+  info "done"
+}
+
+up() {
+  local detach=$1
+  step "Removing any previous lab"
+  down
+  mkdir -p "$STATE"
+  # From here on, any failure or Ctrl-C removes the lab again.
+  trap 'on_exit $?' EXIT
+  trap 'exit 130' INT TERM
+
+  step "Prerequisites"
+  install_tools
+  step "Building herald and lab-apiserver"
+  build
+
+  step "Network: namespaces ${PREFIX}{sw,api,node1,node2,node3,client}; bridges mgmt (198.51.100.0/24) and lan (192.0.2.0/24, 2001:db8:1::/64)"
+  netns sw
+  ip -n "${PREFIX}sw" link add mgmt type bridge mcast_snooping 0
+  ip -n "${PREFIX}sw" link add lan type bridge mcast_snooping 0
+  ip -n "${PREFIX}sw" link set mgmt up
+  ip -n "${PREFIX}sw" link set lan up
+  netns api
+  attach mgmt m-api api eth0
+  ip -n "${PREFIX}api" addr add "$API_IP/24" dev eth0
+  local n i
+  for n in "${NODES[@]}"; do
+    i=${n#node}
+    netns "$n"
+    attach lan "l-$n" "$n" eth0
+    attach mgmt "m-$n" "$n" eth1
+    ip -n "$PREFIX$n" link set eth0 address "02:00:00:00:00:1$i"
+    ip -n "$PREFIX$n" addr add "192.0.2.1$i/24" dev eth0
+    ip -n "$PREFIX$n" addr add "2001:db8:1::1$i/64" dev eth0 nodad
+    ip -n "$PREFIX$n" addr add "198.51.100.1$i/24" dev eth1
+    # kube-proxy stand-in (iptables/nftables mode): traffic to the pool's addresses on port 80 goes to this node's
+    # web server. The Service IPs are on no interface, so only Herald answers ARP/NDP for them.
+    nsx "$n" nft -f - <<'NFT'
+table inet kube-proxy-lab {
+  chain prerouting {
+    type nat hook prerouting priority dstnat;
+    ip daddr 192.0.2.200-192.0.2.220 tcp dport 80 redirect
+    ip6 daddr 2001:db8:1::200-2001:db8:1::220 tcp dport 80 redirect
+  }
+}
+NFT
+    mkdir -p "$STATE/www-$n"
+    echo "hello from $n" >"$STATE/www-$n/index.html"
+    start "http-$n" "$n" python3 -m http.server 80 --bind :: --directory "$STATE/www-$n"
+    info "$n: eth0 02:00:00:00:00:1$i 192.0.2.1$i 2001:db8:1::1$i, eth1 198.51.100.1$i"
+  done
+  netns client
+  attach lan l-client client eth0
+  ip -n "${PREFIX}client" link set eth0 address 02:00:00:00:00:64
+  ip -n "${PREFIX}client" addr add 192.0.2.100/24 dev eth0
+  ip -n "${PREFIX}client" addr add 2001:db8:1::100/64 dev eth0 nodad
+  info "client: eth0 192.0.2.100 2001:db8:1::100"
+
+  step "Starting lab-apiserver on $API_IP:6443 (namespace ${PREFIX}api)"
+  NO_COLOR=1 ip netns exec "${PREFIX}api" "$LAB_APISERVER_BIN" --listen "$API_IP:6443" --kubeconfig-out "$KUBECONFIG_FILE" \
+    --state-file "$STATE/apiserver-state.json" >"$STATE/apiserver.out" 2>"$STATE/apiserver.log" &
+  echo $! >"$STATE/apiserver.pid"
+  disown $!
+  wait_for 20 "lab-apiserver" test -s "$KUBECONFIG_FILE"
+  wait_for 20 "lab-apiserver to answer" kc get --raw /healthz
+  info "listening on $(head -n1 "$STATE/apiserver.out"); kubeconfig $KUBECONFIG_FILE"
+
+  step "Cluster objects: Nodes, namespace herald-system, Herald's CRDs"
+  run kc apply -f deploy/examples/lab-nodes.yaml
+  "$HERALD_BIN" crds | kc apply -f -
+
+  printf 'HERALD_BIN=%q\n' "$HERALD_BIN" >"$STATE/bins"
+  step "Starting one herald agent per node"
+  for n in "${NODES[@]}"; do start_agent "$n"; done
+  for n in "${NODES[@]}"; do
+    wait_for 60 "the agent on $n (log: $STATE/agent-$n.log)" grep -q "announcer started" "$STATE/agent-$n.log"
+    info "$n: herald agent running (pid $(cat "$STATE/agent-$n.pid"), log $STATE/agent-$n.log)"
+  done
+
+  step "Applying the example Eip and Service"
+  run kc apply -f deploy/examples/lab-eip.yaml -f deploy/examples/lab-service.yaml
+  wait_for 30 "the Service's IPs" sh -c "[ \$(ip netns exec ${PREFIX}api kubectl --kubeconfig $KUBECONFIG_FILE get svc web -o jsonpath='{.status.loadBalancer.ingress[*].ip}' | wc -w) -ge 2 ]"
+  local ips v4 v6
+  ips=$(kc get svc web -o jsonpath='{.status.loadBalancer.ingress[*].ip}')
+  for ip in $ips; do case $ip in *:*) v6=$ip ;; *) v4=$ip ;; esac; done
+  info "web got $v4 and $v6"
+  wait_for 20 "a lease holder for $v4" has_holder "$v4"
+  wait_for 20 "a lease holder for $v6" has_holder "$v6"
+  sleep 1
+  show_state
+
+  step "The client reaches the Service IPs"
+  # A new IP is first probed for conflicts (about 1.5 s) before its node answers.
+  local mac4= mac6= deadline=$((SECONDS + 15))
+  while { [ -z "$mac4" ] || [ -z "$mac6" ]; } && [ $SECONDS -lt $deadline ]; do
+    [ -n "$mac4" ] || mac4=$(nsx client arping -i eth0 -c 1 -w 1 "$v4" | awk '/bytes from/ {print $4; exit}' || true)
+    [ -n "$mac6" ] || mac6=$(nsx client ndisc6 -q -n -r 1 -w 1000 "$v6" eth0 || true)
+  done
+  info "arping $v4: answered by $mac4 = $(node_of_mac "$mac4")"
+  info "ndisc6 $v6: answered by $mac6 = $(node_of_mac "$mac6")"
+  info "curl http://$v4/: $(nsx client curl -sS --max-time 3 "http://$v4/" || echo "(no answer)")"
+  info "curl http://[$v6]/: $(nsx client curl -sS --max-time 3 "http://[$v6]/" || echo "(no answer)")"
+
+  local victim
+  victim=$(lease_holder "$v4")
+  step "Failover: kill -9 the agent on $victim (holder of $v4) while the client arpings every 20 ms"
+  # Each reply line gets the time it arrived ($EPOCHREALTIME: no process per line).
+  (nsx client arping -i eth0 -W 0.02 "$v4" 2>&1 | while IFS= read -r line; do echo "$EPOCHREALTIME $line"; done) \
+    >"$STATE/failover-probe.log" &
+  disown $!
+  sleep 1
+  local killed=$EPOCHREALTIME
+  run kill -9 "$(cat "$STATE/agent-$victim.pid")"  # the agent on $victim
+  local old_mac deadline=$((SECONDS + 20))
+  old_mac=$(mac_of "$victim")
+  until awk -v t="$killed" -v old="$old_mac" '$1 > t && /bytes from/ && $5 != old {found=1} END {exit !found}' \
+      "$STATE/failover-probe.log"; do
+    [ $SECONDS -lt $deadline ] || break
+    sleep 0.1
+  done
+  sleep 1
+  ip netns pids "${PREFIX}client" | xargs -r kill -KILL 2>/dev/null || true
+  # Longest time between two answers around the kill, and who answered after it.
+  local report
+  report=$(awk -v t="$killed" '
+    /bytes from/ { if (last != "" && $1 > t - 1) { gap = $1 - last; if (gap > max) max = gap }
+                   last = $1; if ($1 > t) after = $5 }
+    END { printf "%.0f %s\n", max * 1000, after }' "$STATE/failover-probe.log")
+  local gap=${report% *} new_mac=${report#* }
+  if [ -z "$new_mac" ] || [ "$new_mac" = "$old_mac" ]; then
+    info "no other node answered within 20 s (see $STATE/agent-*.log)"
+  else
+    info "the client saw no answer for ${BOLD}${gap} ms${OFF}; $(node_of_mac "$new_mac") ($new_mac) took over"
+  fi
+  sleep 1
+  show_state
+  info "curl http://$v4/: $(nsx client curl -sS --max-time 3 "http://$v4/" || true)"
+
+  step "Restarting the agent on $victim (the IP stays where it is: no flapping back)"
+  start_agent "$victim"
+  wait_for 60 "the agent on $victim" grep -q "announcer started" "$STATE/agent-$victim.log"
+  info "$victim: herald agent running again"
+
+  step "The lab is running"
+  cat <<EOF
+    kubectl:   sudo $0 kubectl get eip,svc,leases -A
+    a client:  sudo $0 exec client arping -i eth0 -c 3 $v4
+               sudo $0 exec client curl http://$v4/
+    logs:      $STATE/agent-node{1,2,3}.log, $STATE/apiserver.log
+    metrics:   sudo $0 exec api curl -s http://198.51.100.11:7472/metrics
+    failover:  sudo kill -9 \$(cat $STATE/agent-$(lease_holder "$v4").pid)   # then: sudo $0 restart $(lease_holder "$v4")
+EOF
+  if [ "$detach" = 1 ] || [ ! -t 0 ]; then
+    trap - EXIT INT TERM
+    info "left running; remove it with: sudo $0 down"
+    return
+  fi
+  info "press Ctrl-C to remove the lab (or leave it with --detach next time)"
+  while sleep 3600; do :; done
+}
+
+cmd=${1:-up}
+case $cmd in
+  up)
+    need_root "$@"
+    detach=0
+    [ "${2:-}" = "--detach" ] || [ "${2:-}" = "-d" ] && detach=1
+    up "$detach"
+    ;;
+  down)
+    need_root "$@"
+    step "Removing the lab (namespaces ${PREFIX}*, their processes, $STATE)"
+    down
+    info "done"
+    ;;
+  status)
+    need_root "$@"
+    [ -f "$KUBECONFIG_FILE" ] || die "no lab running (start it with: sudo $0)"
+    show_state
+    for ip in $(kc get svc web -o jsonpath='{.status.loadBalancer.ingress[*].ip}'); do
+      case $ip in
+        *:*) mac=$(nsx client ndisc6 -q -n -r 1 -w 500 "$ip" eth0 || true) ;;
+        *) mac=$(nsx client arping -i eth0 -c 1 -w 1 "$ip" | awk '/bytes from/ {print $4; exit}' || true) ;;
+      esac
+      info "$ip: answered by ${mac:-nobody} ${mac:+= $(node_of_mac "$mac")}"
+    done
+    ;;
+  restart)
+    need_root "$@"
+    [ -f "$STATE/bins" ] || die "no lab running (start it with: sudo $0)"
+    n=${2:-}
+    [[ " ${NODES[*]} " == *" $n "* ]] || die "usage: $0 restart node1|node2|node3"
+    # shellcheck disable=SC1091
+    . "$STATE/bins"
+    [ -f "$STATE/agent-$n.pid" ] && kill -TERM "$(cat "$STATE/agent-$n.pid")" 2>/dev/null && sleep 1
+    start_agent "$n"
+    info "herald agent on $n restarted (pid $(cat "$STATE/agent-$n.pid"), log $STATE/agent-$n.log)"
+    ;;
+  kubectl)
+    need_root "$@"
+    shift
+    kc "$@"
+    ;;
+  exec)
+    need_root "$@"
+    [ $# -ge 3 ] || die "usage: $0 exec NS CMD... (NS: api, node1, node2, node3, client, sw)"
+    ns=$2
+    shift 2
+    nsx "$ns" "$@"
+    ;;
+  -h | --help | help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$cmd' (up, down, status, restart, kubectl, exec, help)" ;;
+esac
