@@ -1,0 +1,280 @@
+//! Layer 2 failover and election benchmark: what a client on the LAN sees when the announcing node dies or stops,
+//! how fast a new Service becomes reachable, and how much API traffic the election costs in steady state.
+//!
+//! Run as root (after `cargo build --bin herald --bin lab-apiserver`, or with `HERALD_BIN` / `LAB_APISERVER_BIN`):
+//!
+//! ```text
+//! cargo run --release -p herald-netns-tests --bin failover-bench -- [--runs 20] [--load-seconds 20] [--sizes 1,100,1000]
+//!     [--only crash,tuned,handover,create,load]
+//! ```
+//!
+//! Topology: `herald_netns_tests::cluster` (lab-apiserver, 3 nodes, a client). The client probes the Service IP
+//! every 20 ms with `arping`; `tcpdump` on the client records each probe and answer (kernel timestamps). The gap is
+//! the longest time between two answers around the event. Prints Markdown tables.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use herald_netns_tests::cluster::{Cluster, ClusterOptions, Frame, ServiceSpec, epoch_now, percentile, settle};
+use herald_netns_tests::{require, wait_for};
+
+const PROBE: Duration = Duration::from_millis(20);
+/// The tuned timings (`herald agent` refuses unsafe ones).
+const TUNED: [&str; 6] = [
+    "--node-renew-period",
+    "300ms",
+    "--takeover-after",
+    "1s",
+    "--renew-deadline",
+    "600ms",
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = option(&args, "--runs").unwrap_or(20);
+    let load_seconds: u64 = option(&args, "--load-seconds").unwrap_or(20);
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(String::from).collect());
+    let wants = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    if !require(&["ip", "arping", "tcpdump", "kubectl", "python3", "nft"]) {
+        bail!("failover-bench needs root and ip, arping, tcpdump, kubectl, python3, nft");
+    }
+    println!(
+        "# Layer 2 failover and election (3 nodes, client probing every {} ms)\n",
+        PROBE.as_millis()
+    );
+    let mut failover_rows = Vec::new();
+    if wants("crash") {
+        failover_rows.push(failover(
+            "defaults (renew 1s, takeover 3s, deadline 2s)",
+            &[],
+            "KILL",
+            runs,
+        )?);
+    }
+    if wants("tuned") {
+        failover_rows.push(failover(
+            "tuned (renew 300ms, takeover 1s, deadline 600ms)",
+            &TUNED,
+            "KILL",
+            runs,
+        )?);
+    }
+    if wants("handover") {
+        failover_rows.push(failover("defaults", &[], "TERM", runs)?);
+    }
+    if !failover_rows.is_empty() {
+        println!("| event | timings | runs | gap p50 | gap p99 | gap max | dual-answer probes |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
+        for r in &failover_rows {
+            println!("{r}");
+        }
+        println!();
+    }
+    if wants("create") {
+        create_to_answer(runs.min(10))?;
+    }
+    if wants("load") {
+        let sizes: Vec<usize> = args
+            .iter()
+            .position(|a| a == "--sizes")
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 100, 1000]);
+        api_load(&sizes, Duration::from_secs(load_seconds))?;
+    }
+    Ok(())
+}
+
+fn option<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `runs` times: kill (`KILL`) or stop (`TERM`) the holder's agent, measure the gap, restart it.
+fn failover(label: &str, agent_args: &[&str], signal: &str, runs: usize) -> Result<String> {
+    let mut c = Cluster::start("failover-bench", &ClusterOptions::with_args(agent_args))?;
+    c.create_services(&[ServiceSpec::v4("web")])?;
+    let ip = c.wait_service_ips(&["web"], Duration::from_secs(30))?["web"][0];
+    let probe = c.probe(ip, PROBE)?;
+    let mut gaps = Vec::new();
+    let mut dual = 0;
+    for run in 0..runs {
+        let holder = c.wait_lease_holder(ip, Duration::from_secs(20), |_| true)?;
+        let victim = c.node_index(&holder).context("holder is a lab node")?;
+        let old_mac = c.nodes[victim].mac.clone();
+        probe
+            .wait_answer(epoch_now(), Duration::from_secs(10), |m| m == old_mac)
+            .context("holder answers")?;
+        settle(Duration::from_millis(500));
+        let t = epoch_now();
+        c.signal_agent(victim, signal)?;
+        let new_mac = probe
+            .wait_answer(t, Duration::from_secs(30), |m| m != old_mac)
+            .with_context(|| format!("run {run}: nobody took over from {holder}"))?;
+        settle(Duration::from_millis(300));
+        let s = probe.stats(t - 0.5, epoch_now());
+        eprintln!(
+            "{signal} {label} run {run}: {holder} -> {}: gap {:.0} ms",
+            c.node_of_mac(&new_mac).unwrap_or("?"),
+            s.longest_gap.as_secs_f64() * 1000.0
+        );
+        gaps.push(s.longest_gap.as_secs_f64() * 1000.0);
+        dual += s.double_answered;
+        c.wait_agent_exit(victim, Duration::from_secs(10));
+        c.start_agent(victim)?;
+        c.wait_agent_ready(victim, Duration::from_secs(60))?;
+        // Let the restarted node's liveness lease be seen before the next run.
+        settle(Duration::from_secs(2));
+    }
+    let event = if signal == "KILL" {
+        "crash (kill -9)"
+    } else {
+        "clean stop (SIGTERM)"
+    };
+    Ok(format!(
+        "| {event} | {label} | {runs} | {:.0} ms | {:.0} ms | {:.0} ms | {dual} |",
+        percentile(&mut gaps, 50.0),
+        percentile(&mut gaps, 99.0),
+        percentile(&mut gaps, 100.0)
+    ))
+}
+
+/// Time from `kubectl apply` of a Service (asking for a known IP) to the first ARP answer for it.
+fn create_to_answer(runs: usize) -> Result<()> {
+    let c = Cluster::start("failover-bench-create", &ClusterOptions::default())?;
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let ip: IpAddr = format!("192.0.2.{}", 200 + run).parse()?;
+        let probe = c.probe(ip, Duration::from_millis(10))?;
+        settle(Duration::from_millis(300));
+        let name = format!("new{run}");
+        let t = epoch_now();
+        c.create_services(&[ServiceSpec::v4(&name).with_ips(&ip.to_string())])?;
+        probe
+            .wait_answer(t, Duration::from_secs(30), |_| true)
+            .with_context(|| format!("{ip} never answered"))?;
+        let first = probe
+            .frames()
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Answer { at, .. } if *at >= t => Some(*at),
+                _ => None,
+            })
+            .fold(f64::INFINITY, f64::min);
+        eprintln!(
+            "create {name} ({ip}): first ARP answer after {:.0} ms",
+            (first - t) * 1000.0
+        );
+        times.push((first - t) * 1000.0);
+    }
+    println!("Service creation (`kubectl apply`) to the first ARP answer, {runs} runs (probing every 10 ms):\n");
+    println!("| p50 | p99 | max |");
+    println!("|---:|---:|---:|");
+    println!(
+        "| {:.0} ms | {:.0} ms | {:.0} ms |\n",
+        percentile(&mut times, 50.0),
+        percentile(&mut times, 99.0),
+        percentile(&mut times, 100.0)
+    );
+    Ok(())
+}
+
+/// Steady-state API requests per second with `n` Service IPs (IPv6 single-stack Services) on 3 nodes.
+fn api_load(sizes: &[usize], window: Duration) -> Result<()> {
+    let c = Cluster::start("failover-bench-load", &ClusterOptions::default())?;
+    let nodes = c.nodes.len() as f64;
+    let mut rows = Vec::new();
+    let mut created = 0;
+    for &n in sizes {
+        let specs: Vec<ServiceSpec> = (created..n).map(|i| ServiceSpec::v6(&format!("load{i:04}"))).collect();
+        for chunk in specs.chunks(250) {
+            c.create_services(chunk)?;
+        }
+        created = n;
+        let start = Instant::now();
+        wait_for(Duration::from_secs(300), || {
+            let leases = c.ip_leases().ok()?;
+            (leases.values().filter(|h| h.is_some()).count() >= n).then_some(())
+        })
+        .with_context(|| format!("{n} IPs never all got a holder"))?;
+        let held = start.elapsed().as_secs_f64();
+        eprintln!("{n} IPs held after {held:.1} s; settling");
+        // Steady state: a 5 s window without ownership changes (no lease creates, no announced-by patches).
+        let quiet = wait_for(Duration::from_secs(180), || {
+            let a = c.api_requests().ok()?;
+            settle(Duration::from_secs(5));
+            let b = c.api_requests().ok()?;
+            let changed = |verb: &str, res: &str| {
+                let k = (verb.to_string(), res.to_string());
+                b.get(&k).copied().unwrap_or(0) - a.get(&k).copied().unwrap_or(0)
+            };
+            let updates = changed("update", "leases");
+            eprintln!(
+                "  5 s: {updates} lease updates, {} lease creates, {} Service patches",
+                changed("create", "leases"),
+                changed("patch", "services")
+            );
+            (changed("create", "leases") == 0 && changed("patch", "services") == 0).then_some(())
+        });
+        let quiet_after = match quiet {
+            Some(()) => format!("{:.0} s", start.elapsed().as_secs_f64()),
+            None => format!("not within {:.0} s", start.elapsed().as_secs_f64()),
+        };
+        eprintln!("{n} IPs: quiet: {quiet_after}");
+        let before = c.api_requests()?;
+        settle(window);
+        let after = c.api_requests()?;
+        let delta = |pred: &dyn Fn(&str) -> bool| -> f64 {
+            after
+                .iter()
+                .filter(|((verb, _), _)| pred(verb))
+                .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+                .sum::<u64>() as f64
+                / window.as_secs_f64()
+        };
+        let writes = delta(&|v| matches!(v, "create" | "update" | "patch" | "delete" | "deletecollection"));
+        // (lab-apiserver does not count its own /metrics in these counters.)
+        let reads = delta(&|v| matches!(v, "get" | "list"));
+        let by_resource: BTreeMap<String, u64> = after
+            .iter()
+            .map(|((verb, res), v)| {
+                (
+                    format!("{verb} {res}"),
+                    v - before.get(&(verb.clone(), res.clone())).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        eprintln!("{n} IPs, requests in {window:?}: {by_resource:?}");
+        let nf = n as f64;
+        rows.push(format!(
+            "| {n} | {writes:.1} | {reads:.1} | {held:.0} s | {quiet_after} | {:.1} | {:.1} |",
+            nf / 2.0,
+            nf * (nodes - 1.0) / (1.6 * 2.0)
+        ));
+    }
+    println!(
+        "Steady-state API requests per second on 3 nodes (lab-apiserver `/metrics`, sampled over {} s once a 5 s \
+         window had no lease create and no announced-by patch), next to a lease-per-Service design renewing every \
+         2 s (N/2 writes/s, N·(M−1)/(1.6·2) reads/s):\n",
+        window.as_secs()
+    );
+    println!(
+        "| Service IPs | Herald writes/s | Herald reads/s | all IPs held after | quiet after | \
+         lease-per-Service writes/s | lease-per-Service reads/s |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!();
+    Ok(())
+}
