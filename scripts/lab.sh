@@ -52,22 +52,11 @@ down() {
 
 # ---- prerequisites ----------------------------------------------------------------------------------------------
 install_tools() {
-  declare -A pkg=([ip]=iproute2 [arping]=arping [ndisc6]=ndisc6 [python3]=python3 [curl]=curl [kubectl]=kubectl
-    [nft]=nftables)
-  local missing=() tool
-  for tool in "${!pkg[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then info "ip, arping, ndisc6, python3, curl, kubectl, nft: present"; return; fi
-  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-  info "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # kubectl: the distribution's kubectl package if it has one, else Debian's kubernetes-client.
-  if [[ " ${missing[*]} " == *" kubectl "* ]] && ! apt-get install -y -qq kubectl >/dev/null 2>&1; then
-    missing=("${missing[@]/kubectl/kubernetes-client}")
-  fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # shellcheck source=scripts/lib.sh
+  . "$REPO/scripts/lib.sh"
+  install_missing ip=iproute2 arping=arping ndisc6=ndisc6 python3=python3 curl=curl kubectl=kubectl nft=nftables ||
+    die "cannot install the lab's tools"
+  info "ip, arping, ndisc6, python3, curl, kubectl, nft: present"
 }
 
 build() {

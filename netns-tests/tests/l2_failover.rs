@@ -5,8 +5,7 @@
 //! answer together while the API is reachable. Gaps are printed (the numbers for `docs/benchmarks.md` come from
 //! `failover-bench`); assertions use generous bounds that only catch breakage.
 //!
-//! The issue asks for a 60 s API outage; [`API_OUTAGE`] is shorter to keep this file within its CI time budget. It
-//! is still far longer than every election timer (takeover after 3 s, renew deadline 2 s).
+//! The API outage lasts the 60 s the issue asks for ([`API_OUTAGE`]): 20 times the takeover timer.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -14,8 +13,8 @@ use std::time::Duration;
 use herald_netns_tests::cluster::{Cluster, ClusterOptions, Frame, ServiceSpec, epoch_now, ip_slug, ms, settle};
 use herald_netns_tests::{require, wait_for};
 
-/// How long lab-apiserver stays down in the outage tests (the issue's 60 s, shortened for CI; see the module docs).
-const API_OUTAGE: Duration = Duration::from_secs(20);
+/// How long lab-apiserver stays down in the outage tests.
+const API_OUTAGE: Duration = Duration::from_secs(60);
 /// Probe interval of the clients.
 const PROBE: Duration = Duration::from_millis(20);
 /// Breakage bounds, not performance goals.
