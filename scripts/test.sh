@@ -31,7 +31,8 @@ fi
 # other test runs share the machine.
 cleanup_netns() {
   [ "$(id -u)" = 0 ] && [ -z "${HERALD_KEEP_NETNS:-}" ] || return 0
-  ip netns list 2>/dev/null | awk '{print $1}' | grep '^hrdt-' | while read -r ns; do
+  local ns
+  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^hrdt-/ {print $1}'); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
