@@ -154,6 +154,8 @@ pub async fn run(
     );
     let mut sent: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
     let mut bgp = bgp::BgpAnnouncer::default();
+    // Why an IP has no eligible node, as last logged (logged once per change, not per pass).
+    let mut unplaceable: BTreeMap<IpAddr, Option<String>> = BTreeMap::new();
     let mut current: BTreeMap<IpAddr, Announcement>;
     let mut link_state = links::read();
     let mut link_tick = tokio::time::interval(LINK_POLL);
@@ -166,6 +168,15 @@ pub async fn run(
         };
         current = desired::desired(&view, config.default_class);
         let mut wanted: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
+        for (ip, a) in &current {
+            if a.ineligible_reason != *unplaceable.get(ip).unwrap_or(&None) {
+                if let Some(why) = &a.ineligible_reason {
+                    warn!(%ip, eip = a.eip, "no node may announce this IP: {why}");
+                }
+                unplaceable.insert(*ip, a.ineligible_reason.clone());
+            }
+        }
+        unplaceable.retain(|ip, _| current.contains_key(ip));
         for (ip, a) in current.iter().filter(|(_, a)| a.protocol == Protocol::Layer2) {
             let interface = links::interface_for(&link_state, *ip, a.interface.as_deref());
             let usable = interface.as_ref().and_then(|i| link_state.get(i)).is_some_and(|l| l.up);

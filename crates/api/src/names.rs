@@ -45,14 +45,19 @@ pub const LABEL_EXCLUDE_FROM_LB: &str = "node.kubernetes.io/exclude-from-externa
 
 // ===== Leases =====
 
-/// Label on every Lease Herald writes: `node`, `ip` or `allocator`.
+/// Label on every Lease Herald writes: `node` or `ip` (the allocator Lease carries none). Agents watch on it.
 pub const LABEL_LEASE_KIND: &str = "herald.dev/lease";
-/// Label on an IP lease naming the IP (with `.`/`:` as `-`, as in the Lease name).
+/// Label on an IP Lease naming the IP (with `.`/`:` as `-`, as in the Lease name).
 pub const LABEL_LEASE_IP: &str = "herald.dev/ip";
-/// Label on an IP lease naming the Eip the IP belongs to.
+/// Label on an IP Lease naming the Eip the IP belongs to.
 pub const LABEL_LEASE_EIP: &str = "herald.dev/eip";
+/// Label on a node Lease naming the node.
+pub const LABEL_LEASE_NODE: &str = "herald.dev/node";
 /// Name of the allocator's leader Lease (in the agent's namespace).
 pub const ALLOCATOR_LEASE: &str = "herald-allocator";
-// Lease names are built in one place, `herald_election::naming` (`herald-node-<node>`, `herald-ip-<ip>`).
+/// Prefix of node-liveness Lease names: `herald-node-<node>`.
+pub const NODE_LEASE_PREFIX: &str = "herald-node-";
+/// Prefix of per-IP ownership Lease names: `herald-ip-<ip>` (built by `herald_election::naming::ip_lease_name`).
+pub const IP_LEASE_PREFIX: &str = "herald-ip-";
 /// Field manager / event reporter name.
 pub const CONTROLLER_NAME: &str = "herald";

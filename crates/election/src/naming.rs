@@ -5,21 +5,11 @@ use std::net::IpAddr;
 
 use crate::error::{Error, Result};
 
-/// Label on every Herald lease: `node`, `ip` (and the allocator lease carries none). The watch selects on it.
-pub const LEASE_KIND_LABEL: &str = "herald.dev/lease";
-/// Label naming the IP of an IP lease, in [`ip_slug`] form (label values cannot hold `:`).
-pub const IP_LABEL: &str = "herald.dev/ip";
-/// Label naming the Eip an IP lease's address comes from.
-pub const EIP_LABEL: &str = "herald.dev/eip";
-/// Label naming the node of a node lease.
-pub const NODE_LABEL: &str = "herald.dev/node";
-
-/// Prefix of node liveness leases.
-pub const NODE_LEASE_PREFIX: &str = "herald-node-";
-/// Prefix of IP ownership leases.
-pub const IP_LEASE_PREFIX: &str = "herald-ip-";
-/// Name of the allocator's leader lease.
-pub const ALLOCATOR_LEASE: &str = "herald-allocator";
+// The names themselves live with every other name Herald writes, in `herald_api::names`.
+pub use herald_api::names::{
+    ALLOCATOR_LEASE, IP_LEASE_PREFIX, LABEL_LEASE_EIP as EIP_LABEL, LABEL_LEASE_IP as IP_LABEL,
+    LABEL_LEASE_KIND as LEASE_KIND_LABEL, LABEL_LEASE_NODE as NODE_LABEL, NODE_LEASE_PREFIX,
+};
 
 /// `herald-node-<node>`.
 pub fn node_lease_name(node: &str) -> String {
