@@ -51,8 +51,10 @@ async fn run(n: usize) -> (Duration, Duration, Duration, f64, f64) {
         instance: "bench".into(),
         namespace: "default".into(),
     };
+    let shared = herald::watch::SharedStores::start(&client, &cancel);
     tokio::spawn(allocator::run(
         client.clone(),
+        shared,
         config,
         metrics.allocator.clone(),
         cancel.clone(),

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::allocator::{self, AllocatorConfig};
 use crate::announcer::{self, AnnouncerConfig};
 use crate::metrics::{self, Metrics};
+use crate::watch::SharedStores;
 
 /// Arguments of `herald agent`.
 #[derive(clap::Args, Debug)]
@@ -125,6 +126,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let metrics = Metrics::new();
+    let shared = SharedStores::start(&client, &cancel);
     let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone(), cancel.clone()));
 
     let timing = LeaderTiming {
@@ -146,12 +148,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let alloc_metrics = metrics.allocator.clone();
     let alloc_client = client.clone();
+    let alloc_shared = shared.clone();
     let allocator = tokio::spawn(async move {
         lock.run_while_leader(|term| {
             let (client, config, metrics) = (alloc_client.clone(), alloc_config.clone(), alloc_metrics.clone());
+            let shared = alloc_shared.clone();
             async move {
                 metrics.leader.set(1);
-                if let Err(e) = allocator::run(client, config, metrics.clone(), term).await {
+                if let Err(e) = allocator::run(client, shared, config, metrics.clone(), term).await {
                     warn!(error = %e, "allocator stopped with an error");
                 }
                 metrics.leader.set(0);
@@ -181,8 +185,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             },
         };
         let (client, metrics, cancel) = (client.clone(), metrics.announcer.clone(), cancel.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = announcer::run(client, config, metrics, cancel).await {
+            if let Err(e) = announcer::run(client, shared, config, metrics, cancel).await {
                 warn!(error = %e, "announcer stopped with an error");
             }
         })

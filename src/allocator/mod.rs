@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{AllocatorMetrics, EipLabels, WriteLabels};
-use crate::watch::reflect;
+use crate::watch::{SharedStores, reflect};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -58,33 +58,24 @@ pub struct AllocatorConfig {
 /// Runs the allocator until `cancel` fires (leadership lost or the agent stops).
 pub async fn run(
     client: Client,
+    shared: SharedStores,
     config: AllocatorConfig,
     metrics: Arc<AllocatorMetrics>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let services = reflect(
-        Api::<Service>::all(client.clone()),
-        Default::default(),
-        wake.clone(),
-        cancel.clone(),
-    );
-    let eips = reflect(
-        Api::<Eip>::all(client.clone()),
-        Default::default(),
-        wake.clone(),
-        cancel.clone(),
-    );
+    let own = shared.subscribe(&wake);
+    let (services, eips) = (shared.services.clone(), shared.eips.clone());
     let namespaces = reflect(
         Api::<Namespace>::all(client.clone()),
         Default::default(),
-        wake.clone(),
+        own.clone(),
         cancel.clone(),
     );
     let ip_leases = reflect(
         Api::<Lease>::namespaced(client.clone(), &config.namespace),
         watcher::Config::default().labels(&format!("{}=ip", naming::LEASE_KIND_LABEL)),
-        wake.clone(),
+        own,
         cancel.clone(),
     );
     tokio::select! {

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_api::{BgpConf, BgpPeer, Eip, Protocol, names};
+use herald_api::{BgpConf, BgpPeer, Protocol, names};
 use herald_election::{
     Identity, IpDesire, KubeLeaseStore, OutagePolicy, OwnershipAgent, OwnershipConfig, OwnershipEvent,
     timing::ElectionTiming,
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::AnnouncerMetrics;
-use crate::watch::reflect;
+use crate::watch::{SharedStores, reflect};
 use desired::{Announcement, ClusterView};
 use sink::L2Sink;
 
@@ -63,6 +63,7 @@ pub struct AnnouncerConfig {
 /// `cancel` itself when another agent process takes over this node, so the whole agent stops.
 pub async fn run(
     client: Client,
+    shared: SharedStores,
     config: AnnouncerConfig,
     metrics: Arc<AnnouncerMetrics>,
     cancel: CancellationToken,
@@ -92,46 +93,36 @@ pub async fn run(
     metrics.set_interfaces(move || counters.counters());
 
     let wake = Arc::new(Notify::new());
-    let services = reflect(
-        Api::<Service>::all(client.clone()),
-        Default::default(),
-        wake.clone(),
-        cancel.clone(),
-    );
-    let eips = reflect(
-        Api::<Eip>::all(client.clone()),
-        Default::default(),
-        wake.clone(),
-        cancel.clone(),
-    );
+    let own = shared.subscribe(&wake);
+    let (services, eips) = (shared.services.clone(), shared.eips.clone());
     let nodes = reflect(
         Api::<Node>::all(client.clone()),
         Default::default(),
-        wake.clone(),
+        own.clone(),
         cancel.clone(),
     );
     let slices = reflect(
         Api::<EndpointSlice>::all(client.clone()),
         Default::default(),
-        wake.clone(),
+        own.clone(),
         cancel.clone(),
     );
     let bgp_confs = reflect(
         Api::<BgpConf>::all(client.clone()),
         Default::default(),
-        wake.clone(),
+        own.clone(),
         cancel.clone(),
     );
     let bgp_peers = reflect(
         Api::<BgpPeer>::all(client.clone()),
         Default::default(),
-        wake.clone(),
+        own.clone(),
         cancel.clone(),
     );
     let secrets = reflect(
         Api::<Secret>::namespaced(client.clone(), &config.namespace),
         Default::default(),
-        wake.clone(),
+        own.clone(),
         cancel.clone(),
     );
     tokio::select! {
