@@ -184,15 +184,25 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
         };
+        let (started, ready) = tokio::sync::oneshot::channel();
+        let readiness = metrics.clone();
+        tokio::spawn(async move {
+            // Ready once the announcer has listed everything it reads: until then this node answers for nothing.
+            if ready.await.is_ok() {
+                readiness.set_ready(true);
+            }
+        });
         let (client, metrics, cancel) = (client.clone(), metrics.announcer.clone(), cancel.clone());
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = announcer::run(client, shared, config, metrics, cancel).await {
+            if let Err(e) = announcer::run(client, shared, config, metrics, started, cancel).await {
                 warn!(error = %e, "announcer stopped with an error");
             }
         })
     });
-    metrics.set_ready(true);
+    if announcer.is_none() {
+        metrics.set_ready(true);
+    }
 
     tokio::select! {
         _ = shutdown_signal() => info!("stopping: withdrawing, then releasing leases"),

@@ -2,10 +2,13 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::store::WriterDropped;
+use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
@@ -64,6 +67,54 @@ where
         }
     });
     reader
+}
+
+/// How long a loop waits for its watches' first lists before it says which ones it is still waiting for.
+const SLOW_FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A watch's first list, named for the log.
+pub struct FirstList {
+    kind: &'static str,
+    listed: BoxFuture<'static, Result<(), WriterDropped>>,
+}
+
+/// The first list of `store`'s watch.
+pub fn first_list<K>(kind: &'static str, store: &Store<K>) -> FirstList
+where
+    K: Lookup + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let store = store.clone();
+    FirstList {
+        kind,
+        listed: Box::pin(async move { store.wait_until_ready().await }),
+    }
+}
+
+/// Waits until every watch in `lists` has listed once (`Ok(true)`) or `cancel` fires (`Ok(false)`). While it waits,
+/// it warns every 10 s naming the watches that have not listed yet, so a hung request is visible in the log.
+pub async fn wait_first_lists(
+    loop_name: &str,
+    lists: Vec<FirstList>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut pending: Vec<&'static str> = lists.iter().map(|l| l.kind).collect();
+    let mut waiting: FuturesUnordered<_> = lists
+        .into_iter()
+        .map(|l| async move { (l.kind, l.listed.await) })
+        .collect();
+    let mut slow = tokio::time::interval_at(tokio::time::Instant::now() + SLOW_FIRST_LIST, SLOW_FIRST_LIST);
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            Some((kind, r)) = waiting.next() => {
+                r.map_err(|e| anyhow::anyhow!("the {kind} watch stopped before its first list: {e}"))?;
+                pending.retain(|k| *k != kind);
+            }
+            _ = slow.tick() => warn!(loop_name, waiting_for = ?pending, "still waiting for the first list of these watches"),
+        }
+    }
+    Ok(true)
 }
 
 /// The watches both the allocator and the announcer read, started once per agent so the allocator's leader does not

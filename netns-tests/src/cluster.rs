@@ -61,7 +61,7 @@ pub struct ClusterOptions {
     pub nodes: usize,
     /// Extra `herald agent` flags for every node (timings, `--api-outage`, ...).
     pub agent_args: Vec<String>,
-    /// `RUST_LOG` of the agents.
+    /// `RUST_LOG` of the agents (`info`, or `HERALD_TEST_AGENT_LOG` when set, to debug a failing test).
     pub rust_log: String,
 }
 
@@ -70,7 +70,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             nodes: 3,
             agent_args: Vec::new(),
-            rust_log: "info".into(),
+            rust_log: std::env::var("HERALD_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into()),
         }
     }
 }
@@ -274,15 +274,25 @@ impl Cluster {
             apiserver: None,
             exposed: Vec::new(),
         };
-        cluster.start_apiserver()?;
-        cluster.bootstrap()?;
-        for i in 0..cluster.nodes.len() {
-            cluster.start_agent(i)?;
+        let started = (|| {
+            cluster.start_apiserver()?;
+            cluster.bootstrap()?;
+            for i in 0..cluster.nodes.len() {
+                cluster.start_agent(i)?;
+            }
+            for i in 0..cluster.nodes.len() {
+                cluster.wait_agent_ready(i, Duration::from_secs(60))?;
+            }
+            anyhow::Ok(())
+        })();
+        match started {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                // Every process's log, not only the agent the error names.
+                cluster.lab.mark_failed();
+                Err(e)
+            }
         }
-        for i in 0..cluster.nodes.len() {
-            cluster.wait_agent_ready(i, Duration::from_secs(60))?;
-        }
-        Ok(cluster)
     }
 
     /// Starts (or restarts, keeping its objects in the state file) lab-apiserver and waits until it answers.
@@ -298,7 +308,11 @@ impl Cluster {
             self.state_file.clone().into(),
         ];
         let api = self.api.clone();
-        let idx = self.lab.spawn_env(&api, "lab-apiserver", &cmd, &[("NO_COLOR", "1")])?;
+        // Every request is logged at debug: when a test fails, the log shows what the agents asked and got.
+        let log =
+            std::env::var("HERALD_TEST_APISERVER_LOG").unwrap_or_else(|_| "info,herald_lab_apiserver=debug".into());
+        let env = [("NO_COLOR", "1"), ("RUST_LOG", log.as_str())];
+        let idx = self.lab.spawn_env(&api, "lab-apiserver", &cmd, &env)?;
         self.apiserver = Some(idx);
         let p = self.lab.proc(idx);
         wait_for(Duration::from_secs(20), || {

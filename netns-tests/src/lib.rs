@@ -195,6 +195,7 @@ pub struct Lab {
     namespaces: Vec<Netns>,
     procs: Vec<Proc>,
     log_dir: PathBuf,
+    failed: bool,
 }
 
 impl Lab {
@@ -206,6 +207,7 @@ impl Lab {
         Lab {
             id,
             namespaces: Vec::new(),
+            failed: false,
             procs: Vec::new(),
             log_dir,
         }
@@ -350,6 +352,12 @@ impl Lab {
         &mut self.procs[index]
     }
 
+    /// Marks the lab as failed without a panic (a set-up step returned an error): on drop it prints its processes'
+    /// logs and keeps them, as after a panic.
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
     fn dump_logs(&self) {
         for p in &self.procs {
             for (what, text) in [("stdout", p.stdout()), ("stderr", p.stderr())] {
@@ -369,7 +377,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let failed = std::thread::panicking();
+        let failed = self.failed || std::thread::panicking();
         if failed {
             self.dump_logs();
             eprintln!("lab logs kept in {}", self.log_dir.display());

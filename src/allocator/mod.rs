@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{AllocatorMetrics, EipLabels, WriteLabels};
-use crate::watch::{SharedStores, reflect};
+use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -78,11 +78,14 @@ pub async fn run(
         own,
         cancel.clone(),
     );
-    tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
-        r = async { tokio::try_join!(services.wait_until_ready(), eips.wait_until_ready(), namespaces.wait_until_ready(), ip_leases.wait_until_ready()) } => {
-            r.map_err(|e| anyhow::anyhow!("a watch stopped before its first list: {e}"))?;
-        }
+    let lists = vec![
+        first_list("Service", &services),
+        first_list("Eip", &eips),
+        first_list("Namespace", &namespaces),
+        first_list("Lease", &ip_leases),
+    ];
+    if !wait_first_lists("allocator", lists, &cancel).await? {
+        return Ok(());
     }
     info!("allocator started: Services, Eips and Namespaces listed");
     let recorder = Recorder::new(

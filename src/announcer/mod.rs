@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::AnnouncerMetrics;
-use crate::watch::{SharedStores, reflect};
+use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
 use desired::{Announcement, ClusterView};
 use sink::L2Sink;
 
@@ -60,12 +60,14 @@ pub struct AnnouncerConfig {
 }
 
 /// Runs the announcer until `cancel` fires, then stops gracefully (withdraw, release) before returning. Cancels
-/// `cancel` itself when another agent process takes over this node, so the whole agent stops.
+/// `cancel` itself when another agent process takes over this node, so the whole agent stops. Sends on `started`
+/// once every watch has listed (the agent is ready then).
 pub async fn run(
     client: Client,
     shared: SharedStores,
     config: AnnouncerConfig,
     metrics: Arc<AnnouncerMetrics>,
+    started: tokio::sync::oneshot::Sender<()>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let node = config.identity.node().to_string();
@@ -125,15 +127,18 @@ pub async fn run(
         own.clone(),
         cancel.clone(),
     );
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        r = async { tokio::try_join!(
-            services.wait_until_ready(), eips.wait_until_ready(), nodes.wait_until_ready(), slices.wait_until_ready(),
-            bgp_confs.wait_until_ready(), bgp_peers.wait_until_ready(), secrets.wait_until_ready()
-        ) } => {
-            r.map_err(|e| anyhow::anyhow!("a watch stopped before its first list: {e}"))?;
-            info!(node, "announcer started");
-        }
+    let lists = vec![
+        first_list("Service", &services),
+        first_list("Eip", &eips),
+        first_list("Node", &nodes),
+        first_list("EndpointSlice", &slices),
+        first_list("BgpConf", &bgp_confs),
+        first_list("BgpPeer", &bgp_peers),
+        first_list("Secret", &secrets),
+    ];
+    if wait_first_lists("announcer", lists, &cancel).await? {
+        info!(node, "announcer started");
+        let _ = started.send(());
     }
 
     let recorder = Recorder::new(

@@ -24,6 +24,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Self::start_with_crds(|_| true).await
+    }
+
+    /// A cluster with only the Herald CRDs `install` accepts (by plural name).
+    pub async fn start_with_crds(install: impl Fn(&str) -> bool) -> Cluster {
         let lab = herald_lab_apiserver::start(Config::default())
             .await
             .expect("start lab-apiserver");
@@ -38,7 +43,7 @@ impl Cluster {
             .await
             .unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in herald_api::crds() {
+        for crd in herald_api::crds().into_iter().filter(|c| install(&c.spec.names.plural)) {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
         Cluster {
@@ -50,11 +55,17 @@ impl Cluster {
         }
     }
 
-    /// Starts `herald agent` for `node` with fast allocator-lease timings; returns its index.
+    /// Starts `herald agent` for `node` with fast allocator-lease timings (metrics on a random port unless `extra`
+    /// names `--metrics-addr`); returns its index.
     pub fn agent(&mut self, node: &str, extra: &[&str]) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("agent-{node}-{}.log", self.agents.len()))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["agent", "--node-name", node, "--metrics-addr", "127.0.0.1:0"])
+            .args(["agent", "--node-name", node])
+            .args(if extra.contains(&"--metrics-addr") {
+                &[][..]
+            } else {
+                &["--metrics-addr", "127.0.0.1:0"][..]
+            })
             .args(["--allocator-lease-duration", "3s", "--allocator-renew-deadline", "1s"])
             .args(["--allocator-retry-period", "200ms"])
             .args(extra)
