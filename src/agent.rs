@@ -63,6 +63,10 @@ pub struct AgentArgs {
     /// Gratuitous ARP / unsolicited NA refresh while announcing (0 = off).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub l2_refresh: Duration,
+    /// Delete IP Leases of IPs no Service uses and node Leases of removed Nodes once they have been so for this
+    /// long (0 = never delete). At least --takeover-after.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub lease_gc_after: Duration,
     /// Do not run the announcer (allocation only).
     #[arg(long)]
     pub no_announcer: bool,
@@ -103,6 +107,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     .validate()
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    allocator::gc::validate_gc_after(args.lease_gc_after, args.takeover_after).map_err(anyhow::Error::msg)?;
     let instance = args.instance_id.clone().unwrap_or_else(Identity::random_instance_id);
     let identity = Identity::new(&args.node_name, &instance).context("invalid --node-name or --instance-id")?;
     let client = kube::Client::try_default()
@@ -145,6 +150,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         default_class: args.default_class,
         instance: identity.holder(),
         namespace: args.namespace.clone(),
+        lease_gc_after: args.lease_gc_after,
     };
     let alloc_metrics = metrics.allocator.clone();
     let alloc_client = client.clone();

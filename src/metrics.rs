@@ -35,6 +35,13 @@ pub struct EipLabels {
     pub eip: String,
 }
 
+/// Labels naming a kind of Lease: `ip` or `node`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseKindLabels {
+    /// `ip` or `node`.
+    pub kind: &'static str,
+}
+
 /// The allocator controller's metrics.
 #[derive(Default)]
 pub struct AllocatorMetrics {
@@ -48,6 +55,8 @@ pub struct AllocatorMetrics {
     pub services_allocated: Gauge,
     /// Addresses in use per Eip.
     pub eip_used: Family<EipLabels, Gauge>,
+    /// Leases deleted by the garbage collector, by kind.
+    pub leases_collected: Family<LeaseKindLabels, Counter>,
 }
 
 type InterfaceCounters = Box<dyn Fn() -> Vec<(String, CountersSnapshot)> + Send + Sync>;
@@ -215,6 +224,11 @@ impl Metrics {
             "eip_used_addresses",
             "Addresses in use per Eip",
             allocator.eip_used.clone(),
+        );
+        a.register(
+            "leases_collected",
+            "Unused IP leases and leases of removed nodes deleted, by kind",
+            allocator.leases_collected.clone(),
         );
         let announcer = Arc::new(AnnouncerMetrics::default());
         registry.register(

@@ -1,13 +1,14 @@
 //! The one way Herald's controllers read the cluster: reflectors whose events wake the loops that read them.
 
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
-use k8s_openapi::api::core::v1::Service;
-use kube::runtime::reflector::store::WriterDropped;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::runtime::reflector::store::{Writer, WriterDropped};
 use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -43,30 +44,68 @@ impl Wakers {
     }
 }
 
+/// A list request (the first list, or a re-list after 410 Gone) unanswered for this long is presumed hung and the
+/// watch is started again. kube's list requests have no timeout of their own, so one request lost on the way (a
+/// half-open connection) would otherwise leave the store unlisted forever. Only time with a list request in flight
+/// counts (from `Init` or a page's objects to the next event), never kube's backoff after a failed attempt.
+const LIST_STALL: Duration = Duration::from_secs(30);
+
 /// Starts a reflector for `api` whose every event wakes `wakers`. Watch errors back off and resume (kube's default
-/// backoff; a 410 Gone re-lists); the task ends with `cancel`. No polling: reads come from the returned store.
+/// backoff; a 410 Gone re-lists; a hung list request is restarted after 30 s); the task ends with `cancel`. No polling: reads
+/// come from the returned store.
 pub fn reflect<K>(api: Api<K>, config: watcher::Config, wakers: Wakers, cancel: CancellationToken) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config).default_backoff().reflect(writer);
     let kind = K::kind(&Default::default()).to_string();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
+    let start = move || watcher(api.clone(), config.clone()).default_backoff();
+    tokio::spawn(drive(start, writer, wakers, cancel, kind, LIST_STALL));
+    reader
+}
+
+/// Feeds the watch streams `start` makes into `writer`, waking `wakers` on every event, until `cancel`. A list request
+/// unanswered for `stall` is abandoned and a new stream started.
+async fn drive<K, S>(
+    mut start: impl FnMut() -> S,
+    mut writer: Writer<K>,
+    wakers: Wakers,
+    cancel: CancellationToken,
+    kind: String,
+    stall: Duration,
+) where
+    K: Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    loop {
+        let mut stream = std::pin::pin!(start());
+        // After `Init` (and after each page's objects) kube sends a list request; after an error it backs off first.
+        let mut list_in_flight = false;
         loop {
+            let deadline = list_in_flight.then(|| tokio::time::sleep(stall));
             tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = cancel.cancelled() => return,
+                () = async { match deadline { Some(d) => d.await, None => std::future::pending().await } } => {
+                    warn!(kind, stall_seconds = stall.as_secs(), "list request unanswered; starting the watch again");
+                    break;
+                }
                 ev = stream.try_next() => match ev {
-                    Ok(Some(_)) => wakers.wake(),
-                    Ok(None) => break,
-                    Err(e) => warn!(kind, error = %e, "watch error; retrying with backoff"),
+                    Ok(Some(ev)) => {
+                        list_in_flight = matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
+                        writer.apply_watcher_event(&ev);
+                        wakers.wake();
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        list_in_flight = false;
+                        warn!(kind, error = %e, "watch error; retrying with backoff");
+                    }
                 }
             }
         }
-    });
-    reader
+    }
 }
 
 /// How long a loop waits for its watches' first lists before it says which ones it is still waiting for.
@@ -125,13 +164,18 @@ pub struct SharedStores {
     pub services: Store<Service>,
     /// Every Eip.
     pub eips: Store<Eip>,
+    /// Every Node. Its events wake only the loops that ask for them ([`SharedStores::subscribe_nodes`]): Node status
+    /// churn must not start allocation passes.
+    pub nodes: Store<Node>,
     wakers: Wakers,
+    node_wakers: Wakers,
 }
 
 impl SharedStores {
     /// Starts the shared watches; they stop with `cancel`.
     pub fn start(client: &Client, cancel: &CancellationToken) -> Self {
         let wakers = Wakers::default();
+        let node_wakers = Wakers::default();
         Self {
             services: reflect(
                 Api::all(client.clone()),
@@ -145,7 +189,14 @@ impl SharedStores {
                 wakers.clone(),
                 cancel.clone(),
             ),
+            nodes: reflect(
+                Api::all(client.clone()),
+                Default::default(),
+                node_wakers.clone(),
+                cancel.clone(),
+            ),
             wakers,
+            node_wakers,
         }
     }
 
@@ -154,11 +205,116 @@ impl SharedStores {
         self.wakers.subscribe(notify);
         Wakers::of(notify)
     }
+
+    /// Also wakes `notify` on every Node event.
+    pub fn subscribe_nodes(&self, notify: &Arc<Notify>) {
+        self.node_wakers.subscribe(notify);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Item = Result<watcher::Event<Service>, watcher::Error>;
+    type Scripted =
+        futures::stream::Chain<futures::stream::Iter<std::vec::IntoIter<Item>>, futures::stream::Pending<Item>>;
+
+    /// A watch stream that yields `events`, then nothing forever (a request that never answers); counts its starts.
+    fn scripted(
+        starts: &Arc<std::sync::atomic::AtomicUsize>,
+        script: fn(usize) -> Vec<Item>,
+    ) -> impl FnMut() -> Scripted + use<> {
+        let starts = starts.clone();
+        move || {
+            let n = starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            futures::stream::iter(script(n)).chain(futures::stream::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_list_is_started_again() {
+        let (reader, writer) = reflector::store::<Service>();
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The first stream starts its list and hangs; the second lists.
+        let start = scripted(&starts, |n| match n {
+            0 => vec![Ok(watcher::Event::Init)],
+            _ => vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)],
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(drive(
+            start,
+            writer,
+            Wakers::default(),
+            cancel.clone(),
+            "Service".into(),
+            Duration::from_secs(30),
+        ));
+        tokio::time::timeout(Duration::from_secs(29), reader.wait_until_ready())
+            .await
+            .expect_err("not listed while the first list hangs");
+        tokio::time::timeout(Duration::from_secs(5), reader.wait_until_ready())
+            .await
+            .expect("listed by the second stream")
+            .unwrap();
+        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 2);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_list_keeps_its_backoff() {
+        let (_reader, writer) = reflector::store::<Service>();
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The list failed; kube now sleeps its backoff, which may be longer than the stall timeout.
+        let start = scripted(&starts, |_| {
+            vec![Ok(watcher::Event::Init), Err(watcher::Error::NoResourceVersion)]
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(drive(
+            start,
+            writer,
+            Wakers::default(),
+            cancel.clone(),
+            "Service".into(),
+            Duration::from_secs(30),
+        ));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(
+            starts.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "backing off is not a hung request"
+        );
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_watch_is_left_alone() {
+        let (reader, writer) = reflector::store::<Service>();
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = scripted(&starts, |_| {
+            vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]
+        });
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(drive(
+            start,
+            writer,
+            Wakers::default(),
+            cancel.clone(),
+            "Service".into(),
+            Duration::from_secs(60),
+        ));
+        reader.wait_until_ready().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(
+            starts.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no events after the list is normal"
+        );
+        cancel.cancel();
+        task.await.unwrap();
+    }
 
     #[tokio::test]
     async fn wakes_every_subscriber_and_forgets_ended_loops() {

@@ -341,3 +341,145 @@ async fn disabled_eip_keeps_existing_ips_and_gives_no_new_ones() {
     assert!(why.contains("disabled"), "{why}");
     assert_eq!(ips_of(&c, "default", "old").await.unwrap(), ["192.0.2.1"]);
 }
+
+/// Agent flags for the Lease collector tests: a 2 s grace period (which needs the tuned election timings: the grace
+/// may not be shorter than --takeover-after).
+const FAST_GC: [&str; 8] = [
+    "--node-renew-period",
+    "300ms",
+    "--renew-deadline",
+    "700ms",
+    "--takeover-after",
+    "1s",
+    "--lease-gc-after",
+    "2s",
+];
+
+async fn lease_exists(c: &Cluster, name: &str) -> bool {
+    c.leases().get_opt(name).await.unwrap().is_some()
+}
+
+/// `Some(())` once the Lease is gone.
+async fn gone(c: &Cluster, name: &str) -> Option<()> {
+    (!lease_exists(c, name).await).then_some(())
+}
+
+#[tokio::test]
+async fn unused_ip_leases_are_collected_after_the_grace_period_and_used_or_held_ones_kept() {
+    let mut c = Cluster::start().await;
+    // The agent's instance id is fixed so a test Lease can name it as a live holder.
+    let mut args = vec!["--instance-id", "live"];
+    args.extend(FAST_GC);
+    c.agent("n1", &args);
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29"]}))).await;
+    c.create_service(lb_service("default", "gone", json!({}))).await;
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "gone")).await.unwrap(),
+        ["192.0.2.9"]
+    );
+    c.create_service(lb_service("default", "kept", json!({}))).await;
+    assert_eq!(
+        eventually(WAIT, || ips_of(&c, "default", "kept")).await.unwrap(),
+        ["192.0.2.10"]
+    );
+    // Released leases of both IPs (as the election leaves them), and two leases of an IP no Service uses: one held
+    // by an instance that has no node lease (a crashed agent), one by the running agent (alive: it renews).
+    c.create_lease("herald-ip-192-0-2-9", "ip", None).await;
+    c.create_lease("herald-ip-192-0-2-10", "ip", None).await;
+    c.create_lease("herald-ip-192-0-2-11", "ip", Some("n7/crashed")).await;
+    c.create_lease("herald-ip-192-0-2-12", "ip", Some("n1/live")).await;
+    c.services("default")
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Not before the grace period...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        lease_exists(&c, "herald-ip-192-0-2-9").await,
+        "deleted before the grace period"
+    );
+    // ...but after it.
+    assert!(
+        eventually(WAIT, || gone(&c, "herald-ip-192-0-2-9")).await.is_some(),
+        "the lease of the deleted Service's IP is collected"
+    );
+    assert!(
+        eventually(WAIT, || gone(&c, "herald-ip-192-0-2-11")).await.is_some(),
+        "a lease held by a dead instance is collected"
+    );
+    // Several grace periods later the others are still there: the IP is in use, or its holder is alive.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(lease_exists(&c, "herald-ip-192-0-2-10").await, "lease of an IP in use");
+    assert!(lease_exists(&c, "herald-ip-192-0-2-12").await, "lease of a live holder");
+    assert!(lease_exists(&c, "herald-node-n1").await, "the live agent's node lease");
+    let log = c.log(0, "n1");
+    assert!(
+        log.contains("deleted an unused Lease") && log.contains("herald-ip-192-0-2-9"),
+        "each deletion is logged"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_written_again_within_each_grace_period_is_kept_until_it_goes_quiet() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &FAST_GC);
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29"]}))).await;
+    // A lease of an unused IP whose holder has no node lease: collectable, but agents keep writing it (acquire,
+    // release, acquire...). Every write starts the grace period again, and a delete judged on an older version fails.
+    c.create_lease("herald-ip-192-0-2-13", "ip", None).await;
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut lease = c
+            .leases()
+            .get("herald-ip-192-0-2-13")
+            .await
+            .expect("lease kept while written");
+        let spec = lease.spec.as_mut().unwrap();
+        spec.holder_identity = (i % 2 == 0).then(|| "n7/crashed".to_string());
+        spec.lease_transitions = Some(i);
+        c.leases()
+            .replace("herald-ip-192-0-2-13", &Default::default(), &lease)
+            .await
+            .expect("no one else writes this lease");
+    }
+    assert!(
+        eventually(WAIT, || gone(&c, "herald-ip-192-0-2-13")).await.is_some(),
+        "collected once nobody writes it"
+    );
+}
+
+#[tokio::test]
+async fn node_leases_of_removed_nodes_are_collected_and_live_ones_kept() {
+    let mut c = Cluster::start().await;
+    c.agent("n1", &FAST_GC);
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.client.clone());
+    let node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n8"}})).unwrap();
+    nodes.create(&Default::default(), &node).await.unwrap();
+    // n8 exists but its agent is stopped; n9 was removed from the cluster.
+    c.create_lease("herald-node-n8", "node", Some("n8/old")).await;
+    c.create_lease("herald-node-n9", "node", Some("n9/old")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        lease_exists(&c, "herald-node-n9").await,
+        "deleted before the grace period"
+    );
+    assert!(
+        eventually(WAIT, || gone(&c, "herald-node-n9")).await.is_some(),
+        "the lease of a removed node is collected"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        lease_exists(&c, "herald-node-n8").await,
+        "a Node that exists keeps its lease"
+    );
+    assert!(
+        lease_exists(&c, "herald-node-n1").await,
+        "a renewing agent keeps its lease (it has no Node object here)"
+    );
+    nodes.delete("n8", &DeleteParams::default()).await.unwrap();
+    assert!(
+        eventually(WAIT, || gone(&c, "herald-node-n8")).await.is_some(),
+        "collected once its Node is removed"
+    );
+    assert!(lease_exists(&c, "herald-node-n1").await);
+}

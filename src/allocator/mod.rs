@@ -5,14 +5,16 @@
 //! event wakes the loop; after a short batching window it runs one pass over the whole snapshot (cheap: the
 //! allocator is O(log n) per Service and the pass writes only differences), then applies the writes with bounded
 //! concurrency. Failed writes are retried by the next pass with exponential backoff; nothing re-lists in a loop.
+//! After each pass, and on its own timer, the loop collects unused Leases ([`gc`]).
 
 pub mod convert;
+pub mod gc;
 pub mod state;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,17 +25,20 @@ use herald_election::naming;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{AllocatorMetrics, EipLabels, WriteLabels};
-use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
+use crate::metrics::{AllocatorMetrics, EipLabels, LeaseKindLabels, WriteLabels};
+use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
+use gc::{Collect, GcInput, LeaseCollector, LeaseView};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -43,6 +48,11 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const WRITE_CONCURRENCY: usize = 16;
 /// Backoff after failed writes: doubles from the first value up to the second.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
+/// Lease deletions per sweep (a first sweep after an upgrade may find thousands; the rest go in the next ones, so
+/// allocation passes are never held up for long).
+const GC_DELETES_PER_SWEEP: usize = 100;
+/// A Lease GET or DELETE of the collector is abandoned after this long (and retried by a later sweep).
+const GC_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of the allocator controller.
 #[derive(Clone, Debug)]
@@ -53,6 +63,9 @@ pub struct AllocatorConfig {
     pub instance: String,
     /// Namespace of Herald's Leases (the IP leases say which node announces which IP).
     pub namespace: String,
+    /// Delete IP leases of unused IPs and node leases of removed Nodes after they have been so for this long
+    /// (`--lease-gc-after`; zero keeps every Lease). See [`gc`].
+    pub lease_gc_after: Duration,
 }
 
 /// Runs the allocator until `cancel` fires (leadership lost or the agent stops).
@@ -78,16 +91,42 @@ pub async fn run(
         own,
         cancel.clone(),
     );
-    let lists = vec![
+    let mut lists = vec![
         first_list("Service", &services),
         first_list("Eip", &eips),
         first_list("Namespace", &namespaces),
-        first_list("Lease", &ip_leases),
+        first_list("IP Lease", &ip_leases),
     ];
+    // The collector reads node leases and Nodes on its own timer: their events (a renew per node every second) must
+    // not start allocation passes, so nothing wakes the loop for them.
+    let mut collector = (!config.lease_gc_after.is_zero()).then(|| {
+        let node_leases = reflect(
+            Api::<Lease>::namespaced(client.clone(), &config.namespace),
+            watcher::Config::default().labels(&format!("{}=node", naming::LEASE_KIND_LABEL)),
+            Wakers::default(),
+            cancel.clone(),
+        );
+        lists.push(first_list("node Lease", &node_leases));
+        lists.push(first_list("Node", &shared.nodes));
+        UnusedLeases {
+            core: LeaseCollector::new(config.lease_gc_after),
+            api: Api::namespaced(client.clone(), &config.namespace),
+            ip_leases: ip_leases.clone(),
+            node_leases,
+            nodes: shared.nodes.clone(),
+            in_use: BTreeSet::new(),
+            metrics: metrics.clone(),
+            forbidden_reported: false,
+            next_sweep: Instant::now(),
+        }
+    });
     if !wait_first_lists("allocator", lists, &cancel).await? {
         return Ok(());
     }
-    info!("allocator started: Services, Eips and Namespaces listed");
+    info!(
+        lease_gc_after = ?config.lease_gc_after,
+        "allocator started: Services, Eips and Namespaces listed"
+    );
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -103,55 +142,84 @@ pub async fn run(
     };
     let mut state = AllocatorState::new();
     let mut backoff: Option<Duration> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut run_pass = true;
     loop {
-        let snapshot = Snapshot {
-            services: services.state(),
-            eips: eips.state(),
-            namespaces: namespaces
-                .state()
-                .iter()
-                .map(|n| (n.name_any(), n.labels().clone()))
-                .collect(),
-            ip_holders: ip_leases
-                .state()
-                .iter()
-                .filter_map(|l| {
-                    let holder = l.spec.as_ref()?.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-                    Some((l.name_any(), herald_election::identity::holder_node(holder).to_string()))
-                })
-                .collect(),
-        };
-        let plan = state.reconcile(&snapshot, config.default_class, &Time(jiff::Timestamp::now()));
-        controller.metrics.passes.inc();
-        controller
-            .metrics
-            .services_allocated
-            .set(state.allocator().service_count() as i64);
-        for pool in state.allocator().pools() {
-            if let Some(stats) = state.allocator().pool_stats(pool.name()) {
-                let used = stats.ipv4.used + stats.ipv6.used;
-                controller
-                    .metrics
-                    .eip_used
-                    .get_or_create(&EipLabels {
-                        eip: pool.name().to_string(),
+        if run_pass {
+            let snapshot = Snapshot {
+                services: services.state(),
+                eips: eips.state(),
+                namespaces: namespaces
+                    .state()
+                    .iter()
+                    .map(|n| (n.name_any(), n.labels().clone()))
+                    .collect(),
+                ip_holders: ip_leases
+                    .state()
+                    .iter()
+                    .filter_map(|l| {
+                        let holder = l.spec.as_ref()?.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+                        Some((l.name_any(), herald_election::identity::holder_node(holder).to_string()))
                     })
-                    .set(used as i64);
+                    .collect(),
+            };
+            let plan = state.reconcile(&snapshot, config.default_class, &Time(jiff::Timestamp::now()));
+            controller.metrics.passes.inc();
+            controller
+                .metrics
+                .services_allocated
+                .set(state.allocator().service_count() as i64);
+            for pool in state.allocator().pools() {
+                if let Some(stats) = state.allocator().pool_stats(pool.name()) {
+                    let used = stats.ipv4.used + stats.ipv6.used;
+                    controller
+                        .metrics
+                        .eip_used
+                        .get_or_create(&EipLabels {
+                            eip: pool.name().to_string(),
+                        })
+                        .set(used as i64);
+                }
+            }
+            let failed = controller.apply(plan, &snapshot).await;
+            backoff = match (failed, backoff) {
+                (0, _) => None,
+                (_, None) => Some(BACKOFF.0),
+                (_, Some(b)) => Some((b * 2).min(BACKOFF.1)),
+            };
+            retry_at = backoff.map(|b| Instant::now() + b);
+            if let Some(b) = backoff {
+                warn!(failed, retry_in = ?b, "some API writes failed; retrying");
+            }
+            if let Some(c) = &mut collector {
+                // In use: what the allocator holds, and what any Service still shows (a status write may lag).
+                let allocated = state.allocator().allocations().flat_map(|(_, a)| a.ips.iter().copied());
+                let shown = snapshot.services.iter().flat_map(|s| convert::status_ips(s));
+                let in_use = gc::lease_names(allocated.chain(shown));
+                if in_use != c.in_use {
+                    c.core.in_use_until(&c.in_use, Instant::now());
+                    c.in_use = in_use;
+                }
             }
         }
-        let failed = controller.apply(plan, &snapshot).await;
-        backoff = match (failed, backoff) {
-            (0, _) => None,
-            (_, None) => Some(BACKOFF.0),
-            (_, Some(b)) => Some((b * 2).min(BACKOFF.1)),
+        // Deletions run here, between passes: an IP the next pass allocates again is written to its Service only
+        // after any deletion of its lease has completed, so agents never act on a lease that is being deleted.
+        // The sweep judges "in use" by the state of the pass just made.
+        let gc_at = match &mut collector {
+            Some(c) => {
+                if Instant::now() >= c.next_sweep {
+                    c.next_sweep = c.sweep().await;
+                }
+                Some(c.next_sweep)
+            }
+            None => None,
         };
-        if let Some(b) = backoff {
-            warn!(failed, retry_in = ?b, "some API writes failed; retrying");
-        }
+        run_pass = true;
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = wake.notified() => tokio::time::sleep(BATCH_WINDOW).await,
-            _ = tokio::time::sleep(backoff.unwrap_or(Duration::MAX)), if backoff.is_some() => {}
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+            _ = tokio::time::sleep_until(gc_at.unwrap_or_else(Instant::now)), if gc_at.is_some() => run_pass = false,
         }
     }
     info!("allocator stopped");
@@ -316,6 +384,154 @@ impl Controller {
     }
 }
 
+/// The shell of the Lease collector: reads the reflectors, asks [`LeaseCollector`] what is due, and deletes it.
+struct UnusedLeases {
+    core: LeaseCollector,
+    api: Api<Lease>,
+    ip_leases: Store<Lease>,
+    node_leases: Store<Lease>,
+    nodes: Store<k8s_openapi::api::core::v1::Node>,
+    /// Lease names of the IPs in use, as of the last pass.
+    in_use: BTreeSet<String>,
+    metrics: Arc<AllocatorMetrics>,
+    /// A 403 is reported once (with the RBAC fix), not on every sweep.
+    forbidden_reported: bool,
+    /// Sweeps run between passes once this is reached (so a busy allocator does not sweep after every pass).
+    next_sweep: Instant,
+}
+
+/// How one deletion went.
+enum Collected {
+    Deleted,
+    /// The precondition failed (409) or the Lease is gone (404): someone wrote or deleted it meanwhile.
+    Kept(String),
+    /// The holder's node lease changed after all (our watch is behind).
+    HolderRenewed,
+    Failed(kube::Error),
+    TimedOut,
+}
+
+impl UnusedLeases {
+    /// One sweep: observe, delete what is due; returns when to sweep next.
+    async fn sweep(&mut self) -> Instant {
+        let input = GcInput {
+            ip_leases: self.ip_leases.state().iter().map(|l| lease_view(l)).collect(),
+            node_leases: self.node_leases.state().iter().map(|l| lease_view(l)).collect(),
+            nodes: self.nodes.state().iter().map(|n| n.name_any()).collect(),
+            ips_in_use: std::mem::take(&mut self.in_use),
+        };
+        let now = Instant::now();
+        let mut due = self.core.sweep(&input, now);
+        due.truncate(GC_DELETES_PER_SWEEP);
+        let api = &self.api;
+        let results: Vec<(Collect, Collected)> = futures::stream::iter(due)
+            .map(|c| async move {
+                let result = delete_lease(api, &c).await;
+                (c, result)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (c, result) in results {
+            let kind = c.kind.as_str();
+            match result {
+                Collected::Deleted => {
+                    info!(lease = %c.name, kind, reason = %c.reason, "deleted an unused Lease");
+                    self.metrics
+                        .leases_collected
+                        .get_or_create(&LeaseKindLabels { kind })
+                        .inc();
+                    self.count("ok");
+                }
+                Collected::Kept(why) => debug!(lease = %c.name, kind, why, "Lease changed meanwhile; kept"),
+                Collected::HolderRenewed => {
+                    debug!(lease = %c.name, "the holder renewed after all; kept");
+                    self.core.postpone(&c.name, now);
+                }
+                Collected::Failed(kube::Error::Api(status)) if status.code == 403 => {
+                    self.count("error");
+                    if !std::mem::replace(&mut self.forbidden_reported, true) {
+                        warn!(
+                            lease = %c.name,
+                            error = %status.message,
+                            "cannot delete unused Leases: grant the agent's Role `delete` on coordination.k8s.io \
+                             leases (deploy/herald.yaml), or run with --lease-gc-after=0"
+                        );
+                    }
+                }
+                Collected::Failed(e) => {
+                    self.count("error");
+                    warn!(lease = %c.name, error = %e, "cannot delete an unused Lease; retrying later");
+                }
+                Collected::TimedOut => {
+                    self.count("error");
+                    let timeout = GC_REQUEST_TIMEOUT;
+                    warn!(lease = %c.name, ?timeout, "no answer deleting an unused Lease; retrying later");
+                }
+            }
+        }
+        let next = self.core.next_due(&input);
+        self.in_use = input.ips_in_use;
+        // Sweep at least every half grace period (a Node deletion wakes nothing), and never busy-loop on a Lease
+        // that stays due because its deletion failed.
+        let grace = self.core.grace();
+        let earliest = now + (grace / 8).max(Duration::from_millis(100));
+        next.unwrap_or(now + grace / 2)
+            .clamp(earliest, (now + grace / 2).max(earliest))
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels {
+                kind: "lease_delete",
+                result,
+            })
+            .inc();
+    }
+}
+
+fn lease_view(lease: &Lease) -> LeaseView {
+    LeaseView {
+        name: lease.name_any(),
+        resource_version: lease.resource_version().unwrap_or_default(),
+        holder: lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty()),
+    }
+}
+
+/// Deletes one due Lease: first the holder check (a quorum GET of the holder's node lease), then a DELETE with the
+/// judged resourceVersion as precondition.
+async fn delete_lease(api: &Api<Lease>, c: &Collect) -> Collected {
+    if let Some(check) = &c.holder_check {
+        match tokio::time::timeout(GC_REQUEST_TIMEOUT, api.get_opt(&check.node_lease)).await {
+            Ok(Ok(fresh)) => {
+                if !check.passes(fresh.as_ref().map(lease_view).as_ref()) {
+                    return Collected::HolderRenewed;
+                }
+            }
+            Ok(Err(e)) => return Collected::Failed(e),
+            Err(_) => return Collected::TimedOut,
+        }
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: Some(c.resource_version.clone()),
+            uid: None,
+        }),
+        ..Default::default()
+    };
+    match tokio::time::timeout(GC_REQUEST_TIMEOUT, api.delete(&c.name, &params)).await {
+        Ok(Ok(_)) => Collected::Deleted,
+        Ok(Err(kube::Error::Api(status))) if matches!(status.code, 404 | 409) => Collected::Kept(status.message),
+        Ok(Err(e)) => Collected::Failed(e),
+        Err(_) => Collected::TimedOut,
+    }
+}
+
 async fn execute(client: &Client, write: &Write) -> Result<(), kube::Error> {
     let params = PatchParams::default();
     match write {
@@ -348,4 +564,91 @@ fn ingress(ips: &[IpAddr]) -> serde_json::Value {
     ips.iter()
         .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
         .collect()
+}
+
+#[cfg(test)]
+mod lab_tests {
+    //! The collector's deletions against lab-apiserver: the preconditions and the holder check.
+
+    use kube::api::PostParams;
+
+    use super::*;
+    use gc::HolderCheck;
+
+    async fn lease(api: &Api<Lease>, name: &str, kind: &str, holder: Option<&str>) -> Lease {
+        let lease = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"herald.dev/lease": kind}},
+            "spec": {"holderIdentity": holder}}))
+        .unwrap();
+        api.create(&PostParams::default(), &lease).await.unwrap()
+    }
+
+    /// Writes a change (an update without one keeps the resourceVersion).
+    async fn renew(api: &Api<Lease>, name: &str) -> Lease {
+        let mut current = api.get(name).await.unwrap();
+        let spec = current.spec.get_or_insert_default();
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        api.replace(name, &PostParams::default(), &current).await.unwrap()
+    }
+
+    fn collect(lease: &Lease, holder_check: Option<HolderCheck>) -> Collect {
+        Collect {
+            kind: gc::LeaseKind::Ip,
+            name: lease.name_any(),
+            resource_version: lease.resource_version().unwrap(),
+            holder_check,
+            reason: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_removes_only_the_judged_version_and_a_held_lease_only_after_the_holder_check() {
+        let lab = herald_lab_apiserver::start(Default::default()).await.unwrap();
+        let client = lab.client().unwrap();
+        let api: Api<Lease> = Api::namespaced(client, "default");
+
+        // Written again after it was judged (an agent re-acquired the IP): kept.
+        let judged = lease(&api, "herald-ip-192-0-2-1", "ip", None).await;
+        renew(&api, "herald-ip-192-0-2-1").await;
+        assert!(matches!(
+            delete_lease(&api, &collect(&judged, None)).await,
+            Collected::Kept(_)
+        ));
+        assert!(api.get_opt("herald-ip-192-0-2-1").await.unwrap().is_some());
+        // Unchanged: deleted. Already gone: kept (404), not an error.
+        let current = api.get("herald-ip-192-0-2-1").await.unwrap();
+        assert!(matches!(
+            delete_lease(&api, &collect(&current, None)).await,
+            Collected::Deleted
+        ));
+        assert!(api.get_opt("herald-ip-192-0-2-1").await.unwrap().is_none());
+        assert!(matches!(
+            delete_lease(&api, &collect(&current, None)).await,
+            Collected::Kept(_)
+        ));
+
+        // Held by n1/a, whose node lease was seen at `seen`.
+        let held = lease(&api, "herald-ip-192-0-2-2", "ip", Some("n1/a")).await;
+        let seen = lease(&api, "herald-node-n1", "node", Some("n1/a")).await;
+        let check = HolderCheck {
+            node_lease: "herald-node-n1".into(),
+            holder: "n1/a".into(),
+            seen_rv: seen.resource_version(),
+        };
+        // The holder renewed after all: nothing is deleted.
+        renew(&api, "herald-node-n1").await;
+        let result = delete_lease(&api, &collect(&held, Some(check.clone()))).await;
+        assert!(matches!(result, Collected::HolderRenewed));
+        assert!(api.get_opt("herald-ip-192-0-2-2").await.unwrap().is_some());
+        // It did not: deleted.
+        let check = HolderCheck {
+            seen_rv: api.get("herald-node-n1").await.unwrap().resource_version(),
+            ..check
+        };
+        assert!(matches!(
+            delete_lease(&api, &collect(&held, Some(check))).await,
+            Collected::Deleted
+        ));
+        assert!(api.get_opt("herald-ip-192-0-2-2").await.unwrap().is_none());
+    }
 }

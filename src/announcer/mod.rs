@@ -2,7 +2,8 @@
 //! Service IP, with the nodes eligible for it, to the per-IP Lease election (`herald-election`), which decides
 //! whether this node answers; the decisions drive the ARP/NDP engine (`herald-l2`).
 //!
-//! Shape: four reflectors (Services, Eips, Nodes, EndpointSlices) wake one loop that owns the desired state. The
+//! Shape: four reflectors (Services, Eips and Nodes shared with the allocator, EndpointSlices; plus BgpConf, BgpPeer
+//! and Secrets for BGP mode) wake one loop that owns the desired state. The
 //! election task and the L2 engine are its children; on SIGTERM the election withdraws every IP (the engine stops
 //! answering), then releases every lease, so other nodes take over at once.
 
@@ -22,7 +23,7 @@ use herald_election::{
     timing::ElectionTiming,
 };
 use herald_l2::{EngineConfig, Event as L2Event, L2Engine};
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -97,12 +98,8 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let own = shared.subscribe(&wake);
     let (services, eips) = (shared.services.clone(), shared.eips.clone());
-    let nodes = reflect(
-        Api::<Node>::all(client.clone()),
-        Default::default(),
-        own.clone(),
-        cancel.clone(),
-    );
+    shared.subscribe_nodes(&wake);
+    let nodes = shared.nodes.clone();
     let slices = reflect(
         Api::<EndpointSlice>::all(client.clone()),
         Default::default(),

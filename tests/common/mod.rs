@@ -117,6 +117,26 @@ impl Cluster {
     pub fn services(&self, ns: &str) -> Api<Service> {
         Api::namespaced(self.client.clone(), ns)
     }
+
+    /// Herald's Leases (namespace `herald-system`).
+    pub fn leases(&self) -> Api<k8s_openapi::api::coordination::v1::Lease> {
+        Api::namespaced(self.client.clone(), "herald-system")
+    }
+
+    /// Creates a Lease labelled `herald.dev/lease=<kind>` (`ip` or `node`) as an agent would.
+    pub async fn create_lease(
+        &self,
+        name: &str,
+        kind: &str,
+        holder: Option<&str>,
+    ) -> k8s_openapi::api::coordination::v1::Lease {
+        let lease = serde_json::from_value(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "labels": {"herald.dev/lease": kind}},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3}}))
+        .unwrap();
+        self.leases().create(&PostParams::default(), &lease).await.unwrap()
+    }
 }
 
 impl Drop for Cluster {
