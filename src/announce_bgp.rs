@@ -41,6 +41,13 @@ pub struct AnnounceBgpArgs {
     /// Next hop to announce instead of the session's source address (once per address family).
     #[arg(long = "next-hop")]
     pub next_hops: Vec<IpAddr>,
+    /// Also accept connections from the peers (listening on --listen-port), not only connect out; when both sides
+    /// connect, RFC 4271 §6.8 collision detection keeps one connection.
+    #[arg(long)]
+    pub passive: bool,
+    /// Local port to listen on with --passive.
+    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub listen_port: u16,
     /// Source address of the sessions (default: chosen by the kernel).
     #[arg(long)]
     pub local_address: Option<IpAddr>,
@@ -138,6 +145,8 @@ fn peer_configs(args: &AnnounceBgpArgs) -> Result<Vec<PeerConfig>> {
         }
         let mut peer = PeerConfig::new(address, asn);
         peer.port = args.peer_port;
+        peer.passive = args.passive;
+        peer.listen_port = args.listen_port;
         peer.local_address = args.local_address.filter(|l| l.is_ipv4() == address.is_ipv4());
         peer.password = password.clone();
         peer.hold_time = args.hold_time;
@@ -245,6 +254,23 @@ mod tests {
                 .is_some_and(|gr| gr.restarting && gr.restart_time == 120)
         );
         assert_eq!(args.prefixes, vec![net("203.0.113.10/32"), net("2001:db8:10::/64")]);
+        assert!(!peers[0].passive, "connect out only by default");
+    }
+
+    #[test]
+    fn passive_listens_on_the_listen_port() {
+        let args = parse("--local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 --passive 203.0.113.10").unwrap();
+        let peers = peer_configs(&args).unwrap();
+        assert!(peers[0].passive);
+        assert_eq!((peers[0].port, peers[0].listen_port), (179, 179));
+        let args = parse(
+            "--local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 --passive --listen-port 1179 --peer-port 1790 \
+             203.0.113.10",
+        )
+        .unwrap();
+        let peers = peer_configs(&args).unwrap();
+        assert_eq!((peers[0].port, peers[0].listen_port), (1790, 1179));
+        assert!(parse("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --passive --listen-port 0 192.0.2.0/24").is_err());
     }
 
     fn net(s: &str) -> IpNet {

@@ -61,6 +61,10 @@ pub struct RouterSpec {
     /// Hold time the router proposes (seconds).
     pub hold_time: u16,
     pub graceful_restart: bool,
+    /// The router accepts connections on port 179 (false: it only connects out; GoBGP only).
+    pub listen: bool,
+    /// Seconds between the router's connection attempts (its default otherwise).
+    pub connect_retry: Option<u16>,
 }
 
 impl RouterSpec {
@@ -71,6 +75,8 @@ impl RouterSpec {
             md5: None,
             hold_time: 90,
             graceful_restart: false,
+            listen: true,
+            connect_retry: None,
         }
     }
 }
@@ -228,6 +234,25 @@ impl BgpLab {
             .collect())
     }
 
+    /// Established TCP connections of BGP (port 179) between node `i` and `router`, as `(local, remote)` address:port
+    /// pairs seen from the node.
+    pub fn bgp_connections(&self, i: usize, router: &str) -> Result<Vec<(String, String)>> {
+        let out = self.lab.sh(
+            &self.nodes[i - 1],
+            "ss -Htn state established '( sport = :179 or dport = :179 )'",
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // Recv-Q Send-Q Local Peer (with `state` given, ss leaves the state column out).
+                let (local, remote) = (fields.get(2)?, fields.get(3)?);
+                let remote_ip = remote.rsplit_once(':')?.0.trim_matches(['[', ']']);
+                (remote_ip == router).then(|| (local.to_string(), remote.to_string()))
+            })
+            .collect())
+    }
+
     /// Next hops of `prefix` in the router's kernel table.
     pub fn kernel_next_hops(&self, prefix: &str) -> Result<Vec<String>> {
         let v6 = prefix.contains(':');
@@ -260,6 +285,10 @@ pub struct Router {
 
 impl Router {
     fn start(lab: &mut Lab, ns: &Netns, spec: RouterSpec) -> Result<Router> {
+        if !spec.listen && spec.kind != RouterKind::Gobgp {
+            bail!("only GoBGP can be configured not to listen");
+        }
+
         let dir = lab.dir().join(format!("router-{:?}", spec.kind).to_lowercase());
         fs::create_dir_all(&dir)?;
         let name = format!("hrdt{}", lab.id());
@@ -489,6 +518,9 @@ fn bird_config(spec: &RouterSpec) -> String {
             if spec.graceful_restart {
                 c.push_str("  graceful restart on;\n");
             }
+            if let Some(secs) = spec.connect_retry {
+                let _ = writeln!(c, "  connect delay time {secs};\n  connect retry time {secs};");
+            }
             if let Some(pw) = &spec.md5 {
                 let _ = writeln!(c, "  password \"{pw}\";");
             }
@@ -519,6 +551,9 @@ fn frr_config(spec: &RouterSpec) -> String {
             if let Some(pw) = &spec.md5 {
                 let _ = writeln!(c, " neighbor {peer} password {pw}");
             }
+            if let Some(secs) = spec.connect_retry {
+                let _ = writeln!(c, " neighbor {peer} timers connect {secs}");
+            }
         }
     }
     for (family, peer_of) in [("ipv4", node_v4 as fn(usize) -> String), ("ipv6", node_v6)] {
@@ -534,6 +569,10 @@ fn frr_config(spec: &RouterSpec) -> String {
 
 fn gobgp_config(spec: &RouterSpec) -> String {
     let mut c = format!("[global.config]\n  as = {ROUTER_ASN}\n  router-id = \"{ROUTER_V4}\"\n");
+    if !spec.listen {
+        // GoBGP: a negative port means no listening socket; the router only connects out.
+        c.push_str("  port = -1\n");
+    }
     for &i in &spec.nodes {
         for (peer, family) in [(node_v4(i), "ipv4-unicast"), (node_v6(i), "ipv6-unicast")] {
             let _ = write!(
@@ -549,6 +588,9 @@ fn gobgp_config(spec: &RouterSpec) -> String {
                 hold = spec.hold_time,
                 ka = spec.hold_time.div_ceil(3).max(1)
             );
+            if let Some(secs) = spec.connect_retry {
+                let _ = writeln!(c, "    connect-retry = {secs}");
+            }
             if spec.graceful_restart {
                 c.push_str("  [neighbors.graceful-restart.config]\n    enabled = true\n");
             }

@@ -3,14 +3,17 @@
 //!
 //! [`plan`] is pure: cluster objects in, the speaker's identity, peers and routes out. [`BgpAnnouncer`] applies
 //! plans as diffs: an unchanged peer keeps its session, a changed peer restarts only its own session, routes change
-//! by UPDATE. Only a new local ASN or router id restarts the speaker.
+//! by UPDATE. Only a new node ASN or router id restarts the speaker (a BgpPeer's own `localAsn` restarts only its
+//! session).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use herald_api::bgp::AddressFamily;
 use herald_api::{BgpConf, BgpPeer, Eip, Protocol};
 use herald_bgp::fsm::GracefulRestart;
+use herald_bgp::packet::Afi;
 use herald_bgp::rib::{RouteTable, parse_community, parse_large_community};
 use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
 use ipnet::IpNet;
@@ -112,6 +115,19 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
         };
         let mut config = PeerConfig::new(address, p.asn);
         config.port = p.port;
+        // Per-session local AS (OPEN, iBGP/eBGP, AS_PATH of this session only); the BgpConf's ASN otherwise.
+        config.local_asn = p.local_asn;
+        // Passive peers also get their connections accepted, on port 179 of the session's source address (or any).
+        config.passive = p.passive;
+        config.families = families(&p.families);
+        if config.families.is_empty() {
+            out.problems.push(format!(
+                "BgpPeer {}: spec.families is empty, so there is nothing to announce; not connecting (list ipv4, ipv6 \
+                 or both)",
+                peer.name_any()
+            ));
+            continue;
+        }
         config.hold_time = p
             .hold_time
             .map_or(config.hold_time, |h| h.min(u32::from(u16::MAX)) as u16);
@@ -138,19 +154,6 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
                 }
             }
         }
-        if p.local_asn.is_some_and(|l| l != asn) {
-            out.problems.push(format!(
-                "BgpPeer {}: spec.localAsn differs from the node's ASN {asn}; one speaker per node uses one ASN, so \
-                 set it in BgpConf (or a per-rack override) instead",
-                peer.name_any()
-            ));
-        }
-        if p.families.len() < 2 {
-            out.problems.push(format!(
-                "BgpPeer {}: spec.families is not honoured yet; every session announces both IPv4 and IPv6 routes",
-                peer.name_any()
-            ));
-        }
         out.peers.insert(address, config);
         out.names.insert(address, peer.name_any());
     }
@@ -174,6 +177,15 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
         out.routes.insert(IpNet::from(*ip), policy);
     }
     out
+}
+
+/// A BgpPeer's families as the speaker's, in a fixed order and without duplicates.
+fn families(families: &[AddressFamily]) -> Vec<Afi> {
+    [(AddressFamily::Ipv4, Afi::IPV4), (AddressFamily::Ipv6, Afi::IPV6)]
+        .into_iter()
+        .filter(|(f, _)| families.contains(f))
+        .map(|(_, afi)| afi)
+        .collect()
 }
 
 /// An Eip's `spec.bgp` as route attributes. The CRD's patterns keep malformed values out; any that get through are
@@ -458,6 +470,51 @@ mod tests {
         assert_eq!(p.peers.keys().next().unwrap().to_string(), "198.51.100.2");
         f.confs.clear();
         assert_eq!(f.plan(), BgpPlan::default());
+    }
+
+    #[test]
+    fn passive_families_and_local_asn_reach_the_peer_config() {
+        let mut f = Fixture::new();
+        f.peers = vec![obj(
+            json!({"metadata": {"name": "leaf"}, "spec": {"address": "198.51.100.1", "asn": 64500,
+            "passive": true, "families": ["ipv6", "ipv4", "ipv6"], "localAsn": 65001}}),
+        )];
+        let p = f.plan();
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        let peer = p.peers.values().next().unwrap();
+        assert!(peer.passive);
+        assert_eq!(peer.listen_port, 179);
+        assert_eq!(peer.families, [Afi::IPV4, Afi::IPV6]);
+        assert_eq!(peer.local_asn, Some(65001));
+        assert_eq!(p.speaker.unwrap().local_asn, 64512, "the speaker keeps the node's ASN");
+
+        // Defaults: connect out only, both families, the node's ASN.
+        f.peers = vec![obj(
+            json!({"metadata": {"name": "leaf"}, "spec": {"address": "198.51.100.1", "asn": 64500,
+            "families": ["ipv4"]}}),
+        )];
+        let p = f.plan();
+        let peer = p.peers.values().next().unwrap();
+        assert!(!peer.passive);
+        assert_eq!(peer.families, [Afi::IPV4]);
+        assert_eq!(peer.local_asn, None);
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+        assert_eq!(
+            Fixture::new().plan().peers.values().next().unwrap().families,
+            [Afi::IPV4, Afi::IPV6]
+        );
+    }
+
+    #[test]
+    fn empty_families_is_a_problem_and_skips_the_peer() {
+        let mut f = Fixture::new();
+        f.peers = vec![obj(
+            json!({"metadata": {"name": "leaf"}, "spec": {"address": "198.51.100.1", "asn": 64500,
+            "families": []}}),
+        )];
+        let p = f.plan();
+        assert!(p.peers.is_empty());
+        assert!(p.problems[0].contains("spec.families is empty"), "{:?}", p.problems);
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
         next_hop_v4: None,
         next_hop_v6: Some("2001:db8::11".parse().unwrap()),
         families: vec![Afi::IPV4, Afi::IPV6],
+        configured_families: vec![Afi::IPV4, Afi::IPV6],
     };
     c.bench_function("Adj-RIB-Out: initial sync of 10k routes", |b| {
         b.iter(|| {

@@ -1,7 +1,7 @@
 //! Errors of the speaker's API (configuration mistakes); session failures are peer state, see
 //! [`crate::PeerStatus::last_error`].
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,6 +11,17 @@ pub enum Error {
     UnknownPeer(IpAddr),
     #[error("BGP peer {peer}: {reason}")]
     InvalidPeerConfig { peer: IpAddr, reason: String },
+    /// A passive peer's listening socket could not be opened or given the peer's TCP MD5 key.
+    #[error(
+        "BGP peer {peer} is passive but Herald cannot listen on {local}: {source} (another BGP daemon on this port? \
+         use another listen port, or make the peer active only)"
+    )]
+    Listen {
+        peer: IpAddr,
+        local: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,8 +2,11 @@
 //! [`Action`]s the owner performs (send, arm timer, connect, close). It has no socket and no clock, so every
 //! transition is tested by event scripts.
 //!
-//! Herald connects out and never listens (design: no clash with other BGP daemons on port 179), so the FSM has no
-//! passive path and no connection collisions (RFC 4271 §6.8) can happen. Active is "waiting to retry the connect".
+//! Herald connects out; a passive peer also accepts the router's connection. A session then briefly has two TCP
+//! connections (ours, [`Direction::Outgoing`], and the router's, [`Direction::Incoming`]), and RFC 4271 §6.8
+//! connection collision detection keeps one: the FSM tracks the session's connection plus at most one "second"
+//! connection that is always in OpenSent (sent our OPEN, waiting for the router's). Active is "waiting to retry the
+//! connect" (and, when passive, listening).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -32,6 +35,22 @@ impl std::fmt::Display for State {
     }
 }
 
+/// Which TCP connection an event or action concerns: the one we opened or the one the peer opened (passive mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+}
+
+impl Direction {
+    fn describe(self) -> &'static str {
+        match self {
+            Direction::Outgoing => "our connection",
+            Direction::Incoming => "the connection from the peer",
+        }
+    }
+}
+
 /// The FSM's timers (RFC 4271 §8.1.3). ConnectRetry also bounds one connect attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Timer {
@@ -47,16 +66,19 @@ pub enum Event {
     Start,
     /// Event 2 (ManualStop): send this Cease (if a session is up) and stay down.
     Stop(Notification),
-    /// Events 16/17: the outgoing connection is up.
+    /// Event 16 (Tcp_CR_Acked): our connection is up.
     TcpConnected,
+    /// Event 17 (TcpConnectionConfirms): the peer connected to us (passive mode). The owner feeds it only while it
+    /// holds no other connection from the peer (it closes a second one itself).
+    TcpAccepted,
     /// Event 18 before the connection was up: the attempt failed (refused, unreachable...).
     TcpConnectFailed(String),
     /// Event 18 on an open connection: the peer closed it or it broke.
-    TcpClosed(String),
+    TcpClosed(Direction, String),
     /// Events 19-27: a message arrived (already framed and validated by [`crate::packet`]).
-    Message(Message),
+    Message(Direction, Message),
     /// Events 21/22/28: a message could not be decoded.
-    DecodeFailed(DecodeError),
+    DecodeFailed(Direction, DecodeError),
     /// Events 9-11.
     TimerExpired(Timer),
 }
@@ -66,11 +88,11 @@ pub enum Event {
 pub enum Action {
     /// Start a TCP connection to the peer (dropping any attempt in flight).
     Connect,
-    Send(Message),
+    Send(Direction, Message),
     ArmTimer(Timer, Duration),
     CancelTimer(Timer),
-    /// Close (or abort) the connection.
-    CloseTcp,
+    /// Close the connection (for [`Direction::Outgoing`] also: abort a connect attempt in flight).
+    CloseTcp(Direction),
     StateChanged {
         from: State,
         to: State,
@@ -108,6 +130,8 @@ pub struct SessionConfig {
     /// Proposed hold time in seconds: 0 or at least 3.
     pub hold_time: u16,
     pub graceful_restart: Option<GracefulRestart>,
+    /// Families we offer (multiprotocol capabilities, RFC 4760) and announce: [`Afi::IPV4`] and/or [`Afi::IPV6`].
+    pub families: Vec<Afi>,
     /// TCP MD5 is configured: a silent peer is then most likely a key mismatch.
     pub md5: bool,
     /// How long one connect attempt may take.
@@ -125,7 +149,8 @@ pub struct Negotiated {
     pub hold_time: u16,
     /// RFC 6793: both sides speak 4-octet ASNs.
     pub four_octet_as: bool,
-    /// Families both sides advertised (IPv4 unicast is implied without MP capabilities, RFC 4760 §8).
+    /// Families both sides advertised (IPv4 unicast is implied without MP capabilities, RFC 4760 §8), limited to
+    /// [`SessionConfig::families`].
     pub families: Vec<Afi>,
     pub route_refresh: bool,
     /// The peer advertised graceful restart (it can act as our helper).
@@ -176,6 +201,10 @@ pub struct SessionFsm {
     config: SessionConfig,
     state: State,
     started: bool,
+    /// The session's connection (OpenSent, OpenConfirm, Established).
+    connection: Option<Direction>,
+    /// A second connection during a collision (RFC 4271 §6.8): OPEN sent on it, the peer's not received yet.
+    second: Option<Direction>,
     negotiated: Option<Negotiated>,
     backoff: RetryBackoff,
     last_error: Option<String>,
@@ -188,6 +217,8 @@ impl SessionFsm {
             config,
             state: State::Idle,
             started: false,
+            connection: None,
+            second: None,
             negotiated: None,
             backoff,
             last_error: None,
@@ -202,6 +233,11 @@ impl SessionFsm {
         self.state
     }
 
+    /// The connection the session runs on (None while no connection is up).
+    pub fn connection(&self) -> Option<Direction> {
+        self.connection
+    }
+
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
     }
@@ -214,23 +250,21 @@ impl SessionFsm {
     /// The OPEN we send (RFC 4271 §4.2, capabilities per RFC 5492).
     pub fn open_message(&self) -> Open {
         let c = &self.config;
-        let mut capabilities = vec![
-            Capability::Multiprotocol {
-                afi: Afi::IPV4,
+        let mut capabilities: Vec<Capability> = c
+            .families
+            .iter()
+            .map(|&afi| Capability::Multiprotocol {
+                afi,
                 safi: Safi::UNICAST,
-            },
-            Capability::Multiprotocol {
-                afi: Afi::IPV6,
-                safi: Safi::UNICAST,
-            },
-            Capability::RouteRefresh,
-        ];
+            })
+            .collect();
+        capabilities.push(Capability::RouteRefresh);
         if let Some(gr) = c.graceful_restart {
             capabilities.push(Capability::GracefulRestart {
                 restarting: gr.restarting,
                 restart_time: gr.restart_time.min(0x0fff),
                 // F bit set: our "forwarding state" is the node's kernel, which a speaker restart does not touch.
-                families: vec![(Afi::IPV4, Safi::UNICAST, true), (Afi::IPV6, Safi::UNICAST, true)],
+                families: c.families.iter().map(|&afi| (afi, Safi::UNICAST, true)).collect(),
             });
         }
         capabilities.push(Capability::FourOctetAs(c.local_asn));
@@ -246,6 +280,22 @@ impl SessionFsm {
     /// Feeds one event; returns what to do.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        // Events of the second connection of a collision never touch the session.
+        match &event {
+            Event::TcpClosed(dir, _) | Event::Message(dir, _) | Event::DecodeFailed(dir, _)
+                if self.second == Some(*dir) =>
+            {
+                self.second_connection_event(&mut out, event);
+                return out;
+            }
+            // A stale event of a connection that is gone (closed after a collision): nothing to do.
+            Event::TcpClosed(dir, _) | Event::Message(dir, _) | Event::DecodeFailed(dir, _)
+                if self.connection != Some(*dir) =>
+            {
+                return out;
+            }
+            _ => {}
+        }
         match (self.state, event) {
             (_, Event::Start) if self.started => {}
             (_, Event::Start) => {
@@ -256,7 +306,7 @@ impl SessionFsm {
             (State::Idle | State::Connect | State::Active, Event::Stop(_)) => {
                 self.started = false;
                 if self.state == State::Connect {
-                    out.push(Action::CloseTcp);
+                    out.push(Action::CloseTcp(Direction::Outgoing));
                 }
                 out.push(Action::CancelTimer(Timer::ConnectRetry));
                 self.transition(&mut out, State::Idle, "stopped".to_string());
@@ -264,7 +314,11 @@ impl SessionFsm {
             (_, Event::Stop(cease)) => {
                 self.started = false;
                 let reason = format!("stopped: sent {}", cease.describe());
-                out.push(Action::Send(Message::Notification(cease)));
+                if let Some(second) = self.second.take() {
+                    out.push(Action::Send(second, Message::Notification(cease.clone())));
+                    out.push(Action::CloseTcp(second));
+                }
+                self.send(&mut out, Message::Notification(cease));
                 self.down(&mut out, reason, false);
             }
             (State::Idle, Event::TimerExpired(Timer::ConnectRetry)) if self.started => {
@@ -277,7 +331,7 @@ impl SessionFsm {
                 } else {
                     format!("no answer: connect timed out after {:?}", self.config.connect_timeout)
                 };
-                out.push(Action::CloseTcp);
+                out.push(Action::CloseTcp(Direction::Outgoing));
                 self.retry_later(&mut out, State::Active, reason);
             }
             (State::Connect, Event::TcpConnectFailed(why)) => {
@@ -285,29 +339,27 @@ impl SessionFsm {
                 self.retry_later(&mut out, State::Active, format!("connect failed: {why}"));
             }
             (State::Connect, Event::TcpConnected) => {
-                out.push(Action::CancelTimer(Timer::ConnectRetry));
-                out.push(Action::Send(Message::Open(self.open_message())));
-                out.push(Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME));
-                self.transition(&mut out, State::OpenSent, "connected, OPEN sent".to_string());
+                self.open_connection(&mut out, Direction::Outgoing, "connected, OPEN sent");
             }
-            (State::OpenSent | State::OpenConfirm | State::Established, Event::TcpClosed(why)) => {
+            (_, Event::TcpAccepted) => self.accept(&mut out),
+            (State::OpenSent | State::OpenConfirm | State::Established, Event::TcpClosed(_, why)) => {
                 self.down(&mut out, format!("connection closed: {why}"), true);
             }
-            (State::OpenSent | State::OpenConfirm | State::Established, Event::DecodeFailed(e)) => {
+            (State::OpenSent | State::OpenConfirm | State::Established, Event::DecodeFailed(_, e)) => {
                 let reason = format!(
                     "malformed message from peer: {}; sent {}",
                     e.reason,
                     e.notification.describe()
                 );
-                out.push(Action::Send(Message::Notification(e.notification)));
+                self.send(&mut out, Message::Notification(e.notification));
                 self.down(&mut out, reason, true);
             }
             (State::OpenSent | State::OpenConfirm | State::Established, Event::TimerExpired(Timer::Hold)) => {
                 // RFC 4271 §6.5.
-                out.push(Action::Send(Message::Notification(Notification::new(
-                    code::HOLD_TIMER_EXPIRED,
-                    0,
-                ))));
+                self.send(
+                    &mut out,
+                    Message::Notification(Notification::new(code::HOLD_TIMER_EXPIRED, 0)),
+                );
                 self.down(
                     &mut out,
                     "hold timer expired: no message from the peer within the hold time".into(),
@@ -315,33 +367,44 @@ impl SessionFsm {
                 );
             }
             (State::OpenConfirm | State::Established, Event::TimerExpired(Timer::Keepalive)) => {
-                out.push(Action::Send(Message::Keepalive));
+                self.send(&mut out, Message::Keepalive);
                 self.arm_keepalive(&mut out);
             }
-            (state, Event::Message(Message::Notification(n))) if state != State::Idle => {
+            (state, Event::Message(_, Message::Notification(n))) if state != State::Idle => {
                 // RFC 4271 §8.2.2: a NOTIFICATION closes the connection; no answer is sent.
                 self.down(&mut out, format!("peer sent NOTIFICATION {}", n.describe()), true);
             }
-            (State::OpenSent, Event::Message(Message::Open(open))) => self.receive_open(&mut out, &open),
-            (State::OpenSent, Event::Message(msg)) => {
+            (State::OpenSent, Event::Message(_, Message::Open(open))) => match self.check_open(&open) {
+                Ok(negotiated) => self.open_confirm(&mut out, negotiated),
+                Err((n, why)) => {
+                    let reason = format!("{why}; sent {}", n.describe());
+                    self.send(&mut out, Message::Notification(n));
+                    self.down(&mut out, reason, true);
+                }
+            },
+            (State::OpenSent, Event::Message(_, msg)) => {
                 self.fsm_error(&mut out, subcode::UNEXPECTED_IN_OPEN_SENT, &msg);
             }
-            (State::OpenConfirm, Event::Message(Message::Keepalive)) => {
+            (State::OpenConfirm, Event::Message(_, Message::Keepalive)) => {
                 self.arm_hold(&mut out);
                 self.backoff.reset();
                 self.last_error = None;
+                // RFC 4271 §6.8: an Established session wins over any other connection.
+                if let Some(second) = self.second.take() {
+                    Self::close_as_collision(&mut out, second);
+                }
                 self.transition(&mut out, State::Established, "session established".to_string());
                 if let Some(n) = &self.negotiated {
                     out.push(Action::Established(n.clone()));
                 }
             }
-            (State::OpenConfirm, Event::Message(msg)) => {
+            (State::OpenConfirm, Event::Message(_, msg)) => {
                 self.fsm_error(&mut out, subcode::UNEXPECTED_IN_OPEN_CONFIRM, &msg);
             }
-            (State::Established, Event::Message(Message::Open(open))) => {
+            (State::Established, Event::Message(_, Message::Open(open))) => {
                 self.fsm_error(&mut out, subcode::UNEXPECTED_IN_ESTABLISHED, &Message::Open(open));
             }
-            (State::Established, Event::Message(msg)) => {
+            (State::Established, Event::Message(_, msg)) => {
                 self.arm_hold(&mut out);
                 match msg {
                     Message::RouteRefresh(rr) => {
@@ -365,6 +428,141 @@ impl SessionFsm {
         out
     }
 
+    /// Sends on the session's connection.
+    fn send(&self, out: &mut Vec<Action>, msg: Message) {
+        if let Some(dir) = self.connection {
+            out.push(Action::Send(dir, msg));
+        }
+    }
+
+    /// The session's connection is up (ours in Connect, or the peer's): OPEN, 4-minute hold timer, OpenSent.
+    fn open_connection(&mut self, out: &mut Vec<Action>, dir: Direction, reason: &str) {
+        self.connection = Some(dir);
+        out.push(Action::CancelTimer(Timer::ConnectRetry));
+        out.push(Action::Send(dir, Message::Open(self.open_message())));
+        out.push(Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME));
+        self.transition(out, State::OpenSent, reason.to_string());
+    }
+
+    /// Event 17: the peer connected to us.
+    fn accept(&mut self, out: &mut Vec<Action>) {
+        let incoming = Direction::Incoming;
+        match self.state {
+            State::Idle if !self.started => out.push(Action::CloseTcp(incoming)),
+            // RFC 4271 §8.2.2 (Connect, Active): take the peer's connection, drop our attempt in flight.
+            State::Idle | State::Connect | State::Active => {
+                if self.state == State::Connect {
+                    out.push(Action::CloseTcp(Direction::Outgoing));
+                }
+                self.open_connection(out, incoming, "connection from the peer accepted, OPEN sent");
+            }
+            // RFC 4271 §6.8: a possible collision; which connection stays is decided once the peer's OPEN on the
+            // new one tells its BGP identifier, so it gets our OPEN too.
+            State::OpenSent | State::OpenConfirm if self.connection != Some(incoming) && self.second.is_none() => {
+                self.second = Some(incoming);
+                out.push(Action::Send(incoming, Message::Open(self.open_message())));
+            }
+            // The shell hands over a connection from the peer only while it holds none: nothing to do.
+            State::OpenSent | State::OpenConfirm => {}
+            // RFC 4271 §6.8: an Established session is preserved, the new connection closed.
+            State::Established => Self::close_as_collision(out, incoming),
+        }
+    }
+
+    fn close_as_collision(out: &mut Vec<Action>, dir: Direction) {
+        let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION);
+        out.push(Action::Send(dir, Message::Notification(cease)));
+        out.push(Action::CloseTcp(dir));
+    }
+
+    /// Events on the second connection of a collision (always in OpenSent: waiting for the peer's OPEN).
+    fn second_connection_event(&mut self, out: &mut Vec<Action>, event: Event) {
+        let Some(second) = self.second else { return };
+        let close = |out: &mut Vec<Action>, n: Option<Notification>| {
+            if let Some(n) = n {
+                out.push(Action::Send(second, Message::Notification(n)));
+            }
+            out.push(Action::CloseTcp(second));
+        };
+        match event {
+            Event::Message(_, Message::Open(open)) => match self.check_open(&open) {
+                Ok(negotiated) => {
+                    self.second = None;
+                    self.resolve_collision(out, second, negotiated);
+                }
+                Err((n, _)) => {
+                    self.second = None;
+                    close(out, Some(n));
+                }
+            },
+            Event::Message(_, Message::Notification(_)) | Event::TcpClosed(..) => {
+                self.second = None;
+                close(out, None);
+            }
+            Event::Message(_, msg) => {
+                self.second = None;
+                close(
+                    out,
+                    Some(Notification {
+                        code: code::FSM,
+                        subcode: subcode::UNEXPECTED_IN_OPEN_SENT,
+                        data: vec![msg.type_code()],
+                    }),
+                );
+            }
+            Event::DecodeFailed(_, e) => {
+                self.second = None;
+                close(out, Some(e.notification));
+            }
+            _ => {}
+        }
+    }
+
+    /// The peer's OPEN arrived on the second connection (`new`), which has passed the OPEN checks.
+    fn resolve_collision(&mut self, out: &mut Vec<Action>, new: Direction, negotiated: Negotiated) {
+        let Some(existing) = self.connection else { return };
+        if self.state == State::OpenSent {
+            // No OPEN on the session's connection yet, so nothing to compare (RFC 4271 §6.8 compares against
+            // connections in OpenConfirm): the new connection is further along and carries the session; the old one
+            // becomes the second connection, still waiting for its OPEN.
+            self.connection = Some(new);
+            self.second = Some(existing);
+            self.open_confirm(out, negotiated);
+            return;
+        }
+        // RFC 4271 §6.8: the connection opened by the side with the higher BGP identifier stays; with equal
+        // identifiers (allowed between ASes, RFC 6286 §2.3) the side with the higher AS number wins.
+        let ours = self.config.router_id;
+        let theirs = negotiated.peer_id;
+        let we_win = match u32::from(ours).cmp(&u32::from(theirs)) {
+            std::cmp::Ordering::Equal => self.config.local_asn > negotiated.peer_asn,
+            order => order == std::cmp::Ordering::Greater,
+        };
+        let keep = if we_win {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        };
+        let reason = format!(
+            "connection collision (RFC 4271 §6.8): our BGP identifier {ours}, the peer's {theirs}: keeping {}",
+            keep.describe()
+        );
+        if keep == existing {
+            Self::close_as_collision(out, new);
+            // The session's state does not change; the transition records why a connection was closed.
+            self.transition(out, self.state, reason);
+        } else {
+            Self::close_as_collision(out, existing);
+            self.connection = Some(new);
+            self.negotiated = None;
+            out.push(Action::CancelTimer(Timer::Keepalive));
+            self.open_confirm(out, negotiated);
+            if let Some(Action::StateChanged { reason: r, .. }) = out.last_mut() {
+                *r = reason;
+            }
+        }
+    }
+
     fn connect(&mut self, out: &mut Vec<Action>, why: &str) {
         out.push(Action::Connect);
         out.push(Action::ArmTimer(Timer::ConnectRetry, self.config.connect_timeout));
@@ -378,14 +576,26 @@ impl SessionFsm {
         self.transition(out, to, format!("{reason}; retrying in {:.1}s", delay.as_secs_f64()));
     }
 
-    /// Tears the session down (NOTIFICATION, if any, already queued) and, if `retry`, schedules a new connect.
+    /// Tears the session's connection down (NOTIFICATION, if any, already queued) and, if `retry`, schedules a new
+    /// connect. A second connection of a collision (never past OpenSent here) carries on as the session's.
     fn down(&mut self, out: &mut Vec<Action>, reason: String, retry: bool) {
-        out.push(Action::CloseTcp);
+        if let Some(dir) = self.connection.take() {
+            out.push(Action::CloseTcp(dir));
+        }
         out.push(Action::CancelTimer(Timer::Hold));
         out.push(Action::CancelTimer(Timer::Keepalive));
         out.push(Action::CancelTimer(Timer::ConnectRetry));
-        if self.negotiated.take().is_some() || self.state == State::Established {
+        let was_established = self.state == State::Established;
+        if self.negotiated.take().is_some() || was_established {
             out.push(Action::SessionDown { reason: reason.clone() });
+        }
+        if let Some(second) = self.second.take() {
+            self.last_error = Some(reason.clone());
+            self.connection = Some(second);
+            out.push(Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME));
+            let reason = format!("{reason}; continuing on {}", second.describe());
+            self.transition(out, State::OpenSent, reason);
+            return;
         }
         if retry && self.started {
             self.retry_later(out, State::Idle, reason);
@@ -408,27 +618,27 @@ impl SessionFsm {
             self.state,
             n.describe()
         );
-        out.push(Action::Send(Message::Notification(n)));
+        self.send(out, Message::Notification(n));
         self.down(out, reason, true);
     }
 
-    fn reject_open(&mut self, out: &mut Vec<Action>, sub: u8, data: Vec<u8>, why: String) {
-        let n = Notification {
-            code: code::OPEN_MESSAGE,
-            subcode: sub,
-            data,
-        };
-        let reason = format!("{why}; sent {}", n.describe());
-        out.push(Action::Send(Message::Notification(n)));
-        self.down(out, reason, true);
-    }
-
-    /// RFC 4271 §6.2 checks that need the configuration, then negotiation.
-    fn receive_open(&mut self, out: &mut Vec<Action>, open: &Open) {
+    /// RFC 4271 §6.2 checks that need the configuration, then negotiation. An error is the NOTIFICATION to send and
+    /// why.
+    fn check_open(&self, open: &Open) -> Result<Negotiated, (Notification, String)> {
         let c = &self.config;
+        let reject = |sub: u8, data: Vec<u8>, why: String| {
+            Err((
+                Notification {
+                    code: code::OPEN_MESSAGE,
+                    subcode: sub,
+                    data,
+                },
+                why,
+            ))
+        };
         if open.hold_time == 1 || open.hold_time == 2 {
             let why = format!("peer proposed hold time {}s (must be 0 or at least 3)", open.hold_time);
-            return self.reject_open(out, subcode::UNACCEPTABLE_HOLD_TIME, Vec::new(), why);
+            return reject(subcode::UNACCEPTABLE_HOLD_TIME, Vec::new(), why);
         }
         if open.my_as == AS_TRANS && open.four_octet_as().is_none() && c.peer_asn > u32::from(u16::MAX) {
             // RFC 5492 §3: we need the 4-octet ASN capability to know who the peer is.
@@ -438,11 +648,11 @@ impl SessionFsm {
                 "peer sent AS_TRANS without the 4-octet ASN capability, expected AS {}",
                 c.peer_asn
             );
-            return self.reject_open(out, subcode::UNSUPPORTED_CAPABILITY, data, why);
+            return reject(subcode::UNSUPPORTED_CAPABILITY, data, why);
         }
         if open.asn() != c.peer_asn {
             let why = format!("peer is AS {}, configured peer ASN is {}", open.asn(), c.peer_asn);
-            return self.reject_open(out, subcode::BAD_PEER_AS, open.my_as.to_be_bytes().to_vec(), why);
+            return reject(subcode::BAD_PEER_AS, open.my_as.to_be_bytes().to_vec(), why);
         }
         let id = open.bgp_id;
         // RFC 6286 §2.2: the identifier is a non-zero value; equal identifiers are only an error within one AS.
@@ -452,23 +662,23 @@ impl SessionFsm {
             || (c.peer_asn == c.local_asn && id == c.router_id)
         {
             let why = format!("peer BGP identifier {id} is invalid or equals ours");
-            return self.reject_open(out, subcode::BAD_BGP_IDENTIFIER, id.octets().to_vec(), why);
+            return reject(subcode::BAD_BGP_IDENTIFIER, id.octets().to_vec(), why);
         }
         let mut families = Vec::new();
         let mut any_mp = false;
         for cap in &open.capabilities {
             if let Capability::Multiprotocol { afi, safi } = cap {
                 any_mp = true;
-                if *safi == Safi::UNICAST && matches!(*afi, Afi::IPV4 | Afi::IPV6) && !families.contains(afi) {
+                if *safi == Safi::UNICAST && c.families.contains(afi) && !families.contains(afi) {
                     families.push(*afi);
                 }
             }
         }
-        if !any_mp {
+        if !any_mp && c.families.contains(&Afi::IPV4) {
             families.push(Afi::IPV4);
         }
         families.sort();
-        let negotiated = Negotiated {
+        Ok(Negotiated {
             peer_asn: open.asn(),
             peer_id: id,
             hold_time: c.hold_time.min(open.hold_time),
@@ -479,10 +689,15 @@ impl SessionFsm {
                 .capabilities
                 .iter()
                 .any(|c| matches!(c, Capability::GracefulRestart { .. })),
-        };
+        })
+    }
+
+    /// A valid OPEN on the session's connection: KEEPALIVE, negotiated timers, OpenConfirm.
+    fn open_confirm(&mut self, out: &mut Vec<Action>, negotiated: Negotiated) {
         let hold = negotiated.hold_time;
+        let asn = negotiated.peer_asn;
         self.negotiated = Some(negotiated);
-        out.push(Action::Send(Message::Keepalive));
+        self.send(out, Message::Keepalive);
         if hold == 0 {
             out.push(Action::CancelTimer(Timer::Hold));
         } else {
@@ -492,7 +707,7 @@ impl SessionFsm {
         self.transition(
             out,
             State::OpenConfirm,
-            format!("OPEN received from AS {}, hold time {hold}s", open.asn()),
+            format!("OPEN received from AS {asn}, hold time {hold}s"),
         );
     }
 

@@ -1,11 +1,13 @@
 //! [`Speaker`]: the handle that owns every peer task and the table of routes to announce.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::collections::btree_map::Entry;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -13,10 +15,11 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::fsm::SessionConfig;
 use crate::neighbor::{PeerConfig, PeerStatus};
+use crate::network;
 use crate::packet::Notification;
 use crate::packet::error::{code, subcode};
 use crate::rib::{RoutePolicy, RouteTable};
-use crate::tasks::{PeerCommand, PeerTask};
+use crate::tasks::{ListenerTask, PassivePeers, PeerCommand, PeerTask};
 
 /// Identity of the local speaker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +67,21 @@ impl Drop for PeerHandle {
     }
 }
 
+/// A listening socket shared by the passive peers with the same local address and port (one socket per address and
+/// port: the kernel would spread connections over several sockets on one port at random). It holds each peer's TCP
+/// MD5 key and lives while a passive peer uses it.
+struct PassiveListener {
+    listener: Arc<TcpListener>,
+    peers: PassivePeers,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PassiveListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An announce-only BGP speaker: a set of peers, each with its own session task, and one table of routes that
 /// every peer announces.
 ///
@@ -73,6 +91,7 @@ pub struct Speaker {
     config: SpeakerConfig,
     routes: watch::Sender<Arc<RouteTable>>,
     peers: BTreeMap<IpAddr, PeerHandle>,
+    listeners: BTreeMap<SocketAddr, PassiveListener>,
     restarting: bool,
 }
 
@@ -84,6 +103,7 @@ impl Speaker {
             config,
             routes,
             peers: BTreeMap::new(),
+            listeners: BTreeMap::new(),
             restarting: false,
         }
     }
@@ -97,22 +117,29 @@ impl Speaker {
         &self.config
     }
 
-    /// Starts a session to a new peer.
+    /// Starts a session to a new peer; a passive peer's connections are accepted too (its listening socket, shared
+    /// with other passive peers on the same address and port, is opened now: an error says why it cannot be).
     pub fn add_peer(&mut self, peer: PeerConfig) -> Result<()> {
         peer.validate()?;
         if self.peers.contains_key(&peer.address) {
             return Err(Error::PeerExists(peer.address));
         }
+        let incoming = if peer.passive {
+            Some(self.listen_for(&peer)?)
+        } else {
+            None
+        };
         let mut graceful_restart = peer.graceful_restart;
         if let Some(gr) = &mut graceful_restart {
             gr.restarting |= self.restarting;
         }
         let session = SessionConfig {
-            local_asn: self.config.local_asn,
+            local_asn: peer.local_asn.unwrap_or(self.config.local_asn),
             router_id: self.config.router_id,
             peer_asn: peer.asn,
             hold_time: peer.hold_time,
             graceful_restart,
+            families: peer.families.clone(),
             md5: peer.password.is_some(),
             connect_timeout: peer.connect_timeout,
             jitter_seed: rand::random(),
@@ -125,8 +152,9 @@ impl Speaker {
             routes: self.routes.subscribe(),
             status: status_tx,
             commands: commands_rx,
+            incoming,
         };
-        info!(peer = %peer.address, asn = peer.asn, port = peer.port, "adding BGP peer");
+        info!(peer = %peer.address, asn = peer.asn, port = peer.port, passive = peer.passive, "adding BGP peer");
         let task = tokio::spawn(task.run());
         self.peers.insert(
             peer.address,
@@ -149,6 +177,7 @@ impl Speaker {
                 return Ok(());
             }
             if let Some(old) = self.peers.remove(&peer.address) {
+                self.stop_listening_for(&old.config);
                 let cease = Notification::new(code::CEASE, subcode::OTHER_CONFIGURATION_CHANGE);
                 old.stop(PeerCommand::Stop(cease)).await;
             }
@@ -159,9 +188,77 @@ impl Speaker {
     /// Ends a peer's session (Cease / Peer De-configured, RFC 4486) and forgets it.
     pub async fn remove_peer(&mut self, address: IpAddr) -> Result<()> {
         let peer = self.peers.remove(&address).ok_or(Error::UnknownPeer(address))?;
+        self.stop_listening_for(&peer.config);
         let cease = Notification::new(code::CEASE, subcode::PEER_DECONFIGURED);
         peer.stop(PeerCommand::Stop(cease)).await;
         Ok(())
+    }
+
+    /// Registers a passive peer with the listener of its address and port (opening it if needed, installing the
+    /// peer's TCP MD5 key) and returns where its connections arrive.
+    fn listen_for(&mut self, peer: &PeerConfig) -> Result<mpsc::Receiver<tokio::net::TcpStream>> {
+        let local = network::listen_address(peer);
+        let error = |source| Error::Listen {
+            peer: peer.address,
+            local,
+            source,
+        };
+        let listener = match self.listeners.entry(local) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let listener = Arc::new(network::listen(local).map_err(error)?);
+                let peers = PassivePeers::default();
+                let task = tokio::spawn(
+                    ListenerTask {
+                        listener: Arc::clone(&listener),
+                        peers: Arc::clone(&peers),
+                    }
+                    .run(),
+                );
+                info!(%local, "listening for BGP connections of passive peers");
+                entry.insert(PassiveListener { listener, peers, task })
+            }
+        };
+        if let Some(key) = &peer.password
+            && let Err(e) = network::set_listener_key(&listener.listener, peer.address, Some(key))
+        {
+            let unused = listener.peers.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+            if unused {
+                self.listeners.remove(&local);
+            }
+            return Err(error(e));
+        }
+        let (tx, rx) = mpsc::channel(1);
+        listener
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer.address, tx);
+        Ok(rx)
+    }
+
+    /// Undoes [`Speaker::listen_for`]; the listener closes with its last peer.
+    fn stop_listening_for(&mut self, peer: &PeerConfig) {
+        if !peer.passive {
+            return;
+        }
+        let local = network::listen_address(peer);
+        let Some(listener) = self.listeners.get(&local) else {
+            return;
+        };
+        let empty = {
+            let mut peers = listener.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            peers.remove(&peer.address);
+            peers.is_empty()
+        };
+        if peer.password.is_some() {
+            // Best effort: the key goes with the socket anyway when it closes.
+            let _ = network::set_listener_key(&listener.listener, peer.address, None);
+        }
+        if empty {
+            info!(%local, "no passive BGP peer left: closing the listening socket");
+            self.listeners.remove(&local);
+        }
     }
 
     /// Announces `prefixes` (host bits are cleared) with `policy`, replacing the policy of any already announced.
@@ -218,6 +315,8 @@ impl Speaker {
 
     /// Stops every session; see [`ShutdownMode`].
     pub async fn shutdown(mut self, mode: ShutdownMode) {
+        // No new connections while the sessions close.
+        self.listeners.clear();
         let mut stopping = tokio::task::JoinSet::new();
         for peer in std::mem::take(&mut self.peers).into_values() {
             let command = match mode {

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::fsm::{GracefulRestart, State};
+use crate::packet::Afi;
 
 pub const DEFAULT_PORT: u16 = 179;
 /// RFC 4271 §10 suggests 90 s.
@@ -23,6 +24,17 @@ pub struct PeerConfig {
     pub address: IpAddr,
     pub port: u16,
     pub asn: u32,
+    /// Our AS number towards this peer (like a per-neighbor `local-as`); else the speaker's. It goes in this
+    /// session's OPEN, decides iBGP or eBGP, and is the AS_PATH of the routes sent on it.
+    pub local_asn: Option<u32>,
+    /// Also accept the peer's connections (listening on `listen_port`), not only connect out. Connection
+    /// collisions are resolved per RFC 4271 §6.8.
+    pub passive: bool,
+    /// Local port to listen on when `passive`.
+    pub listen_port: u16,
+    /// Address families offered in OPEN and announced to this peer: [`Afi::IPV4`] and/or [`Afi::IPV6`]. Routes of
+    /// other families are never sent to it.
+    pub families: Vec<Afi>,
     /// Source address of the session (and so the default next hop); else the kernel picks one.
     pub local_address: Option<IpAddr>,
     /// IP TTL / hop limit of our packets (eBGP multihop); else the kernel default.
@@ -40,12 +52,17 @@ pub struct PeerConfig {
 }
 
 impl PeerConfig {
-    /// A peer with defaults: port 179, hold time 90 s, no MD5, no graceful restart.
+    /// A peer with defaults: port 179, hold time 90 s, no MD5, no graceful restart, IPv4 and IPv6, connect out only,
+    /// the speaker's ASN.
     pub fn new(address: IpAddr, asn: u32) -> Self {
         PeerConfig {
             address,
             port: DEFAULT_PORT,
             asn,
+            local_asn: None,
+            passive: false,
+            listen_port: DEFAULT_PORT,
+            families: vec![Afi::IPV4, Afi::IPV6],
             local_address: None,
             ttl: None,
             password: None,
@@ -84,6 +101,21 @@ impl PeerConfig {
         if self.port == 0 {
             return bad("port 0 is not a valid BGP port".to_string());
         }
+        if self.passive && self.listen_port == 0 {
+            return bad("listen port 0 is not a valid BGP port for a passive peer".to_string());
+        }
+        if self.local_asn == Some(0) {
+            return bad("local ASN 0 is reserved (RFC 7607)".to_string());
+        }
+        if self.families.is_empty() {
+            return bad("no address family to announce: give IPv4, IPv6 or both".to_string());
+        }
+        if let Some(afi) = self.families.iter().find(|a| !matches!(**a, Afi::IPV4 | Afi::IPV6)) {
+            return bad(format!(
+                "address family {} is not supported: only IPv4 (1) and IPv6 (2)",
+                afi.0
+            ));
+        }
         Ok(())
     }
 }
@@ -94,6 +126,10 @@ impl fmt::Debug for PeerConfig {
             .field("address", &self.address)
             .field("port", &self.port)
             .field("asn", &self.asn)
+            .field("local_asn", &self.local_asn)
+            .field("passive", &self.passive)
+            .field("listen_port", &self.listen_port)
+            .field("families", &self.families)
             .field("local_address", &self.local_address)
             .field("ttl", &self.ttl)
             // Never print the key.

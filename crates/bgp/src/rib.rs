@@ -59,6 +59,8 @@ pub struct SessionRouting {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// Families negotiated with the peer.
     pub families: Vec<Afi>,
+    /// Families configured for the peer: routes of other families are left out without a warning.
+    pub configured_families: Vec<Afi>,
 }
 
 impl SessionRouting {
@@ -137,6 +139,9 @@ impl AdjRibOut {
         let mut wanted = BTreeMap::new();
         let mut resolved: BTreeMap<(Afi, &RoutePolicy), Result<Arc<OutboundAttributes>, String>> = BTreeMap::new();
         for (prefix, policy) in table {
+            if !session.configured_families.contains(&afi_of(prefix)) {
+                continue;
+            }
             let attrs = resolved
                 .entry((afi_of(prefix), policy))
                 .or_insert_with(|| session.resolve(prefix, policy).map(Arc::new));
@@ -193,6 +198,7 @@ mod tests {
             next_hop_v4: Some(Ipv4Addr::new(192, 0, 2, 11)),
             next_hop_v6: None,
             families: vec![Afi::IPV4, Afi::IPV6],
+            configured_families: vec![Afi::IPV4, Afi::IPV6],
         }
     }
 
@@ -270,5 +276,25 @@ mod tests {
         let resent = rib.resend(Afi::IPV4, true);
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].nlri, vec!["203.0.113.2/32".parse().unwrap()]);
+    }
+
+    #[test]
+    fn unconfigured_families_are_left_out_silently() {
+        let mut s = session(64500);
+        s.next_hop_v6 = Some("2001:db8::11".parse().unwrap());
+        s.configured_families = vec![Afi::IPV4];
+        let mut table = RouteTable::new();
+        table.insert(net("203.0.113.1/32"), RoutePolicy::default());
+        table.insert(net("2001:db8:10::/64"), RoutePolicy::default());
+        let mut rib = AdjRibOut::default();
+        let d = rib.sync(&table, &s, true);
+        assert_eq!(d.announced, 1);
+        assert!(d.skipped.is_empty(), "not a warning: {:?}", d.skipped);
+        assert!(
+            d.updates
+                .iter()
+                .all(|u| u.attributes.iter().all(|a| !matches!(a, PathAttribute::MpReach { .. })))
+        );
+        assert_eq!(rib.len(), 1);
     }
 }

@@ -1,30 +1,32 @@
-//! The task that owns one peer: its socket, its timers and its [`SessionFsm`].
+//! The task that owns one peer: its sockets, its timers and its [`SessionFsm`]; and the task that accepts the
+//! connections of passive peers.
 //!
 //! ```text
 //!  Speaker ──PeerCommand (mpsc, bounded)──▶ peer task ──TCP──▶ router
-//!     │                                      │  ▲
-//!     └──RouteTable (watch)─────────────────▶│  └─ timers (deadlines), connect future
+//!     │                                      │  ▲   ▲
+//!     └──RouteTable (watch)─────────────────▶│  │   └─ TcpStream (mpsc, 1) ── listener task ◀──TCP── router
+//!                                            │  └─ timers (deadlines), connect future
 //!                                            └──PeerStatus (watch)──▶ Speaker::peers()
 //! ```
 //! The route table is a `watch` channel: bursts of changes coalesce, and each task turns the newest table into a
 //! diff against its own Adj-RIB-Out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::fsm::{Action, Event, Negotiated, SessionConfig, SessionFsm, State, Timer};
+use crate::fsm::{Action, Direction, Event, Negotiated, SessionConfig, SessionFsm, State, Timer};
 use crate::neighbor::{PeerConfig, PeerStatus};
 use crate::network;
 use crate::packet::{Message, Notification, Update, decode_frame};
@@ -47,6 +49,51 @@ pub struct PeerTask {
     pub routes: watch::Receiver<Arc<RouteTable>>,
     pub status: watch::Sender<PeerStatus>,
     pub commands: mpsc::Receiver<PeerCommand>,
+    /// Connections from the peer (passive peers only).
+    pub incoming: Option<mpsc::Receiver<TcpStream>>,
+}
+
+/// Passive peers of one listening socket: where to hand each peer address's connections.
+pub type PassivePeers = Arc<Mutex<BTreeMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+
+/// Accepts connections on a listening socket shared by the passive peers with the same local address and port, and
+/// hands each to the task of the peer it comes from. Connections from other addresses are closed at once.
+pub struct ListenerTask {
+    pub listener: Arc<TcpListener>,
+    pub peers: PassivePeers,
+}
+
+impl ListenerTask {
+    pub async fn run(self) {
+        let local = self.listener.local_addr().ok();
+        loop {
+            let (stream, remote) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    warn!(?local, error = %e, "accepting a BGP connection failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let address = remote.ip().to_canonical();
+            let peer = self
+                .peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&address)
+                .cloned();
+            match peer {
+                // A full channel: the peer task has not taken the previous connection yet; this one is dropped.
+                Some(peer) => {
+                    if peer.try_send(stream).is_err() {
+                        debug!(peer = %address, "peer busy with another connection: closed the new one");
+                    }
+                }
+                None => info!(%remote, ?local, "connection from an address that is not a passive BGP peer: closed"),
+            }
+        }
+    }
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
@@ -66,7 +113,11 @@ struct PeerLoop {
     fsm: SessionFsm,
     routes: watch::Receiver<Arc<RouteTable>>,
     status: watch::Sender<PeerStatus>,
-    conn: Option<Connection>,
+    /// The connection we opened.
+    outgoing: Option<Connection>,
+    /// The connection the peer opened (passive mode).
+    incoming: Option<Connection>,
+    accepted: Option<mpsc::Receiver<TcpStream>>,
     connecting: Option<ConnectFuture>,
     deadlines: [Option<Instant>; 3],
     adj_rib_out: AdjRibOut,
@@ -93,13 +144,16 @@ impl PeerTask {
             routes,
             status,
             mut commands,
+            incoming,
         } = self;
         let mut peer = PeerLoop {
             fsm: SessionFsm::new(session),
             config,
             routes,
             status,
-            conn: None,
+            outgoing: None,
+            incoming: None,
+            accepted: incoming,
             connecting: None,
             deadlines: [None; 3],
             adj_rib_out: AdjRibOut::default(),
@@ -126,7 +180,7 @@ impl PeerTask {
                             info!(peer = %peer.config.address, "closing without NOTIFICATION (graceful restart)");
                         }
                     }
-                    peer.close().await;
+                    peer.close_all().await;
                     return;
                 }
                 res = async {
@@ -141,8 +195,7 @@ impl PeerTask {
                             let local = stream.local_addr().map(|a| a.ip());
                             match local {
                                 Ok(local) => {
-                                    let (reader, writer) = stream.into_split();
-                                    peer.conn = Some(Connection { reader, writer, local, rbuf: Vec::with_capacity(8192) });
+                                    peer.outgoing = Some(Connection::new(stream, local));
                                     peer.feed(Event::TcpConnected).await;
                                 }
                                 Err(e) => peer.feed(Event::TcpConnectFailed(e.to_string())).await,
@@ -151,18 +204,30 @@ impl PeerTask {
                         Err(e) => peer.feed(Event::TcpConnectFailed(e.to_string())).await,
                     }
                 }
+                stream = async {
+                    match peer.accepted.as_mut() {
+                        Some(accepted) => accepted.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if peer.accepted.is_some() => {
+                    match stream {
+                        Some(stream) => peer.accept(stream).await,
+                        // The speaker stopped listening for this peer.
+                        None => peer.accepted = None,
+                    }
+                }
                 res = async {
-                    match peer.conn.as_mut() {
+                    match peer.outgoing.as_mut() {
                         Some(conn) => conn.reader.read_buf(&mut conn.rbuf).await,
                         None => std::future::pending().await,
                     }
-                }, if peer.conn.is_some() => {
-                    match res {
-                        Ok(0) => peer.feed(Event::TcpClosed("the peer closed the connection".into())).await,
-                        Ok(_) => peer.decode_received().await,
-                        Err(e) => peer.feed(Event::TcpClosed(e.to_string())).await,
+                }, if peer.outgoing.is_some() => peer.received(Direction::Outgoing, res).await,
+                res = async {
+                    match peer.incoming.as_mut() {
+                        Some(conn) => conn.reader.read_buf(&mut conn.rbuf).await,
+                        None => std::future::pending().await,
                     }
-                }
+                }, if peer.incoming.is_some() => peer.received(Direction::Incoming, res).await,
                 () = tokio::time::sleep_until(next.map_or_else(Instant::now, |(d, _)| d)), if next.is_some() => {
                     if let Some((_, i)) = next {
                         peer.deadlines[i] = None;
@@ -172,7 +237,7 @@ impl PeerTask {
                 changed = peer.routes.changed(), if established => {
                     if changed.is_err() {
                         // The speaker is gone: end like a dropped speaker (no NOTIFICATION).
-                        peer.close().await;
+                        peer.close_all().await;
                         return;
                     }
                     peer.sync_routes().await;
@@ -182,7 +247,62 @@ impl PeerTask {
     }
 }
 
+impl Connection {
+    fn new(stream: TcpStream, local: IpAddr) -> Self {
+        let (reader, writer) = stream.into_split();
+        Connection {
+            reader,
+            writer,
+            local,
+            rbuf: Vec::with_capacity(8192),
+        }
+    }
+}
+
 impl PeerLoop {
+    fn conn_mut(&mut self, dir: Direction) -> &mut Option<Connection> {
+        match dir {
+            Direction::Outgoing => &mut self.outgoing,
+            Direction::Incoming => &mut self.incoming,
+        }
+    }
+
+    /// A connection from the peer, handed over by the listener task.
+    async fn accept(&mut self, stream: TcpStream) {
+        let peer = self.config.address;
+        if self.incoming.is_some() {
+            debug!(%peer, "already have a connection from the peer: closed the new one");
+            return;
+        }
+        let local = match network::accepted(&stream, &self.config).and_then(|()| stream.local_addr()) {
+            Ok(local) => local.ip().to_canonical(),
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot set up the connection from the peer: closed it");
+                return;
+            }
+        };
+        if let Some(want) = self.config.local_address
+            && want != local
+        {
+            info!(%peer, %local, source = %want, "connection from the peer to another local address than the session's source address: closed");
+            return;
+        }
+        debug!(%peer, %local, "connection from the peer accepted");
+        self.incoming = Some(Connection::new(stream, local));
+        self.feed(Event::TcpAccepted).await;
+    }
+
+    async fn received(&mut self, dir: Direction, res: io::Result<usize>) {
+        match res {
+            Ok(0) => {
+                self.feed(Event::TcpClosed(dir, "the peer closed the connection".into()))
+                    .await
+            }
+            Ok(_) => self.decode_received(dir).await,
+            Err(e) => self.feed(Event::TcpClosed(dir, e.to_string())).await,
+        }
+    }
+
     /// Runs an event through the FSM, and the events its actions cause, until quiet.
     async fn feed(&mut self, event: Event) {
         self.events.push_back(event);
@@ -202,21 +322,21 @@ impl PeerLoop {
         let peer = self.config.address;
         match action {
             Action::Connect => {
-                self.conn = None;
+                self.close(Direction::Outgoing).await;
                 let config = self.config.clone();
                 self.connecting = Some(Box::pin(async move { network::connect(&config).await }));
             }
-            Action::Send(msg) => {
+            Action::Send(dir, msg) => {
                 if let Message::Notification(n) = &msg {
-                    warn!(%peer, notification = %n.describe(), "sending NOTIFICATION");
+                    warn!(%peer, notification = %n.describe(), connection = ?dir, "sending NOTIFICATION");
                     self.status.send_modify(|s| s.notifications_sent += 1);
                 }
-                let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
-                self.write(msg.encode(four)).await;
+                let four = self.four_octet_as(dir);
+                self.write(dir, msg.encode(four)).await;
             }
             Action::ArmTimer(t, d) => self.deadlines[timer_index(t)] = Some(Instant::now() + d),
             Action::CancelTimer(t) => self.deadlines[timer_index(t)] = None,
-            Action::CloseTcp => self.close().await,
+            Action::CloseTcp(dir) => self.close(dir).await,
             Action::StateChanged { from, to, reason } => {
                 if to == State::Established || from == State::Established || self.fsm.last_error().is_some() {
                     info!(%peer, asn = self.config.asn, %from, %to, reason, "BGP session state");
@@ -260,8 +380,14 @@ impl PeerLoop {
         }
     }
 
+    /// Whether messages on `dir` use 4-octet AS numbers: only an established session's connection has negotiated.
+    fn four_octet_as(&self, dir: Direction) -> bool {
+        self.fsm.connection() == Some(dir) && self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as)
+    }
+
     async fn established(&mut self, negotiated: Negotiated) {
-        let Some(local) = self.conn.as_ref().map(|c| c.local) else {
+        let Some(dir) = self.fsm.connection() else { return };
+        let Some(local) = self.conn_mut(dir).as_ref().map(|c| c.local) else {
             return;
         };
         let routing = SessionRouting {
@@ -276,6 +402,7 @@ impl PeerLoop {
                 _ => None,
             }),
             families: negotiated.families.clone(),
+            configured_families: self.fsm.config().families.clone(),
         };
         self.status.send_modify(|s| s.hold_time = Some(negotiated.hold_time));
         let families = negotiated.families.clone();
@@ -306,8 +433,9 @@ impl PeerLoop {
         self.send_updates(diff.updates, four).await;
     }
 
-    /// Encodes the UPDATEs into one buffer and writes it at once.
+    /// Encodes the UPDATEs into one buffer and writes it at once on the session's connection.
     async fn send_updates(&mut self, updates: Vec<Update>, four_octet_as: bool) {
+        let Some(dir) = self.fsm.connection() else { return };
         if updates.is_empty() {
             return;
         }
@@ -317,11 +445,11 @@ impl PeerLoop {
             buf.extend(Message::Update(u).encode(four_octet_as));
         }
         self.status.send_modify(|s| s.updates_sent += n);
-        self.write(buf).await;
+        self.write(dir, buf).await;
     }
 
-    async fn write(&mut self, bytes: Vec<u8>) {
-        let Some(conn) = self.conn.as_mut() else {
+    async fn write(&mut self, dir: Direction, bytes: Vec<u8>) {
+        let Some(conn) = self.conn_mut(dir).as_mut() else {
             return;
         };
         let result = tokio::time::timeout(WRITE_TIMEOUT, conn.writer.write_all(&bytes)).await;
@@ -330,14 +458,14 @@ impl PeerLoop {
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("write stalled for {WRITE_TIMEOUT:?}"),
         };
-        self.conn = None;
-        self.events.push_back(Event::TcpClosed(err));
+        *self.conn_mut(dir) = None;
+        self.events.push_back(Event::TcpClosed(dir, err));
     }
 
-    async fn decode_received(&mut self) {
-        let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
+    async fn decode_received(&mut self, dir: Direction) {
+        let four = self.four_octet_as(dir);
         loop {
-            let Some(conn) = self.conn.as_mut() else {
+            let Some(conn) = self.conn_mut(dir).as_mut() else {
                 return;
             };
             match decode_frame(&conn.rbuf, four) {
@@ -348,23 +476,31 @@ impl PeerLoop {
                         Message::Notification(_) => s.notifications_received += 1,
                         _ => {}
                     });
-                    self.feed(Event::Message(msg)).await;
+                    self.feed(Event::Message(dir, msg)).await;
                 }
                 Ok(None) => return,
                 Err(e) => {
                     conn.rbuf.clear();
-                    self.feed(Event::DecodeFailed(e)).await;
+                    self.feed(Event::DecodeFailed(dir, e)).await;
                     return;
                 }
             }
         }
     }
 
-    /// Closes the connection after flushing what was written (so a NOTIFICATION reaches the peer).
-    async fn close(&mut self) {
-        self.connecting = None;
-        if let Some(mut conn) = self.conn.take() {
+    /// Closes a connection after flushing what was written (so a NOTIFICATION reaches the peer); for ours, also
+    /// drops a connect attempt in flight.
+    async fn close(&mut self, dir: Direction) {
+        if dir == Direction::Outgoing {
+            self.connecting = None;
+        }
+        if let Some(mut conn) = self.conn_mut(dir).take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.writer.shutdown()).await;
         }
+    }
+
+    async fn close_all(&mut self) {
+        self.close(Direction::Outgoing).await;
+        self.close(Direction::Incoming).await;
     }
 }

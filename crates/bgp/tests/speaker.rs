@@ -276,3 +276,296 @@ async fn invalid_peer_configuration_is_rejected_with_the_fix() {
             .contains("already configured")
     );
 }
+
+/// A port nothing listens on (bound once, then released).
+async fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0)).await.unwrap().local_addr().unwrap().port()
+}
+
+/// The router's side of the handshake on `stream`: reads our OPEN, answers with `families`, returns our OPEN.
+async fn handshake(stream: TcpStream, asn: u32, families: &[Afi]) -> (ScriptedPeer, Open) {
+    let mut peer = ScriptedPeer {
+        stream,
+        buf: Vec::new(),
+    };
+    let Message::Open(theirs) = peer.recv().await else {
+        panic!("first message is not an OPEN")
+    };
+    let mut capabilities: Vec<Capability> = families
+        .iter()
+        .map(|&afi| Capability::Multiprotocol {
+            afi,
+            safi: Safi::UNICAST,
+        })
+        .collect();
+    capabilities.push(Capability::FourOctetAs(asn));
+    let ours = Open {
+        version: 4,
+        my_as: asn as u16,
+        hold_time: 90,
+        bgp_id: Ipv4Addr::new(192, 0, 2, 1),
+        capabilities,
+    };
+    peer.send(Message::Open(ours)).await;
+    peer.send(Message::Keepalive).await;
+    assert_eq!(peer.recv().await, Message::Keepalive);
+    (peer, theirs)
+}
+
+#[tokio::test]
+async fn passive_peer_connection_is_accepted_and_strangers_are_closed() {
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
+    let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    // Our connects are refused: only the router's connection can carry the session.
+    config.port = free_port(LOCAL).await;
+    config.passive = true;
+    config.listen_port = free_port(LOCAL).await;
+    config.local_address = Some(IpAddr::V4(LOCAL));
+    speaker.add_peer(config.clone()).unwrap();
+
+    // An address that is not a peer gets its connection closed without a word.
+    let stranger = tokio::net::TcpSocket::new_v4().unwrap();
+    stranger.bind((Ipv4Addr::new(127, 0, 0, 2), 0).into()).unwrap();
+    let mut stranger = stranger
+        .connect((LOCAL, config.listen_port).into())
+        .await
+        .expect("the speaker listens");
+    let mut byte = [0u8; 1];
+    let read = timeout(Duration::from_secs(10), stranger.read(&mut byte))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "a stranger's connection is closed: {read:?}"
+    );
+
+    let stream = TcpStream::connect((LOCAL, config.listen_port)).await.unwrap();
+    let (mut peer, open) = handshake(stream, 64500, &[Afi::IPV4]).await;
+    assert_eq!(open.asn(), 64512);
+    assert_eq!(nlri(&peer.update().await), ["203.0.113.1/32"]);
+    assert_eq!(peer.update().await.end_of_rib_family(), Some(Afi::IPV4));
+    established(&speaker, config.address).await;
+
+    // A second connection from the router while its first one is up is closed; the session stays.
+    let mut second = TcpStream::connect((LOCAL, config.listen_port)).await.unwrap();
+    let read = timeout(Duration::from_secs(10), second.read(&mut byte)).await.unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the second connection is closed: {read:?}"
+    );
+    speaker.announce([net("203.0.113.2/32")], RoutePolicy::default());
+    assert_eq!(
+        nlri(&peer.update().await),
+        ["203.0.113.2/32"],
+        "the first session is still up"
+    );
+    assert_eq!(speaker.peers()[0].established_count, 1);
+
+    // Removing the last passive peer closes the listening socket.
+    speaker.remove_peer(config.address).await.unwrap();
+    let refused = timeout(Duration::from_secs(10), TcpStream::connect((LOCAL, config.listen_port)))
+        .await
+        .unwrap();
+    assert!(refused.is_err(), "still listening after the peer was removed");
+}
+
+#[tokio::test]
+async fn families_and_local_asn_are_per_peer() {
+    let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    speaker.announce(
+        [net("203.0.113.1/32"), net("2001:db8:10::/64")],
+        RoutePolicy {
+            next_hop: None,
+            ..RoutePolicy::default()
+        },
+    );
+    let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    config.port = listener.local_addr().unwrap().port();
+    config.families = vec![Afi::IPV4];
+    config.local_asn = Some(65001);
+    // An IPv6 next hop would let IPv6 prefixes go out on this IPv4 session, were IPv6 configured.
+    config.next_hop_v6 = Some("2001:db8::11".parse().unwrap());
+    speaker.add_peer(config).unwrap();
+
+    let (stream, _) = timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut peer, open) = handshake(stream, 64500, &[Afi::IPV4, Afi::IPV6]).await;
+    assert_eq!(open.asn(), 65001, "the peer's local ASN, not the speaker's");
+    let offered: Vec<Afi> = open
+        .capabilities
+        .iter()
+        .filter_map(|c| match c {
+            Capability::Multiprotocol { afi, .. } => Some(*afi),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered, [Afi::IPV4]);
+    let first = peer.update().await;
+    assert_eq!(nlri(&first), ["203.0.113.1/32"]);
+    assert!(
+        first.attributes.iter().any(|a| matches!(
+            a,
+            PathAttribute::AsPath(segments) if segments.len() == 1 && segments[0].asns == [65001]
+        )),
+        "AS_PATH is the peer's local ASN: {:?}",
+        first.attributes
+    );
+    assert_eq!(peer.update().await.end_of_rib_family(), Some(Afi::IPV4));
+    established(&speaker, IpAddr::V4(LOCAL)).await;
+    // Nothing IPv6 follows: the next message after a new IPv4 route is that route.
+    speaker.announce([net("2001:db8:11::/64"), net("203.0.113.2/32")], RoutePolicy::default());
+    let next = peer.update().await;
+    assert_eq!(nlri(&next), ["203.0.113.2/32"]);
+    assert!(
+        !next
+            .attributes
+            .iter()
+            .any(|a| matches!(a, PathAttribute::MpReach { .. })),
+        "no IPv6 route: {next:?}"
+    );
+    assert_eq!(speaker.peers()[0].prefixes_sent, 2);
+    speaker.shutdown(ShutdownMode::Withdraw).await;
+}
+
+#[tokio::test]
+async fn established_session_wins_over_the_peers_new_connection() {
+    let router = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
+    let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    config.port = router.local_addr().unwrap().port();
+    config.passive = true;
+    config.listen_port = free_port(LOCAL).await;
+    speaker.add_peer(config.clone()).unwrap();
+    let mut peer = ScriptedPeer::accept(&router, 64500).await;
+    peer.update().await;
+    assert_eq!(peer.update().await.end_of_rib_family(), Some(Afi::IPV4));
+    established(&speaker, config.address).await;
+
+    // RFC 4271 §6.8: the router connecting to us now gets Cease / Connection Collision Resolution.
+    let mut late = ScriptedPeer {
+        stream: TcpStream::connect((LOCAL, config.listen_port)).await.unwrap(),
+        buf: Vec::new(),
+    };
+    match late.recv().await {
+        Message::Notification(n) => assert_eq!((n.code, n.subcode), (6, 7)),
+        other => panic!("expected Cease 6/7, got {other:?}"),
+    }
+    speaker.announce([net("203.0.113.2/32")], RoutePolicy::default());
+    let update = peer.update().await;
+    assert_eq!(nlri(&update), ["203.0.113.2/32"], "the session is untouched");
+    assert_eq!(speaker.peers()[0].established_count, 1);
+}
+
+#[tokio::test]
+async fn passive_peer_that_cannot_listen_is_refused_with_the_reason() {
+    let taken = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    config.passive = true;
+    config.local_address = Some(IpAddr::V4(LOCAL));
+    config.listen_port = taken.local_addr().unwrap().port();
+    let err = speaker.add_peer(config).unwrap_err().to_string();
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    assert!(speaker.peers().is_empty());
+}
+
+fn router_open(id: Ipv4Addr) -> Message {
+    Message::Open(Open {
+        version: 4,
+        my_as: 64500,
+        hold_time: 90,
+        bgp_id: id,
+        capabilities: vec![
+            Capability::Multiprotocol {
+                afi: Afi::IPV4,
+                safi: Safi::UNICAST,
+            },
+            Capability::FourOctetAs(64500),
+        ],
+    })
+}
+
+/// Both sides connect (RFC 4271 §6.8): the router answers the speaker's connection with its OPEN but no KEEPALIVE
+/// (the speaker waits in OpenConfirm), then opens its own connection and sends its OPEN there. The speaker keeps the
+/// connection opened by the side with the higher BGP identifier and ceases the other with 6/7.
+#[tokio::test]
+async fn collision_keeps_the_connection_opened_by_the_higher_identifier() {
+    for (router_id, ours_kept) in [
+        (Ipv4Addr::new(192, 0, 2, 1), true),
+        (Ipv4Addr::new(203, 0, 113, 1), false),
+    ] {
+        let router = TcpListener::bind((LOCAL, 0)).await.unwrap();
+        let mut speaker = Speaker::new(SpeakerConfig {
+            local_asn: 64512,
+            router_id: Ipv4Addr::new(192, 0, 2, 11),
+        });
+        speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
+        let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+        config.port = router.local_addr().unwrap().port();
+        config.passive = true;
+        config.listen_port = free_port(LOCAL).await;
+        speaker.add_peer(config.clone()).unwrap();
+
+        let (stream, _) = timeout(Duration::from_secs(10), router.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ours = ScriptedPeer {
+            stream,
+            buf: Vec::new(),
+        };
+        assert!(matches!(ours.recv().await, Message::Open(_)));
+        ours.send(router_open(router_id)).await;
+        assert_eq!(ours.recv().await, Message::Keepalive, "the speaker is in OpenConfirm");
+
+        let mut theirs = ScriptedPeer {
+            stream: TcpStream::connect((LOCAL, config.listen_port)).await.unwrap(),
+            buf: Vec::new(),
+        };
+        assert!(
+            matches!(theirs.recv().await, Message::Open(_)),
+            "the router's connection gets an OPEN too"
+        );
+        theirs.send(router_open(router_id)).await;
+
+        let (mut kept, mut ceased) = if ours_kept { (ours, theirs) } else { (theirs, ours) };
+        match ceased.recv().await {
+            Message::Notification(n) => assert_eq!(
+                (n.code, n.subcode),
+                (6, 7),
+                "router id {router_id}: Cease / Connection Collision Resolution"
+            ),
+            other => panic!("router id {router_id}: expected Cease 6/7 on the losing connection, got {other:?}"),
+        }
+        if !ours_kept {
+            assert_eq!(
+                kept.recv().await,
+                Message::Keepalive,
+                "OPEN answered on the kept connection"
+            );
+        }
+        kept.send(Message::Keepalive).await;
+        assert_eq!(nlri(&kept.update().await), ["203.0.113.1/32"]);
+        established(&speaker, config.address).await;
+        assert_eq!(speaker.peers()[0].established_count, 1);
+        speaker.shutdown(ShutdownMode::Withdraw).await;
+    }
+}

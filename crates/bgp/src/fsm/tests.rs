@@ -4,6 +4,8 @@ use super::*;
 use crate::packet::{Update, message::RouteRefresh};
 
 const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const OUT: Direction = Direction::Outgoing;
+const IN: Direction = Direction::Incoming;
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -12,6 +14,7 @@ fn config() -> SessionConfig {
         peer_asn: 64500,
         hold_time: 90,
         graceful_restart: None,
+        families: vec![Afi::IPV4, Afi::IPV6],
         md5: false,
         connect_timeout: Duration::from_secs(5),
         jitter_seed: 7,
@@ -41,7 +44,7 @@ fn peer_open(asn: u32, hold_time: u16) -> Open {
 
 fn sent_notification(actions: &[Action]) -> Option<(u8, u8)> {
     actions.iter().find_map(|a| match a {
-        Action::Send(Message::Notification(n)) => Some((n.code, n.subcode)),
+        Action::Send(_, Message::Notification(n)) => Some((n.code, n.subcode)),
         _ => None,
     })
 }
@@ -64,8 +67,8 @@ fn open_sent(config: SessionConfig) -> SessionFsm {
 
 fn established() -> SessionFsm {
     let mut fsm = open_sent(config());
-    fsm.handle(Event::Message(Message::Open(peer_open(64500, 30))));
-    fsm.handle(Event::Message(Message::Keepalive));
+    fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 30))));
+    fsm.handle(Event::Message(OUT, Message::Keepalive));
     assert_eq!(fsm.state(), State::Established);
     fsm
 }
@@ -79,18 +82,18 @@ fn happy_path_to_established() {
     assert_eq!(fsm.state(), State::Connect);
 
     let a = fsm.handle(Event::TcpConnected);
-    assert!(matches!(&a[1], Action::Send(Message::Open(o)) if o.hold_time == 90 && o.asn() == 64512));
+    assert!(matches!(&a[1], Action::Send(OUT, Message::Open(o)) if o.hold_time == 90 && o.asn() == 64512));
     assert!(a.contains(&Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME)));
     assert_eq!(fsm.state(), State::OpenSent);
 
     // RFC 4271 §4.2: hold time is the smaller of both; keepalives every third of it.
-    let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, 30))));
-    assert_eq!(a[0], Action::Send(Message::Keepalive));
+    let a = fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 30))));
+    assert_eq!(a[0], Action::Send(OUT, Message::Keepalive));
     assert!(a.contains(&Action::ArmTimer(Timer::Hold, Duration::from_secs(30))));
     assert!(a.contains(&Action::ArmTimer(Timer::Keepalive, Duration::from_secs(10))));
     assert_eq!(fsm.state(), State::OpenConfirm);
 
-    let a = fsm.handle(Event::Message(Message::Keepalive));
+    let a = fsm.handle(Event::Message(OUT, Message::Keepalive));
     assert_eq!(fsm.state(), State::Established);
     let Some(Action::Established(n)) = a.iter().find(|a| matches!(a, Action::Established(_))) else {
         panic!("no Established action: {a:?}")
@@ -103,7 +106,7 @@ fn happy_path_to_established() {
 #[test]
 fn hold_time_zero_means_no_timers() {
     let mut fsm = open_sent(config());
-    let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, 0))));
+    let a = fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 0))));
     assert!(a.contains(&Action::CancelTimer(Timer::Hold)));
     assert!(
         !a.iter()
@@ -116,9 +119,9 @@ fn hold_time_zero_means_no_timers() {
 fn unacceptable_hold_time() {
     for hold in [1, 2] {
         let mut fsm = open_sent(config());
-        let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, hold))));
+        let a = fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, hold))));
         assert_eq!(sent_notification(&a), Some((2, 6)));
-        assert!(a.contains(&Action::CloseTcp));
+        assert!(a.contains(&Action::CloseTcp(OUT)));
         assert_eq!(fsm.state(), State::Idle);
         assert!(retry_armed(&a).is_some(), "a failed session is retried");
     }
@@ -127,7 +130,7 @@ fn unacceptable_hold_time() {
 #[test]
 fn bad_peer_as() {
     let mut fsm = open_sent(config());
-    let a = fsm.handle(Event::Message(Message::Open(peer_open(64999, 90))));
+    let a = fsm.handle(Event::Message(OUT, Message::Open(peer_open(64999, 90))));
     assert_eq!(sent_notification(&a), Some((2, 2)));
     assert!(
         fsm.last_error()
@@ -142,7 +145,7 @@ fn bad_bgp_identifier() {
     open.bgp_id = Ipv4Addr::UNSPECIFIED;
     let mut fsm = open_sent(config());
     assert_eq!(
-        sent_notification(&fsm.handle(Event::Message(Message::Open(open)))),
+        sent_notification(&fsm.handle(Event::Message(OUT, Message::Open(open)))),
         Some((2, 3))
     );
 
@@ -153,7 +156,7 @@ fn bad_bgp_identifier() {
     open.bgp_id = ibgp.router_id;
     let mut fsm = open_sent(ibgp);
     assert_eq!(
-        sent_notification(&fsm.handle(Event::Message(Message::Open(open)))),
+        sent_notification(&fsm.handle(Event::Message(OUT, Message::Open(open)))),
         Some((2, 3))
     );
 }
@@ -165,10 +168,10 @@ fn four_octet_peer_without_capability_is_unsupported_capability() {
     let mut open = peer_open(4_200_000_000, 90);
     open.capabilities.retain(|c| !matches!(c, Capability::FourOctetAs(_)));
     let mut fsm = open_sent(c);
-    let a = fsm.handle(Event::Message(Message::Open(open)));
+    let a = fsm.handle(Event::Message(OUT, Message::Open(open)));
     assert_eq!(sent_notification(&a), Some((2, 7)));
     let data = a.iter().find_map(|a| match a {
-        Action::Send(Message::Notification(n)) => Some(n.data.clone()),
+        Action::Send(OUT, Message::Notification(n)) => Some(n.data.clone()),
         _ => None,
     });
     assert_eq!(
@@ -184,7 +187,7 @@ fn peer_without_mp_capabilities_gets_ipv4_only() {
     open.capabilities
         .retain(|c| !matches!(c, Capability::Multiprotocol { .. }));
     let mut fsm = open_sent(config());
-    fsm.handle(Event::Message(Message::Open(open)));
+    fsm.handle(Event::Message(OUT, Message::Open(open)));
     assert_eq!(fsm.negotiated().unwrap().families, vec![Afi::IPV4]);
 }
 
@@ -195,7 +198,7 @@ fn keepalive_timer_sends_keepalive_and_rearms() {
     assert_eq!(
         a,
         vec![
-            Action::Send(Message::Keepalive),
+            Action::Send(OUT, Message::Keepalive),
             Action::ArmTimer(Timer::Keepalive, Duration::from_secs(10))
         ]
     );
@@ -205,7 +208,7 @@ fn keepalive_timer_sends_keepalive_and_rearms() {
 fn messages_restart_the_hold_timer() {
     let mut fsm = established();
     for msg in [Message::Keepalive, Message::Update(Update::default())] {
-        let a = fsm.handle(Event::Message(msg));
+        let a = fsm.handle(Event::Message(OUT, msg));
         assert!(a.contains(&Action::ArmTimer(Timer::Hold, Duration::from_secs(30))));
     }
 }
@@ -240,20 +243,20 @@ fn unexpected_messages_are_fsm_errors() {
     // RFC 6608: subcode 1 in OpenSent, 2 in OpenConfirm, 3 in Established.
     let mut fsm = open_sent(config());
     assert_eq!(
-        sent_notification(&fsm.handle(Event::Message(Message::Keepalive))),
+        sent_notification(&fsm.handle(Event::Message(OUT, Message::Keepalive))),
         Some((5, 1))
     );
 
     let mut fsm = open_sent(config());
-    fsm.handle(Event::Message(Message::Open(peer_open(64500, 90))));
+    fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 90))));
     assert_eq!(fsm.state(), State::OpenConfirm);
     assert_eq!(
-        sent_notification(&fsm.handle(Event::Message(Message::Update(Update::default())))),
+        sent_notification(&fsm.handle(Event::Message(OUT, Message::Update(Update::default())))),
         Some((5, 2))
     );
 
     let mut fsm = established();
-    let a = fsm.handle(Event::Message(Message::Open(peer_open(64500, 90))));
+    let a = fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 90))));
     assert_eq!(sent_notification(&a), Some((5, 3)));
     assert!(a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
 }
@@ -261,12 +264,12 @@ fn unexpected_messages_are_fsm_errors() {
 #[test]
 fn received_notification_closes_without_answer() {
     let mut fsm = established();
-    let a = fsm.handle(Event::Message(Message::Notification(Notification::cease(
-        2,
-        "maintenance",
-    ))));
+    let a = fsm.handle(Event::Message(
+        OUT,
+        Message::Notification(Notification::cease(2, "maintenance")),
+    ));
     assert_eq!(sent_notification(&a), None, "never answer a NOTIFICATION with one");
-    assert!(a.contains(&Action::CloseTcp));
+    assert!(a.contains(&Action::CloseTcp(OUT)));
     assert_eq!(fsm.state(), State::Idle);
     assert_eq!(
         fsm.last_error(),
@@ -278,7 +281,7 @@ fn received_notification_closes_without_answer() {
 fn decode_errors_send_their_notification() {
     let mut fsm = established();
     let err = crate::packet::decode_frame(&[0u8; 19], true).unwrap_err();
-    let a = fsm.handle(Event::DecodeFailed(err));
+    let a = fsm.handle(Event::DecodeFailed(OUT, err));
     assert_eq!(sent_notification(&a), Some((1, 1)));
     assert!(fsm.last_error().unwrap().contains("marker"));
 }
@@ -302,7 +305,7 @@ fn stop_while_connecting_sends_nothing() {
     fsm.handle(Event::Start);
     let a = fsm.handle(Event::Stop(Notification::cease(2, "")));
     assert_eq!(sent_notification(&a), None);
-    assert!(a.contains(&Action::CloseTcp));
+    assert!(a.contains(&Action::CloseTcp(OUT)));
     assert_eq!(fsm.state(), State::Idle);
 }
 
@@ -313,7 +316,7 @@ fn connect_timeout_reason_mentions_md5_when_configured() {
     let mut fsm = SessionFsm::new(c);
     fsm.handle(Event::Start);
     let a = fsm.handle(Event::TimerExpired(Timer::ConnectRetry));
-    assert!(a.contains(&Action::CloseTcp));
+    assert!(a.contains(&Action::CloseTcp(OUT)));
     assert_eq!(fsm.state(), State::Active);
     assert_eq!(
         fsm.last_error(),
@@ -353,25 +356,31 @@ fn connect_retry_backs_off_exponentially_with_jitter_up_to_a_minute() {
 
     // Established resets the backoff.
     fsm.handle(Event::TcpConnected);
-    fsm.handle(Event::Message(Message::Open(peer_open(64500, 90))));
-    fsm.handle(Event::Message(Message::Keepalive));
+    fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 90))));
+    fsm.handle(Event::Message(OUT, Message::Keepalive));
     assert_eq!(fsm.last_error(), None);
-    let a = fsm.handle(Event::TcpClosed("reset".into()));
+    let a = fsm.handle(Event::TcpClosed(OUT, "reset".into()));
     assert!(retry_armed(&a).unwrap() <= Duration::from_secs(1));
 }
 
 #[test]
 fn route_refresh_resends_negotiated_families_only() {
     let mut fsm = established();
-    let a = fsm.handle(Event::Message(Message::RouteRefresh(RouteRefresh {
-        afi: Afi::IPV6,
-        safi: Safi::UNICAST,
-    })));
+    let a = fsm.handle(Event::Message(
+        OUT,
+        Message::RouteRefresh(RouteRefresh {
+            afi: Afi::IPV6,
+            safi: Safi::UNICAST,
+        }),
+    ));
     assert!(a.contains(&Action::ResendRoutes(Afi::IPV6)));
-    let a = fsm.handle(Event::Message(Message::RouteRefresh(RouteRefresh {
-        afi: Afi(25),
-        safi: Safi(65),
-    })));
+    let a = fsm.handle(Event::Message(
+        OUT,
+        Message::RouteRefresh(RouteRefresh {
+            afi: Afi(25),
+            safi: Safi(65),
+        }),
+    ));
     assert!(!a.iter().any(|a| matches!(a, Action::ResendRoutes(_))));
 }
 
@@ -382,7 +391,7 @@ fn treat_as_withdraw_updates_are_discarded_without_reset() {
         treat_as_withdraw: Some("invalid ORIGIN value 5".into()),
         ..Update::default()
     };
-    let a = fsm.handle(Event::Message(Message::Update(u)));
+    let a = fsm.handle(Event::Message(OUT, Message::Update(u)));
     assert!(a.contains(&Action::Discarded {
         reason: "invalid ORIGIN value 5".into()
     }));
@@ -423,8 +432,261 @@ fn four_octet_local_asn_uses_as_trans() {
 #[test]
 fn peer_closing_the_connection_is_retried() {
     let mut fsm = established();
-    let a = fsm.handle(Event::TcpClosed("the peer closed the connection".into()));
+    let a = fsm.handle(Event::TcpClosed(OUT, "the peer closed the connection".into()));
     assert_eq!(fsm.state(), State::Idle);
     assert!(a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
     assert!(retry_armed(&a).is_some());
+}
+
+// Passive mode and RFC 4271 §6.8 connection collisions.
+
+fn peer_open_with_id(id: Ipv4Addr) -> Open {
+    let mut open = peer_open(64500, 90);
+    open.bgp_id = id;
+    open
+}
+
+/// Our connection in OpenConfirm, and the peer's connection accepted (OPEN sent on it).
+fn colliding(config: SessionConfig, peer_id: Ipv4Addr) -> SessionFsm {
+    let mut fsm = open_sent(config);
+    fsm.handle(Event::Message(OUT, Message::Open(peer_open_with_id(peer_id))));
+    assert_eq!(fsm.state(), State::OpenConfirm);
+    let a = fsm.handle(Event::TcpAccepted);
+    assert!(
+        matches!(&a[..], [Action::Send(IN, Message::Open(_))]),
+        "the new connection gets our OPEN and nothing else changes: {a:?}"
+    );
+    fsm
+}
+
+fn closed(actions: &[Action], dir: Direction) -> bool {
+    actions.contains(&Action::CloseTcp(dir))
+}
+
+#[test]
+fn peer_connection_is_taken_while_connecting_or_waiting() {
+    let mut fsm = SessionFsm::new(config());
+    fsm.handle(Event::Start);
+    assert_eq!(fsm.state(), State::Connect);
+    // RFC 4271 §8.2.2 Connect, event 17: our attempt in flight is dropped.
+    let a = fsm.handle(Event::TcpAccepted);
+    assert!(closed(&a, OUT));
+    assert!(a.contains(&Action::CancelTimer(Timer::ConnectRetry)));
+    assert!(a.iter().any(|a| matches!(a, Action::Send(IN, Message::Open(_)))));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenSent, Some(IN)));
+    fsm.handle(Event::Message(IN, Message::Open(peer_open(64500, 90))));
+    let a = fsm.handle(Event::Message(IN, Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+    assert!(a.iter().any(|a| matches!(a, Action::Established(_))));
+    assert_eq!(
+        fsm.handle(Event::TimerExpired(Timer::Keepalive))[0],
+        Action::Send(IN, Message::Keepalive),
+        "keepalives go on the peer's connection"
+    );
+
+    // Active (waiting to retry): the same, with no attempt to abort.
+    let mut fsm = SessionFsm::new(config());
+    fsm.handle(Event::Start);
+    fsm.handle(Event::TcpConnectFailed("refused".into()));
+    assert_eq!(fsm.state(), State::Active);
+    let a = fsm.handle(Event::TcpAccepted);
+    assert!(!closed(&a, OUT) && !closed(&a, IN));
+    assert_eq!(fsm.state(), State::OpenSent);
+    // A stopped session takes nothing.
+    let mut fsm = SessionFsm::new(config());
+    assert_eq!(fsm.handle(Event::TcpAccepted), vec![Action::CloseTcp(IN)]);
+}
+
+#[test]
+fn collision_keeps_our_connection_when_our_identifier_is_higher() {
+    // Ours 192.0.2.11 > the peer's 192.0.2.1: the connection we opened stays.
+    let mut fsm = colliding(config(), PEER_ID);
+    let a = fsm.handle(Event::Message(IN, Message::Open(peer_open_with_id(PEER_ID))));
+    assert_eq!(
+        sent_notification(&a),
+        Some((6, 7)),
+        "Cease / Connection Collision Resolution"
+    );
+    assert!(a.contains(&Action::Send(IN, Message::Notification(Notification::new(6, 7)))));
+    assert!(closed(&a, IN) && !closed(&a, OUT));
+    assert!(!a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenConfirm, Some(OUT)));
+    fsm.handle(Event::Message(OUT, Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+}
+
+#[test]
+fn collision_keeps_the_peers_connection_when_its_identifier_is_higher() {
+    let higher = Ipv4Addr::new(203, 0, 113, 1);
+    let mut fsm = colliding(config(), higher);
+    let a = fsm.handle(Event::Message(IN, Message::Open(peer_open_with_id(higher))));
+    assert!(a.contains(&Action::Send(OUT, Message::Notification(Notification::new(6, 7)))));
+    assert!(closed(&a, OUT) && !closed(&a, IN));
+    assert!(a.contains(&Action::Send(IN, Message::Keepalive)));
+    assert!(a.contains(&Action::ArmTimer(Timer::Hold, Duration::from_secs(90))));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenConfirm, Some(IN)));
+    let Some(Action::StateChanged { reason, .. }) = a.last() else {
+        panic!("{a:?}")
+    };
+    assert!(reason.contains("keeping the connection from the peer"), "{reason}");
+    // The closed connection's last words change nothing.
+    assert!(
+        fsm.handle(Event::TcpClosed(OUT, "reset".into())).is_empty(),
+        "events of the closed connection are ignored"
+    );
+    let a = fsm.handle(Event::Message(IN, Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Established(n) if n.peer_id == higher))
+    );
+}
+
+#[test]
+fn collision_with_equal_identifiers_compares_as_numbers() {
+    // RFC 6286 §2.3: equal identifiers between different ASes; the higher AS (ours, 64512 > 64500) wins.
+    let ours = config().router_id;
+    let mut fsm = colliding(config(), ours);
+    let a = fsm.handle(Event::Message(IN, Message::Open(peer_open_with_id(ours))));
+    assert!(closed(&a, IN) && !closed(&a, OUT));
+
+    let mut c = config();
+    c.local_asn = 64000;
+    let mut fsm = colliding(c, ours);
+    let a = fsm.handle(Event::Message(IN, Message::Open(peer_open_with_id(ours))));
+    assert!(closed(&a, OUT) && !closed(&a, IN));
+}
+
+#[test]
+fn collision_with_both_connections_in_open_sent() {
+    let mut fsm = open_sent(config());
+    fsm.handle(Event::TcpAccepted);
+    // The peer's OPEN comes first on its own connection: that one carries on, ours waits for its OPEN.
+    let a = fsm.handle(Event::Message(IN, Message::Open(peer_open(64500, 90))));
+    assert!(a.contains(&Action::Send(IN, Message::Keepalive)));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenConfirm, Some(IN)));
+    // Then its OPEN on our connection: now both are known, our identifier is higher, ours stays.
+    let a = fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 90))));
+    assert!(closed(&a, IN) && !closed(&a, OUT));
+    assert!(a.contains(&Action::Send(OUT, Message::Keepalive)));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenConfirm, Some(OUT)));
+    fsm.handle(Event::Message(OUT, Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+}
+
+#[test]
+fn established_session_wins_over_a_new_connection() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::TcpAccepted);
+    assert_eq!(
+        a,
+        vec![
+            Action::Send(IN, Message::Notification(Notification::new(6, 7))),
+            Action::CloseTcp(IN)
+        ]
+    );
+    assert_eq!(fsm.state(), State::Established);
+
+    // A second connection still waiting for its OPEN is closed when the session becomes Established.
+    let mut fsm = colliding(config(), PEER_ID);
+    let a = fsm.handle(Event::Message(OUT, Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+    assert!(a.contains(&Action::Send(IN, Message::Notification(Notification::new(6, 7)))));
+    assert!(closed(&a, IN));
+}
+
+#[test]
+fn session_carries_on_over_the_second_connection_when_the_first_fails() {
+    // The router resolved the collision before us and closed our connection with 6/7.
+    let mut fsm = colliding(config(), PEER_ID);
+    let a = fsm.handle(Event::Message(OUT, Message::Notification(Notification::new(6, 7))));
+    assert!(closed(&a, OUT));
+    assert_eq!(retry_armed(&a), None, "no reconnect: the peer's connection is up");
+    assert!(a.contains(&Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME)));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenSent, Some(IN)));
+    fsm.handle(Event::Message(IN, Message::Open(peer_open(64500, 90))));
+    fsm.handle(Event::Message(IN, Message::Keepalive));
+    assert_eq!(fsm.state(), State::Established);
+}
+
+#[test]
+fn errors_on_the_second_connection_close_only_it() {
+    let mut fsm = colliding(config(), PEER_ID);
+    let a = fsm.handle(Event::Message(IN, Message::Open(peer_open(64999, 90))));
+    assert!(a.contains(&Action::Send(
+        IN,
+        Message::Notification(Notification {
+            code: 2,
+            subcode: 2,
+            data: 64999u16.to_be_bytes().to_vec()
+        })
+    )));
+    assert!(closed(&a, IN) && !closed(&a, OUT));
+    assert_eq!((fsm.state(), fsm.connection()), (State::OpenConfirm, Some(OUT)));
+
+    // An UPDATE before OPEN (RFC 6608: 5/1), and a plain close.
+    let mut fsm = colliding(config(), PEER_ID);
+    let a = fsm.handle(Event::Message(IN, Message::Update(Update::default())));
+    assert_eq!(sent_notification(&a), Some((5, 1)));
+    assert_eq!(fsm.state(), State::OpenConfirm);
+    fsm.handle(Event::TcpAccepted);
+    assert!(
+        !closed(&fsm.handle(Event::TcpClosed(IN, "reset".into())), OUT),
+        "the session's connection stays"
+    );
+    assert_eq!(fsm.state(), State::OpenConfirm);
+}
+
+#[test]
+fn stop_ceases_both_connections() {
+    let mut fsm = colliding(config(), PEER_ID);
+    let a = fsm.handle(Event::Stop(Notification::cease(2, "")));
+    assert!(closed(&a, IN) && closed(&a, OUT));
+    let ceased: Vec<Direction> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(d, Message::Notification(n)) if n.code == 6 => Some(*d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ceased, [IN, OUT]);
+    assert_eq!(fsm.state(), State::Idle);
+}
+
+#[test]
+fn families_limit_the_capabilities_and_the_negotiation() {
+    let mut c = config();
+    c.families = vec![Afi::IPV4];
+    c.graceful_restart = Some(GracefulRestart {
+        restart_time: 120,
+        restarting: false,
+    });
+    let open = SessionFsm::new(c.clone()).open_message();
+    let mp: Vec<Afi> = open
+        .capabilities
+        .iter()
+        .filter_map(|c| match c {
+            Capability::Multiprotocol { afi, .. } => Some(*afi),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mp, [Afi::IPV4]);
+    assert!(open.capabilities.iter().any(|c| matches!(
+        c,
+        Capability::GracefulRestart { families, .. } if families == &[(Afi::IPV4, Safi::UNICAST, true)]
+    )));
+    // The peer offers both; only IPv4 is negotiated.
+    let mut fsm = open_sent(c);
+    fsm.handle(Event::Message(OUT, Message::Open(peer_open(64500, 90))));
+    assert_eq!(fsm.negotiated().unwrap().families, vec![Afi::IPV4]);
+
+    // IPv6 only with a peer that sends no multiprotocol capability (IPv4 implied): nothing in common.
+    let mut c = config();
+    c.families = vec![Afi::IPV6];
+    let mut open = peer_open(64500, 90);
+    open.capabilities
+        .retain(|c| !matches!(c, Capability::Multiprotocol { .. }));
+    let mut fsm = open_sent(c);
+    fsm.handle(Event::Message(OUT, Message::Open(open)));
+    assert!(fsm.negotiated().unwrap().families.is_empty());
 }

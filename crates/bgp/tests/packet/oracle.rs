@@ -41,6 +41,7 @@ fn session(gr: bool, asn: u32) -> SessionFsm {
             restart_time: 120,
             restarting: true,
         }),
+        families: vec![herald_bgp::packet::Afi::IPV4, herald_bgp::packet::Afi::IPV6],
         md5: false,
         connect_timeout: std::time::Duration::from_secs(5),
         jitter_seed: 1,
