@@ -217,103 +217,82 @@ mod tests {
     use super::*;
 
     type Item = Result<watcher::Event<Service>, watcher::Error>;
-    type Scripted =
-        futures::stream::Chain<futures::stream::Iter<std::vec::IntoIter<Item>>, futures::stream::Pending<Item>>;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-    /// A watch stream that yields `events`, then nothing forever (a request that never answers); counts its starts.
-    fn scripted(
-        starts: &Arc<std::sync::atomic::AtomicUsize>,
-        script: fn(usize) -> Vec<Item>,
-    ) -> impl FnMut() -> Scripted + use<> {
-        let starts = starts.clone();
-        move || {
-            let n = starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            futures::stream::iter(script(n)).chain(futures::stream::pending())
+    /// `drive` fed by scripted watch streams: start `n` yields `script(n)`, then nothing forever (a request that
+    /// never answers). Stall timeout 30 s.
+    struct Scripted {
+        store: Store<Service>,
+        starts: Arc<AtomicUsize>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Scripted {
+        fn run(script: fn(usize) -> Vec<Item>) -> Self {
+            let (store, writer) = reflector::store::<Service>();
+            let starts = Arc::new(AtomicUsize::new(0));
+            let counter = starts.clone();
+            let start = move || {
+                let n = counter.fetch_add(1, SeqCst);
+                futures::stream::iter(script(n)).chain(futures::stream::pending())
+            };
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(drive(
+                start,
+                writer,
+                Wakers::default(),
+                cancel.clone(),
+                "Service".into(),
+                Duration::from_secs(30),
+            ));
+            Self {
+                store,
+                starts,
+                cancel,
+                task,
+            }
+        }
+
+        /// Stops `drive`; returns how many streams it started.
+        async fn stop(self) -> usize {
+            self.cancel.cancel();
+            self.task.await.unwrap();
+            self.starts.load(SeqCst)
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hung_list_is_started_again() {
-        let (reader, writer) = reflector::store::<Service>();
-        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // The first stream starts its list and hangs; the second lists.
-        let start = scripted(&starts, |n| match n {
+        let w = Scripted::run(|n| match n {
             0 => vec![Ok(watcher::Event::Init)],
             _ => vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)],
         });
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(drive(
-            start,
-            writer,
-            Wakers::default(),
-            cancel.clone(),
-            "Service".into(),
-            Duration::from_secs(30),
-        ));
-        tokio::time::timeout(Duration::from_secs(29), reader.wait_until_ready())
+        tokio::time::timeout(Duration::from_secs(29), w.store.wait_until_ready())
             .await
             .expect_err("not listed while the first list hangs");
-        tokio::time::timeout(Duration::from_secs(5), reader.wait_until_ready())
+        tokio::time::timeout(Duration::from_secs(5), w.store.wait_until_ready())
             .await
             .expect("listed by the second stream")
             .unwrap();
-        assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 2);
-        cancel.cancel();
-        task.await.unwrap();
+        assert_eq!(w.stop().await, 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_list_keeps_its_backoff() {
-        let (_reader, writer) = reflector::store::<Service>();
-        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // The list failed; kube now sleeps its backoff, which may be longer than the stall timeout.
-        let start = scripted(&starts, |_| {
-            vec![Ok(watcher::Event::Init), Err(watcher::Error::NoResourceVersion)]
-        });
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(drive(
-            start,
-            writer,
-            Wakers::default(),
-            cancel.clone(),
-            "Service".into(),
-            Duration::from_secs(30),
-        ));
+        let w = Scripted::run(|_| vec![Ok(watcher::Event::Init), Err(watcher::Error::NoResourceVersion)]);
         tokio::time::sleep(Duration::from_secs(600)).await;
-        assert_eq!(
-            starts.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "backing off is not a hung request"
-        );
-        cancel.cancel();
-        task.await.unwrap();
+        assert_eq!(w.stop().await, 1, "backing off is not a hung request");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_watch_is_left_alone() {
-        let (reader, writer) = reflector::store::<Service>();
-        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let start = scripted(&starts, |_| {
-            vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]
-        });
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(drive(
-            start,
-            writer,
-            Wakers::default(),
-            cancel.clone(),
-            "Service".into(),
-            Duration::from_secs(60),
-        ));
-        reader.wait_until_ready().await.unwrap();
+        let w = Scripted::run(|_| vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]);
+        w.store.wait_until_ready().await.unwrap();
         tokio::time::sleep(Duration::from_secs(600)).await;
-        assert_eq!(
-            starts.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "no events after the list is normal"
-        );
-        cancel.cancel();
-        task.await.unwrap();
+        assert_eq!(w.stop().await, 1, "no events after the list is normal");
     }
 
     #[tokio::test]
