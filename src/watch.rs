@@ -216,8 +216,9 @@ impl SharedStores {
 mod tests {
     use super::*;
 
-    type Item = Result<watcher::Event<Service>, watcher::Error>;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    type Item = Result<watcher::Event<Service>, watcher::Error>;
 
     /// `drive` fed by scripted watch streams: start `n` yields `script(n)`, then nothing forever (a request that
     /// never answers). Stall timeout 30 s.
