@@ -342,8 +342,9 @@ async fn disabled_eip_keeps_existing_ips_and_gives_no_new_ones() {
     assert_eq!(ips_of(&c, "default", "old").await.unwrap(), ["192.0.2.1"]);
 }
 
-/// Agent flags for the Lease collector tests: a 2 s grace period (which needs the tuned election timings: the grace
-/// may not be shorter than --takeover-after).
+/// Agent flags for the Lease collector tests: a 4 s grace period (which needs the tuned election timings: the grace
+/// may not be shorter than --takeover-after). Checks that a Lease was kept long enough compare with a time taken
+/// before the grace period could start, so a slow machine only makes them pass later, never fail.
 const FAST_GC: [&str; 8] = [
     "--node-renew-period",
     "300ms",
@@ -352,8 +353,10 @@ const FAST_GC: [&str; 8] = [
     "--takeover-after",
     "1s",
     "--lease-gc-after",
-    "2s",
+    "4s",
 ];
+/// The grace period of [`FAST_GC`].
+const GRACE: Duration = Duration::from_secs(4);
 
 async fn lease_exists(c: &Cluster, name: &str) -> bool {
     c.leases().get_opt(name).await.unwrap().is_some()
@@ -388,27 +391,27 @@ async fn unused_ip_leases_are_collected_after_the_grace_period_and_used_or_held_
     c.create_lease("herald-ip-192-0-2-10", "ip", None).await;
     c.create_lease("herald-ip-192-0-2-11", "ip", Some("n7/crashed")).await;
     c.create_lease("herald-ip-192-0-2-12", "ip", Some("n1/live")).await;
+    // The IP is in use until the Service goes: its grace period cannot start before this.
+    let unused_from = std::time::Instant::now();
     c.services("default")
         .delete("gone", &DeleteParams::default())
         .await
         .unwrap();
-    // Not before the grace period...
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        lease_exists(&c, "herald-ip-192-0-2-9").await,
-        "deleted before the grace period"
-    );
-    // ...but after it.
     assert!(
         eventually(WAIT, || gone(&c, "herald-ip-192-0-2-9")).await.is_some(),
         "the lease of the deleted Service's IP is collected"
+    );
+    assert!(
+        unused_from.elapsed() >= GRACE,
+        "deleted {:?} after the Service, before the grace period",
+        unused_from.elapsed()
     );
     assert!(
         eventually(WAIT, || gone(&c, "herald-ip-192-0-2-11")).await.is_some(),
         "a lease held by a dead instance is collected"
     );
     // Several grace periods later the others are still there: the IP is in use, or its holder is alive.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(GRACE * 2).await;
     assert!(lease_exists(&c, "herald-ip-192-0-2-10").await, "lease of an IP in use");
     assert!(lease_exists(&c, "herald-ip-192-0-2-12").await, "lease of a live holder");
     assert!(lease_exists(&c, "herald-node-n1").await, "the live agent's node lease");
@@ -457,17 +460,18 @@ async fn node_leases_of_removed_nodes_are_collected_and_live_ones_kept() {
     nodes.create(&Default::default(), &node).await.unwrap();
     // n8 exists but its agent is stopped; n9 was removed from the cluster.
     c.create_lease("herald-node-n8", "node", Some("n8/old")).await;
+    let created = std::time::Instant::now();
     c.create_lease("herald-node-n9", "node", Some("n9/old")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        lease_exists(&c, "herald-node-n9").await,
-        "deleted before the grace period"
-    );
     assert!(
         eventually(WAIT, || gone(&c, "herald-node-n9")).await.is_some(),
         "the lease of a removed node is collected"
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        created.elapsed() >= GRACE,
+        "deleted {:?} after it was written, before the grace period",
+        created.elapsed()
+    );
+    tokio::time::sleep(GRACE * 2).await;
     assert!(
         lease_exists(&c, "herald-node-n8").await,
         "a Node that exists keeps its lease"

@@ -32,9 +32,17 @@ use tokio::time::Instant;
 /// and short enough that stale Leases never accumulate. Keeping one unused Lease for a minute costs nothing.
 pub const DEFAULT_GC_AFTER: Duration = Duration::from_secs(60);
 
+/// The longest `--lease-gc-after` accepted (longer ones would overflow the monotonic clock's arithmetic).
+pub const MAX_GC_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Checks `--lease-gc-after` against `--takeover-after`. Zero turns collection off. A shorter grace than `T` is
 /// refused: an IP lease must not be deleted before its holder could count as dead by the election's own rule.
 pub fn validate_gc_after(gc_after: Duration, takeover_after: Duration) -> Result<(), String> {
+    if gc_after > MAX_GC_AFTER {
+        return Err(format!(
+            "--lease-gc-after ({gc_after:?}) is longer than a week; use 0 to keep every Lease"
+        ));
+    }
     if gc_after.is_zero() || gc_after >= takeover_after {
         return Ok(());
     }
@@ -548,6 +556,11 @@ mod tests {
         assert!(validate_gc_after(DEFAULT_GC_AFTER, t).is_ok());
         assert!(validate_gc_after(Duration::ZERO, t).is_ok(), "0 turns collection off");
         assert!(validate_gc_after(t, t).is_ok());
+        assert!(validate_gc_after(MAX_GC_AFTER, t).is_ok());
+        assert!(
+            validate_gc_after(Duration::from_secs(10_000_000_000_000), t).is_err(),
+            "no overflow later"
+        );
         let err = validate_gc_after(Duration::from_secs(2), t).unwrap_err();
         assert!(
             err.contains("--lease-gc-after") && err.contains("--takeover-after"),

@@ -53,6 +53,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::fro
 const GC_DELETES_PER_SWEEP: usize = 100;
 /// A Lease GET or DELETE of the collector is abandoned after this long (and retried by a later sweep).
 const GC_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between sweeps while deletions keep failing.
+const GC_MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Settings of the allocator controller.
 #[derive(Clone, Debug)]
@@ -117,6 +119,7 @@ pub async fn run(
             in_use: BTreeSet::new(),
             metrics: metrics.clone(),
             forbidden_reported: false,
+            failed_sweeps: 0,
             next_sweep: Instant::now(),
         }
     });
@@ -208,7 +211,12 @@ pub async fn run(
         let gc_at = match &mut collector {
             Some(c) => {
                 if Instant::now() >= c.next_sweep {
-                    c.next_sweep = c.sweep().await;
+                    // A sweep waits on the API server (bounded by GC_REQUEST_TIMEOUT per request); a leader that
+                    // steps down stops at once (deletes in flight carry their precondition, so they stay safe).
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        next = c.sweep() => c.next_sweep = next,
+                    }
                 }
                 Some(c.next_sweep)
             }
@@ -396,6 +404,9 @@ struct UnusedLeases {
     metrics: Arc<AllocatorMetrics>,
     /// A 403 is reported once (with the RBAC fix), not on every sweep.
     forbidden_reported: bool,
+    /// Sweeps in a row in which a deletion failed: the next sweep backs off exponentially (a Role without `delete`,
+    /// an API server in trouble), so failing deletes never become steady load.
+    failed_sweeps: u32,
     /// Sweeps run between passes once this is reached (so a busy allocator does not sweep after every pass).
     next_sweep: Instant,
 }
@@ -424,6 +435,7 @@ impl UnusedLeases {
         let mut due = self.core.sweep(&input, now);
         due.truncate(GC_DELETES_PER_SWEEP);
         let api = &self.api;
+        let mut failed = false;
         let results: Vec<(Collect, Collected)> = futures::stream::iter(due)
             .map(|c| async move {
                 let result = delete_lease(api, &c).await;
@@ -449,6 +461,7 @@ impl UnusedLeases {
                     self.core.postpone(&c.name, now);
                 }
                 Collected::Failed(kube::Error::Api(status)) if status.code == 403 => {
+                    failed = true;
                     self.count("error");
                     if !std::mem::replace(&mut self.forbidden_reported, true) {
                         warn!(
@@ -460,10 +473,12 @@ impl UnusedLeases {
                     }
                 }
                 Collected::Failed(e) => {
+                    failed = true;
                     self.count("error");
                     warn!(lease = %c.name, error = %e, "cannot delete an unused Lease; retrying later");
                 }
                 Collected::TimedOut => {
+                    failed = true;
                     self.count("error");
                     let timeout = GC_REQUEST_TIMEOUT;
                     warn!(lease = %c.name, ?timeout, "no answer deleting an unused Lease; retrying later");
@@ -474,10 +489,12 @@ impl UnusedLeases {
         self.in_use = input.ips_in_use;
         // Sweep at least every half grace period (a Node deletion wakes nothing), and never busy-loop on a Lease
         // that stays due because its deletion failed.
-        let grace = self.core.grace();
-        let earliest = now + (grace / 8).max(Duration::from_millis(100));
-        next.unwrap_or(now + grace / 2)
-            .clamp(earliest, (now + grace / 2).max(earliest))
+        self.failed_sweeps = if failed {
+            self.failed_sweeps.saturating_add(1)
+        } else {
+            0
+        };
+        next_sweep(now, next, self.core.grace(), self.failed_sweeps)
     }
 
     fn count(&self, result: &'static str) {
@@ -489,6 +506,20 @@ impl UnusedLeases {
             })
             .inc();
     }
+}
+
+/// When to sweep next: when the next Lease falls due, but at least every half grace period (a Node deletion wakes
+/// nothing) and never sooner than an eighth of it (a Lease that stays due because its deletion failed must not
+/// busy-loop). After `failed_sweeps` failing sweeps in a row, not before 2^n eighths (at most [`GC_MAX_BACKOFF`]).
+fn next_sweep(now: Instant, due: Option<Instant>, grace: Duration, failed_sweeps: u32) -> Instant {
+    let pause = (grace / 8).max(Duration::from_millis(100));
+    let (earliest, latest) = (now + pause, now + (grace / 2).max(pause));
+    let next = due.unwrap_or(latest).clamp(earliest, latest);
+    if failed_sweeps == 0 {
+        return next;
+    }
+    let backoff = pause.saturating_mul(1 << failed_sweeps.min(16)).min(GC_MAX_BACKOFF);
+    next.max(now + backoff)
 }
 
 fn lease_view(lease: &Lease) -> LeaseView {
@@ -650,5 +681,26 @@ mod lab_tests {
             Collected::Deleted
         ));
         assert!(api.get_opt("herald-ip-192-0-2-2").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn sweeps_back_off_while_deletions_fail() {
+        let (now, grace) = (Instant::now(), Duration::from_secs(60));
+        let pause = |failed| next_sweep(now, Some(now), grace, failed) - now;
+        assert_eq!(
+            pause(0),
+            Duration::from_millis(7500),
+            "a due Lease: one eighth of the grace period"
+        );
+        assert_eq!(
+            next_sweep(now, None, grace, 0) - now,
+            Duration::from_secs(30),
+            "nothing due: half"
+        );
+        assert_eq!(pause(1), Duration::from_secs(15));
+        assert_eq!(pause(2), Duration::from_secs(30));
+        assert_eq!(pause(3), Duration::from_secs(60));
+        assert_eq!(pause(10), GC_MAX_BACKOFF);
+        assert_eq!(pause(u32::MAX), GC_MAX_BACKOFF, "no overflow");
     }
 }
