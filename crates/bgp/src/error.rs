@@ -22,6 +22,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Passive peers of one family would need a wildcard and a specific listening socket on the same port, which the
+    /// kernel refuses.
+    #[error(
+        "BGP peer {peer} is passive and would listen on {local}, but passive peers already listen on {other} (same          port): give every passive peer of an address family the same source address, or none"
+    )]
+    ListenConflict {
+        peer: IpAddr,
+        local: SocketAddr,
+        other: SocketAddr,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

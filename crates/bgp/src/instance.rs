@@ -78,6 +78,9 @@ struct PassiveListener {
 
 impl Drop for PassiveListener {
     fn drop(&mut self) {
+        // Stop listening now: the aborted task drops its reference to the socket only later, and until then a new
+        // listener on the same address and port (a changed peer, a restarted speaker) could not bind.
+        let _ = socket2::SockRef::from(&*self.listener).shutdown(std::net::Shutdown::Both);
         self.task.abort();
     }
 }
@@ -203,6 +206,17 @@ impl Speaker {
             local,
             source,
         };
+        if let Some(other) = self.listeners.keys().find(|other| {
+            other.port() == local.port()
+                && other.is_ipv4() == local.is_ipv4()
+                && other.ip().is_unspecified() != local.ip().is_unspecified()
+        }) {
+            return Err(Error::ListenConflict {
+                peer: peer.address,
+                local,
+                other: *other,
+            });
+        }
         let listener = match self.listeners.entry(local) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {

@@ -487,6 +487,51 @@ async fn passive_peer_that_cannot_listen_is_refused_with_the_reason() {
     assert!(speaker.peers().is_empty());
 }
 
+fn passive_peer(address: Ipv4Addr, local: Option<Ipv4Addr>, port: u16) -> PeerConfig {
+    let mut config = PeerConfig::new(IpAddr::V4(address), 64500);
+    config.passive = true;
+    config.local_address = local.map(IpAddr::V4);
+    config.listen_port = port;
+    config
+}
+
+#[tokio::test]
+async fn passive_peers_needing_a_wildcard_and_a_specific_listener_are_refused_clearly() {
+    let port = free_port(LOCAL).await;
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    speaker
+        .add_peer(passive_peer(Ipv4Addr::new(127, 0, 0, 2), None, port))
+        .unwrap();
+    let err = speaker
+        .add_peer(passive_peer(Ipv4Addr::new(127, 0, 0, 3), Some(LOCAL), port))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already listen on 0.0.0.0:") && err.contains("same source address"),
+        "{err}"
+    );
+    assert_eq!(speaker.peers().len(), 1, "the first peer is untouched");
+}
+
+#[tokio::test]
+async fn a_removed_passive_peer_frees_its_port_at_once() {
+    let port = free_port(LOCAL).await;
+    let mut speaker = Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    });
+    let peer = passive_peer(Ipv4Addr::new(127, 0, 0, 2), Some(LOCAL), port);
+    for round in 0..20 {
+        speaker
+            .add_peer(peer.clone())
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        speaker.remove_peer(peer.address).await.unwrap();
+    }
+}
+
 fn router_open(id: Ipv4Addr) -> Message {
     Message::Open(Open {
         version: 4,
