@@ -213,6 +213,12 @@ pub struct BgpAnnouncer {
     names: BTreeMap<IpAddr, String>,
     /// The session state last written to each `BgpPeer`'s status: (state, last error).
     reported: BTreeMap<IpAddr, (String, Option<String>)>,
+    /// Why each peer was last refused (or runs without its passive side), so a refusal is logged once, not on every
+    /// wake.
+    refused: BTreeMap<IpAddr, String>,
+    /// Passive peers that could not listen and run connecting out only, by the configuration that failed: that
+    /// configuration is not tried again (which would restart the running session on every wake) until it changes.
+    active_only: BTreeMap<IpAddr, PeerConfig>,
 }
 
 impl BgpAnnouncer {
@@ -249,12 +255,42 @@ impl BgpAnnouncer {
                 warn!(peer = %address, error = %e, "cannot remove BGP peer");
             }
         }
+        let mut refused = BTreeMap::new();
+        let mut active_only = BTreeMap::new();
         for peer in plan.peers.into_values() {
             let address = peer.address;
-            if let Err(e) = speaker.set_peer(peer).await {
-                warn!(peer = %address, error = %e, "BGP peer refused");
+            let active = PeerConfig {
+                passive: false,
+                ..peer.clone()
+            };
+            let error = if self.active_only.get(&address) == Some(&peer) {
+                // Still the configuration that could not listen: keep its session (connecting out) as it is.
+                active_only.insert(address, peer);
+                match speaker.set_peer(active).await {
+                    Ok(()) => self.refused.get(&address).cloned().unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                }
+            } else {
+                match speaker.set_peer(peer.clone()).await {
+                    Ok(()) => continue,
+                    // Passive means "also accept": without a listening socket the session still connects out.
+                    Err(e @ (herald_bgp::Error::Listen { .. } | herald_bgp::Error::ListenConflict { .. })) => {
+                        active_only.insert(address, peer);
+                        match speaker.set_peer(active).await {
+                            Ok(()) => format!("{e}; connecting out only"),
+                            Err(e) => e.to_string(),
+                        }
+                    }
+                    Err(e) => e.to_string(),
+                }
+            };
+            if self.refused.get(&address) != Some(&error) {
+                warn!(peer = %address, error, "BGP peer refused");
             }
+            refused.insert(address, error);
         }
+        self.refused = refused;
+        self.active_only = active_only;
         if *speaker.routes() != plan.routes {
             info!(routes = plan.routes.len(), "BGP routes changed");
             speaker.set_routes(plan.routes);
@@ -535,5 +571,48 @@ mod tests {
             p.peers.values().next().unwrap().password.as_deref(),
             Some(&b"s3cret"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_passive_peer_that_cannot_listen_connects_out_and_is_not_restarted_on_every_wake() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = PeerConfig::new("127.0.0.2".parse().unwrap(), 64500);
+        peer.passive = true;
+        peer.local_address = Some("127.0.0.1".parse().unwrap());
+        peer.listen_port = taken.local_addr().unwrap().port();
+        let plan = |peer: &PeerConfig| BgpPlan {
+            speaker: Some(SpeakerConfig {
+                local_asn: 64512,
+                router_id: Ipv4Addr::new(192, 0, 2, 11),
+            }),
+            peers: BTreeMap::from([(peer.address, peer.clone())]),
+            ..Default::default()
+        };
+        let mut announcer = BgpAnnouncer::default();
+        announcer.apply(plan(&peer)).await;
+        let speaker = &announcer.speaker.as_ref().unwrap().1;
+        assert_eq!(speaker.peers().len(), 1, "the session runs, connecting out");
+        assert!(announcer.refused[&peer.address].contains("connecting out only"));
+        let session = speaker.watch_peer(peer.address).unwrap();
+        for _ in 0..3 {
+            announcer.apply(plan(&peer)).await;
+        }
+        assert!(
+            session.has_changed().is_ok(),
+            "the same session: never restarted by a wake"
+        );
+        // A changed configuration is tried again (here: a free port, so it listens now).
+        drop(taken);
+        peer.hold_time = 30;
+        announcer.apply(plan(&peer)).await;
+        assert!(announcer.refused.is_empty(), "{:?}", announcer.refused);
+        assert!(session.has_changed().is_err(), "the changed peer got a new session");
+        announcer
+            .speaker
+            .take()
+            .unwrap()
+            .1
+            .shutdown(ShutdownMode::Withdraw)
+            .await;
     }
 }
