@@ -58,5 +58,14 @@ log "doc tests"
 cargo test --workspace --doc --locked -q
 
 log "cargo nextest run --workspace (unit, property, golden, lab-apiserver and netns tiers)"
-cargo nextest run --workspace --locked --profile ci --no-tests=fail "$@"
+results=$(mktemp)
+status=0
+cargo nextest run --workspace --locked --profile ci --no-tests=fail "$@" 2>&1 | tee "$results" || status=$?
+# The ci profile runs a failed network test once more; one that passed only on its second try is a bug to chase.
+if grep -q "FLAKY" "$results"; then
+  log "WARNING: tests that passed only when retried (see their first failure above):"
+  grep "FLAKY" "$results" | sort -u || true
+fi
+rm -f "$results"
+exit "$status"
 
