@@ -19,7 +19,8 @@
 //! - *Held by a live holder*: untouched (no flaps when nodes join).
 //! - *Held by a dead holder*: candidates GET the holder's node lease; only if it still shows the resourceVersion
 //!   observed ≥ `T` ago (or still does not name the holder) is the IP lease CAS-replaced with the resourceVersion read
-//!   before that check.
+//!   before that check. The GET is per node, not per IP: one check in flight per node lease, and its answer serves
+//!   every IP that waited on it for [`CHECK_FRESHNESS_STEPS`] stagger steps (see `NodeCheck`).
 //! - *Held by this agent but no longer eligible/desired*: withdraw, then release (holder cleared).
 //! - *Announce* X iff the lease names this instance and this instance wrote it (CAS) since its last liveness gap;
 //!   with [`OutagePolicy::Hold`] IPs announced when a gap began stay announced through it.
@@ -40,6 +41,11 @@ pub type OpId = u64;
 /// After an on-wire yield, how many `T` to wait before re-asserting the IP (which, if the lease is still ours,
 /// announces it again). Long enough that a foreign host squatting the IP is not fought at API-write speed.
 pub const YIELD_HOLDOFF_FACTOR: u32 = 10;
+
+/// How long, in stagger steps, the answer of a takeover check may serve decisions after it arrived. One step lets
+/// the IPs this agent takes over at the next rank use the same answer (they become due one step after the first);
+/// anything later reads the node lease again.
+pub const CHECK_FRESHNESS_STEPS: u32 = 1;
 
 /// What a holder does while it cannot renew its node lease (`--api-outage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,6 +116,59 @@ enum Expect {
     NotHeldBy(String),
 }
 
+impl Expect {
+    /// Whether a fresh read of the node lease confirms that the holder is dead.
+    fn confirmed_by(&self, read: &Result<LeaseRecord, StoreError>) -> bool {
+        match (self, read) {
+            (Self::SameRv(rv), Ok(rec)) => rec.rv() == rv,
+            (Self::NotHeldBy(_), Err(StoreError::NotFound { .. })) => true,
+            (Self::NotHeldBy(h), Ok(rec)) => rec.holder() != Some(h.as_str()),
+            _ => false,
+        }
+    }
+}
+
+/// One takeover check of a node: a fresh GET of its node lease, shared by every IP whose takeover depends on that
+/// node being dead. At most one per node is in flight.
+///
+/// Why sharing is as safe as one GET per IP: the per-IP rule needs, for IP X held by `h`, (1) a linearizable read of
+/// `h`'s node lease, sent no earlier than `h`'s death point `o + T` (`o` = when the observed resourceVersion first
+/// appeared in this agent's watch), that still shows what was observed at `o`; and (2) a CAS of X's lease against the
+/// resourceVersion seen *before* that read was sent. Neither names X: (1) is a fact about `h` at the moment the
+/// read was served, and every IP held by `h` has the same death point, because it depends only on `h`'s node view.
+/// So a check is sent only once `h` is dead (`holder_dead_from(h) ≤ sent_at`), covers exactly the IPs whose lease
+/// named `h` when it was sent, with their lease resourceVersion of that moment (2), and a covered IP uses the answer
+/// only if its lease is still at that resourceVersion. The stagger (`k × step`) and the IP's own change time only
+/// order candidates; they are not part of the safety argument, so an answer that arrived before an IP's decision
+/// point proves the same as one that arrived after it. What protects against the holder coming back after the read
+/// is, as before, the CAS: a holder back from a liveness gap must re-assert X with a CAS before it announces X again,
+/// and exactly one of the two CAS on the same resourceVersion wins. The answer still serves decisions only for
+/// [`CHECK_FRESHNESS_STEPS`] stagger steps after it arrived, so a later round reads again rather than acting on an old
+/// read, and a refuted or failed check is repeated only after `R` (one GET per node per `R`, not per IP).
+#[derive(Debug)]
+struct NodeCheck {
+    /// The GET in flight, if any.
+    op: Option<OpId>,
+    /// The IPs the check answers for: IP → (its lease resourceVersion, its holder) when the GET was sent.
+    covered: BTreeMap<IpAddr, (String, String)>,
+    /// What the node lease must show for each holder in `covered` to be dead.
+    expect: BTreeMap<String, Expect>,
+    /// When the answer arrived.
+    answered_at: Option<Instant>,
+    /// The holders the answer confirmed dead.
+    confirmed: BTreeSet<String>,
+}
+
+/// What a node's takeover check allows for one IP (see [`OwnershipCore::check_verdict`]).
+enum CheckVerdict {
+    /// A fresh answer covering the IP confirmed its holder dead: CAS the IP lease now.
+    Takeover,
+    /// A check is in flight, or was refuted less than `R` ago: wait (until the given time, if known).
+    Wait(Option<Instant>),
+    /// No usable answer: send a new check.
+    Read,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Acquire,
@@ -131,10 +190,7 @@ enum Pending {
         purpose: Purpose,
     },
     TakeoverCheck {
-        ip: IpAddr,
-        ip_rv: String,
-        holder: String,
-        expect: Expect,
+        node: String,
     },
     IpRefresh {
         name: String,
@@ -170,8 +226,6 @@ struct IpState {
     asserted_epoch: Option<u64>,
     yielded_until: Option<Instant>,
     retry_at: Option<Instant>,
-    /// A passed takeover check: the IP lease resourceVersion to CAS against.
-    takeover_ready: Option<(String, String)>,
     notified_holder: Option<Option<String>>,
 }
 
@@ -190,6 +244,8 @@ pub struct OwnershipCore {
     own: OwnNode,
     nodes: BTreeMap<String, NodeView>,
     node_absent_since: BTreeMap<String, Instant>,
+    /// Takeover checks by node name (see [`NodeCheck`]).
+    checks: BTreeMap<String, NodeCheck>,
     leases: BTreeMap<String, LeaseRecord>,
     ips: BTreeMap<IpAddr, IpState>,
     /// IP lease name → IP, for the IPs in `ips`.
@@ -223,6 +279,7 @@ impl OwnershipCore {
             own: OwnNode::default(),
             nodes: BTreeMap::new(),
             node_absent_since: BTreeMap::new(),
+            checks: BTreeMap::new(),
             leases: BTreeMap::new(),
             ips: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -292,7 +349,6 @@ impl OwnershipCore {
             asserted_epoch: None,
             yielded_until: None,
             retry_at: None,
-            takeover_ready: None,
             notified_holder: None,
         });
         if state.desire.as_ref() != Some(&desire) {
@@ -380,28 +436,20 @@ impl OwnershipCore {
                 self.busy.remove(&name);
                 self.ip_write_done(now, name, sent_epoch, purpose, result);
             }
-            Pending::TakeoverCheck {
-                ip,
-                ip_rv,
-                holder,
-                expect,
-            } => {
-                let lease = naming::node_lease_name(holder_node(&holder));
-                self.busy.remove(&lease_key_check(&lease, ip));
-                let passed = match (&expect, &result) {
-                    (Expect::SameRv(rv), Ok(rec)) => rec.rv() == rv,
-                    (Expect::NotHeldBy(_), Err(StoreError::NotFound { .. })) => true,
-                    (Expect::NotHeldBy(h), Ok(rec)) => rec.holder() != Some(h.as_str()),
-                    _ => false,
-                };
-                if let Some(state) = self.ips.get_mut(&ip) {
-                    if passed {
-                        state.takeover_ready = Some((ip_rv, holder));
-                    } else {
-                        // The holder renewed (our watch is behind) or the API failed: look again later.
-                        state.retry_at = Some(now + self.timing.node_renew_period);
-                    }
+            Pending::TakeoverCheck { node } => {
+                if let Some(check) = self.checks.get_mut(&node)
+                    && check.op == Some(op)
+                {
+                    check.op = None;
+                    check.answered_at = Some(now);
+                    check.confirmed = check
+                        .expect
+                        .iter()
+                        .filter(|(_, expect)| expect.confirmed_by(&result))
+                        .map(|(holder, _)| holder.clone())
+                        .collect();
                 }
+                // A newer resourceVersion (our watch is behind) makes the holder live again right here.
                 if let Ok(rec) = result {
                     self.apply(now, rec, false);
                 }
@@ -500,15 +548,13 @@ impl OwnershipCore {
         if let Some(synced) = &mut self.synced_at {
             *synced = (*synced).max(now);
         }
-        for state in self.ips.values_mut() {
-            state.takeover_ready = None;
-        }
+        // Checks answered (or sent) before the restart must not serve decisions after it.
+        self.checks.clear();
     }
 
     fn touch_ip(&mut self, now: Instant, name: &str) {
         if let Some(state) = self.names.get(name).and_then(|ip| self.ips.get_mut(ip)) {
             state.changed_at = now;
-            state.takeover_ready = None;
         }
     }
 
@@ -557,6 +603,10 @@ impl OwnershipCore {
                     .last_ok_sent
                     .is_none_or(|t| sent_at >= t + self.timing.renew_deadline);
                 self.note_gap(sent_at);
+                // An answer that arrives after the previous renew's deadline ends a gap too, even if no decision
+                // round ran at the deadline itself (a busy task, or the answer and the timer ready at once): this
+                // instance had no renew it knew to be successful in between, so every IP must be re-asserted.
+                self.note_gap(now);
                 if gap_ended && self.own.last_ok_sent.is_some() {
                     self.restart_observation(now);
                 }
@@ -869,6 +919,10 @@ impl OwnershipCore {
         }
         let healthy = self.is_healthy(now);
         let synced = self.synced_at.is_some();
+        // Answers older than both the freshness window and the retry delay serve nothing any more.
+        let keep = (self.timing.node_renew_period).max(self.timing.stagger_step * CHECK_FRESHNESS_STEPS);
+        self.checks
+            .retain(|_, c| c.op.is_some() || c.answered_at.is_some_and(|t| now < t + keep));
 
         let mut writes = Vec::new();
         let mut want = BTreeSet::new();
@@ -947,7 +1001,6 @@ impl OwnershipCore {
         let yielded_until = state.yielded_until;
         let asserted_epoch = state.asserted_epoch;
         let changed_at = state.changed_at;
-        let takeover_ready = state.takeover_ready.clone();
         let retry_ok = retry_at.is_none_or(|t| now >= t);
         if let Some(t) = retry_at.filter(|t| *t > now) {
             self.wake_at(t);
@@ -1016,41 +1069,91 @@ impl OwnershipCore {
                     return false;
                 }
                 let lease = lease.expect("a holder implies a lease");
-                match takeover_ready {
-                    Some((rv, checked_holder)) if rv == lease.rv() && checked_holder == h => {
-                        if let Some(state) = self.ips.get_mut(&ip) {
-                            state.takeover_ready = None;
+                let node = holder_node(&h).to_owned();
+                match self.check_verdict(&node, ip, &h, lease.rv(), now) {
+                    CheckVerdict::Takeover => {
+                        if let Some(check) = self.checks.get_mut(&node) {
+                            check.covered.remove(&ip);
                         }
                         if let Ok(record) = self.ip_record(ip, &desire, Some(&lease)) {
                             self.issue_ip_write(writes, record, Purpose::Takeover, false);
                         }
                     }
-                    _ => {
-                        let check_key = lease_key_check(&naming::node_lease_name(holder_node(&h)), ip);
-                        if self.busy.contains(&check_key) {
-                            return false;
+                    CheckVerdict::Wait(until) => {
+                        if let Some(t) = until {
+                            self.wake_at(t);
                         }
-                        let op = self.next_op();
-                        let expect = self.expectation(&h);
-                        self.busy.insert(check_key);
-                        self.ops.insert(
-                            op,
-                            Pending::TakeoverCheck {
-                                ip,
-                                ip_rv: lease.rv().to_owned(),
-                                holder: h.clone(),
-                                expect,
-                            },
-                        );
-                        writes.push(Action::Get {
-                            op,
-                            name: naming::node_lease_name(holder_node(&h)),
-                        });
                     }
+                    CheckVerdict::Read => self.issue_node_check(now, &node, writes),
                 }
             }
         }
         false
+    }
+
+    /// What the takeover check of `node` allows for `ip`, whose lease (at `ip_rv`) names the dead holder `holder`.
+    fn check_verdict(&self, node: &str, ip: IpAddr, holder: &str, ip_rv: &str, now: Instant) -> CheckVerdict {
+        let Some(check) = self.checks.get(node) else {
+            return CheckVerdict::Read;
+        };
+        // One read of a node lease at a time: wait for it, whether or not it covers this IP.
+        let Some(answered_at) = check.answered_at.filter(|_| check.op.is_none()) else {
+            return CheckVerdict::Wait(None);
+        };
+        if !check.confirmed.contains(holder) {
+            // The holder renewed after all (our watch is behind), or the read failed: read again after R.
+            let again = answered_at + self.timing.node_renew_period;
+            return if now < again {
+                CheckVerdict::Wait(Some(again))
+            } else {
+                CheckVerdict::Read
+            };
+        }
+        let fresh = now <= answered_at + self.timing.stagger_step * CHECK_FRESHNESS_STEPS;
+        let covers = check.covered.get(&ip).is_some_and(|(rv, h)| rv == ip_rv && h == holder);
+        if fresh && covers {
+            CheckVerdict::Takeover
+        } else {
+            CheckVerdict::Read
+        }
+    }
+
+    /// Sends the one takeover check of `node`: a GET of its node lease covering every desired IP whose lease names a
+    /// holder on `node` that is dead by now (see [`NodeCheck`]).
+    fn issue_node_check(&mut self, now: Instant, node: &str, out: &mut Vec<Action>) {
+        let mut covered = BTreeMap::new();
+        let mut expect = BTreeMap::new();
+        for (ip, state) in &self.ips {
+            let Some(lease) = self.leases.get(&state.name) else {
+                continue;
+            };
+            let Some(h) = lease.holder().filter(|h| holder_node(h) == node) else {
+                continue;
+            };
+            if h == self.holder || self.holder_dead_from(h).is_none_or(|dead| now < dead) {
+                continue;
+            }
+            if !expect.contains_key(h) {
+                expect.insert(h.to_owned(), self.expectation(h));
+            }
+            covered.insert(*ip, (lease.rv().to_owned(), h.to_owned()));
+        }
+        let op = self.next_op();
+        self.ops.insert(op, Pending::TakeoverCheck { node: node.to_owned() });
+        self.checks.insert(
+            node.to_owned(),
+            NodeCheck {
+                op: Some(op),
+                covered,
+                expect,
+                answered_at: None,
+                confirmed: BTreeSet::new(),
+            },
+        );
+        out.push(Action::Get {
+            op,
+            name: naming::node_lease_name(node),
+        });
     }
 
     fn poll_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -1096,11 +1199,6 @@ impl OwnershipCore {
             out.push(Action::Stopped);
         }
     }
-}
-
-/// Busy key of a takeover check, so one check per (holder lease, IP) runs at a time.
-fn lease_key_check(node_lease: &str, ip: IpAddr) -> String {
-    format!("check:{node_lease}:{ip}")
 }
 
 /// Whether `candidate` is newer than `current` (unknown order counts as newer: the latest delivery wins).
@@ -1231,6 +1329,40 @@ mod tests {
         assert!(core.is_stopped());
         assert_eq!(store.peek("herald-node-node-a").unwrap().holder(), None);
         assert_eq!(store.peek("herald-ip-192-0-2-1").unwrap().holder(), None);
+    }
+
+    #[test]
+    fn renew_answered_after_the_deadline_counts_as_a_gap() {
+        let (mut core, store, t0, ip) = setup();
+        drive(&mut core, &store, t0);
+        core.observe(t0, WatchEvent::Resynced(store.snapshot()));
+        drive(&mut core, &store, t0 + Duration::from_secs(1));
+        assert!(core.announced().contains(&ip));
+        // The renew sent at t0 + 2 s is answered at t0 + 3.5 s, after the deadline of the one sent at t0 + 1 s, and
+        // no decision round ran in between.
+        let t2 = t0 + Duration::from_secs(2);
+        let (op, record) = core
+            .poll(t2)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Replace { op, record } if record.name == "herald-node-node-a" => Some((op, record)),
+                _ => None,
+            })
+            .expect("renew");
+        let t3 = t0 + Duration::from_millis(3500);
+        let result = store.replace_now(&record);
+        core.op_done(t3, op, result);
+        let actions = drive(&mut core, &store, t3);
+        assert!(actions.contains(&Action::Withdraw(ip)), "{actions:?}");
+        let reassert = actions.iter().position(|a| {
+            matches!(a, Action::Replace { record, .. }
+                if record.name == "herald-ip-192-0-2-1" && record.holder.as_deref() == Some("node-a/1"))
+        });
+        let announce = actions.iter().position(|a| *a == Action::Announce(ip));
+        assert!(
+            reassert.is_some() && reassert < announce,
+            "re-asserted before announcing again: {actions:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
@@ -235,13 +235,7 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                         "graceful stop did not finish (API unreachable?); leases will expire by observation");
                     break;
                 }
-                Some(done) = ops.join_next() => match done {
-                    Ok((op, name, result)) => {
-                        self.count(&name, &result);
-                        self.core.op_done(Instant::now(), op, result);
-                    }
-                    Err(e) => warn!(error = %e, "lease operation task failed"),
-                },
+                Some(done) = ops.join_next() => self.op_finished(done),
                 cmd = self.commands.recv(), if commands_open => match cmd {
                     Some(Command::SetDesired(ip, desire)) => {
                         if let Err(e) = self.core.set_desired(Instant::now(), ip, desire) {
@@ -256,18 +250,26 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                         self.cancel.cancel();
                     }
                 },
-                event = watch.next(), if watch_open => match event {
-                    Some(WatchEvent::Error(e)) => {
-                        self.metrics.api_error();
-                        warn!(error = %e, "lease watch error; retrying with backoff");
-                    }
-                    Some(event) => self.core.observe(Instant::now(), event),
-                    None => {
-                        warn!("lease watch ended");
-                        watch_open = false;
-                    }
-                },
+                event = watch.next(), if watch_open => watch_open = self.watched(event),
                 () = sleep_until(wake) => {}
+            }
+            // Take in whatever else is ready before deciding again: each decision round visits every IP, so a burst
+            // of results or watch events (a thousand takeovers, a re-list) costs a few rounds instead of one per
+            // input, and the watch is not starved behind a queue of results.
+            let mut taken = 0;
+            while taken < INPUT_BATCH {
+                let before = taken;
+                if let Some(done) = ops.try_join_next() {
+                    self.op_finished(done);
+                    taken += 1;
+                }
+                if let Some(event) = watch_open.then(|| watch.next().now_or_never()).flatten() {
+                    watch_open = self.watched(event);
+                    taken += 1;
+                }
+                if taken == before {
+                    break;
+                }
             }
         }
         // Whatever is still announced (shutdown timeout) is withdrawn before the task ends.
@@ -277,6 +279,33 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
         }
         self.publish_announced(BTreeSet::new());
         info!(node = %node, "ownership election stopped");
+    }
+
+    /// Feeds one finished lease operation to the core.
+    fn op_finished(&mut self, done: std::result::Result<OpResult, tokio::task::JoinError>) {
+        match done {
+            Ok((op, name, result)) => {
+                self.count(&name, &result);
+                self.core.op_done(Instant::now(), op, result);
+            }
+            Err(e) => warn!(error = %e, "lease operation task failed"),
+        }
+    }
+
+    /// Feeds one watch item to the core; returns whether the watch is still open.
+    fn watched(&mut self, event: Option<WatchEvent>) -> bool {
+        match event {
+            Some(WatchEvent::Error(e)) => {
+                self.metrics.api_error();
+                warn!(error = %e, "lease watch error; retrying with backoff");
+            }
+            Some(event) => self.core.observe(Instant::now(), event),
+            None => {
+                warn!("lease watch ended");
+                return false;
+            }
+        }
+        true
     }
 
     fn wire_conflict(&mut self, ip: IpAddr) {
@@ -396,6 +425,10 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
         stopped
     }
 }
+
+/// Inputs (operation results, watch events) taken in after the one that woke the task, before the next decision
+/// round. Bounded so that timers and commands are still served during a long burst.
+const INPUT_BATCH: usize = 256;
 
 /// IP-lease operations in flight at once per agent. A burst (a thousand new Services, a mass takeover) must not
 /// starve the node-lease renew, whose lateness would itself look like a liveness gap.

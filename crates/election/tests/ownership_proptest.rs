@@ -35,7 +35,7 @@ enum Step {
 
 fn step(partitions: bool) -> impl Strategy<Value = Step> {
     let agent = 0..NODES.len();
-    let ipi = 0..4usize;
+    let ipi = 0..the_ips().len();
     let common = prop_oneof![
         6 => (10u64..1500).prop_map(Step::Advance),
         1 => agent.clone().prop_map(Step::Crash),
@@ -87,8 +87,25 @@ fn world() -> impl Strategy<Value = World> {
         })
 }
 
-fn the_ips() -> [IpAddr; 4] {
-    [ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8::1"), ip("2001:db8::2")]
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40)
+}
+
+/// Eight IPs over four nodes, so that a node usually holds several and takeover checks are shared between them.
+fn the_ips() -> [IpAddr; 8] {
+    [
+        ip("192.0.2.1"),
+        ip("192.0.2.2"),
+        ip("192.0.2.3"),
+        ip("192.0.2.4"),
+        ip("2001:db8::1"),
+        ip("2001:db8::2"),
+        ip("2001:db8::3"),
+        ip("2001:db8::4"),
+    ]
 }
 
 fn mask_nodes(mask: u8) -> Vec<&'static str> {
@@ -177,7 +194,8 @@ fn run(policy: OutagePolicy, strict: bool, w: &World, steps: &[Step]) -> Sim {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    // 40 cases per property by default; `PROPTEST_CASES=1000 cargo test ...` for a longer local run.
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// `--api-outage=withdraw`: safe even with partitions (the holder is silent before anyone may take over).
     #[test]

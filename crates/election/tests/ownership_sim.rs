@@ -599,3 +599,134 @@ fn clock_rate_differences_within_margin_stay_safe() {
         sim.assert_settled();
     }
 }
+
+// ----- takeover checks are per node, not per IP ---------------------------------------------------------------------
+
+/// The IPs whose lease names `node`.
+fn held_by(sim: &Sim, all: &[IpAddr], node: &str) -> Vec<IpAddr> {
+    all.iter()
+        .copied()
+        .filter(|ip| sim.lease_holder_node(*ip).as_deref() == Some(node))
+        .collect()
+}
+
+#[test]
+fn takeover_of_a_dead_node_reads_its_node_lease_once_per_survivor() {
+    // 90 IPs over 3 nodes; node-a (about 30 IPs) is killed. Each survivor takes over its share after exactly one
+    // GET of node-a's lease, shared by all the IPs it takes (rank 0 at once, rank 1 one stagger step later).
+    let mut sim = three_nodes(SimConfig::default());
+    let all = ips(90);
+    for ip in &all {
+        sim.set_desired(*ip, &NODES);
+    }
+    sim.advance(Duration::from_secs(5));
+    sim.assert_settled();
+    let a = index_of(&sim, "node-a");
+    let moved = held_by(&sim, &all, "node-a");
+    assert!(moved.len() >= 10, "node-a holds only {} IPs", moved.len());
+    sim.advance(ms(300));
+    let crash_at = sim.now;
+    sim.crash(a);
+    sim.advance(Duration::from_secs(6));
+    sim.assert_settled();
+    assert!(held_by(&sim, &all, "node-a").is_empty(), "every IP left node-a");
+    for survivor in ["node-b", "node-c"] {
+        let i = index_of(&sim, survivor);
+        assert_eq!(
+            sim.reads_of(i, "herald-node-node-a", crash_at),
+            1,
+            "{survivor} read node-a's lease once for {} IPs: {:?}",
+            moved.len(),
+            sim.reads
+        );
+        assert!(
+            !held_by(&sim, &moved, survivor).is_empty(),
+            "{survivor} took a share of node-a's IPs"
+        );
+    }
+}
+
+#[test]
+fn single_candidate_takes_over_many_ips_with_one_read() {
+    let mut sim = Sim::new(SimConfig::default());
+    sim.add_agent("node-a");
+    let all = ips(40);
+    for ip in &all {
+        sim.set_desired(*ip, &["node-a", "node-b"]);
+    }
+    sim.advance(Duration::from_secs(3));
+    assert_eq!(held_by(&sim, &all, "node-a").len(), all.len());
+    let b = sim.add_agent("node-b");
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(
+        held_by(&sim, &all, "node-a").len(),
+        all.len(),
+        "a joining node moves nothing"
+    );
+    let crash_at = sim.now;
+    sim.crash(0);
+    sim.advance(Duration::from_secs(5));
+    sim.assert_settled();
+    assert_eq!(held_by(&sim, &all, "node-b").len(), all.len());
+    let reads: Vec<_> = sim.reads.iter().filter(|r| r.at >= crash_at).collect();
+    assert_eq!(reads.len(), 1, "one GET for 40 takeovers: {reads:?}");
+    assert_eq!(reads[0].agent, b);
+    assert_eq!(reads[0].name, "herald-node-node-a");
+}
+
+#[test]
+fn live_holders_are_never_checked_even_with_slow_watches_and_skewed_clocks() {
+    // All holders stay live for 120 s: no node-lease GET, no takeover check, no IP-lease write, with watches
+    // lagging by up to 1.5 s (less than T − R) and clock rates 1 % apart.
+    let mut sim = Sim::new(SimConfig::default());
+    sim.add_agent_with("node-a", Duration::ZERO, 1.0);
+    sim.add_agent_with("node-b", ms(300), 0.99);
+    sim.add_agent_with("node-c", ms(1500), 1.01);
+    let all = ips(120);
+    for ip in &all {
+        sim.set_desired(*ip, &NODES);
+    }
+    sim.advance(Duration::from_secs(8));
+    sim.assert_settled();
+    let from = sim.now;
+    let before = sim.store.stats();
+    sim.advance(Duration::from_secs(120));
+    let after = sim.store.stats();
+    let reads: Vec<_> = sim.reads.iter().filter(|r| r.at >= from).collect();
+    assert!(reads.is_empty(), "reads while every holder was live: {reads:?}");
+    assert_eq!(after.gets, before.gets);
+    let writes = (after.creates + after.replaces) - (before.creates + before.replaces);
+    assert!(
+        (357..=363).contains(&writes),
+        "{writes} writes in 120 s (node renews only)"
+    );
+    sim.assert_settled();
+}
+
+#[test]
+fn hung_watch_costs_one_read_per_node_per_takeover_delay_not_per_ip() {
+    // node-c's watch hangs for 20 s while node-a and node-b hold about 60 IPs. node-c sees both as dead every T and
+    // reads each node lease once to learn otherwise: O(nodes) reads, not O(IPs), and no takeover.
+    let mut sim = three_nodes(SimConfig::default());
+    let all = ips(90);
+    for ip in &all {
+        sim.set_desired(*ip, &NODES);
+    }
+    sim.advance(Duration::from_secs(5));
+    sim.assert_settled();
+    let c = index_of(&sim, "node-c");
+    let before: Vec<Option<String>> = all.iter().map(|ip| sim.lease_holder_node(*ip)).collect();
+    let from = sim.now;
+    sim.stall_watch(c);
+    sim.advance(Duration::from_secs(20));
+    for node in ["node-a", "node-b"] {
+        let n = sim.reads_of(c, &format!("herald-node-{node}"), from);
+        // One read each time the frozen view reaches T (≈ every T after the last read): about 20 s / 3 s.
+        assert!((1..=8).contains(&n), "{n} reads of {node}'s lease in 20 s");
+    }
+    sim.resume_watch(c);
+    sim.advance(Duration::from_secs(5));
+    let after: Vec<Option<String>> = all.iter().map(|ip| sim.lease_holder_node(*ip)).collect();
+    assert_eq!(before, after, "nothing moved");
+    sim.assert_settled();
+}

@@ -94,6 +94,14 @@ pub struct Agent {
     pub watch_stalled: bool,
 }
 
+/// One read an agent asked for (`Action::Get`), for assertions on API load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub at: Duration,
+    pub agent: usize,
+    pub name: String,
+}
+
 /// One announce/withdraw decision, for assertions on ordering and timing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -113,6 +121,11 @@ pub struct Sim {
     seq: u64,
     pub desired: BTreeMap<IpAddr, IpDesire>,
     pub decisions: Vec<Decision>,
+    /// Every read issued by any agent, in order.
+    pub reads: Vec<Read>,
+    /// Reads not answered yet, by (agent, op): the simulation fails if an agent reads a lease it is already reading
+    /// (takeover checks are coalesced per node lease).
+    reads_in_flight: BTreeMap<(usize, OpId), String>,
     /// Start of the current overlap per IP, and the longest overlap seen.
     overlap_since: BTreeMap<IpAddr, Duration>,
     pub max_overlap: Duration,
@@ -132,6 +145,8 @@ impl Sim {
             seq: 0,
             desired: BTreeMap::new(),
             decisions: Vec::new(),
+            reads: Vec::new(),
+            reads_in_flight: BTreeMap::new(),
             overlap_since: BTreeMap::new(),
             max_overlap: Duration::ZERO,
             overlaps: 0,
@@ -252,6 +267,7 @@ impl Sim {
 
     /// kill -9: the process and its answers are gone at once; requests already on the wire still land.
     pub fn crash(&mut self, i: usize) {
+        self.reads_in_flight.retain(|(a, _), _| *a != i);
         let a = &mut self.agents[i];
         a.alive = false;
         a.incarnation += 1;
@@ -272,6 +288,7 @@ impl Sim {
             self.crash(i);
         }
         self.agents[i].restarts += 1;
+        self.reads_in_flight.retain(|(a, _), _| *a != i);
         let node = self.agents[i].node.clone();
         let core = self.new_core(&node);
         let a = &mut self.agents[i];
@@ -378,6 +395,7 @@ impl Sim {
                 return;
             }
             Action::Stopped => {
+                self.reads_in_flight.retain(|(a, _), _| *a != i);
                 self.agents[i].stopped = true;
                 self.agents[i].alive = false;
                 self.agents[i].incarnation += 1;
@@ -389,7 +407,21 @@ impl Sim {
                 return;
             }
             Action::OwnerChanged { .. } => return,
-            Action::Get { op, name } => (op, StoreOp::Get(name)),
+            Action::Get { op, name } => {
+                assert!(
+                    !self.reads_in_flight.iter().any(|((a, _), n)| *a == i && *n == name),
+                    "{} reads {name} while a read of it is in flight, at {:?}",
+                    self.agents[i].node,
+                    self.now
+                );
+                self.reads_in_flight.insert((i, op), name.clone());
+                self.reads.push(Read {
+                    at: self.now,
+                    agent: i,
+                    name: name.clone(),
+                });
+                (op, StoreOp::Get(name))
+            }
             Action::Create { op, record } => (op, StoreOp::Create(record)),
             Action::Replace { op, record } => (op, StoreOp::Replace(record)),
         };
@@ -438,6 +470,7 @@ impl Sim {
             }
             _ if !current => {}
             Ev::Reply { op, result } => {
+                self.reads_in_flight.remove(&(i, op));
                 let local = self.local(i);
                 self.agents[i].core.op_done(local, op, result);
                 self.poll(i);
@@ -508,6 +541,14 @@ impl Sim {
         for since in self.overlap_since.values() {
             self.max_overlap = self.max_overlap.max(now - *since);
         }
+    }
+
+    /// How many reads of lease `name` agent `i` issued at or after `from`.
+    pub fn reads_of(&self, i: usize, name: &str, from: Duration) -> usize {
+        self.reads
+            .iter()
+            .filter(|r| r.agent == i && r.name == name && r.at >= from)
+            .count()
     }
 
     /// Which live agents announce `ip`.
