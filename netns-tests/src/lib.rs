@@ -11,6 +11,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -366,9 +367,12 @@ impl Lab {
                 }
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = &lines[lines.len().saturating_sub(40)..];
-                eprintln!("----- {} {what} (last {} lines) -----", p.label, tail.len());
+                // Never panic here (this runs in Drop, maybe while unwinding, maybe with a closed stderr): a panic
+                // would abort before the namespaces are removed.
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "----- {} {what} (last {} lines) -----", p.label, tail.len());
                 for l in tail {
-                    eprintln!("{l}");
+                    let _ = writeln!(err, "{l}");
                 }
             }
         }
@@ -380,7 +384,7 @@ impl Drop for Lab {
         let failed = self.failed || std::thread::panicking();
         if failed {
             self.dump_logs();
-            eprintln!("lab logs kept in {}", self.log_dir.display());
+            let _ = writeln!(std::io::stderr(), "lab logs kept in {}", self.log_dir.display());
         }
         for p in &mut self.procs {
             p.kill();

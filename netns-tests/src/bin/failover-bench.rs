@@ -31,16 +31,42 @@ const TUNED: [&str; 6] = [
     "600ms",
 ];
 
+/// The parts of the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// kill -9 of the announcing agent, default timings.
+    Crash,
+    /// kill -9 with the tuned timings.
+    Tuned,
+    /// SIGTERM of the announcing agent (clean handover).
+    Handover,
+    /// Service creation to the first ARP answer.
+    Create,
+    /// API requests per second in steady state.
+    Load,
+}
+
+/// Layer 2 failover and election benchmark (root; prints Markdown tables).
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// Runs per failover measurement.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Length of each steady-state API load window.
+    #[arg(long, default_value_t = 20)]
+    load_seconds: u64,
+    /// Service IP counts for the API load part.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    sizes: Vec<usize>,
+    /// Only these parts (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let runs: usize = option(&args, "--runs").unwrap_or(20);
-    let load_seconds: u64 = option(&args, "--load-seconds").unwrap_or(20);
-    let only: Option<Vec<String>> = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .map(|s| s.split(',').map(String::from).collect());
-    let wants = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let args = <Args as clap::Parser>::parse();
+    let runs = args.runs;
+    let wants = |p: Part| args.only.is_empty() || args.only.contains(&p);
     if !require(&["ip", "arping", "tcpdump", "kubectl", "python3", "nft"]) {
         bail!("failover-bench needs root and ip, arping, tcpdump, kubectl, python3, nft");
     }
@@ -49,7 +75,7 @@ fn main() -> Result<()> {
         PROBE.as_millis()
     );
     let mut failover_rows = Vec::new();
-    if wants("crash") {
+    if wants(Part::Crash) {
         failover_rows.push(failover(
             "defaults (renew 1s, takeover 3s, deadline 2s)",
             &[],
@@ -57,7 +83,7 @@ fn main() -> Result<()> {
             runs,
         )?);
     }
-    if wants("tuned") {
+    if wants(Part::Tuned) {
         failover_rows.push(failover(
             "tuned (renew 300ms, takeover 1s, deadline 600ms)",
             &TUNED,
@@ -65,7 +91,7 @@ fn main() -> Result<()> {
             runs,
         )?);
     }
-    if wants("handover") {
+    if wants(Part::Handover) {
         failover_rows.push(failover("defaults", &[], "TERM", runs)?);
     }
     if !failover_rows.is_empty() {
@@ -76,26 +102,13 @@ fn main() -> Result<()> {
         }
         println!();
     }
-    if wants("create") {
+    if wants(Part::Create) {
         create_to_answer(runs.min(10))?;
     }
-    if wants("load") {
-        let sizes: Vec<usize> = args
-            .iter()
-            .position(|a| a == "--sizes")
-            .and_then(|i| args.get(i + 1))
-            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-            .unwrap_or_else(|| vec![1, 100, 1000]);
-        api_load(&sizes, Duration::from_secs(load_seconds))?;
+    if wants(Part::Load) {
+        api_load(&args.sizes, Duration::from_secs(args.load_seconds))?;
     }
     Ok(())
-}
-
-fn option<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
 }
 
 /// `runs` times: kill (`KILL`) or stop (`TERM`) the holder's agent, measure the gap, restart it.
