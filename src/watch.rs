@@ -117,7 +117,16 @@ pub struct FirstList {
     listed: BoxFuture<'static, Result<(), WriterDropped>>,
 }
 
+/// How often a waiter looks at a store's readiness again (see [`first_list`]).
+const READY_RECHECK: Duration = Duration::from_millis(100);
+
 /// The first list of `store`'s watch.
+///
+/// kube-runtime 5's `Store::wait_until_ready` keeps a single waker per store (a `futures` oneshot behind its
+/// `DelayedInit`): when two tasks wait on one store at once, as the allocator and the announcer do on the shared
+/// stores of the allocator's leader, only the last to poll is woken and the other waits forever. So each wait here
+/// also looks again every 100 ms with a fresh future (a ready store answers the first poll); a lone waiter is still
+/// woken at once.
 pub fn first_list<K>(kind: &'static str, store: &Store<K>) -> FirstList
 where
     K: Lookup + Clone + Send + Sync + 'static,
@@ -126,7 +135,13 @@ where
     let store = store.clone();
     FirstList {
         kind,
-        listed: Box::pin(async move { store.wait_until_ready().await }),
+        listed: Box::pin(async move {
+            loop {
+                if let Ok(listed) = tokio::time::timeout(READY_RECHECK, store.wait_until_ready()).await {
+                    return listed;
+                }
+            }
+        }),
     }
 }
 
@@ -294,6 +309,32 @@ mod tests {
         w.store.wait_until_ready().await.unwrap();
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert_eq!(w.stop().await, 1, "no events after the list is normal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_loop_waiting_on_one_store_sees_its_first_list() {
+        // The allocator and the announcer wait on the shared stores at the same time; both must go on.
+        let (store, mut writer) = reflector::store::<Service>();
+        let cancel = CancellationToken::new();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (store, cancel) = (store.clone(), cancel.clone());
+                tokio::spawn(
+                    async move { wait_first_lists("test", vec![first_list("Service", &store)], &cancel).await },
+                )
+            })
+            .collect();
+        // Every waiter has polled (and registered its waker) before the list completes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for w in waiters {
+            let listed = tokio::time::timeout(Duration::from_secs(5), w).await;
+            assert!(
+                matches!(listed, Ok(Ok(Ok(true)))),
+                "a waiter never saw the list: {listed:?}"
+            );
+        }
     }
 
     #[tokio::test]
