@@ -106,10 +106,7 @@ async fn established(speaker: &Speaker, addr: IpAddr) {
 #[tokio::test]
 async fn announces_diffs_resends_on_refresh_and_ceases_on_shutdown() {
     let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     let policy = RoutePolicy {
         communities: vec![0xfc00_0064],
         ..RoutePolicy::default()
@@ -193,10 +190,7 @@ async fn announces_diffs_resends_on_refresh_and_ceases_on_shutdown() {
 async fn changing_one_peer_leaves_the_other_session_alone() {
     let a = TcpListener::bind((LOCAL, 0)).await.unwrap();
     let b = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0)).await.unwrap();
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
     let mut pa = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
     pa.port = a.local_addr().unwrap().port();
@@ -249,10 +243,7 @@ async fn changing_one_peer_leaves_the_other_session_alone() {
 
 #[tokio::test]
 async fn invalid_peer_configuration_is_rejected_with_the_fix() {
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     let mut p = PeerConfig::new("192.0.2.1".parse().unwrap(), 64500);
     p.hold_time = 2;
     let err = speaker.add_peer(p.clone()).unwrap_err().to_string();
@@ -314,10 +305,7 @@ async fn handshake(stream: TcpStream, asn: u32, families: &[Afi]) -> (ScriptedPe
 
 #[tokio::test]
 async fn passive_peer_connection_is_accepted_and_strangers_are_closed() {
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
     let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
     // Our connects are refused: only the router's connection can carry the session.
@@ -376,10 +364,7 @@ async fn passive_peer_connection_is_accepted_and_strangers_are_closed() {
 #[tokio::test]
 async fn families_and_local_asn_are_per_peer() {
     let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     speaker.announce(
         [net("203.0.113.1/32"), net("2001:db8:10::/64")],
         RoutePolicy {
@@ -440,10 +425,7 @@ async fn families_and_local_asn_are_per_peer() {
 #[tokio::test]
 async fn established_session_wins_over_the_peers_new_connection() {
     let router = TcpListener::bind((LOCAL, 0)).await.unwrap();
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
     let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
     config.port = router.local_addr().unwrap().port();
@@ -473,10 +455,7 @@ async fn established_session_wins_over_the_peers_new_connection() {
 #[tokio::test]
 async fn passive_peer_that_cannot_listen_is_refused_with_the_reason() {
     let taken = TcpListener::bind((LOCAL, 0)).await.unwrap();
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
     config.passive = true;
     config.local_address = Some(IpAddr::V4(LOCAL));
@@ -485,6 +464,14 @@ async fn passive_peer_that_cannot_listen_is_refused_with_the_reason() {
     assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
     assert!(err.contains("in use"), "{err}");
     assert!(speaker.peers().is_empty());
+}
+
+/// A speaker in AS 64512 with router id 192.0.2.11 (the router side of these tests is AS 64500).
+fn speaker_as_64512() -> Speaker {
+    Speaker::new(SpeakerConfig {
+        local_asn: 64512,
+        router_id: Ipv4Addr::new(192, 0, 2, 11),
+    })
 }
 
 fn passive_peer(address: Ipv4Addr, local: Option<Ipv4Addr>, port: u16) -> PeerConfig {
@@ -498,10 +485,7 @@ fn passive_peer(address: Ipv4Addr, local: Option<Ipv4Addr>, port: u16) -> PeerCo
 #[tokio::test]
 async fn passive_peers_needing_a_wildcard_and_a_specific_listener_are_refused_clearly() {
     let port = free_port(LOCAL).await;
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     speaker
         .add_peer(passive_peer(Ipv4Addr::new(127, 0, 0, 2), None, port))
         .unwrap();
@@ -519,10 +503,7 @@ async fn passive_peers_needing_a_wildcard_and_a_specific_listener_are_refused_cl
 #[tokio::test]
 async fn a_removed_passive_peer_frees_its_port_at_once() {
     let port = free_port(LOCAL).await;
-    let mut speaker = Speaker::new(SpeakerConfig {
-        local_asn: 64512,
-        router_id: Ipv4Addr::new(192, 0, 2, 11),
-    });
+    let mut speaker = speaker_as_64512();
     let peer = passive_peer(Ipv4Addr::new(127, 0, 0, 2), Some(LOCAL), port);
     for round in 0..20 {
         speaker
@@ -558,10 +539,7 @@ async fn collision_keeps_the_connection_opened_by_the_higher_identifier() {
         (Ipv4Addr::new(203, 0, 113, 1), false),
     ] {
         let router = TcpListener::bind((LOCAL, 0)).await.unwrap();
-        let mut speaker = Speaker::new(SpeakerConfig {
-            local_asn: 64512,
-            router_id: Ipv4Addr::new(192, 0, 2, 11),
-        });
+        let mut speaker = speaker_as_64512();
         speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
         let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
         config.port = router.local_addr().unwrap().port();

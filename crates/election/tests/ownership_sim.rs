@@ -39,13 +39,7 @@ fn index_of(sim: &Sim, node: &str) -> usize {
 
 #[test]
 fn cold_start_gives_every_ip_to_its_rank_zero_node() {
-    let mut sim = three_nodes(SimConfig::default());
-    let all = ips(60);
-    for ip in &all {
-        sim.set_desired(*ip, &NODES);
-    }
-    sim.advance(Duration::from_secs(5));
-    sim.assert_settled();
+    let (sim, all) = settled_on_three_nodes(60);
     let mut per_node = [0; 3];
     for ip in &all {
         let expected = rank_nodes(*ip, NODES)[0];
@@ -602,6 +596,18 @@ fn clock_rate_differences_within_margin_stay_safe() {
 
 // ----- takeover checks are per node, not per IP ---------------------------------------------------------------------
 
+/// Three nodes wanting `n` IPs, after 5 s: every IP has its one announcer.
+fn settled_on_three_nodes(n: u8) -> (Sim, Vec<IpAddr>) {
+    let mut sim = three_nodes(SimConfig::default());
+    let all = ips(n);
+    for ip in &all {
+        sim.set_desired(*ip, &NODES);
+    }
+    sim.advance(Duration::from_secs(5));
+    sim.assert_settled();
+    (sim, all)
+}
+
 /// The IPs whose lease names `node`.
 fn held_by(sim: &Sim, all: &[IpAddr], node: &str) -> Vec<IpAddr> {
     all.iter()
@@ -614,13 +620,7 @@ fn held_by(sim: &Sim, all: &[IpAddr], node: &str) -> Vec<IpAddr> {
 fn takeover_of_a_dead_node_reads_its_node_lease_once_per_survivor() {
     // 90 IPs over 3 nodes; node-a (about 30 IPs) is killed. Each survivor takes over its share after exactly one
     // GET of node-a's lease, shared by all the IPs it takes (rank 0 at once, rank 1 one stagger step later).
-    let mut sim = three_nodes(SimConfig::default());
-    let all = ips(90);
-    for ip in &all {
-        sim.set_desired(*ip, &NODES);
-    }
-    sim.advance(Duration::from_secs(5));
-    sim.assert_settled();
+    let (mut sim, all) = settled_on_three_nodes(90);
     let a = index_of(&sim, "node-a");
     let moved = held_by(&sim, &all, "node-a");
     assert!(moved.len() >= 10, "node-a holds only {} IPs", moved.len());
@@ -707,13 +707,7 @@ fn live_holders_are_never_checked_even_with_slow_watches_and_skewed_clocks() {
 fn hung_watch_costs_one_read_per_node_per_takeover_delay_not_per_ip() {
     // node-c's watch hangs for 20 s while node-a and node-b hold about 60 IPs. node-c sees both as dead every T and
     // reads each node lease once to learn otherwise: O(nodes) reads, not O(IPs), and no takeover.
-    let mut sim = three_nodes(SimConfig::default());
-    let all = ips(90);
-    for ip in &all {
-        sim.set_desired(*ip, &NODES);
-    }
-    sim.advance(Duration::from_secs(5));
-    sim.assert_settled();
+    let (mut sim, all) = settled_on_three_nodes(90);
     let c = index_of(&sim, "node-c");
     let before: Vec<Option<String>> = all.iter().map(|ip| sim.lease_holder_node(*ip)).collect();
     let from = sim.now;
