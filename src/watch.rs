@@ -8,7 +8,7 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
 use k8s_openapi::api::core::v1::{Node, Service};
-use kube::runtime::reflector::store::{Writer, WriterDropped};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -53,23 +53,60 @@ const LIST_STALL: Duration = Duration::from_secs(30);
 /// Starts a reflector for `api` whose every event wakes `wakers`. Watch errors back off and resume (kube's default
 /// backoff; a 410 Gone re-lists; a hung list request is restarted after 30 s); the task ends with `cancel`. No polling: reads
 /// come from the returned store.
-pub fn reflect<K>(api: Api<K>, config: watcher::Config, wakers: Wakers, cancel: CancellationToken) -> Store<K>
+pub fn reflect<K>(api: Api<K>, config: watcher::Config, wakers: Wakers, cancel: CancellationToken) -> Reflected<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
+    let (store, writer) = reflector::store();
+    let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let kind = K::kind(&Default::default()).to_string();
     let start = move || watcher(api.clone(), config.clone()).default_backoff();
-    tokio::spawn(drive(start, writer, wakers, cancel, kind, LIST_STALL));
-    reader
+    tokio::spawn(drive(start, writer, listed_tx, wakers, cancel, kind, LIST_STALL));
+    Reflected { store, listed }
 }
 
-/// Feeds the watch streams `start` makes into `writer`, waking `wakers` on every event, until `cancel`. A list request
-/// unanswered for `stall` is abandoned and a new stream started.
+/// A reflector's store, and whether its watch has listed once.
+///
+/// Readiness is published by [`drive`] itself rather than read from kube-runtime's `Store::wait_until_ready`, which
+/// keeps a single waker per store: of two tasks waiting on one store at once (the allocator and the announcer on the
+/// shared stores of the allocator's leader) only the last to poll was woken, and the other waited forever.
+#[derive(Clone)]
+pub struct Reflected<K: Lookup + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    listed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<K: Lookup + Clone + 'static> std::ops::Deref for Reflected<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    type Target = Store<K>;
+
+    fn deref(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K: Lookup + Clone + 'static> Reflected<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    /// The store alone.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+}
+
+/// Feeds the watch streams `start` makes into `writer`, waking `wakers` on every event, until `cancel`; `listed`
+/// turns true at the first complete list. A list request unanswered for `stall` is abandoned and a new stream started.
 async fn drive<K, S>(
     mut start: impl FnMut() -> S,
     mut writer: Writer<K>,
+    listed: tokio::sync::watch::Sender<bool>,
     wakers: Wakers,
     cancel: CancellationToken,
     kind: String,
@@ -95,6 +132,9 @@ async fn drive<K, S>(
                     Ok(Some(ev)) => {
                         list_in_flight = matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
                         writer.apply_watcher_event(&ev);
+                        if matches!(ev, watcher::Event::InitDone) {
+                            listed.send_replace(true);
+                        }
                         wakers.wake();
                     }
                     Ok(None) => return,
@@ -114,34 +154,19 @@ const SLOW_FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(10);
 /// A watch's first list, named for the log.
 pub struct FirstList {
     kind: &'static str,
-    listed: BoxFuture<'static, Result<(), WriterDropped>>,
+    listed: BoxFuture<'static, Result<(), tokio::sync::watch::error::RecvError>>,
 }
 
-/// How often a waiter looks at a store's readiness again (see [`first_list`]).
-const READY_RECHECK: Duration = Duration::from_millis(100);
-
-/// The first list of `store`'s watch.
-///
-/// kube-runtime 5's `Store::wait_until_ready` keeps a single waker per store (a `futures` oneshot behind its
-/// `DelayedInit`): when two tasks wait on one store at once, as the allocator and the announcer do on the shared
-/// stores of the allocator's leader, only the last to poll is woken and the other waits forever. So each wait here
-/// also looks again every 100 ms with a fresh future (a ready store answers the first poll); a lone waiter is still
-/// woken at once.
-pub fn first_list<K>(kind: &'static str, store: &Store<K>) -> FirstList
+/// The first list of a reflector's watch.
+pub fn first_list<K>(kind: &'static str, reflected: &Reflected<K>) -> FirstList
 where
     K: Lookup + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let store = store.clone();
+    let mut listed = reflected.listed.clone();
     FirstList {
         kind,
-        listed: Box::pin(async move {
-            loop {
-                if let Ok(listed) = tokio::time::timeout(READY_RECHECK, store.wait_until_ready()).await {
-                    return listed;
-                }
-            }
-        }),
+        listed: Box::pin(async move { listed.wait_for(|l| *l).await.map(|_| ()) }),
     }
 }
 
@@ -176,12 +201,12 @@ pub async fn wait_first_lists(
 #[derive(Clone)]
 pub struct SharedStores {
     /// Every Service.
-    pub services: Store<Service>,
+    pub services: Reflected<Service>,
     /// Every Eip.
-    pub eips: Store<Eip>,
+    pub eips: Reflected<Eip>,
     /// Every Node. Its events wake only the loops that ask for them ([`SharedStores::subscribe_nodes`]): Node status
     /// churn must not start allocation passes.
-    pub nodes: Store<Node>,
+    pub nodes: Reflected<Node>,
     wakers: Wakers,
     node_wakers: Wakers,
 }
@@ -238,7 +263,7 @@ mod tests {
     /// `drive` fed by scripted watch streams: start `n` yields `script(n)`, then nothing forever (a request that
     /// never answers). Stall timeout 30 s.
     struct Scripted {
-        store: Store<Service>,
+        store: Reflected<Service>,
         starts: Arc<AtomicUsize>,
         cancel: CancellationToken,
         task: tokio::task::JoinHandle<()>,
@@ -247,6 +272,7 @@ mod tests {
     impl Scripted {
         fn run(script: fn(usize) -> Vec<Item>) -> Self {
             let (store, writer) = reflector::store::<Service>();
+            let (listed_tx, listed) = tokio::sync::watch::channel(false);
             let starts = Arc::new(AtomicUsize::new(0));
             let counter = starts.clone();
             let start = move || {
@@ -257,17 +283,26 @@ mod tests {
             let task = tokio::spawn(drive(
                 start,
                 writer,
+                listed_tx,
                 Wakers::default(),
                 cancel.clone(),
                 "Service".into(),
                 Duration::from_secs(30),
             ));
             Self {
-                store,
+                store: Reflected { store, listed },
                 starts,
                 cancel,
                 task,
             }
+        }
+
+        /// Resolves once the store has listed (and is really filled: the kube store agrees).
+        async fn listed(&self) {
+            let cancel = CancellationToken::new();
+            let done = wait_first_lists("test", vec![first_list("Service", &self.store)], &cancel).await;
+            assert!(done.unwrap());
+            self.store.wait_until_ready().await.unwrap();
         }
 
         /// Stops `drive`; returns how many streams it started.
@@ -285,13 +320,12 @@ mod tests {
             0 => vec![Ok(watcher::Event::Init)],
             _ => vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)],
         });
-        tokio::time::timeout(Duration::from_secs(29), w.store.wait_until_ready())
+        tokio::time::timeout(Duration::from_secs(29), w.listed())
             .await
             .expect_err("not listed while the first list hangs");
-        tokio::time::timeout(Duration::from_secs(5), w.store.wait_until_ready())
+        tokio::time::timeout(Duration::from_secs(5), w.listed())
             .await
-            .expect("listed by the second stream")
-            .unwrap();
+            .expect("listed by the second stream");
         assert_eq!(w.stop().await, 2);
     }
 
@@ -306,7 +340,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quiet_watch_is_left_alone() {
         let w = Scripted::run(|_| vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]);
-        w.store.wait_until_ready().await.unwrap();
+        w.listed().await;
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert_eq!(w.stop().await, 1, "no events after the list is normal");
     }
@@ -314,20 +348,34 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_loop_waiting_on_one_store_sees_its_first_list() {
         // The allocator and the announcer wait on the shared stores at the same time; both must go on.
-        let (store, mut writer) = reflector::store::<Service>();
+        let (store, writer) = reflector::store::<Service>();
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
+        let reflected = Reflected { store, listed };
+        let (events, stream) = futures::channel::mpsc::unbounded::<Item>();
+        let mut stream = Some(stream);
+        let start = move || stream.take().expect("one stream: the list never stalls here");
         let cancel = CancellationToken::new();
+        let driver = tokio::spawn(drive(
+            start,
+            writer,
+            listed_tx,
+            Wakers::default(),
+            cancel.clone(),
+            "Service".into(),
+            Duration::from_secs(30),
+        ));
         let waiters: Vec<_> = (0..4)
             .map(|_| {
-                let (store, cancel) = (store.clone(), cancel.clone());
+                let (reflected, cancel) = (reflected.clone(), cancel.clone());
                 tokio::spawn(
-                    async move { wait_first_lists("test", vec![first_list("Service", &store)], &cancel).await },
+                    async move { wait_first_lists("test", vec![first_list("Service", &reflected)], &cancel).await },
                 )
             })
             .collect();
-        // Every waiter has polled (and registered its waker) before the list completes.
+        // Every waiter is waiting before the list completes.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
+        events.unbounded_send(Ok(watcher::Event::Init)).unwrap();
+        events.unbounded_send(Ok(watcher::Event::InitDone)).unwrap();
         for w in waiters {
             let listed = tokio::time::timeout(Duration::from_secs(5), w).await;
             assert!(
@@ -335,6 +383,8 @@ mod tests {
                 "a waiter never saw the list: {listed:?}"
             );
         }
+        cancel.cancel();
+        driver.await.unwrap();
     }
 
     #[tokio::test]

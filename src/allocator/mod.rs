@@ -113,9 +113,9 @@ pub async fn run(
         UnusedLeases {
             core: LeaseCollector::new(config.lease_gc_after),
             api: Api::namespaced(client.clone(), &config.namespace),
-            ip_leases: ip_leases.clone(),
-            node_leases,
-            nodes: shared.nodes.clone(),
+            ip_leases: ip_leases.store(),
+            node_leases: node_leases.store(),
+            nodes: shared.nodes.store(),
             in_use: BTreeSet::new(),
             metrics: metrics.clone(),
             forbidden_reported: false,
