@@ -271,14 +271,21 @@ mod tests {
 
     impl Scripted {
         fn run(script: fn(usize) -> Vec<Item>) -> Self {
-            let (store, writer) = reflector::store::<Service>();
-            let (listed_tx, listed) = tokio::sync::watch::channel(false);
             let starts = Arc::new(AtomicUsize::new(0));
             let counter = starts.clone();
-            let start = move || {
+            Self::spawn(starts, move || {
                 let n = counter.fetch_add(1, SeqCst);
                 futures::stream::iter(script(n)).chain(futures::stream::pending())
-            };
+            })
+        }
+
+        /// `drive` over the streams `start` makes (`starts` counts them, if `start` does).
+        fn spawn<S>(starts: Arc<AtomicUsize>, start: impl FnMut() -> S + Send + 'static) -> Self
+        where
+            S: futures::Stream<Item = Item> + Send + 'static,
+        {
+            let (store, writer) = reflector::store::<Service>();
+            let (listed_tx, listed) = tokio::sync::watch::channel(false);
             let cancel = CancellationToken::new();
             let task = tokio::spawn(drive(
                 start,
@@ -348,25 +355,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_loop_waiting_on_one_store_sees_its_first_list() {
         // The allocator and the announcer wait on the shared stores at the same time; both must go on.
-        let (store, writer) = reflector::store::<Service>();
-        let (listed_tx, listed) = tokio::sync::watch::channel(false);
-        let reflected = Reflected { store, listed };
         let (events, stream) = futures::channel::mpsc::unbounded::<Item>();
         let mut stream = Some(stream);
-        let start = move || stream.take().expect("one stream: the list never stalls here");
-        let cancel = CancellationToken::new();
-        let driver = tokio::spawn(drive(
-            start,
-            writer,
-            listed_tx,
-            Wakers::default(),
-            cancel.clone(),
-            "Service".into(),
-            Duration::from_secs(30),
-        ));
+        let w = Scripted::spawn(Arc::default(), move || {
+            stream.take().expect("one stream: the list never stalls here")
+        });
         let waiters: Vec<_> = (0..4)
             .map(|_| {
-                let (reflected, cancel) = (reflected.clone(), cancel.clone());
+                let (reflected, cancel) = (w.store.clone(), CancellationToken::new());
                 tokio::spawn(
                     async move { wait_first_lists("test", vec![first_list("Service", &reflected)], &cancel).await },
                 )
@@ -383,8 +379,7 @@ mod tests {
                 "a waiter never saw the list: {listed:?}"
             );
         }
-        cancel.cancel();
-        driver.await.unwrap();
+        w.stop().await;
     }
 
     #[tokio::test]

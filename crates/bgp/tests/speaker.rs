@@ -501,7 +501,7 @@ async fn passive_peers_needing_a_wildcard_and_a_specific_listener_are_refused_cl
 }
 
 #[tokio::test]
-async fn a_removed_passive_peer_frees_its_port_at_once() {
+async fn a_removed_passive_peer_frees_its_port() {
     let port = free_port(LOCAL).await;
     let mut speaker = speaker_as_64512();
     let peer = passive_peer(Ipv4Addr::new(127, 0, 0, 2), Some(LOCAL), port);
