@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use herald_l2::{AnnounceConfig, AnnounceMode, EngineConfig, Event, L2Engine, ProbeConfig};
+use herald_l2::{AnnounceConfig, AnnounceMode, ConflictPolicy, EngineConfig, Event, L2Engine, ProbeConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
@@ -39,6 +39,9 @@ pub async fn run(args: AnnounceL2Args) -> anyhow::Result<()> {
         },
         announce: AnnounceConfig {
             refresh: (!args.refresh_interval.is_zero()).then_some(args.refresh_interval),
+            // No election here: the addresses are kept whatever the wire says, so a conflict is defended with one
+            // announcement per DEFEND_INTERVAL (RFC 5227 §2.4 (c)) instead of yielded.
+            on_conflict: ConflictPolicy::Defend,
             ..AnnounceConfig::default()
         },
         // Room for an event per address (probe outcome) while they are all handed over, before any is read.

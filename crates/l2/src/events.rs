@@ -23,7 +23,8 @@ pub struct Conflict {
     /// The frame that revealed it.
     pub signal: ConflictSignal,
     /// `true` when the conflict was found by the probe before the first announcement: the address was refused and
-    /// is no longer handled. `false` while announcing: the responder keeps answering until the caller withdraws.
+    /// is no longer handled. `false` while announcing: the responder keeps answering until the caller withdraws
+    /// (and, under [`ConflictPolicy::Defend`](crate::ConflictPolicy::Defend), has defended the address).
     pub refused: bool,
 }
 
@@ -38,7 +39,8 @@ pub enum ConflictSignal {
     ArpProbe,
     /// A Neighbor Advertisement for our address.
     NeighborAdvertisement,
-    /// A Duplicate Address Detection solicitation for our address (RFC 4862 §5.4.3).
+    /// A Duplicate Address Detection solicitation for an address we are probing too (RFC 4862 §5.4.3). One for an
+    /// announced address is answered, not a conflict (the prober claims nothing yet).
     DadProbe,
     /// A Neighbor Solicitation sent from our address.
     NeighborSolicitation,

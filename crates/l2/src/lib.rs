@@ -22,5 +22,5 @@ pub use error::{Error, Result};
 pub use events::{Conflict, ConflictSignal, Event};
 pub use interface::Interface;
 pub use packet::MacAddr;
-pub use responder::{AnnounceConfig, AnnounceMode, ProbeConfig, Responder};
+pub use responder::{AnnounceConfig, AnnounceMode, ConflictPolicy, ProbeConfig, Responder};
 pub use tasks::{EngineConfig, EngineEvent, InterfaceHandle, InterfaceStatus, L2Engine};

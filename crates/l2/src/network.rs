@@ -5,28 +5,39 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, UdpSocket};
 
-use herald_sys::packet::{AsyncPacketSocket, SockFilter};
+use herald_sys::packet::{AsyncPacketSocket, Received, SKF_AD_VLAN_TAG, SKF_AD_VLAN_TAG_PRESENT, SockFilter};
 
 use crate::error::{Error, Result};
 use crate::interface::Interface;
-use crate::packet::MacAddr;
 use crate::packet::ndp::solicited_node;
+use crate::packet::{MacAddr, restore_vlan_tag};
 
-/// Classic BPF instructions `(code, jt, jf, k)`: accept ARP, and IPv6 whose next header is ICMPv6 with type 135 (NS) or 136 (NA); drop the rest in
-/// the kernel. Offsets assume untagged frames (a VLAN sub-interface delivers them untagged). NDP with extension
-/// headers is dropped; neighbors do not send it. Equivalent to
+/// Classic BPF instructions `(code, jt, jf, k)`: accept untagged ARP, and untagged IPv6 whose next header is ICMPv6
+/// with type 135 (NS) or 136 (NA); drop the rest in the kernel.
+///
+/// A VLAN is another network. Linux takes the tag of a received frame out of it before packet sockets see it, so a
+/// frame tagged for VLAN 100 looks untagged here: the filter asks the kernel (`vlanp`, `vlan_tci` ancillary loads)
+/// and drops every frame that carried a tag with a VLAN ID, keeping priority tags (VLAN 0), which the kernel treats
+/// as untagged too. A tag still inline (the inner tag of QinQ) leaves an EtherType that is neither ARP nor IPv6.
+/// To answer on a VLAN, attach its sub-interface (`eth0.100`), which sees its frames untagged.
+///
+/// NDP with extension headers is dropped; neighbors do not send it. The part after the tag check is
 /// `tcpdump -dd 'arp or (ip6 and ip6[6] == 58 and (ip6[40] == 135 or ip6[40] == 136))'`.
-pub const FILTER: [(u16, u8, u8, u32); 10] = [
-    (0x28, 0, 0, 12),      // 0: ldh [12]            EtherType
-    (0x15, 6, 0, 0x0806),  // 1: jeq ARP            → 8 accept
-    (0x15, 0, 6, 0x86dd),  // 2: jeq IPv6, else     → 9 drop
-    (0x30, 0, 0, 20),      // 3: ldb [20]            IPv6 next header
-    (0x15, 0, 4, 58),      // 4: jeq ICMPv6, else   → 9 drop
-    (0x30, 0, 0, 54),      // 5: ldb [54]            ICMPv6 type
-    (0x15, 1, 0, 135),     // 6: jeq NS             → 8 accept
-    (0x15, 0, 1, 136),     // 7: jeq NA → 8, else   → 9 drop
-    (0x06, 0, 0, 0x40000), // 8: ret whole frame
-    (0x06, 0, 0, 0),       // 9: ret 0 (drop)
+pub const FILTER: [(u16, u8, u8, u32); 14] = [
+    (0x30, 0, 0, SKF_AD_VLAN_TAG_PRESENT), // 0: ldb [vlanp]       did it come tagged?
+    (0x15, 2, 0, 0),                       // 1: jeq #0             → 4 untagged
+    (0x28, 0, 0, SKF_AD_VLAN_TAG),         // 2: ldh [vlan_tci]
+    (0x45, 9, 0, 0x0fff),                  // 3: jset VLAN ID      → 13 drop (another VLAN)
+    (0x28, 0, 0, 12),                      // 4: ldh [12]           EtherType
+    (0x15, 6, 0, 0x0806),                  // 5: jeq ARP            → 12 accept
+    (0x15, 0, 6, 0x86dd),                  // 6: jeq IPv6, else     → 13 drop
+    (0x30, 0, 0, 20),                      // 7: ldb [20]           IPv6 next header
+    (0x15, 0, 4, 58),                      // 8: jeq ICMPv6, else   → 13 drop
+    (0x30, 0, 0, 54),                      // 9: ldb [54]           ICMPv6 type
+    (0x15, 1, 0, 135),                     // 10: jeq NS            → 12 accept
+    (0x15, 0, 1, 136),                     // 11: jeq NA → 12, else → 13 drop
+    (0x06, 0, 0, 0x40000),                 // 12: ret whole frame
+    (0x06, 0, 0, 0),                       // 13: ret 0 (drop)
 ];
 
 /// The packet socket of one interface plus its solicited-node memberships.
@@ -78,12 +89,16 @@ impl InterfaceSocket {
         &self.interface
     }
 
+    /// Waits for a frame; the VLAN tag it carried on the wire, if any, is put back in `buf`.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket.recv(buf).await
+        let received = self.socket.recv(buf).await?;
+        Ok(as_on_the_wire(buf, received))
     }
 
+    /// Like [`InterfaceSocket::recv`] if a frame is queued; `ErrorKind::WouldBlock` when none is.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket.try_recv(buf)
+        let received = self.socket.try_recv(buf)?;
+        Ok(as_on_the_wire(buf, received))
     }
 
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
@@ -192,6 +207,15 @@ impl InterfaceSocket {
     }
 }
 
+/// The frame in `buf` as it was on the wire: with the VLAN tag the kernel moved into metadata put back, so the
+/// decoder drops a frame of another VLAN even if the filter let it through. Returns its length.
+fn as_on_the_wire(buf: &mut [u8], received: Received) -> usize {
+    match received.vlan {
+        Some(tag) => restore_vlan_tag(buf, received.len, tag.tpid, tag.tci),
+        None => received.len.min(buf.len()),
+    }
+}
+
 /// ENOMEM (12) or ENOBUFS (105): the kernel's per-socket option memory is exhausted.
 fn is_out_of_memory(errno: i32) -> bool {
     errno == 12 || errno == 105
@@ -208,12 +232,23 @@ mod tests {
     use crate::packet::ndp::ALL_NODES;
     use crate::packet::{ArpMessage, ArpOperation, NeighborAdvertisement, NeighborSolicitation};
 
-    /// Runs the classic BPF program on a frame (the opcodes the filter uses only).
-    fn run_filter(frame: &[u8]) -> u32 {
+    /// Runs the classic BPF program on a frame the way the kernel does, `vlan_tci` being the tag the kernel took out
+    /// of it (`None`: it came untagged). Only the opcodes the filter uses are known.
+    fn run_filter(frame: &[u8], vlan_tci: Option<u16>) -> u32 {
         let (mut pc, mut acc) = (0usize, 0u32);
         loop {
             let (code, jt, jf, k) = FILTER[pc];
             let at = k as usize;
+            // Loads at SKF_AD_OFF (-0x1000) and above read packet metadata; the kernel ignores their size.
+            if matches!(code, 0x20 | 0x28 | 0x30) && k >= 0xffff_f000 {
+                acc = match k {
+                    SKF_AD_VLAN_TAG_PRESENT => u32::from(vlan_tci.is_some()),
+                    SKF_AD_VLAN_TAG => u32::from(vlan_tci.unwrap_or(0)),
+                    other => panic!("ancillary load {other:#x} not handled by the test interpreter"),
+                };
+                pc += 1;
+                continue;
+            }
             match code {
                 0x28 => match frame.get(at..at + 2) {
                     Some(b) => acc = u32::from(u16::from_be_bytes([b[0], b[1]])),
@@ -227,6 +262,10 @@ mod tests {
                     pc += 1 + usize::from(if acc == k { jt } else { jf });
                     continue;
                 }
+                0x45 => {
+                    pc += 1 + usize::from(if acc & k != 0 { jt } else { jf });
+                    continue;
+                }
                 0x06 => return k,
                 other => panic!("opcode {other:#x} not handled by the test interpreter"),
             }
@@ -234,8 +273,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn filter_accepts_arp_ns_na_only() {
+    fn frames() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let arp = ArpMessage {
             operation: ArpOperation::Request,
@@ -263,23 +301,84 @@ mod tests {
             target_mac: None,
         }
         .to_frame(mac, mac);
-        assert_ne!(run_filter(&arp), 0);
-        assert_ne!(run_filter(&ns), 0);
-        assert_ne!(run_filter(&na), 0);
+        (arp, ns, na)
+    }
+
+    #[test]
+    fn filter_accepts_arp_ns_na_only() {
+        let (arp, ns, na) = frames();
+        assert_ne!(run_filter(&arp, None), 0);
+        assert_ne!(run_filter(&ns, None), 0);
+        assert_ne!(run_filter(&na, None), 0);
 
         let mut echo = na.clone();
         echo[54] = 128; // ICMPv6 echo request
-        assert_eq!(run_filter(&echo), 0);
+        assert_eq!(run_filter(&echo, None), 0);
         let mut udp = na.clone();
         udp[20] = 17;
-        assert_eq!(run_filter(&udp), 0);
+        assert_eq!(run_filter(&udp, None), 0);
         let mut ipv4 = arp.clone();
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
-        assert_eq!(run_filter(&ipv4), 0);
+        assert_eq!(run_filter(&ipv4, None), 0);
         assert_eq!(
-            run_filter(&ns[..30]),
+            run_filter(&ns[..30], None),
             0,
             "short frames are dropped, not read out of bounds"
+        );
+    }
+
+    /// A VLAN is another network: what came tagged with a VLAN ID is dropped, whatever its priority, and so is a tag
+    /// left inline (QinQ's inner tag). A priority tag (VLAN 0) is the untagged network.
+    #[test]
+    fn filter_drops_frames_of_other_vlans() {
+        let (arp, ns, na) = frames();
+        for frame in [&arp, &ns, &na] {
+            for tci in [1, 100, 0x0fff, 0x2064, 0xe001, 0x1001] {
+                assert_eq!(run_filter(frame, Some(tci)), 0, "VLAN tag {tci:#06x}");
+            }
+            for priority_only in [0, 0x2000, 0xe000, 0x1000] {
+                assert_ne!(
+                    run_filter(frame, Some(priority_only)),
+                    0,
+                    "priority tag {priority_only:#06x}"
+                );
+            }
+            for tpid in [[0x81, 0x00], [0x88, 0xa8], [0x91, 0x00]] {
+                let mut inline = frame[..12].to_vec();
+                inline.extend_from_slice(&tpid);
+                inline.extend_from_slice(&[0x00, 0x64]);
+                inline.extend_from_slice(&frame[12..]);
+                assert_eq!(run_filter(&inline, None), 0, "inline tag {tpid:02x?}");
+                assert_eq!(run_filter(&inline, Some(0)), 0, "inline tag inside a priority tag");
+            }
+        }
+    }
+
+    #[test]
+    fn frames_are_read_as_they_were_on_the_wire() {
+        use herald_sys::packet::VlanTag;
+        let (arp, ..) = frames();
+        let mut buf = arp.clone();
+        buf.resize(100, 0);
+        let untagged = Received {
+            len: arp.len(),
+            vlan: None,
+        };
+        assert_eq!(as_on_the_wire(&mut buf, untagged), arp.len());
+        assert_eq!(buf[..arp.len()], arp[..]);
+        let tagged = Received {
+            len: arp.len(),
+            vlan: Some(VlanTag { tpid: 0x8100, tci: 100 }),
+        };
+        let len = as_on_the_wire(&mut buf, tagged);
+        assert_eq!(len, arp.len() + 4);
+        assert_eq!(buf[12..16], [0x81, 0x00, 0x00, 0x64]);
+        assert!(
+            matches!(
+                crate::packet::decode(&buf[..len]),
+                Err(crate::packet::DecodeError::Unsupported(_))
+            ),
+            "a frame of VLAN 100 is not decoded as ours"
         );
     }
 

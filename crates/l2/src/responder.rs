@@ -7,6 +7,9 @@
 //!  announce(Probe) ──► Probing ──(no answer after `probe.count` probes)──► Bursting ──► Refreshing
 //!  announce(Immediately) ─────────────────────────────────────────────────┘    (every `refresh`, if any)
 //!          Probing ──(another host answers)──► refused (removed, Conflict { refused: true })
+//!  Bursting/Refreshing ──(another host claims it)──► kept, Conflict { refused: false } and, with
+//!                                                     ConflictPolicy::Defend, one announcement; at most once per
+//!                                                     DEFEND_INTERVAL
 //! ```
 //!
 //! Time is passed in; [`Responder::next_deadline`] says when [`Responder::poll`] must run next. Nothing here
@@ -26,8 +29,9 @@ use crate::packet::{
     ArpMessage, ArpOperation, EthernetHeader, MacAddr, NeighborAdvertisement, NeighborSolicitation, Packet, decode,
 };
 
-/// RFC 5227 §2.4 (DEFEND_INTERVAL): while announcing, a conflict on the same address is reported at most this often.
-pub const CONFLICT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// RFC 5227 §2.4 (DEFEND_INTERVAL): while announcing, a conflict on the same address is acted on (reported, and
+/// defended under [`ConflictPolicy::Defend`]) at most this often.
+pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Address Conflict Detection before the first announcement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +62,8 @@ pub struct AnnounceConfig {
     pub burst_interval: Duration,
     /// Announce again this often after the burst, so switch FDB ageing never blackholes an address. `None`: never.
     pub refresh: Option<Duration>,
+    /// What the owner of the responder does when another host claims an announced address.
+    pub on_conflict: ConflictPolicy,
 }
 
 impl Default for AnnounceConfig {
@@ -68,8 +74,25 @@ impl Default for AnnounceConfig {
             burst_count: 5,
             burst_interval: Duration::from_millis(500),
             refresh: Some(Duration::from_secs(30)),
+            on_conflict: ConflictPolicy::default(),
         }
     }
+}
+
+/// RFC 5227 §2.4: a host that sees another claim one of its addresses either gives it up at once (a) or keeps it
+/// and defends it (b, c). Either way the conflict is reported as [`Event::Conflict`] with `refused: false`, at most
+/// once per [`DEFEND_INTERVAL`] and address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// §2.4 (a): the owner withdraws the address as soon as it hears of the conflict (the election yields: the other
+    /// claimant may be the node that took the address over). Nothing is sent: a defence would make that node yield
+    /// too, and leave the address with nobody.
+    #[default]
+    Yield,
+    /// §2.4 (c): the owner keeps the address whatever happens (`herald announce l2`). On a conflict the responder
+    /// broadcasts one ARP Announcement (IPv4) or unsolicited Neighbor Advertisement (IPv6), at most once per
+    /// [`DEFEND_INTERVAL`], so that caches point back at it.
+    Defend,
 }
 
 /// How to start handling an address.
@@ -107,7 +130,8 @@ struct Entry {
     phase: Phase,
     /// When `poll` has to act on this address next (also a key of `Responder::timers`).
     due: Option<Instant>,
-    last_conflict_report: Option<Instant>,
+    /// RFC 5227 §2.4: when a conflict on this address was last acted on (reported, defended).
+    last_conflict: Option<Instant>,
 }
 
 /// ARP/NDP responder for one interface.
@@ -154,7 +178,7 @@ impl Responder {
                 Entry {
                     phase: Phase::Probing { sent: 1 },
                     due: None,
-                    last_conflict_report: None,
+                    last_conflict: None,
                 },
             );
             self.schedule(ip, now + self.probe.interval);
@@ -168,7 +192,7 @@ impl Responder {
                 Entry {
                     phase: Phase::Bursting { sent: 0 },
                     due: None,
-                    last_conflict_report: None,
+                    last_conflict: None,
                 },
             );
             self.start_announcing(ip, now)
@@ -342,10 +366,10 @@ impl Responder {
             }
             Some(Phase::Bursting { .. } | Phase::Refreshing) => {
                 if ns.is_dad() {
-                    // RFC 4861 §7.2.4: the prober has no address yet, so the answer goes to all-nodes, unsolicited.
-                    // It defends the address; the caller hears of the other host through the conflict.
+                    // RFC 4861 §7.2.4: the prober has no address yet, so the answer goes to all-nodes, unsolicited,
+                    // and tells it the address is taken (RFC 4862 §5.4.3). The prober claims nothing: like an ARP
+                    // probe (RFC 5227 §2.1.1) it is answered, not a conflict that would make the owner yield.
                     out.frames.push(self.unsolicited_advertisement(ns.target));
-                    self.conflict(target, eth.source, ConflictSignal::DadProbe, now, &mut out);
                 } else {
                     // RFC 4861 §7.2.4: solicited, override, with our link-layer address, to the solicitation's
                     // source; its link-layer address comes from the SLLA option or, for a unicast NUD probe without
@@ -368,7 +392,8 @@ impl Responder {
         out
     }
 
-    /// Reports that `mac` claims `ip`, if `ip` is ours. A conflict found while probing refuses the address.
+    /// Reports that `mac` claims `ip`, if `ip` is ours. A conflict found while probing refuses the address; one
+    /// found while announcing is handled by the [`ConflictPolicy`].
     fn conflict(&mut self, ip: IpAddr, mac: MacAddr, signal: ConflictSignal, now: Instant, out: &mut Output) {
         let Some(entry) = self.addresses.get_mut(&ip) else {
             return;
@@ -384,19 +409,36 @@ impl Responder {
             }));
             return;
         }
+        // RFC 5227 §2.4 (b), (c): act on a conflict only if none was acted on within DEFEND_INTERVAL, and never send
+        // a second defence within it (two defenders would otherwise flood the link).
         if entry
-            .last_conflict_report
-            .is_some_and(|at| now.saturating_duration_since(at) < CONFLICT_REPORT_INTERVAL)
+            .last_conflict
+            .is_some_and(|at| now.saturating_duration_since(at) < DEFEND_INTERVAL)
         {
             return;
         }
-        entry.last_conflict_report = Some(now);
+        entry.last_conflict = Some(now);
+        if self.announce.on_conflict == ConflictPolicy::Defend {
+            out.frames.push(self.defence_frame(ip));
+            self.counters.gratuitous_sent(1);
+        }
         out.events.push(Event::Conflict(Conflict {
             ip,
             mac,
             signal,
             refused: false,
         }));
+    }
+
+    /// RFC 5227 §2.4 (b): "one single ARP Announcement, giving its own IP and hardware addresses as the sender
+    /// addresses of the ARP, with the 'target IP address' set to its own IP address, and the 'target hardware
+    /// address' set to all zeroes", broadcast. For IPv6 the same: an unsolicited, overriding NA to all-nodes
+    /// (RFC 4861 §7.2.6).
+    fn defence_frame(&self, ip: IpAddr) -> Vec<u8> {
+        match ip {
+            IpAddr::V4(ip) => self.arp_announcement(ip),
+            IpAddr::V6(ip) => self.unsolicited_advertisement(ip),
+        }
     }
 
     fn start_announcing(&mut self, ip: IpAddr, now: Instant) -> Output {
@@ -472,25 +514,29 @@ impl Responder {
     fn gratuitous_frames(&self, ip: IpAddr) -> Vec<Vec<u8>> {
         match ip {
             IpAddr::V4(ip) => {
-                let request = ArpMessage {
-                    operation: ArpOperation::Request,
-                    sender_mac: self.mac,
-                    sender_ip: ip,
-                    target_mac: MacAddr::ZERO,
-                    target_ip: ip,
-                };
                 let reply = ArpMessage {
                     operation: ArpOperation::Reply,
+                    sender_mac: self.mac,
+                    sender_ip: ip,
                     target_mac: self.mac,
-                    ..request
+                    target_ip: ip,
                 };
-                vec![
-                    request.to_frame(self.mac, MacAddr::BROADCAST),
-                    reply.to_frame(self.mac, MacAddr::BROADCAST),
-                ]
+                vec![self.arp_announcement(ip), reply.to_frame(self.mac, MacAddr::BROADCAST)]
             }
             IpAddr::V6(ip) => vec![self.unsolicited_advertisement(ip)],
         }
+    }
+
+    /// RFC 5227 §2.3: an ARP Announcement, the probe with our address as sender and target IP, broadcast.
+    fn arp_announcement(&self, ip: Ipv4Addr) -> Vec<u8> {
+        ArpMessage {
+            operation: ArpOperation::Request,
+            sender_mac: self.mac,
+            sender_ip: ip,
+            target_mac: MacAddr::ZERO,
+            target_ip: ip,
+        }
+        .to_frame(self.mac, MacAddr::BROADCAST)
     }
 
     fn unsolicited_advertisement(&self, ip: Ipv6Addr) -> Vec<u8> {

@@ -76,13 +76,27 @@ pub fn decode(payload: &[u8]) -> Result<ArpMessage, DecodeError> {
     };
     let mac = |b: &[u8]| MacAddr(b.try_into().unwrap_or_default());
     let ip = |b: &[u8]| Ipv4Addr::from(<[u8; 4]>::try_from(b).unwrap_or_default());
-    Ok(ArpMessage {
+    let message = ArpMessage {
         operation,
         sender_mac: mac(arp.sender_hw_addr()),
         sender_ip: ip(arp.sender_protocol_addr()),
         target_mac: mac(arp.target_hw_addr()),
         target_ip: ip(arp.target_protocol_addr()),
-    })
+    };
+    // RFC 826: the reply goes to the sender hardware address, and RFC 5227 §2.4 blames it for a conflict; a group or
+    // zero address is no station (RFC 1812 §3.3.2: such an ARP is not to be believed).
+    if !message.sender_mac.is_station() {
+        return Err(DecodeError::Invalid("ARP sender hardware address (group or zero)"));
+    }
+    // RFC 1112 §4, RFC 919 §7, RFC 1122 §3.2.1.3: a multicast, limited broadcast or loopback address is never a
+    // source (Linux drops these requests as martians).
+    let sender = message.sender_ip;
+    if sender.is_multicast() || sender.is_broadcast() || sender.is_loopback() {
+        return Err(DecodeError::Invalid(
+            "ARP sender IP address (multicast, broadcast or loopback)",
+        ));
+    }
+    Ok(message)
 }
 
 #[cfg(test)]
@@ -170,5 +184,53 @@ mod tests {
         let mut rarp = REQUEST;
         rarp[21] = 3;
         assert!(!decode_frame(&rarp).unwrap_err().is_malformed());
+    }
+
+    /// RFC 826 / RFC 5227 §2: only Ethernet (htype 1, hlen 6) carrying IPv4 (ptype 0x0800, plen 4) is ours.
+    #[test]
+    fn drops_every_other_hardware_and_protocol_combination() {
+        for (at, value) in [
+            (14, [0x00, 0x06]), // htype IEEE 802
+            (14, [0x00, 0x00]),
+            (16, [0x86, 0xdd]), // ptype IPv6
+            (16, [0x08, 0x06]),
+        ] {
+            let mut frame = REQUEST;
+            frame[at..at + 2].copy_from_slice(&value);
+            assert_eq!(
+                decode_frame(&frame),
+                Err(DecodeError::Unsupported("ARP for other than Ethernet/IPv4")),
+                "bytes {at}: {value:?}"
+            );
+        }
+        for (hlen, plen) in [(8, 4), (0, 4), (6, 16), (6, 0), (4, 6)] {
+            let mut frame = REQUEST;
+            frame[18] = hlen;
+            frame[19] = plen;
+            assert!(decode_frame(&frame).is_err(), "hlen {hlen}, plen {plen}");
+            assert!(!matches!(decode_frame(&frame), Ok(Packet::Arp(..))));
+        }
+    }
+
+    #[test]
+    fn rejects_impossible_senders() {
+        for mac in [MacAddr::BROADCAST, MacAddr::ZERO, MacAddr([0x01, 0x00, 0x5e, 0, 0, 1])] {
+            let mut frame = REQUEST;
+            frame[22..28].copy_from_slice(&mac.0);
+            assert_eq!(
+                decode_frame(&frame),
+                Err(DecodeError::Invalid("ARP sender hardware address (group or zero)")),
+                "{mac}"
+            );
+        }
+        for ip in ["224.0.0.1", "239.1.2.3", "255.255.255.255", "127.0.0.1"] {
+            let mut frame = REQUEST;
+            frame[28..32].copy_from_slice(&ip.parse::<Ipv4Addr>().unwrap().octets());
+            assert!(matches!(decode_frame(&frame), Err(DecodeError::Invalid(_))), "{ip}");
+        }
+        // A probe's sender is 0.0.0.0 (RFC 5227 §2.1.1): valid.
+        let mut probe = REQUEST;
+        probe[28..32].copy_from_slice(&[0, 0, 0, 0]);
+        assert!(decode_frame(&probe).is_ok());
     }
 }

@@ -2,8 +2,11 @@
 //! Discovery messages it needs, Neighbor Solicitation and Neighbor Advertisement (RFC 4861 §4.3, §4.4).
 //!
 //! Decoding never panics: every hostile, truncated or invalid frame becomes a [`DecodeError`]. Frames that are
-//! well-formed but not for the responder (other EtherTypes, other ICMPv6 types, VLAN tags) are
+//! well-formed but not for the responder (other EtherTypes, other ICMPv6 types, other VLANs) are
 //! [`DecodeError::Unsupported`], which is not counted as malformed.
+//!
+//! A frame is decoded as it was on the wire: the socket shell puts back the VLAN tag the kernel moved into metadata
+//! ([`restore_vlan_tag`]), so the rule "a VLAN is another network" is decided here, with the rest.
 
 pub mod arp;
 #[cfg(test)]
@@ -34,6 +37,12 @@ impl MacAddr {
     /// Group (multicast or broadcast) address: the I/G bit of the first octet is set.
     pub fn is_group(self) -> bool {
         self.0[0] & 1 == 1
+    }
+
+    /// Can this be the address of a station? Not a group address and not all zeros (IEEE 802.3 §3.2.3: a source
+    /// address is an individual address; Linux bridges drop frames from anything else, `is_valid_ether_addr`).
+    pub fn is_station(self) -> bool {
+        !self.is_group() && self != MacAddr::ZERO
     }
 
     /// The Ethernet address IPv6 multicast `group` maps to: `33:33` + its last 32 bits (RFC 2464 §7).
@@ -126,7 +135,20 @@ impl DecodeError {
     }
 }
 
-/// Decodes one Ethernet II frame (no FCS), as an AF_PACKET socket delivers it.
+/// Size of an IEEE 802.1Q tag (TPID and TCI).
+pub const VLAN_TAG_LEN: usize = 4;
+/// The VLAN identifier bits of a tag's TCI.
+const VLAN_ID_MASK: u16 = 0x0fff;
+
+/// Is `ether_type` a VLAN tag protocol identifier (802.1Q, 802.1ad, or the old QinQ 0x9100)?
+fn is_vlan_tpid(ether_type: EtherType) -> bool {
+    matches!(
+        ether_type,
+        EtherType::VLAN_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING | EtherType::VLAN_DOUBLE_TAGGED_FRAME
+    )
+}
+
+/// Decodes one Ethernet II frame (no FCS), with its VLAN tag if it had one on the wire (see [`restore_vlan_tag`]).
 pub fn decode(frame: &[u8]) -> Result<Packet, DecodeError> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| DecodeError::Truncated {
         layer: "Ethernet header",
@@ -137,15 +159,57 @@ pub fn decode(frame: &[u8]) -> Result<Packet, DecodeError> {
         destination: MacAddr(eth.destination()),
         source: MacAddr(eth.source()),
     };
-    let payload = &frame[eth.slice().len()..];
-    match eth.ether_type() {
-        EtherType::ARP => Ok(Packet::Arp(header, arp::decode(payload)?)),
-        EtherType::IPV6 => ndp::decode(header, payload),
-        EtherType::VLAN_TAGGED_FRAME | EtherType::VLAN_DOUBLE_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING => Err(
-            DecodeError::Unsupported("VLAN-tagged frame (bind to the VLAN sub-interface)"),
-        ),
-        _ => Err(DecodeError::Unsupported("EtherType is neither ARP nor IPv6")),
+    let (mut ether_type, mut payload) = (eth.ether_type(), &frame[eth.slice().len()..]);
+    if is_vlan_tpid(ether_type) {
+        let Some(&[tci_hi, tci_lo, type_hi, type_lo]) = payload.first_chunk::<VLAN_TAG_LEN>() else {
+            return Err(DecodeError::Truncated {
+                layer: "VLAN tag",
+                len: payload.len(),
+                need: VLAN_TAG_LEN,
+            });
+        };
+        // IEEE 802.1Q §9.6: VLAN ID 0 is a priority tag, the frame belongs to the port's own (untagged) network, as
+        // the Linux kernel treats it. Any other VLAN is another network, whose hosts are not ours to answer or to
+        // count as conflicts; so is a second tag inside a priority tag.
+        ether_type = EtherType(u16::from_be_bytes([type_hi, type_lo]));
+        if u16::from_be_bytes([tci_hi, tci_lo]) & VLAN_ID_MASK != 0 || is_vlan_tpid(ether_type) {
+            return Err(DecodeError::Unsupported(
+                "frame of another VLAN (to answer on a VLAN, attach its sub-interface)",
+            ));
+        }
+        payload = &payload[VLAN_TAG_LEN..];
     }
+    if ether_type != EtherType::ARP && ether_type != EtherType::IPV6 {
+        return Err(DecodeError::Unsupported("EtherType is neither ARP nor IPv6"));
+    }
+    // IEEE 802.3 §3.2.3: only a station sends frames; a group or zero source is forged.
+    if !header.source.is_station() {
+        return Err(DecodeError::Invalid("Ethernet source address (group or zero)"));
+    }
+    if ether_type == EtherType::ARP {
+        Ok(Packet::Arp(header, arp::decode(payload)?))
+    } else {
+        ndp::decode(header, payload)
+    }
+}
+
+/// Puts back the VLAN tag (`tpid`, `tci`) the kernel moved out of the frame in `buf[..len]` into packet metadata
+/// (`PACKET_AUXDATA`), so the frame reads as it was on the wire. Returns the new length; a frame that fills `buf`
+/// loses its last 4 bytes (it was truncated anyway).
+pub fn restore_vlan_tag(buf: &mut [u8], len: usize, tpid: u16, tci: u16) -> usize {
+    const AT: usize = 12;
+    let len = len.min(buf.len());
+    if len < AT {
+        return len;
+    }
+    let kept = len.min(buf.len().saturating_sub(VLAN_TAG_LEN));
+    if kept < AT {
+        return len;
+    }
+    buf.copy_within(AT..kept, AT + VLAN_TAG_LEN);
+    buf[AT..AT + 2].copy_from_slice(&tpid.to_be_bytes());
+    buf[AT + 2..AT + VLAN_TAG_LEN].copy_from_slice(&tci.to_be_bytes());
+    kept + VLAN_TAG_LEN
 }
 
 /// Pads a frame with zeros to the Ethernet minimum ([`MIN_FRAME_LEN`]).
@@ -194,5 +258,78 @@ mod tests {
         let mut vlan = vec![0u8; 60];
         vlan[12..14].copy_from_slice(&[0x81, 0x00]);
         assert!(!decode(&vlan).unwrap_err().is_malformed());
+    }
+
+    fn tagged(frame: &[u8], tpid: u16, tci: u16) -> Vec<u8> {
+        let mut buf = frame.to_vec();
+        buf.resize(frame.len() + VLAN_TAG_LEN, 0);
+        let len = restore_vlan_tag(&mut buf, frame.len(), tpid, tci);
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn restoring_a_tag_gives_the_frame_as_it_was_on_the_wire() {
+        let mut buf = [0u8; 24];
+        buf[..18].copy_from_slice(&[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x08, 0x06, 0xaa, 0xbb, 0xcc, 0xdd]);
+        assert_eq!(restore_vlan_tag(&mut buf, 18, 0x8100, 0x2064), 22);
+        assert_eq!(
+            buf[..22],
+            [
+                1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x81, 0x00, 0x20, 0x64, 0x08, 0x06, 0xaa, 0xbb, 0xcc, 0xdd
+            ]
+        );
+        // A full buffer loses its tail, never overflows; a runt frame is left alone.
+        let mut full = [7u8; 20];
+        assert_eq!(restore_vlan_tag(&mut full, 20, 0x88a8, 5), 20);
+        assert_eq!(full[12..16], [0x88, 0xa8, 0, 5]);
+        assert_eq!(full[16..20], [7, 7, 7, 7]);
+        let mut runt = [9u8; 8];
+        assert_eq!(restore_vlan_tag(&mut runt, 8, 0x8100, 5), 8);
+        assert_eq!(runt, [9u8; 8]);
+        assert_eq!(restore_vlan_tag(&mut [0u8; 14], 100, 0x8100, 5), 14);
+    }
+
+    /// "A VLAN is another network": a request that came tagged is not for the untagged interface, whatever the tag
+    /// protocol, and so is a double tag. A priority tag (VLAN 0) is the untagged network, as for the kernel.
+    #[test]
+    fn frames_of_other_vlans_are_not_ours() {
+        use golden::{ARP_REQUEST, NS};
+        for frame in [&ARP_REQUEST[..], &NS[..]] {
+            let untagged = decode(frame).unwrap();
+            for tpid in [0x8100, 0x88a8, 0x9100] {
+                for tci in [100, 0x2064, 0xe001, 4095] {
+                    let err = decode(&tagged(frame, tpid, tci)).unwrap_err();
+                    assert!(
+                        matches!(err, DecodeError::Unsupported(m) if m.contains("another VLAN")),
+                        "{err}"
+                    );
+                }
+                // Priority-tagged (VLAN 0, any priority): the same frame as untagged.
+                assert_eq!(decode(&tagged(frame, tpid, 0)), Ok(untagged.clone()));
+                assert_eq!(decode(&tagged(frame, tpid, 0xe000)), Ok(untagged.clone()));
+                // QinQ: a VLAN tag inside a priority tag is still another VLAN.
+                let inner = tagged(frame, 0x8100, 100);
+                assert!(!decode(&tagged(&inner, tpid, 0)).unwrap_err().is_malformed());
+            }
+        }
+        let mut truncated = ARP_REQUEST[..16].to_vec();
+        truncated[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert!(decode(&truncated).unwrap_err().is_malformed());
+    }
+
+    #[test]
+    fn frames_from_a_group_or_zero_source_are_invalid() {
+        use golden::{ARP_REQUEST, NS};
+        for frame in [&ARP_REQUEST[..], &NS[..]] {
+            for source in [MacAddr::BROADCAST, MacAddr::ZERO, MacAddr([0x33, 0x33, 0, 0, 0, 1])] {
+                let mut forged = frame.to_vec();
+                forged[6..12].copy_from_slice(&source.0);
+                assert_eq!(
+                    decode(&forged),
+                    Err(DecodeError::Invalid("Ethernet source address (group or zero)"))
+                );
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::net::Ipv6Addr;
 
-use etherparse::icmpv6::{NdpOptionSlice, NdpOptionsIterator, NeighborAdvertisementHeader};
+use etherparse::icmpv6::NeighborAdvertisementHeader;
 use etherparse::{Icmpv6Slice, Icmpv6Type, IpNumber, Ipv6HeaderSlice, PacketBuilder};
 
 use super::{DecodeError, EthernetHeader, MacAddr, Packet};
@@ -176,6 +176,11 @@ pub fn decode(eth: EthernetHeader, payload: &[u8]) -> Result<Packet, DecodeError
     if !icmp.is_checksum_valid(source.octets(), destination.octets()) {
         return Err(DecodeError::Checksum);
     }
+    // RFC 4291 §2.7: a multicast address is never a source; §2.5.3: nor is the loopback address outside a node. An
+    // answer to such a solicitation would go to a group, or nowhere.
+    if source.is_multicast() || source.is_loopback() {
+        return Err(DecodeError::Invalid("NS/NA source address (multicast or loopback)"));
+    }
     if icmp.code_u8() != 0 {
         return Err(DecodeError::Invalid("ICMPv6 code of NS/NA (must be 0)"));
     }
@@ -225,20 +230,45 @@ pub fn decode(eth: EthernetHeader, payload: &[u8]) -> Result<Packet, DecodeError
     }
 }
 
-/// Source and target link-layer address options (RFC 4861 §4.6.1); every option must have a non-zero length.
-fn link_layer_options(options: &[u8]) -> Result<(Option<MacAddr>, Option<MacAddr>), DecodeError> {
+/// Source and target link-layer address options (RFC 4861 §4.6.1). Work is bounded: every option is at least 8
+/// bytes long.
+fn link_layer_options(mut options: &[u8]) -> Result<(Option<MacAddr>, Option<MacAddr>), DecodeError> {
     let (mut slla, mut tlla) = (None, None);
-    for option in NdpOptionsIterator::from_slice(options) {
-        let option = option.map_err(|_| DecodeError::Invalid("NDP option (zero length or truncated)"))?;
-        let (slot, address) = match option {
-            NdpOptionSlice::SourceLinkLayerAddress(o) => (&mut slla, o.link_layer_address()),
-            NdpOptionSlice::TargetLinkLayerAddress(o) => (&mut tlla, o.link_layer_address()),
+    while let Some(&[kind, units, ..]) = options.first_chunk::<2>() {
+        // RFC 4861 §7.1.1, §7.1.2: every option has a length greater than zero; one that runs past the message is
+        // truncated.
+        if units == 0 {
+            return Err(DecodeError::Invalid("NDP option of length zero"));
+        }
+        let Some((option, rest)) = options.split_at_checked(usize::from(units) * 8) else {
+            return Err(DecodeError::Invalid("NDP option longer than the message"));
+        };
+        options = rest;
+        let slot = match kind {
+            OPTION_SOURCE_LINK_LAYER_ADDRESS => &mut slla,
+            OPTION_TARGET_LINK_LAYER_ADDRESS => &mut tlla,
+            // RFC 4861 §4.3, §4.4: options the receiver does not recognize (here: any other) MUST be ignored,
+            // whatever their length.
             _ => continue,
         };
-        let mac = address
-            .get(..6)
-            .ok_or(DecodeError::Invalid("link-layer address option shorter than 6 bytes"))?;
-        *slot = Some(MacAddr(mac.try_into().unwrap_or_default()));
+        // RFC 2464 §8: on Ethernet the option is one unit, type + length + the 6-byte address.
+        let &[_, _, a, b, c, d, e, f] = option else {
+            return Err(DecodeError::Invalid(
+                "link-layer address option not 8 bytes long (Ethernet)",
+            ));
+        };
+        let mac = MacAddr([a, b, c, d, e, f]);
+        // The answer goes to this address, or it names the claimant of a conflict: a group or zero one is forged.
+        if !mac.is_station() {
+            return Err(DecodeError::Invalid(
+                "link-layer address option (group or zero address)",
+            ));
+        }
+        // Linux keeps the first of duplicated options (ndisc_parse_options); so does Herald.
+        slot.get_or_insert(mac);
+    }
+    if !options.is_empty() {
+        return Err(DecodeError::Invalid("NDP option longer than the message"));
     }
     Ok((slla, tlla))
 }
@@ -367,6 +397,193 @@ mod tests {
             decode_frame(&solicited_to_all_nodes),
             Err(DecodeError::Invalid(_))
         ));
+    }
+
+    /// An NS with `options` after the target, from `source` to `destination`, checksum computed.
+    fn ns_with(source: Ipv6Addr, destination: Ipv6Addr, options: &[u8]) -> Vec<u8> {
+        let target = ip("2001:db8::10");
+        let mut body = target.octets().to_vec();
+        body.extend_from_slice(options);
+        build(
+            CLIENT,
+            MacAddr::ipv6_multicast(solicited_node(target)),
+            source,
+            destination,
+            Icmpv6Type::NeighborSolicitation,
+            &body,
+        )
+    }
+
+    /// RFC 4291 §2.7 / §2.5.3: no IPv6 packet comes from a multicast or the loopback address. An NS from one would
+    /// be answered with a unicast NA to a group (RFC 4861 §7.2.4 sends it to the solicitation's source).
+    #[test]
+    fn rejects_multicast_and_loopback_sources() {
+        let group = solicited_node(ip("2001:db8::10"));
+        let slla = link_layer_option(OPTION_SOURCE_LINK_LAYER_ADDRESS, CLIENT);
+        for source in ["ff02::1", "ff02::1:ff00:10", "ff05::2", "ff0e::1", "::1"] {
+            let ns = ns_with(ip(source), group, &slla);
+            assert_eq!(
+                decode_frame(&ns),
+                Err(DecodeError::Invalid("NS/NA source address (multicast or loopback)")),
+                "NS from {source}"
+            );
+            let na = NeighborAdvertisement {
+                source: ip(source),
+                destination: ALL_NODES,
+                target: ip("2001:db8::10"),
+                router: false,
+                solicited: false,
+                override_flag: true,
+                target_mac: Some(CLIENT),
+            }
+            .to_frame(CLIENT, MacAddr::ipv6_multicast(ALL_NODES));
+            assert!(
+                matches!(decode_frame(&na), Err(DecodeError::Invalid(_))),
+                "NA from {source}"
+            );
+        }
+        assert!(decode_frame(&ns_with(ip("fe80::2"), group, &slla)).is_ok());
+    }
+
+    /// RFC 4861 §4.3: options the receiver does not recognize are ignored, whatever their length; only a zero
+    /// length or one running past the message invalidates it (§7.1.1).
+    #[test]
+    fn ignores_unrecognized_options_of_any_length() {
+        let group = solicited_node(ip("2001:db8::10"));
+        let slla = link_layer_option(OPTION_SOURCE_LINK_LAYER_ADDRESS, CLIENT);
+        for other in [
+            vec![3, 1, 0, 0, 0, 0, 0, 0], // Prefix Information, 1 unit instead of 4
+            vec![5, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // MTU, 2 units instead of 1
+            vec![14, 1, 1, 2, 3, 4, 5, 6], // Nonce (RFC 3971)
+            vec![200, 1, 0, 0, 0, 0, 0, 0], // unassigned
+        ] {
+            let mut options = other.clone();
+            options.extend_from_slice(&slla);
+            let Ok(Packet::NeighborSolicitation(_, ns)) = decode_frame(&ns_with(ip("fe80::2"), group, &options)) else {
+                panic!("NS with option {other:?} dropped")
+            };
+            assert_eq!(ns.source_mac, Some(CLIENT));
+        }
+        let truncated = [1, 2, 2, 0, 0, 0, 0, 2]; // SLLA claiming 16 bytes in 8
+        assert!(matches!(
+            decode_frame(&ns_with(ip("fe80::2"), group, &truncated)),
+            Err(DecodeError::Invalid(_))
+        ));
+        let zero_after_valid = [&slla[..], &[200, 0, 0, 0, 0, 0, 0, 0]].concat();
+        assert!(matches!(
+            decode_frame(&ns_with(ip("fe80::2"), group, &zero_after_valid)),
+            Err(DecodeError::Invalid(_))
+        ));
+        let trailing_byte = [&slla[..], &[1]].concat();
+        assert!(matches!(
+            decode_frame(&ns_with(ip("fe80::2"), group, &trailing_byte)),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    /// RFC 2464 §8: an Ethernet link-layer address option is exactly one unit; and the address must be a station's,
+    /// since the answer is sent to it (SLLA) or it names the claimant of a conflict (TLLA).
+    #[test]
+    fn link_layer_options_must_carry_one_station_address() {
+        let group = solicited_node(ip("2001:db8::10"));
+        let long_slla = [1, 2, 2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            decode_frame(&ns_with(ip("fe80::2"), group, &long_slla)),
+            Err(DecodeError::Invalid(_))
+        ));
+        for mac in [MacAddr::BROADCAST, MacAddr::ZERO, MacAddr([0x33, 0x33, 0, 0, 0, 1])] {
+            let slla = link_layer_option(OPTION_SOURCE_LINK_LAYER_ADDRESS, mac);
+            assert!(
+                matches!(
+                    decode_frame(&ns_with(ip("fe80::2"), group, &slla)),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "SLLA {mac}"
+            );
+            let na = NeighborAdvertisement {
+                source: ip("2001:db8::10"),
+                destination: ALL_NODES,
+                target: ip("2001:db8::10"),
+                router: false,
+                solicited: false,
+                override_flag: true,
+                target_mac: Some(mac),
+            }
+            .to_frame(CLIENT, MacAddr::ipv6_multicast(ALL_NODES));
+            assert!(matches!(decode_frame(&na), Err(DecodeError::Invalid(_))), "TLLA {mac}");
+        }
+        // Duplicated options: the first counts, as in Linux.
+        let other = MacAddr([0x02, 0, 0, 0, 0, 0x09]);
+        let twice = [
+            link_layer_option(OPTION_SOURCE_LINK_LAYER_ADDRESS, CLIENT),
+            link_layer_option(OPTION_SOURCE_LINK_LAYER_ADDRESS, other),
+        ]
+        .concat();
+        let Ok(Packet::NeighborSolicitation(_, ns)) = decode_frame(&ns_with(ip("fe80::2"), group, &twice)) else {
+            panic!("not NS")
+        };
+        assert_eq!(ns.source_mac, Some(CLIENT));
+    }
+
+    /// RFC 4861 §7.1.2: the advertisements read for conflict detection are validated like solicitations.
+    #[test]
+    fn enforces_rfc_4861_advertisement_validation() {
+        let na = |target: &str, destination: Ipv6Addr, solicited: bool| {
+            NeighborAdvertisement {
+                source: ip("2001:db8::10"),
+                destination,
+                target: ip(target),
+                router: false,
+                solicited,
+                override_flag: true,
+                target_mac: Some(CLIENT),
+            }
+            .to_frame(CLIENT, MacAddr::ipv6_multicast(ALL_NODES))
+        };
+        assert!(decode_frame(&na("2001:db8::10", ALL_NODES, false)).is_ok());
+        assert!(decode_frame(&na("2001:db8::10", ip("fe80::1"), true)).is_ok());
+        // Target multicast; solicited to a group (all-nodes or any other).
+        assert!(matches!(
+            decode_frame(&na("ff02::1", ALL_NODES, false)),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode_frame(&na("2001:db8::10", ip("ff02::2"), true)),
+            Err(DecodeError::Invalid(_))
+        ));
+        let good = na("2001:db8::10", ALL_NODES, false);
+        let mut hop = good.clone();
+        hop[21] = 1;
+        assert_eq!(decode_frame(&hop), Err(DecodeError::HopLimit(1)));
+        let mut checksum = good.clone();
+        checksum[60] ^= 1;
+        assert_eq!(decode_frame(&checksum), Err(DecodeError::Checksum));
+        let mut code = good.clone();
+        code[55] = 3;
+        fix_checksum(&mut code);
+        assert!(matches!(decode_frame(&code), Err(DecodeError::Invalid(_))));
+        let mut short = good[..74].to_vec();
+        short[18..20].copy_from_slice(&20u16.to_be_bytes());
+        fix_checksum(&mut short);
+        assert!(
+            matches!(decode_frame(&short), Err(DecodeError::Truncated { layer: "NS/NA", .. })),
+            "20 bytes < 24"
+        );
+    }
+
+    /// RFC 4861 §7.1.1: a solicitation from `::` (DAD) goes to a solicited-node group; to any other destination,
+    /// unicast or all-nodes, it is invalid.
+    #[test]
+    fn dad_solicitation_only_to_a_solicited_node_group() {
+        for destination in ["2001:db8::10", "ff02::1", "ff02::2"] {
+            let ns = ns_with(Ipv6Addr::UNSPECIFIED, ip(destination), &[]);
+            assert!(
+                matches!(decode_frame(&ns), Err(DecodeError::Invalid(_))),
+                "DAD NS to {destination}"
+            );
+        }
+        let ns = ns_with(Ipv6Addr::UNSPECIFIED, solicited_node(ip("2001:db8::10")), &[]);
+        assert!(decode_frame(&ns).is_ok());
     }
 
     #[test]

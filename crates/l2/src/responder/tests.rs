@@ -129,6 +129,25 @@ fn answers_arp_probes_so_the_prober_sees_the_address_is_taken() {
         (NODE, "198.51.100.10".parse().unwrap())
     );
     assert_eq!((reply.target_mac, reply.target_ip), (CLIENT, Ipv4Addr::UNSPECIFIED));
+    assert_eq!(
+        out.events,
+        vec![],
+        "a probe is not a claim (RFC 5227 §2.4: its sender IP is 0.0.0.0)"
+    );
+    assert_eq!(
+        eth_destination(&out.frames[0]),
+        CLIENT,
+        "the reply is unicast to the prober"
+    );
+}
+
+fn eth_destination(frame: &[u8]) -> MacAddr {
+    match decode(frame) {
+        Ok(Packet::Arp(eth, _) | Packet::NeighborSolicitation(eth, _) | Packet::NeighborAdvertisement(eth, _)) => {
+            eth.destination
+        }
+        other => panic!("undecodable: {other:?}"),
+    }
 }
 
 #[test]
@@ -167,8 +186,10 @@ fn answers_unicast_nud_probe_without_source_link_layer_option() {
     assert_eq!(na.target_mac, Some(NODE));
 }
 
+/// RFC 4862 §5.4.3 / RFC 4861 §7.2.4: a DAD probe for an address we answer for is answered to all-nodes; like an ARP
+/// probe (RFC 5227 §2.1.1) it claims nothing, so it is no conflict: a host probing must not make the owner yield.
 #[test]
-fn defends_against_dad_probe_and_reports_it() {
+fn answers_dad_probe_for_announced_address_without_a_conflict() {
     let now = Instant::now();
     let mut r = announcing(&[v6("2001:db8::10")], now);
     let group = solicited_node(v6a("2001:db8::10"));
@@ -185,19 +206,10 @@ fn defends_against_dad_probe_and_reports_it() {
     assert_eq!(eth.destination, MacAddr([0x33, 0x33, 0, 0, 0, 1]));
     assert_eq!(na.destination, ALL_NODES);
     assert!(!na.solicited && na.override_flag);
-    assert_eq!(
-        out.events,
-        vec![Event::Conflict(Conflict {
-            ip: v6("2001:db8::10"),
-            mac: OTHER,
-            signal: ConflictSignal::DadProbe,
-            refused: false
-        })]
-    );
-    assert!(
-        r.is_answering(v6("2001:db8::10")),
-        "the caller decides whether to yield"
-    );
+    assert_eq!(na.target_mac, Some(NODE));
+    assert_eq!(out.events, vec![], "a probe is not a claim");
+    assert_eq!(r.counters.snapshot().conflicts, 0);
+    assert!(r.is_answering(v6("2001:db8::10")));
 }
 
 #[test]
@@ -207,12 +219,14 @@ fn probes_then_announces_when_nobody_answers() {
     let ip = v4("192.0.2.7");
     let out = r.announce(ip, AnnounceMode::Probe, t0);
     assert_eq!(out.frames.len(), 1);
+    // RFC 5227 §2.1.1: sender MAC ours, sender IP 0.0.0.0, target MAC zero, target IP the address, broadcast.
     let probe = decode_arp(&out.frames[0]);
     assert!(probe.is_probe());
     assert_eq!(
-        (probe.sender_mac, probe.target_ip),
-        (NODE, "192.0.2.7".parse().unwrap())
+        (probe.sender_mac, probe.target_mac, probe.target_ip),
+        (NODE, MacAddr::ZERO, "192.0.2.7".parse().unwrap())
     );
+    assert_eq!(eth_destination(&out.frames[0]), MacAddr::BROADCAST);
     assert!(!r.is_answering(ip));
 
     let step = ProbeConfig::default().interval;
@@ -223,6 +237,15 @@ fn probes_then_announces_when_nobody_answers() {
     let out = r.poll(t0 + step * 3);
     assert_eq!(out.events, vec![Event::Announced { ip }]);
     assert_eq!(out.frames.len(), 2, "gratuitous ARP request and reply");
+    // RFC 5227 §2.3: the ARP Announcement is the probe with the address as sender IP too.
+    assert_eq!(
+        decode_arp(&out.frames[0]),
+        ArpMessage {
+            sender_ip: "192.0.2.7".parse().unwrap(),
+            ..probe
+        }
+    );
+    assert_eq!(eth_destination(&out.frames[0]), MacAddr::BROADCAST);
     assert!(r.is_answering(ip));
     assert_eq!(r.counters.snapshot().probes_sent, 3);
 }
@@ -382,9 +405,299 @@ fn reports_conflicts_while_announcing_at_most_every_defend_interval() {
         })]
     );
     assert!(r.handle_frame(&garp, t0 + Duration::from_secs(1)).events.is_empty());
-    assert_eq!(r.handle_frame(&garp, t0 + CONFLICT_REPORT_INTERVAL).events.len(), 1);
+    assert_eq!(r.handle_frame(&garp, t0 + DEFEND_INTERVAL).events.len(), 1);
     assert_eq!(r.counters.snapshot().conflicts, 3);
     assert!(r.is_answering(v4("198.51.100.10")));
+}
+
+fn defending(ips: &[IpAddr], now: Instant) -> Responder {
+    let announce = AnnounceConfig {
+        on_conflict: ConflictPolicy::Defend,
+        ..AnnounceConfig::default()
+    };
+    let mut r = Responder::new(NODE, ProbeConfig::default(), announce, Arc::new(Counters::default()));
+    for ip in ips {
+        r.announce(*ip, AnnounceMode::Immediately, now);
+    }
+    r
+}
+
+fn foreign_advertisement(ip: &str) -> Vec<u8> {
+    NeighborAdvertisement {
+        source: v6a(ip),
+        destination: ALL_NODES,
+        target: v6a(ip),
+        router: false,
+        solicited: false,
+        override_flag: true,
+        target_mac: Some(OTHER),
+    }
+    .to_frame(OTHER, MacAddr::ipv6_multicast(ALL_NODES))
+}
+
+/// RFC 5227 §2.4 (c): a host that keeps its address after a conflicting ARP broadcasts one ARP Announcement (its own
+/// IP and MAC as sender, target IP its own, target MAC zero), and no second one within DEFEND_INTERVAL.
+#[test]
+fn defends_a_kept_ipv4_address_once_per_defend_interval() {
+    let t0 = Instant::now();
+    let ip = v4("198.51.100.10");
+    let mut r = defending(&[ip], t0);
+    let before = r.counters.snapshot().gratuitous_sent;
+    // Every kind of conflicting ARP: a gratuitous request, a reply, a request for another address from ours.
+    let claims = [
+        arp(
+            ArpOperation::Request,
+            OTHER,
+            "198.51.100.10",
+            "198.51.100.10",
+            MacAddr::BROADCAST,
+        ),
+        arp(
+            ArpOperation::Reply,
+            OTHER,
+            "198.51.100.10",
+            "198.51.100.1",
+            MacAddr::BROADCAST,
+        ),
+        arp(
+            ArpOperation::Request,
+            OTHER,
+            "198.51.100.10",
+            "198.51.100.1",
+            MacAddr::BROADCAST,
+        ),
+    ];
+    for (n, claim) in claims.iter().enumerate() {
+        let at = t0 + DEFEND_INTERVAL * (2 * n as u32 + 1);
+        let out = r.handle_frame(claim, at);
+        assert_eq!(out.frames.len(), 1, "claim {n}: one defence");
+        assert_eq!(eth_destination(&out.frames[0]), MacAddr::BROADCAST);
+        assert_eq!(
+            decode_arp(&out.frames[0]),
+            ArpMessage {
+                operation: ArpOperation::Request,
+                sender_mac: NODE,
+                sender_ip: "198.51.100.10".parse().unwrap(),
+                target_mac: MacAddr::ZERO,
+                target_ip: "198.51.100.10".parse().unwrap(),
+            }
+        );
+        assert!(matches!(
+            out.events[..],
+            [Event::Conflict(Conflict {
+                refused: false,
+                mac: OTHER,
+                ..
+            })]
+        ));
+        // The other host insists: no second defence (nor report) within DEFEND_INTERVAL, and the address is kept.
+        for later in [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            DEFEND_INTERVAL - Duration::from_millis(1),
+        ] {
+            assert_eq!(
+                r.handle_frame(claim, at + later),
+                Output::default(),
+                "claim {n} again after {later:?}"
+            );
+        }
+        assert!(r.is_answering(ip));
+    }
+    assert_eq!(r.counters.snapshot().gratuitous_sent - before, 3);
+    assert_eq!(r.counters.snapshot().conflicts, 3 * 4);
+}
+
+/// The same for IPv6: an unsolicited, overriding NA with our link-layer address to all-nodes (RFC 4861 §7.2.6).
+#[test]
+fn defends_a_kept_ipv6_address_once_per_defend_interval() {
+    let t0 = Instant::now();
+    let ip = v6("2001:db8::10");
+    let mut r = defending(&[ip], t0);
+    let from_ours = NeighborSolicitation {
+        source: v6a("2001:db8::10"),
+        destination: solicited_node(v6a("2001:db8::1")),
+        target: v6a("2001:db8::1"),
+        source_mac: Some(OTHER),
+    }
+    .to_frame(OTHER, MacAddr::ipv6_multicast(solicited_node(v6a("2001:db8::1"))));
+    for (n, claim) in [foreign_advertisement("2001:db8::10"), from_ours].iter().enumerate() {
+        let at = t0 + DEFEND_INTERVAL * (2 * n as u32 + 1);
+        let out = r.handle_frame(claim, at);
+        assert_eq!(out.frames.len(), 1, "claim {n}");
+        let (eth, na) = decode_na(&out.frames[0]);
+        assert_eq!(
+            (eth.source, eth.destination),
+            (NODE, MacAddr::ipv6_multicast(ALL_NODES))
+        );
+        assert_eq!(
+            na,
+            NeighborAdvertisement {
+                source: v6a("2001:db8::10"),
+                destination: ALL_NODES,
+                target: v6a("2001:db8::10"),
+                router: false,
+                solicited: false,
+                override_flag: true,
+                target_mac: Some(NODE),
+            }
+        );
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(r.handle_frame(claim, at + Duration::from_secs(5)), Output::default());
+        assert!(r.is_answering(ip));
+    }
+}
+
+/// The election yields an address on a conflict (RFC 5227 §2.4 (a)): nothing is sent, or the other claimant (maybe
+/// the node that took the address over) would yield too.
+#[test]
+fn yielding_owner_sends_no_defence() {
+    let t0 = Instant::now();
+    let mut r = announcing(&[v4("198.51.100.10"), v6("2001:db8::10")], t0);
+    let garp = arp(
+        ArpOperation::Request,
+        OTHER,
+        "198.51.100.10",
+        "198.51.100.10",
+        MacAddr::BROADCAST,
+    );
+    for claim in [garp, foreign_advertisement("2001:db8::10")] {
+        let out = r.handle_frame(&claim, t0);
+        assert!(out.frames.is_empty());
+        assert_eq!(out.events.len(), 1);
+    }
+}
+
+/// A conflict while probing refuses the address whatever the policy: it was never ours.
+#[test]
+fn defending_owner_still_refuses_an_address_in_use() {
+    let t0 = Instant::now();
+    let mut r = defending(&[], t0);
+    r.announce(v4("192.0.2.7"), AnnounceMode::Probe, t0);
+    let garp = arp(
+        ArpOperation::Request,
+        OTHER,
+        "192.0.2.7",
+        "192.0.2.7",
+        MacAddr::BROADCAST,
+    );
+    let out = r.handle_frame(&garp, t0);
+    assert!(out.frames.is_empty());
+    assert!(matches!(
+        out.events[..],
+        [Event::Conflict(Conflict { refused: true, .. })]
+    ));
+}
+
+/// A VLAN is another network: a request that came tagged is not answered on the untagged interface, and a host of
+/// another VLAN using the address is no conflict. A priority tag (VLAN 0) is the untagged network.
+#[test]
+fn frames_of_other_vlans_are_neither_answered_nor_conflicts() {
+    let t0 = Instant::now();
+    let mut r = defending(&[v4("198.51.100.10"), v6("2001:db8::10")], t0);
+    let garp = arp(
+        ArpOperation::Request,
+        OTHER,
+        "198.51.100.10",
+        "198.51.100.10",
+        MacAddr::BROADCAST,
+    );
+    let na = foreign_advertisement("2001:db8::10");
+    for frame in [&ARP_REQUEST[..], &NS[..], &garp, &na] {
+        for tci in [100, 0x2064, 4095] {
+            let tagged = tag(frame, 0x8100, tci);
+            assert_eq!(r.handle_frame(&tagged, t0), Output::default(), "VLAN {tci:#x}");
+            assert_eq!(r.handle_frame(&tag(frame, 0x88a8, tci), t0), Output::default());
+        }
+    }
+    assert_eq!(r.counters.snapshot().conflicts, 0);
+    assert_eq!(
+        r.counters.snapshot().malformed_dropped,
+        0,
+        "another VLAN's frames are not malformed"
+    );
+    assert_eq!(
+        r.handle_frame(&tag(&ARP_REQUEST, 0x8100, 0xa000), t0).frames,
+        vec![ARP_REPLY.to_vec()]
+    );
+    assert_eq!(r.handle_frame(&tag(&NS, 0x8100, 0), t0).frames, vec![NA.to_vec()]);
+}
+
+fn tag(frame: &[u8], tpid: u16, tci: u16) -> Vec<u8> {
+    let mut buf = frame.to_vec();
+    buf.resize(frame.len() + 4, 0);
+    let len = crate::packet::restore_vlan_tag(&mut buf, frame.len(), tpid, tci);
+    buf.truncate(len);
+    buf
+}
+
+/// RFC 4291 §2.7: a solicitation from a multicast source is invalid; answering it sent a "solicited" NA to a group.
+#[test]
+fn ignores_solicitations_from_multicast_sources() {
+    let t0 = Instant::now();
+    let mut r = announcing(&[v6("2001:db8::10")], t0);
+    let group = solicited_node(v6a("2001:db8::10"));
+    for source in ["ff02::1", "ff02::2", "ff02::1:ff00:10", "ff05::1:3", "::1"] {
+        let ns = NeighborSolicitation {
+            source: v6a(source),
+            destination: group,
+            target: v6a("2001:db8::10"),
+            source_mac: Some(CLIENT),
+        }
+        .to_frame(CLIENT, MacAddr::ipv6_multicast(group));
+        assert_eq!(r.handle_frame(&ns, t0), Output::default(), "NS from {source}");
+    }
+    assert_eq!(r.counters.snapshot().requests_answered, 0);
+    assert_eq!(r.counters.snapshot().malformed_dropped, 5);
+}
+
+/// RFC 826: the reply goes to the sender hardware address; one that is a group (or zero) address would turn a
+/// unicast reply into a broadcast, and names no host for a conflict.
+#[test]
+fn ignores_arp_from_impossible_senders() {
+    let t0 = Instant::now();
+    let mut r = announcing(&[v4("198.51.100.10")], t0);
+    for sender in [MacAddr::BROADCAST, MacAddr::ZERO, MacAddr([0x01, 0, 0x5e, 0, 0, 1])] {
+        let mut request = ARP_REQUEST;
+        request[22..28].copy_from_slice(&sender.0);
+        assert_eq!(r.handle_frame(&request, t0), Output::default(), "sender {sender}");
+        let mut garp = arp(
+            ArpOperation::Request,
+            OTHER,
+            "198.51.100.10",
+            "198.51.100.10",
+            MacAddr::BROADCAST,
+        );
+        garp[22..28].copy_from_slice(&sender.0);
+        assert_eq!(r.handle_frame(&garp, t0), Output::default(), "claim from {sender}");
+    }
+    assert_eq!(r.counters.snapshot().conflicts, 0);
+}
+
+/// RFC 4861 §4.3: an NS carrying an option Herald does not use, of whatever length, is still answered.
+#[test]
+fn answers_solicitations_with_unrecognized_options() {
+    let t0 = Instant::now();
+    let mut r = announcing(&[v6("2001:db8::10")], t0);
+    // The golden NS with a 1-unit Prefix Information option (4 units when it means something) before its SLLA.
+    let mut ns = NS[..78].to_vec();
+    ns.extend_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0]);
+    ns.extend_from_slice(&NS[78..]);
+    ns[18..20].copy_from_slice(&40u16.to_be_bytes());
+    ns[56..58].copy_from_slice(&[0, 0]);
+    let icmp = etherparse::Icmpv6Slice::from_slice(&ns[54..]).unwrap();
+    let sum = icmp
+        .header()
+        .icmp_type
+        .calc_checksum(
+            ns[22..38].try_into().unwrap(),
+            ns[38..54].try_into().unwrap(),
+            icmp.payload(),
+        )
+        .unwrap();
+    ns[56..58].copy_from_slice(&sum.to_be_bytes());
+    assert!(decode(&ns).is_ok(), "{:?}", decode(&ns));
+    assert_eq!(r.handle_frame(&ns, t0).frames, vec![NA.to_vec()]);
 }
 
 #[test]
@@ -442,15 +755,34 @@ mod prop {
 
     fn check(frame: &[u8]) {
         let t0 = Instant::now();
-        let mut r = announcing(&[v4("198.51.100.10"), v6("2001:db8::10")], t0);
-        r.announce(v4("198.51.100.1"), AnnounceMode::Probe, t0);
-        let out = r.handle_frame(frame, t0);
-        // Whatever came in, what goes out is well-formed: decodable and at least the Ethernet minimum.
-        for reply in &out.frames {
-            assert!(reply.len() >= crate::packet::MIN_FRAME_LEN);
-            assert!(decode(reply).is_ok(), "responder built an undecodable frame");
+        for mut r in [
+            announcing(&[v4("198.51.100.10"), v6("2001:db8::10")], t0),
+            defending(&[v4("198.51.100.10"), v6("2001:db8::10")], t0),
+        ] {
+            r.announce(v4("198.51.100.1"), AnnounceMode::Probe, t0);
+            let out = r.handle_frame(frame, t0);
+            // Whatever came in, what goes out is well-formed: decodable, at least the Ethernet minimum, from us, and
+            // bounded: an answer and at most one defence.
+            for reply in &out.frames {
+                assert!(reply.len() >= crate::packet::MIN_FRAME_LEN);
+                let Ok(
+                    Packet::Arp(eth, _) | Packet::NeighborSolicitation(eth, _) | Packet::NeighborAdvertisement(eth, _),
+                ) = decode(reply)
+                else {
+                    panic!("responder built an undecodable frame")
+                };
+                assert_eq!(eth.source, NODE);
+            }
+            assert!(out.frames.len() <= 2);
+            // A frame that came with a VLAN tag is never answered, whatever it is (priority tags aside).
+            let vlan_id = frame
+                .get(12..16)
+                .filter(|tag| matches!(tag[..2], [0x81, 0x00] | [0x88, 0xa8] | [0x91, 0x00]))
+                .map(|tag| u16::from_be_bytes([tag[2], tag[3]]) & 0x0fff);
+            if vlan_id.is_some_and(|id| id != 0) {
+                assert_eq!(out, Output::default(), "answered a frame of another VLAN");
+            }
         }
-        assert!(out.frames.len() <= 1);
     }
 
     proptest! {
@@ -473,6 +805,16 @@ mod prop {
             }
             frame.truncate(cut.max(14));
             check(&frame);
+        }
+
+        #[test]
+        fn tagged_frames_are_never_answered(
+            which in 0usize..4,
+            tpid in prop_oneof![Just(0x8100u16), Just(0x88a8), Just(0x9100)],
+            tci in 1u16..,
+        ) {
+            prop_assume!(tci & 0x0fff != 0);
+            check(&tag(&golden()[which], tpid, tci));
         }
 
         #[test]
