@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use herald_bgp::packet::update::announce_updates;
-use herald_bgp::packet::{Afi, Message, Origin, OutboundAttributes, decode_frame};
+use herald_bgp::packet::{Afi, DecodeContext, Message, Origin, OutboundAttributes, decode_frame};
 use herald_bgp::rib::{AdjRibOut, RoutePolicy, SessionRouting};
 use ipnet::IpNet;
 
@@ -49,7 +49,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decode 10k IPv6 prefixes of UPDATEs", |b| {
         b.iter(|| {
             let mut rest = black_box(&wire[..]);
-            while let Ok(Some((_, n))) = decode_frame(rest, true) {
+            while let Ok(Some((_, n))) = decode_frame(
+                rest,
+                DecodeContext {
+                    four_octet_as: true,
+                    internal: false,
+                },
+            ) {
                 rest = &rest[n..];
             }
         })

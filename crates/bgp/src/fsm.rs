@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::packet::error::{code, subcode};
 use crate::packet::message::AS_TRANS;
-use crate::packet::{Afi, Capability, DecodeError, Message, Notification, Open, Safi};
+use crate::packet::{Afi, Capability, DecodeError, Malformed, Message, Notification, Open, Safi};
 
 /// RFC 4271 §8.2.2: session states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,10 +106,9 @@ pub enum Action {
     SessionDown {
         reason: String,
     },
-    /// A message was dropped without resetting the session (RFC 7606 treat-as-withdraw).
-    Discarded {
-        reason: String,
-    },
+    /// A malformed UPDATE was handled without resetting the session (RFC 7606 treat-as-withdraw, attribute discard
+    /// or AFI/SAFI disable): to be logged and counted.
+    MalformedUpdate(Malformed),
 }
 
 /// RFC 4724 graceful restart, as the restarting speaker.
@@ -414,9 +413,11 @@ impl SessionFsm {
                             out.push(Action::ResendRoutes(rr.afi));
                         }
                     }
+                    // Announce-only: received routes are never installed, so every RFC 7606 approach short of a
+                    // session reset leaves nothing to undo.
                     Message::Update(u) => {
-                        if let Some(reason) = u.treat_as_withdraw {
-                            out.push(Action::Discarded { reason });
+                        if let Some(malformed) = u.malformed {
+                            out.push(Action::MalformedUpdate(malformed));
                         }
                     }
                     _ => {}

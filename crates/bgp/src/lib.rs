@@ -20,5 +20,5 @@ pub mod tasks;
 
 pub use error::{Error, Result};
 pub use instance::{ShutdownMode, Speaker, SpeakerConfig};
-pub use neighbor::{PeerConfig, PeerStatus};
+pub use neighbor::{MalformedUpdates, PeerConfig, PeerStatus};
 pub use rib::RoutePolicy;

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::fsm::{GracefulRestart, State};
-use crate::packet::Afi;
+use crate::packet::{Afi, ErrorHandling};
 
 pub const DEFAULT_PORT: u16 = 179;
 /// RFC 4271 §10 suggests 90 s.
@@ -158,8 +158,10 @@ pub struct PeerStatus {
     pub updates_received: u64,
     pub notifications_sent: u64,
     pub notifications_received: u64,
-    /// Received UPDATEs dropped as malformed without a reset (RFC 7606 treat-as-withdraw).
-    pub updates_discarded: u64,
+    /// Received UPDATEs that were malformed in a way RFC 7606 handles without a session reset.
+    pub malformed_updates: MalformedUpdates,
+    /// The last of them: how it was handled and why, e.g. `treat-as-withdraw: ORIGIN value 5 is undefined`.
+    pub last_malformed_update: Option<String>,
     /// Times the session reached Established.
     pub established_count: u64,
     /// Negotiated hold time, while a session is up.
@@ -179,7 +181,8 @@ impl PeerStatus {
             updates_received: 0,
             notifications_sent: 0,
             notifications_received: 0,
-            updates_discarded: 0,
+            malformed_updates: MalformedUpdates::default(),
+            last_malformed_update: None,
             established_count: 0,
             hold_time: None,
         }
@@ -188,5 +191,28 @@ impl PeerStatus {
     /// How long the session has been Established.
     pub fn uptime(&self) -> Option<Duration> {
         self.established_at.map(|t| t.elapsed())
+    }
+}
+
+/// Received UPDATEs that RFC 7606 let the session survive, by how they were handled (RFC 7606 §2). Each UPDATE counts
+/// once, under the strongest approach its errors asked for (§3(h)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MalformedUpdates {
+    /// Their routes count as withdrawn (Herald installs none: dropped).
+    pub treat_as_withdraw: u64,
+    /// Only malformed attributes were ignored.
+    pub attribute_discard: u64,
+    /// A malformed MP_REACH_NLRI/MP_UNREACH_NLRI disabled its family (RFC 4760 §7) for the session.
+    pub afi_safi_disable: u64,
+}
+
+impl MalformedUpdates {
+    pub fn count(&mut self, handling: ErrorHandling) {
+        let counter = match handling {
+            ErrorHandling::TreatAsWithdraw => &mut self.treat_as_withdraw,
+            ErrorHandling::AttributeDiscard => &mut self.attribute_discard,
+            ErrorHandling::AfiSafiDisable(..) => &mut self.afi_safi_disable,
+        };
+        *counter += 1;
     }
 }

@@ -64,6 +64,11 @@ pub struct SessionRouting {
 }
 
 impl SessionRouting {
+    /// The peer is in our AS.
+    pub fn ibgp(&self) -> bool {
+        self.local_asn == self.peer_asn
+    }
+
     /// The attributes of `prefix` on this session, or why it cannot be announced here.
     pub fn resolve(&self, prefix: &IpNet, policy: &RoutePolicy) -> Result<OutboundAttributes, String> {
         let afi = afi_of(prefix);
@@ -75,7 +80,7 @@ impl SessionRouting {
             (IpNet::V4(_), _) => IpAddr::V4(self.next_hop_v4.ok_or("no IPv4 next hop on this session: set one")?),
             (IpNet::V6(_), _) => IpAddr::V6(self.next_hop_v6.ok_or("no IPv6 next hop on this session: set one")?),
         };
-        let ibgp = self.local_asn == self.peer_asn;
+        let ibgp = self.ibgp();
         Ok(OutboundAttributes {
             origin: Origin::Igp,
             // Design: eBGP AS_PATH = [local ASN] (RFC 4271 §5.1.2); iBGP an empty path and LOCAL_PREF.

@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::fsm::{Action, Direction, Event, Negotiated, SessionConfig, SessionFsm, State, Timer};
 use crate::neighbor::{PeerConfig, PeerStatus};
 use crate::network;
-use crate::packet::{Message, Notification, Update, decode_frame};
+use crate::packet::{DecodeContext, Message, Notification, Update, decode_frame};
 use crate::rib::{AdjRibOut, RouteTable, SessionRouting};
 
 /// Messages from the [`crate::Speaker`] to a peer task.
@@ -123,6 +123,9 @@ struct PeerLoop {
     adj_rib_out: AdjRibOut,
     session: Option<(Negotiated, SessionRouting)>,
     events: VecDeque<Event>,
+    /// Per RFC 7606 approach ([`crate::packet::ErrorHandling::strength`]): a malformed UPDATE handled that way was
+    /// logged at warn level this session. Later ones go to debug, so a peer cannot flood the log.
+    malformed_logged: [bool; 3],
 }
 
 fn timer_index(t: Timer) -> usize {
@@ -159,6 +162,7 @@ impl PeerTask {
             adj_rib_out: AdjRibOut::default(),
             session: None,
             events: VecDeque::new(),
+            malformed_logged: [false; 3],
         };
         peer.feed(Event::Start).await;
         loop {
@@ -367,22 +371,47 @@ impl PeerLoop {
             Action::SessionDown { reason } => {
                 debug!(%peer, reason, "session down, Adj-RIB-Out cleared");
                 self.session = None;
+                self.malformed_logged = [false; 3];
                 self.adj_rib_out.clear();
                 self.status.send_modify(|s| {
                     s.prefixes_sent = 0;
                     s.hold_time = None;
                 });
             }
-            Action::Discarded { reason } => {
-                warn!(%peer, reason, "discarded a malformed UPDATE (RFC 7606 treat-as-withdraw)");
-                self.status.send_modify(|s| s.updates_discarded += 1);
+            Action::MalformedUpdate(m) => {
+                let handling = m.handling;
+                let logged = &mut self.malformed_logged[usize::from(handling.strength())];
+                if std::mem::replace(logged, true) {
+                    debug!(%peer, %handling, reason = m.reason, "malformed UPDATE handled without a session reset");
+                } else {
+                    warn!(
+                        %peer, %handling, reason = m.reason,
+                        "malformed UPDATE handled without a session reset (RFC 7606); further ones handled this way \
+                         on this session are counted and logged at debug level"
+                    );
+                }
+                self.status.send_modify(|s| {
+                    s.malformed_updates.count(handling);
+                    s.last_malformed_update = Some(format!("{handling}: {}", m.reason));
+                });
             }
         }
     }
 
     /// Whether messages on `dir` use 4-octet AS numbers: only an established session's connection has negotiated.
     fn four_octet_as(&self, dir: Direction) -> bool {
-        self.fsm.connection() == Some(dir) && self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as)
+        self.decode_context(dir).four_octet_as
+    }
+
+    /// How to decode what arrives on `dir`: only an established session's connection has negotiated anything.
+    fn decode_context(&self, dir: Direction) -> DecodeContext {
+        match &self.session {
+            Some((n, routing)) if self.fsm.connection() == Some(dir) => DecodeContext {
+                four_octet_as: n.four_octet_as,
+                internal: routing.ibgp(),
+            },
+            _ => DecodeContext::default(),
+        }
     }
 
     async fn established(&mut self, negotiated: Negotiated) {
@@ -462,15 +491,21 @@ impl PeerLoop {
         self.events.push_back(Event::TcpClosed(dir, err));
     }
 
+    /// Handles every complete message in the connection's buffer, each decoded with the context in force when it is
+    /// reached (the KEEPALIVE that establishes the session changes it). The buffer is compacted once at the end, so a
+    /// read full of small messages costs linear work; it never holds more than one partial message (at most 4096
+    /// bytes) between reads.
     async fn decode_received(&mut self, dir: Direction) {
-        let four = self.four_octet_as(dir);
+        let mut used = 0;
         loop {
+            let ctx = self.decode_context(dir);
             let Some(conn) = self.conn_mut(dir).as_mut() else {
                 return;
             };
-            match decode_frame(&conn.rbuf, four) {
+            let unread = conn.rbuf.get(used..).unwrap_or_default();
+            match decode_frame(unread, ctx) {
                 Ok(Some((msg, n))) => {
-                    conn.rbuf.drain(..n);
+                    used += n;
                     self.status.send_modify(|s| match &msg {
                         Message::Update(_) => s.updates_received += 1,
                         Message::Notification(_) => s.notifications_received += 1,
@@ -478,7 +513,11 @@ impl PeerLoop {
                     });
                     self.feed(Event::Message(dir, msg)).await;
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    let used = used.min(conn.rbuf.len());
+                    conn.rbuf.drain(..used);
+                    return;
+                }
                 Err(e) => {
                     conn.rbuf.clear();
                     self.feed(Event::DecodeFailed(dir, e)).await;

@@ -5,8 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use herald_bgp::fsm::State;
-use herald_bgp::packet::{Afi, Capability, Message, Open, PathAttribute, RouteRefresh, Safi, Update, decode_frame};
-use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
+use herald_bgp::packet::{
+    Afi, Capability, DecodeContext, Message, Open, PathAttribute, RouteRefresh, Safi, Update, decode_frame,
+};
+use herald_bgp::{MalformedUpdates, PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,12 +57,24 @@ impl ScriptedPeer {
     }
 
     async fn send(&mut self, msg: Message) {
-        self.stream.write_all(&msg.encode(true)).await.unwrap();
+        self.send_raw(&msg.encode(true)).await;
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
     }
 
     async fn recv(&mut self) -> Message {
         loop {
-            if let Some((msg, n)) = decode_frame(&self.buf, true).expect("speaker sends valid messages") {
+            if let Some((msg, n)) = decode_frame(
+                &self.buf,
+                DecodeContext {
+                    four_octet_as: true,
+                    internal: false,
+                },
+            )
+            .expect("speaker sends valid messages")
+            {
                 self.buf.drain(..n);
                 return msg;
             }
@@ -182,6 +196,91 @@ async fn announces_diffs_resends_on_refresh_and_ceases_on_shutdown() {
                 break;
             }
             other => panic!("expected the Cease, got {other:?}"),
+        }
+    }
+}
+
+/// An UPDATE as the router would send it: header, withdrawn routes, path attributes and NLRI, all hex.
+fn raw_update(attributes: &str, nlri: &str) -> Vec<u8> {
+    let hex = |s: &str| -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    let (attributes, nlri) = (hex(attributes), hex(nlri));
+    let len = 19 + 4 + attributes.len() + nlri.len();
+    let mut v = vec![0xff; 16];
+    v.extend((len as u16).to_be_bytes());
+    v.extend([2, 0, 0]);
+    v.extend((attributes.len() as u16).to_be_bytes());
+    v.extend(attributes);
+    v.extend(nlri);
+    v
+}
+
+/// RFC 7606: malformed UPDATEs that may be handled without a reset leave the session up and our routes announced,
+/// and are counted per approach; the one that must reset the session (§5.2) still does.
+#[tokio::test]
+async fn malformed_updates_keep_the_session_where_rfc_7606_allows() {
+    let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
+    let mut speaker = speaker_as_64512();
+    speaker.announce([net("203.0.113.1/32")], RoutePolicy::default());
+    let mut config = PeerConfig::new(IpAddr::V4(LOCAL), 64500);
+    config.port = listener.local_addr().unwrap().port();
+    speaker.add_peer(config).unwrap();
+    let mut peer = ScriptedPeer::accept(&listener, 64500).await;
+    assert_eq!(nlri(&peer.update().await), ["203.0.113.1/32"]);
+    assert_eq!(peer.update().await.end_of_rib_family(), Some(Afi::IPV4));
+
+    let mandatory = "40 01 01 00 40 02 06 02 01 00 00 fb f4 40 03 04 c0 00 02 01";
+    // Treat-as-withdraw (§4): COMMUNITIES claims 8 bytes where 2 are left, and stray bytes after the last attribute.
+    peer.send_raw(&raw_update(&format!("{mandatory} c0 08 08 00 00"), "18 c6 33 64"))
+        .await;
+    peer.send_raw(&raw_update(&format!("{mandatory} 00 00"), "18 c6 33 64"))
+        .await;
+    // Attribute discard (§7.6): ATOMIC_AGGREGATE of length 1.
+    peer.send_raw(&raw_update(&format!("{mandatory} 40 06 01 00"), "18 c6 33 64"))
+        .await;
+    // AFI/SAFI disable (§7.11): MP_REACH_NLRI with a 5-byte IPv6 next hop.
+    peer.send_raw(&raw_update(
+        "40 01 01 00 40 02 00 90 0e 00 0a 00 02 01 05 20 01 0d b8 00 00",
+        "",
+    ))
+    .await;
+    // Still up and answering: a route refresh brings our route again.
+    peer.send(Message::RouteRefresh(RouteRefresh {
+        afi: Afi::IPV4,
+        safi: Safi::UNICAST,
+    }))
+    .await;
+    assert_eq!(nlri(&peer.update().await), ["203.0.113.1/32"]);
+    let status = speaker.peers().remove(0);
+    assert_eq!(status.state, State::Established);
+    assert_eq!(status.established_count, 1, "the session never flapped");
+    assert_eq!(status.notifications_sent, 0);
+    assert_eq!(
+        status.malformed_updates,
+        MalformedUpdates {
+            treat_as_withdraw: 2,
+            attribute_discard: 1,
+            afi_safi_disable: 1,
+        }
+    );
+    assert_eq!(
+        status.last_malformed_update.as_deref(),
+        Some("AFI/SAFI disable (AFI 2, SAFI 1): malformed MP_REACH_NLRI: a next hop of 5 bytes for AFI 2 SAFI 1")
+    );
+
+    // §5.2: the same overrun in an UPDATE that announces nothing still resets, with Attribute Length Error.
+    peer.send_raw(&raw_update("40 01 01 00 c0 08 08 00 00", "")).await;
+    loop {
+        match peer.recv().await {
+            Message::Keepalive => {}
+            Message::Notification(n) => {
+                assert_eq!((n.code, n.subcode, n.data), (3, 5, vec![0xc0, 0x08, 0x08]));
+                break;
+            }
+            other => panic!("expected the NOTIFICATION, got {other:?}"),
         }
     }
 }

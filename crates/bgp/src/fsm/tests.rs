@@ -1,7 +1,7 @@
 //! Event scripts: each test feeds events and checks the actions and states that come out.
 
 use super::*;
-use crate::packet::{Update, message::RouteRefresh};
+use crate::packet::{ErrorHandling, Malformed, Update, message::RouteRefresh};
 
 const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OUT: Direction = Direction::Outgoing;
@@ -280,7 +280,7 @@ fn received_notification_closes_without_answer() {
 #[test]
 fn decode_errors_send_their_notification() {
     let mut fsm = established();
-    let err = crate::packet::decode_frame(&[0u8; 19], true).unwrap_err();
+    let err = crate::packet::decode_frame(&[0u8; 19], crate::packet::DecodeContext::default()).unwrap_err();
     let a = fsm.handle(Event::DecodeFailed(OUT, err));
     assert_eq!(sent_notification(&a), Some((1, 1)));
     assert!(fsm.last_error().unwrap().contains("marker"));
@@ -385,17 +385,32 @@ fn route_refresh_resends_negotiated_families_only() {
 }
 
 #[test]
-fn treat_as_withdraw_updates_are_discarded_without_reset() {
-    let mut fsm = established();
-    let u = Update {
-        treat_as_withdraw: Some("invalid ORIGIN value 5".into()),
-        ..Update::default()
-    };
-    let a = fsm.handle(Event::Message(OUT, Message::Update(u)));
-    assert!(a.contains(&Action::Discarded {
-        reason: "invalid ORIGIN value 5".into()
-    }));
-    assert_eq!(fsm.state(), State::Established);
+fn malformed_updates_handled_by_rfc_7606_keep_the_session() {
+    for handling in [
+        ErrorHandling::AttributeDiscard,
+        ErrorHandling::TreatAsWithdraw,
+        ErrorHandling::AfiSafiDisable(Afi::IPV6, Safi::UNICAST),
+    ] {
+        let mut fsm = established();
+        let malformed = Malformed {
+            handling,
+            reason: "ORIGIN value 5 is undefined".into(),
+        };
+        let u = Update {
+            malformed: Some(malformed.clone()),
+            ..Update::default()
+        };
+        let a = fsm.handle(Event::Message(OUT, Message::Update(u)));
+        assert_eq!(
+            a,
+            vec![
+                Action::ArmTimer(Timer::Hold, Duration::from_secs(30)),
+                Action::MalformedUpdate(malformed)
+            ],
+            "{handling}: nothing sent, nothing closed"
+        );
+        assert_eq!(fsm.state(), State::Established);
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use super::capability::Capability;
 use super::error::{DecodeError, code, subcode};
 use super::update::Update;
-use super::{Afi, Safi};
+use super::{Afi, DecodeContext, Safi};
 
 /// RFC 4271 §4.1: sixteen ones.
 pub const MARKER: [u8; 16] = [0xff; 16];
@@ -198,7 +198,7 @@ impl Message {
     }
 
     /// Encodes the message with its header. `four_octet_as` selects the AS_PATH encoding of UPDATEs (RFC 6793).
-    /// UPDATEs longer than 4096 bytes are the caller's bug: [`super::update::UpdateBuilder`] never builds them.
+    /// UPDATEs longer than 4096 bytes are the caller's bug: [`super::update::announce_updates`] never builds them.
     pub fn encode(&self, four_octet_as: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.extend(MARKER);
@@ -240,8 +240,9 @@ impl Message {
 }
 
 /// Reads one message from the front of `buf`. `Ok(None)`: more bytes are needed. `Ok(Some((msg, n)))`: the message
-/// took `n` bytes. `Err`: the stream is broken; send the error's NOTIFICATION and close (RFC 4271 §6.1).
-pub fn decode_frame(buf: &[u8], four_octet_as: bool) -> Result<Option<(Message, usize)>, DecodeError> {
+/// took `n` bytes. `Err`: send the error's NOTIFICATION and close (RFC 4271 §6; for UPDATEs only where RFC 7606
+/// asks for a session reset).
+pub fn decode_frame(buf: &[u8], ctx: DecodeContext) -> Result<Option<(Message, usize)>, DecodeError> {
     if buf.len() < HEADER_LEN {
         // Check the marker early so garbage is rejected without waiting for 19 bytes.
         if buf.iter().take(MARKER.len()).any(|&b| b != 0xff) {
@@ -288,7 +289,7 @@ pub fn decode_frame(buf: &[u8], four_octet_as: bool) -> Result<Option<(Message, 
     let body = &buf[HEADER_LEN..len];
     let msg = match ty {
         msg_type::OPEN => Message::Open(decode_open(body)?),
-        msg_type::UPDATE => Message::Update(Update::decode(body, four_octet_as)?),
+        msg_type::UPDATE => Message::Update(Update::decode(body, ctx)?),
         msg_type::NOTIFICATION => Message::Notification(Notification {
             code: body[0],
             subcode: body[1],

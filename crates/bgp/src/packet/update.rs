@@ -1,18 +1,20 @@
 //! UPDATE (RFC 4271 §4.3): path attributes, NLRI, MP_REACH/MP_UNREACH (RFC 4760) and the packing of many prefixes
 //! per message.
 //!
-//! Received UPDATEs are only validated (Herald is announce-only and installs nothing). Errors follow RFC 7606: what
-//! breaks the framing of the message (attribute list, NLRI, MP_REACH/MP_UNREACH) resets the session with the RFC 4271
-//! §6.3 NOTIFICATION; a malformed individual attribute makes the UPDATE "treat-as-withdraw", which for us means it is
-//! counted and dropped without a reset.
+//! Received UPDATEs are only validated (Herald is announce-only and installs nothing), following RFC 7606: only what
+//! keeps the NLRI from being located or parsed resets the session (with the RFC 4271 §6.3 NOTIFICATION); any other
+//! malformation is "treat-as-withdraw", "attribute discard" or "AFI/SAFI disable" ([`ErrorHandling`]), which for us
+//! means it is logged, counted and the session stays up. Decoding lives in `update/decode.rs`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 
-use super::error::{DecodeError, subcode};
 use super::message::{AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
 use super::{Afi, Safi};
+
+mod decode;
 
 /// Attribute flags (RFC 4271 §4.3).
 pub mod flag {
@@ -30,10 +32,16 @@ pub mod attr_type {
     pub const MULTI_EXIT_DISC: u8 = 4;
     pub const LOCAL_PREF: u8 = 5;
     pub const ATOMIC_AGGREGATE: u8 = 6;
+    pub const AGGREGATOR: u8 = 7;
     pub const COMMUNITIES: u8 = 8;
+    pub const ORIGINATOR_ID: u8 = 9;
+    pub const CLUSTER_LIST: u8 = 10;
     pub const MP_REACH_NLRI: u8 = 14;
     pub const MP_UNREACH_NLRI: u8 = 15;
+    pub const EXTENDED_COMMUNITIES: u8 = 16;
     pub const AS4_PATH: u8 = 17;
+    pub const AS4_AGGREGATOR: u8 = 18;
+    pub const IPV6_EXTENDED_COMMUNITIES: u8 = 25;
     pub const LARGE_COMMUNITIES: u8 = 32;
 }
 
@@ -103,8 +111,51 @@ pub struct Update {
     pub withdrawn: Vec<Ipv4Net>,
     pub attributes: Vec<PathAttribute>,
     pub nlri: Vec<Ipv4Net>,
-    /// Set on decode when RFC 7606 "treat-as-withdraw" applies: the reason. Ignored by encode.
-    pub treat_as_withdraw: Option<String>,
+    /// Set on decode when the UPDATE was malformed in a way RFC 7606 handles without a session reset. Ignored by
+    /// encode.
+    pub malformed: Option<Malformed>,
+}
+
+/// RFC 7606 §2: the ways of handling a malformed UPDATE that keep the session up. The fourth, "session reset", is a
+/// [`super::DecodeError`]. Herald installs nothing it receives, so all three come down to: log, count, carry on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorHandling {
+    /// The malformed attribute is ignored and the rest of the UPDATE processed.
+    AttributeDiscard,
+    /// The routes the UPDATE announces count as withdrawn.
+    TreatAsWithdraw,
+    /// RFC 4760 §7: the routes of this family are ignored for the rest of the session.
+    AfiSafiDisable(Afi, Safi),
+}
+
+impl ErrorHandling {
+    /// RFC 7606 §3(h): when several errors ask for different approaches, the strongest is used.
+    pub(crate) fn strength(self) -> u8 {
+        match self {
+            ErrorHandling::AttributeDiscard => 0,
+            ErrorHandling::TreatAsWithdraw => 1,
+            ErrorHandling::AfiSafiDisable(..) => 2,
+        }
+    }
+}
+
+impl fmt::Display for ErrorHandling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorHandling::AttributeDiscard => f.write_str("attribute discard"),
+            ErrorHandling::TreatAsWithdraw => f.write_str("treat-as-withdraw"),
+            ErrorHandling::AfiSafiDisable(afi, safi) => write!(f, "AFI/SAFI disable (AFI {}, SAFI {})", afi.0, safi.0),
+        }
+    }
+}
+
+/// A malformed UPDATE the session survives: how it was handled (the strongest approach its errors asked for) and
+/// the first error that asked for it. The reason names attributes and numbers, never more than a few bytes of what
+/// the peer sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Malformed {
+    pub handling: ErrorHandling,
+    pub reason: String,
 }
 
 impl Update {
@@ -153,319 +204,6 @@ impl Update {
             encode_prefix(&IpNet::V4(*p), out);
         }
     }
-
-    pub(crate) fn decode(body: &[u8], four_octet_as: bool) -> Result<Update, DecodeError> {
-        let malformed = |what: &str| {
-            DecodeError::update(
-                subcode::MALFORMED_ATTRIBUTE_LIST,
-                Vec::new(),
-                format!("malformed UPDATE: {what}"),
-            )
-        };
-        let wlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
-        let withdrawn_field = body
-            .get(2..2 + wlen)
-            .ok_or_else(|| malformed("withdrawn routes overrun the message"))?;
-        let rest = &body[2 + wlen..];
-        if rest.len() < 2 {
-            return Err(malformed("no total path attribute length"));
-        }
-        let alen = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-        let attrs_field = rest
-            .get(2..2 + alen)
-            .ok_or_else(|| malformed("path attributes overrun the message"))?;
-        let nlri_field = &rest[2 + alen..];
-
-        let mut update = Update {
-            withdrawn: decode_v4_prefixes(withdrawn_field)?,
-            nlri: decode_v4_prefixes(nlri_field)?,
-            ..Update::default()
-        };
-        let mut seen = [false; 256];
-        let mut rest = attrs_field;
-        while !rest.is_empty() {
-            if rest.len() < 3 {
-                return Err(malformed("truncated attribute header"));
-            }
-            let (flags, type_code) = (rest[0], rest[1]);
-            let (len, hdr) = if flags & flag::EXTENDED_LENGTH != 0 {
-                if rest.len() < 4 {
-                    return Err(malformed("truncated attribute header"));
-                }
-                (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4)
-            } else {
-                (usize::from(rest[2]), 3)
-            };
-            let value = rest.get(hdr..hdr + len).ok_or_else(|| {
-                DecodeError::update(
-                    subcode::ATTRIBUTE_LENGTH_ERROR,
-                    rest[..hdr].to_vec(),
-                    format!("attribute {type_code} of length {len} overruns the attribute list"),
-                )
-            })?;
-            let raw = &rest[..hdr + len];
-            rest = &rest[hdr + len..];
-            let is_mp = matches!(type_code, attr_type::MP_REACH_NLRI | attr_type::MP_UNREACH_NLRI);
-            if std::mem::replace(&mut seen[usize::from(type_code)], true) {
-                // RFC 7606 §3.g: duplicates are discarded, except MP_REACH/MP_UNREACH which reset the session.
-                if is_mp {
-                    return Err(malformed("MP_REACH_NLRI or MP_UNREACH_NLRI appears twice"));
-                }
-                continue;
-            }
-            match decode_attribute(flags, type_code, value, raw, four_octet_as) {
-                Ok(Some(attr)) => update.attributes.push(attr),
-                Ok(None) => {}
-                Err(AttrError::Reset(e)) => return Err(e),
-                Err(AttrError::TreatAsWithdraw(reason)) => {
-                    update.treat_as_withdraw.get_or_insert(reason);
-                }
-            }
-        }
-        // RFC 4271 §6.3 / RFC 7606 §3.d: missing well-known attributes make the UPDATE treat-as-withdraw.
-        let has = |t: u8| seen[usize::from(t)];
-        let reach = !update.nlri.is_empty() || has(attr_type::MP_REACH_NLRI);
-        if reach && update.treat_as_withdraw.is_none() {
-            for (t, name) in [(attr_type::ORIGIN, "ORIGIN"), (attr_type::AS_PATH, "AS_PATH")] {
-                if !has(t) {
-                    update.treat_as_withdraw = Some(format!("missing well-known attribute {name}"));
-                }
-            }
-            if !update.nlri.is_empty() && !has(attr_type::NEXT_HOP) {
-                update.treat_as_withdraw = Some("missing well-known attribute NEXT_HOP".to_string());
-            }
-        }
-        Ok(update)
-    }
-}
-
-enum AttrError {
-    Reset(DecodeError),
-    TreatAsWithdraw(String),
-}
-
-/// The flags a known attribute must carry (optional, transitive), RFC 4271 §5 and the defining RFCs.
-fn expected_flags(type_code: u8) -> Option<(bool, bool)> {
-    Some(match type_code {
-        attr_type::ORIGIN | attr_type::AS_PATH | attr_type::NEXT_HOP | attr_type::LOCAL_PREF => (false, true),
-        attr_type::ATOMIC_AGGREGATE => (false, true),
-        attr_type::MULTI_EXIT_DISC | attr_type::MP_REACH_NLRI | attr_type::MP_UNREACH_NLRI => (true, false),
-        attr_type::COMMUNITIES | attr_type::AS4_PATH | attr_type::LARGE_COMMUNITIES => (true, true),
-        _ => return None,
-    })
-}
-
-fn decode_attribute(
-    flags: u8,
-    type_code: u8,
-    value: &[u8],
-    raw: &[u8],
-    four_octet_as: bool,
-) -> Result<Option<PathAttribute>, AttrError> {
-    let is_mp = matches!(type_code, attr_type::MP_REACH_NLRI | attr_type::MP_UNREACH_NLRI);
-    let reset = |sub: u8, reason: String| AttrError::Reset(DecodeError::update(sub, raw.to_vec(), reason));
-    let taw = |reason: String| AttrError::TreatAsWithdraw(reason);
-    let optional = flags & flag::OPTIONAL != 0;
-    if let Some((opt, trans)) = expected_flags(type_code) {
-        let transitive = flags & flag::TRANSITIVE != 0;
-        // RFC 4271 §6.3: the Transitive bit of optional non-transitive attributes must be 0, of well-known ones 1.
-        if optional != opt || (!opt && !transitive) || (opt && !trans && transitive) {
-            let reason = format!("attribute {type_code} has flags {flags:#04x}");
-            return Err(if is_mp {
-                reset(subcode::ATTRIBUTE_FLAGS_ERROR, reason)
-            } else {
-                taw(reason)
-            });
-        }
-    } else if !optional {
-        // RFC 4271 §6.3: an unrecognized well-known attribute.
-        return Err(reset(
-            subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
-            format!("unrecognized well-known attribute {type_code}"),
-        ));
-    }
-    let len_err = |name: &str| taw(format!("{name} attribute has length {}", value.len()));
-    let u32_at = |v: &[u8]| u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-    Ok(Some(match type_code {
-        attr_type::ORIGIN => match value {
-            [0] => PathAttribute::Origin(Origin::Igp),
-            [1] => PathAttribute::Origin(Origin::Egp),
-            [2] => PathAttribute::Origin(Origin::Incomplete),
-            [v] => return Err(taw(format!("invalid ORIGIN value {v}"))),
-            _ => return Err(len_err("ORIGIN")),
-        },
-        attr_type::AS_PATH => PathAttribute::AsPath(
-            decode_as_path(value, four_octet_as).ok_or_else(|| taw("malformed AS_PATH".to_string()))?,
-        ),
-        attr_type::AS4_PATH => match decode_as_path(value, true) {
-            Some(p) => PathAttribute::As4Path(p),
-            // RFC 7606 §7.1 via RFC 6793 §6: a malformed AS4_PATH is discarded, the UPDATE kept.
-            None => return Ok(None),
-        },
-        attr_type::NEXT_HOP => match value {
-            [a, b, c, d] => PathAttribute::NextHop(Ipv4Addr::new(*a, *b, *c, *d)),
-            _ => return Err(len_err("NEXT_HOP")),
-        },
-        attr_type::MULTI_EXIT_DISC if value.len() == 4 => PathAttribute::MultiExitDisc(u32_at(value)),
-        attr_type::MULTI_EXIT_DISC => return Err(len_err("MULTI_EXIT_DISC")),
-        // RFC 7606 §7.5: LOCAL_PREF from an eBGP peer is discarded; we ignore its value either way.
-        attr_type::LOCAL_PREF if value.len() == 4 => PathAttribute::LocalPref(u32_at(value)),
-        attr_type::LOCAL_PREF => return Err(len_err("LOCAL_PREF")),
-        attr_type::COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(4) => {
-            PathAttribute::Communities(value.chunks_exact(4).map(u32_at).collect())
-        }
-        attr_type::COMMUNITIES => return Err(len_err("COMMUNITIES")),
-        attr_type::LARGE_COMMUNITIES if !value.is_empty() && value.len().is_multiple_of(12) => {
-            PathAttribute::LargeCommunities(
-                value
-                    .chunks_exact(12)
-                    .map(|c| LargeCommunity(u32_at(c), u32_at(&c[4..]), u32_at(&c[8..])))
-                    .collect(),
-            )
-        }
-        attr_type::LARGE_COMMUNITIES => return Err(len_err("LARGE_COMMUNITIES")),
-        attr_type::MP_REACH_NLRI => decode_mp_reach(value).map_err(|reason| {
-            reset(
-                subcode::OPTIONAL_ATTRIBUTE_ERROR,
-                format!("malformed MP_REACH_NLRI: {reason}"),
-            )
-        })?,
-        attr_type::MP_UNREACH_NLRI => decode_mp_unreach(value).map_err(|reason| {
-            reset(
-                subcode::OPTIONAL_ATTRIBUTE_ERROR,
-                format!("malformed MP_UNREACH_NLRI: {reason}"),
-            )
-        })?,
-        _ => PathAttribute::Other {
-            flags,
-            type_code,
-            value: value.to_vec(),
-        },
-    }))
-}
-
-fn decode_as_path(mut v: &[u8], four_octet_as: bool) -> Option<Vec<AsSegment>> {
-    let width = if four_octet_as { 4 } else { 2 };
-    let mut segments = Vec::new();
-    while !v.is_empty() {
-        let (&kind, &count) = (v.first()?, v.get(1)?);
-        let kind = match kind {
-            1 => AsSegmentType::Set,
-            2 => AsSegmentType::Sequence,
-            3 => AsSegmentType::ConfedSequence,
-            4 => AsSegmentType::ConfedSet,
-            _ => return None,
-        };
-        // RFC 7606 §7.2: a zero-length segment is malformed.
-        if count == 0 {
-            return None;
-        }
-        let body = v.get(2..2 + usize::from(count) * width)?;
-        let asns = body
-            .chunks_exact(width)
-            .map(|c| {
-                if width == 4 {
-                    u32::from_be_bytes([c[0], c[1], c[2], c[3]])
-                } else {
-                    u32::from(u16::from_be_bytes([c[0], c[1]]))
-                }
-            })
-            .collect();
-        segments.push(AsSegment { kind, asns });
-        v = &v[2 + usize::from(count) * width..];
-    }
-    Some(segments)
-}
-
-fn decode_mp_reach(value: &[u8]) -> Result<PathAttribute, String> {
-    if value.len() < 5 {
-        return Err(format!("{} bytes", value.len()));
-    }
-    let afi = Afi(u16::from_be_bytes([value[0], value[1]]));
-    let safi = Safi(value[2]);
-    let nh_len = usize::from(value[3]);
-    let next_hop = value
-        .get(4..4 + nh_len)
-        .ok_or("next hop overruns the attribute")?
-        .to_vec();
-    // One reserved octet (RFC 4760 §3), then NLRI.
-    let nlri_field = value.get(5 + nh_len..).ok_or("no reserved octet")?;
-    let nlri = match (afi, safi) {
-        (Afi::IPV6, Safi::UNICAST) => {
-            if !matches!(nh_len, 16 | 32) {
-                return Err(format!("IPv6 next hop of {nh_len} bytes"));
-            }
-            decode_prefixes(nlri_field, Afi::IPV6).map_err(|e| e.reason)?
-        }
-        (Afi::IPV4, Safi::UNICAST) => decode_prefixes(nlri_field, Afi::IPV4).map_err(|e| e.reason)?,
-        // A family we never negotiated: nothing to validate the NLRI against.
-        _ => Vec::new(),
-    };
-    Ok(PathAttribute::MpReach {
-        afi,
-        safi,
-        next_hop,
-        nlri,
-    })
-}
-
-fn decode_mp_unreach(value: &[u8]) -> Result<PathAttribute, String> {
-    if value.len() < 3 {
-        return Err(format!("{} bytes", value.len()));
-    }
-    let afi = Afi(u16::from_be_bytes([value[0], value[1]]));
-    let safi = Safi(value[2]);
-    let withdrawn = match (afi, safi) {
-        (Afi::IPV4 | Afi::IPV6, Safi::UNICAST) => decode_prefixes(&value[3..], afi).map_err(|e| e.reason)?,
-        _ => Vec::new(),
-    };
-    Ok(PathAttribute::MpUnreach { afi, safi, withdrawn })
-}
-
-fn decode_v4_prefixes(field: &[u8]) -> Result<Vec<Ipv4Net>, DecodeError> {
-    Ok(decode_prefixes(field, Afi::IPV4)?
-        .into_iter()
-        .filter_map(|p| match p {
-            IpNet::V4(p) => Some(p),
-            IpNet::V6(_) => None,
-        })
-        .collect())
-}
-
-/// RFC 4271 §4.3 / RFC 4760 §5: (length, prefix) pairs with the fewest octets for the prefix.
-fn decode_prefixes(mut field: &[u8], afi: Afi) -> Result<Vec<IpNet>, DecodeError> {
-    let max = if afi == Afi::IPV4 { 32 } else { 128 };
-    let invalid = |reason: String| DecodeError::update(subcode::INVALID_NETWORK_FIELD, Vec::new(), reason);
-    let mut out = Vec::new();
-    while let Some((&bits, rest)) = field.split_first() {
-        if bits > max {
-            return Err(invalid(format!("prefix length {bits} is longer than {max}")));
-        }
-        let n = usize::from(bits).div_ceil(8);
-        let bytes = rest
-            .get(..n)
-            .ok_or_else(|| invalid(format!("prefix of length {bits} is truncated")))?;
-        let net = if afi == Afi::IPV4 {
-            let mut o = [0u8; 4];
-            o[..n].copy_from_slice(bytes);
-            IpNet::V4(
-                Ipv4Net::new(Ipv4Addr::from(o), bits)
-                    .map_err(|e| invalid(e.to_string()))?
-                    .trunc(),
-            )
-        } else {
-            let mut o = [0u8; 16];
-            o[..n].copy_from_slice(bytes);
-            IpNet::V6(
-                Ipv6Net::new(Ipv6Addr::from(o), bits)
-                    .map_err(|e| invalid(e.to_string()))?
-                    .trunc(),
-            )
-        };
-        out.push(net);
-        field = &rest[n..];
-    }
-    Ok(out)
 }
 
 /// Octets a prefix takes in NLRI.

@@ -7,7 +7,9 @@ use herald_bgp::packet::{
 };
 use ipnet::IpNet;
 
-use super::{header, hex};
+use herald_bgp::packet::DecodeContext;
+
+use super::{EBGP, header, hex};
 
 fn open_64512() -> Open {
     Open {
@@ -34,10 +36,10 @@ const OPEN_64512: &str = "04 fc 00 00 5a c0 00 02 0a 16 02 14 \
     01 04 00 01 00 01  01 04 00 02 00 01  02 00  41 04 00 00 fc 00";
 
 /// Encodes, compares with the vector, decodes back.
-fn roundtrip(msg: &Message, four_octet_as: bool, expected: &[u8]) {
-    let bytes = msg.encode(four_octet_as);
+fn roundtrip(msg: &Message, ctx: DecodeContext, expected: &[u8]) {
+    let bytes = msg.encode(ctx.four_octet_as);
     assert_eq!(bytes, expected, "encoding of {msg:?}");
-    let (decoded, n) = decode_frame(&bytes, four_octet_as).expect("decodes").expect("complete");
+    let (decoded, n) = decode_frame(&bytes, ctx).expect("decodes").expect("complete");
     assert_eq!(n, bytes.len());
     assert_eq!(&decoded, msg);
 }
@@ -46,7 +48,7 @@ fn roundtrip(msg: &Message, four_octet_as: bool, expected: &[u8]) {
 fn open_with_capabilities() {
     let mut expected = header(51, 1);
     expected.extend(hex(OPEN_64512));
-    roundtrip(&Message::Open(open_64512()), true, &expected);
+    roundtrip(&Message::Open(open_64512()), EBGP, &expected);
 }
 
 #[test]
@@ -67,17 +69,17 @@ fn open_with_graceful_restart_r_bit_and_as_trans() {
         01 04 00 01 00 01  01 04 00 02 00 01  02 00 \
         40 0a 80 78 00 01 01 80 00 02 01 80 \
         41 04 fa 56 ea 00"));
-    roundtrip(&Message::Open(open.clone()), true, &expected);
+    roundtrip(&Message::Open(open.clone()), EBGP, &expected);
     assert_eq!(open.asn(), 4_200_000_000);
 }
 
 #[test]
 fn keepalive_notification_route_refresh() {
-    roundtrip(&Message::Keepalive, true, &header(19, 4));
+    roundtrip(&Message::Keepalive, EBGP, &header(19, 4));
     let mut n = header(25, 3);
     n.extend(hex("06 02 03 62 79 65"));
     let cease = Notification::cease(2, "bye");
-    roundtrip(&Message::Notification(cease.clone()), true, &n);
+    roundtrip(&Message::Notification(cease.clone()), EBGP, &n);
     assert_eq!(cease.describe(), "Cease / Administrative Shutdown (6/2): bye");
     let mut rr = header(23, 5);
     rr.extend(hex("00 02 00 01"));
@@ -86,7 +88,7 @@ fn keepalive_notification_route_refresh() {
             afi: Afi::IPV6,
             safi: Safi::UNICAST,
         }),
-        true,
+        EBGP,
         &rr,
     );
 }
@@ -115,7 +117,7 @@ fn ebgp_ipv4_update() {
         40 03 04 c0 00 02 01 \
         c0 08 04 fc 00 00 64 \
         20 c6 33 64 0a"));
-    roundtrip(&Message::Update(updates[0].clone()), true, &expected);
+    roundtrip(&Message::Update(updates[0].clone()), EBGP, &expected);
 }
 
 #[test]
@@ -134,7 +136,7 @@ fn ebgp_ipv4_update_two_octet_as_path() {
         18 c6 33 64"));
     let bytes = Message::Update(updates[0].clone()).encode(false);
     assert_eq!(bytes, expected);
-    let Some((Message::Update(decoded), _)) = decode_frame(&bytes, false).unwrap() else {
+    let Some((Message::Update(decoded), _)) = decode_frame(&bytes, DecodeContext::default()).unwrap() else {
         panic!("not an UPDATE")
     };
     assert_eq!(
@@ -148,6 +150,10 @@ fn ebgp_ipv4_update_two_octet_as_path() {
 
 #[test]
 fn ibgp_ipv6_update_and_withdraw() {
+    const IBGP: DecodeContext = DecodeContext {
+        four_octet_as: true,
+        internal: true,
+    };
     let attrs = OutboundAttributes {
         origin: Origin::Igp,
         as_path: vec![],
@@ -165,12 +171,12 @@ fn ibgp_ipv6_update_and_withdraw() {
         40 02 00 \
         40 05 04 00 00 00 64 \
         90 0e 00 1c 00 02 01 10 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01 00 30 20 01 0d b8 00 01"));
-    roundtrip(&Message::Update(updates[0].clone()), true, &expected);
+    roundtrip(&Message::Update(updates[0].clone()), IBGP, &expected);
 
     let withdraw = withdraw_updates(&prefixes);
     let mut expected = header(37, 2);
     expected.extend(hex("00 00 00 0e 90 0f 00 0a 00 02 01 30 20 01 0d b8 00 01"));
-    roundtrip(&Message::Update(withdraw[0].clone()), true, &expected);
+    roundtrip(&Message::Update(withdraw[0].clone()), IBGP, &expected);
 }
 
 #[test]
@@ -188,17 +194,17 @@ fn large_community_and_med() {
         80 04 04 00 00 00 0a \
         c0 20 0c 00 00 fc 00 00 00 00 01 00 00 00 02 \
         20 cb 00 71 07"));
-    roundtrip(&Message::Update(updates[0].clone()), true, &expected);
+    roundtrip(&Message::Update(updates[0].clone()), EBGP, &expected);
 }
 
 #[test]
 fn end_of_rib_markers() {
     let mut v4 = header(23, 2);
     v4.extend(hex("00 00 00 00"));
-    roundtrip(&Message::Update(Update::end_of_rib(Afi::IPV4)), true, &v4);
+    roundtrip(&Message::Update(Update::end_of_rib(Afi::IPV4)), EBGP, &v4);
     let mut v6 = header(30, 2);
     v6.extend(hex("00 00 00 07 90 0f 00 03 00 02 01"));
-    roundtrip(&Message::Update(Update::end_of_rib(Afi::IPV6)), true, &v6);
+    roundtrip(&Message::Update(Update::end_of_rib(Afi::IPV6)), EBGP, &v6);
     assert_eq!(Update::end_of_rib(Afi::IPV6).end_of_rib_family(), Some(Afi::IPV6));
     assert_eq!(Update::end_of_rib(Afi::IPV4).end_of_rib_family(), Some(Afi::IPV4));
 }
@@ -226,7 +232,7 @@ fn many_prefixes_pack_into_few_full_messages() {
             bytes.len() > 4096 - 17 || std::ptr::eq(u, updates.last().unwrap()),
             "underfilled message"
         );
-        let (decoded, _) = decode_frame(&bytes, true).unwrap().unwrap();
+        let (decoded, _) = decode_frame(&bytes, EBGP).unwrap().unwrap();
         let Message::Update(d) = decoded else {
             panic!("not an update")
         };

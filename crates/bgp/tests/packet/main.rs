@@ -5,6 +5,15 @@ mod errors;
 mod golden;
 mod oracle;
 mod prop;
+mod rfc7606;
+
+use herald_bgp::packet::DecodeContext;
+
+/// A 4-octet AS eBGP session, what most tests decode for.
+pub const EBGP: DecodeContext = DecodeContext {
+    four_octet_as: true,
+    internal: false,
+};
 
 /// `ff` × 16 followed by length and type.
 pub fn header(len: u16, ty: u8) -> Vec<u8> {
