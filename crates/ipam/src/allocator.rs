@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::error::AllocError;
 use crate::intervals::IntervalSet;
-use crate::pool::{FamilyStats, Overlap, Pool, PoolRefusal, PoolStats, find_overlaps};
+use crate::never_allocated::NeverAllocated;
+use crate::pool::{FamilyStats, Overlap, Pool, PoolRefusal, PoolStats, find_overlaps, find_overlaps_of};
 use crate::range::{Family, from_u128, to_u128};
 use crate::request::{Allocation, IpFamilyPolicy, ServiceKey, ServiceRequest};
 use crate::sharing::{self, SharingConflict};
@@ -140,6 +141,13 @@ pub enum ConflictReason {
         /// The family.
         family: Family,
     },
+    /// The address is in a [`NeverAllocated`] block (an earlier Herald handed such addresses out).
+    NeverAllocated {
+        /// The address.
+        ip: IpAddr,
+        /// The block it is in.
+        block: &'static NeverAllocated,
+    },
     /// The address is in no Eip.
     OutsidePools {
         /// The address.
@@ -172,6 +180,11 @@ impl fmt::Display for Conflict {
             ConflictReason::TooManyIps { family } => {
                 write!(f, "it holds more than one {family} address")
             }
+            ConflictReason::NeverAllocated { ip, block } => write!(
+                f,
+                "{ip} is in {block} ({}), which is never a Service's address",
+                block.rfc()
+            ),
             ConflictReason::OutsidePools { ip } => write!(f, "{ip} is in no Eip"),
             ConflictReason::SplitAcrossPools => write!(f, "the addresses are not in one Eip"),
             ConflictReason::NotAllowed { pool, reason } => {
@@ -199,6 +212,14 @@ impl FamilyPlan {
     fn new(req: &ServiceRequest) -> Result<Self, AllocError> {
         let mut requested: [Option<IpAddr>; 2] = [None, None];
         for &ip in &req.requested_ips {
+            // Said before any pool is looked at: no pool could give it, whatever it lists.
+            if let Some(block) = NeverAllocated::containing(ip) {
+                return Err(AllocError::IpNeverAllocated {
+                    service: req.key.clone(),
+                    ip,
+                    block,
+                });
+            }
             let family = Family::of(ip);
             match requested[family.index()] {
                 Some(first) if first != ip => {
@@ -285,6 +306,15 @@ impl Allocator {
     /// Pairs of pools sharing addresses (see [`Overlap`]).
     pub fn overlaps(&self) -> Vec<Overlap> {
         find_overlaps(self.pools())
+    }
+
+    /// The pairs of [`Allocator::overlaps`] that involve pool `name`, in the same order: the first `limit`, and
+    /// how many there are in all. For one Eip's status: it neither finds nor builds every pair of every pool.
+    pub fn overlaps_of(&self, name: &str, limit: usize) -> (Vec<Overlap>, usize) {
+        match self.pool(name) {
+            Some(pool) => find_overlaps_of(pool, self.pools(), limit),
+            None => (Vec::new(), 0),
+        }
     }
 
     /// Per-family counts for the pool's status. An address shared by several Services counts once; an address
@@ -771,6 +801,14 @@ impl Allocator {
             if std::mem::replace(&mut seen[family.index()], true) {
                 return Err(ConflictReason::TooManyIps { family });
             }
+        }
+        // Pools never contain these, but "in no Eip" would hide why.
+        if let Some((ip, block)) = record
+            .ips
+            .iter()
+            .find_map(|ip| NeverAllocated::containing(*ip).map(|b| (*ip, b)))
+        {
+            return Err(ConflictReason::NeverAllocated { ip, block });
         }
         let holds_all = |p: &Pool| record.ips.iter().all(|ip| p.contains(*ip));
         // An address someone already holds keeps the pool it was allocated from; else the recorded pool;

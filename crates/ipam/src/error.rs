@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
+use crate::never_allocated::NeverAllocated;
 use crate::pool::PoolRefusal;
 use crate::range::{AddrRange, Family};
 use crate::request::{IpFamilyPolicy, ServiceKey};
@@ -69,6 +70,18 @@ pub enum PoolError {
         second: String,
         /// The common addresses.
         common: AddrRange,
+    },
+    /// Every address listed is in a [`NeverAllocated`] block: the Eip could never give an address, which is
+    /// surely a mistake, so it is treated like a typo (the previous valid version stays in use).
+    #[error(
+        "Eip '{pool}': every address it lists is one Herald never allocates ({}); list addresses a client can reach",
+        list_blocks(.left_out)
+    )]
+    OnlyNeverAllocated {
+        /// The pool.
+        pool: String,
+        /// The blocks its entries fall in.
+        left_out: Vec<&'static NeverAllocated>,
     },
 }
 
@@ -165,6 +178,19 @@ pub enum AllocError {
         /// The Service's policy.
         policy: IpFamilyPolicy,
     },
+    /// A requested address is in a [`NeverAllocated`] block: no Eip gives it out, whatever it lists.
+    #[error(
+        "{service} requests {ip}, which is in {block} ({}) and never a Service's address, whatever an Eip lists; request another address in herald.dev/ips or spec.loadBalancerIP",
+        .block.rfc()
+    )]
+    IpNeverAllocated {
+        /// The Service.
+        service: ServiceKey,
+        /// The address.
+        ip: IpAddr,
+        /// The block it is in.
+        block: &'static NeverAllocated,
+    },
     /// A requested address belongs to no pool.
     #[error(
         "{service} requests {ip}, which is in no Eip (network and broadcast addresses of a CIDR are excluded); add it to an Eip or request another address"
@@ -237,6 +263,14 @@ fn list_failures(failures: &[(String, Box<AllocError>)]) -> String {
     failures
         .iter()
         .map(|(_, e)| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn list_blocks(blocks: &[&NeverAllocated]) -> String {
+    blocks
+        .iter()
+        .map(|b| format!("{b}, {}", b.rfc()))
         .collect::<Vec<_>>()
         .join("; ")
 }

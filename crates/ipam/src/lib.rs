@@ -21,6 +21,7 @@
 mod allocator;
 mod error;
 mod intervals;
+mod never_allocated;
 mod pool;
 mod range;
 mod request;
@@ -29,6 +30,7 @@ mod sharing;
 
 pub use allocator::{Allocator, Conflict, ConflictReason, Eviction, EvictionReason, ExistingAssignment};
 pub use error::{AllocError, EntryError, PoolError};
+pub use never_allocated::NeverAllocated;
 pub use pool::{FamilyStats, Overlap, Pool, PoolEntry, PoolRefusal, PoolSpec, PoolStats, find_overlaps, parse_entry};
 pub use range::{AddrRange, Family};
 pub use request::{Allocation, CreationKey, IpFamilyPolicy, Protocol, ServiceKey, ServicePort, ServiceRequest};

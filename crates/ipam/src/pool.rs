@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::error::{EntryError, PoolError};
+use crate::never_allocated::{NeverAllocated, usable_parts, usable_span};
 use crate::range::{AddrRange, Family, to_u128};
 use crate::request::ServiceRequest;
 use crate::selector::LabelSelector;
@@ -50,12 +51,13 @@ impl PoolSpec {
     }
 }
 
-/// One parsed address entry: the text the user wrote and the addresses it yields.
+/// One parsed address entry: the text the user wrote and the addresses it spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolEntry {
     /// The entry as written (trimmed).
     pub text: String,
-    /// The usable addresses.
+    /// The addresses the entry spans (a CIDR without its network and broadcast addresses). Those in a
+    /// [`NeverAllocated`] block are not the pool's: see [`Pool::usable`].
     pub range: AddrRange,
 }
 
@@ -64,6 +66,10 @@ pub struct PoolEntry {
 pub struct Pool {
     name: String,
     entries: Vec<PoolEntry>,
+    /// The entries minus the [`NeverAllocated`] blocks: sorted, disjoint, never empty.
+    usable: Vec<AddrRange>,
+    /// The [`NeverAllocated`] blocks the entries touch, in [`NeverAllocated::ALL`] order.
+    left_out: Vec<&'static NeverAllocated>,
     disabled: bool,
     auto_assign: bool,
     priority: i32,
@@ -115,7 +121,9 @@ impl fmt::Display for PoolRefusal {
 }
 
 impl Pool {
-    /// Validates a spec: every entry parses, the list is not empty, and entries do not overlap each other.
+    /// Validates a spec: every entry parses, the list is not empty, entries do not overlap each other, and
+    /// something is left once the [`NeverAllocated`] blocks are taken out. O(entries · log entries), whatever
+    /// the entries' sizes.
     pub fn parse(spec: &PoolSpec) -> Result<Pool, PoolError> {
         if spec.addresses.is_empty() {
             return Err(PoolError::NoAddresses {
@@ -145,14 +153,29 @@ impl Pool {
                 });
             }
         }
+        let left_out: Vec<&'static NeverAllocated> = NeverAllocated::ALL
+            .iter()
+            .filter(|block| touches(&entries, &block.range()))
+            .collect();
+        // Entries are sorted and disjoint, so their parts are too.
+        let usable: Vec<AddrRange> = entries.iter().flat_map(|e| usable_parts(e.range)).collect();
+        if usable.is_empty() {
+            return Err(PoolError::OnlyNeverAllocated {
+                pool: spec.name.clone(),
+                left_out,
+            });
+        }
+        // Cannot saturate: the blocks take at least ff00::/8 out of the IPv6 space.
         let mut totals = [0u128; 2];
-        for e in &entries {
-            let t = &mut totals[e.range.family().index()];
-            *t = t.saturating_add(e.range.size());
+        for r in &usable {
+            let t = &mut totals[r.family().index()];
+            *t = t.saturating_add(r.size());
         }
         Ok(Pool {
             name: spec.name.clone(),
             entries,
+            usable,
+            left_out,
             disabled: spec.disabled,
             auto_assign: spec.auto_assign,
             priority: spec.priority,
@@ -173,6 +196,18 @@ impl Pool {
         &self.entries
     }
 
+    /// The addresses the pool gives out: its entries minus the [`NeverAllocated`] blocks, sorted by family
+    /// then address.
+    pub fn usable(&self) -> &[AddrRange] {
+        &self.usable
+    }
+
+    /// The [`NeverAllocated`] blocks that share addresses with the entries and were taken out of them, for
+    /// the Eip's status.
+    pub fn left_out(&self) -> &[&'static NeverAllocated] {
+        &self.left_out
+    }
+
     /// Whether `spec.disable` is set.
     pub fn disabled(&self) -> bool {
         self.disabled
@@ -188,26 +223,23 @@ impl Pool {
         self.priority
     }
 
-    /// Number of usable addresses of `family` (saturating at `u128::MAX`).
+    /// Number of usable addresses of `family`. Exact: with the [`NeverAllocated`] blocks out, even `::/0`
+    /// counts less than `u128::MAX`.
     pub fn total(&self, family: Family) -> u128 {
         self.totals[family.index()]
     }
 
-    /// Whether `ip` is a usable address of the pool. O(log entries).
+    /// Whether `ip` is a usable address of the pool (never one in a [`NeverAllocated`] block).
+    /// O(log entries).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let key = (Family::of(ip), to_u128(ip));
-        let idx = self
-            .entries
-            .partition_point(|e| (e.range.family(), e.range.first_raw()) <= key);
-        idx > 0 && self.entries[idx - 1].range.contains(ip)
+        let idx = self.usable.partition_point(|r| (r.family(), r.first_raw()) <= key);
+        idx > 0 && self.usable[idx - 1].contains(ip)
     }
 
-    /// The ranges of one family, ascending.
+    /// The usable ranges of one family, ascending.
     pub(crate) fn ranges(&self, family: Family) -> impl Iterator<Item = &AddrRange> + '_ {
-        self.entries
-            .iter()
-            .map(|e| &e.range)
-            .filter(move |r| r.family() == family)
+        self.usable.iter().filter(move |r| r.family() == family)
     }
 
     /// Whether the pool serves the Service's namespace and labels (ignores `disable` and `autoAssign`).
@@ -299,6 +331,15 @@ pub fn parse_entry(raw: &str) -> Result<AddrRange, EntryError> {
     Ok(AddrRange::from_raw(Family::of(ip), to_u128(ip), to_u128(ip)))
 }
 
+/// Whether any of the sorted, disjoint `entries` shares an address with `block`. O(log entries).
+fn touches(entries: &[PoolEntry], block: &AddrRange) -> bool {
+    // Disjoint and sorted by start, so sorted by end too: the first entry ending at or after the block's start
+    // is the only candidate.
+    let key = (block.family(), block.first_raw());
+    let idx = entries.partition_point(|e| (e.range.family(), e.range.last_raw()) < key);
+    entries.get(idx).is_some_and(|e| e.range.intersection(block).is_some())
+}
+
 /// Two pools claiming the same addresses. Allocation stays safe (an address is never handed out twice), but
 /// which pool an address is counted in then depends on which pool allocated it, so the controller should
 /// report this on both Eips (`Overlapping` condition).
@@ -308,7 +349,8 @@ pub struct Overlap {
     pub first: (String, String),
     /// The second pool's name and the entry that overlaps.
     pub second: (String, String),
-    /// The common addresses.
+    /// The common usable addresses, from the first to the last (a [`NeverAllocated`] block inside is not
+    /// counted out).
     pub range: AddrRange,
 }
 
@@ -322,7 +364,8 @@ impl fmt::Display for Overlap {
     }
 }
 
-/// Every pair of entries of different pools that share addresses, sorted by address.
+/// Every pair of entries of different pools that share usable addresses, sorted by address. O(e · log e +
+/// pairs found) for e entries in all, whatever their sizes.
 pub fn find_overlaps<'a>(pools: impl IntoIterator<Item = &'a Pool>) -> Vec<Overlap> {
     let mut all: Vec<(&Pool, &PoolEntry)> = pools
         .into_iter()
@@ -336,11 +379,15 @@ pub fn find_overlaps<'a>(pools: impl IntoIterator<Item = &'a Pool>) -> Vec<Overl
             let Some(common) = ea.range.intersection(&eb.range) else {
                 break;
             };
-            if pa.name != pb.name {
+            if pa.name == pb.name {
+                continue;
+            }
+            // Both list 127.0.0.1, say: neither gives it out, so they do not compete for it.
+            if let Some(range) = usable_span(common) {
                 out.push(Overlap {
                     first: (pa.name.clone(), ea.text.clone()),
                     second: (pb.name.clone(), eb.text.clone()),
-                    range: common,
+                    range,
                 });
             }
         }
@@ -348,10 +395,69 @@ pub fn find_overlaps<'a>(pools: impl IntoIterator<Item = &'a Pool>) -> Vec<Overl
     out
 }
 
+/// One side of an overlap: a pool and one of its entries.
+type Side<'a> = (&'a Pool, &'a PoolEntry);
+
+/// The overlaps of [`find_overlaps`] that involve `pool`, in the same order: the first `limit`, and how many
+/// there are in all. Only `limit` of them are built, and finding them costs O(entries of `pool` · pools ·
+/// log entries + overlaps), so an Eip's status stays cheap when hundreds of Eips all list `0.0.0.0/0`.
+pub(crate) fn find_overlaps_of<'a>(
+    pool: &'a Pool,
+    others: impl IntoIterator<Item = &'a Pool>,
+    limit: usize,
+) -> (Vec<Overlap>, usize) {
+    let mut found: Vec<(Side<'a>, Side<'a>, AddrRange)> = Vec::new();
+    for other in others.into_iter().filter(|o| o.name != pool.name) {
+        for mine in &pool.entries {
+            // `other`'s entries are sorted and disjoint: the ones sharing addresses with `mine` are consecutive,
+            // from the first that ends at or after `mine` starts.
+            let key = (mine.range.family(), mine.range.first_raw());
+            let start = other
+                .entries
+                .partition_point(|e| (e.range.family(), e.range.last_raw()) < key);
+            for theirs in &other.entries[start..] {
+                let Some(common) = mine.range.intersection(&theirs.range) else {
+                    break;
+                };
+                let Some(range) = usable_span(common) else {
+                    continue;
+                };
+                let (a, b) = ((pool, mine), (other, theirs));
+                let (first, second) = if (mine.range, &pool.name) <= (theirs.range, &other.name) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                found.push((first, second, range));
+            }
+        }
+    }
+    // The order find_overlaps produces: by the first side's entry, then the second's.
+    let order = |x: &(Side<'a>, Side<'a>, AddrRange), y: &(Side<'a>, Side<'a>, AddrRange)| {
+        let key = |(f, s, _): &(Side<'a>, Side<'a>, AddrRange)| (f.1.range, &f.0.name, s.1.range, &s.0.name);
+        key(x).cmp(&key(y))
+    };
+    let total = found.len();
+    if limit < total {
+        found.select_nth_unstable_by(limit, order);
+        found.truncate(limit);
+    }
+    found.sort_unstable_by(order);
+    let listed = found
+        .into_iter()
+        .map(|((pa, ea), (pb, eb), range)| Overlap {
+            first: (pa.name.clone(), ea.text.clone()),
+            second: (pb.name.clone(), eb.text.clone()),
+            range,
+        })
+        .collect();
+    (listed, total)
+}
+
 /// Address counts of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FamilyStats {
-    /// Usable addresses (a /64 has 2^64 - 2).
+    /// Usable addresses (a /64 has 2^64 - 2; addresses in a [`NeverAllocated`] block are not counted).
     pub total: u128,
     /// Addresses held by at least one Service (a shared address counts once).
     pub used: u128,
@@ -471,6 +577,140 @@ mod tests {
         assert!(!pool.contains(ip("2001:db8:1::1")));
         let texts: Vec<_> = pool.entries().iter().map(|e| e.text.as_str()).collect();
         assert_eq!(texts, ["192.0.2.0/24", "192.0.2.255", "198.51.100.7", "2001:db8::/64"]);
+    }
+
+    fn left_out(addresses: &[&str]) -> Vec<String> {
+        let pool = Pool::parse(&PoolSpec::new("p", addresses)).unwrap();
+        pool.left_out().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn never_allocated_blocks_are_taken_out_of_every_kind_of_entry() {
+        let pool = Pool::parse(&PoolSpec::new("p", &["0.0.0.0/0", "::/0"])).unwrap();
+        // The CIDR already leaves out 0.0.0.0 and 255.255.255.255 (network, broadcast), `::` and the last
+        // address; then 0/8, 127/8, 169.254/16, 224/4 and ::/96, ::ffff:0:0/96, fe80::/10, ff00::/8 go.
+        let v4 = (1u128 << 32) - 2 - ((1 << 24) - 1) - (1 << 24) - (1 << 16) - (1 << 28);
+        assert_eq!(pool.total(Family::V4), v4);
+        assert_eq!(v4, 3_992_911_871);
+        let v6 = u128::MAX - 1 - ((1 << 32) - 1) - (1 << 32) - (1 << 118) - ((1 << 120) - 1);
+        assert_eq!(pool.total(Family::V6), v6);
+        assert_eq!(v6, 338_620_831_926_207_318_622_244_848_597_827_846_144);
+        for never in [
+            "0.0.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "224.0.0.1",
+            "239.255.255.255",
+            "::1",
+            "::192.0.2.1",
+            "::ffff:192.0.2.1",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            assert!(!pool.contains(ip(never)), "{never}");
+        }
+        for host in [
+            "1.0.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "223.255.255.255",
+            "240.0.0.1",
+            "255.255.255.254",
+            "::1:0:0",
+            "2001:db8::1",
+            "fec0::1",
+            "feff::1",
+        ] {
+            assert!(pool.contains(ip(host)), "{host}");
+        }
+
+        // Ranges and single addresses, not only CIDRs.
+        let pool = Pool::parse(&PoolSpec::new(
+            "p",
+            &["126.255.255.254-128.0.0.1", "169.254.0.1", "ff02::1", "2001:db8::1"],
+        ))
+        .unwrap();
+        let usable: Vec<String> = pool.usable().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            usable,
+            ["126.255.255.254-126.255.255.255", "128.0.0.0-128.0.0.1", "2001:db8::1"]
+        );
+        assert_eq!((pool.total(Family::V4), pool.total(Family::V6)), (4, 1));
+        assert_eq!(pool.entries().len(), 4, "entries stay as written");
+    }
+
+    #[test]
+    fn left_out_names_only_the_blocks_the_entries_touch() {
+        assert_eq!(
+            left_out(&["0.0.0.0/0"]),
+            [
+                "0.0.0.0/8 'this network'",
+                "127.0.0.0/8 loopback",
+                "169.254.0.0/16 link-local",
+                "224.0.0.0/4 multicast",
+            ],
+            "255.255.255.255 is already left out as the CIDR's broadcast address"
+        );
+        assert_eq!(
+            left_out(&["255.255.0.0-255.255.255.255"]),
+            ["255.255.255.255/32 limited broadcast"]
+        );
+        assert_eq!(
+            left_out(&["::/0"]),
+            [
+                "::/96 IPv4-compatible (deprecated)",
+                "::1/128 loopback",
+                "::ffff:0:0/96 IPv4-mapped",
+                "fe80::/10 link-local",
+                "ff00::/8 multicast",
+            ],
+            "`::` itself is already left out as the CIDR's first address"
+        );
+        assert_eq!(
+            left_out(&["10.0.0.0/8", "169.254.7.7", "2001:db8::/64"]),
+            ["169.254.0.0/16 link-local"]
+        );
+        assert!(left_out(&["192.0.2.0/24", "240.0.0.0/5", "2001:db8::/32"]).is_empty());
+    }
+
+    #[test]
+    fn a_pool_of_only_never_allocated_addresses_is_invalid() {
+        let err = Pool::parse(&PoolSpec::new("lo", &["127.0.0.0/8"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Eip 'lo': every address it lists is one Herald never allocates (127.0.0.0/8 loopback, RFC 1122 §3.2.1.3); list addresses a client can reach"
+        );
+        let err = Pool::parse(&PoolSpec::new("odd", &["::1", "224.0.0.0/24", "fe80::/64"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Eip 'odd': every address it lists is one Herald never allocates (224.0.0.0/4 multicast, RFC 5771; \
+::/96 IPv4-compatible (deprecated), RFC 4291 §2.5.5.1; ::1/128 loopback, RFC 4291 §2.5.3; fe80::/10 link-local, RFC 4291 §2.5.6); \
+list addresses a client can reach"
+        );
+        assert!(
+            Pool::parse(&PoolSpec::new("lo", &["127.0.0.0/8", "192.0.2.1"])).is_ok(),
+            "one usable address is enough"
+        );
+    }
+
+    #[test]
+    fn pools_sharing_only_never_allocated_addresses_do_not_overlap() {
+        let a = Pool::parse(&PoolSpec::new("a", &["0.0.0.0/0"])).unwrap();
+        let b = Pool::parse(&PoolSpec::new("b", &["127.0.0.1", "192.0.2.1"])).unwrap();
+        let c = Pool::parse(&PoolSpec::new("c", &["127.0.0.1", "198.51.100.1"])).unwrap();
+        assert!(find_overlaps([&b, &c]).is_empty());
+        let z = Pool::parse(&PoolSpec::new("z", &["0.0.0.0/0"])).unwrap();
+        let found: Vec<String> = find_overlaps([&a, &z]).iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            found,
+            ["Eip 'a' (0.0.0.0/0) and Eip 'z' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254"]
+        );
+        let found: Vec<String> = find_overlaps([&a, &b]).iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            found,
+            ["Eip 'a' (0.0.0.0/0) and Eip 'b' (192.0.2.1) overlap on 192.0.2.1"]
+        );
     }
 
     #[test]

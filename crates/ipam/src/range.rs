@@ -86,7 +86,7 @@ impl AddrRange {
         Some(Self::from_raw(family, to_u128(first), to_u128(last)))
     }
 
-    pub(crate) fn from_raw(family: Family, first: u128, last: u128) -> Self {
+    pub(crate) const fn from_raw(family: Family, first: u128, last: u128) -> Self {
         debug_assert!(first <= last);
         Self { family, first, last }
     }

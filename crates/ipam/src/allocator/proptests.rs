@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 
 use super::*;
+use crate::error::PoolError;
+use crate::never_allocated::std_says_never;
 use crate::pool::PoolSpec;
+use crate::range::AddrRange;
 use crate::request::{CreationKey, Protocol, ServicePort};
 
 const IPS: [&str; 8] = [
@@ -255,6 +258,181 @@ proptest! {
                 b.allocations().map(|(k, al)| (k.clone(), al.clone())).collect();
             prop_assert_eq!(&after, &snapshot);
             prop_assert_eq!(&b.used, &a.used);
+        }
+    }
+}
+
+/// Up to 40 addresses either side of one edge of a [`NeverAllocated`] block, clipped to the family.
+fn straddling_range() -> impl Strategy<Value = AddrRange> {
+    (0usize..NeverAllocated::ALL.len(), any::<bool>(), 0u128..40, 0u128..40).prop_map(|(i, upper, below, above)| {
+        let block = NeverAllocated::ALL[i].range();
+        let family = block.family();
+        let edge = if upper { block.last_raw() } else { block.first_raw() };
+        let max = match family {
+            Family::V4 => u128::from(u32::MAX),
+            Family::V6 => u128::MAX,
+        };
+        AddrRange::from_raw(family, edge.saturating_sub(below), edge.saturating_add(above).min(max))
+    })
+}
+
+/// Every address of the ranges, in order (they are small).
+fn addresses(ranges: &[AddrRange]) -> Vec<IpAddr> {
+    ranges
+        .iter()
+        .flat_map(|r| (r.first_raw()..=r.last_raw()).map(|v| from_u128(r.family(), v)))
+        .collect()
+}
+
+fn single_stack(name: String, family: Family) -> ServiceRequest {
+    let mut r = ServiceRequest::new("n", name);
+    r.ip_families = vec![family];
+    r
+}
+
+proptest! {
+    /// Pools whose entries (ranges and single addresses) straddle the edges of never-allocated blocks: the
+    /// pool counts, contains and hands out exactly the addresses std does not call loopback, multicast,
+    /// link-local, unspecified, "this network", broadcast, IPv4-mapped or IPv4-compatible; requests for the
+    /// others are refused; a pool with nothing else is invalid.
+    #[test]
+    fn straddling_pools_hand_out_host_addresses_only(
+        candidates in proptest::collection::vec(straddling_range(), 1..5),
+        pins in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+    ) {
+        let mut ranges: Vec<AddrRange> = Vec::new();
+        for r in candidates {
+            if ranges.iter().all(|k| k.intersection(&r).is_none()) {
+                ranges.push(r);
+            }
+        }
+        let texts: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+        let spec = PoolSpec::new("p", &texts.iter().map(String::as_str).collect::<Vec<_>>());
+        let listed = addresses(&ranges);
+        let hosts: Vec<IpAddr> = listed.iter().copied().filter(|ip| !std_says_never(*ip)).collect();
+        let pool = match Pool::parse(&spec) {
+            Ok(pool) => pool,
+            Err(e) => {
+                prop_assert!(hosts.is_empty(), "{e}");
+                prop_assert!(matches!(e, PoolError::OnlyNeverAllocated { .. }), "{e}");
+                return Ok(());
+            }
+        };
+        prop_assert!(!hosts.is_empty(), "{texts:?} parsed though it lists no host address");
+        for family in Family::ALL {
+            let want = hosts.iter().filter(|ip| Family::of(**ip) == family).count() as u128;
+            prop_assert_eq!(pool.total(family), want, "{} total of {:?}", family, texts);
+        }
+        for ip in &listed {
+            prop_assert_eq!(pool.contains(*ip), !std_says_never(*ip), "{}", ip);
+        }
+        let mut a = Allocator::new();
+        a.set_pool(pool);
+        for (i, pin) in pins.iter().enumerate() {
+            let ip = listed[pin.index(listed.len())];
+            let mut req = single_stack(format!("pin{i}"), Family::of(ip));
+            req.requested_ips = vec![ip];
+            match a.allocate(&req) {
+                Ok(got) => {
+                    prop_assert!(!std_says_never(ip), "{} handed out on request", ip);
+                    prop_assert_eq!(got.ips, vec![ip]);
+                }
+                Err(AllocError::IpNeverAllocated { .. }) => prop_assert!(std_says_never(ip), "{} refused", ip),
+                Err(AllocError::IpInUse { .. }) => {}
+                Err(e) => prop_assert!(false, "{ip}: {e}"),
+            }
+        }
+        for family in Family::ALL {
+            for i in 0.. {
+                match a.allocate(&single_stack(format!("{family}-{i}"), family)) {
+                    Ok(got) => {
+                        prop_assert!(!std_says_never(got.ips[0]), "{} handed out", got.ips[0]);
+                    }
+                    Err(AllocError::PoolExhausted { .. } | AllocError::FamilyUnavailable { .. }) => break,
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+            }
+            let stats = a.pool_stats("p").unwrap().family(family);
+            prop_assert_eq!((stats.used, stats.free), (stats.total, 0), "{} fills up exactly", family);
+        }
+        a.check_invariants().map_err(TestCaseError::fail)?;
+    }
+
+    /// `0.0.0.0/0` and `::/0` with addresses pinned around every block edge: never-allocated ones are refused,
+    /// automatic ones are host addresses, and the counts stay exact (no saturation, no overflow).
+    #[test]
+    fn whole_spaces_never_hand_out_never_allocated_addresses(
+        pins in proptest::collection::vec((straddling_range(), any::<proptest::sample::Index>()), 0..20),
+        autos in proptest::collection::vec(any::<bool>(), 0..20),
+    ) {
+        let mut a = Allocator::new();
+        a.set_pool(Pool::parse(&PoolSpec::new("all", &["0.0.0.0/0", "::/0"])).unwrap());
+        let mut held = std::collections::BTreeSet::new();
+        for (i, (range, pick)) in pins.iter().enumerate() {
+            let listed = addresses(std::slice::from_ref(range));
+            let ip = listed[pick.index(listed.len())];
+            let mut req = single_stack(format!("pin{i}"), Family::of(ip));
+            req.requested_ips = vec![ip];
+            match a.allocate(&req) {
+                Ok(_) => {
+                    prop_assert!(!std_says_never(ip), "{} handed out on request", ip);
+                    held.insert(ip);
+                }
+                Err(AllocError::IpNeverAllocated { .. }) => prop_assert!(std_says_never(ip), "{} refused", ip),
+                Err(AllocError::IpInUse { .. }) => prop_assert!(held.contains(&ip)),
+                Err(e) => prop_assert!(false, "{ip}: {e}"),
+            }
+        }
+        for (i, v6) in autos.iter().enumerate() {
+            let family = if *v6 { Family::V6 } else { Family::V4 };
+            let got = a.allocate(&single_stack(format!("auto{i}"), family)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(!std_says_never(got.ips[0]), "{} handed out", got.ips[0]);
+            prop_assert!(held.insert(got.ips[0]));
+        }
+        a.check_invariants().map_err(TestCaseError::fail)?;
+        let stats = a.pool_stats("all").unwrap();
+        prop_assert_eq!(stats.ipv4.total, 3_992_911_871);
+        prop_assert_eq!(stats.ipv6.total, 338_620_831_926_207_318_622_244_848_597_827_846_144);
+        for family in Family::ALL {
+            let used = held.iter().filter(|ip| Family::of(**ip) == family).count() as u128;
+            let s = stats.family(family);
+            prop_assert_eq!((s.used, s.free), (used, s.total - used));
+        }
+    }
+}
+
+proptest! {
+    /// One pool's overlaps, as the Eip status asks for them, are exactly the pairs of all pools that name it,
+    /// in the same order, whatever the limit.
+    #[test]
+    fn overlaps_of_one_pool_agree_with_all_overlaps(
+        specs in proptest::collection::vec(proptest::collection::vec(straddling_range(), 1..4), 2..5),
+        limit in 0usize..6,
+    ) {
+        let mut a = Allocator::new();
+        for (i, ranges) in specs.iter().enumerate() {
+            let mut kept: Vec<AddrRange> = Vec::new();
+            for r in ranges {
+                if kept.iter().all(|k| k.intersection(r).is_none()) {
+                    kept.push(*r);
+                }
+            }
+            let texts: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            let spec = PoolSpec::new(format!("p{i}"), &texts.iter().map(String::as_str).collect::<Vec<_>>());
+            if let Ok(pool) = Pool::parse(&spec) {
+                a.set_pool(pool);
+            }
+        }
+        let all = a.overlaps();
+        for pool in a.pools() {
+            let name = pool.name();
+            let want: Vec<&Overlap> = all.iter().filter(|o| o.first.0 == name || o.second.0 == name).collect();
+            let (listed, total) = a.overlaps_of(name, limit);
+            prop_assert_eq!(total, want.len());
+            prop_assert_eq!(listed.iter().collect::<Vec<_>>(), want[..want.len().min(limit)].to_vec());
+            for o in &listed {
+                prop_assert!(!std_says_never(o.range.first()) && !std_says_never(o.range.last()), "{}", o);
+            }
         }
     }
 }

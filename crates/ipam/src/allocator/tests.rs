@@ -759,3 +759,173 @@ fn assign_existing_adopts_valid_records_and_refuses_taken_addresses() {
 fn got_again(a: &mut Allocator, name: &str) -> Vec<IpAddr> {
     got(a, &svc(name))
 }
+
+// ---- never-allocated addresses ----
+
+#[test]
+fn whole_address_spaces_hand_out_host_addresses_only_and_count_exactly() {
+    let mut a = alloc_with(vec![pool("all", &["0.0.0.0/0", "::/0"])]);
+    assert_eq!(
+        got(&mut a, &svc("v4")),
+        ips(&["1.0.0.0"]),
+        "0.0.0.0/8 'this network' is skipped"
+    );
+    let mut v6 = svc("v6");
+    v6.ip_families = vec![Family::V6];
+    assert_eq!(
+        got(&mut a, &v6),
+        ips(&["::1:0:0"]),
+        "::1 and the rest of ::/96 are skipped"
+    );
+    let stats = a.pool_stats("all").unwrap();
+    assert_eq!(stats.ipv4.total, 3_992_911_871);
+    assert_eq!(stats.ipv4.free, 3_992_911_870);
+    assert_eq!(stats.ipv6.total, 338_620_831_926_207_318_622_244_848_597_827_846_144);
+    assert!(stats.ipv6.total < u128::MAX, "exact, not saturated");
+    assert_eq!(stats.ipv6.free, stats.ipv6.total - 1);
+}
+
+#[test]
+fn first_free_steps_over_never_allocated_blocks_inside_an_entry() {
+    let mut a = alloc_with(vec![pool(
+        "p",
+        &[
+            "126.255.255.254-128.0.0.1",
+            "223.255.255.255-240.0.0.0",
+            "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff-fec0::",
+        ],
+    )]);
+    let handed: Vec<IpAddr> = (0..6).flat_map(|i| got(&mut a, &svc(&format!("s{i}")))).collect();
+    assert_eq!(
+        handed,
+        ips(&[
+            "126.255.255.254",
+            "126.255.255.255",
+            "128.0.0.0",
+            "128.0.0.1",
+            "223.255.255.255",
+            "240.0.0.0"
+        ])
+    );
+    assert!(matches!(
+        refused(&mut a, &svc("more")),
+        AllocError::PoolExhausted { .. }
+    ));
+    let mut v6 = svc("v6");
+    v6.ip_families = vec![Family::V6];
+    assert_eq!(got(&mut a, &v6), ips(&["fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff"]));
+    v6.key.name = "v6b".into();
+    assert_eq!(got(&mut a, &v6), ips(&["fec0::"]), "fe80::/10 is skipped");
+    let stats = a.pool_stats("p").unwrap();
+    assert_eq!((stats.ipv4.total, stats.ipv6.total), (6, 2));
+}
+
+#[test]
+fn requests_for_never_allocated_addresses_are_refused_naming_why() {
+    let mut a = alloc_with(vec![pool("all", &["0.0.0.0/0", "::/0"])]);
+    let mut req = svc("s");
+    req.requested_ips = ips(&["127.0.0.1"]);
+    assert_eq!(
+        refused(&mut a, &req).to_string(),
+        "ns/s requests 127.0.0.1, which is in 127.0.0.0/8 loopback (RFC 1122 §3.2.1.3) and never a Service's address, whatever an Eip lists; request another address in herald.dev/ips or spec.loadBalancerIP"
+    );
+    for (addr, what) in [
+        ("0.0.0.1", "'this network'"),
+        ("169.254.10.10", "link-local"),
+        ("224.0.0.251", "multicast"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("::10.0.0.1", "IPv4-compatible (deprecated)"),
+        ("::ffff:10.0.0.1", "IPv4-mapped"),
+        ("fe80::1", "link-local"),
+        ("ff02::1", "multicast"),
+    ] {
+        req.requested_ips = ips(&[addr]);
+        req.ip_families = vec![Family::of(ip(addr))];
+        match refused(&mut a, &req) {
+            AllocError::IpNeverAllocated { ip: got, block, .. } => {
+                assert_eq!((got, block.what()), (ip(addr), what));
+            }
+            other => panic!("{addr}: {other}"),
+        }
+    }
+    // Also when the Service names the Eip, and with a pool that lists the address itself.
+    let mut a = alloc_with(vec![pool("lo", &["127.0.0.1", "192.0.2.1"])]);
+    req.pool = Some("lo".into());
+    req.requested_ips = ips(&["127.0.0.1"]);
+    req.ip_families = vec![Family::V4];
+    assert!(matches!(refused(&mut a, &req), AllocError::IpNeverAllocated { .. }));
+    req.requested_ips.clear();
+    assert_eq!(got(&mut a, &req), ips(&["192.0.2.1"]));
+    assert_eq!(a.pool_stats("lo").unwrap().ipv4.total, 1);
+}
+
+#[test]
+fn records_of_never_allocated_addresses_are_dropped_with_the_reason() {
+    // What an older Herald handed out from 0.0.0.0/0 and ::/0.
+    let mut a = alloc_with(vec![pool("all", &["0.0.0.0/0", "::/0"])]);
+    let rec = |name: &str, list: &[&str]| ExistingAssignment {
+        request: svc(name),
+        pool: Some("all".into()),
+        ips: ips(list),
+    };
+    let conflicts = a.rebuild(vec![
+        rec("first", &["0.0.0.1"]),
+        rec("loop6", &["192.0.2.7", "::1"]),
+        rec("fine", &["192.0.2.8"]),
+    ]);
+    let shown: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "ns/first cannot keep 0.0.0.1: 0.0.0.1 is in 0.0.0.0/8 'this network' (RFC 1122 §3.2.1.3), which is never a Service's address",
+            "ns/loop6 cannot keep 192.0.2.7, ::1: ::1 is in ::1/128 loopback (RFC 4291 §2.5.3), which is never a Service's address",
+        ]
+    );
+    assert_eq!(a.allocation(&svc("fine").key).unwrap().ips, ips(&["192.0.2.8"]));
+    assert_eq!(a.pool_stats("all").unwrap().ipv4.used, 1);
+    let refused = a.assign_existing(rec("late", &["127.0.0.1"])).unwrap_err();
+    assert!(
+        matches!(refused.reason, ConflictReason::NeverAllocated { .. }),
+        "{refused}"
+    );
+    a.check_invariants().unwrap();
+    // Allocated again, they get host addresses.
+    assert_eq!(got(&mut a, &svc("first")), ips(&["1.0.0.0"]));
+}
+
+#[test]
+fn overlaps_of_one_pool_are_those_of_all_pools_that_name_it() {
+    let a = alloc_with(vec![
+        pool("a", &["0.0.0.0/0"]),
+        pool("b", &["0.0.0.0/0", "::/0"]),
+        pool("c", &["127.0.0.1", "192.0.2.1", "198.51.100.0/24"]),
+        pool("d", &["2001:db8::/64", "203.0.113.5-203.0.113.9"]),
+    ]);
+    let all = a.overlaps();
+    for name in ["a", "b", "c", "d", "missing"] {
+        let want: Vec<&Overlap> = all.iter().filter(|o| o.first.0 == name || o.second.0 == name).collect();
+        let (listed, total) = a.overlaps_of(name, usize::MAX);
+        assert_eq!(listed.iter().collect::<Vec<_>>(), want, "{name}");
+        assert_eq!(total, want.len());
+        let (first_two, total) = a.overlaps_of(name, 2);
+        assert_eq!(
+            first_two.iter().collect::<Vec<_>>(),
+            want[..want.len().min(2)],
+            "{name}"
+        );
+        assert_eq!(total, want.len());
+    }
+    // c's 127.0.0.1 is in a's and b's 0.0.0.0/0 too, but none of them gives it out: no overlap.
+    let (listed, total) = a.overlaps_of("c", 9);
+    assert_eq!(total, 4);
+    assert_eq!(
+        listed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "Eip 'a' (0.0.0.0/0) and Eip 'c' (192.0.2.1) overlap on 192.0.2.1",
+            "Eip 'a' (0.0.0.0/0) and Eip 'c' (198.51.100.0/24) overlap on 198.51.100.1-198.51.100.254",
+            "Eip 'b' (0.0.0.0/0) and Eip 'c' (192.0.2.1) overlap on 192.0.2.1",
+            "Eip 'b' (0.0.0.0/0) and Eip 'c' (198.51.100.0/24) overlap on 198.51.100.1-198.51.100.254",
+        ]
+    );
+}
