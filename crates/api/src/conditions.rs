@@ -25,6 +25,10 @@ pub fn set_condition(
 ) -> bool {
     let status = if status { "True" } else { "False" };
     let message = message.into();
+    let message = match crate::text::truncate_bytes(&message, crate::text::CONDITION_MESSAGE_BYTES) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(cut) => cut,
+    };
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             let changed_status = c.status != status;
@@ -109,5 +113,22 @@ mod tests {
         assert_eq!(conds[0].last_transition_time, at(40));
         assert!(!is_true(&conds, READY));
         assert_eq!(conds.len(), 1);
+    }
+
+    #[test]
+    fn long_messages_are_cut_and_a_repeat_is_no_change() {
+        let mut conds = Vec::new();
+        let long = "x".repeat(100_000);
+        assert!(set_condition(
+            &mut conds,
+            READY,
+            false,
+            "Invalid",
+            long.clone(),
+            None,
+            at(1)
+        ));
+        assert!(conds[0].message.len() <= crate::text::CONDITION_MESSAGE_BYTES);
+        assert!(!set_condition(&mut conds, READY, false, "Invalid", long, None, at(2)));
     }
 }

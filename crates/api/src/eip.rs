@@ -69,6 +69,25 @@ pub struct EipSpec {
 /// Accepts an IPv4/IPv6 address, CIDR or `A-B` range; the allocator gives the precise error for anything else.
 pub const ADDRESS_PATTERN: &str = r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$";
 
+/// An empty pool with the defaults a user gets by leaving fields out.
+impl Default for EipSpec {
+    fn default() -> Self {
+        Self {
+            addresses: Vec::new(),
+            protocol: Protocol::default(),
+            interface: None,
+            disable: false,
+            auto_assign: default_true(),
+            priority: 0,
+            namespaces: Vec::new(),
+            namespace_selector: None,
+            service_selector: None,
+            node_selector: None,
+            bgp: None,
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }

@@ -8,8 +8,10 @@
 
 pub mod bgp;
 pub mod conditions;
+pub mod decode;
 pub mod eip;
 pub mod names;
+pub mod text;
 
 pub use bgp::{BgpConf, BgpConfSpec, BgpConfStatus, BgpPeer, BgpPeerSpec, BgpPeerStatus};
 pub use eip::{Eip, EipSpec, EipStatus, Protocol};

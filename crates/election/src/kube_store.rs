@@ -9,9 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use herald_api::decode::Lenient;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
@@ -22,6 +24,9 @@ use crate::naming::LEASE_KIND_LABEL;
 #[derive(Clone)]
 pub struct KubeLeaseStore {
     api: Api<Lease>,
+    /// The same Leases, decoded one at a time for the watch: a Lease that cannot be read is skipped (and named in
+    /// the log) instead of failing every list and stopping the election's watch.
+    watch_api: Api<Lenient<Lease>>,
     request_timeout: Duration,
 }
 
@@ -30,7 +35,8 @@ impl KubeLeaseStore {
     /// (the shells use half the renew deadline) and reported as `Unavailable`.
     pub fn new(client: kube::Client, namespace: &str, request_timeout: Duration) -> Self {
         Self {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            watch_api: Api::namespaced(client, namespace),
             request_timeout,
         }
     }
@@ -147,7 +153,7 @@ impl LeaseStore for KubeLeaseStore {
     fn watch(&self) -> BoxStream<'static, WatchEvent> {
         let config = watcher::Config::default().labels(LEASE_KIND_LABEL);
         let mut buffer: Option<Vec<LeaseRecord>> = None;
-        watcher(self.api.clone(), config)
+        watcher(self.watch_api.clone(), config)
             .default_backoff()
             .filter_map(move |event| {
                 let out = match event {
@@ -156,13 +162,15 @@ impl LeaseStore for KubeLeaseStore {
                         None
                     }
                     Ok(watcher::Event::InitApply(lease)) => {
-                        buffer.get_or_insert_with(Vec::new).push(from_lease(&lease));
+                        if let Some(lease) = readable(lease) {
+                            buffer.get_or_insert_with(Vec::new).push(from_lease(&lease));
+                        }
                         None
                     }
                     Ok(watcher::Event::InitDone) => Some(WatchEvent::Resynced(buffer.take().unwrap_or_default())),
-                    Ok(watcher::Event::Apply(lease)) => Some(WatchEvent::Applied(from_lease(&lease))),
+                    Ok(watcher::Event::Apply(lease)) => readable(lease).map(|l| WatchEvent::Applied(from_lease(&l))),
                     Ok(watcher::Event::Delete(lease)) => Some(WatchEvent::Deleted {
-                        name: lease.metadata.name.unwrap_or_default(),
+                        name: lease.meta().name.clone().unwrap_or_default(),
                     }),
                     Err(e) => Some(WatchEvent::Error(StoreError::Unavailable {
                         reason: format!("lease watch: {e}"),
@@ -171,6 +179,22 @@ impl LeaseStore for KubeLeaseStore {
                 std::future::ready(out)
             })
             .boxed()
+    }
+}
+
+/// The Lease, or `None` (logged) when it could not be read. An unreadable Lease is never taken for a free one: its
+/// create fails with AlreadyExists and its read with an error, so no write can go around it.
+fn readable(lease: Lenient<Lease>) -> Option<Lease> {
+    match lease {
+        Lenient::Read(lease) => Some(lease),
+        Lenient::Unreadable(u) => {
+            tracing::warn!(
+                lease = u.display_name(),
+                reason = u.reason,
+                "cannot read this Lease; skipping it"
+            );
+            None
+        }
     }
 }
 

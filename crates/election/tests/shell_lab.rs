@@ -99,6 +99,42 @@ async fn kube_store_watch_lists_then_streams() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn kube_store_watch_skips_a_lease_it_cannot_read() {
+    let (server, client) = lab().await;
+    let s = store(&client);
+    s.create(&lease("herald-ip-a", "n1/1")).await.expect("create");
+    // Stored by something that does not check the schema: a duration Herald cannot read.
+    let raw: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "herald-ip-bad", "labels": {"herald.dev/lease": "ip"}},
+        "spec": {"holderIdentity": "n2/1", "leaseDurationSeconds": "three"}}))
+    .expect("object");
+    let resource = kube::discovery::ApiResource::erase::<k8s_openapi::api::coordination::v1::Lease>(&());
+    kube::Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), "default", &resource)
+        .create(&Default::default(), &raw)
+        .await
+        .expect("create raw");
+    let mut watch = s.watch();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watch lists despite the bad Lease")
+        .expect("open");
+    match first {
+        WatchEvent::Resynced(all) => {
+            assert_eq!(all.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["herald-ip-a"]);
+        }
+        other => panic!("expected a resync first, got {other:?}"),
+    }
+    s.create(&lease("herald-ip-b", "n1/1")).await.expect("create");
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("event")
+        .expect("open");
+    assert!(matches!(next, WatchEvent::Applied(l) if l.name == "herald-ip-b"));
+    server.shutdown().await;
+}
+
 fn fast_timing() -> ElectionTiming {
     ElectionTiming {
         node_renew_period: Duration::from_millis(300),
