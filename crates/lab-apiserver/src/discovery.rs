@@ -20,8 +20,8 @@ const VERBS: [&str; 8] = [
 pub fn version() -> Value {
     json!({
         "major": "1",
-        "minor": "32",
-        "gitVersion": "v1.32.0-lab",
+        "minor": "37",
+        "gitVersion": "v1.37.0-lab",
         "gitCommit": "lab-apiserver",
         "gitTreeState": "clean",
         "buildDate": "2026-01-01T00:00:00Z",
@@ -72,7 +72,7 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
         "singularName": def.singular,
         "namespaced": def.namespaced,
         "kind": def.kind,
-        "verbs": VERBS,
+        "verbs": VERBS.iter().filter(|v| def.delete_collection || **v != "deletecollection").collect::<Vec<_>>(),
         "shortNames": def.short_names,
         "categories": def.categories,
     })];

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::discovery;
 use crate::metrics::Metrics;
 use crate::patch::PatchKind;
+use crate::protobuf;
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector, Selectors};
 use crate::status::{self, ApiError, Target};
@@ -297,25 +298,37 @@ impl Call {
         let fields = FieldSelector::parse(
             self.params.get("fieldSelector").map_or("", String::as_str),
             &self.def.field_selectors,
+            self.def.field_label_error,
         )
         .map_err(ApiError::bad_request)?;
         Ok(Selectors { labels, fields })
     }
 }
 
-/// Request bodies must be JSON: protobuf (which client-go's typed clients may send) is refused with 415.
+/// Request bodies are JSON, or Kubernetes protobuf for the kinds kubectl's typed commands send (`protobuf`);
+/// CBOR and YAML are refused with 415.
 fn check_body_type(content_type: &str) -> Result<(), ApiError> {
     let media = content_type.split(';').next().unwrap_or_default().trim();
-    if media.contains("protobuf") || media.contains("cbor") || media.contains("yaml") {
+    if !protobuf::is_protobuf(media) && (media.contains("protobuf") || media.contains("cbor") || media.contains("yaml"))
+    {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json \
-             (lab-apiserver does not decode {media})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, \
+             application/vnd.kubernetes.protobuf (lab-apiserver does not decode {media})"
         )));
     }
     Ok(())
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+fn parse_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
+    if protobuf::is_protobuf(content_type) {
+        return protobuf::decode(body).map_err(|error| match error {
+            protobuf::Error::Malformed(why) => ApiError::bad_request(format!("error decoding request body: {why}")),
+            protobuf::Error::Unsupported(what) => ApiError::unsupported_media_type(format!(
+                "lab-apiserver decodes protobuf bodies of Namespaces, Services, ConfigMaps, Secrets and \
+                 DeleteOptions, not {what}; send JSON"
+            )),
+        });
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
 }
 
@@ -328,7 +341,7 @@ async fn api(
 ) -> Response {
     let path = uri.path().to_string();
     match parse_path(&path) {
-        None => error_response(&ApiError::no_such_path(&path)),
+        None => page_not_found(),
         Some(ApiPath::Resource(resource_path)) => {
             resource_request(&state, &method, &uri, &headers, &body, resource_path)
         }
@@ -353,7 +366,28 @@ fn discovery_request(state: &AppState, method: &Method, which: &ApiPath) -> Resp
     };
     match document {
         Some(document) => json_response(StatusCode::OK, &document),
-        None => error_response(&ApiError::no_such_path("discovery")),
+        None => page_not_found(),
+    }
+}
+
+/// The real server's answer for a path none of its handlers serves: its mux's plain-text page.
+fn page_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
+/// 404 for a resource path nothing serves: a Status under `/api` and built-in groups, the mux's page where no
+/// built-in handler exists (unknown groups, groups of custom resources).
+fn unknown_resource(state: &AppState, group: &str) -> Response {
+    let builtin_group = group.is_empty() || state.store().registry().all().any(|d| d.group == group && !d.custom);
+    if builtin_group {
+        error_response(&ApiError::no_such_resource())
+    } else {
+        page_not_found()
     }
 }
 
@@ -373,7 +407,7 @@ fn resource_request(
         .lookup(&resource_path.group, &resource_path.version, &resource_path.plural)
         .cloned();
     let Some(def) = def else {
-        return error_response(&ApiError::no_such_path(path));
+        return unknown_resource(state, &resource_path.group);
     };
     let scoped_wrong = (resource_path.namespace.is_some() && !def.namespaced)
         || (resource_path.name.is_some() && def.namespaced && resource_path.namespace.is_none());
@@ -382,7 +416,7 @@ fn resource_request(
         .as_deref()
         .is_some_and(|s| s != "status" || !def.status_subresource);
     if scoped_wrong || bad_subresource {
-        return error_response(&ApiError::no_such_path(path));
+        return unknown_resource(state, &resource_path.group);
     }
     let metric_resource = match &resource_path.subresource {
         Some(sub) => format!("{}/{sub}", def.plural),
@@ -428,10 +462,10 @@ fn resource_request(
         Verb::Get => get_object(state, &call),
         Verb::List => list(state, &call),
         Verb::Watch => watch(state, &call),
-        Verb::Create => create(state, &call, body),
-        Verb::Update => update(state, &call, body),
+        Verb::Create => create(state, &call, content_type, body),
+        Verb::Update => update(state, &call, content_type, body),
         Verb::Patch => patch(state, &call, content_type, body),
-        Verb::Delete => delete(state, &call, body),
+        Verb::Delete => delete(state, &call, content_type, body),
         Verb::DeleteCollection => delete_collection(state, &call),
     });
     let response = result.unwrap_or_else(|error| error_response(&error));
@@ -508,8 +542,8 @@ fn list(state: &AppState, call: &Call) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &list))
 }
 
-fn create(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
-    let object = parse_body(body)?;
+fn create(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
+    let object = parse_body(content_type, body)?;
     let mut store = state.store();
     let created = store.create(
         &call.def,
@@ -523,8 +557,8 @@ fn create(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
     Ok(json_response(StatusCode::CREATED, &call.render(created, rv)))
 }
 
-fn update(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
-    let object = parse_body(body)?;
+fn update(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
+    let object = parse_body(content_type, body)?;
     let mut store = state.store();
     let updated = store.update(
         &call.def,
@@ -542,7 +576,7 @@ fn update(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
 
 fn patch(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
     let kind = PatchKind::from_content_type(content_type).map_err(ApiError::unsupported_media_type)?;
-    let patch = parse_body(body)?;
+    let patch = parse_body("application/json", body)?;
     let mut store = state.store();
     let patched = store.patch(
         &call.def,
@@ -560,11 +594,11 @@ fn patch(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Res
 }
 
 /// `DeleteOptions.preconditions` from a DELETE body (an empty body is fine).
-fn preconditions(body: &Bytes) -> Result<Preconditions, ApiError> {
+fn preconditions(content_type: &str, body: &Bytes) -> Result<Preconditions, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Preconditions::default());
     }
-    let options = parse_body(body)?;
+    let options = parse_body(content_type, body)?;
     let text = |field: &str| options["preconditions"][field].as_str().map(str::to_string);
     Ok(Preconditions {
         uid: text("uid"),
@@ -572,8 +606,8 @@ fn preconditions(body: &Bytes) -> Result<Preconditions, ApiError> {
     })
 }
 
-fn delete(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiError> {
-    let preconditions = preconditions(body)?;
+fn delete(state: &AppState, call: &Call, content_type: &str, body: &Bytes) -> Result<Response, ApiError> {
+    let preconditions = preconditions(content_type, body)?;
     let mut store = state.store();
     let outcome = store.delete(
         &call.def,
@@ -585,8 +619,9 @@ fn delete(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
     let rv = store.resource_version();
     drop(store);
     Ok(match outcome {
-        // Custom resources return the deleted object; built-ins a Success status, as the real server does.
-        Deleted::Removed(object) if !call.def.custom => {
+        // A Success status (with the uid), as the real server answers for every resource served here; an object
+        // kept by finalizers comes back as it is now.
+        Deleted::Removed(object) => {
             let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
             let target = Target {
                 group: &call.def.group,
@@ -595,7 +630,7 @@ fn delete(state: &AppState, call: &Call, body: &Bytes) -> Result<Response, ApiEr
             };
             json_response(StatusCode::OK, &status::success(target, uid))
         }
-        Deleted::Removed(object) | Deleted::Pending(object) => json_response(StatusCode::OK, &call.render(object, rv)),
+        Deleted::Pending(object) => json_response(StatusCode::OK, &call.render(object, rv)),
     })
 }
 
@@ -653,8 +688,9 @@ struct WatchStream {
     position: u64,
     /// BOOKMARK that ends the initial events of a `sendInitialEvents=true` watch.
     initial_events_end: bool,
-    bookmark_interval: Option<Duration>,
-    next_bookmark: Instant,
+    bookmark_interval: Duration,
+    /// When the next BOOKMARK is due (`allowWatchBookmarks=true` only).
+    next_bookmark: Option<Instant>,
     deadline: Instant,
     shutdown: CancellationToken,
     _guard: WatchGuard,
@@ -663,7 +699,7 @@ struct WatchStream {
 impl WatchStream {
     /// The event type this watcher sees, if any: selector transitions turn modifications into ADDED/DELETED.
     fn visible(&self, event: &Event) -> Option<&'static str> {
-        if event.resource != self.def.id() || self.namespace.as_ref().is_some_and(|ns| *ns != event.namespace) {
+        if event.resource != self.def.storage || self.namespace.as_ref().is_some_and(|ns| *ns != event.namespace) {
             return None;
         }
         let now = self.selectors.matches(&event.object);
@@ -720,12 +756,12 @@ impl WatchStream {
                 self.initial_events_end = false;
                 return Some(self.bookmark(true));
             }
-            let bookmarks = self.bookmark_interval.is_some();
+            let next_bookmark = self.next_bookmark;
             tokio::select! {
                 () = self.shutdown.cancelled() => return None,
                 () = sleep_until(self.deadline) => return None,
-                () = sleep_until(self.next_bookmark), if bookmarks => {
-                    self.next_bookmark = Instant::now() + self.bookmark_interval.unwrap_or_default();
+                () = sleep_until(next_bookmark.unwrap_or(self.deadline)), if next_bookmark.is_some() => {
+                    self.next_bookmark = next_bookmark_time(Instant::now(), self.bookmark_interval, self.deadline);
                     return Some(self.bookmark(false));
                 }
                 received = self.live.recv() => match received {
@@ -746,6 +782,18 @@ impl WatchStream {
             }
         }
     }
+}
+
+/// When a watch allowing bookmarks gets its next one: every `interval`, and 2 s before its deadline so that a
+/// client resumes from a recent resourceVersion (the cacher's `nextBookmarkTime` in k8s.io/apiserver); none once
+/// that moment has passed.
+fn next_bookmark_time(now: Instant, interval: Duration, deadline: Instant) -> Option<Instant> {
+    let heartbeat = now + interval;
+    let next = match deadline.checked_sub(Duration::from_secs(2)) {
+        Some(before_deadline) if before_deadline < heartbeat => before_deadline,
+        _ => heartbeat,
+    };
+    (next > now).then_some(next)
 }
 
 fn watch(state: &Arc<AppState>, call: &Call) -> Result<Response, ApiError> {
@@ -785,7 +833,9 @@ fn watch(state: &Arc<AppState>, call: &Call) -> Result<Response, ApiError> {
     };
     state.metrics.watch_opened();
     let now = Instant::now();
-    let bookmark_interval = bookmarks.then_some(state.bookmark_interval);
+    let next_bookmark = bookmarks
+        .then(|| next_bookmark_time(now, state.bookmark_interval, now + timeout))
+        .flatten();
     let stream = WatchStream {
         def: call.def.clone(),
         version: call.path.version.clone(),
@@ -796,8 +846,8 @@ fn watch(state: &Arc<AppState>, call: &Call) -> Result<Response, ApiError> {
         live,
         position,
         initial_events_end: send_initial,
-        bookmark_interval,
-        next_bookmark: now + state.bookmark_interval,
+        bookmark_interval: state.bookmark_interval,
+        next_bookmark,
         deadline: now + timeout,
         shutdown: state.shutdown.clone(),
         _guard: WatchGuard(state.metrics.clone()),

@@ -18,10 +18,12 @@ mod http;
 mod metrics;
 mod patch;
 mod persist;
+mod protobuf;
 mod registry;
 mod selector;
 mod status;
 mod store;
+mod strategy;
 mod table;
 
 use std::net::SocketAddr;

@@ -127,7 +127,23 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
     let Some(target) = original.as_object_mut() else {
         return;
     };
+    let set_order = |field: &str| {
+        patch_map
+            .get(&format!("$setElementOrder/{field}"))
+            .and_then(Value::as_array)
+    };
     for (key, value) in patch_map {
+        if let Some(field) = key.strip_prefix("$setElementOrder/") {
+            // Only the order of a list the patch does not otherwise touch.
+            if !patch_map.contains_key(field)
+                && let (Some(Value::Array(list)), Some(order)) = (target.get_mut(field), value.as_array())
+            {
+                let merge_key = list_key(field, list);
+                let server_order = list.clone();
+                *list = enforce_order(std::mem::take(list), order, &server_order, merge_key);
+            }
+            continue;
+        }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(list)), Some(remove)) = (target.get_mut(field), value.as_array()) {
                 list.retain(|item| !remove.contains(item));
@@ -143,7 +159,7 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
         }
         match (target.get_mut(key), value) {
             (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge(existing, value),
-            (Some(Value::Array(existing)), Value::Array(items)) => merge_list(key, existing, items),
+            (Some(Value::Array(existing)), Value::Array(items)) => merge_list(key, existing, items, set_order(key)),
             _ => {
                 target.insert(key.clone(), plain(value));
             }
@@ -151,7 +167,50 @@ fn strategic_merge(original: &mut Value, patch: &Value) {
     }
 }
 
-fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value]) {
+/// The merge key of a list field's elements (what `$setElementOrder` entries name), if it merges by key.
+fn list_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    match list_strategy(field, items) {
+        ListStrategy::ByKey(key) => Some(key),
+        ListStrategy::Set | ListStrategy::Replace => None,
+    }
+}
+
+fn position_in(order: &[Value], item: &Value, key: Option<&str>) -> Option<usize> {
+    order.iter().position(|o| match key {
+        Some(key) => item.get(key).is_some() && o.get(key) == item.get(key),
+        None => o == item,
+    })
+}
+
+/// The element order of a merged list, as `normalizeElementOrder` (k8s.io/apimachinery strategicpatch) makes it:
+/// the elements the patch names in the patch's order (`$setElementOrder`, else the patch list), the others in
+/// their old order, interleaved where the old order allows.
+fn enforce_order(merged: Vec<Value>, patch_order: &[Value], server_order: &[Value], key: Option<&str>) -> Vec<Value> {
+    let (mut named, mut server_only): (Vec<Value>, Vec<Value>) = merged
+        .into_iter()
+        .partition(|item| position_in(patch_order, item, key).is_some());
+    named.sort_by_key(|item| position_in(patch_order, item, key));
+    server_only.sort_by_key(|item| position_in(server_order, item, key).unwrap_or(usize::MAX));
+    // `mergeSortedSlice`: a server-only element goes before a named one only if the old order says so.
+    let mut out = Vec::with_capacity(named.len() + server_only.len());
+    let (mut left, mut right) = (server_only.into_iter().peekable(), named.into_iter().peekable());
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => matches!(
+                (position_in(server_order, l, key), position_in(server_order, r, key)),
+                (Some(li), Some(ri)) if li < ri
+            ),
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
+    }
+    out
+}
+
+fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value], set_order: Option<&Vec<Value>>) {
     if items.iter().any(|item| directive(item) == Some("replace")) {
         *existing = items
             .iter()
@@ -160,29 +219,41 @@ fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value]) {
             .collect();
         return;
     }
-    match list_strategy(field, items) {
-        ListStrategy::Replace => *existing = items.iter().map(plain).collect(),
+    let strategy = list_strategy(field, items);
+    let key = match strategy {
+        ListStrategy::Replace => {
+            *existing = items.iter().map(plain).collect();
+            return;
+        }
         ListStrategy::Set => {
             for item in items {
                 if !existing.contains(item) {
                     existing.push(item.clone());
                 }
             }
+            None
         }
         ListStrategy::ByKey(key) => {
-            for item in items {
-                let position = existing.iter().position(|e| e.get(key) == item.get(key));
-                match (position, directive(item)) {
-                    (Some(i), Some("delete")) => {
-                        existing.remove(i);
-                    }
-                    (None, Some("delete")) => {}
-                    (Some(i), _) => strategic_merge(&mut existing[i], item),
-                    (None, _) => existing.push(plain(item)),
-                }
+            for item in items.iter().filter(|i| directive(i) == Some("delete")) {
+                existing.retain(|e| e.get(key) != item.get(key));
+            }
+            Some(key)
+        }
+    };
+    let server_order = existing.clone();
+    if let Some(key) = key {
+        for item in items.iter().filter(|i| directive(i).is_none()) {
+            match existing.iter().position(|e| e.get(key) == item.get(key)) {
+                Some(i) => strategic_merge(&mut existing[i], item),
+                None => existing.push(plain(item)),
             }
         }
     }
+    let patch_order: Vec<Value> = match set_order {
+        Some(order) => order.clone(),
+        None => items.iter().filter(|i| directive(i).is_none()).cloned().collect(),
+    };
+    *existing = enforce_order(std::mem::take(existing), &patch_order, &server_order, key);
 }
 
 #[cfg(test)]
@@ -255,7 +326,7 @@ mod tests {
         assert_eq!(
             o,
             json!({
-                "spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "http"}, {"port": 443}, {"port": 8080}]},
+                "spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "http"}, {"port": 8080}, {"port": 443}]},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}
             })
         );
@@ -281,6 +352,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o["metadata"]["finalizers"], json!(["b", "c"]));
+    }
+
+    #[test]
+    fn strategic_list_order_follows_the_patch() {
+        let mut o = json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        apply(
+            PatchKind::Strategic,
+            &mut o,
+            &json!({"spec": {"ports": [{"port": 443}]}}),
+        )
+        .unwrap();
+        assert_eq!(o["spec"]["ports"], json!([{"port": 443}, {"port": 80}, {"port": 81}]));
+        let patch = json!({"spec": {"$setElementOrder/ports": [{"port": 81}, {"port": 443}, {"port": 80}],
+                                    "ports": [{"port": 443, "name": "https"}]}});
+        apply(PatchKind::Strategic, &mut o, &patch).unwrap();
+        assert_eq!(
+            o["spec"]["ports"],
+            json!([{"port": 81}, {"port": 443, "name": "https"}, {"port": 80}])
+        );
     }
 
     #[test]

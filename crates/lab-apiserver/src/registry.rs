@@ -33,6 +33,26 @@ pub struct PrinterColumn {
     pub priority: i64,
 }
 
+/// How the real server words a field selector on a path the resource does not support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldLabelError {
+    /// `field label not supported: PATH` (kinds with their own field label conversion, custom resources).
+    NotSupported,
+    /// `"PATH" is not a known field selector: only "metadata.name", "metadata.namespace"` (the default conversion).
+    NotKnown,
+}
+
+/// How objects of a resource are stored, when not as served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// Stored as served (only `apiVersion` follows the version asked for).
+    None,
+    /// core/v1 Events: stored as served, served with the fields Go always writes for an Event.
+    CoreEvents,
+    /// events.k8s.io/v1 Events, stored as core/v1 Events (one storage, as on the real server).
+    EventsV1,
+}
+
 /// Everything the server needs to know to serve one resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceDef {
@@ -55,10 +75,21 @@ pub struct ResourceDef {
     /// Defined by a CRD: no strategic merge patch, delete returns the object.
     pub custom: bool,
     pub name_rule: NameRule,
-    /// Field selector paths besides `metadata.name` and `metadata.namespace`.
-    pub field_selectors: Vec<String>,
+    /// Field selectors: the label a client may use, and the path it reads in the stored object.
+    pub field_selectors: Vec<(String, String)>,
+    pub field_label_error: FieldLabelError,
     /// Printer columns per version (custom resources only; built-ins are printed by `table`).
     pub columns: BTreeMap<String, Vec<PrinterColumn>>,
+    /// `metadata.generation` is set on create and bumped on spec changes (custom resources and CRDs; the
+    /// built-ins served here have no generation on the real server).
+    pub generation: bool,
+    /// Where the objects live: `id()`, except for resources served from another one's storage.
+    pub storage: ResourceId,
+    pub conversion: Conversion,
+    /// The structural schema per version (custom resources): unknown fields are pruned, defaults applied.
+    pub schemas: BTreeMap<String, Value>,
+    /// Served verbs besides get/list/watch/create/update/patch/delete (`deletecollection`, not for namespaces).
+    pub delete_collection: bool,
 }
 
 impl ResourceDef {
@@ -83,6 +114,19 @@ impl ResourceDef {
     }
 }
 
+/// `metadata.name` and `metadata.namespace` (namespaced resources), then `extra`, all read where they are named.
+fn selectable(namespaced: bool, extra: &[&str]) -> Vec<(String, String)> {
+    let meta: &[&str] = if namespaced {
+        &["metadata.name", "metadata.namespace"]
+    } else {
+        &["metadata.name"]
+    };
+    meta.iter()
+        .chain(extra)
+        .map(|f| (f.to_string(), f.to_string()))
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn builtin(
     group: &str,
@@ -94,6 +138,13 @@ fn builtin(
     reset_status_on_create: bool,
     field_selectors: &[&str],
 ) -> ResourceDef {
+    // Kinds with extra selectable fields have their own field label conversion on the real server; the others
+    // take the default one, which accepts both metadata fields, for any scope.
+    let (field_selectors, field_label_error) = if field_selectors.is_empty() {
+        (selectable(true, &[]), FieldLabelError::NotKnown)
+    } else {
+        (selectable(namespaced, field_selectors), FieldLabelError::NotSupported)
+    };
     ResourceDef {
         group: group.to_string(),
         versions: vec!["v1".to_string()],
@@ -109,8 +160,14 @@ fn builtin(
         unconditional_update: true,
         custom: false,
         name_rule: NameRule::Subdomain,
-        field_selectors: field_selectors.iter().map(|s| s.to_string()).collect(),
+        field_selectors,
+        field_label_error,
         columns: BTreeMap::new(),
+        generation: false,
+        storage: (group.to_string(), plural.to_string()),
+        conversion: Conversion::None,
+        schemas: BTreeMap::new(),
+        delete_collection: true,
     }
 }
 
@@ -127,6 +184,7 @@ fn builtins() -> Vec<ResourceDef> {
         &["status.phase"],
     );
     namespaces.name_rule = NameRule::Label;
+    namespaces.delete_collection = false;
     let mut services = builtin(
         "",
         "services",
@@ -150,6 +208,7 @@ fn builtins() -> Vec<ResourceDef> {
         &[],
     );
     crds.categories = vec!["api-extensions".to_string()];
+    crds.generation = true;
     let core_event_fields = [
         "involvedObject.kind",
         "involvedObject.namespace",
@@ -163,16 +222,57 @@ fn builtins() -> Vec<ResourceDef> {
         "source",
         "type",
     ];
-    let events_fields = [
-        "regarding.kind",
-        "regarding.namespace",
-        "regarding.name",
-        "regarding.uid",
-        "regarding.apiVersion",
-        "reason",
-        "reportingController",
-        "type",
-    ];
+    // EndpointSlices are the one built-in served here whose strategy keeps a generation.
+    let mut endpoint_slices = builtin(
+        "discovery.k8s.io",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+        &[],
+        false,
+        false,
+        &[],
+    );
+    endpoint_slices.generation = true;
+    let mut core_events = builtin("", "events", "Event", true, &["ev"], false, false, &core_event_fields);
+    core_events.conversion = Conversion::CoreEvents;
+    for (label, path) in &mut core_events.field_selectors {
+        // The real server's field set: `source` is the source's component, `reportingComponent` its own field.
+        if label == "source" {
+            *path = "source.component".to_string();
+        }
+    }
+    // events.k8s.io/v1 Events are core Events in storage (the real server converts between the two); field
+    // selectors name the events.k8s.io fields and read the core ones.
+    let mut events = builtin(
+        "events.k8s.io",
+        "events",
+        "Event",
+        true,
+        &["ev"],
+        false,
+        false,
+        &["reason"],
+    );
+    events.storage = (String::new(), "events".to_string());
+    events.conversion = Conversion::EventsV1;
+    events.field_selectors = [
+        ("metadata.name", "metadata.name"),
+        ("metadata.namespace", "metadata.namespace"),
+        ("reason", "reason"),
+        ("type", "type"),
+        ("reportingController", "reportingComponent"),
+        ("regarding.kind", "involvedObject.kind"),
+        ("regarding.namespace", "involvedObject.namespace"),
+        ("regarding.name", "involvedObject.name"),
+        ("regarding.uid", "involvedObject.uid"),
+        ("regarding.apiVersion", "involvedObject.apiVersion"),
+        ("regarding.resourceVersion", "involvedObject.resourceVersion"),
+        ("regarding.fieldPath", "involvedObject.fieldPath"),
+    ]
+    .iter()
+    .map(|(l, p)| (l.to_string(), p.to_string()))
+    .collect();
     vec![
         namespaces,
         builtin(
@@ -186,31 +286,13 @@ fn builtins() -> Vec<ResourceDef> {
             &["spec.unschedulable"],
         ),
         services,
-        builtin("", "events", "Event", true, &["ev"], false, false, &core_event_fields),
+        core_events,
         builtin("", "secrets", "Secret", true, &[], false, false, &["type"]),
         builtin("", "configmaps", "ConfigMap", true, &["cm"], false, false, &[]),
         builtin("", "endpoints", "Endpoints", true, &["ep"], false, false, &[]),
-        builtin(
-            "discovery.k8s.io",
-            "endpointslices",
-            "EndpointSlice",
-            true,
-            &[],
-            false,
-            false,
-            &[],
-        ),
+        endpoint_slices,
         builtin("coordination.k8s.io", "leases", "Lease", true, &[], false, false, &[]),
-        builtin(
-            "events.k8s.io",
-            "events",
-            "Event",
-            true,
-            &["ev"],
-            false,
-            false,
-            &events_fields,
-        ),
+        events,
         crds,
     ]
 }
@@ -343,7 +425,8 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
     let mut served = Vec::new();
     let mut columns = BTreeMap::new();
     let mut status_subresource = false;
-    let mut field_selectors = Vec::new();
+    let mut field_selectors = selectable(true, &[]);
+    let mut schemas = BTreeMap::new();
     for (i, version) in versions.iter().enumerate() {
         let vname = text(&version["name"]);
         if vname.is_empty() {
@@ -370,9 +453,13 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
             })
             .collect();
         columns.insert(vname.clone(), cols);
+        if version["schema"]["openAPIV3Schema"].is_object() {
+            schemas.insert(vname.clone(), version["schema"]["openAPIV3Schema"].clone());
+        }
         for field in version["selectableFields"].as_array().into_iter().flatten() {
             if let Some(path) = field["jsonPath"].as_str() {
-                field_selectors.push(path.trim_start_matches('.').to_string());
+                let path = path.trim_start_matches('.').to_string();
+                field_selectors.push((path.clone(), path));
             }
         }
         served.push(vname);
@@ -384,6 +471,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
         return Err(errors);
     }
     served.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    let storage = (group.clone(), plural.clone());
     Ok(ResourceDef {
         group,
         versions: served,
@@ -406,7 +494,13 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceDef, Vec<String>> {
         custom: true,
         name_rule: NameRule::Subdomain,
         field_selectors,
+        field_label_error: FieldLabelError::NotSupported,
         columns,
+        generation: true,
+        storage,
+        conversion: Conversion::None,
+        schemas,
+        delete_collection: true,
     })
 }
 

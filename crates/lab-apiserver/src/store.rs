@@ -10,9 +10,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, broadcast};
 
 use crate::patch::{self, PatchKind};
-use crate::registry::{self, NameRule, Registry, ResourceDef, ResourceId};
+use crate::registry::{self, Conversion, NameRule, Registry, ResourceDef, ResourceId};
 use crate::selector::Selectors;
-use crate::status::{ApiError, Target};
+use crate::status::{ApiError, FieldError, Target, go_quote};
+use crate::strategy;
 
 /// `ADDED`, `MODIFIED` or `DELETED`, as in a watch stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,7 @@ pub struct Store {
     events: broadcast::Sender<Arc<Event>>,
     changed: Arc<Notify>,
     next_cluster_ip: u32,
+    next_cluster_ip6: u32,
     next_node_port: u16,
 }
 
@@ -119,7 +121,6 @@ fn name_suffix() -> String {
 fn is_label(s: &str, first_alpha: bool) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && (if first_alpha {
@@ -130,23 +131,73 @@ fn is_label(s: &str, first_alpha: bool) -> bool {
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
-fn name_problem(rule: NameRule, name: &str) -> Option<String> {
-    let ok = match rule {
-        NameRule::Label => is_label(name, false),
-        NameRule::Label1035 => is_label(name, true),
-        NameRule::Subdomain => name.len() <= 253 && name.split('.').all(|part| is_label(part, false)),
-    };
-    (!ok).then(|| {
-        format!(
-            "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 {} must consist of lower case \
-             alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-            if rule == NameRule::Subdomain {
-                "subdomain"
-            } else {
-                "label"
+/// `RegexError` of k8s.io/apimachinery/pkg/util/validation.
+fn regex_error(message: &str, format: &str, examples: &[&str]) -> String {
+    let examples: Vec<String> = examples.iter().map(|e| format!("'{e}', ")).collect();
+    format!(
+        "{message} (e.g. {}regex used for validation is '{format}')",
+        examples.join(" or ")
+    )
+}
+
+const LABEL_1123: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+
+/// `IsDNS1123Subdomain`'s problems, joined as the real server lists them.
+pub fn subdomain_problem(name: &str) -> Option<String> {
+    let problems = name_problems(NameRule::Subdomain, name);
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+/// `IsDNS1123Subdomain`, `IsDNS1123Label`, `IsDNS1035Label`, with the real server's messages.
+fn name_problems(rule: NameRule, name: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let subdomain_ok = name.split('.').all(|part| is_label(part, false));
+    match rule {
+        NameRule::Subdomain => {
+            if name.len() > 253 {
+                problems.push("must be no more than 253 characters".to_string());
             }
-        )
-    })
+            if !subdomain_ok {
+                problems.push(regex_error(
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+                     and must start and end with an alphanumeric character",
+                    &format!("{LABEL_1123}(\\.{LABEL_1123})*"),
+                    &["example.com"],
+                ));
+            }
+        }
+        NameRule::Label => {
+            if name.len() > 63 {
+                problems.push("must be no more than 63 characters".to_string());
+            }
+            if !is_label(name, false) {
+                problems.push(if subdomain_ok {
+                    "must not contain dots".to_string()
+                } else {
+                    regex_error(
+                        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and \
+                         must start and end with an alphanumeric character",
+                        LABEL_1123,
+                        &["my-name", "123-abc"],
+                    )
+                });
+            }
+        }
+        NameRule::Label1035 => {
+            if name.len() > 63 {
+                problems.push("must be no more than 63 characters".to_string());
+            }
+            if !is_label(name, true) {
+                problems.push(regex_error(
+                    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an \
+                     alphabetic character, and end with an alphanumeric character",
+                    "[a-z]([-a-z0-9]*[a-z0-9])?",
+                    &["my-name", "abc-123"],
+                ));
+            }
+        }
+    }
+    problems
 }
 
 fn meta(object: &Value) -> &Value {
@@ -190,13 +241,29 @@ fn generation_part(def: &ResourceDef, object: &Value) -> Value {
     part
 }
 
-/// Sets `apiVersion` and `kind` for the version a client asked for.
-pub fn for_version(mut object: Value, def: &ResourceDef, version: &str) -> Value {
+/// A stored object as served at `version` (`apiVersion` and `kind`, and the conversion of resources stored as
+/// another, events.k8s.io Events as core ones).
+pub fn for_version(object: Value, def: &ResourceDef, version: &str) -> Value {
+    match def.conversion {
+        Conversion::None => stamp(object, def, version),
+        Conversion::CoreEvents | Conversion::EventsV1 => strategy::event_for(def, object),
+    }
+}
+
+fn stamp(mut object: Value, def: &ResourceDef, version: &str) -> Value {
     if let Some(map) = object.as_object_mut() {
         map.insert("apiVersion".to_string(), Value::String(def.api_version(version)));
         map.insert("kind".to_string(), Value::String(def.kind.clone()));
     }
     object
+}
+
+/// An object a client wrote at `version`, in the form it is stored in.
+fn to_storage(object: Value, def: &ResourceDef, version: &str) -> Value {
+    match def.conversion {
+        Conversion::EventsV1 => strategy::event_to_core(object),
+        Conversion::None | Conversion::CoreEvents => stamp(object, def, version),
+    }
 }
 
 impl Store {
@@ -227,6 +294,7 @@ impl Store {
             events,
             changed: Arc::new(Notify::new()),
             next_cluster_ip: 1,
+            next_cluster_ip6: 1,
             next_node_port: 30000,
         }
     }
@@ -249,7 +317,7 @@ impl Store {
         meta_mut(&mut object).insert("resourceVersion".to_string(), Value::String(self.rv.to_string()));
         let namespace = meta_str(&object, "namespace").to_string();
         let key = (namespace.clone(), meta_str(&object, "name").to_string());
-        let objects = self.objects.entry(def.id()).or_default();
+        let objects = self.objects.entry(def.storage.clone()).or_default();
         if kind == EventKind::Deleted {
             objects.remove(&key);
         } else {
@@ -258,7 +326,7 @@ impl Store {
         let event = Arc::new(Event {
             kind,
             rv: self.rv,
-            resource: def.id(),
+            resource: def.storage.clone(),
             namespace,
             object: object.clone(),
             previous,
@@ -285,7 +353,7 @@ impl Store {
 
     fn lookup(&self, def: &ResourceDef, namespace: &str, name: &str) -> Result<&Value, ApiError> {
         self.objects
-            .get(&def.id())
+            .get(&def.storage)
             .and_then(|objects| objects.get(&(namespace.to_string(), name.to_string())))
             .ok_or_else(|| ApiError::not_found(Self::target(def, name)))
     }
@@ -314,7 +382,7 @@ impl Store {
         };
         let mut matching = self
             .objects
-            .get(&def.id())
+            .get(&def.storage)
             .into_iter()
             .flatten()
             .filter(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
@@ -333,7 +401,11 @@ impl Store {
         }
         let (continue_token, remaining) = match (cut, last_key) {
             // The loop consumed one matching object past the page before it stopped.
-            (true, Some((ns, name))) => (Some(format!("{ns}/{name}")), Some(matching.count() + 1)),
+            // The real server counts the rest only when no selector filters it.
+            (true, Some((ns, name))) => (
+                Some(format!("{ns}/{name}")),
+                selectors.is_empty().then(|| matching.count() + 1),
+            ),
             _ => (None, None),
         };
         Ok(ListPage {
@@ -384,7 +456,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Value, ApiError> {
         Self::check_type(def, version, &mut object)?;
-        object = for_version(object, def, version);
+        object = to_storage(object, def, version);
         let meta = meta_mut(&mut object);
         let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         if name.is_empty()
@@ -397,13 +469,22 @@ impl Store {
         let target = Self::target(def, &name);
         if name.is_empty() {
             return Err(ApiError::invalid(
-                target,
+                "",
                 &def.kind,
-                "metadata.name: Required value: name or generateName is required",
+                "",
+                vec![FieldError::required(
+                    "metadata.name",
+                    "name or generateName is required",
+                )],
             ));
         }
-        if let Some(problem) = name_problem(def.name_rule, &name) {
-            return Err(ApiError::invalid(target, &def.kind, &problem));
+        let problems = name_problems(def.name_rule, &name);
+        if !problems.is_empty() {
+            let errors = problems
+                .iter()
+                .map(|p| FieldError::invalid("metadata.name", &go_quote(&name), p))
+                .collect();
+            return Err(ApiError::invalid(&def.group, &def.kind, &name, errors));
         }
         let body_ns = meta
             .get("namespace")
@@ -434,7 +515,11 @@ impl Store {
         }
         meta.insert("uid".to_string(), Value::String(new_uid()));
         meta.insert("creationTimestamp".to_string(), Value::String(now_string(now)));
-        meta.insert("generation".to_string(), json!(1));
+        if def.generation {
+            meta.insert("generation".to_string(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
         for field in [
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
@@ -457,7 +542,9 @@ impl Store {
         {
             map.remove("status");
         }
-        self.apply_defaults(def, &mut object, now);
+        self.create_defaults(def, &mut object);
+        strategy::prepare(def, version, None, &mut object, Subresource::Main)?;
+        self.allocate(def, &mut object);
         if def.is_crd() {
             let resource = self.crd_resource(&object, None)?;
             set_crd_status(&mut object, &resource, now);
@@ -466,8 +553,8 @@ impl Store {
         Ok(self.commit(EventKind::Added, def, object, None))
     }
 
-    /// What the real server's create strategies fill in that Herald's tests look at.
-    fn apply_defaults(&mut self, def: &ResourceDef, object: &mut Value, _now: Timestamp) {
+    /// What the real server's create strategies set whatever the client sent.
+    fn create_defaults(&mut self, def: &ResourceDef, object: &mut Value) {
         match (def.group.as_str(), def.plural.as_str()) {
             ("", "namespaces") => {
                 if !object["spec"].is_object() {
@@ -476,64 +563,101 @@ impl Store {
                 object["spec"]["finalizers"] = json!(["kubernetes"]);
                 object["status"] = json!({"phase": "Active"});
             }
-            ("", "services") => {
-                if !object["spec"].is_object() {
-                    object["spec"] = json!({});
-                }
-                let spec = &mut object["spec"];
-                if spec["type"].as_str().is_none() {
-                    spec["type"] = json!("ClusterIP");
-                }
-                if spec["sessionAffinity"].is_null() {
-                    spec["sessionAffinity"] = json!("None");
-                }
-                let kind = spec["type"].as_str().unwrap_or_default().to_string();
-                if kind != "ExternalName" && spec["clusterIP"].as_str().is_none_or(str::is_empty) {
-                    let ip = self.allocate_cluster_ip(def);
-                    let spec = &mut object["spec"];
-                    spec["clusterIP"] = json!(ip);
-                    spec["clusterIPs"] = json!([ip]);
-                }
-                let spec = &mut object["spec"];
-                if let Some(ports) = spec["ports"].as_array_mut() {
-                    // Malformed entries are stored as given (no schema validation), never indexed into.
-                    for port in ports.iter_mut().filter(|p| p.is_object()) {
-                        if port["protocol"].is_null() {
-                            port["protocol"] = json!("TCP");
-                        }
-                        if port["targetPort"].is_null() {
-                            port["targetPort"] = port["port"].clone();
-                        }
-                        if matches!(kind.as_str(), "LoadBalancer" | "NodePort") && port["nodePort"].is_null() {
-                            port["nodePort"] = json!(self.next_node_port);
-                            self.next_node_port = self.next_node_port.checked_add(1).unwrap_or(30000).max(30000);
-                        }
-                    }
-                }
-                if object["status"].is_null() {
-                    object["status"] = json!({"loadBalancer": {}});
-                }
+            ("", "services") if object["status"].is_null() => {
+                object["status"] = json!({"loadBalancer": {}});
             }
             _ => {}
         }
     }
 
-    /// The next free address of 10.96.0.0/12, the default service CIDR.
-    fn allocate_cluster_ip(&mut self, services: &ResourceDef) -> String {
-        let used: Vec<&str> = self
-            .objects
-            .get(&services.id())
+    /// Cluster IPs (one per `ipFamilies` entry) and node ports a Service needs and has not got, from the lab's
+    /// dual-stack service CIDRs (10.96.0.0/12, fd00:10:96::/108) and the 30000-32767 node port range.
+    fn allocate(&mut self, def: &ResourceDef, object: &mut Value) {
+        if (def.group.as_str(), def.plural.as_str()) != ("", "services") {
+            return;
+        }
+        let spec = &object["spec"];
+        if spec["type"] != "ExternalName" && spec["clusterIP"] != "None" {
+            let families: Vec<String> = spec["ipFamilies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            let mut ips: Vec<Value> = spec["clusterIPs"].as_array().cloned().unwrap_or_default();
+            if ips.is_empty()
+                && let Some(ip) = spec["clusterIP"].as_str().filter(|ip| !ip.is_empty())
+            {
+                ips.push(json!(ip));
+            }
+            for family in families.iter().skip(ips.len()) {
+                ips.push(json!(self.allocate_cluster_ip(def, family == "IPv6")));
+            }
+            if let Some(first) = ips.first().cloned() {
+                object["spec"]["clusterIP"] = first;
+                object["spec"]["clusterIPs"] = json!(ips);
+            }
+        } else if object["spec"]["clusterIP"] == "None" {
+            object["spec"]["clusterIPs"] = json!(["None"]);
+        }
+        if strategy::needs_node_ports(&object["spec"]) {
+            let used = self.used_node_ports(def);
+            for port in object["spec"]["ports"].as_array_mut().into_iter().flatten() {
+                if port.is_object() && port["nodePort"].is_null() {
+                    port["nodePort"] = json!(self.next_free_node_port(&used));
+                }
+            }
+        }
+    }
+
+    fn used_node_ports(&self, services: &ResourceDef) -> Vec<u64> {
+        self.objects
+            .get(&services.storage)
             .into_iter()
             .flatten()
-            .filter_map(|(_, svc)| svc["spec"]["clusterIP"].as_str())
+            .flat_map(|(_, svc)| svc["spec"]["ports"].as_array().into_iter().flatten())
+            .filter_map(|p| p["nodePort"].as_u64())
+            .collect()
+    }
+
+    fn next_free_node_port(&mut self, used: &[u64]) -> u16 {
+        for _ in 0..=(32767 - 30000) {
+            let port = self.next_node_port;
+            self.next_node_port = if port >= 32767 { 30000 } else { port + 1 };
+            if !used.contains(&u64::from(port)) {
+                return port;
+            }
+        }
+        // Every port is taken: the real server would refuse; the lab reuses rather than fail a test setup.
+        self.next_node_port
+    }
+
+    /// The next free address of 10.96.0.0/12 (or fd00:10:96::/108), the lab's service CIDRs.
+    fn allocate_cluster_ip(&mut self, services: &ResourceDef, ipv6: bool) -> String {
+        let used: Vec<&str> = self
+            .objects
+            .get(&services.storage)
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, svc)| svc["spec"]["clusterIPs"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
             .collect();
         loop {
-            let n = self.next_cluster_ip % (1 << 20);
-            self.next_cluster_ip = self.next_cluster_ip.wrapping_add(1);
+            let next = if ipv6 {
+                &mut self.next_cluster_ip6
+            } else {
+                &mut self.next_cluster_ip
+            };
+            let n = *next % (1 << 20);
+            *next = next.wrapping_add(1);
             if n == 0 {
                 continue;
             }
-            let ip = format!("10.{}.{}.{}", 96 + (n >> 16), (n >> 8) & 0xff, n & 0xff);
+            let ip = if ipv6 {
+                format!("fd00:10:96::{:x}:{:x}", n >> 16, n & 0xffff)
+            } else {
+                format!("10.{}.{}.{}", 96 + (n >> 16), (n >> 8) & 0xff, n & 0xff)
+            };
             if !used.contains(&ip.as_str()) {
                 return ip;
             }
@@ -543,27 +667,20 @@ impl Store {
     /// Checks a CRD object; `previous` is the resource it defined before an update.
     fn crd_resource(&self, crd: &Value, previous: Option<&ResourceDef>) -> Result<ResourceDef, ApiError> {
         let name = meta_str(crd, "name");
-        let target = Target {
-            group: registry::CRD_GROUP,
-            plural: registry::CRD_PLURAL,
-            name,
-        };
+        let invalid =
+            |errors: Vec<FieldError>| ApiError::invalid(registry::CRD_GROUP, "CustomResourceDefinition", name, errors);
         let resource = registry::crd_resource(crd)
-            .map_err(|errors| ApiError::invalid(target, "CustomResourceDefinition", &errors.join(", ")))?;
+            .map_err(|errors| invalid(errors.iter().map(|e| FieldError::from_text(e)).collect()))?;
         if let Some(previous) = previous {
             if previous.id() != resource.id() {
-                return Err(ApiError::invalid(
-                    target,
-                    "CustomResourceDefinition",
+                return Err(invalid(vec![FieldError::from_text(
                     "spec.group, spec.names.plural: Invalid value: field is immutable",
-                ));
+                )]));
             }
         } else if self.registry.by_id(&resource.id()).is_some() {
-            return Err(ApiError::invalid(
-                target,
-                "CustomResourceDefinition",
+            return Err(invalid(vec![FieldError::from_text(
                 "spec.names.plural: Invalid value: the resource is already served",
-            ));
+            )]));
         }
         Ok(resource)
     }
@@ -598,10 +715,16 @@ impl Store {
         let old = self.lookup(def, namespace, name)?.clone();
         match meta_str(&object, "resourceVersion") {
             "" if !def.unconditional_update => {
+                // The generic registry names the resource here, not the kind.
                 return Err(ApiError::invalid(
-                    target,
-                    &def.kind,
-                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                    &def.group,
+                    &def.plural,
+                    name,
+                    vec![FieldError::invalid(
+                        "metadata.resourceVersion",
+                        "0",
+                        "must be specified for an update",
+                    )],
                 ));
             }
             "" => {}
@@ -611,6 +734,7 @@ impl Store {
             }
             _ => return Err(ApiError::conflict(target)),
         }
+        let object = to_storage(object, def, version);
         self.write_update(def, version, old, object, sub, now)
     }
 
@@ -630,10 +754,10 @@ impl Store {
     ) -> Result<Value, ApiError> {
         let target = Self::target(def, name);
         if kind == PatchKind::Strategic && def.custom {
-            return Err(ApiError::unsupported_media_type(format!(
-                "strategic merge patch is not supported for custom resources ({}); use a merge or JSON patch",
-                def.kind
-            )));
+            return Err(ApiError::unsupported_media_type(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
         }
         let old = self.lookup(def, namespace.unwrap_or_default(), name)?.clone();
         let mut patched = for_version(old.clone(), def, version);
@@ -651,6 +775,7 @@ impl Store {
         if meta_str(&patched, "name") != name {
             return Err(ApiError::bad_request("metadata.name cannot be changed by a patch"));
         }
+        let patched = to_storage(patched, def, version);
         self.write_update(def, version, old, patched, sub, now)
     }
 
@@ -664,10 +789,15 @@ impl Store {
         now: Timestamp,
     ) -> Result<Value, ApiError> {
         let name = meta_str(&old, "name").to_string();
-        let target = Self::target(def, &name);
+        // `body` is in storage form (`to_storage`); so is `old`, with the apiVersion it was last written with, which
+        // a write through another version changes without changing anything else.
+        let old_stamped = match def.conversion {
+            Conversion::None => stamp(old.clone(), def, version),
+            Conversion::CoreEvents | Conversion::EventsV1 => old.clone(),
+        };
         let mut new = match sub {
             Subresource::Main => {
-                let mut new = for_version(body, def, version);
+                let mut new = body;
                 if def.status_subresource
                     && let Some(map) = new.as_object_mut()
                 {
@@ -701,7 +831,7 @@ impl Store {
             }
             Subresource::Status => {
                 // Only status changes; metadata and spec stay as stored.
-                let mut new = for_version(old.clone(), def, version);
+                let mut new = old_stamped.clone();
                 if let Some(map) = new.as_object_mut() {
                     match body.get("status") {
                         Some(status) if !status.is_null() => map.insert("status".to_string(), status.clone()),
@@ -714,18 +844,28 @@ impl Store {
         let deleting = !meta(&old)["deletionTimestamp"].is_null();
         if deleting {
             let before = finalizers(&old);
-            if let Some(added) = finalizers(&new).into_iter().find(|f| !before.contains(f)) {
+            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
+            if !added.is_empty() {
+                // Go's `%#v` of the []string.
+                let quoted: Vec<String> = added.iter().map(|f| go_quote(f)).collect();
                 return Err(ApiError::invalid(
-                    target,
+                    &def.group,
                     &def.kind,
-                    &format!(
-                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being \
-                         deleted, found new finalizers [\"{added}\"]"
-                    ),
+                    &name,
+                    vec![FieldError::forbidden(
+                        "metadata.finalizers",
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers \
+                             []string{{{}}}",
+                            quoted.join(", ")
+                        ),
+                    )],
                 ));
             }
         }
-        if generation_part(def, &old) != generation_part(def, &new) {
+        strategy::prepare(def, version, Some(&old), &mut new, sub)?;
+        self.allocate(def, &mut new);
+        if def.generation && generation_part(def, &old) != generation_part(def, &new) {
             let generation = meta(&old)["generation"].as_i64().unwrap_or(0) + 1;
             meta_mut(&mut new).insert("generation".to_string(), json!(generation));
         }
@@ -735,8 +875,7 @@ impl Store {
             set_crd_status(&mut new, &resource, now);
             self.registry.register_crd(resource);
         }
-        let stored_old = for_version(old.clone(), def, version);
-        if new == stored_old {
+        if new == old_stamped {
             // No-op writes do not bump the resourceVersion or produce events.
             return Ok(old);
         }
@@ -782,15 +921,17 @@ impl Store {
         preconditions: &Preconditions,
         now: Timestamp,
     ) -> Result<Deleted, ApiError> {
-        let target = Self::target(def, name);
         let old = self.lookup(def, namespace.unwrap_or_default(), name)?.clone();
         if let Some(uid) = &preconditions.uid
             && uid != meta_str(&old, "uid")
         {
-            return Err(ApiError::conflict_because(
-                target,
+            return Err(ApiError::precondition_failed(
+                &def.group,
+                &def.kind,
+                name,
                 &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might \
+                     have been deleted and then recreated",
                     meta_str(&old, "uid")
                 ),
             ));
@@ -798,10 +939,13 @@ impl Store {
         if let Some(rv) = &preconditions.resource_version
             && rv != meta_str(&old, "resourceVersion")
         {
-            return Err(ApiError::conflict_because(
-                target,
+            return Err(ApiError::precondition_failed(
+                &def.group,
+                &def.kind,
+                name,
                 &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record \
+                     ({}). The object might have been modified",
                     meta_str(&old, "resourceVersion")
                 ),
             ));
@@ -822,7 +966,7 @@ impl Store {
     /// Where a watch starts: the events after `from` (410 Gone if they are no longer all kept), or with no
     /// `from` synthetic ADDED events for the current objects; plus the live feed, subscribed atomically with it.
     pub fn watch(&self, def: &ResourceDef, namespace: Option<&str>, from: Option<u64>) -> Result<WatchStart, ApiError> {
-        let id = def.id();
+        let id = def.storage.clone();
         let in_scope = |event: &Event| event.resource == id && namespace.is_none_or(|ns| ns == event.namespace);
         let backlog = match from {
             Some(rv) if rv < self.compacted => return Err(ApiError::gone(rv, self.compacted)),
@@ -883,13 +1027,18 @@ impl Store {
                 .as_str()
                 .ok_or("state entry without resource")?
                 .to_string();
-            let object = entry["object"].clone();
+            let mut object = entry["object"].clone();
             let id = (group, resource);
-            if store.registry.by_id(&id).is_none() {
+            let Some(def) = store.registry.by_id(&id).cloned() else {
                 return Err(format!(
                     "state file has objects of {}.{}, which is not served",
                     id.1, id.0
                 ));
+            };
+            // State files written before events.k8s.io Events shared the core storage hold them apart.
+            if def.storage != id {
+                let version = def.versions.first().cloned().unwrap_or_default();
+                object = to_storage(object, &def, &version);
             }
             if id.0 == registry::CRD_GROUP && id.1 == registry::CRD_PLURAL {
                 let resource = registry::crd_resource(&object).map_err(|e| e.join(", "))?;
@@ -899,7 +1048,7 @@ impl Store {
                 meta_str(&object, "namespace").to_string(),
                 meta_str(&object, "name").to_string(),
             );
-            store.objects.entry(id).or_default().insert(key, object);
+            store.objects.entry(def.storage).or_default().insert(key, object);
         }
         Ok(store)
     }

@@ -4,7 +4,8 @@
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::registry::{PrinterColumn, ResourceDef};
+use crate::registry::{Conversion, PrinterColumn, ResourceDef};
+use crate::strategy;
 
 /// What each row's `object` holds (`?includeObject=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,18 +273,122 @@ fn node_status(o: &Value, _: Timestamp) -> Value {
     json!(status)
 }
 
+/// `listWithMoreString`: at most three, then `+ N more...`; `<unset>` when empty.
+fn list_with_more(items: &[String]) -> String {
+    match items.len() {
+        0 => "<unset>".to_string(),
+        n if n <= 3 => items.join(","),
+        n => format!("{} + {} more...", items[..3].join(","), n - 3),
+    }
+}
+
+/// `findNodeRoles`: `node-role.kubernetes.io/<role>` labels and `kubernetes.io/role`, sorted.
+fn node_roles(o: &Value, _: Timestamp) -> Value {
+    let mut roles: Vec<String> = o["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| match k.strip_prefix("node-role.kubernetes.io/") {
+            Some(role) if !role.is_empty() => Some(role.to_string()),
+            Some(_) => None,
+            None if k == "kubernetes.io/role" => v.as_str().filter(|v| !v.is_empty()).map(str::to_string),
+            None => None,
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    if roles.is_empty() {
+        json!("<none>")
+    } else {
+        json!(roles.join(","))
+    }
+}
+
+fn node_address(o: &Value, kind: &str) -> Value {
+    let found = o["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == kind)
+        .and_then(|a| a["address"].as_str());
+    json!(found.unwrap_or("<none>"))
+}
+
+fn unknown_if_empty(value: &Value) -> Value {
+    match value.as_str() {
+        Some(s) if !s.is_empty() => json!(s),
+        _ => json!("<unknown>"),
+    }
+}
+
 fn data_count(o: &Value, _: Timestamp) -> Value {
     let count = |f: &str| o[f].as_object().map_or(0, |m| m.len());
     json!(count("data") + count("binaryData"))
 }
 
+/// `metav1.ObjectMeta`'s description of `name`, which the real server gives every table's Name column.
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although \
+    some resources may allow a client to request the generation of an appropriate name automatically. Name is \
+    primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: \
+    https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+
 fn event_object(o: &Value, _: Timestamp) -> Value {
     let involved = &o["involvedObject"];
-    json!(format!(
-        "{}/{}",
-        involved["kind"].as_str().unwrap_or_default().to_lowercase(),
-        involved["name"].as_str().unwrap_or_default()
-    ))
+    let kind = involved["kind"].as_str().unwrap_or_default().to_lowercase();
+    match involved["name"].as_str().unwrap_or_default() {
+        "" => json!(kind),
+        name => json!(format!("{kind}/{name}")),
+    }
+}
+
+fn text_or_empty(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// `printEvent` (pkg/printers/internalversion): first seen falls back to eventTime, last seen to first seen, a
+/// series overrides both last seen and count.
+fn event_first_seen(o: &Value, now: Timestamp) -> Value {
+    let first = &o["firstTimestamp"];
+    if first.is_string() {
+        age(first, now)
+    } else {
+        age(&o["eventTime"], now)
+    }
+}
+
+fn event_last_seen(o: &Value, now: Timestamp) -> Value {
+    if o["series"].is_object() {
+        age(&o["series"]["lastObservedTime"], now)
+    } else if o["lastTimestamp"].is_string() {
+        age(&o["lastTimestamp"], now)
+    } else {
+        event_first_seen(o, now)
+    }
+}
+
+fn event_count(o: &Value, _: Timestamp) -> Value {
+    match (o["series"]["count"].as_i64(), o["count"].as_i64()) {
+        (Some(series), _) => json!(series),
+        (None, Some(count)) if count != 0 => json!(count),
+        _ => json!(1),
+    }
+}
+
+fn event_source(o: &Value, _: Timestamp) -> Value {
+    let first = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
+    let component = first(
+        text_or_empty(&o["source"]["component"]),
+        text_or_empty(&o["reportingComponent"]),
+    );
+    let instance = first(
+        text_or_empty(&o["source"]["host"]),
+        text_or_empty(&o["reportingInstance"]),
+    );
+    if instance.is_empty() {
+        json!(component)
+    } else {
+        json!(format!("{component}, {instance}"))
+    }
 }
 
 fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
@@ -322,41 +427,71 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
                 },
             },
         ],
-        ("", "nodes") => vec![
-            name,
-            col("Status", "string", node_status),
-            col("Roles", "string", |_, _| json!("<none>")),
-            age_column,
-            col("Version", "string", |o, _| {
-                or_none(&o["status"]["nodeInfo"]["kubeletVersion"])
-            }),
-        ],
+        ("", "nodes") => {
+            let wide = |name, cell| Column {
+                name,
+                type_: "string",
+                priority: 1,
+                cell,
+            };
+            vec![
+                name,
+                col("Status", "string", node_status),
+                col("Roles", "string", node_roles),
+                age_column,
+                col("Version", "string", |o, _| {
+                    json!(text_or_empty(&o["status"]["nodeInfo"]["kubeletVersion"]))
+                }),
+                wide("Internal-IP", |o, _| node_address(o, "InternalIP")),
+                wide("External-IP", |o, _| node_address(o, "ExternalIP")),
+                wide("OS-Image", |o, _| unknown_if_empty(&o["status"]["nodeInfo"]["osImage"])),
+                wide("Kernel-Version", |o, _| {
+                    let info = &o["status"]["nodeInfo"];
+                    let kernel = unknown_if_empty(&info["kernelVersion"]);
+                    match text_or_empty(&info["architecture"]) {
+                        "" => kernel,
+                        arch => json!(format!("{} ({arch})", text_or_empty(&kernel))),
+                    }
+                }),
+                wide("Container-Runtime", |o, _| {
+                    unknown_if_empty(&o["status"]["nodeInfo"]["containerRuntimeVersion"])
+                }),
+            ]
+        }
         ("", "namespaces") => vec![
             name,
             col("Status", "string", |o, _| o["status"]["phase"].clone()),
             age_column,
         ],
-        ("", "configmaps") => vec![name, col("Data", "integer", data_count), age_column],
+        ("", "configmaps") => vec![name, col("Data", "string", data_count), age_column],
         ("", "secrets") => vec![
             name,
             col("Type", "string", |o, _| o["type"].clone()),
-            col("Data", "integer", data_count),
+            col("Data", "string", data_count),
             age_column,
         ],
-        ("", "events") => vec![
-            col("Last Seen", "string", |o, now| {
-                let seen = &o["lastTimestamp"];
-                if seen.is_null() {
-                    self::age(&o["eventTime"], now)
-                } else {
-                    self::age(seen, now)
-                }
-            }),
-            col("Type", "string", |o, _| o["type"].clone()),
-            col("Reason", "string", |o, _| o["reason"].clone()),
-            col("Object", "string", event_object),
-            col("Message", "string", |o, _| o["message"].clone()),
-        ],
+        ("" | "events.k8s.io", "events") => {
+            let wide = |name, cell| Column {
+                name,
+                type_: "string",
+                priority: 1,
+                cell,
+            };
+            vec![
+                col("Last Seen", "string", event_last_seen),
+                col("Type", "string", |o, _| json!(text_or_empty(&o["type"]))),
+                col("Reason", "string", |o, _| json!(text_or_empty(&o["reason"]))),
+                col("Object", "string", event_object),
+                wide("Subobject", |o, _| {
+                    json!(text_or_empty(&o["involvedObject"]["fieldPath"]))
+                }),
+                wide("Source", event_source),
+                col("Message", "string", |o, _| json!(text_or_empty(&o["message"]).trim())),
+                wide("First Seen", event_first_seen),
+                wide("Count", event_count),
+                wide("Name", name_cell),
+            ]
+        }
         ("coordination.k8s.io", "leases") => {
             vec![
                 name,
@@ -368,20 +503,21 @@ fn builtin_columns(def: &ResourceDef) -> Vec<Column> {
             name,
             col("AddressType", "string", |o, _| o["addressType"].clone()),
             col("Ports", "string", |o, _| {
-                let ports: Vec<String> = eval(".ports[*].port", o).iter().map(text).collect();
-                if ports.is_empty() {
-                    json!("<unset>")
-                } else {
-                    json!(ports.join(","))
-                }
+                let ports: Vec<String> = o["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| match (&p["port"], p["name"].as_str()) {
+                        (Value::Number(n), _) => n.to_string(),
+                        (_, Some(name)) => name.to_string(),
+                        _ => "*".to_string(),
+                    })
+                    .collect();
+                json!(list_with_more(&ports))
             }),
             col("Endpoints", "string", |o, _| {
                 let addresses: Vec<String> = eval(".endpoints[*].addresses[*]", o).iter().map(text).collect();
-                if addresses.is_empty() {
-                    json!("<unset>")
-                } else {
-                    json!(addresses.join(","))
-                }
+                json!(list_with_more(&addresses))
             }),
             age_column,
         ],
@@ -432,18 +568,18 @@ pub fn table(
                 priority: 0,
             });
         }
-        let mut definitions = vec![column_definition(
-            "Name",
-            "string",
-            "name",
-            "Name must be unique within a namespace.",
-            0,
-        )];
-        definitions.extend(
-            columns
-                .iter()
-                .map(|c| column_definition(&c.name, &c.type_, &c.format, &c.description, c.priority)),
-        );
+        let mut definitions = vec![column_definition("Name", "string", "name", NAME_DESCRIPTION, 0)];
+        definitions.extend(columns.iter().map(|c| {
+            let description = if c.description.is_empty() {
+                format!(
+                    "Custom resource definition column (in JSONPath format): {}",
+                    c.json_path
+                )
+            } else {
+                c.description.clone()
+            };
+            column_definition(&c.name, &c.type_, &c.format, &description, c.priority)
+        }));
         let rows = objects
             .iter()
             .map(|o| {
@@ -458,11 +594,12 @@ pub fn table(
         let definitions = columns
             .iter()
             .map(|c| {
+                let name = c.name == "Name";
                 column_definition(
                     c.name,
                     c.type_,
-                    if c.name == "Name" { "name" } else { "" },
-                    "",
+                    if name { "name" } else { "" },
+                    if name { NAME_DESCRIPTION } else { "" },
                     c.priority,
                 )
             })
@@ -470,7 +607,12 @@ pub fn table(
         let rows = objects
             .iter()
             .map(|o| {
-                let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(o, now)).collect();
+                // The printers read core/v1 fields; events.k8s.io Events are printed as the core ones they are.
+                let core = match def.conversion {
+                    Conversion::EventsV1 => strategy::event_to_core(o.clone()),
+                    Conversion::None | Conversion::CoreEvents => o.clone(),
+                };
+                let cells: Vec<Value> = columns.iter().map(|c| (c.cell)(&core, now)).collect();
                 json!({"cells": cells, "object": row_object(o, include)})
             })
             .collect();

@@ -132,7 +132,10 @@ async fn errors_are_status_objects_with_kubernetes_codes() {
         404,
         "a refused dry run wrote nothing"
     );
-    let (code, status) = raw(&server, "GET", "/apis/nope.example/v1/things", &[], b"").await;
+    // As the real server: an unknown group is its mux's plain-text 404, an unknown core resource a Status.
+    let (code, body) = raw(&server, "GET", "/apis/nope.example/v1/things", &[], b"").await;
+    assert_eq!((code, body.as_str()), (404, Some("404 page not found\n")));
+    let (code, status) = raw(&server, "GET", "/api/v1/things", &[], b"").await;
     assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
 }
 

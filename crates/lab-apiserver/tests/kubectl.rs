@@ -266,12 +266,27 @@ async fn kubectl_applies_and_prints_builtin_kinds() {
 
     let nodes = lab.ok(&["get", "namespaces"]).await;
     assert!(nodes.contains("kube-system") && nodes.contains("Active"), "{nodes}");
-    // `kubectl create configmap` (a typed client) sends protobuf, which lab-apiserver refuses with 415; manifests
-    // go through the JSON path.
-    let (success, _, stderr) = lab
-        .run_with_input(&["create", "configmap", "gen", "--from-literal=a=b"], "")
+    // kubectl's typed generators send protobuf bodies; manifests go through the JSON path.
+    let out = lab.ok(&["create", "configmap", "gen", "--from-literal=a=b"]).await;
+    assert!(out.contains("configmap/gen created"), "{out}");
+    let data = lab.ok(&["get", "configmap", "gen", "-o", "jsonpath={.data.a}"]).await;
+    assert_eq!(data, "b");
+    let out = lab.ok(&["create", "namespace", "made-by-kubectl"]).await;
+    assert!(out.contains("namespace/made-by-kubectl created"), "{out}");
+    let out = lab
+        .ok(&["create", "service", "loadbalancer", "typed", "--tcp=80:8080"])
         .await;
-    assert!(!success && stderr.contains("application/json"), "{stderr}");
+    assert!(out.contains("service/typed created"), "{out}");
+    let ports = lab
+        .ok(&[
+            "get",
+            "svc",
+            "typed",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort} {.spec.type}",
+        ])
+        .await;
+    assert_eq!(ports, "8080 LoadBalancer");
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n";
     lab.ok_with_input(&["create", "-f", "-"], cm).await;
     let out = lab.ok(&["label", "configmap", "settings", "team=net"]).await;
