@@ -1,5 +1,6 @@
 //! The one way Herald's controllers read the cluster: reflectors whose events wake the loops that read them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -7,9 +8,11 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
+use herald_api::decode::{Lenient, Unreadable};
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, Lookup, Store};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
@@ -53,17 +56,49 @@ const LIST_STALL: Duration = Duration::from_secs(30);
 /// Starts a reflector for `api` whose every event wakes `wakers`. Watch errors back off and resume (kube's default
 /// backoff; a 410 Gone re-lists; a hung list request is restarted after 30 s); the task ends with `cancel`. No polling: reads
 /// come from the returned store.
-pub fn reflect<K>(api: Api<K>, config: watcher::Config, wakers: Wakers, cancel: CancellationToken) -> Reflected<K>
+///
+/// Objects are decoded one at a time ([`Lenient`]): one that Herald's types cannot hold is left out of the store,
+/// named in the log and in [`Reflected::unreadable`], and never fails the list the others came in. An object that
+/// was readable before keeps its last readable version in the store until it is readable again or deleted.
+pub fn reflect<K>(
+    api: Api<Lenient<K>>,
+    config: watcher::Config,
+    wakers: Wakers,
+    cancel: CancellationToken,
+) -> Reflected<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store();
     let (listed_tx, listed) = tokio::sync::watch::channel(false);
+    let unreadable = Unreadables::default();
     let kind = K::kind(&Default::default()).to_string();
     let start = move || watcher(api.clone(), config.clone()).default_backoff();
-    tokio::spawn(drive(start, writer, listed_tx, wakers, cancel, kind, LIST_STALL));
-    Reflected { store, listed }
+    let sink = Sink {
+        writer,
+        listed: listed_tx,
+        unreadable: unreadable.clone(),
+        seen_in_list: BTreeSet::new(),
+        kind,
+    };
+    tokio::spawn(drive(start, sink, wakers, cancel, LIST_STALL));
+    Reflected {
+        store,
+        listed,
+        unreadable,
+    }
+}
+
+/// Objects of one kind that could not be read, by `namespace/name` (or `name`).
+#[derive(Clone, Default)]
+pub struct Unreadables(Arc<Mutex<BTreeMap<String, Unreadable>>>);
+
+impl Unreadables {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Unreadable>> {
+        // Inserting and removing entries cannot leave the map inconsistent; keep going after a panic elsewhere.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A reflector's store, and whether its watch has listed once.
@@ -78,6 +113,7 @@ where
 {
     store: Store<K>,
     listed: tokio::sync::watch::Receiver<bool>,
+    unreadable: Unreadables,
 }
 
 impl<K: Lookup + Clone + 'static> std::ops::Deref for Reflected<K>
@@ -99,23 +135,141 @@ where
     pub fn store(&self) -> Store<K> {
         self.store.clone()
     }
+
+    /// The objects that could not be read, in name order.
+    pub fn unreadable(&self) -> Vec<Unreadable> {
+        self.unreadable.lock().values().cloned().collect()
+    }
 }
 
-/// Feeds the watch streams `start` makes into `writer`, waking `wakers` on every event, until `cancel`; `listed`
-/// turns true at the first complete list. A list request unanswered for `stall` is abandoned and a new stream started.
+/// Where [`drive`] puts what the watch says: the store, the first-list signal and the unreadable objects.
+struct Sink<K: Lookup + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    writer: Writer<K>,
+    listed: tokio::sync::watch::Sender<bool>,
+    unreadable: Unreadables,
+    /// Names listed since the last `Init`: an unreadable object missing from a new list is gone.
+    seen_in_list: BTreeSet<String>,
+    kind: String,
+}
+
+impl<K> Sink<K>
+where
+    K: Lookup + Resource + Clone + 'static,
+    <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    /// Applies one watch event to the store.
+    fn apply(&mut self, event: watcher::Event<Lenient<K>>) {
+        let event = match event {
+            watcher::Event::Init => {
+                self.seen_in_list.clear();
+                Some(watcher::Event::Init)
+            }
+            watcher::Event::InitApply(object) => {
+                self.seen_in_list.insert(key_of(object.meta()));
+                // A re-list replaces the store: an object unreadable now keeps its last readable version.
+                self.readable(object).map(watcher::Event::InitApply)
+            }
+            watcher::Event::InitDone => {
+                let seen = std::mem::take(&mut self.seen_in_list);
+                self.unreadable.lock().retain(|name, _| seen.contains(name));
+                Some(watcher::Event::InitDone)
+            }
+            watcher::Event::Apply(object) => match object {
+                Lenient::Read(object) => {
+                    self.unreadable.lock().remove(&key_of(object.meta()));
+                    Some(watcher::Event::Apply(object))
+                }
+                // The store keeps the last readable version.
+                Lenient::Unreadable(u) => {
+                    self.record(*u);
+                    None
+                }
+            },
+            watcher::Event::Delete(object) => {
+                self.unreadable.lock().remove(&key_of(object.meta()));
+                match object {
+                    Lenient::Read(object) => Some(watcher::Event::Delete(object)),
+                    Lenient::Unreadable(u) => self.last_readable(&u).map(watcher::Event::Delete),
+                }
+            }
+        };
+        if let Some(event) = event {
+            self.writer.apply_watcher_event(&event);
+            if matches!(event, watcher::Event::InitDone) {
+                self.listed.send_replace(true);
+            }
+        }
+    }
+
+    /// The object to keep in the store: the object itself, or for an unreadable one its last readable version.
+    fn readable(&mut self, object: Lenient<K>) -> Option<K> {
+        match object {
+            Lenient::Read(object) => {
+                self.unreadable.lock().remove(&key_of(object.meta()));
+                Some(object)
+            }
+            Lenient::Unreadable(u) => {
+                let kept = self.last_readable(&u);
+                self.record(*u);
+                kept
+            }
+        }
+    }
+
+    fn last_readable(&self, u: &Unreadable) -> Option<K> {
+        let name = u.metadata.name.as_deref()?;
+        let mut key = ObjectRef::<K>::new_with(name, Default::default());
+        if let Some(ns) = &u.metadata.namespace {
+            key = key.within(ns);
+        }
+        self.writer.as_reader().get(&key).map(|k| (*k).clone())
+    }
+
+    /// Remembers `u`, saying so in the log when the reason is new (not on every write to the object, such as
+    /// Herald's own status writes).
+    fn record(&self, u: Unreadable) {
+        let name = key_of(&u.metadata);
+        let mut unreadable = self.unreadable.lock();
+        let known = unreadable.get(&name).is_some_and(|old| old.reason == u.reason);
+        if !known {
+            warn!(
+                kind = self.kind,
+                object = u.display_name(),
+                reason = u.reason,
+                "cannot read this object: it is left out (everything else is read); fix or delete it"
+            );
+        }
+        unreadable.insert(name, u);
+    }
+}
+
+/// `namespace/name`, or `name`.
+fn key_of(meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or_default();
+    match &meta.namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Feeds the watch streams `start` makes into `sink`, waking `wakers` on every event, until `cancel`; the sink's
+/// `listed` turns true at the first complete list. A list request unanswered for `stall` is abandoned and a new
+/// stream started.
 async fn drive<K, S>(
     mut start: impl FnMut() -> S,
-    mut writer: Writer<K>,
-    listed: tokio::sync::watch::Sender<bool>,
+    mut sink: Sink<K>,
     wakers: Wakers,
     cancel: CancellationToken,
-    kind: String,
     stall: Duration,
 ) where
-    K: Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    K: Lookup + Resource + Clone + 'static,
+    <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    S: futures::Stream<Item = Result<watcher::Event<Lenient<K>>, watcher::Error>>,
 {
+    let kind = sink.kind.clone();
     loop {
         let mut stream = std::pin::pin!(start());
         // After `Init` (and after each page's objects) kube sends a list request; after an error it backs off first.
@@ -131,10 +285,7 @@ async fn drive<K, S>(
                 ev = stream.try_next() => match ev {
                     Ok(Some(ev)) => {
                         list_in_flight = matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
-                        writer.apply_watcher_event(&ev);
-                        if matches!(ev, watcher::Event::InitDone) {
-                            listed.send_replace(true);
-                        }
+                        sink.apply(ev);
                         wakers.wake();
                     }
                     Ok(None) => return,
@@ -258,7 +409,7 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-    type Item = Result<watcher::Event<Service>, watcher::Error>;
+    type Item = Result<watcher::Event<Lenient<Service>>, watcher::Error>;
 
     /// `drive` fed by scripted watch streams: start `n` yields `script(n)`, then nothing forever (a request that
     /// never answers). Stall timeout 30 s.
@@ -286,18 +437,28 @@ mod tests {
         {
             let (store, writer) = reflector::store::<Service>();
             let (listed_tx, listed) = tokio::sync::watch::channel(false);
+            let unreadable = Unreadables::default();
+            let sink = Sink {
+                writer,
+                listed: listed_tx,
+                unreadable: unreadable.clone(),
+                seen_in_list: BTreeSet::new(),
+                kind: "Service".into(),
+            };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(drive(
                 start,
-                writer,
-                listed_tx,
+                sink,
                 Wakers::default(),
                 cancel.clone(),
-                "Service".into(),
                 Duration::from_secs(30),
             ));
             Self {
-                store: Reflected { store, listed },
+                store: Reflected {
+                    store,
+                    listed,
+                    unreadable,
+                },
                 starts,
                 cancel,
                 task,
@@ -379,6 +540,105 @@ mod tests {
                 "a waiter never saw the list: {listed:?}"
             );
         }
+        w.stop().await;
+    }
+
+    /// A Service as the API sends it; `port: "http"` is a value `Service` cannot hold.
+    fn service(name: &str, version: &str, readable: bool) -> Lenient<Service> {
+        let port = if readable {
+            serde_json::json!(80)
+        } else {
+            serde_json::json!("http")
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": version},
+            "spec": {"ports": [{"port": port}]}}))
+        .unwrap()
+    }
+
+    fn version_in_store(w: &Scripted, name: &str) -> Option<String> {
+        let key = ObjectRef::<Service>::new(name).within("ns");
+        w.store.get(&key).and_then(|s| s.metadata.resource_version.clone())
+    }
+
+    fn unreadable_names(w: &Scripted) -> Vec<String> {
+        w.store.unreadable().iter().map(Unreadable::display_name).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_unreadable_object_is_left_out_and_the_rest_is_listed() {
+        let w = Scripted::run(|_| {
+            vec![
+                Ok(watcher::Event::Init),
+                Ok(watcher::Event::InitApply(service("a", "1", true))),
+                Ok(watcher::Event::InitApply(service("bad", "2", false))),
+                Ok(watcher::Event::InitApply(service("c", "3", true))),
+                Ok(watcher::Event::InitDone),
+            ]
+        });
+        tokio::time::timeout(Duration::from_secs(5), w.listed())
+            .await
+            .expect("listed despite the bad object");
+        assert_eq!(w.store.state().len(), 2);
+        assert_eq!(version_in_store(&w, "bad"), None);
+        assert_eq!(unreadable_names(&w), ["ns/bad"]);
+        let reason = &w.store.unreadable()[0].reason;
+        assert!(reason.starts_with("spec.ports[0].port: invalid type"), "{reason}");
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_object_that_turns_unreadable_keeps_its_last_readable_version() {
+        let w = Scripted::run(|_| {
+            vec![
+                Ok(watcher::Event::Init),
+                Ok(watcher::Event::InitApply(service("a", "1", true))),
+                Ok(watcher::Event::InitApply(service("b", "2", true))),
+                Ok(watcher::Event::InitApply(service("gone", "3", false))),
+                Ok(watcher::Event::InitDone),
+                Ok(watcher::Event::Apply(service("a", "5", false))),
+                Ok(watcher::Event::Apply(service("b", "6", false))),
+                Ok(watcher::Event::Delete(service("b", "7", false))),
+                // A re-list (as after 410 Gone): `a` is still unreadable, `gone` is no more.
+                Ok(watcher::Event::Init),
+                Ok(watcher::Event::InitApply(service("a", "5", false))),
+                Ok(watcher::Event::InitDone),
+            ]
+        });
+        w.listed().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            version_in_store(&w, "a"),
+            Some("1".into()),
+            "the last readable version stays, through a re-list too"
+        );
+        assert_eq!(
+            version_in_store(&w, "b"),
+            None,
+            "an unreadable object's delete removes it"
+        );
+        assert_eq!(
+            unreadable_names(&w),
+            ["ns/a"],
+            "what a re-list no longer has is forgotten"
+        );
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_object_is_read_again() {
+        let w = Scripted::run(|_| {
+            vec![
+                Ok(watcher::Event::Init),
+                Ok(watcher::Event::InitApply(service("a", "1", false))),
+                Ok(watcher::Event::InitDone),
+                Ok(watcher::Event::Apply(service("a", "2", true))),
+            ]
+        });
+        w.listed().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(version_in_store(&w, "a"), Some("2".into()));
+        assert!(unreadable_names(&w).is_empty());
         w.stop().await;
     }
 

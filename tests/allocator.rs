@@ -86,6 +86,17 @@ async fn bad_input_gets_an_event_and_the_agent_keeps_going() {
         .await
         .unwrap();
     assert!(v6.contains("2001:db8::1"), "{v6}");
+    // A 100 KB annotation value: the Event is written (a real server refuses notes over 1 KB) and quotes a bounded
+    // excerpt; the log line too.
+    let huge = "1".repeat(100_000);
+    c.create_service(lb_service("default", "huge", json!({"herald.dev/ips": huge})))
+        .await;
+    let note = eventually(WAIT, || event_note(&c, "default", "huge", "AllocationFailed"))
+        .await
+        .unwrap();
+    assert!(note.len() <= 1024 && note.contains("more bytes"), "{} bytes: {note:.200}", note.len());
+    let longest_line = c.log(agent, "n1").lines().map(str::len).max().unwrap_or(0);
+    assert!(longest_line < 4096, "a log line of {longest_line} bytes");
     let eips: Api<Eip> = Api::all(c.client.clone());
     let ready = eventually(WAIT, || async {
         let s = eips.get("broken").await.ok()?.status?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use herald_api::{Eip, names};
+use herald_api::{Eip, names, text};
 use herald_ipam::{
     CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator, LabelRequirement, LabelSelector, Labels,
     PoolSpec, Protocol, ServicePort, ServiceRequest,
@@ -25,6 +25,14 @@ pub fn handles(svc: &Service, default_class: bool) -> bool {
         None => default_class,
     }
 }
+
+/// The longest Kubernetes object name (a DNS subdomain, RFC 1123): a longer pool name or sharing key is refused
+/// rather than carried into every message about the Service.
+const MAX_NAME: usize = 253;
+/// The longest address entry of an Eip (the CRD's limit; the longest IPv6 range is 79 characters).
+const MAX_ADDRESS_ENTRY: usize = 128;
+/// The longest namespace name (a DNS label, RFC 1123).
+const MAX_NAMESPACE: usize = 63;
 
 /// A Service's annotations or spec could not be read; the message says which field and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,12 +81,14 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
             names::OPENELB_ANNOTATION_EIP,
         ],
     )
-    .map(|(_, v)| v.to_string());
+    .map(|(key, v)| bounded_name(key, v))
+    .transpose()?;
     if let Some((key, value)) = annotation(svc, &[names::ANNOTATION_IPS, names::METALLB_ANNOTATION_IPS]) {
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let ip: IpAddr = part.parse().map_err(|_| {
                 RequestError(format!(
-                    "annotation {key}: '{part}' is not an IP address (expected ip[,ip])"
+                    "annotation {key}: '{}' is not an IP address (expected ip[,ip])",
+                    text::quote(part)
                 ))
             })?;
             req.requested_ips.push(ip);
@@ -90,26 +100,40 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| RequestError(format!("spec.loadBalancerIP: '{ip}' is not an IP address")))?;
+        let ip: IpAddr = ip.parse().map_err(|_| {
+            RequestError(format!(
+                "spec.loadBalancerIP: '{}' is not an IP address",
+                text::quote(ip)
+            ))
+        })?;
         if !req.requested_ips.contains(&ip) {
             req.requested_ips.push(ip);
         }
     }
     req.sharing_key = annotation(svc, &[names::ANNOTATION_SHARING_KEY, names::METALLB_ANNOTATION_SHARING])
-        .map(|(_, v)| v.to_string());
+        .map(|(key, v)| bounded_name(key, v))
+        .transpose()?;
     req.ip_family_policy = match spec.ip_family_policy.as_deref() {
         None | Some("SingleStack") => IpFamilyPolicy::SingleStack,
         Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
         Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
-        Some(other) => return Err(RequestError(format!("spec.ipFamilyPolicy: unknown policy '{other}'"))),
+        Some(other) => {
+            return Err(RequestError(format!(
+                "spec.ipFamilyPolicy: unknown policy '{}'",
+                text::quote(other)
+            )));
+        }
     };
     for family in spec.ip_families.iter().flatten() {
         req.ip_families.push(match family.as_str() {
             "IPv4" => Family::V4,
             "IPv6" => Family::V6,
-            other => return Err(RequestError(format!("spec.ipFamilies: unknown family '{other}'"))),
+            other => {
+                return Err(RequestError(format!(
+                    "spec.ipFamilies: unknown family '{}'",
+                    text::quote(other)
+                )));
+            }
         });
     }
     for port in spec.ports.iter().flatten() {
@@ -117,7 +141,12 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             "SCTP" => Protocol::Sctp,
-            other => return Err(RequestError(format!("spec.ports: unknown protocol '{other}'"))),
+            other => {
+                return Err(RequestError(format!(
+                    "spec.ports: unknown protocol '{}'",
+                    text::quote(other)
+                )));
+            }
         };
         let number = u16::try_from(port.port)
             .map_err(|_| RequestError(format!("spec.ports: port {} is out of range", port.port)))?;
@@ -130,6 +159,17 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
         uid: svc.metadata.uid.clone().unwrap_or_default(),
     };
     Ok(req)
+}
+
+/// An annotation value that names something (an Eip, a sharing key): at most [`MAX_NAME`] characters.
+fn bounded_name(key: &str, value: &str) -> Result<String, RequestError> {
+    if value.chars().count() > MAX_NAME {
+        return Err(RequestError(format!(
+            "annotation {key}: '{}' is longer than {MAX_NAME} characters",
+            text::quote(value)
+        )));
+    }
+    Ok(value.to_string())
 }
 
 /// The IPs a Service holds according to its status (in order, deduplicated, unparsable entries skipped).
@@ -167,6 +207,30 @@ pub fn existing_assignment(svc: &Service, request: ServiceRequest) -> Option<Exi
 /// An Eip as the allocator's pool spec. Selectors that cannot be read become an error naming the field.
 pub fn pool_spec(eip: &Eip) -> Result<PoolSpec, String> {
     let spec = &eip.spec;
+    // The CRD's limits, checked again for servers that do not enforce the schema: every message about the pool
+    // quotes its entries.
+    if let Some((i, long)) = spec
+        .addresses
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.chars().count() > MAX_ADDRESS_ENTRY)
+    {
+        return Err(format!(
+            "spec.addresses[{i}]: '{}' is longer than {MAX_ADDRESS_ENTRY} characters",
+            text::quote(long)
+        ));
+    }
+    if let Some((i, long)) = spec
+        .namespaces
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.chars().count() > MAX_NAMESPACE)
+    {
+        return Err(format!(
+            "spec.namespaces[{i}]: '{}' is longer than {MAX_NAMESPACE} characters, so no namespace has that name",
+            text::quote(long)
+        ));
+    }
     Ok(PoolSpec {
         name: eip.name_any(),
         addresses: spec.addresses.clone(),
@@ -202,14 +266,27 @@ pub fn label_selector(sel: &metav1::LabelSelector) -> Result<LabelSelector, Stri
             "NotIn" if !values.is_empty() => LabelOperator::NotIn(values),
             "Exists" if values.is_empty() => LabelOperator::Exists,
             "DoesNotExist" if values.is_empty() => LabelOperator::DoesNotExist,
-            "In" | "NotIn" => return Err(format!("operator {} on key '{}' needs values", expr.operator, expr.key)),
+            "In" | "NotIn" => {
+                return Err(format!(
+                    "operator {} on key '{}' needs values",
+                    expr.operator,
+                    text::quote(&expr.key)
+                ));
+            }
             "Exists" | "DoesNotExist" => {
                 return Err(format!(
                     "operator {} on key '{}' takes no values",
-                    expr.operator, expr.key
+                    expr.operator,
+                    text::quote(&expr.key)
                 ));
             }
-            other => return Err(format!("unknown operator '{other}' on key '{}'", expr.key)),
+            other => {
+                return Err(format!(
+                    "unknown operator '{}' on key '{}'",
+                    text::quote(other),
+                    text::quote(&expr.key)
+                ));
+            }
         };
         out.match_expressions.push(LabelRequirement {
             key: expr.key.clone(),
@@ -316,6 +393,40 @@ mod tests {
                 .to_string()
                 .contains("spec.loadBalancerIP")
         );
+    }
+
+    #[test]
+    fn huge_values_are_never_echoed_whole() {
+        let huge = "9".repeat(100_000);
+        let label_key = "k".repeat(100_000);
+        let cases = [
+            lb(json!({}), json!({"herald.dev/ips": huge})),
+            lb(
+                json!({}),
+                json!({"metallb.io/loadBalancerIPs": format!("192.0.2.1,{huge}")}),
+            ),
+            lb(json!({"loadBalancerIP": huge}), json!({})),
+            lb(json!({}), json!({"herald.dev/eip": huge})),
+            lb(json!({}), json!({"herald.dev/sharing-key": huge})),
+            lb(json!({"ipFamilyPolicy": huge}), json!({})),
+            lb(json!({"ipFamilies": [huge]}), json!({})),
+            lb(json!({"ports": [{"port": 80, "protocol": huge}]}), json!({})),
+        ];
+        for svc in cases {
+            let err = service_request(&svc, &Labels::new()).unwrap_err().to_string();
+            assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
+        }
+        let eips = [
+            json!({"addresses": [huge]}),
+            json!({"addresses": ["192.0.2.0/24"], "namespaces": [huge]}),
+            json!({"addresses": ["192.0.2.0/24"], "namespaceSelector": {"matchExpressions": [{"key": label_key, "operator": "Near"}]}}),
+            json!({"addresses": ["192.0.2.0/24"], "serviceSelector": {"matchExpressions": [{"key": "a", "operator": huge}]}}),
+        ];
+        for spec in eips {
+            let eip: Eip = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).unwrap();
+            let err = pool_spec(&eip).unwrap_err();
+            assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
+        }
     }
 
     #[test]

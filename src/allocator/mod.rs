@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use herald_api::decode::Lenient;
 use herald_api::{Eip, names};
 use herald_election::naming;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
 use gc::{Collect, GcInput, LeaseCollector, LeaseView};
@@ -81,14 +82,14 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let own = shared.subscribe(&wake);
     let (services, eips) = (shared.services.clone(), shared.eips.clone());
-    let namespaces = reflect(
-        Api::<Namespace>::all(client.clone()),
+    let namespaces = reflect::<Namespace>(
+        Api::all(client.clone()),
         Default::default(),
         own.clone(),
         cancel.clone(),
     );
-    let ip_leases = reflect(
-        Api::<Lease>::namespaced(client.clone(), &config.namespace),
+    let ip_leases = reflect::<Lease>(
+        Api::namespaced(client.clone(), &config.namespace),
         watcher::Config::default().labels(&format!("{}=ip", naming::LEASE_KIND_LABEL)),
         own,
         cancel.clone(),
@@ -102,8 +103,8 @@ pub async fn run(
     // The collector reads node leases and Nodes on its own timer: their events (a renew per node every second) must
     // not start allocation passes, so nothing wakes the loop for them.
     let mut collector = (!config.lease_gc_after.is_zero()).then(|| {
-        let node_leases = reflect(
-            Api::<Lease>::namespaced(client.clone(), &config.namespace),
+        let node_leases = reflect::<Lease>(
+            Api::namespaced(client.clone(), &config.namespace),
             watcher::Config::default().labels(&format!("{}=node", naming::LEASE_KIND_LABEL)),
             Wakers::default(),
             cancel.clone(),
@@ -130,16 +131,19 @@ pub async fn run(
         lease_gc_after = ?config.lease_gc_after,
         "allocator started: Services, Eips and Namespaces listed"
     );
-    let recorder = Recorder::new(
+    // Events are written by their own task: a slow API server never holds up allocation.
+    let events = EventPublisher::spawn(
         client.clone(),
         Reporter {
             controller: names::CONTROLLER_NAME.into(),
             instance: Some(config.instance.clone()),
         },
+        Some(metrics.writes.clone()),
+        cancel.clone(),
     );
     let mut controller = Controller {
         client,
-        recorder,
+        events,
         metrics,
         in_flight: HashMap::new(),
     };
@@ -165,6 +169,8 @@ pub async fn run(
                         Some((l.name_any(), herald_election::identity::holder_node(holder).to_string()))
                     })
                     .collect(),
+                unreadable_eips: eips.unreadable(),
+                unreadable_services: services.unreadable(),
             };
             let plan = state.reconcile(&snapshot, config.default_class, &Time(jiff::Timestamp::now()));
             controller.metrics.passes.inc();
@@ -252,7 +258,7 @@ struct Outcome {
 
 struct Controller {
     client: Client,
-    recorder: Recorder,
+    events: EventPublisher,
     metrics: Arc<AllocatorMetrics>,
     /// The last write per target with the resourceVersion the object had then. While the reflector still shows
     /// that resourceVersion, the same write is not repeated.
@@ -347,17 +353,12 @@ impl Controller {
             WriteTarget::EipStatus(n) => eips.contains_key(n),
         });
         for notice in plan.notices {
-            self.publish(&notice, &services, &eips).await;
+            self.publish(&notice, &services, &eips);
         }
         failed
     }
 
-    async fn publish(
-        &self,
-        notice: &Notice,
-        services: &HashMap<String, &Arc<Service>>,
-        eips: &HashMap<String, &Arc<Eip>>,
-    ) {
+    fn publish(&self, notice: &Notice, services: &HashMap<String, &Arc<Service>>, eips: &HashMap<String, &Arc<Eip>>) {
         let reference = match &notice.target {
             Target::Service(key) => services.get(&key.to_string()).map(|s| s.object_ref(&())),
             Target::Eip(name) => eips.get(name).map(|e| e.object_ref(&())),
@@ -379,16 +380,7 @@ impl Controller {
             action: "Allocate".into(),
             secondary: None,
         };
-        let result = if let Err(e) = self.recorder.publish(&event, &reference).await {
-            warn!(error = %e, "cannot record Event");
-            "error"
-        } else {
-            "ok"
-        };
-        self.metrics
-            .writes
-            .get_or_create(&WriteLabels { kind: "event", result })
-            .inc();
+        self.events.publish(event, reference);
     }
 }
 
@@ -567,17 +559,18 @@ async fn execute(client: &Client, write: &Write) -> Result<(), kube::Error> {
     let params = PatchParams::default();
     match write {
         Write::ServiceIngress { service, ips } => {
-            let api: Api<Service> = Api::namespaced(client.clone(), &service.namespace);
+            // Lenient: the answer is not needed, and an object Herald cannot read must still take the write.
+            let api: Api<Lenient<Service>> = Api::namespaced(client.clone(), &service.namespace);
             let patch = json!({"status": {"loadBalancer": {"ingress": ingress(ips)}}});
             api.patch_status(&service.name, &params, &Patch::Merge(&patch)).await?;
         }
         Write::ServiceAllocatedFrom { service, pool } => {
-            let api: Api<Service> = Api::namespaced(client.clone(), &service.namespace);
+            let api: Api<Lenient<Service>> = Api::namespaced(client.clone(), &service.namespace);
             let patch = json!({"metadata": {"annotations": {names::ANNOTATION_ALLOCATED_FROM: pool}}});
             api.patch(&service.name, &params, &Patch::Merge(&patch)).await?;
         }
         Write::EipStatus { eip, status } => {
-            let api: Api<Eip> = Api::all(client.clone());
+            let api: Api<Lenient<Eip>> = Api::all(client.clone());
             let mut value = serde_json::to_value(status).unwrap_or_default();
             if let Some(obj) = value.as_object_mut() {
                 // Fields skipped when empty must still be cleared by the merge patch.

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use herald_api::conditions::{self, set_condition};
+use herald_api::decode::Unreadable;
 use herald_api::eip::{FamilyUsage, IpAnnouncer, MAX_STATUS_ANNOUNCERS};
-use herald_api::{Eip, EipStatus};
+use herald_api::{Eip, EipSpec, EipStatus};
 use herald_ipam::{
     AllocError, Allocation, Allocator, Family, FamilyStats, Labels, Pool, PoolSpec, ServiceKey, ServiceRequest,
 };
@@ -29,6 +30,10 @@ pub struct Snapshot {
     pub namespaces: HashMap<String, Labels>,
     /// Node holding each IP lease, by lease name (`herald-ip-…`), for the Eips' `announcers`.
     pub ip_holders: HashMap<String, String>,
+    /// Eips that could not be read as `Eip` (the store keeps a readable one's last readable version in `eips`).
+    pub unreadable_eips: Vec<Unreadable>,
+    /// Services that could not be read as `Service`.
+    pub unreadable_services: Vec<Unreadable>,
 }
 
 /// A write to the API the controller must make.
@@ -82,6 +87,9 @@ pub struct AllocatorState {
     applied: BTreeMap<String, PoolSpec>,
     /// Eips whose current spec is invalid, with the reason.
     invalid: BTreeMap<String, String>,
+    /// Invalid Eips never seen valid (e.g. unreadable when the allocator started), applied as a disabled pool of
+    /// exactly the addresses their Services hold, so those keep them until the Eip is fixed.
+    frozen: BTreeSet<String>,
     /// The request each allocation was made for.
     requests: HashMap<ServiceKey, ServiceRequest>,
     /// The last failure reported per Service, so a Service that keeps failing is reported once per reason.
@@ -171,7 +179,13 @@ impl AllocatorState {
             }
             self.write_service(svc, &key, &mut plan);
         }
-        self.reported.retain(|k, _| seen.contains(k));
+        self.report_unreadable_services(snap, &mut plan);
+        let unreadable: BTreeSet<ServiceKey> = snap
+            .unreadable_services
+            .iter()
+            .filter_map(|u| Some(ServiceKey::new(u.metadata.namespace.clone()?, u.metadata.name.clone()?)))
+            .collect();
+        self.reported.retain(|k, _| seen.contains(k) || unreadable.contains(k));
         self.evicted.clear();
         let mut ips_by_pool: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
         for (_, a) in self.alloc.allocations() {
@@ -197,11 +211,45 @@ impl AllocatorState {
                 (pool.to_string(), list)
             })
             .collect();
-        for eip in &snap.eips {
+        // An unreadable Eip's status is written from what the server has now, never from the last readable
+        // version the store keeps (comparing with that would write again after every write).
+        let unreadable: BTreeMap<String, Eip> = snap
+            .unreadable_eips
+            .iter()
+            .filter_map(|u| Some((u.metadata.name.clone()?, status_view(u))))
+            .collect();
+        let readable = snap
+            .eips
+            .iter()
+            .map(|e| &**e)
+            .filter(|e| !unreadable.contains_key(&e.name_any()));
+        for eip in readable.chain(unreadable.values()) {
             let list = announcers.get(eip.name_any().as_str()).cloned().unwrap_or_default();
             self.write_eip_status(eip, list, now, &mut plan);
         }
         plan
+    }
+
+    /// Says once per reason that a Service cannot be read. The store keeps a Service's last readable version, so
+    /// what it held stays allocated; one never read since the allocator started is unknown to it.
+    fn report_unreadable_services(&mut self, snap: &Snapshot, plan: &mut Plan) {
+        for u in &snap.unreadable_services {
+            let (Some(ns), Some(name)) = (&u.metadata.namespace, &u.metadata.name) else {
+                continue;
+            };
+            let note = format!(
+                "Herald cannot read this Service ({}); it keeps the addresses it held, and changes to it are ignored \
+                 until it is fixed",
+                u.reason
+            );
+            self.report(
+                plan,
+                ServiceKey::new(ns.clone(), name.clone()),
+                true,
+                "UnreadableService",
+                note,
+            );
+        }
     }
 
     fn forget(&mut self, key: &ServiceKey) {
@@ -212,22 +260,49 @@ impl AllocatorState {
     fn sync_pools(&mut self, snap: &Snapshot, plan: &mut Plan) {
         let mut evictions = Vec::new();
         let mut present = BTreeSet::new();
-        for eip in &snap.eips {
+        // An unreadable Eip counts as invalid, whether or not the store still has a readable version of it.
+        let unreadable: BTreeMap<String, String> = snap
+            .unreadable_eips
+            .iter()
+            .filter_map(|u| Some((u.metadata.name.clone()?, format!("cannot be read: {}", u.reason))))
+            .collect();
+        let read = snap.eips.iter().map(|eip| {
             let name = eip.name_any();
+            let parsed = match unreadable.get(&name) {
+                Some(reason) => Err(reason.clone()),
+                None => convert::pool_spec(eip)
+                    .and_then(|spec| Pool::parse(&spec).map(|pool| (spec, pool)).map_err(|e| e.to_string())),
+            };
+            (name, parsed)
+        });
+        let unread = unreadable
+            .iter()
+            .filter(|(name, _)| !snap.eips.iter().any(|e| e.name_any() == **name))
+            .map(|(name, reason)| (name.clone(), Err(reason.clone())));
+        for (name, parsed) in read.chain(unread).collect::<Vec<_>>() {
             present.insert(name.clone());
-            let parsed = convert::pool_spec(eip)
-                .and_then(|spec| Pool::parse(&spec).map(|pool| (spec, pool)).map_err(|e| e.to_string()));
             match parsed {
                 Ok((spec, pool)) => {
                     self.invalid.remove(&name);
+                    self.frozen.remove(&name);
                     if self.applied.get(&name) != Some(&spec) {
                         evictions.extend(self.alloc.set_pool(pool));
                         self.applied.insert(name, spec);
                     }
                 }
                 Err(reason) => {
+                    if !self.applied.contains_key(&name)
+                        && let Some((spec, pool)) = frozen_pool(&name, snap)
+                    {
+                        // Never seen valid: keep what its Services hold rather than move them elsewhere.
+                        evictions.extend(self.alloc.set_pool(pool));
+                        self.applied.insert(name.clone(), spec);
+                        self.frozen.insert(name.clone());
+                    }
                     if self.invalid.get(&name) != Some(&reason) {
-                        let kept = if self.applied.contains_key(&name) {
+                        let kept = if self.frozen.contains(&name) {
+                            "; the addresses its Services hold stay in use, and it gives no new ones until it is fixed"
+                        } else if self.applied.contains_key(&name) {
                             "; the previous addresses stay in use until it is fixed"
                         } else {
                             ""
@@ -246,6 +321,7 @@ impl AllocatorState {
         let removed: Vec<String> = self.applied.keys().filter(|n| !present.contains(*n)).cloned().collect();
         for name in removed {
             self.applied.remove(&name);
+            self.frozen.remove(&name);
             evictions.extend(self.alloc.remove_pool(&name));
         }
         self.invalid.retain(|n, _| present.contains(n));
@@ -391,8 +467,9 @@ impl AllocatorState {
             let v4 = stats.family(Family::V4);
             let v6 = stats.family(Family::V6);
             status.used = u64::try_from(v4.used + v6.used).unwrap_or(u64::MAX);
-            status.free = (v4.free + v6.free).to_string();
-            status.total = (v4.total + v6.total).to_string();
+            // Cannot saturate: never-allocated blocks keep an IPv6 total far below u128::MAX.
+            status.free = v4.free.saturating_add(v6.free).to_string();
+            status.total = v4.total.saturating_add(v6.total).to_string();
             status.ipv4 = (v4.total > 0).then(|| usage(v4));
             status.ipv6 = (v6.total > 0).then(|| usage(v6));
             let exhausted: Vec<&str> = [("IPv4", v4), ("IPv6", v6)]
@@ -419,13 +496,14 @@ impl AllocatorState {
             status.free = "0".into();
             status.total = "0".into();
         }
-        let overlaps: Vec<String> = self
-            .alloc
-            .overlaps()
-            .iter()
-            .filter(|o| o.first.0 == name || o.second.0 == name)
-            .map(ToString::to_string)
-            .collect();
+        // A handful is enough to act on, and the message is cut at 1 KiB anyway; finding only this Eip's pairs
+        // keeps a pass cheap when hundreds of Eips overlap each other (all of them `0.0.0.0/0`, say).
+        const LISTED_OVERLAPS: usize = 5;
+        let (listed, all) = self.alloc.overlaps_of(&name, LISTED_OVERLAPS);
+        let mut overlaps: Vec<String> = listed.iter().map(ToString::to_string).collect();
+        if all > listed.len() {
+            overlaps.push(format!("and {} more", all - listed.len()));
+        }
         let (reason, message) = if overlaps.is_empty() {
             ("NoOverlap", "no address is in another Eip".to_string())
         } else {
@@ -440,15 +518,34 @@ impl AllocatorState {
             generation,
             now.clone(),
         );
+        // Only the never-allocated blocks the Eip's entries touch, e.g. " (left out: 127.0.0.0/8 loopback)".
+        let left_out: Vec<String> = self
+            .alloc
+            .pool(&name)
+            .map(|p| p.left_out().iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let left_out = if left_out.is_empty() {
+            String::new()
+        } else {
+            format!(" (left out: {})", left_out.join(", "))
+        };
         let (ready, reason, message) = match (self.invalid.get(&name), self.applied.contains_key(&name)) {
             (Some(err), true) => (
                 false,
                 "InvalidSpec",
-                format!("{err}; still serving the previous addresses"),
+                if self.frozen.contains(&name) {
+                    format!("{err}; its Services keep the addresses they hold, and it gives no new ones")
+                } else {
+                    format!("{err}; still serving the previous addresses")
+                },
             ),
             (Some(err), false) => (false, "InvalidSpec", err.clone()),
-            (None, _) if eip.spec.disable => (true, "Disabled", "gives no new addresses (spec.disable)".to_string()),
-            (None, _) => (true, "Valid", format!("{} addresses", status.total)),
+            (None, _) if eip.spec.disable => (
+                true,
+                "Disabled",
+                format!("gives no new addresses (spec.disable){left_out}"),
+            ),
+            (None, _) => (true, "Valid", format!("{} addresses{left_out}", status.total)),
         };
         set_condition(
             &mut status.conditions,
@@ -474,6 +571,36 @@ fn usage(s: FamilyStats) -> FamilyUsage {
         used: u64::try_from(s.used).unwrap_or(u64::MAX),
         free: s.free.to_string(),
     }
+}
+
+/// The pool that stands in for an Eip that was never valid (unreadable or invalid since the allocator started):
+/// disabled, with exactly the addresses Services record as allocated from it. `None` when no Service holds one.
+fn frozen_pool(name: &str, snap: &Snapshot) -> Option<(PoolSpec, Pool)> {
+    let held: BTreeSet<IpAddr> = snap
+        .services
+        .iter()
+        .filter(|s| convert::allocated_from(s).as_deref() == Some(name))
+        .flat_map(|s| convert::status_ips(s))
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let spec = PoolSpec {
+        addresses: held.iter().map(ToString::to_string).collect(),
+        disabled: true,
+        auto_assign: false,
+        ..PoolSpec::new(name, &[])
+    };
+    let pool = Pool::parse(&spec).ok()?;
+    Some((spec, pool))
+}
+
+/// An unreadable Eip as far as its status goes: its name, generation and the status the server has now.
+fn status_view(u: &Unreadable) -> Eip {
+    let mut eip = Eip::new(u.metadata.name.as_deref().unwrap_or_default(), EipSpec::default());
+    eip.metadata = u.metadata.clone();
+    eip.status = u.status.clone().and_then(|s| serde_json::from_value(s).ok());
+    eip
 }
 
 /// `namespace/name` of a Service.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use herald_api::Eip;
 use herald_api::conditions::{EXHAUSTED, OVERLAPPING, READY, is_true};
+use herald_api::decode::{Lenient, Unreadable};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
@@ -61,6 +62,15 @@ fn apply(snap: &mut Snapshot, plan: &Plan) {
                 snap.services[svc] = Arc::new(s);
             }
             Write::EipStatus { eip, status } => {
+                // The server has the unreadable object; the store keeps its last readable version unchanged.
+                if let Some(u) = snap
+                    .unreadable_eips
+                    .iter_mut()
+                    .find(|u| u.metadata.name.as_deref() == Some(eip))
+                {
+                    u.status = Some(serde_json::to_value(&**status).unwrap());
+                    continue;
+                }
                 let i = snap
                     .eips
                     .iter()
@@ -387,6 +397,143 @@ fn invalid_eip_edit_keeps_serving_and_says_why() {
     assert!(!is_true(&status.conditions, READY));
 }
 
+/// An Eip as the watch hands over one Herald cannot read: `protocol: vxlan` (e.g. after a rollback).
+fn unreadable_eip(name: &str) -> Unreadable {
+    let v = json!({"apiVersion": "herald.dev/v1alpha1", "kind": "Eip",
+        "metadata": {"name": name, "generation": 2, "resourceVersion": "9"},
+        "spec": {"addresses": ["198.51.100.0/24"], "protocol": "vxlan"}});
+    match serde_json::from_value::<Lenient<Eip>>(v).unwrap() {
+        Lenient::Unreadable(u) => *u,
+        Lenient::Read(_) => panic!("vxlan is not a protocol"),
+    }
+}
+
+fn ready_of(status: &Option<Value>) -> (String, String) {
+    let conds = &status.as_ref().unwrap()["conditions"];
+    let ready = conds.as_array().unwrap().iter().find(|c| c["type"] == READY).unwrap();
+    (
+        ready["status"].as_str().unwrap().into(),
+        ready["message"].as_str().unwrap().into(),
+    )
+}
+
+#[test]
+fn an_unreadable_eip_at_start_keeps_its_services_ips_and_blocks_nothing_else() {
+    // The allocator starts while Eip `vx` cannot be read; its Services recorded IPs from it before.
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        unreadable_eips: vec![unreadable_eip("vx")],
+        ..Default::default()
+    };
+    let mut held = service("a", "held", 1, json!({}), json!({"herald.dev/allocated-from": "vx"}));
+    Arc::make_mut(&mut held).status =
+        Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}})).unwrap());
+    snap.services.push(held);
+    snap.services.push(service("a", "new", 2, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    let plan = pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "a/held"), [ip("198.51.100.7")], "nothing is lost");
+    assert!(notes(&plan, "IPReleased").is_empty(), "{:?}", plan.notices);
+    assert_eq!(ips_of(&snap, "a/new"), [ip("192.0.2.1")], "other Eips keep working");
+    let invalid = notes(&plan, "InvalidEip");
+    assert_eq!(invalid.len(), 1, "{:?}", plan.notices);
+    assert!(
+        invalid[0].contains("cannot be read: spec.protocol: unknown variant `vxlan`"),
+        "{}",
+        invalid[0]
+    );
+    let (ready, message) = ready_of(&snap.unreadable_eips[0].status);
+    assert_eq!(ready, "False");
+    assert!(
+        message.contains("its Services keep the addresses they hold"),
+        "{message}"
+    );
+    // The status write is seen; the next pass writes nothing and says nothing again.
+    let plan = pass(&mut state, &mut snap);
+    assert!(plan.writes.is_empty() && plan.notices.is_empty(), "{plan:?}");
+    // A Service may not take new addresses from it.
+    snap.services
+        .push(service("a", "wants-vx", 3, json!({}), json!({"herald.dev/eip": "vx"})));
+    pass(&mut state, &mut snap);
+    assert!(ips_of(&snap, "a/wants-vx").is_empty());
+    // Fixed: the real spec applies (198.51.100.7 is in it, so the Service keeps it).
+    snap.unreadable_eips.clear();
+    snap.eips.push(eip("vx", json!({"addresses": ["198.51.100.0/24"]})));
+    let plan = pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "a/held"), [ip("198.51.100.7")]);
+    assert_eq!(ips_of(&snap, "a/wants-vx"), [ip("198.51.100.1")]);
+    assert!(notes(&plan, "IPReleased").is_empty(), "{:?}", plan.notices);
+}
+
+#[test]
+fn an_invalid_eip_at_start_keeps_its_services_ips() {
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.9-192.0.2.1"]}))],
+        ..Default::default()
+    };
+    let mut held = service("a", "held", 1, json!({}), json!({"herald.dev/allocated-from": "lan"}));
+    Arc::make_mut(&mut held).status =
+        Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.5"}]}})).unwrap());
+    snap.services.push(held);
+    let plan = pass(&mut AllocatorState::new(), &mut snap);
+    assert_eq!(ips_of(&snap, "a/held"), [ip("192.0.2.5")]);
+    assert!(notes(&plan, "IPReleased").is_empty(), "{:?}", plan.notices);
+}
+
+#[test]
+fn an_eip_that_turns_unreadable_keeps_serving_and_its_status_converges() {
+    let mut snap = Snapshot {
+        eips: vec![eip("vx", json!({"addresses": ["198.51.100.0/29"]}))],
+        ..Default::default()
+    };
+    snap.services.push(service("a", "web", 1, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    // The store keeps the last readable version; the watch reports the object unreadable.
+    snap.unreadable_eips.push(unreadable_eip("vx"));
+    let plan = pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "a/web"), [ip("198.51.100.1")]);
+    let (ready, message) = ready_of(&snap.unreadable_eips[0].status);
+    assert_eq!(ready, "False");
+    assert!(message.contains("still serving the previous addresses"), "{message}");
+    assert_eq!(notes(&plan, "InvalidEip").len(), 1);
+    for _ in 0..3 {
+        let plan = pass(&mut state, &mut snap);
+        assert!(plan.writes.is_empty() && plan.notices.is_empty(), "{plan:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_service_is_reported_once() {
+    let v = json!({"metadata": {"name": "odd", "namespace": "a", "resourceVersion": "3"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": "http"}]}});
+    let Lenient::Unreadable(u) = serde_json::from_value::<Lenient<Service>>(v).unwrap() else {
+        panic!("a port must be a number")
+    };
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
+        unreadable_services: vec![*u],
+        ..Default::default()
+    };
+    snap.services.push(service("a", "web", 1, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    let plan = pass(&mut state, &mut snap);
+    let reported: Vec<_> = plan
+        .notices
+        .iter()
+        .filter(|n| n.reason == "UnreadableService")
+        .collect();
+    assert_eq!(reported.len(), 1, "{:?}", plan.notices);
+    assert_eq!(
+        reported[0].target,
+        Target::Service(herald_ipam::ServiceKey::new("a", "odd"))
+    );
+    assert!(reported[0].note.contains("spec.ports[0].port"), "{}", reported[0].note);
+    assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")]);
+    let plan = pass(&mut state, &mut snap);
+    assert!(plan.notices.is_empty(), "{:?}", plan.notices);
+}
+
 #[test]
 fn overlapping_pools_are_reported_on_both() {
     let mut snap = Snapshot {
@@ -538,5 +685,166 @@ fn eip_status_lists_announcing_nodes_from_ip_leases() {
             ("192.0.2.10".into(), "node-a".into()),
             ("192.0.2.11".into(), "node-b".into())
         ]
+    );
+}
+
+// ---- never-allocated addresses (loopback, multicast, link-local, ...) ----
+
+fn condition(snap: &Snapshot, eip: usize, type_: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let status = snap.eips[eip].status.as_ref().unwrap();
+    status.conditions.iter().find(|c| c.type_ == type_).cloned().unwrap()
+}
+
+#[test]
+fn eip_status_counts_host_addresses_only_and_says_what_was_left_out() {
+    let mut snap = Snapshot {
+        eips: vec![
+            eip("all", json!({"addresses": ["0.0.0.0/0", "::/0"]})),
+            eip(
+                "lan",
+                json!({"addresses": ["192.0.2.0/29", "169.254.0.1"], "priority": 1}),
+            ),
+        ],
+        ..Default::default()
+    };
+    snap.services.push(service("a", "web", 1, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "a/web"), [ip("1.0.0.0")], "never 0.0.0.1");
+    let status = snap.eips[0].status.clone().unwrap();
+    // 2^32 and 2^128 addresses without the blocks: exact decimal strings, no overflow.
+    assert_eq!(status.total, "338620831926207318622244848601820758015");
+    assert_eq!(status.ipv4.as_ref().unwrap().total, "3992911871");
+    assert_eq!(status.ipv4.as_ref().unwrap().free, "3992911870");
+    assert_eq!(
+        status.ipv6.as_ref().unwrap().total,
+        "338620831926207318622244848597827846144"
+    );
+    assert_eq!(
+        condition(&snap, 0, READY).message,
+        "338620831926207318622244848601820758015 addresses (left out: 0.0.0.0/8 'this network', 127.0.0.0/8 loopback, \
+169.254.0.0/16 link-local, 224.0.0.0/4 multicast, ::/96 IPv4-compatible (deprecated), ::1/128 loopback, \
+::ffff:0:0/96 IPv4-mapped, fe80::/10 link-local, ff00::/8 multicast)"
+    );
+    assert_eq!(
+        condition(&snap, 1, READY).message,
+        "6 addresses (left out: 169.254.0.0/16 link-local)",
+        "only the blocks the Eip touches"
+    );
+    let overlap = condition(&snap, 0, OVERLAPPING);
+    assert!(
+        overlap.message.contains("overlap on 192.0.2.1-192.0.2.6") && !overlap.message.contains("169.254"),
+        "a never-allocated address is no overlap: {}",
+        overlap.message
+    );
+}
+
+#[test]
+fn eip_of_only_never_allocated_addresses_is_invalid_and_an_edit_to_it_loses_nothing() {
+    let mut snap = Snapshot {
+        eips: vec![
+            eip("lo", json!({"addresses": ["127.0.0.0/8"]})),
+            eip("lan", json!({"addresses": ["192.0.2.0/29"]})),
+        ],
+        ..Default::default()
+    };
+    snap.services.push(service("a", "web", 1, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    let plan = pass(&mut state, &mut snap);
+    let message = "Eip 'lo': every address it lists is one Herald never allocates (127.0.0.0/8 loopback, \
+RFC 1122 §3.2.1.3); list addresses a client can reach";
+    let ready = condition(&snap, 0, READY);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(ready.message, message);
+    assert_eq!(notes(&plan, "InvalidEip"), [message]);
+    assert_eq!(snap.eips[0].status.as_ref().unwrap().total, "0");
+    assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")]);
+
+    // Editing a working Eip into multicast only is treated like a typo: the Service keeps its address.
+    snap.eips[1] = eip("lan", json!({"addresses": ["224.0.0.0/24"]}));
+    pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")]);
+    let ready = condition(&snap, 1, READY);
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.ends_with(
+            "(224.0.0.0/4 multicast, RFC 5771); list addresses a client can reach; still serving the previous addresses"
+        ),
+        "{}",
+        ready.message
+    );
+}
+
+#[test]
+fn services_holding_never_allocated_ips_from_an_older_herald_move_with_the_reason() {
+    let mut snap = Snapshot {
+        eips: vec![eip("all", json!({"addresses": ["0.0.0.0/0"]}))],
+        ..Default::default()
+    };
+    // What the previous version wrote: 0.0.0.1 (first of 0.0.0.0/0) and a requested 127.0.0.1.
+    snap.services.push(service(
+        "a",
+        "first",
+        1,
+        json!({}),
+        json!({"herald.dev/allocated-from": "all"}),
+    ));
+    snap.services.push(service(
+        "a",
+        "pinned",
+        2,
+        json!({}),
+        json!({"herald.dev/allocated-from": "all", "herald.dev/ips": "127.0.0.1"}),
+    ));
+    for (s, held) in snap.services.iter_mut().zip(["0.0.0.1", "127.0.0.1"]) {
+        let mut svc = (**s).clone();
+        svc.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": held}]}})).unwrap());
+        *s = Arc::new(svc);
+    }
+    let mut state = AllocatorState::new();
+    let plan = pass(&mut state, &mut snap);
+    let first = "a/first cannot keep 0.0.0.1: 0.0.0.1 is in 0.0.0.0/8 'this network' (RFC 1122 §3.2.1.3), which is \
+never a Service's address";
+    let pinned = "a/pinned cannot keep 127.0.0.1: 127.0.0.1 is in 127.0.0.0/8 loopback (RFC 1122 §3.2.1.3), which \
+is never a Service's address";
+    assert_eq!(notes(&plan, "IPConflict"), [first, pinned]);
+    assert_eq!(ips_of(&snap, "a/first"), [ip("1.0.0.0")]);
+    assert_eq!(
+        notes(&plan, "IPAllocated"),
+        [format!("allocated 1.0.0.0 from Eip 'all' ({first})")]
+    );
+    // The request itself is for loopback: refused, and the address is taken back.
+    assert!(ips_of(&snap, "a/pinned").is_empty());
+    assert_eq!(
+        notes(&plan, "AllocationFailed"),
+        [
+            "a/pinned requests 127.0.0.1, which is in 127.0.0.0/8 loopback (RFC 1122 §3.2.1.3) and never a Service's \
+address, whatever an Eip lists; request another address in herald.dev/ips or spec.loadBalancerIP"
+        ]
+    );
+    assert_eq!(notes(&plan, "IPReleased"), [format!("released 127.0.0.1 ({pinned})")]);
+    // Settled: the next pass is quiet.
+    let plan = pass(&mut state, &mut snap);
+    assert!(plan.notices.is_empty(), "{:?}", plan.notices);
+}
+
+#[test]
+fn many_overlapping_whole_space_eips_list_a_few_overlaps_each() {
+    let mut snap = Snapshot {
+        eips: (0..8)
+            .map(|i| eip(&format!("e{i}"), json!({"addresses": ["0.0.0.0/0"]})))
+            .collect(),
+        ..Default::default()
+    };
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    let overlap = condition(&snap, 3, OVERLAPPING);
+    assert_eq!(
+        overlap.message,
+        "Eip 'e0' (0.0.0.0/0) and Eip 'e3' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254; \
+Eip 'e1' (0.0.0.0/0) and Eip 'e3' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254; \
+Eip 'e2' (0.0.0.0/0) and Eip 'e3' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254; \
+Eip 'e3' (0.0.0.0/0) and Eip 'e4' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254; \
+Eip 'e3' (0.0.0.0/0) and Eip 'e5' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254; and 2 more"
     );
 }

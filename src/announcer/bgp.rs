@@ -11,6 +11,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use herald_api::bgp::AddressFamily;
+use herald_api::decode::Lenient;
+use herald_api::decode::Unreadable;
+use herald_api::text;
 use herald_api::{BgpConf, BgpPeer, Eip, Protocol};
 use herald_bgp::fsm::GracefulRestart;
 use herald_bgp::packet::Afi;
@@ -18,7 +21,8 @@ use herald_bgp::rib::{RouteTable, parse_community, parse_large_community};
 use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::ResourceExt;
+use crate::events::{Event, EventPublisher, EventType};
+use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::desired::Announcement;
@@ -40,30 +44,73 @@ pub struct BgpView<'a> {
     pub eips: &'a [Arc<Eip>],
     /// Every IP to announce, from [`super::desired::desired`].
     pub announcements: &'a BTreeMap<IpAddr, Announcement>,
+    /// `BgpConf`s, `BgpPeer`s and Secrets that could not be read.
+    pub unreadable: Unreadables<'a>,
+}
+
+/// The BGP objects that could not be read.
+#[derive(Default, Clone, Copy)]
+pub struct Unreadables<'a> {
+    /// `BgpConf`s.
+    pub confs: &'a [Unreadable],
+    /// `BgpPeer`s.
+    pub peers: &'a [Unreadable],
+    /// Secrets in the agent's namespace.
+    pub secrets: &'a [Unreadable],
 }
 
 /// What the speaker should be doing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BgpPlan {
-    /// `None`: BGP mode is not configured for this node (no `BgpConf` named `default`, or no matching peer).
+    /// `None`: BGP mode is not configured for this node (no usable `BgpConf` named `default`, or no usable peer).
     pub speaker: Option<SpeakerConfig>,
     /// Peers by address.
     pub peers: BTreeMap<IpAddr, PeerConfig>,
     /// Host routes for the BGP-mode IPs this node is eligible for.
     pub routes: RouteTable,
-    /// Problems a user must fix (unreadable selector, missing Secret, no router id), one line each.
+    /// Problems of this node a user must fix (no router id), one line each.
     pub problems: Vec<String>,
     /// The `BgpPeer` object behind each peer address (for its status).
     pub names: BTreeMap<IpAddr, String>,
+    /// Each `BgpPeer` this node peers with, or cannot tell whether it should: what is wrong with it (`None`:
+    /// nothing). Depends on the object and the Secrets only, so every node that judges a peer judges it alike.
+    pub verdicts: BTreeMap<String, Verdict>,
+    /// The same for the `BgpConf` named `default`, when there is one.
+    pub conf_verdict: Option<Verdict>,
 }
 
+/// What is wrong with an object: `None` when nothing is.
+pub type Verdict = Option<Problem>;
+
+/// Why an object cannot be used, for its `Ready` condition and a Warning Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// CamelCase reason: `Unreadable`, `InvalidSpec`, `SecretNotFound`.
+    pub reason: &'static str,
+    /// What is wrong and what to change.
+    pub message: String,
+}
+
+impl Problem {
+    fn invalid(message: String) -> Self {
+        Problem {
+            reason: "InvalidSpec",
+            message,
+        }
+    }
+}
+
+/// Does `selector` select `node`? An unreadable selector is an error naming the field.
 fn selects(
     selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
     node: Option<&Node>,
-) -> bool {
-    let Some(selector) = selector else { return true };
+    field: &str,
+) -> Result<bool, Problem> {
+    let Some(selector) = selector else { return Ok(true) };
     let labels = node.map(|n| n.labels().clone()).unwrap_or_default();
-    convert::label_selector(selector).is_ok_and(|s| s.matches(&labels))
+    convert::label_selector(selector)
+        .map(|s| s.matches(&labels))
+        .map_err(|e| Problem::invalid(format!("{field}: {e}")))
 }
 
 fn node_ipv4(node: Option<&Node>) -> Option<Ipv4Addr> {
@@ -74,96 +121,231 @@ fn node_ipv4(node: Option<&Node>) -> Option<Ipv4Addr> {
         .find_map(|a| a.address.parse().ok())
 }
 
-/// Computes the plan for this node.
-pub fn plan(view: &BgpView<'_>) -> BgpPlan {
-    let mut out = BgpPlan::default();
-    let Some(conf) = view.confs.iter().find(|c| c.name_any() == "default") else {
-        return out;
-    };
+/// RFC 7607: AS 0 names no AS and must not be configured or sent; RFC 6793 §2: AS_TRANS (23456) only stands in for
+/// a 4-octet AS towards an old speaker, it is nobody's AS.
+fn check_asn(field: &str, asn: u32) -> Result<(), Problem> {
+    match asn {
+        0 => Err(Problem::invalid(format!(
+            "{field} 0 is reserved (RFC 7607) and cannot be used in a session: give the AS number"
+        ))),
+        23456 => Err(Problem::invalid(format!(
+            "{field} 23456 is AS_TRANS (RFC 6793), a placeholder, not an AS: give the real 4-octet AS number"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The node's BGP identity from `BgpConf` `default`, or why there is none.
+fn speaker_config(conf: &BgpConf, view: &BgpView<'_>) -> Result<Result<SpeakerConfig, String>, Problem> {
     let spec = &conf.spec;
-    let rack = spec
-        .overrides
-        .iter()
-        .find(|o| selects(Some(&o.node_selector), view.node_object));
+    check_asn("spec.asn", spec.asn)?;
+    let mut rack = None;
+    for (i, o) in spec.overrides.iter().enumerate() {
+        let field = format!("spec.overrides[{i}]");
+        if let Some(asn) = o.asn {
+            check_asn(&format!("{field}.asn"), asn)?;
+        }
+        if let Some(r) = &o.router_id {
+            r.parse::<Ipv4Addr>().map_err(|_| {
+                Problem::invalid(format!("{field}.routerId '{}' is not an IPv4 address", text::quote(r)))
+            })?;
+        }
+        if rack.is_none()
+            && selects(
+                Some(&o.node_selector),
+                view.node_object,
+                &format!("{field}.nodeSelector"),
+            )?
+        {
+            rack = Some(o);
+        }
+    }
+    let conf_router_id = match &spec.router_id {
+        Some(r) => Some(
+            r.parse::<Ipv4Addr>()
+                .map_err(|_| Problem::invalid(format!("spec.routerId '{}' is not an IPv4 address", text::quote(r))))?,
+        ),
+        None => None,
+    };
     let asn = rack.and_then(|o| o.asn).unwrap_or(spec.asn);
     let router_id = rack
         .and_then(|o| o.router_id.as_deref())
-        .or(spec.router_id.as_deref())
         .and_then(|r| r.parse().ok())
+        .or(conf_router_id)
         .or_else(|| node_ipv4(view.node_object));
-    let Some(router_id) = router_id else {
-        out.problems.push(format!(
+    Ok(match router_id {
+        Some(router_id) => Ok(SpeakerConfig {
+            local_asn: asn,
+            router_id,
+        }),
+        None => Err(format!(
             "node {}: no BGP router id: set BgpConf.spec.routerId (or an override), or give the Node an IPv4 InternalIP",
             view.node
+        )),
+    })
+}
+
+/// The session to open for `peer`, `None` when this node does not peer with it, or what is wrong with it.
+fn peer_config(
+    peer: &BgpPeer,
+    view: &BgpView<'_>,
+    graceful: Option<&herald_api::bgp::GracefulRestart>,
+) -> Result<Option<PeerConfig>, Problem> {
+    let p = &peer.spec;
+    if !selects(p.node_selector.as_ref(), view.node_object, "spec.nodeSelector")? {
+        return Ok(None);
+    }
+    let address = p
+        .address
+        .parse::<IpAddr>()
+        .ok()
+        .filter(|a| !a.is_unspecified() && !a.is_multicast())
+        .ok_or_else(|| {
+            Problem::invalid(format!(
+                "spec.address '{}' is not a router's IP address",
+                text::quote(&p.address)
+            ))
+        })?;
+    check_asn("spec.asn", p.asn)?;
+    if let Some(local) = p.local_asn {
+        check_asn("spec.localAsn", local)?;
+    }
+    let mut config = PeerConfig::new(address, p.asn);
+    config.port = p.port;
+    // Per-session local AS (OPEN, iBGP/eBGP, AS_PATH of this session only); the BgpConf's ASN otherwise.
+    config.local_asn = p.local_asn;
+    // Passive peers also get their connections accepted, on port 179 of the session's source address (or any).
+    config.passive = p.passive;
+    config.families = families(&p.families);
+    if config.families.is_empty() {
+        return Err(Problem::invalid(
+            "spec.families is empty, so there is nothing to announce; not connecting (list ipv4, ipv6 or both)".into(),
         ));
-        return out;
-    };
-    let gr = spec.graceful_restart.as_ref().filter(|g| g.enabled);
-    for peer in view
-        .peers
+    }
+    if let Some(h) = p.hold_time {
+        config.hold_time = u16::try_from(h)
+            .map_err(|_| Problem::invalid(format!("spec.holdTime {h} is above 65535 seconds (RFC 4271 §4.2)")))?;
+    }
+    config.ttl = p.ebgp_multihop;
+    if let Some(source) = &p.source_address {
+        config.local_address = Some(source.parse().map_err(|_| {
+            Problem::invalid(format!(
+                "spec.sourceAddress '{}' is not an IP address",
+                text::quote(source)
+            ))
+        })?);
+    }
+    if p.graceful_restart.unwrap_or(graceful.is_some()) {
+        config.graceful_restart = Some(GracefulRestart {
+            restart_time: graceful.map_or(120, |g| g.restart_time),
+            restarting: false,
+        });
+    }
+    if let Some(secret_ref) = &p.password_secret_ref {
+        config.password = Some(password(secret_ref, view)?);
+    }
+    config.validate().map_err(|e| Problem::invalid(e.to_string()))?;
+    Ok(Some(config))
+}
+
+/// The TCP MD5 password a `passwordSecretRef` names.
+fn password(secret_ref: &herald_api::bgp::SecretKeyRef, view: &BgpView<'_>) -> Result<Vec<u8>, Problem> {
+    let (name, key) = (text::quote(&secret_ref.name), text::quote(&secret_ref.key));
+    if let Some(u) = view
+        .unreadable
+        .secrets
         .iter()
-        .filter(|p| selects(p.spec.node_selector.as_ref(), view.node_object))
+        .find(|u| u.metadata.name.as_deref() == Some(secret_ref.name.as_str()))
     {
-        let p = &peer.spec;
-        let Ok(address) = p.address.parse::<IpAddr>() else {
-            out.problems.push(format!(
-                "BgpPeer {}: spec.address '{}' is not an IP address",
-                peer.name_any(),
-                p.address
-            ));
-            continue;
-        };
-        let mut config = PeerConfig::new(address, p.asn);
-        config.port = p.port;
-        // Per-session local AS (OPEN, iBGP/eBGP, AS_PATH of this session only); the BgpConf's ASN otherwise.
-        config.local_asn = p.local_asn;
-        // Passive peers also get their connections accepted, on port 179 of the session's source address (or any).
-        config.passive = p.passive;
-        config.families = families(&p.families);
-        if config.families.is_empty() {
-            out.problems.push(format!(
-                "BgpPeer {}: spec.families is empty, so there is nothing to announce; not connecting (list ipv4, ipv6 \
-                 or both)",
-                peer.name_any()
-            ));
+        return Err(Problem {
+            reason: "SecretUnreadable",
+            message: format!("Secret '{name}' cannot be read ({}); not connecting", u.reason),
+        });
+    }
+    let Some(secret) = view.secrets.iter().find(|s| s.name_any() == secret_ref.name) else {
+        return Err(Problem {
+            reason: "SecretNotFound",
+            message: format!(
+                "Secret '{name}' (spec.passwordSecretRef) is not in the agent's namespace; not connecting until it is"
+            ),
+        });
+    };
+    match secret.data.as_ref().and_then(|d| d.get(&secret_ref.key)) {
+        Some(bytes) => Ok(bytes.0.clone()),
+        None => Err(Problem {
+            reason: "SecretNotFound",
+            message: format!("Secret '{name}' has no key '{key}' (spec.passwordSecretRef.key); not connecting"),
+        }),
+    }
+}
+
+/// Computes the plan for this node.
+pub fn plan(view: &BgpView<'_>) -> BgpPlan {
+    let mut out = BgpPlan::default();
+    let conf = view.confs.iter().find(|c| c.name_any() == "default");
+    let unreadable_conf = view
+        .unreadable
+        .confs
+        .iter()
+        .find(|u| u.metadata.name.as_deref() == Some("default"));
+    // An unreadable BgpConf stops BGP mode, even where the store still has a version that could be read: which
+    // settings the user meant is unknown.
+    // Peers are judged (and their conditions written) even while BGP mode is not configured.
+    let speaker = match (unreadable_conf, conf) {
+        (Some(u), _) => Some(Err(Problem {
+            reason: "Unreadable",
+            message: format!("cannot be read: {}; BGP mode is off until it is fixed", u.reason),
+        })),
+        (None, Some(conf)) => Some(speaker_config(conf, view)),
+        (None, None) => None,
+    };
+    out.conf_verdict = speaker.as_ref().map(|s| s.as_ref().err().cloned());
+    let gr = conf
+        .and_then(|c| c.spec.graceful_restart.as_ref())
+        .filter(|g| g.enabled);
+    for u in view.unreadable.peers {
+        let Some(name) = &u.metadata.name else { continue };
+        let message = format!("cannot be read: {}; no node peers with it until it is fixed", u.reason);
+        out.verdicts.insert(
+            name.clone(),
+            Some(Problem {
+                reason: "Unreadable",
+                message,
+            }),
+        );
+    }
+    for peer in view.peers {
+        let name = peer.name_any();
+        if out.verdicts.contains_key(&name) {
             continue;
         }
-        config.hold_time = p
-            .hold_time
-            .map_or(config.hold_time, |h| h.min(u32::from(u16::MAX)) as u16);
-        config.ttl = p.ebgp_multihop;
-        config.local_address = p.source_address.as_deref().and_then(|a| a.parse().ok());
-        if p.graceful_restart.unwrap_or(gr.is_some()) {
-            config.graceful_restart = Some(GracefulRestart {
-                restart_time: gr.map_or(120, |g| g.restart_time),
-                restarting: false,
-            });
-        }
-        if let Some(secret_ref) = &p.password_secret_ref {
-            let secret = view.secrets.iter().find(|s| s.name_any() == secret_ref.name);
-            match secret.and_then(|s| s.data.as_ref()?.get(&secret_ref.key)) {
-                Some(bytes) => config.password = Some(bytes.0.clone()),
-                None => {
-                    out.problems.push(format!(
-                        "BgpPeer {}: Secret '{}' with key '{}' not found in the agent's namespace; not connecting",
-                        peer.name_any(),
-                        secret_ref.name,
-                        secret_ref.key
-                    ));
-                    continue;
-                }
+        match peer_config(peer, view, gr) {
+            Ok(None) => {}
+            Ok(Some(config)) => {
+                out.verdicts.insert(name.clone(), None);
+                out.names.insert(config.address, name);
+                out.peers.insert(config.address, config);
+            }
+            Err(problem) => {
+                out.verdicts.insert(name, Some(problem));
             }
         }
-        out.peers.insert(address, config);
-        out.names.insert(address, peer.name_any());
     }
+    let config = match speaker {
+        Some(Ok(Ok(config))) => config,
+        not_configured => {
+            if let Some(Ok(Err(node_problem))) = not_configured {
+                out.problems.push(node_problem);
+            }
+            out.peers.clear();
+            out.names.clear();
+            return out;
+        }
+    };
     if out.peers.is_empty() {
         return out;
     }
-    out.speaker = Some(SpeakerConfig {
-        local_asn: asn,
-        router_id,
-    });
+    out.speaker = Some(config);
     let eips: BTreeMap<String, &Arc<Eip>> = view.eips.iter().map(|e| (e.name_any(), e)).collect();
     for (ip, a) in view.announcements {
         if a.protocol != Protocol::Bgp || !a.eligible_nodes.contains(view.node) {
@@ -219,6 +401,28 @@ pub struct BgpAnnouncer {
     /// Passive peers that could not listen and run connecting out only, by the configuration that failed: that
     /// configuration is not tried again (which would restart the running session on every wake) until it changes.
     active_only: BTreeMap<IpAddr, PeerConfig>,
+    /// The last plan's verdicts on the BGP objects, to be written by [`BgpAnnouncer::report`].
+    verdicts: BTreeMap<Judged, Verdict>,
+    /// The verdicts written into the objects' `Ready` conditions (or found there already).
+    written: BTreeMap<Judged, Verdict>,
+}
+
+/// A BGP object judged by the plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Judged {
+    /// The `BgpConf` named `default`.
+    Conf,
+    /// A `BgpPeer`, by name.
+    Peer(String),
+}
+
+impl std::fmt::Display for Judged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Judged::Conf => f.write_str("BgpConf default"),
+            Judged::Peer(name) => write!(f, "BgpPeer {name}"),
+        }
+    }
 }
 
 impl BgpAnnouncer {
@@ -226,6 +430,20 @@ impl BgpAnnouncer {
     pub async fn apply(&mut self, plan: BgpPlan) {
         self.graceful = plan.peers.values().any(|p| p.graceful_restart.is_some());
         self.names = plan.names.clone();
+        let verdicts: BTreeMap<Judged, Verdict> = plan
+            .conf_verdict
+            .iter()
+            .map(|v| (Judged::Conf, v.clone()))
+            .chain(plan.verdicts.iter().map(|(n, v)| (Judged::Peer(n.clone()), v.clone())))
+            .collect();
+        for (object, verdict) in &verdicts {
+            if let Some(problem) = verdict
+                && self.verdicts.get(object) != Some(verdict)
+            {
+                warn!(object = %object, reason = problem.reason, "{}", problem.message);
+            }
+        }
+        self.verdicts = verdicts;
         if plan.problems != self.problems {
             for p in &plan.problems {
                 warn!("{p}");
@@ -299,7 +517,25 @@ impl BgpAnnouncer {
 
     /// Writes this node's session entry into each `BgpPeer`'s status when its state changed since the last write
     /// (never periodically). Other nodes' entries are kept: each write is a compare-and-swap on the resourceVersion.
-    pub async fn report(&mut self, client: &kube::Client, node: &str) {
+    /// Also writes each judged object's `Ready` condition when the plan's verdict on it changed, with a Warning
+    /// Event when it turned into a problem.
+    pub async fn report(&mut self, client: &kube::Client, events: &EventPublisher, node: &str) {
+        self.written.retain(|o, _| self.verdicts.contains_key(o));
+        for (object, verdict) in &self.verdicts {
+            if self.written.get(object) == Some(verdict) {
+                continue;
+            }
+            let written = match object {
+                Judged::Conf => write_ready::<BgpConf>(client, events, "default", verdict).await,
+                Judged::Peer(name) => write_ready::<BgpPeer>(client, events, name, verdict).await,
+            };
+            match written {
+                Ok(()) => {
+                    self.written.insert(object.clone(), verdict.clone());
+                }
+                Err(e) => warn!(object = %object, error = %e, "cannot write the Ready condition"),
+            }
+        }
         let Some((_, speaker)) = &self.speaker else { return };
         for status in speaker.peers() {
             let now = (status.state.to_string(), status.last_error.clone());
@@ -309,7 +545,7 @@ impl BgpAnnouncer {
             let Some(name) = self.names.get(&status.address) else {
                 continue;
             };
-            let api: kube::Api<BgpPeer> = kube::Api::all(client.clone());
+            let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
             match write_session(&api, name, node, &now.0, now.1.as_deref()).await {
                 Ok(()) => {
                     info!(peer = %status.address, node, state = now.0, "BGP session state");
@@ -325,7 +561,7 @@ impl BgpAnnouncer {
     /// upgrade loses no traffic); otherwise the sessions close with Cease and routers withdraw at once.
     pub async fn shutdown(self, client: &kube::Client, node: &str) {
         if let Some((_, speaker)) = self.speaker {
-            let api: kube::Api<BgpPeer> = kube::Api::all(client.clone());
+            let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
             for name in self.names.values() {
                 if let Err(e) = write_session(&api, name, node, "Idle", Some("agent stopped")).await {
                     warn!(peer = name, error = %e, "cannot write BgpPeer status");
@@ -342,9 +578,76 @@ impl BgpAnnouncer {
     }
 }
 
+/// Sets the `Ready` condition of BGP object `name` from `verdict` (CAS on the resourceVersion, retried on conflict),
+/// and records a Warning Event when this write is what turned it into a problem: every node judges alike, so the
+/// first to write tells, and the others find it written.
+async fn write_ready<K>(
+    client: &kube::Client,
+    events: &EventPublisher,
+    name: &str,
+    verdict: &Verdict,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    use herald_api::conditions::{self, set_condition};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use kube::api::{Patch, PatchParams};
+    // Lenient: an object Herald cannot read is exactly the one whose condition must say so.
+    let api: kube::Api<Lenient<K>> = kube::Api::all(client.clone());
+    let mut attempt = 0;
+    loop {
+        let object = api.get_status(name).await?;
+        let mut conds: Vec<Condition> = status_json(&object)
+            .and_then(|s| serde_json::from_value(s.get("conditions")?.clone()).ok())
+            .unwrap_or_default();
+        let (ok, reason, message) = match verdict {
+            None => (true, "Valid", "the spec is valid".to_string()),
+            Some(p) => (false, p.reason, p.message.clone()),
+        };
+        let generation = object.meta().generation;
+        let now = Time(jiff::Timestamp::now());
+        if !set_condition(&mut conds, conditions::READY, ok, reason, &message, generation, now) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": object.meta().resource_version},
+            "status": {"conditions": conds},
+        });
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => attempt += 1,
+            Err(e) => return Err(e),
+            Ok(_) => {
+                if let Some(problem) = verdict {
+                    let event = Event {
+                        type_: EventType::Warning,
+                        reason: problem.reason.into(),
+                        note: Some(message),
+                        action: "Validate".into(),
+                        secondary: None,
+                    };
+                    events.publish(event, object.object_ref(&()));
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// An object's `status` as JSON, whether or not Herald could read the object.
+fn status_json<K: serde::Serialize>(object: &Lenient<K>) -> Option<serde_json::Value> {
+    match object {
+        Lenient::Read(k) => serde_json::to_value(k).ok()?.get("status").cloned(),
+        Lenient::Unreadable(u) => u.status.clone(),
+    }
+}
+
 /// Sets `node`'s entry in a BgpPeer's `status.sessions` and recomputes the counts (CAS, retried on conflict).
 async fn write_session(
-    api: &kube::Api<BgpPeer>,
+    api: &kube::Api<Lenient<BgpPeer>>,
     name: &str,
     node: &str,
     state: &str,
@@ -356,7 +659,9 @@ async fn write_session(
     let mut attempt = 0;
     loop {
         let peer = api.get_status(name).await?;
-        let mut status: BgpPeerStatus = peer.status.clone().unwrap_or_default();
+        let mut status: BgpPeerStatus = status_json(&peer)
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
         status.sessions.retain(|s| s.node != node);
         status.sessions.push(PeerSession {
             node: node.to_string(),
@@ -368,7 +673,7 @@ async fn write_session(
         status.session_count = status.sessions.len() as u32;
         status.established = status.sessions.iter().filter(|s| s.state == "Established").count() as u32;
         let patch = serde_json::json!({
-            "metadata": {"resourceVersion": peer.metadata.resource_version},
+            "metadata": {"resourceVersion": peer.meta().resource_version},
             "status": status,
         });
         match api
@@ -416,6 +721,9 @@ mod tests {
         secrets: Vec<Arc<Secret>>,
         eips: Vec<Arc<Eip>>,
         announcements: BTreeMap<IpAddr, Announcement>,
+        unreadable_confs: Vec<Unreadable>,
+        unreadable_peers: Vec<Unreadable>,
+        unreadable_secrets: Vec<Unreadable>,
     }
 
     impl Fixture {
@@ -453,6 +761,9 @@ mod tests {
                     "protocol": "bgp", "bgp": {"communities": ["64512:100"], "largeCommunities": ["64512:1:2"]}}}),
                 )],
                 announcements,
+                unreadable_confs: vec![],
+                unreadable_peers: vec![],
+                unreadable_secrets: vec![],
             }
         }
 
@@ -465,7 +776,27 @@ mod tests {
                 secrets: &self.secrets,
                 eips: &self.eips,
                 announcements: &self.announcements,
+                unreadable: Unreadables {
+                    confs: &self.unreadable_confs,
+                    peers: &self.unreadable_peers,
+                    secrets: &self.unreadable_secrets,
+                },
             })
+        }
+
+        /// The plan's verdict on BgpPeer `name`: `Ok(())` valid, `Err((reason, message))`.
+        fn verdict(&self, name: &str) -> Result<(), (&'static str, String)> {
+            match self.plan().verdicts.get(name).expect("the peer is judged") {
+                None => Ok(()),
+                Some(p) => Err((p.reason, p.message.clone())),
+            }
+        }
+    }
+
+    fn unreadable<K: serde::de::DeserializeOwned>(v: Value) -> Unreadable {
+        match serde_json::from_value::<Lenient<K>>(v).unwrap() {
+            Lenient::Unreadable(u) => *u,
+            Lenient::Read(_) => panic!("expected an unreadable object"),
         }
     }
 
@@ -505,7 +836,14 @@ mod tests {
         assert_eq!(p.speaker.unwrap().local_asn, 64513);
         assert_eq!(p.peers.keys().next().unwrap().to_string(), "198.51.100.2");
         f.confs.clear();
-        assert_eq!(f.plan(), BgpPlan::default());
+        let p = f.plan();
+        assert!(p.speaker.is_none() && p.peers.is_empty() && p.routes.is_empty());
+        assert_eq!(p.conf_verdict, None);
+        assert_eq!(
+            p.verdicts.get("leaf-b"),
+            Some(&None),
+            "peers are judged without a BgpConf too"
+        );
     }
 
     #[test]
@@ -550,7 +888,9 @@ mod tests {
         )];
         let p = f.plan();
         assert!(p.peers.is_empty());
-        assert!(p.problems[0].contains("spec.families is empty"), "{:?}", p.problems);
+        let (reason, message) = f.verdict("leaf").unwrap_err();
+        assert_eq!(reason, "InvalidSpec");
+        assert!(message.contains("spec.families is empty"), "{message}");
     }
 
     #[test]
@@ -562,7 +902,24 @@ mod tests {
         )];
         let p = f.plan();
         assert!(p.peers.is_empty() && p.speaker.is_none());
-        assert!(p.problems[0].contains("Secret 'bgp-auth'"), "{:?}", p.problems);
+        let (reason, message) = f.verdict("md5").unwrap_err();
+        assert_eq!(reason, "SecretNotFound");
+        assert!(message.contains("Secret 'bgp-auth'"), "{message}");
+        f.secrets = vec![obj(
+            json!({"metadata": {"name": "bgp-auth"}, "data": {"other": "czNjcmV0"}}),
+        )];
+        let (_, message) = f.verdict("md5").unwrap_err();
+        assert!(message.contains("has no key 'password'"), "{message}");
+        f.secrets = vec![obj(json!({"metadata": {"name": "bgp-auth"}, "data": {"password": ""}}))];
+        let (_, message) = f.verdict("md5").unwrap_err();
+        assert!(message.contains("password must be 1 to 80 bytes"), "{message}");
+        f.secrets = vec![];
+        f.unreadable_secrets = vec![unreadable::<Secret>(
+            json!({"metadata": {"name": "bgp-auth"}, "data": {"password": "not base64!"}}),
+        )];
+        let (reason, _) = f.verdict("md5").unwrap_err();
+        assert_eq!(reason, "SecretUnreadable");
+        f.unreadable_secrets = vec![];
         f.secrets = vec![obj(
             json!({"metadata": {"name": "bgp-auth"}, "data": {"password": "czNjcmV0"}}),
         )];
@@ -571,6 +928,104 @@ mod tests {
             p.peers.values().next().unwrap().password.as_deref(),
             Some(&b"s3cret"[..])
         );
+        assert_eq!(f.verdict("md5"), Ok(()));
+    }
+
+    #[test]
+    fn an_invalid_peer_is_explained_and_the_others_still_peer() {
+        let mut f = Fixture::new();
+        let peer = |name: &str, spec: Value| obj::<BgpPeer>(json!({"metadata": {"name": name}, "spec": spec}));
+        f.peers = vec![
+            peer("asn0", json!({"address": "198.51.100.1", "asn": 0})),
+            peer(
+                "trans",
+                json!({"address": "198.51.100.2", "asn": 64500, "localAsn": 23456}),
+            ),
+            peer("hold", json!({"address": "198.51.100.3", "asn": 64500, "holdTime": 2})),
+            peer(
+                "source",
+                json!({"address": "198.51.100.4", "asn": 64500, "sourceAddress": "eth0"}),
+            ),
+            peer("mcast", json!({"address": "224.0.0.5", "asn": 64500})),
+            peer(
+                "selector",
+                json!({"address": "198.51.100.6", "asn": 64500,
+                "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "Near"}]}}),
+            ),
+            peer("good", json!({"address": "198.51.100.7", "asn": 64500})),
+        ];
+        let p = f.plan();
+        assert_eq!(
+            p.peers.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            ["198.51.100.7"]
+        );
+        assert!(p.speaker.is_some());
+        let expect = [
+            ("asn0", "spec.asn 0 is reserved (RFC 7607)"),
+            ("trans", "spec.localAsn 23456 is AS_TRANS"),
+            ("hold", "hold time 2s is not allowed"),
+            ("source", "spec.sourceAddress 'eth0' is not an IP address"),
+            ("mcast", "spec.address '224.0.0.5' is not a router's IP address"),
+            ("selector", "spec.nodeSelector"),
+        ];
+        for (name, text) in expect {
+            let (reason, message) = f.verdict(name).unwrap_err();
+            assert_eq!(reason, "InvalidSpec", "{name}");
+            assert!(message.contains(text), "{name}: {message}");
+        }
+        assert_eq!(f.verdict("good"), Ok(()));
+    }
+
+    #[test]
+    fn unreadable_objects_are_judged_and_an_unreadable_conf_turns_bgp_off() {
+        let mut f = Fixture::new();
+        f.unreadable_peers = vec![unreadable::<BgpPeer>(
+            json!({"metadata": {"name": "broken"}, "spec": {"address": "198.51.100.9", "asn": "many"}}),
+        )];
+        let (reason, message) = f.verdict("broken").unwrap_err();
+        assert_eq!(reason, "Unreadable");
+        assert!(message.contains("spec.asn"), "{message}");
+        assert_eq!(f.plan().peers.len(), 1, "the readable peer still peers");
+
+        f.unreadable_confs = vec![unreadable::<BgpConf>(
+            json!({"metadata": {"name": "default"}, "spec": {"asn": 64512, "gracefulRestart": {"restartTime": "2m"}}}),
+        )];
+        let p = f.plan();
+        assert!(
+            p.speaker.is_none() && p.peers.is_empty(),
+            "settings unknown: BGP mode is off"
+        );
+        let conf = p.conf_verdict.unwrap().unwrap();
+        assert_eq!(conf.reason, "Unreadable");
+        assert!(
+            conf.message.contains("spec.gracefulRestart.restartTime"),
+            "{}",
+            conf.message
+        );
+    }
+
+    #[test]
+    fn an_invalid_conf_is_explained() {
+        let mut f = Fixture::new();
+        for (spec, text) in [
+            (json!({"asn": 0}), "spec.asn 0 is reserved"),
+            (
+                json!({"asn": 64512, "routerId": "router-1"}),
+                "spec.routerId 'router-1' is not an IPv4 address",
+            ),
+            (
+                json!({"asn": 64512, "overrides": [{"nodeSelector": {}, "asn": 0}]}),
+                "spec.overrides[0].asn 0",
+            ),
+        ] {
+            f.confs = vec![obj(json!({"metadata": {"name": "default"}, "spec": spec}))];
+            let p = f.plan();
+            assert!(p.speaker.is_none());
+            let problem = p.conf_verdict.unwrap().unwrap();
+            assert!(problem.message.contains(text), "{}", problem.message);
+        }
+        f.confs = vec![obj(json!({"metadata": {"name": "default"}, "spec": {"asn": 64512}}))];
+        assert_eq!(f.plan().conf_verdict, Some(None));
     }
 
     #[tokio::test]

@@ -26,13 +26,14 @@ use herald_l2::{EngineConfig, Event as L2Event, L2Engine};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::events::EventPublisher;
 use crate::metrics::AnnouncerMetrics;
 use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
 use desired::{Announcement, ClusterView};
@@ -100,26 +101,26 @@ pub async fn run(
     let (services, eips) = (shared.services.clone(), shared.eips.clone());
     shared.subscribe_nodes(&wake);
     let nodes = shared.nodes.clone();
-    let slices = reflect(
-        Api::<EndpointSlice>::all(client.clone()),
+    let slices = reflect::<EndpointSlice>(
+        Api::all(client.clone()),
         Default::default(),
         own.clone(),
         cancel.clone(),
     );
-    let bgp_confs = reflect(
-        Api::<BgpConf>::all(client.clone()),
+    let bgp_confs = reflect::<BgpConf>(
+        Api::all(client.clone()),
         Default::default(),
         own.clone(),
         cancel.clone(),
     );
-    let bgp_peers = reflect(
-        Api::<BgpPeer>::all(client.clone()),
+    let bgp_peers = reflect::<BgpPeer>(
+        Api::all(client.clone()),
         Default::default(),
         own.clone(),
         cancel.clone(),
     );
-    let secrets = reflect(
-        Api::<Secret>::namespaced(client.clone(), &config.namespace),
+    let secrets = reflect::<Secret>(
+        Api::namespaced(client.clone(), &config.namespace),
         Default::default(),
         own.clone(),
         cancel.clone(),
@@ -138,13 +139,12 @@ pub async fn run(
         let _ = started.send(());
     }
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: names::CONTROLLER_NAME.into(),
-            instance: Some(config.identity.holder()),
-        },
-    );
+    let reporter = Reporter {
+        controller: names::CONTROLLER_NAME.into(),
+        instance: Some(config.identity.holder()),
+    };
+    // Events are written by their own task: a slow API server never holds up the announcer.
+    let events = EventPublisher::spawn(client.clone(), reporter, None, cancel.clone());
     let mut sent: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
     let mut bgp = bgp::BgpAnnouncer::default();
     // Why an IP has no eligible node, as last logged (logged once per change, not per pass).
@@ -220,6 +220,11 @@ pub async fn run(
             secrets: &secrets.state(),
             eips: &view.eips,
             announcements: &current,
+            unreadable: bgp::Unreadables {
+                confs: &bgp_confs.unreadable(),
+                peers: &bgp_peers.unreadable(),
+                secrets: &secrets.unreadable(),
+            },
         }))
         .await;
         sink.set_held_before(
@@ -239,7 +244,7 @@ pub async fn run(
                     break 'wait;
                 }
                 _ = link_tick.tick() => {
-                    bgp.report(&client, &node).await;
+                    bgp.report(&client, &events, &node).await;
                     let now = links::read();
                     if now != link_state {
                         link_state = now;
@@ -248,7 +253,7 @@ pub async fn run(
                 }
                 Some(ev) = engine_events.recv() => {
                     if let L2Event::Announced { ip } = ev.event {
-                        record_announcing(&client, &recorder, &current, ip, &node, &ev.interface).await;
+                        record_announcing(&client, &events, &current, ip, &node, &ev.interface).await;
                     }
                     if let L2Event::Conflict(c) = ev.event {
                         warn!(ip = %c.ip, mac = %c.mac, interface = ev.interface, signal = ?c.signal, refused = c.refused, "another host claims this IP");
@@ -260,14 +265,14 @@ pub async fn run(
                                  Remove the address from the Eip, or the host from the network",
                                 c.ip, c.mac, ev.interface
                             );
-                            report_conflict(&client, &recorder, &current, c.ip, &note).await;
+                            report_conflict(&client, &events, &current, c.ip, &note).await;
                         } else {
                             let _ = ownership.wire_conflict(c.ip).await;
                         }
                     }
                 }
                 Some((ip, interface)) = answering.recv() => {
-                    record_announcing(&client, &recorder, &current, ip, &node, &interface).await;
+                    record_announcing(&client, &events, &current, ip, &node, &interface).await;
                 }
                 Some(ev) = ownership_events.recv() => {
                     if let OwnershipEvent::Superseded { by } = &ev {
@@ -318,7 +323,7 @@ fn log_ownership_event(node: &str, ev: OwnershipEvent) {
 /// Service of the IP.
 async fn record_announcing(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventPublisher,
     current: &BTreeMap<IpAddr, Announcement>,
     ip: IpAddr,
     node: &str,
@@ -342,16 +347,14 @@ async fn record_announcing(
             action: "Announce".into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, "cannot record Event");
-        }
+        events.publish(event, obj.object_ref(&()));
     }
 }
 
 /// Records an `AddressConflict` Warning Event on every Service of `ip`.
 async fn report_conflict(
     client: &Client,
-    recorder: &Recorder,
+    events: &EventPublisher,
     current: &BTreeMap<IpAddr, Announcement>,
     ip: IpAddr,
     note: &str,
@@ -367,9 +370,7 @@ async fn report_conflict(
             action: "Probe".into(),
             secondary: None,
         };
-        if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, "cannot record Event");
-        }
+        events.publish(event, obj.object_ref(&()));
     }
 }
 

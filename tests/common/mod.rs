@@ -114,6 +114,18 @@ impl Cluster {
         self.services(&ns).create(&PostParams::default(), &obj).await.unwrap()
     }
 
+    /// Creates an object of kind `K` from raw JSON, as a user (or a server without schema checks) could store
+    /// it, even when Herald's types cannot read it.
+    pub async fn create_raw<K: kube::Resource<DynamicType = ()>>(&self, value: serde_json::Value) {
+        let resource = kube::discovery::ApiResource::erase::<K>(&());
+        let obj: kube::api::DynamicObject = serde_json::from_value(value).unwrap();
+        let api: Api<kube::api::DynamicObject> = match &obj.metadata.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        api.create(&PostParams::default(), &obj).await.unwrap();
+    }
+
     pub fn services(&self, ns: &str) -> Api<Service> {
         Api::namespaced(self.client.clone(), ns)
     }
