@@ -94,7 +94,11 @@ async fn bad_input_gets_an_event_and_the_agent_keeps_going() {
     let note = eventually(WAIT, || event_note(&c, "default", "huge", "AllocationFailed"))
         .await
         .unwrap();
-    assert!(note.len() <= 1024 && note.contains("more bytes"), "{} bytes: {note:.200}", note.len());
+    assert!(
+        note.len() <= 1024 && note.contains("more bytes"),
+        "{} bytes: {note:.200}",
+        note.len()
+    );
     let longest_line = c.log(agent, "n1").lines().map(str::len).max().unwrap_or(0);
     assert!(longest_line < 4096, "a log line of {longest_line} bytes");
     let eips: Api<Eip> = Api::all(c.client.clone());

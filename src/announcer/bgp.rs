@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use crate::events::{Event, EventPublisher, EventType};
 use herald_api::bgp::AddressFamily;
 use herald_api::decode::Lenient;
 use herald_api::decode::Unreadable;
@@ -21,7 +22,6 @@ use herald_bgp::rib::{RouteTable, parse_community, parse_large_community};
 use herald_bgp::{PeerConfig, RoutePolicy, ShutdownMode, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use crate::events::{Event, EventPublisher, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
