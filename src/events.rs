@@ -44,8 +44,9 @@ pub const EVENT_SHORT_FIELD_BYTES: usize = 128;
 const NAME_MAX_BYTES: usize = 253;
 /// How long a series stays open for identical Events (client-go's `finishTime`, kube's `CACHE_TTL`).
 pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
-/// The most series remembered at once. An evicted one only means that its next repeat creates a new Event.
-pub const MAX_SERIES: usize = 1024;
+/// The most series remembered at once (a few hundred bytes each, plus the note). An evicted one only means that its
+/// next repeat creates a new Event.
+pub const MAX_SERIES: usize = 512;
 /// How often series past [`SERIES_TTL`] are dropped while no Event is published.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Events waiting to be written (client-go queues 1000).
@@ -60,28 +61,26 @@ struct SeriesKey {
     reason: String,
     action: String,
     note: Option<String>,
-    regarding: ObjectKey,
-    related: Option<ObjectKey>,
+    /// The regarding and related objects' identifying fields, NUL-separated (no field can hold a NUL), in one
+    /// allocation: the cache holds hundreds of these.
+    objects: String,
 }
 
-/// The identifying part of an object reference.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ObjectKey {
-    api_version: Option<String>,
-    kind: Option<String>,
-    namespace: Option<String>,
-    name: Option<String>,
-    uid: Option<String>,
-}
-
-impl From<&ObjectReference> for ObjectKey {
-    fn from(r: &ObjectReference) -> Self {
+impl SeriesKey {
+    fn new(event: &Event, regarding: &ObjectReference) -> Self {
+        let mut objects = String::new();
+        for r in std::iter::once(regarding).chain(&event.secondary) {
+            for field in [&r.api_version, &r.kind, &r.namespace, &r.name, &r.uid] {
+                objects.push_str(field.as_deref().unwrap_or_default());
+                objects.push('\0');
+            }
+        }
         Self {
-            api_version: r.api_version.clone(),
-            kind: r.kind.clone(),
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-            uid: r.uid.clone(),
+            warning: event.type_ == EventType::Warning,
+            reason: event.reason.clone(),
+            action: event.action.clone(),
+            note: event.note.clone(),
+            objects,
         }
     }
 }
@@ -348,14 +347,7 @@ impl EventWriter {
     }
 
     async fn write(&mut self, p: Pending) {
-        let key = SeriesKey {
-            warning: p.event.type_ == EventType::Warning,
-            reason: p.event.reason.clone(),
-            action: p.event.action.clone(),
-            note: p.event.note.clone(),
-            regarding: ObjectKey::from(&p.regarding),
-            related: p.event.secondary.as_ref().map(ObjectKey::from),
-        };
+        let key = SeriesKey::new(&p.event, &p.regarding);
         let now = Instant::now();
         let result = match self.cache.observe(&key, now) {
             Write::Patch { namespace, name, count } => {
@@ -453,14 +445,7 @@ mod tests {
     use kube::api::ListParams;
 
     fn key(name: &str, note: &str) -> SeriesKey {
-        SeriesKey {
-            warning: false,
-            reason: "IPAllocated".into(),
-            action: "Allocate".into(),
-            note: Some(note.into()),
-            regarding: ObjectKey::from(&service_ref(name)),
-            related: None,
-        }
+        SeriesKey::new(&event(note), &service_ref(name))
     }
 
     fn service_ref(name: &str) -> ObjectReference {
@@ -549,6 +534,23 @@ mod tests {
         assert_eq!(
             cache.observe(&key("db", "allocated 192.0.2.9"), Instant::now()),
             Write::Create
+        );
+        // The same name, another object (deleted and created again): another series.
+        let recreated = ObjectReference {
+            uid: Some("uid-web-2".into()),
+            ..service_ref("web")
+        };
+        let again = SeriesKey::new(&event("allocated 192.0.2.9"), &recreated);
+        assert_eq!(cache.observe(&again, Instant::now()), Write::Create);
+        let related = Event {
+            secondary: Some(service_ref("db")),
+            ..event("allocated 192.0.2.9")
+        };
+        let related = SeriesKey::new(&related, &service_ref("web"));
+        assert_eq!(
+            cache.observe(&related, Instant::now()),
+            Write::Create,
+            "another related object"
         );
         cache.forget(&k);
         assert_eq!(cache.observe(&k, Instant::now()), Write::Create, "after a failed write");

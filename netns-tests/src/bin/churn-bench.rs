@@ -281,16 +281,17 @@ impl Bench {
         .context("Services without an IP")?;
         let allocated = start.elapsed().as_secs_f64();
         if self.netns.is_some() {
+            let mut announced = 0;
             self.until(|b| {
                 let list = b.get_json(&["svc", "-n", "default", "-l", LABEL])?;
                 let items = list["items"].as_array().map_or(&[][..], Vec::as_slice);
-                let announced = items
+                announced = items
                     .iter()
                     .filter(|s| s["metadata"]["annotations"]["herald.dev/announced-by"].is_string())
                     .count();
                 Ok(announced == n)
             })
-            .context("Services not announced")?;
+            .with_context(|| format!("only {announced} of {n} Services got herald.dev/announced-by"))?;
         }
         // One deletecollection request (kubectl deletes one by one, rate-limited: minutes for 500).
         let collection = format!(
