@@ -405,6 +405,36 @@ pub struct BgpAnnouncer {
     verdicts: BTreeMap<Judged, Verdict>,
     /// The verdicts written into the objects' `Ready` conditions (or found there already).
     written: BTreeMap<Judged, Verdict>,
+    /// Status writes that failed wait for their next try here.
+    retry: Retry,
+}
+
+/// Failed status writes wait before the next try, doubling from [`Retry::FIRST`] to [`Retry::LONGEST`]: a write the
+/// API server keeps refusing (an old Role, a webhook) costs a request every few minutes, not two a second.
+#[derive(Default, Debug)]
+struct Retry(BTreeMap<String, (tokio::time::Instant, std::time::Duration)>);
+
+impl Retry {
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// May `key` be written at `now`?
+    fn due(&self, key: &str, now: tokio::time::Instant) -> bool {
+        self.0.get(key).is_none_or(|(next, _)| now >= *next)
+    }
+
+    /// Records the outcome of a write of `key` at `now`.
+    fn record<T, E>(&mut self, key: String, now: tokio::time::Instant, outcome: &Result<T, E>) {
+        if outcome.is_ok() {
+            self.0.remove(&key);
+            return;
+        }
+        let wait = self
+            .0
+            .get(&key)
+            .map_or(Self::FIRST, |(_, last)| (*last * 2).min(Self::LONGEST));
+        self.0.insert(key, (now + wait, wait));
+    }
 }
 
 /// A BGP object judged by the plan.
@@ -521,14 +551,16 @@ impl BgpAnnouncer {
     /// Event when it turned into a problem.
     pub async fn report(&mut self, client: &kube::Client, events: &EventPublisher, node: &str) {
         self.written.retain(|o, _| self.verdicts.contains_key(o));
+        let now = tokio::time::Instant::now();
         for (object, verdict) in &self.verdicts {
-            if self.written.get(object) == Some(verdict) {
+            if self.written.get(object) == Some(verdict) || !self.retry.due(&object.to_string(), now) {
                 continue;
             }
             let written = match object {
                 Judged::Conf => write_ready::<BgpConf>(client, events, "default", verdict).await,
                 Judged::Peer(name) => write_ready::<BgpPeer>(client, events, name, verdict).await,
             };
+            self.retry.record(object.to_string(), now, &written);
             match written {
                 Ok(()) => {
                     self.written.insert(object.clone(), verdict.clone());
@@ -538,15 +570,19 @@ impl BgpAnnouncer {
         }
         let Some((_, speaker)) = &self.speaker else { return };
         for status in speaker.peers() {
-            let now = (status.state.to_string(), status.last_error.clone());
-            if self.reported.get(&status.address) == Some(&now) {
+            let state = (status.state.to_string(), status.last_error.clone());
+            let key = format!("session {}", status.address);
+            if self.reported.get(&status.address) == Some(&state) || !self.retry.due(&key, now) {
                 continue;
             }
             let Some(name) = self.names.get(&status.address) else {
                 continue;
             };
             let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
-            match write_session(&api, name, node, &now.0, now.1.as_deref()).await {
+            let written = write_session(&api, name, node, &state.0, state.1.as_deref()).await;
+            self.retry.record(key, now, &written);
+            let now = state;
+            match written {
                 Ok(()) => {
                     info!(peer = %status.address, node, state = now.0, "BGP session state");
                     self.reported.insert(status.address, now);
@@ -597,7 +633,8 @@ where
     let api: kube::Api<Lenient<K>> = kube::Api::all(client.clone());
     let mut attempt = 0;
     loop {
-        let object = api.get_status(name).await?;
+        // The object itself carries its status; `get` on the main resource is what the Role grants.
+        let object = api.get(name).await?;
         let mut conds: Vec<Condition> = status_json(&object)
             .and_then(|s| serde_json::from_value(s.get("conditions")?.clone()).ok())
             .unwrap_or_default();
@@ -658,7 +695,7 @@ async fn write_session(
     use kube::api::{Patch, PatchParams};
     let mut attempt = 0;
     loop {
-        let peer = api.get_status(name).await?;
+        let peer = api.get(name).await?;
         let mut status: BgpPeerStatus = status_json(&peer)
             .and_then(|s| serde_json::from_value(s).ok())
             .unwrap_or_default();
@@ -1002,6 +1039,29 @@ mod tests {
             "{}",
             conf.message
         );
+    }
+
+    #[test]
+    fn failed_status_writes_back_off_and_a_success_resets() {
+        let mut retry = Retry::default();
+        let t0 = tokio::time::Instant::now();
+        let s = std::time::Duration::from_secs;
+        let refused: Result<(), ()> = Err(());
+        assert!(retry.due("BgpPeer a", t0));
+        retry.record("BgpPeer a".into(), t0, &refused);
+        assert!(!retry.due("BgpPeer a", t0 + s(0)) && retry.due("BgpPeer a", t0 + s(1)));
+        assert!(retry.due("BgpPeer b", t0), "other objects are not held up");
+        let mut at = t0;
+        for _ in 0..20 {
+            retry.record("BgpPeer a".into(), at, &refused);
+            at += s(1);
+        }
+        assert!(
+            !retry.due("BgpPeer a", at + s(200)) && retry.due("BgpPeer a", at + s(300)),
+            "at most 5 minutes"
+        );
+        retry.record("BgpPeer a".into(), at, &Ok::<(), ()>(()));
+        assert!(retry.due("BgpPeer a", at));
     }
 
     #[test]
