@@ -4,24 +4,32 @@
 #
 #   scripts/kube-apiserver.sh build
 #       build the pinned kube-apiserver and etcd once (cached; later runs take milliseconds) and print their paths
-#   sudo scripts/kube-apiserver.sh up [--netns NAME] [--addr IP] [--port N] [--dir DIR] [--service-cidr CIDR]
-#                                     [--etcd-port N] [--timeout S] [--foreground] [-- KUBE_APISERVER_ARGS...]
+#   sudo scripts/kube-apiserver.sh up [--netns NAME | --host] [--addr IP] [--port N] [--dir DIR]
+#                                     [--service-cidr CIDR[,CIDR6]] [--etcd-port N] [--timeout S] [--foreground]
+#                                     [-- KUBE_APISERVER_ARGS...]
 #       start etcd + kube-apiserver inside a network namespace (RBAC, per-run CA and service-account key, admin
 #       kubeconfig, audit log); prints `KEY=value` lines to stdout (KUBECONFIG, HRDK_ID, HRDK_NETNS, HRDK_DIR,
 #       HRDK_SERVER, HRDK_ETCD_PID, HRDK_APISERVER_PID), progress to stderr. --foreground stays attached and
-#       removes everything on exit, Ctrl-C or SIGTERM.
-#   sudo scripts/kube-apiserver.sh down [ID | --dir DIR | --all] [--keep-dir]
-#       stop the processes, delete the namespace (if `up` created it) and DIR
+#       removes everything on exit, Ctrl-C or SIGTERM. --host: no namespace, both listen on the caller's loopback
+#       (--addr 127.x.y.z, default 127.0.0.1; free ports unless --port/--etcd-port say otherwise); needs no root.
+#   sudo scripts/kube-apiserver.sh down [ID | --dir DIR | --all] [--keep-dir] [--now]
+#       stop the processes, delete the namespace (if `up` created it) and DIR; --now: SIGKILL at once (a test's
+#       throwaway instance: on SIGTERM kube-apiserver waits for its clients' watches, up to the 10 s grace period)
 #   sudo scripts/kube-apiserver.sh exec [ID | --dir DIR] CMD...
 #       run CMD in the instance's namespace with KUBECONFIG set (e.g. `exec hrdk-1a2b kubectl get ns`)
 #   sudo scripts/kube-apiserver.sh sa-kubeconfig [ID | --dir DIR] NAMESPACE/NAME [SECONDS]
 #       write DIR/sa-NAMESPACE-NAME.kubeconfig holding a bound token of that ServiceAccount; print its path
+#   sudo scripts/kube-apiserver.sh stop-apiserver [ID | --dir DIR] [--now]
+#   sudo scripts/kube-apiserver.sh start-apiserver [ID | --dir DIR]
+#       an API outage: stop kube-apiserver (etcd and the objects stay; --now: SIGKILL, a crash), start it again with
+#       the same flags
 #   scripts/kube-apiserver.sh pin KUBERNETES_VERSION [ETCD_VERSION]
 #       rewrite tools/kube-apiserver/go.mod (and etcd/go.mod) for another release; review and commit the result
 #
 # Defaults: a new namespace `hrdk-XXXX` with the address on its loopback, 203.0.113.254:6443, Services from
 # 203.0.113.224/28, DIR=/tmp/hrdk-XXXX. With --netns NAME of an existing namespace (a test's topology), the address
-# is used where it already is, or added to its loopback; `down` then removes only what `up` added.
+# is used where it already is, or added to its loopback; `down` then removes only what `up` added. A second,
+# IPv6 CIDR in --service-cidr (from 2001:db8::/32) makes the cluster dual-stack for Services.
 #
 # Environment: HERALD_CACHE (default ~/.cache/herald) holds the binaries under kube/; KUBE_APISERVER_BIN and ETCD_BIN
 # use prebuilt binaries instead (no Go needed). Go's module and build caches are Go's own (GOMODCACHE, GOCACHE).
@@ -33,11 +41,32 @@ KUBE_MOD=$REPO/tools/kube-apiserver
 ETCD_MOD=$KUBE_MOD/etcd
 CACHE_ROOT=${HERALD_CACHE:-${HOME:-/root}/.cache/herald}/kube
 RUN_DIR=${HERALD_KUBE_RUN:-/run/herald-kube} # one symlink per running instance: ID -> DIR
+# --host instances need no root; a user's are recorded in a directory of their own.
+if [ -z "${HERALD_KUBE_RUN:-}" ] && [ "$(id -u)" != 0 ]; then RUN_DIR=${XDG_RUNTIME_DIR:-/tmp}/herald-kube-$(id -u); fi
 PREFIX=hrdk-
 
 die() { printf 'kube-apiserver.sh: error: %s\n' "$*" >&2; exit 1; }
 say() { printf '==> %s\n' "$*" >&2; }
 need_root() { [ "$(id -u)" = 0 ] || die "network namespaces need root: sudo $0 $*"; }
+# in_ns NETNS CMD...: run CMD in namespace NETNS, or right here when NETNS is empty (--host).
+in_ns() {
+  local netns=$1
+  shift
+  if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi
+}
+# ns_prefix NETNS: IN_NS=(the words that run a command in NETNS), for commands started with `&`, which must be
+# simple commands (a function would run in a forked shell, and $! would not be the server's PID).
+ns_prefix() {
+  IN_NS=()
+  if [ -n "$1" ]; then IN_NS=(ip netns exec "$1"); fi
+}
+# need_root_for DIR COMMAND: root, unless the instance in DIR runs in the host namespace (--host).
+need_root_for() {
+  local NETNS=""
+  # shellcheck disable=SC1091
+  if [ -f "$1/state" ]; then NETNS=$(. "$1/state" && echo "$NETNS"); fi
+  if [ -n "$NETNS" ]; then need_root "$2"; fi
+}
 
 # ---- build ------------------------------------------------------------------------------------------------------
 # The pinned versions, read from our go.mod files (no Go invocation on the cached path).
@@ -254,16 +283,43 @@ exited() { tail -n 20 "$2" >&2; die "$(basename "$1") exited (log: $2)"; }
 
 # listening NETNS ADDR PORT: is a TCP socket bound there (or on the wildcard)?
 listening() {
-  ip netns exec "$1" ss -Hltn "sport = :$3" 2>/dev/null | awk '{print $4}' |
+  in_ns "$1" ss -Hltn "sport = :$3" 2>/dev/null | awk '{print $4}' |
     grep -qE "^(\\*|0\.0\.0\.0|\[::\]|$2):$3\$"
 }
 
+# free_ports N: the first of N consecutive TCP ports nothing listens on here, from 20000-32767 (below Linux's
+# default ephemeral range, so no outgoing connection holds one).
+free_ports() {
+  local n=$1 used p i ok
+  used=" $(ss -Hltn 2>/dev/null | awk '{n = split($4, a, ":"); print a[n]}' | tr '\n' ' ') "
+  while :; do
+    p=$((20000 + RANDOM % 12700))
+    ok=1
+    for ((i = 0; i < n; i++)); do [[ $used == *" $((p + i)) "* ]] && ok=0; done
+    [ "$ok" = 1 ] && { echo "$p"; return; }
+  done
+}
+
+# wait_ready NETNS DIR SERVER ETCD_PID APISERVER_PID TIMEOUT: until /readyz says so (etcd reachable, RBAC bootstrap
+# roles, priority classes, CRD informers synced); fails at once when either process exits.
+wait_ready() {
+  local netns=$1 dir=$2 server=$3 etcd_pid=$4 api_pid=$5 deadline=$((SECONDS + $6))
+  until in_ns "$netns" curl -sf --max-time 2 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
+    --key "$dir/pki/admin.key" "$server/readyz" >/dev/null 2>&1; do
+    alive "$etcd_pid" "$ETCD_BIN" || exited "$ETCD_BIN" "$dir/etcd.log"
+    alive "$api_pid" "$KUBE_APISERVER_BIN" || exited "$KUBE_APISERVER_BIN" "$dir/kube-apiserver.log"
+    [ $SECONDS -lt $deadline ] || { tail -n 20 "$dir/kube-apiserver.log" >&2; die "not ready after $6 s"; }
+    sleep 0.2
+  done
+}
+
 cmd_up() {
-  local netns="" addr=203.0.113.254 port=6443 dir="" svc_cidr=203.0.113.224/28 etcd_port=2379 timeout=120 fg=0
-  local extra=() id own_netns=0 server etcd_url etcd_pid api_pid i t0
+  local netns="" addr="" port="" dir="" svc_cidr=203.0.113.224/28 etcd_port="" timeout=120 fg=0 host=0
+  local extra=() id own_netns=0 server etcd_url etcd_pid api_pid i t0 cidrs
   while [ $# -gt 0 ]; do
     case $1 in
       --netns) netns=$2; shift 2 ;;
+      --host) host=1; shift ;;
       --addr) addr=$2; shift 2 ;;
       --port) port=$2; shift 2 ;;
       --dir) dir=$2; shift 2 ;;
@@ -275,14 +331,31 @@ cmd_up() {
       *) die "up: unknown argument $1 (see the top of $0)" ;;
     esac
   done
-  need_root up
   for i in openssl curl flock ss; do
     command -v $i >/dev/null || die "$i not found (Debian: apt-get install openssl curl util-linux iproute2)"
   done
-  for i in "--addr $addr" "--service-cidr $svc_cidr"; do
-    case ${i#* } in 192.0.2.* | 198.51.100.* | 203.0.113.*) ;;
-      *) die "$i: use documentation addresses only (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)" ;; esac
-  done
+  if [ "$host" = 1 ]; then
+    # The caller's own namespace: only a loopback address, which nothing outside this machine reaches.
+    [ -z "$netns" ] || die "--host and --netns exclude each other"
+    addr=${addr:-127.0.0.1}
+    case $addr in 127.*) ;; *) die "--host --addr $addr: use a loopback address (127.0.0.0/8)" ;; esac
+    port=${port:-$(free_ports 1)}
+    etcd_port=${etcd_port:-$(free_ports 2)}
+  else
+    need_root up
+    addr=${addr:-203.0.113.254} port=${port:-6443} etcd_port=${etcd_port:-2379}
+    case $addr in 192.0.2.* | 198.51.100.* | 203.0.113.*) ;;
+      *) die "--addr $addr: use documentation addresses only (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)" ;; esac
+  fi
+  # IPv4 first (the family of the `kubernetes` Service), then optionally IPv6: dual-stack Services.
+  IFS=, read -ra cidrs <<<"$svc_cidr"
+  case ${cidrs[0]:-} in 192.0.2.* | 198.51.100.* | 203.0.113.*) ;;
+    *) die "--service-cidr ${cidrs[0]:-}: use documentation addresses (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)" ;;
+  esac
+  if [ ${#cidrs[@]} -gt 1 ]; then
+    case ${cidrs[1]} in 2001:db8:* | 2001:DB8:*) ;; *) die "--service-cidr ${cidrs[1]}: use 2001:db8::/32 only" ;; esac
+    [ ${#cidrs[@]} = 2 ] || die "--service-cidr: one IPv4 CIDR, optionally followed by one IPv6 CIDR"
+  fi
   build_bins
 
   id=$(new_id)
@@ -308,20 +381,22 @@ cmd_up() {
     trap "[ \$? = 0 ] || { down_dir $qdir 1; say 'up failed: logs in '$qdir', remove it when done'; }" EXIT
   fi
 
-  # The network: our own namespace, or the caller's.
-  if [ -z "$netns" ]; then netns=$id; fi
-  if ! ip netns list | awk '{print $1}' | grep -qx "$netns"; then
+  # The network: our own namespace, or the caller's; none with --host (NETNS stays empty).
+  if [ "$host" = 0 ] && [ -z "$netns" ]; then netns=$id; fi
+  if [ "$host" = 0 ] && ! ip netns list | awk '{print $1}' | grep -qx "$netns"; then
     ip netns add "$netns"
     own_netns=1
   fi
   state NETNS "$netns"
   state OWN_NETNS "$own_netns"
-  ip -n "$netns" link set lo up
-  # The address on the namespace's loopback: reachable from inside at once, and from other namespaces once the
-  # caller routes it (a dummy interface would do the same, but not every kernel has the dummy driver).
-  if ! ip -n "$netns" -o addr show | grep -q " inet $addr/"; then
-    ip -n "$netns" addr add "$addr/32" dev lo
-    state ADDED_ADDR "$addr/32"
+  if [ "$host" = 0 ]; then
+    ip -n "$netns" link set lo up
+    # The address on the namespace's loopback: reachable from inside at once, and from other namespaces once the
+    # caller routes it (a dummy interface would do the same, but not every kernel has the dummy driver).
+    if ! ip -n "$netns" -o addr show | grep -q " inet $addr/"; then
+      ip -n "$netns" addr add "$addr/32" dev lo
+      state ADDED_ADDR "$addr/32"
+    fi
   fi
 
   # Two instances can share a namespace (a test's topology) only on distinct ports.
@@ -330,19 +405,21 @@ cmd_up() {
   done
 
   say "certificates and keys in $dir/pki"
-  certs "$dir" "$addr" "$(first_ip "$svc_cidr")" || die "openssl failed: $dir/pki/openssl.log"
+  certs "$dir" "$addr" "$(first_ip "${cidrs[0]}")" || die "openssl failed: $dir/pki/openssl.log"
   server=https://$addr:$port
   state SERVER "$server"
   kubeconfig "$dir/admin.kubeconfig" "$server" "$dir/pki"
   audit_policy "$dir/audit-policy.yaml"
 
-  # etcd on the namespace's loopback only, plain HTTP: nothing outside the namespace can reach it. The data is thrown
-  # away with DIR, so fsync is off (tests write a lot; a lost write cannot matter).
+  # etcd on the namespace's loopback only, plain HTTP: nothing outside the namespace can reach it (with --host,
+  # nothing outside this machine). The data is thrown away with DIR, so fsync is off (tests write a lot; a lost write
+  # cannot matter).
   etcd_url=http://127.0.0.1:$etcd_port
   t0=$SECONDS
-  say "etcd in $netns ($etcd_url)"
+  say "etcd in ${netns:-the host namespace} ($etcd_url)"
   # env -u: etcd reads ETCD_* variables as flags, and a caller's ETCD_BIN is none.
-  ip netns exec "$netns" env -u ETCD_BIN setsid "$ETCD_BIN" --name "$id" --data-dir "$dir/etcd" \
+  ns_prefix "$netns"
+  "${IN_NS[@]}" env -u ETCD_BIN setsid "$ETCD_BIN" --name "$id" --data-dir "$dir/etcd" \
     --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
     --listen-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 1))" \
@@ -353,38 +430,37 @@ cmd_up() {
   state ETCD_PID "$etcd_pid"
   started "$etcd_pid" "$ETCD_BIN" "$dir/etcd.log"
 
-  say "kube-apiserver in $netns ($server)"
-  ip netns exec "$netns" setsid "$KUBE_APISERVER_BIN" \
-    --etcd-servers="$etcd_url" \
-    --bind-address="$addr" --advertise-address="$addr" --secure-port="$port" \
-    --cert-dir="$dir/pki" --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
-    --client-ca-file="$dir/pki/ca.crt" \
-    --authorization-mode=Node,RBAC \
-    --service-account-issuer="$server" \
-    --service-account-key-file="$dir/pki/sa.pub" \
-    --service-account-signing-key-file="$dir/pki/sa.key" \
-    --service-cluster-ip-range="$svc_cidr" \
-    --enable-admission-plugins="$ADMISSION" \
-    --allow-privileged=true \
-    --audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log" \
-    --profiling=false \
-    "${extra[@]}" \
-    </dev/null >"$dir/kube-apiserver.log" 2>&1 &
+  say "kube-apiserver in ${netns:-the host namespace} ($server)"
+  # The command line is kept for start-apiserver (an API outage in a test restarts it with the same flags).
+  # --host: the `kubernetes` Service's endpoint may not be a loopback address, and there is no other to give it;
+  # without kube-proxy nothing would use it.
+  local host_flags=()
+  if [ "$host" = 1 ]; then host_flags=(--endpoint-reconciler-type=none); fi
+  local api_cmd=("$KUBE_APISERVER_BIN"
+    --etcd-servers="$etcd_url"
+    --bind-address="$addr" --advertise-address="$addr" --secure-port="$port"
+    --cert-dir="$dir/pki" --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key"
+    --client-ca-file="$dir/pki/ca.crt"
+    "--authorization-mode=Node,RBAC"
+    --service-account-issuer="$server"
+    --service-account-key-file="$dir/pki/sa.pub"
+    --service-account-signing-key-file="$dir/pki/sa.key"
+    --service-cluster-ip-range="$svc_cidr"
+    --enable-admission-plugins="$ADMISSION"
+    --allow-privileged=true
+    --audit-policy-file="$dir/audit-policy.yaml" --audit-log-path="$dir/audit.log"
+    --profiling=false
+    "${host_flags[@]}"
+    "${extra[@]}")
+  printf '%q ' "${api_cmd[@]}" >"$dir/apiserver.cmd"
+  "${IN_NS[@]}" setsid "${api_cmd[@]}" </dev/null >"$dir/kube-apiserver.log" 2>&1 &
   api_pid=$!
   state APISERVER_PID "$api_pid"
   started "$api_pid" "$KUBE_APISERVER_BIN" "$dir/kube-apiserver.log"
 
-  # Ready when /readyz says so (etcd reachable, RBAC bootstrap roles, priority classes, CRD informers synced).
-  local deadline=$((SECONDS + timeout))
-  until ip netns exec "$netns" curl -sf --max-time 2 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" \
-    --key "$dir/pki/admin.key" "$server/readyz" >/dev/null 2>&1; do
-    alive "$etcd_pid" "$ETCD_BIN" || exited "$ETCD_BIN" "$dir/etcd.log"
-    alive "$api_pid" "$KUBE_APISERVER_BIN" || exited "$KUBE_APISERVER_BIN" "$dir/kube-apiserver.log"
-    [ $SECONDS -lt $deadline ] || { tail -n 20 "$dir/kube-apiserver.log" >&2; die "not ready after ${timeout}s"; }
-    sleep 0.2
-  done
+  wait_ready "$netns" "$dir" "$server" "$etcd_pid" "$api_pid" "$timeout"
   say "ready $((SECONDS - t0)) s after starting etcd:" \
-    "ip netns exec $netns kubectl --kubeconfig $dir/admin.kubeconfig get ns"
+    "${netns:+ip netns exec $netns }kubectl --kubeconfig $dir/admin.kubeconfig get ns"
   cat <<EOF
 KUBECONFIG=$dir/admin.kubeconfig
 HRDK_ID=$id
@@ -395,7 +471,7 @@ HRDK_ETCD_PID=$etcd_pid
 HRDK_APISERVER_PID=$api_pid
 EOF
   if [ "$fg" = 1 ]; then
-    say "running in the foreground: Ctrl-C stops both and removes $netns and $dir"
+    say "running in the foreground: Ctrl-C stops both and removes ${netns:+$netns and }$dir"
     while alive "$etcd_pid" "$ETCD_BIN" && alive "$api_pid" "$KUBE_APISERVER_BIN"; do sleep 1; done
     say "a process exited: see $dir/etcd.log, $dir/kube-apiserver.log"
     exit 1
@@ -404,10 +480,17 @@ EOF
 }
 
 # ---- down -------------------------------------------------------------------------------------------------------
-# stop PID EXE: SIGTERM, up to 10 s to finish, then SIGKILL; only if PID still runs EXE (PIDs get reused).
+# stop PID EXE: SIGTERM, up to 10 s to finish, then SIGKILL (at once with STOP_NOW=1); only if PID still runs EXE
+# (PIDs get reused).
+STOP_NOW=0
 stop() {
   local pid=$1 exe=$2 i
   alive "$pid" "$exe" || return 0
+  if [ "$STOP_NOW" = 1 ]; then
+    kill -KILL "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do alive "$pid" "$exe" || return 0; sleep 0.1; done
+    return 0
+  fi
   kill -TERM "$pid" 2>/dev/null || return 0
   for i in $(seq 50); do alive "$pid" "$exe" || return 0; sleep 0.2; done
   kill -KILL "$pid" 2>/dev/null || true
@@ -432,6 +515,7 @@ down_dir() {
   [ -n "$ID" ] && rm -f "$RUN_DIR/$ID"
   local what="left namespace $NETNS (not ours)"
   if [ "$OWN_NETNS" = 1 ]; then what="removed namespace $NETNS"; fi
+  if [ -z "$NETNS" ]; then what="host namespace"; fi
   if [ "$keep" = 1 ]; then rm -f "$dir/state"; say "stopped $ID; $what; kept $dir"
   else rm -rf "$dir"; say "stopped $ID; $what; removed $dir"; fi
 }
@@ -463,15 +547,20 @@ cmd_down() {
   while [ $# -gt 0 ]; do
     case $1 in
       --keep-dir) keep=1; shift ;;
+      --now) STOP_NOW=1; shift ;;
       --all) all=1; shift ;;
       *) args+=("$1"); shift ;;
     esac
   done
-  need_root down
   if [ "$all" = 1 ]; then
-    for id in $(instances); do down_dir "$(readlink "$RUN_DIR/$id")" "$keep"; done
+    for id in $(instances); do
+      dir=$(readlink "$RUN_DIR/$id")
+      need_root_for "$dir" down
+      down_dir "$dir" "$keep"
+    done
   else
     dir=$(instance_dir "${args[@]}")
+    need_root_for "$dir" down
     down_dir "$dir" "$keep"
   fi
 }
@@ -485,29 +574,30 @@ select_instance() {
 
 cmd_exec() {
   local NETNS
-  need_root exec
   select_instance "$@"
   shift "$SEL_SHIFT"
+  need_root_for "$SEL_DIR" exec
   [ $# -gt 0 ] || die "exec: no command"
   # shellcheck disable=SC1091
   NETNS=$(. "$SEL_DIR/state" && echo "$NETNS")
-  KUBECONFIG=$SEL_DIR/admin.kubeconfig exec ip netns exec "$NETNS" "$@"
+  ns_prefix "$NETNS"
+  KUBECONFIG=$SEL_DIR/admin.kubeconfig exec "${IN_NS[@]}" "$@"
 }
 
 # A kubeconfig that authenticates as a ServiceAccount with a bound token from the TokenRequest API (what a pod's
 # projected token is), so a client runs under exactly the RBAC rules bound to that account.
 cmd_sa_kubeconfig() {
   local NETNS SERVER sa ns name secs out token
-  need_root sa-kubeconfig
   select_instance "$@"
   shift "$SEL_SHIFT"
+  need_root_for "$SEL_DIR" sa-kubeconfig
   sa=${1:-}
   secs=${2:-86400}
   [[ $sa == */* ]] || die "usage: $0 sa-kubeconfig [ID | --dir DIR] NAMESPACE/NAME [SECONDS]"
   ns=${sa%%/*}; name=${sa#*/}
   # shellcheck disable=SC1091
   eval "$(. "$SEL_DIR/state" && printf 'NETNS=%q SERVER=%q' "$NETNS" "$SERVER")"
-  token=$(ip netns exec "$NETNS" curl -sS --fail-with-body --cacert "$SEL_DIR/pki/ca.crt" \
+  token=$(in_ns "$NETNS" curl -sS --fail-with-body --cacert "$SEL_DIR/pki/ca.crt" \
     --cert "$SEL_DIR/pki/admin.crt" --key "$SEL_DIR/pki/admin.key" -H 'Content-Type: application/json' \
     -d '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":'"$secs"'}}' \
     "$SERVER/api/v1/namespaces/$ns/serviceaccounts/$name/token") || die "TokenRequest for $sa failed: $token"
@@ -538,12 +628,51 @@ EOF
   echo "$out"
 }
 
+# An API outage: kube-apiserver stops, etcd and every object stay. SIGTERM is a restart: it stops listening at once
+# and waits for its clients' watches to end (SIGKILL after 10 s); --now is a crash: every connection breaks at once.
+# start-apiserver runs it again with the command line `up` kept in DIR/apiserver.cmd.
+cmd_stop_apiserver() {
+  local APISERVER_PID KUBE_APISERVER_BIN
+  if [ "${*: -1}" = --now ]; then STOP_NOW=1; set -- "${@:1:$(($# - 1))}"; fi
+  select_instance "$@"
+  need_root_for "$SEL_DIR" stop-apiserver
+  # shellcheck disable=SC1091
+  eval "$(. "$SEL_DIR/state" && printf 'APISERVER_PID=%q KUBE_APISERVER_BIN=%q' "$APISERVER_PID" "$KUBE_APISERVER_BIN")"
+  alive "$APISERVER_PID" "$KUBE_APISERVER_BIN" || die "kube-apiserver of $SEL_DIR is not running"
+  stop "$APISERVER_PID" "$KUBE_APISERVER_BIN"
+  say "stopped kube-apiserver (pid $APISERVER_PID); etcd keeps the objects"
+}
+
+cmd_start_apiserver() {
+  local NETNS SERVER ETCD_PID ETCD_BIN APISERVER_PID KUBE_APISERVER_BIN api_pid api_cmd
+  select_instance "$@"
+  need_root_for "$SEL_DIR" start-apiserver
+  # shellcheck disable=SC1091
+  eval "$(. "$SEL_DIR/state" && printf 'NETNS=%q SERVER=%q ETCD_PID=%q ETCD_BIN=%q APISERVER_PID=%q' \
+    "$NETNS" "$SERVER" "$ETCD_PID" "$ETCD_BIN" "$APISERVER_PID"
+    printf ' KUBE_APISERVER_BIN=%q' "$KUBE_APISERVER_BIN")"
+  if alive "$APISERVER_PID" "$KUBE_APISERVER_BIN"; then die "kube-apiserver of $SEL_DIR runs (pid $APISERVER_PID)"; fi
+  alive "$ETCD_PID" "$ETCD_BIN" || die "etcd of $SEL_DIR is not running: start a new instance"
+  [ -f "$SEL_DIR/apiserver.cmd" ] || die "$SEL_DIR/apiserver.cmd missing (started by an older $0)"
+  eval "api_cmd=($(<"$SEL_DIR/apiserver.cmd"))"
+  ns_prefix "$NETNS"
+  "${IN_NS[@]}" setsid "${api_cmd[@]}" </dev/null >>"$SEL_DIR/kube-apiserver.log" 2>&1 &
+  api_pid=$!
+  printf 'APISERVER_PID=%q\n' "$api_pid" >>"$SEL_DIR/state"
+  started "$api_pid" "$KUBE_APISERVER_BIN" "$SEL_DIR/kube-apiserver.log"
+  wait_ready "$NETNS" "$SEL_DIR" "$SERVER" "$ETCD_PID" "$api_pid" 120
+  say "kube-apiserver runs again (pid $api_pid)"
+  echo "HRDK_APISERVER_PID=$api_pid"
+}
+
 case ${1:-} in
   build) shift; cmd_build "$@" ;;
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   exec) shift; cmd_exec "$@" ;;
   sa-kubeconfig) shift; cmd_sa_kubeconfig "$@" ;;
+  stop-apiserver) shift; cmd_stop_apiserver "$@" ;;
+  start-apiserver) shift; cmd_start_apiserver "$@" ;;
   pin) shift; cmd_pin "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

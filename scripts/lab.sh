@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
 # Herald's one-command lab: a three-node "cluster" in network namespaces on this machine, no Kubernetes needed.
 #
-#   sudo scripts/lab.sh [up] [--detach]   build, start the lab, show Layer 2 failover; Ctrl-C removes everything
+#   sudo scripts/lab.sh [up] [--detach] [--apiserver lab|kube]
+#                                         build, start the lab, show Layer 2 failover; Ctrl-C removes everything
 #   sudo scripts/lab.sh down              remove everything the lab created (namespaces, processes, files)
 #   sudo scripts/lab.sh status            objects, leases and who answers now
 #   sudo scripts/lab.sh restart NODE      (re)start the herald agent on NODE (node1, node2, node3)
 #   sudo scripts/lab.sh kubectl ARGS...   kubectl against the lab's API server
 #   sudo scripts/lab.sh exec NS CMD...    run CMD in namespace NS (api, node1, node2, node3, client, sw)
 #
-# What runs (see docs/lab.md): lab-apiserver (an in-memory Kubernetes API server) in namespace hlab-api, one
-# `herald agent` per node namespace hlab-node1..3, and a client in hlab-client; the nodes and the client share the
-# LAN bridge `lan` (192.0.2.0/24, 2001:db8:1::/64), the agents reach the API over the bridge `mgmt`
-# (198.51.100.0/24). Each node stands in for kube-proxy (an nftables redirect of the pool's port 80, as kube-proxy's
-# iptables/nftables modes do) and serves its own name over HTTP, so the client sees which node answered ARP/NDP and
-# which node took its traffic.
+# What runs (see docs/lab.md): lab-apiserver (an in-memory Kubernetes API server) in namespace hlab-api, or with
+# --apiserver kube the real kube-apiserver + etcd (scripts/kube-apiserver.sh; Herald installed from deploy/, the
+# agents run as its ServiceAccount under RBAC), one `herald agent` per node namespace hlab-node1..3, and a client in
+# hlab-client; the nodes and the client share the LAN bridge `lan` (192.0.2.0/24, 2001:db8:1::/64), the agents
+# reach the API over the bridge `mgmt` (198.51.100.0/24). Each node stands in for kube-proxy (an nftables redirect of
+# the pool's port 80, as kube-proxy's iptables/nftables modes do) and serves its own name over HTTP, so the client
+# sees which node answered ARP/NDP and which node took its traffic.
 #
-# Environment: HERALD_BIN / LAB_APISERVER_BIN use prebuilt binaries (no cargo build); CARGO_TARGET_DIR is honoured.
+# Environment: HERALD_BIN / LAB_APISERVER_BIN use prebuilt binaries (no cargo build); CARGO_TARGET_DIR is honoured;
+# KUBE_APISERVER_BIN / ETCD_BIN as for scripts/kube-apiserver.sh (else it builds them once with Go: minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
 PREFIX=hlab-
 STATE=${HERALD_LAB_DIR:-/tmp/hlab}
-KUBECONFIG_FILE=$STATE/kubeconfig
+KUBECONFIG_FILE=$STATE/kubeconfig        # kubectl's: cluster-admin of the real server (lab-apiserver: no authorization)
+AGENT_KUBECONFIG=$STATE/agent.kubeconfig # the agents': on the real server the herald-system/herald ServiceAccount's token
+KUBE_DIR=$STATE/kube                     # the real server's DIR (scripts/kube-apiserver.sh up --dir)
 NODES=(node1 node2 node3)
 API_IP=198.51.100.1
 
@@ -39,6 +44,9 @@ kc() { nsx api kubectl --kubeconfig "$KUBECONFIG_FILE" --cache-dir "$STATE/kube-
 # ---- teardown ---------------------------------------------------------------------------------------------------
 down() {
   local ns pid
+  # The real server first: its `down` stops it and drops its run record (the namespace is ours to remove). --now: its
+  # data goes anyway, and a graceful stop would wait for the agents' watches.
+  if [ -f "$KUBE_DIR/state" ]; then "$REPO/scripts/kube-apiserver.sh" down --dir "$KUBE_DIR" --now || true; fi
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX" || true); do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
   done
@@ -57,6 +65,10 @@ install_tools() {
   install_missing ip=iproute2 arping=arping ndisc6=ndisc6 python3=python3 curl=curl kubectl=kubectl nft=nftables ||
     die "cannot install the lab's tools"
   info "ip, arping, ndisc6, python3, curl, kubectl, nft: present"
+  if [ "$APISERVER" = kube ]; then
+    install_missing openssl=openssl flock=util-linux ss=iproute2 || die "cannot install what kube-apiserver.sh needs"
+    info "openssl, flock, ss: present"
+  fi
 }
 
 build() {
@@ -105,7 +117,7 @@ lease_holder() { # the node holding IP's lease
 has_holder() { [ -n "$(lease_holder "$1")" ]; }
 start_agent() {
   local n=$1 i=${1#node}
-  start "agent-$n" "$n" env KUBECONFIG="$KUBECONFIG_FILE" RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
+  start "agent-$n" "$n" env KUBECONFIG="$AGENT_KUBECONFIG" RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1 \
     "$HERALD_BIN" agent --node-name "$n" --namespace herald-system --metrics-addr "198.51.100.1$i:7472"
 }
 show_state() {
@@ -115,11 +127,55 @@ show_state() {
   info "announced-by: $(kc get svc web -o jsonpath='{.metadata.annotations.herald\.dev/announced-by}')"
 }
 
+# ---- the API server ---------------------------------------------------------------------------------------------
+start_lab_apiserver() {
+  step "Starting lab-apiserver on $API_IP:6443 (namespace ${PREFIX}api)"
+  NO_COLOR=1 ip netns exec "${PREFIX}api" "$LAB_APISERVER_BIN" --listen "$API_IP:6443" --kubeconfig-out "$KUBECONFIG_FILE" \
+    --state-file "$STATE/apiserver-state.json" >"$STATE/apiserver.out" 2>"$STATE/apiserver.log" &
+  echo $! >"$STATE/apiserver.pid"
+  disown $!
+  wait_for 20 "lab-apiserver" test -s "$KUBECONFIG_FILE"
+  wait_for 20 "lab-apiserver to answer" kc get --raw /healthz
+  ln -s kubeconfig "$AGENT_KUBECONFIG" # no authentication: the agents use the same
+  info "listening on $(head -n1 "$STATE/apiserver.out"); kubeconfig $KUBECONFIG_FILE"
+
+  step "Cluster objects: Nodes, namespace herald-system, Herald's CRDs"
+  run kc apply -f deploy/examples/lab-nodes.yaml
+  "$HERALD_BIN" crds | kc apply -f -
+}
+
+# The real kube-apiserver and etcd in the api namespace, on the same address; Herald installed as a user installs it,
+# and the agents run as its ServiceAccount with a token from the TokenRequest API (RBAC of deploy/herald.yaml).
+start_kube() {
+  step "Building kube-apiserver and etcd (scripts/kube-apiserver.sh build; minutes the first time, cached after)"
+  "$REPO/scripts/kube-apiserver.sh" build | sed 's/^/    /'
+  step "Starting the real kube-apiserver on $API_IP:6443 (namespace ${PREFIX}api)"
+  # Dual-stack Services need an IPv6 service range too (no kube-proxy: cluster IPs never reach a wire).
+  "$REPO/scripts/kube-apiserver.sh" up --netns "${PREFIX}api" --addr "$API_IP" --port 6443 --dir "$KUBE_DIR" \
+    --service-cidr 203.0.113.224/28,2001:db8:ffff::/112 >"$STATE/kube.env"
+  cp "$KUBE_DIR/admin.kubeconfig" "$KUBECONFIG_FILE"
+  info "$(kc version 2>/dev/null | grep -i server || true); logs and audit log in $KUBE_DIR"
+
+  step "Cluster objects: Herald's CRDs, Nodes, deploy/herald.yaml (namespace, ServiceAccount, RBAC, DaemonSet)"
+  run kc apply -f deploy/crds/herald.dev.yaml
+  run kc wait --for condition=established --timeout 60s crd --all
+  # Before deploy/herald.yaml, whose herald-system Namespace (with its pod-security label) is the one that stays.
+  run kc apply -f deploy/examples/lab-nodes.yaml
+  run kc apply -f deploy/herald.yaml
+  info "no scheduler or kubelet: the DaemonSet never runs a pod; the agents below run as processes"
+  local sa_kubeconfig
+  sa_kubeconfig=$("$REPO/scripts/kube-apiserver.sh" sa-kubeconfig --dir "$KUBE_DIR" herald-system/herald)
+  ln -s "$sa_kubeconfig" "$AGENT_KUBECONFIG"
+  wait_for 20 "RBAC to know the ServiceAccount" \
+    kc auth can-i update leases -n herald-system --as system:serviceaccount:herald-system:herald
+  info "agents authenticate as system:serviceaccount:herald-system:herald (kubeconfig $AGENT_KUBECONFIG)"
+}
+
 # ---- up ---------------------------------------------------------------------------------------------------------
 on_exit() {
   if [ "$1" != 0 ] && [ "$1" != 130 ]; then
     local f
-    for f in "$STATE"/agent-*.log "$STATE"/apiserver.log; do
+    for f in "$STATE"/agent-*.log "$STATE"/apiserver.log "$KUBE_DIR"/kube-apiserver.log; do
       [ -f "$f" ] || continue
       printf '\n%s--- last lines of %s ---%s\n' "$BOLD" "$f" "$OFF"
       tail -n 15 "$f"
@@ -145,6 +201,7 @@ up() {
   install_tools
   step "Building herald and lab-apiserver"
   build
+  echo "$APISERVER" >"$STATE/apiserver"
 
   step "Network: namespaces ${PREFIX}{sw,api,node1,node2,node3,client}; bridges mgmt (198.51.100.0/24) and lan (192.0.2.0/24, 2001:db8:1::/64)"
   netns sw
@@ -188,18 +245,7 @@ NFT
   ip -n "${PREFIX}client" addr add 2001:db8:1::100/64 dev eth0 nodad
   info "client: eth0 192.0.2.100 2001:db8:1::100"
 
-  step "Starting lab-apiserver on $API_IP:6443 (namespace ${PREFIX}api)"
-  NO_COLOR=1 ip netns exec "${PREFIX}api" "$LAB_APISERVER_BIN" --listen "$API_IP:6443" --kubeconfig-out "$KUBECONFIG_FILE" \
-    --state-file "$STATE/apiserver-state.json" >"$STATE/apiserver.out" 2>"$STATE/apiserver.log" &
-  echo $! >"$STATE/apiserver.pid"
-  disown $!
-  wait_for 20 "lab-apiserver" test -s "$KUBECONFIG_FILE"
-  wait_for 20 "lab-apiserver to answer" kc get --raw /healthz
-  info "listening on $(head -n1 "$STATE/apiserver.out"); kubeconfig $KUBECONFIG_FILE"
-
-  step "Cluster objects: Nodes, namespace herald-system, Herald's CRDs"
-  run kc apply -f deploy/examples/lab-nodes.yaml
-  "$HERALD_BIN" crds | kc apply -f -
+  if [ "$APISERVER" = kube ]; then start_kube; else start_lab_apiserver; fi
 
   printf 'HERALD_BIN=%q\n' "$HERALD_BIN" >"$STATE/bins"
   step "Starting one herald agent per node"
@@ -223,7 +269,7 @@ NFT
 
   step "The client reaches the Service IPs"
   # A new IP is first probed for conflicts (about 1.5 s) before its node answers.
-  local mac4= mac6= deadline=$((SECONDS + 15))
+  local mac4='' mac6='' deadline=$((SECONDS + 15))
   while { [ -z "$mac4" ] || [ -z "$mac6" ]; } && [ $SECONDS -lt $deadline ]; do
     [ -n "$mac4" ] || mac4=$(nsx client arping -i eth0 -c 1 -w 1 "$v4" | awk '/bytes from/ {print $4; exit}' || true)
     [ -n "$mac6" ] || mac6=$(nsx client ndisc6 -q -n -r 1 -w 1000 "$v6" eth0 || true)
@@ -278,7 +324,9 @@ NFT
     kubectl:   sudo $0 kubectl get eip,svc,leases -A
     a client:  sudo $0 exec client arping -i eth0 -c 3 $v4
                sudo $0 exec client curl http://$v4/
-    logs:      $STATE/agent-node{1,2,3}.log, $STATE/apiserver.log
+    logs:      $STATE/agent-node{1,2,3}.log, $(if [ "$APISERVER" = kube ]; then
+                 echo "$KUBE_DIR/kube-apiserver.log, $KUBE_DIR/audit.log (who asked what, RBAC's decision)"
+               else echo "$STATE/apiserver.log"; fi)
     metrics:   sudo $0 exec api curl -s http://198.51.100.11:7472/metrics
     failover:  sudo kill -9 \$(cat $STATE/agent-$(lease_holder "$v4").pid)   # then: sudo $0 restart $(lease_holder "$v4")
 EOF
@@ -292,11 +340,21 @@ EOF
 }
 
 cmd=${1:-up}
+APISERVER=lab
 case $cmd in
-  up)
+  up | --detach | -d | --apiserver)
     need_root "$@"
+    [ "$cmd" = up ] && shift
     detach=0
-    [ "${2:-}" = "--detach" ] || [ "${2:-}" = "-d" ] && detach=1
+    while [ $# -gt 0 ]; do
+      case $1 in
+        --detach | -d) detach=1; shift ;;
+        --apiserver) [ $# -ge 2 ] || die "--apiserver needs a value: lab or kube"; APISERVER=$2; shift 2 ;;
+        --apiserver=*) APISERVER=${1#*=}; shift ;;
+        *) die "up: unknown argument '$1' (--detach, --apiserver lab|kube)" ;;
+      esac
+    done
+    case $APISERVER in lab | kube) ;; *) die "--apiserver '$APISERVER': lab (the default) or kube" ;; esac
     up "$detach"
     ;;
   down)
@@ -308,6 +366,7 @@ case $cmd in
   status)
     need_root "$@"
     [ -f "$KUBECONFIG_FILE" ] || die "no lab running (start it with: sudo $0)"
+    info "API server: $(cat "$STATE/apiserver" 2>/dev/null || echo lab)"
     show_state
     for ip in $(kc get svc web -o jsonpath='{.status.loadBalancer.ingress[*].ip}'); do
       case $ip in
@@ -340,6 +399,6 @@ case $cmd in
     shift 2
     nsx "$ns" "$@"
     ;;
-  -h | --help | help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd' (up, down, status, restart, kubectl, exec, help)" ;;
 esac

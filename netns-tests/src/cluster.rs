@@ -1,5 +1,9 @@
-//! A Herald cluster in network namespaces: `lab-apiserver`, one `herald agent` per node, and a client on one LAN,
+//! A Herald cluster in network namespaces: an API server, one `herald agent` per node, and a client on one LAN,
 //! for the Layer 2 failover tests and the `failover-bench` binary.
+//!
+//! The API server is lab-apiserver, or the real kube-apiserver with `HERALD_TEST_APISERVER=kube` ([`apiserver`],
+//! [`kube`]): then Herald is installed from `deploy/` with kubectl and the agents run as the `herald-system/herald`
+//! ServiceAccount, under the real RBAC authorizer.
 //!
 //! ```text
 //!            switch namespace: bridge `mgmt` (198.51.100.0/24)        bridge `lan` (192.0.2.0/24, 2001:db8:1::/64)
@@ -17,13 +21,15 @@
 //! `2001:db8:1::1<i>`, management address `198.51.100.1<i>` (metrics on port 7472). Everything lives in a [`Lab`],
 //! so dropping the cluster kills every process and removes every namespace.
 
+pub mod apiserver;
+pub mod kube;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,10 +38,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{Lab, Netns, herald_bin, lab_apiserver_bin, wait_for};
+use self::apiserver::ApiServer;
+use self::kube::ApiServerKind;
+use crate::{Lab, Netns, herald_bin, wait_for};
 
 /// The API server's address (inside the `api` namespace, on the `mgmt` bridge).
 pub const API_ADDR: &str = "198.51.100.1:6443";
+const API_IP: &str = "198.51.100.1";
+const API_PORT: u16 = 6443;
 /// Namespace of Herald's Leases.
 pub const HERALD_NAMESPACE: &str = "herald-system";
 /// Name of the Eip [`Cluster::start`] creates.
@@ -181,8 +191,10 @@ impl ServiceSpec {
     }
 }
 
-/// lab-apiserver, the agents, the client: see the module docs.
+/// The API server, the agents, the client: see the module docs.
 pub struct Cluster {
+    /// Before `lab`: dropped first, so the real server's `down` finds what `up` left.
+    pub apiserver: ApiServer,
     pub lab: Lab,
     pub switch: Netns,
     pub api: Netns,
@@ -191,16 +203,14 @@ pub struct Cluster {
     /// Agent flags every node gets (from [`ClusterOptions::agent_args`]).
     pub agent_args: Vec<String>,
     rust_log: String,
-    kubeconfig: PathBuf,
-    state_file: PathBuf,
-    apiserver: Option<usize>,
     /// IPs put on every node's `lo` so far.
     exposed: Vec<IpAddr>,
 }
 
 impl Cluster {
-    /// Builds the namespaces, starts lab-apiserver, creates the `herald-system` namespace, the Nodes, the CRDs and
-    /// the Eip [`EIP_NAME`], then starts one agent per node and waits until every announcer runs.
+    /// Builds the namespaces, starts the API server, installs Herald (CRDs, `herald-system`; with the real server all
+    /// of `deploy/herald.yaml`), creates the Nodes and the Eip [`EIP_NAME`], then starts one agent per node and waits
+    /// until every announcer runs.
     pub fn start(test: &str, options: &ClusterOptions) -> Result<Cluster> {
         assert!((1..=9).contains(&options.nodes), "1 to 9 nodes");
         let mut lab = Lab::new(test);
@@ -259,9 +269,15 @@ impl Cluster {
             });
         }
 
-        let kubeconfig = lab.dir().join("kubeconfig");
-        let state_file = lab.dir().join("apiserver-state.json");
+        let apiserver = match ApiServer::start(&mut lab, &api, API_IP, API_PORT) {
+            Ok(apiserver) => apiserver,
+            Err(e) => {
+                lab.mark_failed();
+                return Err(e);
+            }
+        };
         let mut cluster = Cluster {
+            apiserver,
             lab,
             switch,
             api,
@@ -269,13 +285,9 @@ impl Cluster {
             nodes,
             agent_args: options.agent_args.clone(),
             rust_log: options.rust_log.clone(),
-            kubeconfig,
-            state_file,
-            apiserver: None,
             exposed: Vec::new(),
         };
         let started = (|| {
-            cluster.start_apiserver()?;
             cluster.bootstrap()?;
             for i in 0..cluster.nodes.len() {
                 cluster.start_agent(i)?;
@@ -290,64 +302,34 @@ impl Cluster {
             Err(e) => {
                 // Every process's log, not only the agent the error names.
                 cluster.lab.mark_failed();
+                cluster.apiserver.print_failure_report();
                 Err(e)
             }
         }
     }
 
-    /// Starts (or restarts, keeping its objects in the state file) lab-apiserver and waits until it answers.
-    pub fn start_apiserver(&mut self) -> Result<()> {
-        let bin = lab_apiserver_bin();
-        let cmd: Vec<OsString> = vec![
-            bin.into(),
-            "--listen".into(),
-            API_ADDR.into(),
-            "--kubeconfig-out".into(),
-            self.kubeconfig.clone().into(),
-            "--state-file".into(),
-            self.state_file.clone().into(),
-        ];
-        let api = self.api.clone();
-        // Every request is logged at debug: when a test fails, the log shows what the agents asked and got.
-        let log =
-            std::env::var("HERALD_TEST_APISERVER_LOG").unwrap_or_else(|_| "info,herald_lab_apiserver=debug".into());
-        let env = [("NO_COLOR", "1"), ("RUST_LOG", log.as_str())];
-        let idx = self.lab.spawn_env(&api, "lab-apiserver", &cmd, &env)?;
-        self.apiserver = Some(idx);
-        let p = self.lab.proc(idx);
-        wait_for(Duration::from_secs(20), || {
-            (!p.stdout().is_empty() || p.exited().is_some()).then_some(())
-        });
-        if let Some(code) = p.exited() {
-            bail!("lab-apiserver exited with {code}: {}", p.stderr());
-        }
-        let kubeconfig = self.kubeconfig.clone();
-        wait_for(Duration::from_secs(10), || kubeconfig.is_file().then_some(()))
-            .context("lab-apiserver wrote no kubeconfig")?;
-        wait_for(Duration::from_secs(20), || {
-            self.kubectl(&["get", "--raw", "/healthz"]).ok()
-        })
-        .context("lab-apiserver does not answer")?;
-        Ok(())
+    /// Which API server the cluster runs against.
+    pub fn apiserver_kind(&self) -> ApiServerKind {
+        self.apiserver.kind()
     }
 
-    /// Stops lab-apiserver (SIGTERM: it saves its state file), as an API outage.
+    /// Starts the API server again after [`Cluster::stop_apiserver`], with all its objects, and waits until it
+    /// answers.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        self.apiserver.restart(&mut self.lab)
+    }
+
+    /// Stops the API server, as an API outage (lab-apiserver saves its state file on SIGTERM; the real one's etcd
+    /// keeps running).
     pub fn stop_apiserver(&mut self) -> Result<()> {
-        let idx = self.apiserver.take().context("lab-apiserver is not running")?;
-        let p = self.lab.proc(idx);
-        p.signal("TERM")?;
-        p.wait_exit(Duration::from_secs(10))
-            .context("lab-apiserver did not stop on SIGTERM")?;
-        Ok(())
+        self.apiserver.stop(&mut self.lab)
     }
 
     fn bootstrap(&mut self) -> Result<()> {
-        let crds = Command::new(herald_bin()).arg("crds").output().context("herald crds")?;
-        if !crds.status.success() {
-            bail!("herald crds failed: {}", String::from_utf8_lossy(&crds.stderr));
-        }
-        self.apply(&String::from_utf8_lossy(&crds.stdout))?;
-        let mut yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {HERALD_NAMESPACE}\n");
+        self.apiserver.install_herald()?;
+        // What a kubelet would register. The real server keeps the status a Node is created with (only a kubelet or
+        // the node lifecycle controller would change it) and adds the `node.kubernetes.io/not-ready` taint.
+        let mut yaml = String::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let _ = write!(
                 yaml,
@@ -391,7 +373,7 @@ impl Cluster {
         cmd.extend(self.agent_args.iter().map(OsString::from));
         cmd.extend(extra.iter().map(OsString::from));
         let (ns, label) = (node.ns.clone(), format!("agent-{}", node.name));
-        let kubeconfig = self.kubeconfig.to_string_lossy().into_owned();
+        let kubeconfig = self.apiserver.agent_kubeconfig().to_string_lossy().into_owned();
         let env = [
             ("KUBECONFIG", kubeconfig.as_str()),
             ("RUST_LOG", self.rust_log.as_str()),
@@ -445,49 +427,14 @@ impl Cluster {
         }
     }
 
-    /// Runs `kubectl` in the `api` namespace; returns stdout, or fails with stderr.
+    /// Runs `kubectl` in the `api` namespace (cluster-admin); returns stdout, or fails with stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = self.kubectl_cmd(args).output().context("run kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.api.name(), "kubectl"])
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.lab.dir().join("kube-cache"))
-            .args(args);
-        cmd
+        self.apiserver.kubectl(args)
     }
 
     /// `kubectl apply -f -` with `yaml`.
     pub fn apply(&self, yaml: &str) -> Result<()> {
-        let mut child = self
-            .kubectl_cmd(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("run kubectl apply")?;
-        child
-            .stdin
-            .take()
-            .context("kubectl stdin")?
-            .write_all(yaml.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
+        self.apiserver.apply(yaml)
     }
 
     /// `kubectl get <what> -o json`, parsed.
@@ -702,26 +649,10 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// lab-apiserver's `/metrics` request counters: `(verb, resource) -> count`.
+    /// Requests the API server served so far: `(audit verb, resource[/subresource]) -> count`, from
+    /// lab-apiserver's `/metrics` or the real server's audit log.
     pub fn api_requests(&self) -> Result<BTreeMap<(String, String), u64>> {
-        let text = self.kubectl(&["get", "--raw", "/metrics"])?;
-        let mut out = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("lab_apiserver_requests_total{")) {
-            let (labels, value) = line.rsplit_once(' ').context("metrics line without value")?;
-            let label = |k: &str| {
-                labels
-                    .split(&format!("{k}=\""))
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            out.insert(
-                (label("verb"), label("resource")),
-                value.trim().parse::<f64>().unwrap_or(0.0) as u64,
-            );
-        }
-        Ok(out)
+        self.apiserver.request_counts()
     }
 
     /// Every MAC that answers ARP (IPv4) or NDP (IPv6) for each of `ips`, asked twice each from the client, 25

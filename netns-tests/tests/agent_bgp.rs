@@ -1,38 +1,30 @@
-//! BGP mode of `herald agent` end to end: lab-apiserver, two agents and GoBGP as the rack router in network
-//! namespaces. The router must learn the Service IP from both nodes (ECMP candidates), lose a node's path when that
-//! agent stops, and lose the route when the Service goes away.
+//! BGP mode of `herald agent` end to end: an API server (lab-apiserver, or the real kube-apiserver with
+//! `HERALD_TEST_APISERVER=kube`), two agents and GoBGP as the rack router in network namespaces. The router must learn
+//! the Service IP from both nodes (ECMP candidates), lose a node's path when that agent stops, and lose the route when
+//! the Service goes away.
 
 use std::time::Duration;
 
-use herald_netns_tests::{Lab, Netns, herald_bin, lab_apiserver_bin, require, wait_for};
+use herald_netns_tests::cluster::apiserver::ApiServer;
+use herald_netns_tests::{Lab, Netns, herald_bin, require, wait_for};
 
 const WAIT: Duration = Duration::from_secs(45);
 
 struct Cluster {
+    /// Before `lab`: stops first.
+    apiserver: ApiServer,
     lab: Lab,
-    api: Netns,
     router: Netns,
     nodes: Vec<(Netns, usize)>,
-    kubeconfig: String,
 }
 
 impl Cluster {
     fn kubectl(&self, args: &[&str]) -> String {
-        let mut cmd = vec!["kubectl", "--kubeconfig", &self.kubeconfig];
-        cmd.extend_from_slice(args);
-        let out = self.lab.exec(&self.api, &cmd).unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.apiserver.kubectl(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn apply(&self, yaml: &str) {
-        let path = self.lab.dir().join(format!("apply-{:08x}.yaml", rand::random::<u32>()));
-        std::fs::write(&path, yaml).unwrap();
-        self.kubectl(&["apply", "-f", path.to_str().unwrap()]);
+        self.apiserver.apply(yaml).unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Next hops the router holds for `prefix`.
@@ -82,35 +74,15 @@ fn start() -> Cluster {
     .unwrap();
     lab.spawn(&router, "gobgpd", &["gobgpd", "-f", gobgp_conf.to_str().unwrap()])
         .unwrap();
-    let kubeconfig = lab.dir().join("kubeconfig").to_str().unwrap().to_string();
-    let api_bin = lab_apiserver_bin();
-    let api_bin = api_bin.to_str().unwrap();
-    lab.spawn(
-        &api,
-        "lab-apiserver",
-        &[
-            api_bin,
-            "--listen",
-            "198.51.100.1:6443",
-            "--kubeconfig-out",
-            &kubeconfig,
-        ],
-    )
-    .unwrap();
-    assert!(
-        wait_for(WAIT, || std::path::Path::new(&kubeconfig).exists().then_some(())).is_some(),
-        "lab-apiserver up"
-    );
+    let mut apiserver = ApiServer::start(&mut lab, &api, "198.51.100.1", 6443).expect("start the API server");
+    // The CRDs and herald-system; against the real server all of deploy/herald.yaml and the agents' token.
+    apiserver.install_herald().expect("install Herald");
     let mut cluster = Cluster {
+        apiserver,
         lab,
-        api,
         router,
         nodes: Vec::new(),
-        kubeconfig,
     };
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds/herald.dev.yaml");
-    cluster.kubectl(&["apply", "-f", crds]);
-    cluster.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: herald-system}\n");
     for i in 1..=2 {
         cluster.apply(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: n{i}}}\n"));
         let status = format!(r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"198.51.100.1{i}"}}]}}}}"#);
@@ -142,7 +114,8 @@ fn start() -> Cluster {
             "--metrics-addr",
             "127.0.0.1:7472",
         ];
-        let env = [("KUBECONFIG", cluster.kubeconfig.as_str()), ("RUST_LOG", "info")];
+        let kubeconfig = cluster.apiserver.agent_kubeconfig().to_str().unwrap().to_string();
+        let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
         let idx = cluster
             .lab
             .spawn_env(&ns, &format!("agent-{node}"), &cmd, &env)

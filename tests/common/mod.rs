@@ -1,5 +1,10 @@
-//! A cluster for agent tests: an in-process lab-apiserver with Herald's CRDs and namespace, and real
-//! `herald agent` processes pointed at it. Everything stops when the [`Cluster`] drops.
+//! A cluster for agent tests: an API server with Herald's CRDs and namespace, and real `herald agent` processes
+//! pointed at it. Everything stops when the [`Cluster`] drops.
+//!
+//! The API server is an in-process lab-apiserver on loopback, or with `HERALD_TEST_APISERVER=kube` the real
+//! kube-apiserver (+ etcd) of `scripts/kube-apiserver.sh up --host`, one per test, on 127.0.0.1 and free ports:
+//! then Herald is installed from `deploy/` with kubectl and the agents run as the `herald-system/herald`
+//! ServiceAccount (a TokenRequest token), under the real RBAC authorizer; the test itself is cluster-admin.
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -10,15 +15,27 @@ use std::time::Duration;
 
 use herald_lab_apiserver::{Config, Running};
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceValidation, JSONSchemaProps,
+};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
+// The same driver of scripts/kube-apiserver.sh as the netns tests' (std, anyhow and serde_json only).
+#[path = "../../netns-tests/src/cluster/kube.rs"]
+mod kube_apiserver;
+
+use kube_apiserver::{ApiServerKind, KubeApiServer};
+
 pub struct Cluster {
-    pub lab: Running,
+    /// The in-process lab-apiserver; `None` against the real kube-apiserver.
+    pub lab: Option<Running>,
+    /// Cluster-admin (lab-apiserver has no authorization at all).
     pub client: kube::Client,
     pub dir: PathBuf,
+    /// The agents' kubeconfig: against the real server, the `herald-system/herald` ServiceAccount's.
     pub kubeconfig: PathBuf,
+    kube: Option<KubeApiServer>,
     agents: Vec<Option<Child>>,
 }
 
@@ -29,11 +46,23 @@ impl Cluster {
 
     /// A cluster with only the Herald CRDs `install` accepts (by plural name).
     pub async fn start_with_crds(install: impl Fn(&str) -> bool) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("herald-test-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        match ApiServerKind::from_env() {
+            ApiServerKind::Lab => Self::start_lab(dir, install).await,
+            ApiServerKind::Kube => Self::start_kube(dir, install).await,
+        }
+    }
+
+    async fn start_lab(dir: PathBuf, install: impl Fn(&str) -> bool) -> Cluster {
         let lab = herald_lab_apiserver::start(Config::default())
             .await
             .expect("start lab-apiserver");
-        let dir = std::env::temp_dir().join(format!("herald-test-{:08x}", rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).unwrap();
+        eprintln!(
+            "API server: lab-apiserver, in process, at {} ({})",
+            lab.base_url(),
+            ApiServerKind::Lab.env_setting()
+        );
         let kubeconfig = dir.join("kubeconfig");
         lab.write_kubeconfig(&kubeconfig).unwrap();
         let client = lab.client().unwrap();
@@ -47,10 +76,37 @@ impl Cluster {
             crds.create(&PostParams::default(), &crd).await.unwrap();
         }
         Cluster {
-            lab,
+            lab: Some(lab),
             client,
             dir,
             kubeconfig,
+            kube: None,
+            agents: Vec::new(),
+        }
+    }
+
+    /// The real server on this machine's loopback (kubectl and the agents run right here), Herald installed from
+    /// `deploy/`. Blocks the runtime for the few seconds it takes: nothing else runs on it yet.
+    async fn start_kube(dir: PathBuf, install: impl Fn(&str) -> bool) -> Cluster {
+        let mut kube = KubeApiServer::start_on_host(&dir.join("kube")).expect("start kube-apiserver");
+        eprintln!(
+            "API server: the real kube-apiserver (scripts/kube-apiserver.sh up --host) at {}, logs in {} ({})",
+            kube.server(),
+            kube.dir().display(),
+            ApiServerKind::Kube.env_setting()
+        );
+        let kubeconfig = kube.install_herald(install).expect("install Herald from deploy/");
+        let admin = kube::config::Kubeconfig::read_from(kube.admin_kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(admin, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        Cluster {
+            lab: None,
+            client,
+            dir,
+            kubeconfig,
+            kube: Some(kube),
             agents: Vec::new(),
         }
     }
@@ -116,6 +172,10 @@ impl Cluster {
 
     /// Creates an object of kind `K` from raw JSON, as a user (or a server without schema checks) could store
     /// it, even when Herald's types cannot read it.
+    ///
+    /// The real server checks every write against the CRD's schema: there the object is created the way such an
+    /// object gets into a real cluster, under an older, looser schema. The CRD's schema is opened (any object), the
+    /// object created, and the schema put back; the object stays stored as it was written.
     pub async fn create_raw<K: kube::Resource<DynamicType = ()>>(&self, value: serde_json::Value) {
         let resource = kube::discovery::ApiResource::erase::<K>(&());
         let obj: kube::api::DynamicObject = serde_json::from_value(value).unwrap();
@@ -123,7 +183,33 @@ impl Cluster {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
             None => Api::all_with(self.client.clone(), &resource),
         };
-        api.create(&PostParams::default(), &obj).await.unwrap();
+        if self.kube.is_none() {
+            api.create(&PostParams::default(), &obj).await.unwrap();
+            return;
+        }
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let name = format!("{}.{}", resource.plural, resource.group);
+        let strict = crds.get(&name).await.unwrap();
+        let mut open = strict.clone();
+        for version in &mut open.spec.versions {
+            version.schema = Some(CustomResourceValidation {
+                open_api_v3_schema: Some(JSONSchemaProps {
+                    type_: Some("object".into()),
+                    x_kubernetes_preserve_unknown_fields: Some(true),
+                    ..Default::default()
+                }),
+            });
+        }
+        crds.replace(&name, &PostParams::default(), &open).await.unwrap();
+        // The server switches to the new schema a moment after the CRD is written.
+        let created = eventually(Duration::from_secs(20), || async {
+            api.create(&PostParams::default(), &obj).await.ok()
+        })
+        .await;
+        let mut current = crds.get(&name).await.unwrap();
+        current.spec.versions = strict.spec.versions;
+        crds.replace(&name, &PostParams::default(), &current).await.unwrap();
+        assert!(created.is_some(), "{name}: not accepted even without a schema: {obj:?}");
     }
 
     pub fn services(&self, ns: &str) -> Api<Service> {
@@ -157,8 +243,13 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // `down` before its directory goes (on a panic it also prints what the authorizer refused).
+        drop(self.kube.take());
         if std::thread::panicking() {
             for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                if !entry.path().is_file() {
+                    continue;
+                }
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 eprintln!("----- {} (last 30 lines) -----", entry.path().display());
@@ -166,6 +257,9 @@ impl Drop for Cluster {
                     eprintln!("{l}");
                 }
             }
+            // The agents' logs, and the real server's logs and audit log.
+            eprintln!("logs kept in {}", self.dir.display());
+            return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
