@@ -26,14 +26,13 @@ use herald_l2::{EngineConfig, Event as L2Event, L2Engine};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::events::EventPublisher;
+use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::AnnouncerMetrics;
 use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
 use desired::{Announcement, ClusterView};

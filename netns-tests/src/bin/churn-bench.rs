@@ -18,7 +18,8 @@
 //! election, answers ARP there, and records an `Announcing` Event and the `herald.dev/announced-by` annotation per
 //! Service, which each round then waits for. A round creates `--services` Services with one `kubectl create`, waits
 //! until every one has an IP, deletes them all with one deletecollection request, and waits until the Eip counts no
-//! address in use. VmRSS is read from `/proc/<pid>/status` after each round and every `--sample-seconds` while idle.
+//! address in use. VmRSS and RssAnon are read from `/proc/<pid>/status` after each round and every `--sample-seconds`
+//! while idle.
 //! Prints Markdown tables. Set `LAB_APISERVER_BIN` to a release build (the default looks in target/debug first).
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use herald_netns_tests::{Lab, Netns, lab_apiserver_bin, wait_for};
+use herald_netns_tests::{lab_apiserver_bin, wait_for};
 use serde_json::{Value, json};
 
 /// Eip addresses (documentation ranges only): 762 usable, so at most this many Services per round.
@@ -103,6 +104,44 @@ fn parse_variant(spec: &str) -> Result<Variant> {
 /// The link the Eip is pinned to in `--l2-link` mode.
 const LINK: &str = "veth0";
 
+/// A network namespace of this benchmark, deleted on drop. Not the tests' `hrdt-` prefix: their clean-ups must not
+/// take a benchmark's namespace away in the middle of a run.
+struct BenchNetns(String);
+
+impl BenchNetns {
+    /// A namespace with `lo` up and a veth pair ([`LINK`] and its peer), both up and without addresses.
+    fn create() -> Result<BenchNetns> {
+        let ns = BenchNetns(format!("hrdc-{:06x}", rand::random::<u32>() >> 8));
+        ip(&["netns", "add", &ns.0])?;
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", &ns.0, "link", "add", LINK, "type", "veth", "peer", "name", "veth1",
+        ])?;
+        for dev in [LINK, "veth1"] {
+            ip(&["-n", &ns.0, "link", "set", dev, "up"])?;
+        }
+        Ok(ns)
+    }
+}
+
+impl Drop for BenchNetns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.0]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// A lab-apiserver with one agent.
 struct Bench {
     label: String,
@@ -112,16 +151,16 @@ struct Bench {
     agent: Child,
     keep: bool,
     /// `--l2-link`: the namespace everything runs in (dropped after the processes are killed).
-    netns: Option<(Lab, Netns)>,
+    netns: Option<BenchNetns>,
 }
 
 /// `program`, run inside `netns` when there is one.
-fn command(netns: &Option<(Lab, Netns)>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+fn command(netns: &Option<BenchNetns>, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match netns {
-        Some((_, ns)) => {
+        Some(ns) => {
             // `ip netns exec` execs the program: the child's pid is the program's.
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns.name()]).arg(program);
+            c.args(["netns", "exec", &ns.0]).arg(program);
             c
         }
         None => Command::new(program),
@@ -132,17 +171,7 @@ impl Bench {
     fn start(v: &Variant, announcer: bool, keep: bool, l2_link: bool) -> Result<Bench> {
         let dir = std::env::temp_dir().join(format!("herald-churn-{:06x}-{}", rand::random::<u32>() >> 8, v.label));
         fs::create_dir_all(&dir)?;
-        let netns = if l2_link {
-            let mut lab = Lab::new("churn-bench");
-            let ns = lab.netns("node");
-            lab.ip(&ns, &["link", "add", LINK, "type", "veth", "peer", "name", "veth1"])?;
-            for dev in [LINK, "veth1"] {
-                lab.ip(&ns, &["link", "set", dev, "up"])?;
-            }
-            Some((lab, ns))
-        } else {
-            None
-        };
+        let netns = l2_link.then(BenchNetns::create).transpose()?;
         let kubeconfig = dir.join("kubeconfig");
         let apiserver = command(&netns, lab_apiserver_bin())
             .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
@@ -325,16 +354,20 @@ impl Bench {
         }
     }
 
-    /// The agent's resident set in MiB.
-    fn rss_mib(&self) -> Result<f64> {
+    /// The agent's resident set in MiB: all of it (VmRSS), and its anonymous part (RssAnon: the heap and stacks,
+    /// without the binary's own pages, which the page cache shares).
+    fn rss_mib(&self) -> Result<(f64, f64)> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.agent.id()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS in /proc/<pid>/status")?;
-        Ok(kib / 1024.0)
+        let field = |name: &str| -> Result<f64> {
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{}: no {name} in /proc/<pid>/status (agent gone?)", self.label))?;
+            Ok(kib / 1024.0)
+        };
+        Ok((field("VmRSS:")?, field("RssAnon:")?))
     }
 
     /// events.k8s.io Events in the cluster, and the highest series count among them.
@@ -393,7 +426,7 @@ fn main() -> Result<()> {
     }
     // Let start-up (first lists, leases, the first pass) settle before the first sample.
     std::thread::sleep(Duration::from_secs(5));
-    let mut rss: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut rss: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     let sample = |benches: &[Bench]| benches.iter().map(Bench::rss_mib).collect::<Result<Vec<_>>>();
     rss.push(("start".into(), sample(&benches)?));
     let mut times: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
@@ -433,13 +466,13 @@ fn main() -> Result<()> {
         "| phase | {} |",
         labels
             .iter()
-            .map(|l| format!("{l} VmRSS MiB"))
+            .map(|l| format!("{l} VmRSS / RssAnon MiB"))
             .collect::<Vec<_>>()
             .join(" | ")
     );
     println!("|---|{}", "---:|".repeat(labels.len()));
     for (phase, row) in &rss {
-        let cells: Vec<String> = row.iter().map(|m| format!("{m:.1}")).collect();
+        let cells: Vec<String> = row.iter().map(|(all, anon)| format!("{all:.1} / {anon:.1}")).collect();
         println!("| {phase} | {} |", cells.join(" | "));
     }
     println!(
