@@ -5,6 +5,21 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// The API server refuses what the announcer refuses (src/announcer/bgp.rs), and nothing more. AS_TRANS (23456,
+// RFC 6793) is left to the agent: a CEL rule on a field fails every write of an object stored with another type there
+// (while the CRD had no schema), status writes included, so with one on `asn` the agent could not report
+// `asn: "sixty-four thousand"` as unreadable (tests/agent.rs).
+
+/// A BGP identifier is an IPv4 address (RFC 6286 §2.1: a 32-bit value, written as one).
+const IPV4: &str = "isIP(self) && ip(self).family() == 4";
+const ROUTER_ID_MESSAGE: &str = "not an IPv4 address: the BGP identifier is written as one, e.g. 192.0.2.11";
+/// The longest IPv4 address (`255.255.255.255`); bounds the CEL cost of the rule.
+const IPV4_MAX_LEN: u32 = 15;
+/// The longest IP address (an IPv6 address ending in an IPv4 one: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_MAX_LEN: u32 = 45;
+/// One override per node of the largest cluster Kubernetes supports; bounds the CEL cost of the rules on each.
+const MAX_OVERRIDES: u32 = 5000;
+
 /// Cluster-wide BGP settings. Exactly one object, named `default`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -27,13 +42,15 @@ pub struct BgpConfSpec {
     pub asn: u32,
     /// BGP identifier. Default: each node's first IPv4 InternalIP. Set per rack in `overrides` if needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"))]
+    #[schemars(length(max = IPV4_MAX_LEN))]
+    #[x_kube(validation = Rule::new(IPV4).message(ROUTER_ID_MESSAGE))]
     pub router_id: Option<String>,
     /// Graceful restart (RFC 4724) as the restarting speaker: routers keep Herald's routes across an agent restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful_restart: Option<GracefulRestart>,
     /// Per-rack settings: the first override whose nodeSelector matches a node applies to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_OVERRIDES))]
     pub overrides: Vec<BgpConfOverride>,
 }
 
@@ -59,7 +76,7 @@ fn default_restart_time() -> u16 {
 }
 
 /// Settings for the nodes of one rack.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BgpConfOverride {
     /// Nodes this override applies to.
@@ -70,6 +87,8 @@ pub struct BgpConfOverride {
     pub asn: Option<u32>,
     /// BGP identifier for these nodes (only sensible with a selector matching one node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = IPV4_MAX_LEN))]
+    #[x_kube(validation = Rule::new(IPV4).message(ROUTER_ID_MESSAGE))]
     pub router_id: Option<String>,
 }
 
@@ -103,9 +122,29 @@ pub struct BgpConfStatus {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+// herald_bgp's PeerConfig::validate: the session's local address is of the router's family. A rule on the spec, as
+// it reads two fields; the error names sourceAddress without quoting a value, so the message quotes both.
+#[x_kube(validation = Rule::new(
+    "!has(self.sourceAddress) || !isIP(self.address) || !isIP(self.sourceAddress) \
+     || ip(self.sourceAddress).family() == ip(self.address).family()"
+)
+.message(Message::Expression(concat!(
+    r#""sourceAddress " + self.sourceAddress + " and address " + self.address"#,
+    r#" + " are of different IP families: give a source address of the router's family, or leave it out""#
+).into()))
+.field_path(".sourceAddress"))]
 pub struct BgpPeerSpec {
     /// The router's address.
-    #[schemars(length(min = 2, max = 45), regex(pattern = r"^[0-9A-Fa-f:.]+$"))]
+    #[schemars(length(min = 2, max = IP_MAX_LEN))]
+    #[x_kube(
+        validation = Rule::new("isIP(self)")
+            .message("not an IP address: give the router's address, e.g. 192.0.2.1 or 2001:db8::1"),
+        validation = Rule::new(
+            "!isIP(self) || !(ip(self).isUnspecified() || cidr('224.0.0.0/4').containsIP(self) \
+             || cidr('ff00::/8').containsIP(self))"
+        )
+        .message("the unspecified address or a multicast address, not a router's: give the router's unicast address")
+    )]
     pub address: String,
     /// The router's AS number.
     #[schemars(range(min = 1, max = 4294967295u32))]
@@ -120,6 +159,10 @@ pub struct BgpPeerSpec {
     pub port: u16,
     /// Local address to connect from (and default next hop); default: the route's source address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = IP_MAX_LEN))]
+    #[x_kube(validation = Rule::new("isIP(self)").message(
+        "not an IP address: give an address of the node to connect from, e.g. 192.0.2.11, or leave it out"
+    ))]
     pub source_address: Option<String>,
     /// Hold time in seconds: 0 (no keepalives) or at least 3 (RFC 4271 §4.2). Default 90.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +186,7 @@ pub struct BgpPeerSpec {
     pub ebgp_multihop: Option<u8>,
     /// Address families to announce; default both.
     #[serde(default = "default_families")]
+    #[schemars(length(min = 1))]
     pub families: Vec<AddressFamily>,
     /// Graceful restart towards this peer; default: `BgpConf` setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]

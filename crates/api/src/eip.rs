@@ -2,8 +2,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+
+use crate::cel_rule;
 
 /// How many `status.announcers` entries an Eip shows at most; the rest are counted in `announcersOmitted`.
 pub const MAX_STATUS_ANNOUNCERS: usize = 64;
@@ -30,7 +32,7 @@ pub const MAX_STATUS_ANNOUNCERS: usize = 64;
 pub struct EipSpec {
     /// Addresses of the pool: CIDRs (`192.0.2.0/24`, `2001:db8::/120`), ranges (`192.0.2.10-192.0.2.20`) or single
     /// IPs; IPv4 and IPv6 may mix. CIDRs exclude their network and broadcast addresses, except /31, /32, /127, /128.
-    #[schemars(length(min = 1, max = 1024), inner(length(min = 1, max = 128), regex(pattern = ADDRESS_PATTERN)))]
+    #[schemars(schema_with = "addresses_schema")]
     pub addresses: Vec<String>,
     /// How the addresses are announced: `layer2` (ARP/NDP from one node per IP) or `bgp` (every eligible node).
     #[serde(default)]
@@ -51,6 +53,7 @@ pub struct EipSpec {
     /// Namespaces whose Services may use this pool (with `namespaceSelector`: either matches). Empty and no selector:
     /// every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(max = 63)))]
     pub namespaces: Vec<String>,
     /// Namespaces (by label) whose Services may use this pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,8 +69,68 @@ pub struct EipSpec {
     pub bgp: Option<EipBgp>,
 }
 
-/// Accepts an IPv4/IPv6 address, CIDR or `A-B` range; the allocator gives the precise error for anything else.
-pub const ADDRESS_PATTERN: &str = r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$";
+/// The most entries `spec.addresses` may list.
+pub const MAX_ADDRESSES: usize = 1024;
+/// The longest entry of `spec.addresses` (the longest IPv6 range is 79 characters).
+pub const MAX_ADDRESS_ENTRY: usize = 128;
+
+/// `spec.addresses`, with CEL rules on each entry: the API server refuses what `herald_ipam::parse_entry` refuses,
+/// naming the entry (`spec.addresses[2]: Invalid value: "fish": ...`). Never stricter than `parse_entry`, except
+/// for spellings CEL's `ip()`/`cidr()` refuse and no pool needs: IPv4-mapped IPv6 (`::ffff:192.0.2.1`, never
+/// allocated anyway), leading zeros (`010.0.0.0/8`, `/08`) and spaces around the whole entry. One check stays with
+/// the allocator: CEL cannot order IPv6 addresses, so a reversed IPv6 range is reported in the Eip's status.
+fn addresses_schema(_: &mut SchemaGenerator) -> Schema {
+    // An entry holding `-` and no `/` is a range `FIRST-LAST`; parse_entry splits at the first `-` and trims both ends.
+    const FIRST: &str = "self.split('-', 2)[0].trim()";
+    const LAST: &str = "self.split('-', 2)[1].trim()";
+    let range = format!("!self.contains('/') && self.contains('-') && isIP({FIRST}) && isIP({LAST})");
+    // An IPv4 address as a number, from its four decimal octets (isIP refuses leading zeros and values above 255).
+    let ipv4_value = |addr: &str| {
+        let octet = |i: usize| format!("int({addr}.split('.')[{i}])");
+        format!(
+            "{} * 16777216 + {} * 65536 + {} * 256 + {}",
+            octet(0),
+            octet(1),
+            octet(2),
+            octet(3)
+        )
+    };
+    let rules = [
+        cel_rule(
+            format!(
+                "self.contains('/') ? isCIDR(self) : self.contains('-') ? isIP({FIRST}) && isIP({LAST}) : isIP(self)"
+            ),
+            "not a CIDR, range or IP: write e.g. 192.0.2.0/24, 192.0.2.10-192.0.2.20 or 2001:db8::1",
+        ),
+        cel_rule(
+            "!self.contains('/') || !isCIDR(self) || cidr(self) == cidr(self).masked()",
+            "host bits are set past the prefix length: write the network address (192.0.2.0/24, not 192.0.2.5/24)",
+        ),
+        cel_rule(
+            format!("!({range}) || ip({FIRST}).family() == ip({LAST}).family()"),
+            "the range mixes IPv4 and IPv6: give each family its own entry",
+        ),
+        cel_rule(
+            format!(
+                "!({range}) || ip({FIRST}).family() != 4 || ip({LAST}).family() != 4 || {} <= {}",
+                ipv4_value(FIRST),
+                ipv4_value(LAST)
+            ),
+            "the range is reversed (first address above last): write it low-high, e.g. 192.0.2.10-192.0.2.20",
+        ),
+    ];
+    json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_ADDRESSES,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ADDRESS_ENTRY,
+            "x-kubernetes-validations": rules,
+        },
+    })
+}
 
 /// An empty pool with the defaults a user gets by leaving fields out.
 impl Default for EipSpec {
@@ -118,15 +181,53 @@ impl std::fmt::Display for Protocol {
 pub struct EipBgp {
     /// Standard communities, `ASN:VALUE` (e.g. `64512:100`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = r"^[0-9]{1,5}:[0-9]{1,5}$")))]
+    #[schemars(schema_with = "communities_schema")]
     pub communities: Vec<String>,
     /// Large communities (RFC 8092), `GLOBAL:LOCAL1:LOCAL2`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = r"^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$")))]
+    #[schemars(schema_with = "large_communities_schema")]
     pub large_communities: Vec<String>,
     /// LOCAL_PREF for iBGP sessions (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_pref: Option<u32>,
+}
+
+/// More communities than one UPDATE carries (4096 bytes, RFC 4271 §4; Herald does not negotiate RFC 8654): a bound
+/// for the CEL cost of the rules on each entry that refuses no list that could be announced.
+const MAX_COMMUNITIES: usize = 1024;
+
+/// `spec.bgp.communities`: each entry as `herald_bgp::rib::parse_community` reads it (both parts 0-65535). The
+/// announcer skips an entry it cannot read; the API server refuses it instead.
+fn communities_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": MAX_COMMUNITIES,
+        "items": {
+            "type": "string",
+            "maxLength": 11,
+            "x-kubernetes-validations": [cel_rule(
+                "self.matches('^[0-9]{1,5}:[0-9]{1,5}$') && self.split(':').all(p, int(p) <= 65535)",
+                "not a community: write ASN:VALUE with both parts 0-65535, e.g. 64512:100",
+            )],
+        },
+    })
+}
+
+/// `spec.bgp.largeCommunities`: each entry as `herald_bgp::rib::parse_large_community` reads it (three parts,
+/// each 0-4294967295).
+fn large_communities_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": MAX_COMMUNITIES,
+        "items": {
+            "type": "string",
+            "maxLength": 32,
+            "x-kubernetes-validations": [cel_rule(
+                "self.matches('^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$') && self.split(':').all(p, int(p) <= 4294967295)",
+                "not a large community (RFC 8092): write GLOBAL:DATA1:DATA2, each 0-4294967295, e.g. 64512:1:2",
+            )],
+        },
+    })
 }
 
 /// What the allocator and the announcers report about a pool. Bounded in size however many IPs are used.

@@ -16,7 +16,9 @@ pub mod text;
 pub use bgp::{BgpConf, BgpConfSpec, BgpConfStatus, BgpPeer, BgpPeerSpec, BgpPeerStatus};
 pub use eip::{Eip, EipSpec, EipStatus, Protocol};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// Errors of this crate.
@@ -32,7 +34,48 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every CustomResourceDefinition Herald needs, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Eip::crd(), BgpConf::crd(), BgpPeer::crd()]
+    let mut crds = vec![Eip::crd(), BgpConf::crd(), BgpPeer::crd()];
+    let schemas = crds
+        .iter_mut()
+        .flat_map(|crd| crd.spec.versions.iter_mut())
+        .filter_map(|v| v.schema.as_mut()?.open_api_v3_schema.as_mut());
+    schemas.for_each(drop_unsigned_formats);
+    crds
+}
+
+/// schemars writes `format: uint8` ... `uint64` for unsigned fields; Kubernetes knows only `int32` and `int64` and
+/// warns on every apply of the CRD (`unrecognized format "uint64"`). The `minimum`/`maximum` bounds stay and say
+/// the same.
+fn drop_unsigned_formats(schema: &mut JSONSchemaProps) {
+    if schema.format.as_deref().is_some_and(|f| f.starts_with("uint")) {
+        schema.format = None;
+    }
+    let items: Vec<&mut JSONSchemaProps> = match &mut schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(one)) => vec![one],
+        Some(JSONSchemaPropsOrArray::Schemas(many)) => many.iter_mut().collect(),
+        None => Vec::new(),
+    };
+    let additional = match &mut schema.additional_properties {
+        Some(JSONSchemaPropsOrBool::Schema(one)) => Some(&mut **one),
+        _ => None,
+    };
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(items)
+        .chain(additional)
+        .chain(schema.all_of.iter_mut().flatten())
+        .chain(schema.any_of.iter_mut().flatten())
+        .chain(schema.one_of.iter_mut().flatten())
+        .chain(schema.not.as_deref_mut());
+    children.for_each(drop_unsigned_formats);
+}
+
+/// One `x-kubernetes-validations` entry, for schemas written by hand where `#[x_kube(validation)]` cannot reach
+/// (the items of a list). The API server answers `<field>: Invalid value: "<value>": <message>`.
+pub(crate) fn cel_rule(rule: impl Into<String>, message: &str) -> serde_json::Value {
+    serde_json::json!({"rule": rule.into(), "message": message})
 }
 
 /// schemars writes numeric bounds as floats (`minimum: 1.0`); on integer fields the API server and readers expect

@@ -83,3 +83,143 @@ fn eip_defaults_apply_on_deserialize() {
     assert!(eip.auto_assign);
     assert!(!eip.disable);
 }
+
+/// Every schema node of a CRD's version 0, with its path (`spec.addresses[]`, `spec.bgp.communities[]`).
+fn nodes(crd: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    fn walk(path: String, node: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        out.push((path.clone(), node.clone()));
+        for (name, child) in node["properties"].as_object().into_iter().flatten() {
+            let sep = if path.is_empty() { "" } else { "." };
+            walk(format!("{path}{sep}{name}"), child, out);
+        }
+        if node["items"].is_object() {
+            walk(format!("{path}[]"), &node["items"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        String::new(),
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        &mut out,
+    );
+    out
+}
+
+/// The messages of the CEL rules at `path` of kind `kind`, in order.
+fn rule_messages(kind: &str, path: &str) -> Vec<String> {
+    let crd = crd(kind);
+    let node = nodes(&crd)
+        .into_iter()
+        .find(|(p, _)| p == path)
+        .unwrap_or_else(|| panic!("{kind} has no {path}"))
+        .1;
+    node["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r["message"]
+                .as_str()
+                .or(r["messageExpression"].as_str())
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn no_unsigned_integer_format_is_left() {
+    // Kubernetes knows int32 and int64; the real server warns about uint8..uint64 on every apply.
+    for kind in ["Eip", "BgpConf", "BgpPeer"] {
+        for (path, node) in nodes(&crd(kind)) {
+            let format = node["format"].as_str().unwrap_or("");
+            assert!(!format.starts_with("uint"), "{kind} {path}: format {format}");
+        }
+    }
+    let deployed = std::fs::read_to_string(deployed_path()).expect("read deploy/crds/herald.dev.yaml");
+    assert!(
+        !deployed.contains("format: uint"),
+        "deploy/crds/herald.dev.yaml still has a uint format"
+    );
+    // The bounds stay and say the same.
+    let status = &crd("BgpPeer")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+    assert_eq!(status["properties"]["established"]["minimum"].as_f64(), Some(0.0));
+}
+
+#[test]
+fn cel_rules_sit_on_the_fields_herald_checks() {
+    let starts = |kind: &str, path: &str, expected: &[&str]| {
+        let messages = rule_messages(kind, path);
+        assert_eq!(messages.len(), expected.len(), "{kind} {path}: {messages:?}");
+        for (m, e) in messages.iter().zip(expected) {
+            assert!(m.contains(e), "{kind} {path}: {m:?} does not say {e:?}");
+        }
+    };
+    starts(
+        "Eip",
+        "spec.addresses[]",
+        &[
+            "not a CIDR, range or IP",
+            "host bits are set",
+            "mixes IPv4 and IPv6",
+            "the range is reversed",
+        ],
+    );
+    starts("Eip", "spec.bgp.communities[]", &["not a community"]);
+    starts("Eip", "spec.bgp.largeCommunities[]", &["not a large community"]);
+    starts("BgpConf", "", &["named 'default'"]);
+    starts("BgpConf", "spec.routerId", &["not an IPv4 address"]);
+    starts("BgpConf", "spec.overrides[].routerId", &["not an IPv4 address"]);
+    starts("BgpPeer", "spec", &["different IP families"]);
+    starts("BgpPeer", "spec.address", &["not an IP address", "multicast"]);
+    starts("BgpPeer", "spec.sourceAddress", &["not an IP address"]);
+    starts("BgpPeer", "spec.holdTime", &["0 or at least 3"]);
+    // AS_TRANS is left to the agent (crates/api/src/bgp.rs says why).
+    starts("BgpPeer", "spec.asn", &[]);
+    // The CEL rules replace the patterns, which would add a second, vaguer error for the same value.
+    let eip = crd("Eip");
+    let addresses = &nodes(&eip)
+        .into_iter()
+        .find(|(p, _)| p == "spec.addresses[]")
+        .unwrap()
+        .1;
+    assert!(addresses["pattern"].is_null(), "{addresses}");
+    let peer = crd("BgpPeer");
+    let families = &nodes(&peer).into_iter().find(|(p, _)| p == "spec.families").unwrap().1;
+    assert_eq!(families["minItems"], 1, "the announcer refuses an empty families list");
+}
+
+#[test]
+fn every_cel_rule_has_a_message_and_a_bounded_cost() {
+    // The API server refuses a CRD whose rules' estimated cost exceeds its budget; the estimate is bounded only when
+    // the strings a rule reads have maxLength and every list above it has maxItems.
+    for kind in ["Eip", "BgpConf", "BgpPeer"] {
+        let all = nodes(&crd(kind));
+        for (path, node) in &all {
+            let Some(rules) = node["x-kubernetes-validations"].as_array() else {
+                continue;
+            };
+            for rule in rules {
+                assert!(
+                    rule["message"].is_string() || rule["messageExpression"].is_string(),
+                    "{kind} {path}: rule without a message: {rule}"
+                );
+            }
+            if node["type"] == "string" {
+                assert!(
+                    node["maxLength"].is_u64(),
+                    "{kind} {path}: a rule on a string without maxLength"
+                );
+            }
+            // Every list on the way down: `a[].b[]` has the lists `a` and `a[].b`.
+            for (i, _) in path.match_indices("[]") {
+                let list = &path[..i];
+                let list_node = &all.iter().find(|(p, _)| p == list).unwrap().1;
+                assert!(
+                    list_node["maxItems"].is_u64(),
+                    "{kind} {path}: list {list} has no maxItems"
+                );
+            }
+        }
+    }
+}

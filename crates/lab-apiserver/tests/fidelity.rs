@@ -30,10 +30,6 @@ const DOCUMENTED: &[(&str, &str)] = &[
         "YAML request bodies are refused (415): neither kube-rs nor kubectl sends them",
     ),
     (
-        "kubectl apply -f deploy/crds (warnings)",
-        "no warnings for the uint formats of Herald's CRD schemas, which both servers accept and ignore",
-    ),
-    (
         "eip: schema validation",
         "custom resources are pruned and defaulted, not validated: the lab accepts more; tier 3 runs on the real server",
     ),
