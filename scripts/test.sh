@@ -4,9 +4,11 @@
 #   2. cargo fmt --check and cargo clippy -D warnings,
 #   3. every test tier with cargo-nextest: pure unit/property/golden tests, tests against lab-apiserver,
 #      and (as root) the network-namespace tests with real clients and routers,
-#   4. with HERALD_TEST_KUBE=1: the agent-level allocator and agent tests and (as root) the Layer 2 failover and agent
-#      BGP suites again, against the real kube-apiserver + etcd of scripts/kube-apiserver.sh
-#      (HERALD_TEST_APISERVER=kube). Not yet part of CI: it has not had an end-to-end CI rehearsal (docs/testing.md).
+#   4. the agent-level allocator and agent tests, the CRD validation tests and (as root) the Layer 2 failover and
+#      agent BGP suites again, against the real kube-apiserver + etcd of scripts/kube-apiserver.sh
+#      (HERALD_TEST_APISERVER=kube), then the RBAC audit of the agents' requests against deploy/herald.yaml.
+#      On by default for a full run when Go can build the server (HERALD_TEST_KUBE=0 leaves it out; =1, as in CI,
+#      requires it).
 # Usage: scripts/test.sh [extra nextest arguments, e.g. a test filter]
 # With HERALD_TEST_KUBE=1 and extra arguments, step 4 runs with those arguments instead of its own selection.
 # See docs/testing.md.
@@ -89,13 +91,16 @@ HERALD_TEST_APISERVER=$main_apiserver nextest_run "$@"
 # The suites that talk to an API server, again against the real one: RBAC of deploy/herald.yaml enforced (the agents
 # run as its ServiceAccount), CRD schemas, the real watch and Events. Each test starts its own kube-apiserver + etcd
 # (about 3 s). The binaries are built once per pin from the Go module proxy (minutes; cached after).
-KUBE_TESTS='binary_id(herald::allocator) | binary_id(herald::agent)'
+KUBE_TESTS='binary_id(herald::allocator) | binary_id(herald::agent) | binary_id(herald::crd_validation)'
 KUBE_TESTS+=' | binary_id(herald-netns-tests::l2_failover) | binary_id(herald-netns-tests::agent_bgp)'
-kube_pass=${HERALD_TEST_KUBE:-0}
+# Default: on for a full run, off when a filter chose some tests (HERALD_TEST_KUBE=1 runs that filter against both).
+default_kube=1
+[ $# -eq 0 ] || default_kube=0
+kube_pass=${HERALD_TEST_KUBE:-$default_kube}
 if [ "$main_apiserver" = kube ]; then
   log "HERALD_TEST_APISERVER=kube: everything above ran against the real kube-apiserver already"
 elif [ "$kube_pass" != 1 ]; then
-  log "skipping the kube-apiserver pass (HERALD_TEST_KUBE=1 runs it)"
+  log "skipping the kube-apiserver pass (HERALD_TEST_KUBE=$kube_pass)"
 elif ! command -v go >/dev/null && { [ -z "${KUBE_APISERVER_BIN:-}" ] || [ -z "${ETCD_BIN:-}" ]; }; then
   why="Go 1.26+ (to build kube-apiserver and etcd: scripts/kube-apiserver.sh build) or KUBE_APISERVER_BIN and ETCD_BIN"
   # Asked for (HERALD_TEST_KUBE=1), it must run.
@@ -111,8 +116,18 @@ else
     log "HERALD_TEST_APISERVER=kube cargo nextest run ${kube_args[*]}" \
       "(against the real $("$KUBE_APISERVER_BIN" --version 2>/dev/null || echo kube-apiserver))"
     kube_start=$SECONDS
-    HERALD_TEST_APISERVER=kube nextest_run "${kube_args[@]}"
+    # Each real server records its agents' requests here (from its audit log) for the RBAC audit below.
+    audit_dir=$(mktemp -d /tmp/herald-rbac-audit.XXXXXX)
+    HERALD_RBAC_AUDIT_DIR=$audit_dir HERALD_TEST_APISERVER=kube nextest_run "${kube_args[@]}"
     log "the kube-apiserver pass took $((SECONDS - kube_start)) s"
+    # Least privilege, kept: every request of the agents granted by deploy/herald.yaml, every grant used. Only after
+    # the whole selection (a filtered run does not use every grant).
+    if [ $# -eq 0 ]; then
+      log "RBAC audit: the agents' requests in the audit logs against deploy/herald.yaml"
+      cargo run -q --locked -p herald-netns-tests --bin rbac-audit -- --audit-dir "$audit_dir" \
+        --manifest deploy/herald.yaml || status=1
+    fi
+    rm -rf "$audit_dir"
   else
     log "ERROR: scripts/kube-apiserver.sh build failed"
     status=1

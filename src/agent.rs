@@ -110,13 +110,28 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     allocator::gc::validate_gc_after(args.lease_gc_after, args.takeover_after).map_err(anyhow::Error::msg)?;
     let instance = args.instance_id.clone().unwrap_or_else(Identity::random_instance_id);
     let identity = Identity::new(&args.node_name, &instance).context("invalid --node-name or --instance-id")?;
-    let client = kube::Client::try_default()
+    let metrics = Metrics::new();
+    let config = kube::Config::infer()
         .await
         .context("cannot build a Kubernetes client: run in a cluster, or set KUBECONFIG")?;
-    let version = client
-        .apiserver_version()
-        .await
-        .context("the Kubernetes API server does not answer")?;
+    // Every response's status goes to `metrics.credentials`: a rejected token shows on /readyz and in the log.
+    let client = metrics
+        .credentials
+        .client(config)
+        .context("cannot build a Kubernetes client")?;
+    let cancel = CancellationToken::new();
+    // Served from the start: /healthz answers (no restart loop) and /readyz says not ready while the API server is
+    // unreachable or refuses this agent.
+    let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone(), cancel.clone()));
+    let version = tokio::select! {
+        version = first_contact(&client) => version,
+        _ = shutdown_signal() => {
+            info!("stopping before the API server answered");
+            cancel.cancel();
+            let _ = server.await;
+            return Ok(());
+        }
+    };
     info!(node = %args.node_name, instance, api = %version.git_version, "herald agent starting");
     // Every Lease lives in this namespace; without it nothing can be elected, so say so instead of idling.
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
@@ -129,10 +144,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         Err(e) => warn!(namespace = %args.namespace, error = %e, "cannot check the Lease namespace; continuing"),
     }
 
-    let cancel = CancellationToken::new();
-    let metrics = Metrics::new();
     let shared = SharedStores::start(&client, &cancel);
-    let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone(), cancel.clone()));
 
     let timing = LeaderTiming {
         lease_duration: args.allocator_lease_duration,
@@ -223,6 +235,33 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let _ = server.await;
     info!("stopped");
     Ok(())
+}
+
+/// The API server's version, asked until it answers: an agent whose API server is down, or refuses its credentials,
+/// at start waits for it (not ready) instead of exiting into a restart loop. Backs off from 1 s to 30 s.
+async fn first_contact(client: &kube::Client) -> k8s_openapi::apimachinery::pkg::version::Info {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1u32;
+    loop {
+        match client.apiserver_version().await {
+            Ok(version) => {
+                if attempt > 1 {
+                    info!(attempts = attempt, "the API server answers");
+                }
+                return version;
+            }
+            Err(e) => warn!(
+                error = %e,
+                attempt,
+                retry_in = ?delay,
+                "the Kubernetes API server does not answer this agent yet (down, unreachable, or refusing its \
+                 credentials); retrying"
+            ),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+        attempt += 1;
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

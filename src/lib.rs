@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod allocator;
 pub mod announcer;
+pub mod credentials;
 pub mod events;
 pub mod logging;
 pub mod metrics;

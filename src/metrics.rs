@@ -19,6 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::credentials::Credentials;
+
 /// Labels of write counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
@@ -199,6 +201,8 @@ pub struct Metrics {
     pub allocator: Arc<AllocatorMetrics>,
     /// Announcer metrics.
     pub announcer: Arc<AnnouncerMetrics>,
+    /// Whether the API server accepts the agent's credentials (not ready while it does not).
+    pub credentials: Arc<Credentials>,
     ready: AtomicBool,
 }
 
@@ -237,10 +241,23 @@ impl Metrics {
             announcer.desired.clone(),
         );
         registry.register_collector(Box::new(announcer.clone()));
+        let credentials = Arc::new(Credentials::default());
+        let api = registry.sub_registry_with_prefix("api");
+        api.register(
+            "credentials_rejected",
+            "1 while the API server rejects the agent's credentials (401 Unauthorized: token revoked or expired)",
+            credentials.rejected_gauge.clone(),
+        );
+        api.register(
+            "unauthorized_responses",
+            "API responses 401 Unauthorized",
+            credentials.unauthorized.clone(),
+        );
         Arc::new(Self {
             registry,
             allocator,
             announcer,
+            credentials,
             ready: AtomicBool::new(false),
         })
     }
@@ -274,7 +291,12 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn readyz_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.ready.load(Ordering::Relaxed) {
+    if m.credentials.rejected() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the API server rejects this agent's credentials (401 Unauthorized)",
+        )
+    } else if m.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

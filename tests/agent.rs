@@ -222,3 +222,90 @@ async fn an_agent_started_beside_unreadable_objects_is_ready_and_serves_everythi
     }
     assert!(c.alive(agent));
 }
+
+/// Against the real kube-apiserver only (lab-apiserver authenticates nobody): an agent whose ServiceAccount token is
+/// revoked (the Secret it is bound to deleted) says so once in its log, reports not ready on `/readyz`, keeps running
+/// (no restart loop) and keeps its Service's IP; with a fresh token in its token file it is ready again without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_makes_the_agent_not_ready_without_a_restart_loop() {
+    let mut c = Cluster::start().await;
+    let Some(kube) = c.kube() else {
+        eprintln!(
+            "skipped: needs the real kube-apiserver (HERALD_TEST_APISERVER=kube); lab-apiserver has no authentication"
+        );
+        return;
+    };
+    let secret = "agent-token-binding";
+    let kubeconfig = kube.bound_token_kubeconfig(secret).unwrap();
+    let token_file = kube.dir().join(format!("token-{secret}"));
+    c.kubeconfig = kubeconfig;
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29"]}))).await;
+    c.create_service(lb_service("default", "web", json!({}))).await;
+    let addr = free_port();
+    let agent = c.agent("n1", &["--metrics-addr", &addr.to_string()]);
+    let ip = eventually(Duration::from_secs(30), || async {
+        let svc = c.services("default").get("web").await.ok()?;
+        ingress_ips(&svc).into_iter().next()
+    })
+    .await
+    .unwrap_or_else(|| panic!("the Service got an IP:\n{}", c.log(agent, "n1")));
+    let ready = eventually(Duration::from_secs(30), || async {
+        (http_status(addr, "/readyz") == Some(200)).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready with a valid token:\n{}", c.log(agent, "n1"));
+
+    c.kube()
+        .unwrap()
+        .kubectl(&["delete", "secret", secret, "-n", "herald-system"], None)
+        .unwrap();
+    let not_ready = eventually(Duration::from_secs(30), || async {
+        (http_status(addr, "/readyz") == Some(503)).then_some(())
+    })
+    .await;
+    assert!(
+        not_ready.is_some(),
+        "not ready once the token is revoked:\n{}",
+        c.log(agent, "n1")
+    );
+    // Long enough for many failed lease renewals (four a second) and a restart loop, were there one.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(c.alive(agent), "a revoked token never stops the agent");
+    assert_eq!(
+        http_status(addr, "/healthz"),
+        Some(200),
+        "alive: no liveness-probe restart either"
+    );
+    assert_eq!(http_status(addr, "/readyz"), Some(503));
+    let log = c.log(agent, "n1");
+    let said = log
+        .lines()
+        .filter(|l| l.contains("rejects this agent's credentials (401 Unauthorized)"))
+        .count();
+    assert_eq!(said, 1, "said once, clearly:\n{log}");
+    let failures = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("lease operation failed"))
+        .count();
+    assert!(
+        failures <= 4,
+        "failed lease operations are summarised, not logged one by one ({failures} lines):\n{log}"
+    );
+    let svc = c.services("default").get("web").await.unwrap();
+    assert_eq!(ingress_ips(&svc), [ip], "the Service keeps its IP");
+
+    // A fresh token in the file (as the kubelet rotates a projected token): read anew within about a minute.
+    c.kube().unwrap().write_bound_token(secret, &token_file).unwrap();
+    let ready_again = eventually(Duration::from_secs(150), || async {
+        (http_status(addr, "/readyz") == Some(200)).then_some(())
+    })
+    .await;
+    assert!(
+        ready_again.is_some(),
+        "ready again with a fresh token, without a restart:\n{}",
+        c.log(agent, "n1")
+    );
+    assert!(c.log(agent, "n1").contains("accepts this agent's credentials again"));
+    assert!(c.alive(agent));
+}

@@ -73,6 +73,8 @@ pub struct ClusterOptions {
     pub agent_args: Vec<String>,
     /// `RUST_LOG` of the agents (`info`, or `HERALD_TEST_AGENT_LOG` when set, to debug a failing test).
     pub rust_log: String,
+    /// The API server; `None`: the one `HERALD_TEST_APISERVER` chooses (a benchmark runs both side by side).
+    pub apiserver: Option<ApiServerKind>,
 }
 
 impl Default for ClusterOptions {
@@ -81,6 +83,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             agent_args: Vec::new(),
             rust_log: std::env::var("HERALD_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            apiserver: None,
         }
     }
 }
@@ -269,7 +272,8 @@ impl Cluster {
             });
         }
 
-        let apiserver = match ApiServer::start(&mut lab, &api, API_IP, API_PORT) {
+        let kind = options.apiserver.unwrap_or_else(ApiServerKind::from_env);
+        let apiserver = match ApiServer::start_kind(kind, &mut lab, &api, API_IP, API_PORT) {
             Ok(apiserver) => apiserver,
             Err(e) => {
                 lab.mark_failed();

@@ -417,3 +417,5 @@ pub mod l2;
 pub mod bgp;
 
 pub mod cluster;
+
+pub mod rbac;

@@ -398,6 +398,22 @@ fn api_outage_with_hold_loses_no_probe() {
             "{ip}: ownership changed across the outage"
         );
     }
+    // No Service lost or changed its IP: the allocator's leader resumed from its watches, not from scratch.
+    let names: Vec<String> = (0..owners.len()).map(|i| format!("web{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut after: Vec<IpAddr> = c
+        .wait_service_ips(&refs, Duration::from_secs(5))
+        .unwrap()
+        .into_values()
+        .flatten()
+        .collect();
+    let mut before: Vec<IpAddr> = owners.iter().map(|(ip, _)| *ip).collect();
+    after.sort();
+    before.sort();
+    assert_eq!(
+        after, before,
+        "every Service keeps its IP across the API server restart"
+    );
 }
 
 #[test]

@@ -136,6 +136,11 @@ impl Cluster {
         self.agents.len() - 1
     }
 
+    /// The real kube-apiserver, when the test runs against it (`HERALD_TEST_APISERVER=kube`).
+    pub fn kube(&self) -> Option<&KubeApiServer> {
+        self.kube.as_ref()
+    }
+
     /// Sends a signal to agent `i` and waits for it to exit.
     pub fn stop(&mut self, i: usize, signal: &str) {
         if let Some(mut child) = self.agents[i].take() {

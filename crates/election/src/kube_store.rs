@@ -58,7 +58,7 @@ impl KubeLeaseStore {
 }
 
 /// Maps API errors: 404 → NotFound (Conflict for a replace: the object we read is gone), 409 → AlreadyExists on
-/// create / Conflict on replace, 429/5xx/transport → Unavailable, other 4xx → Rejected.
+/// create / Conflict on replace, 401/429/5xx/transport → Unavailable, other 4xx → Rejected.
 fn map_error(name: &str, what: &'static str, e: kube::Error) -> StoreError {
     let name = name.to_owned();
     match e {
@@ -67,6 +67,14 @@ fn map_error(name: &str, what: &'static str, e: kube::Error) -> StoreError {
             404 => StoreError::NotFound { name },
             409 if what == "create" => StoreError::AlreadyExists { name },
             409 => StoreError::Conflict { name },
+            // Authentication, not authorization: the token was revoked or expired, or its ServiceAccount deleted.
+            // The agent cannot use the API at all, as in an outage; the client reads a rotated token file anew.
+            401 => StoreError::Unavailable {
+                reason: format!(
+                    "{what} lease {name}: 401 Unauthorized: the API server does not accept this agent's credentials \
+                     (ServiceAccount token revoked or expired?)"
+                ),
+            },
             429 | 500..=599 => StoreError::Unavailable {
                 reason: format!("{what} lease {name}: {} {}", status.code, status.message),
             },
@@ -249,5 +257,11 @@ mod tests {
             map_error("x", "replace", api(403)),
             StoreError::Rejected { .. }
         ));
+        let e = map_error("x", "replace", api(401));
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("does not accept this agent's credentials"),
+            "{e}"
+        );
     }
 }

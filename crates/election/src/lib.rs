@@ -18,6 +18,7 @@ pub mod identity;
 pub mod kube_store;
 pub mod leader;
 pub mod lease;
+pub mod log_throttle;
 pub mod memory;
 pub mod metrics;
 pub mod naming;

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::identity::{Identity, holder_node};
 use crate::leader::{LeaderLockCore, LeaderTiming, LockAction};
 use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
+use crate::log_throttle::{LogThrottle, OnFailure};
 use crate::metrics::{ElectionMetrics, MetricsSnapshot};
 use crate::naming;
 use crate::ownership::{Action, IpDesire, OpId, OutagePolicy, OwnershipCore};
@@ -115,6 +116,7 @@ impl OwnershipAgent {
             metrics: Arc::clone(&metrics),
             cancel: cancel.clone(),
             ip_ops: Arc::new(tokio::sync::Semaphore::new(IP_OPS_IN_FLIGHT)),
+            failures: LogThrottle::new(FAILURE_LOG_INTERVAL),
         };
         let join = tokio::spawn(task.run());
         Ok((
@@ -197,6 +199,8 @@ struct OwnershipTask<S, A> {
     cancel: CancellationToken,
     /// Bounds IP-lease operations in flight; node-lease operations never wait on it.
     ip_ops: Arc<tokio::sync::Semaphore>,
+    /// Failed lease operations, logged once and then summarised (they share a cause: the API server).
+    failures: LogThrottle,
 }
 
 type OpResult = (OpId, String, Result<LeaseRecord, StoreError>);
@@ -318,16 +322,20 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
         }
     }
 
-    fn count(&self, name: &str, result: &Result<LeaseRecord, StoreError>) {
+    fn count(&mut self, name: &str, result: &Result<LeaseRecord, StoreError>) {
         match result {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Ok(_) | Err(StoreError::NotFound { .. }) => {
+                if let Some(failures) = self.failures.success() {
+                    info!(lease = name, failures, "lease operations succeed again");
+                }
+            }
             Err(e) if e.is_lost_race() => {
                 self.metrics.lost_race();
                 debug!(lease = name, "lost a lease race");
             }
             Err(e) => {
                 self.metrics.api_error();
-                warn!(lease = name, error = %e, "lease operation failed");
+                log_failure(&mut self.failures, name, e, "lease operation failed");
             }
         }
     }
@@ -429,6 +437,29 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
 /// Inputs (operation results, watch events) taken in after the one that woke the task, before the next decision
 /// round. Bounded so that timers and commands are still served during a long burst.
 const INPUT_BATCH: usize = 256;
+
+/// While lease operations keep failing, one log line per this interval after the first.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Logs a failed lease operation: the first of a series in full, then a summary per [`FAILURE_LOG_INTERVAL`].
+fn log_failure(throttle: &mut LogThrottle, lease: &str, error: &StoreError, what: &str) {
+    match throttle.failure(Instant::now()) {
+        OnFailure::First => warn!(
+            lease,
+            error = %error,
+            "{what} (while failures go on, one line per {} s)",
+            FAILURE_LOG_INTERVAL.as_secs()
+        ),
+        OnFailure::Summary { failures } => warn!(
+            lease,
+            error = %error,
+            failures,
+            "{what}: still failing ({failures} failures in the last {} s; the latest is shown)",
+            FAILURE_LOG_INTERVAL.as_secs()
+        ),
+        OnFailure::Quiet => debug!(lease, error = %error, "{what}"),
+    }
+}
 
 /// IP-lease operations in flight at once per agent. A burst (a thousand new Services, a mass takeover) must not
 /// starve the node-lease renew, whose lateness would itself look like a liveness gap.
@@ -577,6 +608,7 @@ async fn run_leader<S: LeaseStore>(
     let timeout = config.timing.renew_deadline / 2;
     let mut ops: JoinSet<(OpId, Result<LeaseRecord, StoreError>)> = JoinSet::new();
     let mut stop_deadline: Option<Instant> = None;
+    let mut failures = LogThrottle::new(FAILURE_LOG_INTERVAL);
     loop {
         let now = Instant::now();
         // Step down (cancel the term) before any release write is sent.
@@ -624,11 +656,15 @@ async fn run_leader<S: LeaseStore>(
             }
             Some(done) = ops.join_next() => match done {
                 Ok((op, result)) => {
-                    if let Err(e) = &result
-                        && !e.is_lost_race()
-                        && !matches!(e, StoreError::NotFound { .. })
-                    {
-                        warn!(lease, error = %e, "leader lease operation failed");
+                    match &result {
+                        Err(e) if !e.is_lost_race() && !matches!(e, StoreError::NotFound { .. }) => {
+                            log_failure(&mut failures, lease, e, "leader lease operation failed");
+                        }
+                        _ => {
+                            if let Some(failures) = failures.success() {
+                                info!(lease, failures, "leader lease operations succeed again");
+                            }
+                        }
                     }
                     core.op_done(Instant::now(), op, result);
                 }

@@ -5,10 +5,13 @@
 //!
 //! ```text
 //! cargo run --release -p herald-netns-tests --bin failover-bench -- [--runs 20] [--load-seconds 20] [--sizes 1,100,1000]
-//!     [--only crash,tuned,handover,create,load]
+//!     [--only crash,tuned,handover,create,load] [--apiservers lab,kube]
 //! ```
 //!
-//! Topology: `herald_netns_tests::cluster` (lab-apiserver, 3 nodes, a client). The client probes the Service IP
+//! Topology: `herald_netns_tests::cluster` (3 nodes, a client; lab-apiserver, or the real kube-apiserver with
+//! `HERALD_TEST_APISERVER=kube`). With `--apiservers lab,kube` every part runs on one cluster per server, both up at
+//! once and their runs interleaved (one event on the first, one on the second, ...), so the machine's noise falls on
+//! both sides alike. The client probes the Service IP
 //! every 20 ms with `arping`; `tcpdump` on the client records each probe and answer (kernel timestamps). The gap is
 //! the longest time between two answers around the event. Prints Markdown tables.
 
@@ -17,6 +20,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use herald_netns_tests::cluster::kube::ApiServerKind;
 use herald_netns_tests::cluster::{Cluster, ClusterOptions, Frame, ServiceSpec, epoch_now, percentile, settle};
 use herald_netns_tests::{require, wait_for};
 
@@ -61,12 +65,56 @@ struct Args {
     /// Only these parts (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
+    /// The API servers to compare, side by side (default: the one `HERALD_TEST_APISERVER` chooses).
+    #[arg(long, value_delimiter = ',')]
+    apiservers: Vec<Server>,
+}
+
+/// An API server to run the benchmark against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Server {
+    /// lab-apiserver.
+    Lab,
+    /// The real kube-apiserver (+ etcd) of scripts/kube-apiserver.sh.
+    Kube,
+}
+
+fn kind_name(kind: ApiServerKind) -> &'static str {
+    match kind {
+        ApiServerKind::Lab => "lab-apiserver",
+        ApiServerKind::Kube => "kube-apiserver",
+    }
+}
+
+/// One cluster per API server, with these agent flags.
+fn clusters(name: &str, agent_args: &[&str], kinds: &[ApiServerKind]) -> Result<Vec<(ApiServerKind, Cluster)>> {
+    kinds
+        .iter()
+        .map(|&kind| {
+            let options = ClusterOptions {
+                apiserver: Some(kind),
+                ..ClusterOptions::with_args(agent_args)
+            };
+            Ok((kind, Cluster::start(name, &options)?))
+        })
+        .collect()
 }
 
 fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
     let runs = args.runs;
     let wants = |p: Part| args.only.is_empty() || args.only.contains(&p);
+    let kinds: Vec<ApiServerKind> = if args.apiservers.is_empty() {
+        vec![ApiServerKind::from_env()]
+    } else {
+        args.apiservers
+            .iter()
+            .map(|s| match s {
+                Server::Lab => ApiServerKind::Lab,
+                Server::Kube => ApiServerKind::Kube,
+            })
+            .collect()
+    };
     if !require(&["ip", "arping", "tcpdump", "kubectl", "python3", "nft"]) {
         bail!("failover-bench needs root and ip, arping, tcpdump, kubectl, python3, nft");
     }
@@ -76,218 +124,258 @@ fn main() -> Result<()> {
     );
     let mut failover_rows = Vec::new();
     if wants(Part::Crash) {
-        failover_rows.push(failover(
+        failover_rows.extend(failover(
             "defaults (renew 1s, takeover 3s, deadline 2s)",
             &[],
             "KILL",
             runs,
+            &kinds,
         )?);
     }
     if wants(Part::Tuned) {
-        failover_rows.push(failover(
+        failover_rows.extend(failover(
             "tuned (renew 300ms, takeover 1s, deadline 600ms)",
             &TUNED,
             "KILL",
             runs,
+            &kinds,
         )?);
     }
     if wants(Part::Handover) {
-        failover_rows.push(failover("defaults", &[], "TERM", runs)?);
+        failover_rows.extend(failover("defaults", &[], "TERM", runs, &kinds)?);
     }
     if !failover_rows.is_empty() {
-        println!("| event | timings | runs | gap p50 | gap p99 | gap max | dual-answer probes |");
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!("| event | timings | API server | runs | gap p50 | gap p99 | gap max | dual-answer probes |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|");
         for r in &failover_rows {
             println!("{r}");
         }
         println!();
     }
     if wants(Part::Create) {
-        create_to_answer(runs.min(10))?;
+        create_to_answer(runs.min(10), &kinds)?;
     }
     if wants(Part::Load) {
-        api_load(&args.sizes, Duration::from_secs(args.load_seconds))?;
+        api_load(&args.sizes, Duration::from_secs(args.load_seconds), &kinds)?;
     }
     Ok(())
 }
 
-/// `runs` times: kill (`KILL`) or stop (`TERM`) the holder's agent, measure the gap, restart it.
-fn failover(label: &str, agent_args: &[&str], signal: &str, runs: usize) -> Result<String> {
-    let mut c = Cluster::start("failover-bench", &ClusterOptions::with_args(agent_args))?;
-    c.create_services(&[ServiceSpec::v4("web")])?;
-    let ip = c.wait_service_ips(&["web"], Duration::from_secs(30))?["web"][0];
-    let probe = c.probe(ip, PROBE)?;
-    let mut gaps = Vec::new();
-    let mut dual = 0;
+/// `runs` times on each server's cluster, interleaved: kill (`KILL`) or stop (`TERM`) the holder's agent, measure the
+/// gap, restart it. One table row per server.
+fn failover(
+    label: &str,
+    agent_args: &[&str],
+    signal: &str,
+    runs: usize,
+    kinds: &[ApiServerKind],
+) -> Result<Vec<String>> {
+    let mut sides = Vec::new();
+    for (kind, mut c) in clusters("failover-bench", agent_args, kinds)? {
+        c.create_services(&[ServiceSpec::v4("web")])?;
+        let ip = c.wait_service_ips(&["web"], Duration::from_secs(30))?["web"][0];
+        let probe = c.probe(ip, PROBE)?;
+        sides.push((kind, c, ip, probe, Vec::new(), 0));
+    }
     for run in 0..runs {
-        let holder = c.wait_lease_holder(ip, Duration::from_secs(20), |_| true)?;
-        let victim = c.node_index(&holder).context("holder is a lab node")?;
-        let old_mac = c.nodes[victim].mac.clone();
-        probe
-            .wait_answer(epoch_now(), Duration::from_secs(10), |m| m == old_mac)
-            .context("holder answers")?;
-        settle(Duration::from_millis(500));
-        let t = epoch_now();
-        c.signal_agent(victim, signal)?;
-        let new_mac = probe
-            .wait_answer(t, Duration::from_secs(30), |m| m != old_mac)
-            .with_context(|| format!("run {run}: nobody took over from {holder}"))?;
-        settle(Duration::from_millis(300));
-        let s = probe.stats(t - 0.5, epoch_now());
-        eprintln!(
-            "{signal} {label} run {run}: {holder} -> {}: gap {:.0} ms",
-            c.node_of_mac(&new_mac).unwrap_or("?"),
-            s.longest_gap.as_secs_f64() * 1000.0
-        );
-        gaps.push(s.longest_gap.as_secs_f64() * 1000.0);
-        dual += s.double_answered;
-        c.wait_agent_exit(victim, Duration::from_secs(10));
-        c.start_agent(victim)?;
-        c.wait_agent_ready(victim, Duration::from_secs(60))?;
-        // Let the restarted node's liveness lease be seen before the next run.
-        settle(Duration::from_secs(2));
+        for (kind, c, ip, probe, gaps, dual) in &mut sides {
+            let holder = c.wait_lease_holder(*ip, Duration::from_secs(20), |_| true)?;
+            let victim = c.node_index(&holder).context("holder is a lab node")?;
+            let old_mac = c.nodes[victim].mac.clone();
+            probe
+                .wait_answer(epoch_now(), Duration::from_secs(10), |m| m == old_mac)
+                .context("holder answers")?;
+            settle(Duration::from_millis(500));
+            let t = epoch_now();
+            c.signal_agent(victim, signal)?;
+            let new_mac = probe
+                .wait_answer(t, Duration::from_secs(30), |m| m != old_mac)
+                .with_context(|| format!("run {run} ({}): nobody took over from {holder}", kind_name(*kind)))?;
+            settle(Duration::from_millis(300));
+            let s = probe.stats(t - 0.5, epoch_now());
+            eprintln!(
+                "{signal} {label} {} run {run}: {holder} -> {}: gap {:.0} ms",
+                kind_name(*kind),
+                c.node_of_mac(&new_mac).unwrap_or("?"),
+                s.longest_gap.as_secs_f64() * 1000.0
+            );
+            gaps.push(s.longest_gap.as_secs_f64() * 1000.0);
+            *dual += s.double_answered;
+            c.wait_agent_exit(victim, Duration::from_secs(10));
+            c.start_agent(victim)?;
+            c.wait_agent_ready(victim, Duration::from_secs(60))?;
+            // Let the restarted node's liveness lease be seen before the next run.
+            settle(Duration::from_secs(2));
+        }
     }
     let event = if signal == "KILL" {
         "crash (kill -9)"
     } else {
         "clean stop (SIGTERM)"
     };
-    Ok(format!(
-        "| {event} | {label} | {runs} | {:.0} ms | {:.0} ms | {:.0} ms | {dual} |",
-        percentile(&mut gaps, 50.0),
-        percentile(&mut gaps, 99.0),
-        percentile(&mut gaps, 100.0)
-    ))
+    Ok(sides
+        .into_iter()
+        .map(|(kind, _, _, _, mut gaps, dual)| {
+            format!(
+                "| {event} | {label} | {} | {runs} | {:.0} ms | {:.0} ms | {:.0} ms | {dual} |",
+                kind_name(kind),
+                percentile(&mut gaps, 50.0),
+                percentile(&mut gaps, 99.0),
+                percentile(&mut gaps, 100.0)
+            )
+        })
+        .collect())
 }
 
-/// Time from `kubectl apply` of a Service (asking for a known IP) to the first ARP answer for it.
-fn create_to_answer(runs: usize) -> Result<()> {
-    let c = Cluster::start("failover-bench-create", &ClusterOptions::default())?;
-    let mut times = Vec::new();
+/// Time from `kubectl apply` of a Service (asking for a known IP) to the first ARP answer for it, on each server's
+/// cluster in turn.
+fn create_to_answer(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
+    let mut sides: Vec<(ApiServerKind, Cluster, Vec<f64>)> = clusters("failover-bench-create", &[], kinds)?
+        .into_iter()
+        .map(|(kind, c)| (kind, c, Vec::new()))
+        .collect();
     for run in 0..runs {
-        let ip: IpAddr = format!("192.0.2.{}", 200 + run).parse()?;
-        let probe = c.probe(ip, Duration::from_millis(10))?;
-        settle(Duration::from_millis(300));
-        let name = format!("new{run}");
-        let t = epoch_now();
-        c.create_services(&[ServiceSpec::v4(&name).with_ips(&ip.to_string())])?;
-        probe
-            .wait_answer(t, Duration::from_secs(30), |_| true)
-            .with_context(|| format!("{ip} never answered"))?;
-        let first = probe
-            .frames()
-            .iter()
-            .filter_map(|f| match f {
-                Frame::Answer { at, .. } if *at >= t => Some(*at),
-                _ => None,
-            })
-            .fold(f64::INFINITY, f64::min);
-        eprintln!(
-            "create {name} ({ip}): first ARP answer after {:.0} ms",
-            (first - t) * 1000.0
-        );
-        times.push((first - t) * 1000.0);
+        for (kind, c, times) in &mut sides {
+            let ip: IpAddr = format!("192.0.2.{}", 200 + run).parse()?;
+            let probe = c.probe(ip, Duration::from_millis(10))?;
+            settle(Duration::from_millis(300));
+            let name = format!("new{run}");
+            let t = epoch_now();
+            c.create_services(&[ServiceSpec::v4(&name).with_ips(&ip.to_string())])?;
+            probe
+                .wait_answer(t, Duration::from_secs(30), |_| true)
+                .with_context(|| format!("{ip} never answered ({})", kind_name(*kind)))?;
+            let first = probe
+                .frames()
+                .iter()
+                .filter_map(|f| match f {
+                    Frame::Answer { at, .. } if *at >= t => Some(*at),
+                    _ => None,
+                })
+                .fold(f64::INFINITY, f64::min);
+            eprintln!(
+                "create {name} ({ip}) on {}: first ARP answer after {:.0} ms",
+                kind_name(*kind),
+                (first - t) * 1000.0
+            );
+            times.push((first - t) * 1000.0);
+        }
     }
     println!("Service creation (`kubectl apply`) to the first ARP answer, {runs} runs (probing every 10 ms):\n");
-    println!("| p50 | p99 | max |");
-    println!("|---:|---:|---:|");
-    println!(
-        "| {:.0} ms | {:.0} ms | {:.0} ms |\n",
-        percentile(&mut times, 50.0),
-        percentile(&mut times, 99.0),
-        percentile(&mut times, 100.0)
-    );
+    println!("| API server | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|");
+    for (kind, _, times) in &mut sides {
+        println!(
+            "| {} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            kind_name(*kind),
+            percentile(times, 50.0),
+            percentile(times, 99.0),
+            percentile(times, 100.0)
+        );
+    }
+    println!();
     Ok(())
 }
 
-/// Steady-state API requests per second with `n` Service IPs (IPv6 single-stack Services) on 3 nodes.
-fn api_load(sizes: &[usize], window: Duration) -> Result<()> {
-    let c = Cluster::start("failover-bench-load", &ClusterOptions::default())?;
-    let nodes = c.nodes.len() as f64;
+/// Steady-state API requests per second with `n` Service IPs (IPv6 single-stack Services) on 3 nodes, for each size on
+/// each server's cluster in turn (both clusters up for the whole part).
+fn api_load(sizes: &[usize], window: Duration, kinds: &[ApiServerKind]) -> Result<()> {
+    let sides = clusters("failover-bench-load", &[], kinds)?;
     let mut rows = Vec::new();
     let mut created = 0;
     for &n in sizes {
-        let specs: Vec<ServiceSpec> = (created..n).map(|i| ServiceSpec::v6(&format!("load{i:04}"))).collect();
-        for chunk in specs.chunks(250) {
-            c.create_services(chunk)?;
+        for (kind, c) in &sides {
+            rows.push(load_step(c, *kind, created, n, window)?);
         }
         created = n;
-        let start = Instant::now();
-        wait_for(Duration::from_secs(300), || {
-            let leases = c.ip_leases().ok()?;
-            (leases.values().filter(|h| h.is_some()).count() >= n).then_some(())
-        })
-        .with_context(|| format!("{n} IPs never all got a holder"))?;
-        let held = start.elapsed().as_secs_f64();
-        eprintln!("{n} IPs held after {held:.1} s; settling");
-        // Steady state: a 5 s window without ownership changes (no lease creates, no announced-by patches).
-        let quiet = wait_for(Duration::from_secs(180), || {
-            let a = c.api_requests().ok()?;
-            settle(Duration::from_secs(5));
-            let b = c.api_requests().ok()?;
-            let changed = |verb: &str, res: &str| {
-                let k = (verb.to_string(), res.to_string());
-                b.get(&k).copied().unwrap_or(0) - a.get(&k).copied().unwrap_or(0)
-            };
-            let updates = changed("update", "leases");
-            eprintln!(
-                "  5 s: {updates} lease updates, {} lease creates, {} Service patches",
-                changed("create", "leases"),
-                changed("patch", "services")
-            );
-            (changed("create", "leases") == 0 && changed("patch", "services") == 0).then_some(())
-        });
-        let quiet_after = match quiet {
-            Some(()) => format!("{:.0} s", start.elapsed().as_secs_f64()),
-            None => format!("not within {:.0} s", start.elapsed().as_secs_f64()),
-        };
-        eprintln!("{n} IPs: quiet: {quiet_after}");
-        let before = c.api_requests()?;
-        settle(window);
-        let after = c.api_requests()?;
-        let delta = |pred: &dyn Fn(&str) -> bool| -> f64 {
-            after
-                .iter()
-                .filter(|((verb, _), _)| pred(verb))
-                .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
-                .sum::<u64>() as f64
-                / window.as_secs_f64()
-        };
-        let writes = delta(&|v| matches!(v, "create" | "update" | "patch" | "delete" | "deletecollection"));
-        // (lab-apiserver does not count its own /metrics in these counters.)
-        let reads = delta(&|v| matches!(v, "get" | "list"));
-        let by_resource: BTreeMap<String, u64> = after
-            .iter()
-            .map(|((verb, res), v)| {
-                (
-                    format!("{verb} {res}"),
-                    v - before.get(&(verb.clone(), res.clone())).copied().unwrap_or(0),
-                )
-            })
-            .filter(|(_, v)| *v > 0)
-            .collect();
-        eprintln!("{n} IPs, requests in {window:?}: {by_resource:?}");
-        let nf = n as f64;
-        rows.push(format!(
-            "| {n} | {writes:.1} | {reads:.1} | {held:.0} s | {quiet_after} | {:.1} | {:.1} |",
-            nf / 2.0,
-            nf * (nodes - 1.0) / (1.6 * 2.0)
-        ));
     }
     println!(
-        "Steady-state API requests per second on 3 nodes (lab-apiserver `/metrics`, sampled over {} s once a 5 s \
-         window had no lease create and no announced-by patch), next to a lease-per-Service design renewing every \
-         2 s (N/2 writes/s, N·(M−1)/(1.6·2) reads/s):\n",
+        "Steady-state API requests per second of the agents on 3 nodes (lab-apiserver `/metrics`; kube-apiserver: \
+         its audit log, the agents' ServiceAccount only), sampled over {} s once a 5 s window had no lease create and \
+         no announced-by patch, next to a lease-per-Service design renewing every 2 s (N/2 writes/s, N·(M−1)/(1.6·2) \
+         reads/s):\n",
         window.as_secs()
     );
     println!(
-        "| Service IPs | Herald writes/s | Herald reads/s | all IPs held after | quiet after | \
+        "| Service IPs | API server | Herald writes/s | Herald reads/s | all IPs held after | quiet after | \
          lease-per-Service writes/s | lease-per-Service reads/s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!("{r}");
     }
     println!();
     Ok(())
+}
+
+/// Grows `c` from `created` to `n` Services, waits until every IP is held and ownership is quiet, then samples the
+/// request rates over `window`: one table row.
+fn load_step(c: &Cluster, kind: ApiServerKind, created: usize, n: usize, window: Duration) -> Result<String> {
+    let nodes = c.nodes.len() as f64;
+    let specs: Vec<ServiceSpec> = (created..n).map(|i| ServiceSpec::v6(&format!("load{i:04}"))).collect();
+    for chunk in specs.chunks(250) {
+        c.create_services(chunk)?;
+    }
+    let name = kind_name(kind);
+    let start = Instant::now();
+    wait_for(Duration::from_secs(300), || {
+        let leases = c.ip_leases().ok()?;
+        (leases.values().filter(|h| h.is_some()).count() >= n).then_some(())
+    })
+    .with_context(|| format!("{n} IPs never all got a holder ({name})"))?;
+    let held = start.elapsed().as_secs_f64();
+    eprintln!("{n} IPs held after {held:.1} s on {name}; settling");
+    // Steady state: a 5 s window without ownership changes (no lease creates, no announced-by patches).
+    let quiet = wait_for(Duration::from_secs(180), || {
+        let a = c.api_requests().ok()?;
+        settle(Duration::from_secs(5));
+        let b = c.api_requests().ok()?;
+        let changed = |verb: &str, res: &str| {
+            let k = (verb.to_string(), res.to_string());
+            b.get(&k).copied().unwrap_or(0) - a.get(&k).copied().unwrap_or(0)
+        };
+        let updates = changed("update", "leases");
+        eprintln!(
+            "  5 s: {updates} lease updates, {} lease creates, {} Service patches",
+            changed("create", "leases"),
+            changed("patch", "services")
+        );
+        (changed("create", "leases") == 0 && changed("patch", "services") == 0).then_some(())
+    });
+    let quiet_after = match quiet {
+        Some(()) => format!("{:.0} s", start.elapsed().as_secs_f64()),
+        None => format!("not within {:.0} s", start.elapsed().as_secs_f64()),
+    };
+    eprintln!("{n} IPs on {name}: quiet: {quiet_after}");
+    let before = c.api_requests()?;
+    settle(window);
+    let after = c.api_requests()?;
+    let delta = |pred: &dyn Fn(&str) -> bool| -> f64 {
+        after
+            .iter()
+            .filter(|((verb, _), _)| pred(verb))
+            .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
+            .sum::<u64>() as f64
+            / window.as_secs_f64()
+    };
+    let writes = delta(&|v| matches!(v, "create" | "update" | "patch" | "delete" | "deletecollection"));
+    // (lab-apiserver does not count its own /metrics in these counters.)
+    let reads = delta(&|v| matches!(v, "get" | "list"));
+    let by_resource: BTreeMap<String, u64> = after
+        .iter()
+        .map(|((verb, res), v)| {
+            (
+                format!("{verb} {res}"),
+                v - before.get(&(verb.clone(), res.clone())).copied().unwrap_or(0),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    eprintln!("{n} IPs on {name}, requests in {window:?}: {by_resource:?}");
+    let nf = n as f64;
+    Ok(format!(
+        "| {n} | {name} | {writes:.1} | {reads:.1} | {held:.0} s | {quiet_after} | {:.1} | {:.1} |",
+        nf / 2.0,
+        nf * (nodes - 1.0) / (1.6 * 2.0)
+    ))
 }

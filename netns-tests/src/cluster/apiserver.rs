@@ -36,7 +36,11 @@ impl ApiServer {
     /// Starts the API server `HERALD_TEST_APISERVER` chooses in `ns`, on `ip:port` (an address of `ns`), and waits
     /// until it answers. Prints which one it is.
     pub fn start(lab: &mut Lab, ns: &Netns, ip: &str, port: u16) -> Result<ApiServer> {
-        let kind = ApiServerKind::from_env();
+        Self::start_kind(ApiServerKind::from_env(), lab, ns, ip, port)
+    }
+
+    /// [`ApiServer::start`] with the server chosen by the caller.
+    pub fn start_kind(kind: ApiServerKind, lab: &mut Lab, ns: &Netns, ip: &str, port: u16) -> Result<ApiServer> {
         eprintln!(
             "API server: {} on {ip}:{port} in {ns} ({})",
             kind.describe(),

@@ -22,6 +22,8 @@ use anyhow::{Context, Result, bail};
 pub const APISERVER_ENV: &str = "HERALD_TEST_APISERVER";
 /// Herald's ServiceAccount (`deploy/herald.yaml`), which the agents run as against the real server.
 pub const AGENT_SERVICE_ACCOUNT: &str = "herald-system/herald";
+/// Where the agents' requests of each real server are written for the RBAC audit (see `rbac-audit`).
+pub const RBAC_AUDIT_ENV: &str = "HERALD_RBAC_AUDIT_DIR";
 /// Service cluster IPs of the real server: IPv4 and IPv6, so dual-stack and IPv6 Services can be created. Disjoint
 /// from every pool, node and endpoint address the tests use (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/28 and
 /// ranges in 2001:db8::/64 and 2001:db8:1::/64); large enough for the 100-Service test.
@@ -307,6 +309,54 @@ impl KubeApiServer {
         Ok(kubeconfig)
     }
 
+    /// A kubeconfig for an agent whose credentials can be revoked: a token of [`AGENT_SERVICE_ACCOUNT`] bound to
+    /// the Secret `secret` (created in its namespace if missing), in a token file the client reads anew about once a
+    /// minute, as a pod's projected token. Deleting the Secret revokes the token;
+    /// [`KubeApiServer::write_bound_token`] puts a fresh one into the file.
+    pub fn bound_token_kubeconfig(&self, secret: &str) -> Result<PathBuf> {
+        let (ns, _) = AGENT_SERVICE_ACCOUNT.split_once('/').expect("namespace/name");
+        let token_file = self.dir.join(format!("token-{secret}"));
+        self.write_bound_token(secret, &token_file)?;
+        let ca = self.dir.join("pki/ca.crt");
+        let kubeconfig = self.dir.join(format!("bound-{secret}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-kube\n  cluster:\n    server: {server}\n    \
+             certificate-authority: {ca}\nusers:\n- name: agent\n  user:\n    tokenFile: {token}\ncontexts:\n- name: \
+             herald-kube\n  context:\n    cluster: herald-kube\n    user: agent\n    namespace: {ns}\n\
+             current-context: herald-kube\n",
+            server = self.server,
+            ca = ca.display(),
+            token = token_file.display(),
+        );
+        std::fs::write(&kubeconfig, text).with_context(|| format!("write {}", kubeconfig.display()))?;
+        Ok(kubeconfig)
+    }
+
+    /// Writes into `file` a new token of [`AGENT_SERVICE_ACCOUNT`] bound to the Secret `secret` (created if missing).
+    pub fn write_bound_token(&self, secret: &str, file: &Path) -> Result<()> {
+        let (ns, name) = AGENT_SERVICE_ACCOUNT.split_once('/').expect("namespace/name");
+        if self.kubectl(&["get", "secret", secret, "-n", ns], None).is_err() {
+            self.kubectl(&["create", "secret", "generic", secret, "-n", ns], None)?;
+        }
+        let token = self.kubectl(
+            &[
+                "create",
+                "token",
+                name,
+                "-n",
+                ns,
+                "--bound-object-kind",
+                "Secret",
+                "--bound-object-name",
+                secret,
+                "--duration",
+                "1h",
+            ],
+            None,
+        )?;
+        std::fs::write(file, token.trim()).with_context(|| format!("write {}", file.display()))
+    }
+
     /// An API outage: kills kube-apiserver, every connection breaking at once as when lab-apiserver stops (etcd and
     /// every object stay). (A SIGTERM would keep the agents' watches open for up to 10 s.)
     pub fn stop_apiserver(&self) -> Result<()> {
@@ -346,11 +396,19 @@ impl KubeApiServer {
             .collect()
     }
 
-    /// Requests on resources by `(audit verb, resource[/subresource])`, the keys lab-apiserver's
-    /// `lab_apiserver_requests_total` uses.
+    /// The agents' requests on resources by `(audit verb, resource[/subresource])`, the keys lab-apiserver's
+    /// `lab_apiserver_requests_total` uses. Only the agents' ServiceAccount's: kube-apiserver's own loopback
+    /// requests (its identity Lease, bootstrap controllers) and the test's are left out, so the counts compare with
+    /// lab-apiserver's, where the agents are the only clients while a benchmark samples.
     pub fn request_counts(&self) -> BTreeMap<(String, String), u64> {
+        let (ns, name) = AGENT_SERVICE_ACCOUNT.split_once('/').expect("namespace/name");
+        let user = format!("system:serviceaccount:{ns}:{name}");
         let mut out = BTreeMap::new();
-        for e in self.audit_events() {
+        for e in self
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["user"]["username"] == user.as_str())
+        {
             let (Some(verb), Some(resource)) = (e["verb"].as_str(), e["objectRef"]["resource"].as_str()) else {
                 continue;
             };
@@ -391,6 +449,70 @@ impl KubeApiServer {
             ));
         }
         lines
+    }
+
+    /// The requests of the agents' ServiceAccount as the RBAC audit (`rbac-audit`, docs/testing.md) reads them: one
+    /// JSON object per distinct (verb, apiGroup, resource, subresource, namespace, decision) with its count.
+    /// Requests without a resource (discovery, `/version`) are kept too, under their path.
+    pub fn agent_requests(&self) -> Vec<serde_json::Value> {
+        let (ns, name) = AGENT_SERVICE_ACCOUNT.split_once('/').expect("namespace/name");
+        let user = format!("system:serviceaccount:{ns}:{name}");
+        let mut counts: BTreeMap<Vec<String>, u64> = BTreeMap::new();
+        for e in self.audit_events() {
+            if e["user"]["username"] != user.as_str() {
+                continue;
+            }
+            let r = &e["objectRef"];
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let path = if r["resource"].is_string() {
+                String::new()
+            } else {
+                let uri = text(&e["requestURI"]);
+                uri.split('?').next().unwrap_or_default().to_string()
+            };
+            let key = vec![
+                text(&e["verb"]),
+                text(&r["apiGroup"]),
+                text(&r["resource"]),
+                text(&r["subresource"]),
+                text(&r["namespace"]),
+                path,
+                text(&e["annotations"]["authorization.k8s.io/decision"]),
+                // Why a request was refused (empty when allowed: the reasons of allowed requests name bindings).
+                match e["annotations"]["authorization.k8s.io/decision"].as_str() {
+                    Some("allow") => String::new(),
+                    _ => text(&e["annotations"]["authorization.k8s.io/reason"]),
+                },
+                e["responseStatus"]["code"].to_string(),
+            ];
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(k, n)| {
+                serde_json::json!({
+                    "verb": k[0], "apiGroup": k[1], "resource": k[2], "subresource": k[3],
+                    "namespace": k[4], "path": k[5], "decision": k[6], "reason": k[7], "code": k[8], "count": n,
+                })
+            })
+            .collect()
+    }
+
+    /// With `HERALD_RBAC_AUDIT_DIR` set (scripts/test.sh's kube-apiserver pass), writes [`Self::agent_requests`]
+    /// into a file of its own there, for the RBAC audit at the end of the run.
+    fn record_agent_requests(&self) {
+        let Some(dir) = std::env::var_os(RBAC_AUDIT_ENV).filter(|d| !d.is_empty()) else {
+            return;
+        };
+        let requests = self.agent_requests();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let file = Path::new(&dir).join(format!("{}-{nanos}.json", std::process::id()));
+        let body = serde_json::json!({ "server": self.dir, "requests": requests });
+        if let Err(e) = std::fs::write(&file, body.to_string()) {
+            eprintln!("RBAC audit: cannot write {}: {e}", file.display());
+        }
     }
 
     /// Prints how many requests the agents' ServiceAccount made and every one the authorizer refused to it: a
@@ -437,6 +559,7 @@ impl KubeApiServer {
 
 impl Drop for KubeApiServer {
     fn drop(&mut self) {
+        self.record_agent_requests();
         if std::thread::panicking() {
             self.print_failure_report();
         } else {
