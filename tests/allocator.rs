@@ -41,7 +41,17 @@ async fn service_gets_an_ip_with_status_annotation_event_and_eip_summary() {
         .await
         .expect("IP allocated");
     assert_eq!(ips, ["192.0.2.9"]);
-    let svc = c.services("default").get("web").await.unwrap();
+    // Two writes: the status first, then the annotation (a moment later on a busy real server).
+    let svc = eventually(WAIT, || async {
+        let svc = c.services("default").get("web").await.ok()?;
+        svc.metadata
+            .annotations
+            .as_ref()?
+            .contains_key("herald.dev/allocated-from")
+            .then_some(svc)
+    })
+    .await
+    .expect("allocated-from annotation");
     assert_eq!(svc.metadata.annotations.unwrap()["herald.dev/allocated-from"], "lan");
     let ingress = svc.status.unwrap().load_balancer.unwrap().ingress.unwrap();
     assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));
