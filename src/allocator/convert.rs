@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use herald_api::eip::MAX_ADDRESS_ENTRY;
 use herald_api::{Eip, names, text};
 use herald_ipam::{
     CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator, LabelRequirement, LabelSelector, Labels,
@@ -29,8 +30,6 @@ pub fn handles(svc: &Service, default_class: bool) -> bool {
 /// The longest Kubernetes object name (a DNS subdomain, RFC 1123): a longer pool name or sharing key is refused
 /// rather than carried into every message about the Service.
 const MAX_NAME: usize = 253;
-/// The longest address entry of an Eip (the CRD's limit; the longest IPv6 range is 79 characters).
-const MAX_ADDRESS_ENTRY: usize = 128;
 /// The longest namespace name (a DNS label, RFC 1123).
 const MAX_NAMESPACE: usize = 63;
 
