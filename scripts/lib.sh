@@ -1,14 +1,14 @@
 # Shell functions shared by scripts/test.sh and scripts/lab.sh (sourced, not run).
 
 # install_missing TOOL=PACKAGE...: installs, with apt-get, the Debian package of every tool that is not on PATH (a
-# TOOL starting with / is checked as a file). Prints what it installs; fails when something is missing and there is
+# TOOL starting with / is checked as a path that exists). Prints what it installs; fails when something is missing and there is
 # no apt-get. kubectl comes from the distribution's `kubectl` package when there is one, else `kubernetes-client`.
 install_missing() {
   local missing=() pair tool
   for pair in "$@"; do
     tool=${pair%%=*}
     if [[ $tool == /* ]]; then
-      [ -x "$tool" ] && continue
+      [ -e "$tool" ] && continue
     else
       PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 && continue
     fi

@@ -3,7 +3,8 @@
 #   1. installs what the tests need when it is missing (Debian packages as root, cargo-nextest),
 #   2. cargo fmt --check and cargo clippy -D warnings,
 #   3. every test tier with cargo-nextest: pure unit/property/golden tests, tests against lab-apiserver,
-#      and (as root) the network-namespace tests with real clients and routers,
+#      and (as root) the network-namespace tests with real clients and routers, among them the container image
+#      (built by scripts/image.sh) run under the DaemonSet's security context,
 #   4. the agent-level allocator and agent tests, the CRD validation tests and (as root) the Layer 2 failover and
 #      agent BGP suites again, against the real kube-apiserver + etcd of scripts/kube-apiserver.sh
 #      (HERALD_TEST_APISERVER=kube), then the RBAC audit of the agents' requests against deploy/herald.yaml.
@@ -23,9 +24,10 @@ if [ "$(id -u)" = 0 ]; then
   . scripts/lib.sh
   install_missing ip=iproute2 ping=iputils-ping arping=arping ndisc6=ndisc6 tcpdump=tcpdump nc=netcat-openbsd \
     gobgpd=gobgpd bird=bird2 /usr/lib/frr/bgpd=frr python3=python3 kubectl=kubectl nft=nftables \
-    openssl=openssl curl=curl flock=util-linux ss=iproute2
+    openssl=openssl curl=curl flock=util-linux ss=iproute2 readelf=binutils unshare=util-linux \
+    /etc/ssl/certs/ca-certificates.crt=ca-certificates podman=podman ctr=containerd dockerd=docker.io
   # Routing daemons installed from packages start system services we do not want running during tests.
-  for svc in frr bird gobgpd; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
+  for svc in frr bird gobgpd docker docker.socket containerd; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
   export PATH="$PATH:/usr/sbin:/sbin"
 else
   echo "not root: the network-namespace tests will be skipped (each prints why)"
@@ -69,6 +71,16 @@ cargo build --workspace --bins --locked
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export HERALD_BIN="$target_dir/debug/herald"
 export LAB_APISERVER_BIN="$target_dir/debug/lab-apiserver"
+
+# The container image (scripts/image.sh: the Dockerfile's final stage, no engine needed); netns-tests/tests/image.rs
+# runs it as the DaemonSet would. Root only: running it needs chroot and mounts.
+if [ "$(id -u)" = 0 ]; then
+  log "scripts/image.sh build (static release binary, OCI archive)"
+  HERALD_IMAGE=$(realpath "$(scripts/image.sh build)")
+  export HERALD_IMAGE HERALD_REQUIRE_IMAGE=1
+  log "scripts/image.sh check: podman load, ctr import and docker load accept $HERALD_IMAGE"
+  scripts/image.sh check "$HERALD_IMAGE"
+fi
 
 log "doc tests"
 cargo test --workspace --doc --locked -q

@@ -132,7 +132,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    info!(node = %args.node_name, instance, api = %version.git_version, "herald agent starting");
+    info!(
+        node = %args.node_name,
+        instance,
+        version = crate::VERSION,
+        api = %version.git_version,
+        "herald agent starting"
+    );
     // Every Lease lives in this namespace; without it nothing can be elected, so say so instead of idling.
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
     match namespaces.get_opt(&args.namespace).await {

@@ -9,7 +9,7 @@ mod announce_l2;
 #[derive(Parser, Debug)]
 #[command(
     name = "herald",
-    version,
+    version = herald::VERSION,
     about = "Bare-metal LoadBalancer for Kubernetes: IP allocation, Layer 2 (ARP/NDP) and BGP"
 )]
 struct Cli {

@@ -56,3 +56,19 @@ fn agent_without_a_cluster_says_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Kubernetes") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn version_names_the_commit() {
+    let out = herald(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rest = text
+        .trim()
+        .strip_prefix(concat!("herald ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`herald VERSION (COMMIT)`: {text}"));
+    assert!(
+        rest == "unknown" || ((7..=40).contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_hexdigit())),
+        "a commit (or `unknown` outside git): {text}"
+    );
+}

@@ -75,6 +75,9 @@ pub struct ClusterOptions {
     pub rust_log: String,
     /// The API server; `None`: the one `HERALD_TEST_APISERVER` chooses (a benchmark runs both side by side).
     pub apiserver: Option<ApiServerKind>,
+    /// What runs the agent, before its `agent` argument: `HERALD_BIN` when empty; e.g.
+    /// `scripts/image.sh run DIR --` to run the container image's entry point under the DaemonSet's security context.
+    pub agent_program: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -84,6 +87,7 @@ impl Default for ClusterOptions {
             agent_args: Vec::new(),
             rust_log: std::env::var("HERALD_TEST_AGENT_LOG").unwrap_or_else(|_| "info".into()),
             apiserver: None,
+            agent_program: Vec::new(),
         }
     }
 }
@@ -205,6 +209,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// Agent flags every node gets (from [`ClusterOptions::agent_args`]).
     pub agent_args: Vec<String>,
+    /// [`ClusterOptions::agent_program`].
+    agent_program: Vec<String>,
     rust_log: String,
     /// IPs put on every node's `lo` so far.
     exposed: Vec<IpAddr>,
@@ -288,6 +294,7 @@ impl Cluster {
             client,
             nodes,
             agent_args: options.agent_args.clone(),
+            agent_program: options.agent_program.clone(),
             rust_log: options.rust_log.clone(),
             exposed: Vec::new(),
         };
@@ -363,7 +370,12 @@ impl Cluster {
             }
         }
         let node = &self.nodes[i];
-        let mut cmd: Vec<OsString> = vec![herald_bin().into(), "agent".into()];
+        let mut cmd: Vec<OsString> = if self.agent_program.is_empty() {
+            vec![herald_bin().into()]
+        } else {
+            self.agent_program.iter().map(OsString::from).collect()
+        };
+        cmd.push("agent".into());
         for a in [
             "--node-name",
             &node.name,

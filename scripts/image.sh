@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# Herald's container image without a container engine (none runs on the project's machines).
+#
+#   scripts/image.sh build [--out FILE] [--tag NAME:TAG] [--binary PATH]
+#       build the static `herald` binary (unless --binary gives one) and write the final stage of ./Dockerfile (its
+#       ENTRYPOINT, CMD and LABELs; the binary at /usr/local/bin/herald, the CA bundle at
+#       /etc/ssl/certs/ca-certificates.crt) as an OCI image archive: an OCI image layout
+#       (index.json, oci-layout, blobs/) with a Docker `manifest.json` beside it, so `docker load`, `podman load`
+#       and `ctr import` all accept it. Entries ordered and dated at the commit's time. Prints the archive's path
+#       (default target/image/herald-VERSION.oci.tar; tag herald:VERSION).
+#   scripts/image.sh unpack ARCHIVE DIR
+#       DIR/rootfs (the image's root filesystem) and DIR/config.json (its OCI config), read as a runtime reads them:
+#       index.json -> manifest -> config and layers, each blob checked against its digest.
+#   sudo scripts/image.sh check ARCHIVE
+#       load it with `podman load`, `ctr import` and `docker load` (Debian's podman, containerd and docker.io; each a
+#       throwaway instance in a temporary directory) and check the tag, entry point and command they report.
+#   sudo scripts/image.sh run DIR [--] [ARGS...]
+#       run the entry point of the unpacked image in DIR as the DaemonSet of deploy/herald.yaml runs it: root
+#       filesystem DIR/rootfs read-only (chroot; /proc, /sys and a runtime's /dev mounted), uid 0, capability bounding set NET_RAW only
+#       (drop ALL, add NET_RAW), no_new_privs (allowPrivilegeEscalation: false). ARGS replace the image's CMD, as a
+#       container's `args` do. $KUBECONFIG, if set, is mounted at /var/run/secrets/herald/kubeconfig. The process
+#       keeps this script's PID (every step execs). Not emulated: seccomp (RuntimeDefault), cgroups.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+die() { printf 'image.sh: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '==> %s\n' "$*" >&2; }
+
+version() { sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1; }
+
+cmd_build() {
+  local out="" tag="" binary=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --out) out=$2; shift 2 ;;
+      --tag) tag=$2; shift 2 ;;
+      --binary) binary=$2; shift 2 ;;
+      *) die "build: unknown argument $1" ;;
+    esac
+  done
+  local v revision epoch
+  v=$(version)
+  out=${out:-target/image/herald-$v.oci.tar}
+  tag=${tag:-herald:$v}
+  revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+  if [ -z "$binary" ]; then
+    say "cargo build --release --target x86_64-unknown-linux-gnu --bin herald (static: +crt-static)"
+    # --target: RUSTFLAGS apply to the binary only, not to build scripts and proc macros.
+    # Symbols stripped: the image's binary is for running, not debugging.
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
+      cargo build --release --locked --target x86_64-unknown-linux-gnu --bin herald >&2
+    binary=target/x86_64-unknown-linux-gnu/release/herald
+  fi
+  [ -x "$binary" ] || die "$binary is not an executable"
+  # A static binary has no program interpreter: an image without libraries can run it.
+  if LC_ALL=C readelf -l "$binary" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+    die "$binary is dynamically linked: the image has no libraries (build with -C target-feature=+crt-static)"
+  fi
+  # The CA bundle of the build host (Debian's ca-certificates), as the Dockerfile's build stage copies it: kube's
+  # client loads the system's roots when a kubeconfig names no CA, and refuses to start without any.
+  local cas=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+  [ -s "$cas" ] || die "$cas missing: install ca-certificates (or set CA_BUNDLE)"
+  mkdir -p "$(dirname "$out")"
+  python3 - "$REPO/Dockerfile" "$binary" "$out" "$tag" "$v" "$revision" "$epoch" "$cas" <<'EOF'
+import gzip, hashlib, io, json, re, sys, tarfile, time
+
+dockerfile, binary, out, tag, version, revision, epoch, cas = sys.argv[1:]
+epoch = int(epoch)
+
+# The final stage of the Dockerfile: its ARG defaults, LABELs, ENTRYPOINT and CMD.
+lines, cont = [], ""
+for raw in open(dockerfile):
+    line = raw.rstrip("\n")
+    if line.lstrip().startswith("#"):
+        continue
+    if line.endswith("\\"):
+        cont += line[:-1] + " "
+        continue
+    lines.append(cont + line)
+    cont = ""
+last_from = max(i for i, l in enumerate(lines) if l.upper().startswith("FROM "))
+stage = lines[last_from + 1:]
+args = {"VERSION": version, "REVISION": revision}
+labels, entrypoint, cmd = {}, None, None
+def subst(s):
+    return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), s)
+for l in stage:
+    word, _, rest = l.strip().partition(" ")
+    word = word.upper()
+    if word == "LABEL":
+        for k, v in re.findall(r'([\w.\-/]+)="([^"]*)"', rest):
+            labels[k] = subst(v)
+    elif word == "ENTRYPOINT":
+        entrypoint = json.loads(rest)
+    elif word == "CMD":
+        cmd = json.loads(rest)
+if not entrypoint:
+    sys.exit(f"{dockerfile}: no ENTRYPOINT in the final stage")
+created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+labels["org.opencontainers.image.created"] = created
+
+def tar_bytes(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = epoch, 0, 0, "", ""
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, mode
+                t.addfile(info)
+            else:
+                info.mode, info.size = mode, len(data)
+                t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+# The layer: what the Dockerfile's build stage puts in /rootfs.
+exe = open(binary, "rb").read()
+dirs = ("dev", "etc", "etc/ssl", "etc/ssl/certs", "proc", "sys", "tmp", "usr", "usr/local", "usr/local/bin")
+layer = tar_bytes([(d, None, 0o755) for d in dirs]
+                  + [("etc/ssl/certs/ca-certificates.crt", open(cas, "rb").read(), 0o644),
+                     ("usr/local/bin/herald", exe, 0o755)])
+gz = io.BytesIO()
+with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0) as g:
+    g.write(layer)
+layer_gz = gz.getvalue()
+
+def digest(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+config = {
+    "created": created,
+    "architecture": "amd64",
+    "os": "linux",
+    "config": {
+        "Entrypoint": entrypoint,
+        "Cmd": cmd or [],
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+        "Labels": labels,
+    },
+    "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
+    "history": [{"created": created, "created_by": "scripts/image.sh build (final stage of Dockerfile)"}],
+}
+config_b = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+manifest = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config_b), "size": len(config_b)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest(layer_gz), "size": len(layer_gz)}],
+    "annotations": {k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")},
+}
+manifest_b = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+name, _, ref = tag.rpartition(":")
+if not name or "/" in ref:
+    sys.exit(f"--tag {tag}: give NAME:TAG")
+full = name if "/" in name else "docker.io/library/" + name
+index = {
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": digest(manifest_b),
+        "size": len(manifest_b),
+        "platform": {"architecture": "amd64", "os": "linux"},
+        # podman and skopeo read ref.name; containerd (ctr import, docker with the containerd store) the full name.
+        "annotations": {"org.opencontainers.image.ref.name": ref, "io.containerd.image.name": f"{full}:{ref}"},
+    }],
+}
+blob = lambda d: "blobs/sha256/" + d.split(":", 1)[1]
+# Docker's classic `docker load` reads manifest.json.
+docker_manifest = [{"Config": blob(digest(config_b)), "RepoTags": [tag], "Layers": [blob(digest(layer_gz))]}]
+files = [
+    ("blobs", None, 0o755),
+    ("blobs/sha256", None, 0o755),
+    (blob(digest(config_b)), config_b, 0o644),
+    (blob(digest(layer_gz)), layer_gz, 0o644),
+    (blob(digest(manifest_b)), manifest_b, 0o644),
+    ("index.json", json.dumps(index, sort_keys=True, separators=(",", ":")).encode(), 0o644),
+    ("manifest.json", json.dumps(docker_manifest, separators=(",", ":")).encode(), 0o644),
+    ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644),
+]
+open(out, "wb").write(tar_bytes(files))
+print(f"{tag} {digest(manifest_b)} ({len(layer_gz) / 1e6:.1f} MB compressed)", file=sys.stderr)
+EOF
+  echo "$out"
+}
+
+cmd_unpack() {
+  [ $# -eq 2 ] || die "usage: $0 unpack ARCHIVE DIR"
+  local archive=$1 dir=$2
+  [ -f "$archive" ] || die "$archive: no such file"
+  mkdir -p "$dir/rootfs"
+  python3 - "$archive" "$dir" <<'EOF'
+import gzip, hashlib, io, json, os, sys, tarfile
+
+archive, dir = sys.argv[1:]
+with tarfile.open(archive) as t:
+    def read(name):
+        return t.extractfile(name).read()
+    def blob(desc):
+        algo, hexd = desc["digest"].split(":", 1)
+        data = read(f"blobs/{algo}/{hexd}")
+        if hashlib.sha256(data).hexdigest() != hexd or len(data) != desc["size"]:
+            sys.exit(f"{archive}: blob {desc['digest']} does not match its digest or size")
+        return data
+    if json.loads(read("oci-layout"))["imageLayoutVersion"] != "1.0.0":
+        sys.exit("unknown image layout version")
+    index = json.loads(read("index.json"))
+    manifest = json.loads(blob(index["manifests"][0]))
+    config_b = blob(manifest["config"])
+    config = json.loads(config_b)
+    for desc, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"]):
+        data = blob(desc)
+        if desc["mediaType"].endswith("+gzip"):
+            data = gzip.decompress(data)
+        if "sha256:" + hashlib.sha256(data).hexdigest() != diff_id:
+            sys.exit(f"layer {desc['digest']}: its content does not match diff_id {diff_id}")
+        with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+            layer.extractall(os.path.join(dir, "rootfs"), filter="fully_trusted")
+    open(os.path.join(dir, "config.json"), "wb").write(config_b)
+EOF
+  echo "$dir"
+}
+
+# The security context of deploy/herald.yaml's container, applied by the last process before it execs the entry
+# point: chroot into the read-only root, drop every capability but NET_RAW from the bounding set (uid 0 then gets
+# exactly NET_RAW at exec), set no_new_privs.
+RUN_PY='
+import ctypes, json, os, sys
+root, kubeconfig, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+libc = ctypes.CDLL(None, use_errno=True)
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CAP_NET_RAW = 24, 38, 13
+last = int(open("/proc/sys/kernel/cap_last_cap").read())
+os.chroot(root)
+os.chdir("/")
+for cap in range(last + 1):
+    if cap != CAP_NET_RAW and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
+if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+env = {k: v for k, v in os.environ.items() if k in ("RUST_LOG", "NO_COLOR", "NODE_NAME", "POD_NAMESPACE", "POD_UID")}
+env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+if kubeconfig:
+    env["KUBECONFIG"] = kubeconfig
+os.execve(argv[0], argv, env)
+'
+
+cmd_run() {
+  [ $# -ge 1 ] || die "usage: $0 run DIR [--] [ARGS...]"
+  [ "$(id -u)" = 0 ] || die "run needs root (chroot, mounts): sudo $0 run ..."
+  local dir=$1 rootfs entry
+  shift
+  [ "${1:-}" != -- ] || shift
+  rootfs=$(cd "$dir/rootfs" && pwd) || die "$dir/rootfs: unpack the image first"
+  mapfile -t entry < <(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["config"]
+for a in c.get("Entrypoint") or []: print(a)
+if len(sys.argv) == 2:
+    for a in c.get("Cmd") or []: print(a)' "$dir/config.json" "$@")
+  [ ${#entry[@]} -gt 0 ] || die "$dir/config.json has no entry point"
+  local kubeconfig="" target=/var/run/secrets/herald/kubeconfig
+  if [ -n "${KUBECONFIG:-}" ]; then
+    [ -f "$KUBECONFIG" ] || die "KUBECONFIG=$KUBECONFIG: no such file"
+    # The mount point, made in the unpacked copy (as a runtime does) while it is still writable.
+    mkdir -p "$rootfs/${target%/*}"
+    [ -e "$rootfs$target" ] || : >"$rootfs$target"
+    kubeconfig=$target
+  fi
+  # A mount namespace of its own: the read-only root and its mounts are this process's only.
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  exec unshare --mount --propagation private -- bash -c '
+    set -e
+    root=$1 host_kubeconfig=$2 kubeconfig=$3 py=$4
+    shift 4
+    mount --bind "$root" "$root"
+    mount -t proc proc "$root/proc"
+    mount -t sysfs -o ro sysfs "$root/sys"
+    # /dev as a runtime makes it (runc default devices): a tmpfs with null, zero, full, random, urandom, tty.
+    mount -t tmpfs -o nosuid,mode=755,size=64k tmpfs "$root/dev"
+    for d in null zero full random urandom tty; do : >"$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"; done
+    if [ -n "$kubeconfig" ]; then mount --bind -o ro "$host_kubeconfig" "$root$kubeconfig"; fi
+    mount -o remount,bind,ro "$root"
+    exec python3 -c "$py" "$root" "$kubeconfig" "$@"
+  ' run-image "$rootfs" "${KUBECONFIG:-}" "$kubeconfig" "$RUN_PY" "${entry[@]}" "$@"
+}
+
+# Loads the archive into a throwaway podman store, containerd and dockerd (each in a temporary directory, stopped
+# after) and checks the tag, entry point and command each reports.
+cmd_check() {
+  [ $# -eq 1 ] || die "usage: $0 check ARCHIVE"
+  [ "$(id -u)" = 0 ] || die "check needs root (it starts containerd and dockerd)"
+  local archive tmp ok=1 want="[/usr/local/bin/herald] [agent]" got tag
+  archive=$(realpath "$1")
+  tag=herald:$(version)
+  tmp=$(mktemp -d /tmp/herald-image-check.XXXXXX)
+  # shellcheck disable=SC2064
+  trap "kill \$(cat $tmp/*.pid 2>/dev/null) 2>/dev/null; sleep 1; rm -rf $tmp" RETURN
+  check() { # NAME GOT
+    if [ "$2" = "$want" ]; then say "$1: loaded $tag: entrypoint and command $2"
+    else printf 'image.sh: %s: expected %s, got: %s\n' "$1" "$want" "$2" >&2; ok=0; fi
+  }
+
+  got=$(podman --root "$tmp/podman" --runroot "$tmp/podman-run" --storage-driver vfs load -i "$archive" >&2 &&
+    podman --root "$tmp/podman" --runroot "$tmp/podman-run" --storage-driver vfs image inspect "$tag" \
+      --format '{{.Config.Entrypoint}} {{.Config.Cmd}}' 2>&1) || true
+  check "podman load" "$got"
+
+  printf 'version = 2\nroot = "%s"\nstate = "%s"\n[grpc]\n  address = "%s"\n' \
+    "$tmp/containerd" "$tmp/containerd-state" "$tmp/containerd.sock" >"$tmp/containerd.toml"
+  containerd --config "$tmp/containerd.toml" --log-level error >"$tmp/containerd.log" 2>&1 &
+  echo $! >"$tmp/containerd.pid"
+  for _ in $(seq 100); do [ -S "$tmp/containerd.sock" ] && break; sleep 0.1; done
+  got=$(ctr --address "$tmp/containerd.sock" images import "$archive" >&2 &&
+    ctr --address "$tmp/containerd.sock" images ls -q | grep -x "docker.io/library/$tag" | sed 's/.*/ok/') || true
+  if [ "$got" = ok ]; then say "ctr import: docker.io/library/$tag"
+  else printf 'image.sh: ctr import: %s not listed: %s\n' "$tag" "$got" >&2; ok=0; fi
+
+  dockerd --data-root "$tmp/docker" --exec-root "$tmp/docker-exec" -H "unix://$tmp/docker.sock" \
+    --pidfile "$tmp/dockerd.pidfile" --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+    >"$tmp/dockerd.log" 2>&1 &
+  echo $! >"$tmp/dockerd.pid"
+  for _ in $(seq 150); do [ -S "$tmp/docker.sock" ] && break; sleep 0.2; done
+  got=$(/usr/bin/docker -H "unix://$tmp/docker.sock" load -i "$archive" >&2 &&
+    /usr/bin/docker -H "unix://$tmp/docker.sock" image inspect "$tag" --format '{{.Config.Entrypoint}} {{.Config.Cmd}}' 2>&1) ||
+    got="$got $(tail -n 3 "$tmp/dockerd.log")"
+  check "docker load" "$got"
+  [ "$ok" = 1 ] || die "$archive is not accepted everywhere"
+}
+
+case ${1:-} in
+  build) shift; cmd_build "$@" ;;
+  check) shift; cmd_check "$@" ;;
+  unpack) shift; cmd_unpack "$@" ;;
+  run) shift; cmd_run "$@" ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
