@@ -9,17 +9,26 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use herald_bgp::PeerStatus;
 use herald_election::ElectionMetrics;
 use herald_l2::CountersSnapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Credentials;
+
+/// Labels of `herald_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    revision: &'static str,
+}
 
 /// Labels of write counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +79,8 @@ pub struct AnnouncerMetrics {
     pub desired: Gauge,
     election: Mutex<Option<Arc<ElectionMetrics>>>,
     interfaces: Mutex<Option<InterfaceCounters>>,
+    /// Every configured BGP peer's live status (the speaker's own watch channels, read at each scrape).
+    bgp_peers: Mutex<Vec<watch::Receiver<PeerStatus>>>,
 }
 
 impl std::fmt::Debug for AnnouncerMetrics {
@@ -84,6 +95,11 @@ impl AnnouncerMetrics {
         *self.election.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
     }
 
+    /// Exposes these BGP peers' sessions (replacing the previous set: call it whenever the peers change).
+    pub fn set_bgp_peers(&self, peers: Vec<watch::Receiver<PeerStatus>>) {
+        *self.bgp_peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
     /// Exposes per-interface ARP/NDP counters through `read`.
     pub fn set_interfaces(&self, read: impl Fn() -> Vec<(String, CountersSnapshot)> + Send + Sync + 'static) {
         *self.interfaces.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(read));
@@ -94,6 +110,20 @@ impl AnnouncerMetrics {
 struct InterfaceLabels {
     interface: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerStateLabels {
+    peer: String,
+    state: String,
+}
+
+/// The RFC 4271 states, each a series of `herald_bgp_session_state` (1 for the current one).
+const BGP_STATES: [&str; 6] = ["Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"];
 
 fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
     let c = ConstCounter::new(value);
@@ -140,7 +170,7 @@ impl Collector for AnnouncerMetrics {
                 "IPs withdrawn because another MAC claimed them",
                 m.wire_yields,
             )?;
-            let g = prometheus_client::metrics::gauge::ConstGauge::new(m.announced as i64);
+            let g = ConstGauge::new(m.announced as i64);
             g.encode(encoder.encode_descriptor(
                 "announced_ips",
                 "IPs this agent answers ARP/NDP for",
@@ -154,6 +184,14 @@ impl Collector for AnnouncerMetrics {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|read| read());
+        let peers: Vec<PeerStatus> = self
+            .bgp_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|r| r.borrow().clone())
+            .collect();
+        encode_bgp(&mut encoder, &peers)?;
         for (name, help, pick) in L2_COUNTERS {
             let c = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
@@ -167,6 +205,75 @@ impl Collector for AnnouncerMetrics {
         Ok(())
     }
 }
+
+/// Per-peer BGP series: session state, prefixes announced, messages. Every family is present (empty) with no peer.
+fn encode_bgp(encoder: &mut DescriptorEncoder<'_>, peers: &[PeerStatus]) -> Result<(), std::fmt::Error> {
+    let label = |p: &PeerStatus| PeerLabels {
+        peer: p.address.to_string(),
+    };
+    let g = ConstGauge::new(0i64);
+    let mut family = encoder.encode_descriptor(
+        "bgp_session_up",
+        "1 while the BGP session to the peer is Established",
+        None,
+        g.metric_type(),
+    )?;
+    for p in peers {
+        ConstGauge::new(i64::from(p.state.to_string() == "Established")).encode(family.encode_family(&label(p))?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "bgp_session_state",
+        "1 for the BGP session's current RFC 4271 state",
+        None,
+        g.metric_type(),
+    )?;
+    for p in peers {
+        let current = p.state.to_string();
+        for state in BGP_STATES {
+            let labels = PeerStateLabels {
+                peer: p.address.to_string(),
+                state: state.to_string(),
+            };
+            ConstGauge::new(i64::from(current == state)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "bgp_announced_prefixes",
+        "Prefixes announced to the peer",
+        None,
+        g.metric_type(),
+    )?;
+    for p in peers {
+        ConstGauge::new(p.prefixes_sent as i64).encode(family.encode_family(&label(p))?)?;
+    }
+    for (name, help, pick) in BGP_COUNTERS {
+        let c = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+        for p in peers {
+            ConstCounter::new(pick(p)).encode(family.encode_family(&label(p))?)?;
+        }
+    }
+    Ok(())
+}
+
+type PickPeer = fn(&PeerStatus) -> u64;
+const BGP_COUNTERS: [(&str, &str, PickPeer); 5] = [
+    (
+        "bgp_sessions_established",
+        "Times the session reached Established",
+        |p| p.established_count,
+    ),
+    ("bgp_updates_sent", "UPDATE messages sent", |p| p.updates_sent),
+    ("bgp_updates_received", "UPDATE messages received", |p| {
+        p.updates_received
+    }),
+    ("bgp_notifications_sent", "NOTIFICATION messages sent", |p| {
+        p.notifications_sent
+    }),
+    ("bgp_notifications_received", "NOTIFICATION messages received", |p| {
+        p.notifications_received
+    }),
+];
 
 type Pick = fn(&CountersSnapshot) -> u64;
 const L2_COUNTERS: [(&str, &str, Pick); 6] = [
@@ -241,6 +348,18 @@ impl Metrics {
             announcer.desired.clone(),
         );
         registry.register_collector(Box::new(announcer.clone()));
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: env!("HERALD_REVISION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version and commit of this binary",
+            build,
+        );
         let credentials = Arc::new(Credentials::default());
         let api = registry.sub_registry_with_prefix("api");
         api.register(

@@ -145,6 +145,18 @@ fn agents_announce_bgp_service_ips_from_every_node_and_withdraw() {
         "BgpPeer status: {}",
         established()
     );
+    // Each agent's metrics show its session and what it announces.
+    let metrics = c.lab.sh(&c.nodes[1].0, "curl -s 127.0.0.1:7472/metrics").unwrap();
+    for line in [
+        r#"herald_bgp_session_up{peer="198.51.100.254"} 1"#,
+        r#"herald_bgp_session_state{peer="198.51.100.254",state="Established"} 1"#,
+        r#"herald_bgp_session_state{peer="198.51.100.254",state="Idle"} 0"#,
+        r#"herald_bgp_announced_prefixes{peer="198.51.100.254"} 1"#,
+        r#"herald_bgp_sessions_established_total{peer="198.51.100.254"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("herald_build_info{version=\""), "{metrics}");
 
     // A clean stop of one agent withdraws its path (no graceful restart configured).
     let idx = c.nodes[0].1;

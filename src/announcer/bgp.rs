@@ -593,6 +593,18 @@ impl BgpAnnouncer {
         self.reported.retain(|a, _| self.names.contains_key(a));
     }
 
+    /// A receiver of every configured peer's live status (for the metrics; empty without a speaker).
+    pub fn peer_watches(&self) -> Vec<tokio::sync::watch::Receiver<herald_bgp::PeerStatus>> {
+        let Some((_, speaker)) = &self.speaker else {
+            return Vec::new();
+        };
+        speaker
+            .peers()
+            .iter()
+            .filter_map(|p| speaker.watch_peer(p.address))
+            .collect()
+    }
+
     /// Stops the speaker. With graceful restart negotiated, routers keep the routes for the restart time (an agent
     /// upgrade loses no traffic); otherwise the sessions close with Cease and routers withdraw at once.
     pub async fn shutdown(self, client: &kube::Client, node: &str) {

@@ -226,6 +226,7 @@ pub async fn run(
             },
         }))
         .await;
+        metrics.set_bgp_peers(bgp.peer_watches());
         sink.set_held_before(
             view.services
                 .iter()
