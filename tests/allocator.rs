@@ -68,6 +68,10 @@ async fn service_gets_an_ip_with_status_annotation_event_and_eip_summary() {
     .expect("Eip status counts the allocation");
     // 192.0.2.9-14 and 2001:db8::1-2 (CIDRs lose their first and last address).
     assert_eq!((status.free.as_str(), status.total.as_str()), ("7", "8"));
+    // What `kubectl get eip` shows: the addresses as text, usage per family.
+    assert_eq!(status.addresses, "192.0.2.8/29, 2001:db8::/126");
+    assert_eq!(status.ipv4.as_ref().map(|u| u.summary.as_str()), Some("1/6"));
+    assert_eq!(status.ipv6.as_ref().map(|u| u.summary.as_str()), Some("0/2"));
     assert!(herald_api::conditions::is_true(&status.conditions, "Ready"));
 }
 

@@ -457,6 +457,7 @@ impl AllocatorState {
         announcers.truncate(MAX_STATUS_ANNOUNCERS);
         let mut status = EipStatus {
             observed_generation: eip.metadata.generation,
+            addresses: herald_api::eip::addresses_summary(&eip.spec.addresses),
             announcers,
             announcers_omitted: omitted as u64,
             conditions: current.conditions.clone(),
@@ -570,6 +571,7 @@ fn usage(s: FamilyStats) -> FamilyUsage {
         total: s.total.to_string(),
         used: u64::try_from(s.used).unwrap_or(u64::MAX),
         free: s.free.to_string(),
+        summary: format!("{}/{}", s.used, s.total),
     }
 }
 

@@ -20,12 +20,14 @@ pub const MAX_STATUS_ANNOUNCERS: usize = 64;
     plural = "eips",
     category = "herald",
     status = "EipStatus",
-    printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
+    printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".status.addresses"}"#,
     printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
-    printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.used"}"#,
-    printcolumn = r#"{"name":"Free","type":"string","jsonPath":".status.free"}"#,
-    printcolumn = r#"{"name":"Total","type":"string","jsonPath":".status.total"}"#,
+    printcolumn = r#"{"name":"IPv4 used","type":"string","jsonPath":".status.ipv4.summary"}"#,
+    printcolumn = r#"{"name":"IPv6 used","type":"string","jsonPath":".status.ipv6.summary"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","jsonPath":".status.used","priority":1}"#,
+    printcolumn = r#"{"name":"Free","type":"string","jsonPath":".status.free","priority":1}"#,
+    printcolumn = r#"{"name":"Total","type":"string","jsonPath":".status.total","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -237,6 +239,10 @@ pub struct EipStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `spec.addresses` as one line for `kubectl get eip` (`192.0.2.0/24, 2001:db8::/120`), at most
+    /// [`MAX_ADDRESSES_SUMMARY`] characters (`..., +3 more`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub addresses: String,
     /// Addresses in use (both families).
     #[serde(default)]
     pub used: u64,
@@ -278,6 +284,30 @@ pub struct FamilyUsage {
     pub used: u64,
     /// Addresses free, decimal.
     pub free: String,
+    /// `USED/TOTAL` (`3/254`), the `IPv4 used` and `IPv6 used` columns of `kubectl get eip`.
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// The longest [`EipStatus::addresses`].
+pub const MAX_ADDRESSES_SUMMARY: usize = 64;
+
+/// `addresses` as one line of at most [`MAX_ADDRESSES_SUMMARY`] characters: the entries that fit, then `+N more`.
+pub fn addresses_summary(addresses: &[String]) -> String {
+    let mut out = String::new();
+    for (i, a) in addresses.iter().enumerate() {
+        let sep = if out.is_empty() { "" } else { ", " };
+        let rest = addresses.len() - i - 1;
+        // Room for this entry, and for ", +N more" after it when entries remain.
+        let tail = if rest > 0 { format!(", +{rest} more").len() } else { 0 };
+        if out.len() + sep.len() + a.len() + tail > MAX_ADDRESSES_SUMMARY {
+            let more = format!("+{} more", addresses.len() - i);
+            return if out.is_empty() { more } else { format!("{out}, {more}") };
+        }
+        out.push_str(sep);
+        out.push_str(a);
+    }
+    out
 }
 
 /// The node answering for one IP.
@@ -288,4 +318,34 @@ pub struct IpAnnouncer {
     pub ip: String,
     /// The node announcing it.
     pub node: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn addresses_summary_fits_a_column() {
+        assert_eq!(addresses_summary(&owned(&["192.0.2.0/24"])), "192.0.2.0/24");
+        assert_eq!(
+            addresses_summary(&owned(&["192.0.2.0/24", "2001:db8::/120"])),
+            "192.0.2.0/24, 2001:db8::/120"
+        );
+        let many: Vec<String> = (0..20).map(|i| format!("198.51.100.{i}")).collect();
+        let s = addresses_summary(&many);
+        assert!(s.len() <= MAX_ADDRESSES_SUMMARY, "{s}");
+        assert!(
+            s.starts_with("198.51.100.0, 198.51.100.1, ") && s.ends_with(" more"),
+            "{s}"
+        );
+        let shown = s.matches(", ").count();
+        assert!(s.ends_with(&format!("+{} more", 20 - shown)), "{s}");
+        let long = "2001:db8:ffff:ffff:ffff:ffff:ffff:0-2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".to_string();
+        assert_eq!(addresses_summary(&[long.clone(), long]), "+2 more");
+        assert_eq!(addresses_summary(&[]), "");
+    }
 }

@@ -50,8 +50,25 @@ fn eip_crd_has_the_promised_shape() {
         .collect();
     assert_eq!(
         columns,
-        ["Addresses", "Protocol", "Used", "Free", "Total", "Ready", "Age"]
+        [
+            "Addresses",
+            "Protocol",
+            "IPv4 used",
+            "IPv6 used",
+            "Ready",
+            "Used",
+            "Free",
+            "Total",
+            "Age"
+        ]
     );
+    // Text, not a JSON array; both-family counts only with `-o wide`.
+    let columns = version["additionalPrinterColumns"].as_array().unwrap();
+    assert_eq!(columns[0]["jsonPath"], ".status.addresses");
+    assert_eq!(columns[2]["jsonPath"], ".status.ipv4.summary");
+    for wide in &columns[5..8] {
+        assert_eq!(wide["priority"], 1, "{wide}");
+    }
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     assert_eq!(spec["properties"]["addresses"]["minItems"], 1);
     assert_eq!(

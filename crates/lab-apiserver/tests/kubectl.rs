@@ -154,7 +154,17 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "ADDRESSES", "PROTOCOL", "USED", "FREE", "TOTAL", "READY", "AGE"],
+        [
+            "NAME",
+            "ADDRESSES",
+            "PROTOCOL",
+            "IPV4",
+            "USED",
+            "IPV6",
+            "USED",
+            "READY",
+            "AGE"
+        ],
         "{table}"
     );
     assert!(table.lines().nth(1).unwrap().starts_with("lan "), "{table}");
@@ -176,7 +186,7 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
     ])
     .await;
     wait_for_line(&mut lines, &mut seen, |l| l.starts_with("lan ") && l.contains("bgp")).await;
-    let status = r#"{"status":{"used":1,"free":20,"total":21,"conditions":[{"type":"Ready","status":"True","reason":"Ok","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    let status = r#"{"status":{"addresses":"192.0.2.100-192.0.2.120","used":1,"free":"20","total":"21","ipv4":{"total":"21","used":1,"free":"20","summary":"1/21"},"conditions":[{"type":"Ready","status":"True","reason":"Ok","message":"","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
     lab.ok(&[
         "patch",
         "eip",
@@ -194,11 +204,15 @@ async fn kubectl_applies_crds_and_manages_an_eip() {
 
     let row = lab.ok(&["get", "eip", "lan", "--no-headers"]).await;
     let cells: Vec<&str> = row.split_whitespace().collect();
+    // No IPv6 in the pool: that cell is empty (as the real server leaves it).
     assert_eq!(
-        &cells[..7],
-        ["lan", "[\"192.0.2.100-192.0.2.120\"]", "bgp", "1", "20", "21", "True"],
+        &cells[..5],
+        ["lan", "192.0.2.100-192.0.2.120", "bgp", "1/21", "True"],
         "{row}"
     );
+    let wide = lab.ok(&["get", "eip", "lan", "--no-headers", "-o", "wide"]).await;
+    let cells: Vec<&str> = wide.split_whitespace().collect();
+    assert_eq!(&cells[4..8], ["True", "1", "20", "21"], "{wide}");
 
     // Apply a changed manifest: client-side apply falls back to a merge patch for custom resources.
     let changed = eip.replace("192.0.2.120", "192.0.2.130");
