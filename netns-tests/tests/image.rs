@@ -2,7 +2,8 @@
 //! `HERALD_IMAGE`; `scripts/test.sh` builds it) is unpacked the way a runtime reads it, and every node's agent is its
 //! entry point, started by `scripts/image.sh run` from the image's read-only root filesystem with uid 0, NET_RAW as
 //! the only capability and no_new_privs (deploy/herald.yaml's securityContext). On the cluster fixture: the agents
-//! elect, a Service gets an IP, its holder answers ARP and HTTP, `/healthz` and `/readyz` answer, and a kill -9 of
+//! elect, a Service gets an IP, its holder answers ARP and HTTP, `/healthz` and `/readyz` answer, a passive BgpPeer
+//! (port 179, which needs NET_BIND_SERVICE) is reported as not listening with the capability named, and a kill -9 of
 //! the holder fails over. Without `HERALD_IMAGE` the test says so and passes, unless `HERALD_REQUIRE_IMAGE=1`.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use herald_netns_tests::cluster::kube::repo_file;
 use herald_netns_tests::cluster::{Cluster, ClusterOptions, ServiceSpec, epoch_now, settle};
-use herald_netns_tests::require;
+use herald_netns_tests::{require, wait_for};
 use serde_json::Value;
 
 /// The capability bit of CAP_NET_RAW.
@@ -154,6 +155,37 @@ fn image_runs_as_the_daemonset_runs_it_answers_arp_and_serves_health() {
             assert_eq!(out.trim(), "ok", "{url}");
         }
     }
+
+    // Passive BGP needs NET_BIND_SERVICE for port 179, which this security context lacks: the session still connects
+    // out, and each node's session status says why the router cannot connect to it.
+    c.apply(
+        "apiVersion: herald.dev/v1alpha1\nkind: BgpConf\nmetadata: {name: default}\nspec: {asn: 64512}\n---\n\
+         apiVersion: herald.dev/v1alpha1\nkind: BgpPeer\nmetadata: {name: passive-router}\n\
+         spec: {address: 198.51.100.254, asn: 64500, passive: true}\n---\n\
+         apiVersion: herald.dev/v1alpha1\nkind: Eip\nmetadata: {name: routed}\n\
+         spec: {addresses: [\"203.0.113.0/28\"], protocol: bgp}\n",
+    )
+    .unwrap();
+    let errors = || {
+        c.kubectl(&[
+            "get",
+            "bgppeer",
+            "passive-router",
+            "-o",
+            "jsonpath={range .status.sessions[*]}{.node}: {.lastError}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default()
+    };
+    let told = wait_for(Duration::from_secs(30), || {
+        let text = errors();
+        (text.matches("NET_BIND_SERVICE").count() == c.nodes.len()).then_some(text)
+    });
+    assert!(
+        told.is_some(),
+        "every node's session names the missing capability:\n{}",
+        errors()
+    );
+    eprintln!("passive BGP without NET_BIND_SERVICE:\n{}", told.unwrap());
 
     // A crash of the holder: another image agent takes over.
     let killed = epoch_now();

@@ -570,7 +570,13 @@ impl BgpAnnouncer {
         }
         let Some((_, speaker)) = &self.speaker else { return };
         for status in speaker.peers() {
-            let state = (status.state.to_string(), status.last_error.clone());
+            // A passive peer that cannot listen runs connecting out: its session may be up, but the status must say
+            // that the router cannot connect to this node.
+            let error = match (self.refused.get(&status.address), &status.last_error) {
+                (Some(refused), Some(session)) => Some(format!("{refused}; session: {session}")),
+                (refused, session) => refused.or(session.as_ref()).cloned(),
+            };
+            let state = (status.state.to_string(), error);
             let key = format!("session {}", status.address);
             if self.reported.get(&status.address) == Some(&state) || !self.retry.due(&key, now) {
                 continue;

@@ -13,8 +13,8 @@ pub enum Error {
     InvalidPeerConfig { peer: IpAddr, reason: String },
     /// A passive peer's listening socket could not be opened or given the peer's TCP MD5 key.
     #[error(
-        "BGP peer {peer} is passive but Herald cannot listen on {local}: {source} (another BGP daemon on this port? \
-         use another listen port, or make the peer active only)"
+        "BGP peer {peer} is passive but Herald cannot listen on {local}: {source} ({hint})",
+        hint = listen_hint(.source, .local)
     )]
     Listen {
         peer: IpAddr,
@@ -25,7 +25,8 @@ pub enum Error {
     /// Passive peers of one family would need a wildcard and a specific listening socket on the same port, which the
     /// kernel refuses.
     #[error(
-        "BGP peer {peer} is passive and would listen on {local}, but passive peers already listen on {other} (same          port): give every passive peer of an address family the same source address, or none"
+        "BGP peer {peer} is passive and would listen on {local}, but passive peers already listen on {other} (same \
+         port): give every passive peer of an address family the same source address, or none"
     )]
     ListenConflict {
         peer: IpAddr,
@@ -35,3 +36,47 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about a listening socket that could not be opened, by why.
+fn listen_hint(source: &std::io::Error, local: &SocketAddr) -> String {
+    match source.kind() {
+        std::io::ErrorKind::PermissionDenied if local.port() < 1024 => format!(
+            "port {} is below 1024: the agent needs the capability NET_BIND_SERVICE (add it to the container's \
+             securityContext.capabilities.add), or give the peer a listen port of 1024 or more",
+            local.port()
+        ),
+        std::io::ErrorKind::AddrInUse => {
+            "another BGP daemon on this port? use another listen port, or make the peer active only".to_string()
+        }
+        _ => "use another listen port, or make the peer active only".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen(kind: std::io::ErrorKind, port: u16) -> String {
+        Error::Listen {
+            peer: "192.0.2.1".parse().unwrap(),
+            local: SocketAddr::from(([0, 0, 0, 0], port)),
+            source: std::io::Error::from(kind),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_refused_listen_says_what_is_missing() {
+        let denied = listen(std::io::ErrorKind::PermissionDenied, 179);
+        assert!(
+            denied.contains("0.0.0.0:179") && denied.contains("NET_BIND_SERVICE"),
+            "{denied}"
+        );
+        assert!(!denied.contains("another BGP daemon"), "{denied}");
+        let in_use = listen(std::io::ErrorKind::AddrInUse, 179);
+        assert!(in_use.contains("another BGP daemon"), "{in_use}");
+        assert!(!in_use.contains("NET_BIND_SERVICE"), "{in_use}");
+        // Above 1024 no capability helps.
+        assert!(!listen(std::io::ErrorKind::PermissionDenied, 1179).contains("NET_BIND_SERVICE"));
+    }
+}
