@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Herald test, the way CI does:
 #   1. installs what the tests need when it is missing (Debian packages as root, cargo-nextest),
-#   2. cargo fmt --check and cargo clippy -D warnings,
+#   2. cargo fmt --check and cargo clippy -D warnings; the manifests against the Helm chart (scripts/manifest.sh check),
 #   3. every test tier with cargo-nextest: pure unit/property/golden tests, tests against lab-apiserver,
 #      and (as root) the network-namespace tests with real clients and routers, among them the container image
 #      (built by scripts/image.sh) run under the DaemonSet's security context,
@@ -65,6 +65,17 @@ cargo fmt --all -- --check
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The manifests are the Helm chart's render (scripts/manifest.sh; helm built once from the Go module proxy).
+if command -v go >/dev/null || [ -n "${HELM_BIN:-}" ]; then
+  log "scripts/manifest.sh check (helm lint; deploy/herald.yaml and deploy/release.yaml equal the chart's render)"
+  scripts/manifest.sh check
+elif [ "${HERALD_TEST_KUBE:-}" = 1 ]; then
+  log "ERROR: scripts/manifest.sh check needs Go 1.26+ to build helm (or HELM_BIN)"
+  exit 1
+else
+  log "SKIPPED: scripts/manifest.sh check needs Go 1.26+ to build helm (or HELM_BIN)"
+fi
+
 # ---- 3. tests ---------------------------------------------------------------------------------------------------
 log "building binaries for the process-level tests"
 cargo build --workspace --bins --locked
@@ -104,6 +115,7 @@ HERALD_TEST_APISERVER=$main_apiserver nextest_run "$@"
 # run as its ServiceAccount), CRD schemas, the real watch and Events. Each test starts its own kube-apiserver + etcd
 # (about 3 s). The binaries are built once per pin from the Go module proxy (minutes; cached after).
 KUBE_TESTS='binary_id(herald::allocator) | binary_id(herald::agent) | binary_id(herald::crd_validation)'
+KUBE_TESTS+=' | binary_id(herald::install)'
 KUBE_TESTS+=' | binary_id(herald-netns-tests::l2_failover) | binary_id(herald-netns-tests::agent_bgp)'
 # Default: on for a full run, off when a filter chose some tests (HERALD_TEST_KUBE=1 runs that filter against both).
 default_kube=1
