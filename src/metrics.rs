@@ -1,7 +1,7 @@
 //! Prometheus metrics and the health endpoints (`/metrics`, `/healthz`, `/readyz`) of `herald agent`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -46,6 +46,17 @@ pub struct EipLabels {
     pub eip: String,
 }
 
+/// Labels of `herald_allocator_eip_addresses`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EipFamilyLabels {
+    /// The Eip.
+    pub eip: String,
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    /// `total`, `used` or `free`.
+    pub state: &'static str,
+}
+
 /// Labels naming a kind of Lease: `ip` or `node`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LeaseKindLabels {
@@ -66,6 +77,8 @@ pub struct AllocatorMetrics {
     pub services_allocated: Gauge,
     /// Addresses in use per Eip.
     pub eip_used: Family<EipLabels, Gauge>,
+    /// Addresses per Eip, family and state (a float: an IPv6 pool can hold more than 2^63).
+    pub eip_addresses: Family<EipFamilyLabels, Gauge<f64, AtomicU64>>,
     /// Leases deleted by the garbage collector, by kind.
     pub leases_collected: Family<LeaseKindLabels, Counter>,
 }
@@ -256,6 +269,105 @@ fn encode_bgp(encoder: &mut DescriptorEncoder<'_>, peers: &[PeerStatus]) -> Resu
     Ok(())
 }
 
+/// `process_*` metrics of this process from /proc (the names Prometheus' client libraries use): resident and
+/// virtual memory, CPU time, open file descriptors, threads, start time.
+#[derive(Debug)]
+struct ProcessMetrics;
+
+/// Clock ticks per second of the times in /proc (USER_HZ, 100 on every Linux architecture Herald runs on).
+const USER_HZ: f64 = 100.0;
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessSample::read() else {
+            return Ok(());
+        };
+        let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64| {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        gauge(
+            &mut encoder,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            p.rss_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            p.vsize_bytes,
+        )?;
+        gauge(&mut encoder, "process_open_fds", "Open file descriptors", p.open_fds)?;
+        gauge(&mut encoder, "process_threads", "OS threads", p.threads)?;
+        gauge(
+            &mut encoder,
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            p.start_time_seconds,
+        )?;
+        let c = ConstCounter::new(p.cpu_seconds);
+        c.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent in seconds",
+            None,
+            c.metric_type(),
+        )?)
+    }
+}
+
+/// One reading of /proc/self.
+#[derive(Debug, PartialEq)]
+struct ProcessSample {
+    rss_bytes: f64,
+    vsize_bytes: f64,
+    cpu_seconds: f64,
+    open_fds: f64,
+    threads: f64,
+    start_time_seconds: f64,
+}
+
+impl ProcessSample {
+    fn read() -> Option<ProcessSample> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count();
+        Self::parse(&stat, &status, &boot, open_fds)
+    }
+
+    /// From the text of /proc/self/stat, /proc/self/status and /proc/stat (pure, for the tests).
+    fn parse(stat: &str, status: &str, proc_stat: &str, open_fds: usize) -> Option<ProcessSample> {
+        // The command name (field 2) is in parentheses and may hold spaces: count fields after its `)`.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+        // proc(5) numbering: state is field 3, i.e. fields[0]; utime 14, stime 15, starttime 22, vsize 23.
+        let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        let kib = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        };
+        let btime = proc_stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse::<f64>()
+            .ok()?;
+        Some(ProcessSample {
+            rss_bytes: kib("VmRSS:")? * 1024.0,
+            vsize_bytes: field(23)?,
+            cpu_seconds: (field(14)? + field(15)?) / USER_HZ,
+            open_fds: open_fds as f64,
+            threads: kib("Threads:")?,
+            start_time_seconds: btime + field(22)? / USER_HZ,
+        })
+    }
+}
+
 type PickPeer = fn(&PeerStatus) -> u64;
 const BGP_COUNTERS: [(&str, &str, PickPeer); 5] = [
     (
@@ -316,7 +428,10 @@ pub struct Metrics {
 impl Metrics {
     /// A registry with every Herald metric registered under the `herald_` prefix.
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("herald");
+        // Herald's own metrics under `herald_`; the process metrics under their conventional `process_` names.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessMetrics));
+        let registry = root.sub_registry_with_prefix("herald");
         let allocator = Arc::new(AllocatorMetrics::default());
         let a = registry.sub_registry_with_prefix("allocator");
         a.register(
@@ -335,6 +450,11 @@ impl Metrics {
             "eip_used_addresses",
             "Addresses in use per Eip",
             allocator.eip_used.clone(),
+        );
+        a.register(
+            "eip_addresses",
+            "Addresses per Eip, family (ipv4, ipv6) and state (total, used, free); the allocator's leader only",
+            allocator.eip_addresses.clone(),
         );
         a.register(
             "leases_collected",
@@ -373,7 +493,7 @@ impl Metrics {
             credentials.unauthorized.clone(),
         );
         Arc::new(Self {
-            registry,
+            registry: root,
             allocator,
             announcer,
             credentials,
@@ -437,4 +557,55 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, cancel: Cancellation
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_sample_parses_proc() {
+        // A command name with spaces and a parenthesis, as /proc allows.
+        let stat = "4242 (herald (x) y) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 150 0 0 20 0 7 0 123400 \
+                    52428800 2000 18446744073709551615";
+        let status = "Name:\therald\nVmRSS:\t   20480 kB\nThreads:\t7\n";
+        let proc_stat = "cpu  1 2 3\nbtime 1764633600\nprocesses 9\n";
+        let p = ProcessSample::parse(stat, status, proc_stat, 12).unwrap();
+        assert_eq!(
+            p,
+            ProcessSample {
+                rss_bytes: 20480.0 * 1024.0,
+                vsize_bytes: 52428800.0,
+                cpu_seconds: 4.0,
+                open_fds: 12.0,
+                threads: 7.0,
+                start_time_seconds: 1764633600.0 + 1234.0,
+            }
+        );
+        assert_eq!(ProcessSample::parse("garbage", status, proc_stat, 1), None);
+    }
+
+    #[test]
+    fn every_family_is_exposed_before_its_first_event() {
+        let m = Metrics::new();
+        let text = m.encode().unwrap();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "herald_build_info",
+            "herald_api_credentials_rejected 0",
+            "herald_api_unauthorized_responses_total 0",
+            "# TYPE herald_bgp_session_up gauge",
+            "# TYPE herald_l2_requests_seen counter",
+        ] {
+            assert!(text.contains(name), "{name} in:\n{text}");
+        }
+        let rss: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(rss > 1e6, "this test process has some memory: {rss}");
+    }
 }

@@ -157,6 +157,19 @@ fn agents_announce_bgp_service_ips_from_every_node_and_withdraw() {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
     assert!(metrics.contains("herald_build_info{version=\""), "{metrics}");
+    // The allocator's leader (one of the two) counts the pool per family.
+    let leader = (0..2)
+        .map(|i| c.lab.sh(&c.nodes[i].0, "curl -s 127.0.0.1:7472/metrics").unwrap())
+        .find(|m| m.lines().any(|l| l == "herald_allocator_leader 1"))
+        .expect("one agent leads the allocator");
+    for line in [
+        r#"herald_allocator_eip_addresses{eip="routed",family="ipv4",state="total"} 14.0"#,
+        r#"herald_allocator_eip_addresses{eip="routed",family="ipv4",state="used"} 1.0"#,
+        r#"herald_allocator_eip_addresses{eip="routed",family="ipv4",state="free"} 13.0"#,
+    ] {
+        assert!(leader.lines().any(|l| l == line), "{line} in:\n{leader}");
+    }
+    assert!(leader.contains("process_resident_memory_bytes "), "{leader}");
 
     // A clean stop of one agent withdraws its path (no graceful restart configured).
     let idx = c.nodes[0].1;

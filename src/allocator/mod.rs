@@ -14,7 +14,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::events::{Event, EventPublisher, EventType, Reporter};
-use crate::metrics::{AllocatorMetrics, EipLabels, LeaseKindLabels, WriteLabels};
+use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
 use gc::{Collect, GcInput, LeaseCollector, LeaseView};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
@@ -150,6 +150,9 @@ pub async fn run(
     let mut state = AllocatorState::new();
     let mut backoff: Option<Duration> = None;
     let mut retry_at: Option<Instant> = None;
+    // The per-Eip series set by the previous pass: those of a deleted Eip are removed (not the whole family cleared,
+    // which a scrape in between would see empty).
+    let mut eip_series: (HashSet<EipLabels>, HashSet<EipFamilyLabels>) = Default::default();
     let mut run_pass = true;
     loop {
         if run_pass {
@@ -178,18 +181,38 @@ pub async fn run(
                 .metrics
                 .services_allocated
                 .set(state.allocator().service_count() as i64);
+            let mut series: (HashSet<EipLabels>, HashSet<EipFamilyLabels>) = Default::default();
             for pool in state.allocator().pools() {
                 if let Some(stats) = state.allocator().pool_stats(pool.name()) {
                     let used = stats.ipv4.used + stats.ipv6.used;
-                    controller
-                        .metrics
-                        .eip_used
-                        .get_or_create(&EipLabels {
-                            eip: pool.name().to_string(),
-                        })
-                        .set(used as i64);
+                    let eip = pool.name().to_string();
+                    let labels = EipLabels { eip: eip.clone() };
+                    controller.metrics.eip_used.get_or_create(&labels).set(used as i64);
+                    series.0.insert(labels);
+                    for (family, f) in [("ipv4", stats.ipv4), ("ipv6", stats.ipv6)] {
+                        if f.total == 0 {
+                            continue;
+                        }
+                        for (state, n) in [("total", f.total), ("used", f.used), ("free", f.free)] {
+                            let labels = EipFamilyLabels {
+                                eip: eip.clone(),
+                                family,
+                                state,
+                            };
+                            controller.metrics.eip_addresses.get_or_create(&labels).set(n as f64);
+                            series.1.insert(labels);
+                        }
+                    }
                 }
             }
+            // A deleted Eip's series go, rather than stay at their last values.
+            for gone in eip_series.0.difference(&series.0) {
+                controller.metrics.eip_used.remove(gone);
+            }
+            for gone in eip_series.1.difference(&series.1) {
+                controller.metrics.eip_addresses.remove(gone);
+            }
+            eip_series = series;
             let failed = controller.apply(plan, &snapshot).await;
             backoff = match (failed, backoff) {
                 (0, _) => None,
