@@ -1,6 +1,7 @@
 //! Prometheus metrics and the health endpoints (`/metrics`, `/healthz`, `/readyz`) of `herald agent`.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +95,16 @@ pub struct AnnouncerMetrics {
     interfaces: Mutex<Option<InterfaceCounters>>,
     /// Every configured BGP peer's live status (the speaker's own watch channels, read at each scrape).
     bgp_peers: Mutex<Vec<watch::Receiver<PeerStatus>>>,
+    /// This node's name and the IPs it announces: Layer 2 (the election's live set) and BGP (the routes offered).
+    announced: Mutex<Announced>,
+}
+
+/// What [`AnnouncerMetrics`] knows of the IPs this node announces.
+#[derive(Default)]
+struct Announced {
+    node: String,
+    layer2: Option<watch::Receiver<BTreeSet<IpAddr>>>,
+    bgp: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for AnnouncerMetrics {
@@ -106,6 +117,18 @@ impl AnnouncerMetrics {
     /// Exposes the election task's counters.
     pub fn set_election(&self, m: Arc<ElectionMetrics>) {
         *self.election.lock().unwrap_or_else(|e| e.into_inner()) = Some(m);
+    }
+
+    /// Exposes the IPs `node` answers ARP/NDP for, live from the election.
+    pub fn set_layer2_announced(&self, node: &str, announced: watch::Receiver<BTreeSet<IpAddr>>) {
+        let mut a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        a.node = node.to_string();
+        a.layer2 = Some(announced);
+    }
+
+    /// The IPs this node offers its BGP peers (replacing the previous set).
+    pub fn set_bgp_announced(&self, ips: Vec<IpAddr>) {
+        self.announced.lock().unwrap_or_else(|e| e.into_inner()).bgp = ips;
     }
 
     /// Exposes these BGP peers' sessions (replacing the previous set: call it whenever the peers change).
@@ -122,6 +145,13 @@ impl AnnouncerMetrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InterfaceLabels {
     interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnnouncedLabels {
+    ip: String,
+    node: String,
+    mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -205,6 +235,32 @@ impl Collector for AnnouncerMetrics {
             .map(|r| r.borrow().clone())
             .collect();
         encode_bgp(&mut encoder, &peers)?;
+        let (node, layer2, bgp) = {
+            let a = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            let layer2: Vec<IpAddr> = a
+                .layer2
+                .as_ref()
+                .map(|r| r.borrow().iter().copied().collect())
+                .unwrap_or_default();
+            (a.node.clone(), layer2, a.bgp.clone())
+        };
+        let g = ConstGauge::new(1i64);
+        let mut family = encoder.encode_descriptor(
+            "announced_ip",
+            "1 for each IP this node announces, by mode (layer2: it answers ARP/NDP; bgp: it offers the route)",
+            None,
+            g.metric_type(),
+        )?;
+        for (mode, ips) in [("layer2", layer2), ("bgp", bgp)] {
+            for ip in ips {
+                let labels = AnnouncedLabels {
+                    ip: ip.to_string(),
+                    node: node.clone(),
+                    mode,
+                };
+                ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
         for (name, help, pick) in L2_COUNTERS {
             let c = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;

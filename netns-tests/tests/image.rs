@@ -148,6 +148,23 @@ fn image_runs_as_the_daemonset_runs_it_answers_arp_and_serves_health() {
         .expect("ARP answered");
     assert_eq!(mac, c.nodes[h].mac, "{ip} answered by its holder {holder}");
     assert_eq!(c.http_get(ip).unwrap(), holder);
+    // The holder's metrics say it announces the IP; nobody else's do.
+    for node in &c.nodes {
+        let metrics = c
+            .lab
+            .sh(&c.api, &format!("curl -sf http://{}:7472/metrics", node.mgmt))
+            .unwrap();
+        let line = format!(
+            "herald_announced_ip{{ip=\"{ip}\",node=\"{}\",mode=\"layer2\"}} 1",
+            node.name
+        );
+        assert_eq!(
+            metrics.lines().any(|l| l == line),
+            node.name == holder,
+            "{line} on {} (holder {holder})",
+            node.name
+        );
+    }
     for node in &c.nodes {
         for path in ["/healthz", "/readyz"] {
             let url = format!("http://{}:7472{path}", node.mgmt);

@@ -599,6 +599,14 @@ impl BgpAnnouncer {
         self.reported.retain(|a, _| self.names.contains_key(a));
     }
 
+    /// The IPs whose routes this node offers its peers (for the metrics).
+    pub fn announced_ips(&self) -> Vec<IpAddr> {
+        let Some((_, speaker)) = &self.speaker else {
+            return Vec::new();
+        };
+        speaker.routes().keys().map(|net| net.addr()).collect()
+    }
+
     /// A receiver of every configured peer's live status (for the metrics; empty without a speaker).
     pub fn peer_watches(&self) -> Vec<tokio::sync::watch::Receiver<herald_bgp::PeerStatus>> {
         let Some((_, speaker)) = &self.speaker else {

@@ -92,6 +92,7 @@ pub async fn run(
         OwnershipAgent::spawn(store, sink.clone(), ownership_config, &election_stop)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     metrics.set_election(ownership.metrics_handle());
+    metrics.set_layer2_announced(&node, ownership.announced());
     let counters = sink.clone();
     metrics.set_interfaces(move || counters.counters());
 
@@ -227,6 +228,7 @@ pub async fn run(
         }))
         .await;
         metrics.set_bgp_peers(bgp.peer_watches());
+        metrics.set_bgp_announced(bgp.announced_ips());
         sink.set_held_before(
             view.services
                 .iter()
