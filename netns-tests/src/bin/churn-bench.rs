@@ -30,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use herald_netns_tests::cluster::kube::run_kubectl;
 use herald_netns_tests::{lab_apiserver_bin, wait_for};
 use serde_json::{Value, json};
 
@@ -237,22 +238,13 @@ impl Bench {
     }
 
     fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = command(&self.netns, "kubectl")
-            .arg("--kubeconfig")
+        let mut cmd = command(&self.netns, "kubectl");
+        cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(self.dir.join("kube-cache"))
-            .args(args)
-            .output()
-            .context("run kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .args(args);
+        run_kubectl(cmd, args, None)
     }
 
     fn get_json(&self, args: &[&str]) -> Result<Value> {

@@ -5,14 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::kube::{ApiServerKind, KubeApiServer, repo_file};
+use super::kube::{ApiServerKind, KubeApiServer, repo_file, run_kubectl};
 use crate::{Lab, Netns, lab_apiserver_bin, wait_for};
 
 /// The chosen API server of one topology. Declare it before the [`Lab`] in a struct that holds both, so it stops
@@ -143,36 +142,13 @@ impl ApiServer {
 
     /// Runs `kubectl ARGS`; returns stdout, or fails with stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = self.kubectl_cmd(args).output().context("run kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_kubectl(self.kubectl_cmd(args), args, None)
     }
 
     /// `kubectl apply -f -` with `yaml`.
     pub fn apply(&self, yaml: &str) -> Result<()> {
-        let mut child = self
-            .kubectl_cmd(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("run kubectl apply")?;
-        child
-            .stdin
-            .take()
-            .context("kubectl stdin")?
-            .write_all(yaml.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!("kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
+        let args = ["apply", "-f", "-"];
+        run_kubectl(self.kubectl_cmd(&args), &args, Some(yaml)).map(drop)
     }
 
     /// Installs Herald: the CRDs of `deploy/crds/herald.dev.yaml` and the `herald-system` namespace; against the

@@ -212,29 +212,7 @@ impl KubeApiServer {
 
     /// Runs `kubectl ARGS` (with `stdin` as its input); returns stdout, or fails with stderr.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut child = self
-            .kubectl_cmd(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("run kubectl")?;
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .context("kubectl stdin")?
-                .write_all(input.as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_kubectl(self.kubectl_cmd(args), args, stdin)
     }
 
     /// Installs Herald as a user does: the CRDs whose plural `install_crd` accepts (all of them: the file as it is)
@@ -580,6 +558,33 @@ impl Drop for KubeApiServer {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs `cmd` (a kubectl command line whose own arguments are `args`, for the message), with `stdin` as its input;
+/// returns stdout, or fails with kubectl's stderr. The one kubectl runner of the fixtures and benchmarks.
+pub fn run_kubectl(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = cmd
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run kubectl")?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .context("kubectl stdin")?
+            .write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The documents of a multi-document YAML file.
