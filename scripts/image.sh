@@ -14,10 +14,12 @@
 #   sudo scripts/image.sh check ARCHIVE
 #       load it with `podman load`, `ctr import` and `docker load` (Debian's podman, containerd and docker.io; each a
 #       throwaway instance in a temporary directory) and check the tag, entry point and command they report.
-#   sudo scripts/image.sh run DIR [--] [ARGS...]
+#   sudo scripts/image.sh run [--cap-add CAP]... DIR [--] [ARGS...]
 #       run the entry point of the unpacked image in DIR as the DaemonSet of deploy/herald.yaml runs it: root
-#       filesystem DIR/rootfs read-only (chroot; /proc, /sys and a runtime's /dev mounted), uid 0, capability bounding set NET_RAW only
-#       (drop ALL, add NET_RAW), no_new_privs (allowPrivilegeEscalation: false). ARGS replace the image's CMD, as a
+#       filesystem DIR/rootfs read-only (chroot; /proc, /sys and a runtime's /dev mounted), uid 0, capability bounding
+#       set NET_RAW only (drop ALL, add NET_RAW; each --cap-add CAP, e.g. NET_BIND_SERVICE, replaces that default by
+#       the capabilities given, as the chart's `capabilities.add` does), no_new_privs (allowPrivilegeEscalation:
+#       false). ARGS replace the image's CMD, as a
 #       container's `args` do. $KUBECONFIG, if set, is mounted at /var/run/secrets/herald/kubeconfig. The process
 #       keeps this script's PID (every step execs). Not emulated: seccomp (RuntimeDefault), cgroups.
 set -euo pipefail
@@ -224,18 +226,30 @@ EOF
 }
 
 # The security context of deploy/herald.yaml's container, applied by the last process before it execs the entry
-# point: chroot into the read-only root, drop every capability but NET_RAW from the bounding set (uid 0 then gets
-# exactly NET_RAW at exec), set no_new_privs.
+# point: chroot into the read-only root, drop every capability but the added ones from the bounding set (uid 0 then
+# gets exactly those at exec), set no_new_privs.
 RUN_PY='
 import ctypes, json, os, sys
-root, kubeconfig, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+root, kubeconfig, added, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 libc = ctypes.CDLL(None, use_errno=True)
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CAP_NET_RAW = 24, 38, 13
+PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
+# linux/capability.h, in bit order.
+NAMES = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+         "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT "
+         "SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE "
+         "AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ "
+         "PERFMON BPF CHECKPOINT_RESTORE").split()
+keep = set()
+for name in added.split(","):
+    name = name.strip().upper().removeprefix("CAP_")
+    if name not in NAMES:
+        sys.exit(f"image.sh run: unknown capability {name!r}")
+    keep.add(NAMES.index(name))
 last = int(open("/proc/sys/kernel/cap_last_cap").read())
 os.chroot(root)
 os.chdir("/")
 for cap in range(last + 1):
-    if cap != CAP_NET_RAW and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+    if cap not in keep and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
 if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
@@ -247,7 +261,14 @@ os.execve(argv[0], argv, env)
 '
 
 cmd_run() {
-  [ $# -ge 1 ] || die "usage: $0 run DIR [--] [ARGS...]"
+  local caps=""
+  while [ "${1:-}" = --cap-add ]; do
+    [ $# -ge 2 ] || die "--cap-add needs a capability, e.g. NET_BIND_SERVICE"
+    caps=${caps:+$caps,}$2
+    shift 2
+  done
+  caps=${caps:-NET_RAW}
+  [ $# -ge 1 ] || die "usage: $0 run [--cap-add CAP]... DIR [--] [ARGS...]"
   [ "$(id -u)" = 0 ] || die "run needs root (chroot, mounts): sudo $0 run ..."
   local dir=$1 rootfs entry
   shift
@@ -270,8 +291,8 @@ if len(sys.argv) == 2:
   # shellcheck disable=SC2016 # expanded by the inner bash
   exec unshare --mount --propagation private -- bash -c '
     set -e
-    root=$1 host_kubeconfig=$2 kubeconfig=$3 py=$4
-    shift 4
+    root=$1 host_kubeconfig=$2 kubeconfig=$3 caps=$4 py=$5
+    shift 5
     mount --bind "$root" "$root"
     mount -t proc proc "$root/proc"
     mount -t sysfs -o ro sysfs "$root/sys"
@@ -280,8 +301,8 @@ if len(sys.argv) == 2:
     for d in null zero full random urandom tty; do : >"$root/dev/$d"; mount --bind "/dev/$d" "$root/dev/$d"; done
     if [ -n "$kubeconfig" ]; then mount --bind -o ro "$host_kubeconfig" "$root$kubeconfig"; fi
     mount -o remount,bind,ro "$root"
-    exec python3 -c "$py" "$root" "$kubeconfig" "$@"
-  ' run-image "$rootfs" "${KUBECONFIG:-}" "$kubeconfig" "$RUN_PY" "${entry[@]}" "$@"
+    exec python3 -c "$py" "$root" "$kubeconfig" "$caps" "$@"
+  ' run-image "$rootfs" "${KUBECONFIG:-}" "$kubeconfig" "$caps" "$RUN_PY" "${entry[@]}" "$@"
 }
 
 # Loads the archive into a throwaway podman store, containerd and dockerd (each in a temporary directory, stopped

@@ -84,6 +84,33 @@ pub struct AllocatorMetrics {
     pub leases_collected: Family<LeaseKindLabels, Counter>,
 }
 
+impl AllocatorMetrics {
+    /// What `writes` counts, by `kind`.
+    pub const WRITE_KINDS: [&'static str; 5] = [
+        "service_status",
+        "service_annotation",
+        "eip_status",
+        "event",
+        "lease_delete",
+    ];
+    /// What `leases_collected` counts, by `kind`.
+    pub const LEASE_KINDS: [&'static str; 2] = ["ip", "node"];
+
+    /// Every counter at 0 with each of its label sets, so a rate or an alert has a series before the first event.
+    fn new() -> Self {
+        let m = AllocatorMetrics::default();
+        for kind in Self::WRITE_KINDS {
+            for result in ["ok", "error"] {
+                m.writes.get_or_create(&WriteLabels { kind, result }).inc_by(0);
+            }
+        }
+        for kind in Self::LEASE_KINDS {
+            m.leases_collected.get_or_create(&LeaseKindLabels { kind }).inc_by(0);
+        }
+        m
+    }
+}
+
 type InterfaceCounters = Box<dyn Fn() -> Vec<(String, CountersSnapshot)> + Send + Sync>;
 
 /// The announcer's metrics. Election and ARP/NDP counters live in their crates; they are read on each scrape.
@@ -488,7 +515,7 @@ impl Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(ProcessMetrics));
         let registry = root.sub_registry_with_prefix("herald");
-        let allocator = Arc::new(AllocatorMetrics::default());
+        let allocator = Arc::new(AllocatorMetrics::new());
         let a = registry.sub_registry_with_prefix("allocator");
         a.register(
             "leader",
@@ -653,6 +680,10 @@ mod tests {
             "herald_api_unauthorized_responses_total 0",
             "# TYPE herald_bgp_session_up gauge",
             "# TYPE herald_l2_requests_seen counter",
+            "herald_allocator_passes_total 0",
+            "herald_allocator_writes_total{kind=\"service_status\",result=\"ok\"} 0",
+            "herald_allocator_writes_total{kind=\"lease_delete\",result=\"error\"} 0",
+            "herald_allocator_leases_collected_total{kind=\"node\"} 0",
         ] {
             assert!(text.contains(name), "{name} in:\n{text}");
         }

@@ -259,11 +259,12 @@ fn invalid_objects_are_refused_with_what_to_fix() {
     );
 
     expect_refused(
-        "BgpConf with ASN 0 and router ID 300.1.2.3",
-        bgp_conf("default", json!({"asn": 0, "routerId": "300.1.2.3"})),
+        "BgpConf with ASN 0, router ID 300.1.2.3 and listen port 0",
+        bgp_conf("default", json!({"asn": 0, "routerId": "300.1.2.3", "listenPort": 0})),
         &[
             "spec.asn: Invalid value: 0: spec.asn in body should be greater than or equal to 1",
             &format!(r#"spec.routerId: Invalid value: "300.1.2.3": {ROUTER_ID}"#),
+            "spec.listenPort: Invalid value: 0: spec.listenPort in body should be greater than or equal to 1",
         ],
     );
     expect_refused(
@@ -365,7 +366,7 @@ fn what_herald_accepts_is_accepted() {
         "BgpConf",
         bgp_conf(
             "default",
-            json!({"asn": 4200000000u32, "routerId": "192.0.2.11", "gracefulRestart": {"restartTime": 4095},
+            json!({"asn": 4200000000u32, "routerId": "192.0.2.11", "gracefulRestart": {"restartTime": 4095}, "listenPort": 1179,
                    "overrides": [{"nodeSelector": {"matchLabels": {"rack": "b"}}, "asn": 64513, "routerId": "192.0.2.12"},
                                  {"nodeSelector": {}}]}),
         ),

@@ -7,27 +7,12 @@
 #[path = "../netns-tests/src/cluster/kube.rs"]
 mod kube_apiserver;
 
-use std::process::Command;
-
-use kube_apiserver::{ApiServerKind, KubeApiServer, repo_file};
+use kube_apiserver::{ApiServerKind, ContainerSecurity, KubeApiServer, repo_file};
 use serde_json::Value;
 
-/// `helm template` of the chart with `sets` (`key=value`), through scripts/manifest.sh's pinned helm.
+/// `helm template` of the chart with `sets` (`key=value`).
 fn render(sets: &[&str]) -> String {
-    let mut cmd = Command::new(repo_file("scripts/manifest.sh"));
-    cmd.args(["helm", "template", "herald"])
-        .arg(repo_file("deploy/helm/herald"))
-        .args(["--namespace", "herald-system", "--kube-version", "1.37.2"]);
-    for set in sets {
-        cmd.args(["--set", set]);
-    }
-    let out = cmd.output().expect("run scripts/manifest.sh helm");
-    assert!(
-        out.status.success(),
-        "helm template {sets:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    kube_apiserver::helm_template(sets).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]
@@ -98,8 +83,8 @@ fn release_manifest_installs_in_one_apply_and_the_chart_renders_what_the_server_
             "{sets:?}: {out}"
         );
     }
-    let passive = render(&["bgp.passive=true"]);
-    assert!(passive.contains("add: [NET_RAW, NET_BIND_SERVICE]"), "{passive}");
+    let passive = ContainerSecurity::of_daemonset(&render(&["bgp.passive=true"])).unwrap();
+    assert_eq!(passive.add, ["NET_RAW", "NET_BIND_SERVICE"]);
     let timings = render(variants[1]);
     for arg in [
         "--node-renew-period=300ms",

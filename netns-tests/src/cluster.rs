@@ -210,7 +210,7 @@ pub struct Cluster {
     /// Agent flags every node gets (from [`ClusterOptions::agent_args`]).
     pub agent_args: Vec<String>,
     /// [`ClusterOptions::agent_program`].
-    agent_program: Vec<String>,
+    pub agent_program: Vec<String>,
     rust_log: String,
     /// IPs put on every node's `lo` so far.
     exposed: Vec<IpAddr>,

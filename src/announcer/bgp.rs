@@ -190,6 +190,7 @@ fn peer_config(
     peer: &BgpPeer,
     view: &BgpView<'_>,
     graceful: Option<&herald_api::bgp::GracefulRestart>,
+    listen_port: Option<u16>,
 ) -> Result<Option<PeerConfig>, Problem> {
     let p = &peer.spec;
     if !selects(p.node_selector.as_ref(), view.node_object, "spec.nodeSelector")? {
@@ -214,8 +215,12 @@ fn peer_config(
     config.port = p.port;
     // Per-session local AS (OPEN, iBGP/eBGP, AS_PATH of this session only); the BgpConf's ASN otherwise.
     config.local_asn = p.local_asn;
-    // Passive peers also get their connections accepted, on port 179 of the session's source address (or any).
+    // Passive peers also get their connections accepted, on the BgpConf's listen port (179 by default) of the
+    // session's source address (or any).
     config.passive = p.passive;
+    if let Some(port) = listen_port.filter(|p| *p != 0) {
+        config.listen_port = port;
+    }
     config.families = families(&p.families);
     if config.families.is_empty() {
         return Err(Problem::invalid(
@@ -303,6 +308,7 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
     let gr = conf
         .and_then(|c| c.spec.graceful_restart.as_ref())
         .filter(|g| g.enabled);
+    let listen_port = conf.and_then(|c| c.spec.listen_port);
     for u in view.unreadable.peers {
         let Some(name) = &u.metadata.name else { continue };
         let message = format!("cannot be read: {}; no node peers with it until it is fixed", u.reason);
@@ -319,7 +325,7 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
         if out.verdicts.contains_key(&name) {
             continue;
         }
-        match peer_config(peer, view, gr) {
+        match peer_config(peer, view, gr, listen_port) {
             Ok(None) => {}
             Ok(Some(config)) => {
                 out.verdicts.insert(name.clone(), None);
@@ -393,8 +399,10 @@ pub struct BgpAnnouncer {
     graceful: bool,
     /// `BgpPeer` name per peer address, from the last plan.
     names: BTreeMap<IpAddr, String>,
-    /// The session state last written to each `BgpPeer`'s status: (state, last error).
-    reported: BTreeMap<IpAddr, (String, Option<String>)>,
+    /// The session entry last written to each `BgpPeer`'s status.
+    reported: BTreeMap<IpAddr, SessionEntry>,
+    /// The passive peers of the last plan.
+    passive: std::collections::BTreeSet<IpAddr>,
     /// Why each peer was last refused (or runs without its passive side), so a refusal is logged once, not on every
     /// wake.
     refused: BTreeMap<IpAddr, String>,
@@ -460,6 +468,7 @@ impl BgpAnnouncer {
     pub async fn apply(&mut self, plan: BgpPlan) {
         self.graceful = plan.peers.values().any(|p| p.graceful_restart.is_some());
         self.names = plan.names.clone();
+        self.passive = plan.peers.values().filter(|p| p.passive).map(|p| p.address).collect();
         let verdicts: BTreeMap<Judged, Verdict> = plan
             .conf_verdict
             .iter()
@@ -525,7 +534,7 @@ impl BgpAnnouncer {
                     Err(e @ (herald_bgp::Error::Listen { .. } | herald_bgp::Error::ListenConflict { .. })) => {
                         active_only.insert(address, peer);
                         match speaker.set_peer(active).await {
-                            Ok(()) => format!("{e}; connecting out only"),
+                            Ok(()) => format!("{e}; connecting out only{}", listen_advice(&e)),
                             Err(e) => e.to_string(),
                         }
                     }
@@ -576,22 +585,30 @@ impl BgpAnnouncer {
                 (Some(refused), Some(session)) => Some(format!("{refused}; session: {session}")),
                 (refused, session) => refused.or(session.as_ref()).cloned(),
             };
-            let state = (status.state.to_string(), error);
+            // A passive peer's listening socket is opened with its session: no refusal, it listens.
+            let listening = self
+                .passive
+                .contains(&status.address)
+                .then(|| !self.refused.contains_key(&status.address));
+            let entry = SessionEntry {
+                state: status.state.to_string(),
+                error,
+                listening,
+            };
             let key = format!("session {}", status.address);
-            if self.reported.get(&status.address) == Some(&state) || !self.retry.due(&key, now) {
+            if self.reported.get(&status.address) == Some(&entry) || !self.retry.due(&key, now) {
                 continue;
             }
             let Some(name) = self.names.get(&status.address) else {
                 continue;
             };
             let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
-            let written = write_session(&api, name, node, &state.0, state.1.as_deref()).await;
+            let written = write_session(&api, name, node, &entry).await;
             self.retry.record(key, now, &written);
-            let now = state;
             match written {
                 Ok(()) => {
-                    info!(peer = %status.address, node, state = now.0, "BGP session state");
-                    self.reported.insert(status.address, now);
+                    info!(peer = %status.address, node, state = entry.state, listening = ?entry.listening, "BGP session state");
+                    self.reported.insert(status.address, entry);
                 }
                 Err(e) => warn!(peer = %status.address, error = %e, "cannot write BgpPeer status"),
             }
@@ -624,8 +641,13 @@ impl BgpAnnouncer {
     pub async fn shutdown(self, client: &kube::Client, node: &str) {
         if let Some((_, speaker)) = self.speaker {
             let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
+            let stopped = SessionEntry {
+                state: "Idle".into(),
+                error: Some("agent stopped".into()),
+                listening: None,
+            };
             for name in self.names.values() {
-                if let Err(e) = write_session(&api, name, node, "Idle", Some("agent stopped")).await {
+                if let Err(e) = write_session(&api, name, node, &stopped).await {
                     warn!(peer = name, error = %e, "cannot write BgpPeer status");
                 }
             }
@@ -708,15 +730,74 @@ fn status_json<K: serde::Serialize>(object: &Lenient<K>) -> Option<serde_json::V
     }
 }
 
-/// Sets `node`'s entry in a BgpPeer's `status.sessions` and recomputes the counts (CAS, retried on conflict).
+/// Why a passive peer cannot listen, said in Herald's terms: what to change in the chart or the BgpConf.
+fn listen_advice(e: &herald_bgp::Error) -> &'static str {
+    match e {
+        herald_bgp::Error::Listen { local, source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied && local.port() < 1024 =>
+        {
+            " (Helm chart: --set bgp.passive=true adds NET_BIND_SERVICE; or set spec.listenPort of BgpConf default to \
+             1024 or more and let the router connect there)"
+        }
+        _ => "",
+    }
+}
+
+/// One node's entry in a BgpPeer's `status.sessions`, as this node last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SessionEntry {
+    /// RFC 4271 state.
+    state: String,
+    /// Why the session is down, or why its passive side cannot listen.
+    error: Option<String>,
+    /// Passive peers: does this node accept the router's connections?
+    listening: Option<bool>,
+}
+
+/// The `Listening` condition of a passive BgpPeer from its sessions (`None`: no node reports a passive session, so
+/// there is no such condition): `(status, reason, message)`.
+fn listening_condition(sessions: &[herald_api::bgp::PeerSession]) -> Option<(bool, &'static str, String)> {
+    let passive: Vec<_> = sessions.iter().filter(|s| s.listening.is_some()).collect();
+    if passive.is_empty() {
+        return None;
+    }
+    let deaf: Vec<_> = passive.iter().filter(|s| s.listening == Some(false)).collect();
+    let Some(first) = deaf.first() else {
+        let nodes: Vec<&str> = passive.iter().map(|s| s.node.as_str()).collect();
+        return Some((
+            true,
+            "Listening",
+            format!(
+                "every node with a session accepts the router's connections: {}",
+                nodes.join(", ")
+            ),
+        ));
+    };
+    let nodes: Vec<&str> = deaf.iter().map(|s| s.node.as_str()).collect();
+    let why = first.last_error.as_deref().unwrap_or("no reason given");
+    Some((
+        false,
+        "ListenFailed",
+        format!(
+            "{} of {} nodes cannot accept the router's connections and only connect out ({}); {}: {why}",
+            deaf.len(),
+            passive.len(),
+            nodes.join(", "),
+            first.node
+        ),
+    ))
+}
+
+/// Sets `node`'s entry in a BgpPeer's `status.sessions` and recomputes the counts and the `Listening` condition
+/// (CAS, retried on conflict).
 async fn write_session(
     api: &kube::Api<Lenient<BgpPeer>>,
     name: &str,
     node: &str,
-    state: &str,
-    error: Option<&str>,
+    entry: &SessionEntry,
 ) -> Result<(), kube::Error> {
     use herald_api::bgp::{BgpPeerStatus, PeerSession};
+    use herald_api::conditions::{self, set_condition};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::{Patch, PatchParams};
     let mut attempt = 0;
@@ -726,15 +807,32 @@ async fn write_session(
             .and_then(|s| serde_json::from_value(s).ok())
             .unwrap_or_default();
         status.sessions.retain(|s| s.node != node);
+        let now = Time(jiff::Timestamp::now());
         status.sessions.push(PeerSession {
             node: node.to_string(),
-            state: state.to_string(),
-            last_transition_time: Some(Time(jiff::Timestamp::now())),
-            last_error: error.map(str::to_string),
+            state: entry.state.clone(),
+            last_transition_time: Some(now.clone()),
+            last_error: entry.error.clone(),
+            listening: entry.listening,
         });
         status.sessions.sort_by(|a, b| a.node.cmp(&b.node));
         status.session_count = status.sessions.len() as u32;
         status.established = status.sessions.iter().filter(|s| s.state == "Established").count() as u32;
+        match listening_condition(&status.sessions) {
+            Some((ok, reason, message)) => {
+                let generation = peer.meta().generation;
+                set_condition(
+                    &mut status.conditions,
+                    conditions::LISTENING,
+                    ok,
+                    reason,
+                    message,
+                    generation,
+                    now,
+                );
+            }
+            None => status.conditions.retain(|c| c.type_ != conditions::LISTENING),
+        }
         let patch = serde_json::json!({
             "metadata": {"resourceVersion": peer.meta().resource_version},
             "status": status,
@@ -924,6 +1022,14 @@ mod tests {
         assert_eq!(peer.families, [Afi::IPV4, Afi::IPV6]);
         assert_eq!(peer.local_asn, Some(65001));
         assert_eq!(p.speaker.unwrap().local_asn, 64512, "the speaker keeps the node's ASN");
+        // The BgpConf's listen port (one that needs no NET_BIND_SERVICE); the router's own port is unchanged.
+        f.confs = vec![obj(
+            json!({"metadata": {"name": "default"}, "spec": {"asn": 64512, "listenPort": 1179}}),
+        )];
+        let p = f.plan();
+        let peer = p.peers.values().next().unwrap();
+        assert_eq!((peer.port, peer.listen_port), (179, 1179));
+        assert_eq!(p.verdicts.get("leaf"), Some(&None));
 
         // Defaults: connect out only, both families, the node's ASN.
         f.peers = vec![obj(
@@ -940,6 +1046,64 @@ mod tests {
             Fixture::new().plan().peers.values().next().unwrap().families,
             [Afi::IPV4, Afi::IPV6]
         );
+    }
+
+    fn session(node: &str, listening: Option<bool>, error: Option<&str>) -> herald_api::bgp::PeerSession {
+        herald_api::bgp::PeerSession {
+            node: node.into(),
+            state: "Established".into(),
+            last_transition_time: None,
+            last_error: error.map(str::to_string),
+            listening,
+        }
+    }
+
+    #[test]
+    fn the_listening_condition_names_the_nodes_that_cannot_accept_the_routers_connections() {
+        assert_eq!(listening_condition(&[]), None);
+        assert_eq!(
+            listening_condition(&[session("n1", None, None)]),
+            None,
+            "not passive: no condition"
+        );
+        let (ok, reason, message) =
+            listening_condition(&[session("n1", Some(true), None), session("n2", Some(true), None)]).unwrap();
+        assert!(ok);
+        assert_eq!(reason, "Listening");
+        assert_eq!(
+            message,
+            "every node with a session accepts the router's connections: n1, n2"
+        );
+        let denied = "BGP peer 198.51.100.1 is passive but Herald cannot listen on 0.0.0.0:179: Permission denied";
+        let (ok, reason, message) = listening_condition(&[
+            session("n1", Some(true), None),
+            session("n2", Some(false), Some(denied)),
+            session("n3", Some(false), Some("another")),
+            session("n4", None, Some("agent stopped")),
+        ])
+        .unwrap();
+        assert!(!ok, "a session that is up does not make a deaf node healthy");
+        assert_eq!(reason, "ListenFailed");
+        assert_eq!(
+            message,
+            format!("2 of 3 nodes cannot accept the router's connections and only connect out (n2, n3); n2: {denied}")
+        );
+    }
+
+    #[test]
+    fn a_refused_listen_on_a_low_port_says_what_to_change_in_herald() {
+        let error = |kind, port| herald_bgp::Error::Listen {
+            peer: "198.51.100.1".parse().unwrap(),
+            local: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+            source: std::io::Error::from(kind),
+        };
+        let advice = listen_advice(&error(std::io::ErrorKind::PermissionDenied, 179));
+        assert!(
+            advice.contains("bgp.passive=true") && advice.contains("spec.listenPort"),
+            "{advice}"
+        );
+        assert_eq!(listen_advice(&error(std::io::ErrorKind::AddrInUse, 179)), "");
+        assert_eq!(listen_advice(&error(std::io::ErrorKind::PermissionDenied, 1179)), "");
     }
 
     #[test]

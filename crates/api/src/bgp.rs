@@ -48,6 +48,12 @@ pub struct BgpConfSpec {
     /// Graceful restart (RFC 4724) as the restarting speaker: routers keep Herald's routes across an agent restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful_restart: Option<GracefulRestart>,
+    /// TCP port on which the nodes accept the connections of passive BgpPeers (`passive: true`). Default 179,
+    /// which needs the capability NET_BIND_SERVICE (the Helm chart's `bgp.passive=true`); a port of 1024 or more
+    /// needs none, and the routers then connect to that port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub listen_port: Option<u16>,
     /// Per-rack settings: the first override whose nodeSelector matches a node applies to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_OVERRIDES))]
@@ -119,6 +125,7 @@ pub struct BgpConfStatus {
     printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asn"}"#,
     printcolumn = r#"{"name":"Established","type":"integer","jsonPath":".status.established"}"#,
     printcolumn = r#"{"name":"Sessions","type":"integer","jsonPath":".status.sessionCount"}"#,
+    printcolumn = r#"{"name":"Listening","type":"string","jsonPath":".status.conditions[?(@.type==\"Listening\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -245,7 +252,8 @@ pub struct BgpPeerStatus {
     /// One entry per node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<PeerSession>,
-    /// `Ready`.
+    /// `Ready` (the spec can be used); for a passive peer also `Listening` (every node with a session accepts the
+    /// router's connections; False names the nodes that cannot, and why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::conditions::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -262,7 +270,12 @@ pub struct PeerSession {
     /// When the state last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
-    /// Why the session is not established (NOTIFICATION, connect error, suspected MD5 mismatch, ...).
+    /// Why the session is not established (NOTIFICATION, connect error, suspected MD5 mismatch, ...), or why a
+    /// passive peer's connections cannot be accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// For a passive peer: whether this node accepts the router's connections (it listens). Absent for a peer
+    /// that is not passive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listening: Option<bool>,
 }

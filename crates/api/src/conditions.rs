@@ -11,6 +11,8 @@ pub const OVERLAPPING: &str = "Overlapping";
 pub const EXHAUSTED: &str = "Exhausted";
 /// Condition type (Eip): an address is answered for by a host that is not Herald.
 pub const CONFLICT: &str = "AddressConflict";
+/// Condition type (BgpPeer, passive): every node with a session accepts the router's connections.
+pub const LISTENING: &str = "Listening";
 
 /// Sets condition `type_` in `conditions`, keeping `lastTransitionTime` when the status does not change.
 /// Returns `true` when anything changed, so callers write status only on change.

@@ -42,7 +42,7 @@ fn listen_hint(source: &std::io::Error, local: &SocketAddr) -> String {
     match source.kind() {
         std::io::ErrorKind::PermissionDenied if local.port() < 1024 => format!(
             "port {} is below 1024: the agent needs the capability NET_BIND_SERVICE (add it to the container's \
-             securityContext.capabilities.add), or give the peer a listen port of 1024 or more",
+             securityContext.capabilities.add), or listen on a port of 1024 or more",
             local.port()
         ),
         std::io::ErrorKind::AddrInUse => {

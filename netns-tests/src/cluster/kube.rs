@@ -587,6 +587,90 @@ pub fn run_kubectl(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Resu
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `helm template` of the chart `deploy/helm/herald` with `sets` (`key=value`), through scripts/manifest.sh's pinned
+/// helm, for the Kubernetes release the real-server tests run.
+pub fn helm_template(sets: &[&str]) -> Result<String> {
+    let mut cmd = Command::new(repo_file("scripts/manifest.sh"));
+    cmd.args(["helm", "template", "herald"])
+        .arg(repo_file("deploy/helm/herald"))
+        .args(["--namespace", "herald-system", "--kube-version", "1.37.2"]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().context("run scripts/manifest.sh helm")?;
+    if !out.status.success() {
+        bail!("helm template {sets:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The agent container's `securityContext` as a rendered manifest gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerSecurity {
+    /// `runAsUser`.
+    pub run_as_user: Option<u32>,
+    /// `allowPrivilegeEscalation`.
+    pub allow_privilege_escalation: Option<bool>,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root_filesystem: Option<bool>,
+    /// `capabilities.drop`.
+    pub drop: Vec<String>,
+    /// `capabilities.add`.
+    pub add: Vec<String>,
+}
+
+impl ContainerSecurity {
+    /// The `securityContext` of the (only) container of the DaemonSet in `manifest`: the keys the chart writes, in
+    /// the chart's layout (flow lists for capabilities). Errors when there is none, or a list is written otherwise.
+    pub fn of_daemonset(manifest: &str) -> Result<ContainerSecurity> {
+        let doc = yaml_documents(manifest)
+            .into_iter()
+            .find(|d| d.lines().any(|l| l.trim() == "kind: DaemonSet"))
+            .context("no DaemonSet in the manifest")?;
+        let mut lines = doc
+            .lines()
+            .skip_while(|l| l.trim() != "securityContext:" || !l.starts_with("          "));
+        let head = lines
+            .next()
+            .context("the DaemonSet's container has no securityContext")?;
+        let indent = head.len() - head.trim_start().len();
+        let mut out = ContainerSecurity::default();
+        for line in lines {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if line.len() - line.trim_start().len() <= indent {
+                break;
+            }
+            let Some((key, value)) = trimmed.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            let list = || -> Result<Vec<String>> {
+                let inner = value
+                    .strip_prefix('[')
+                    .and_then(|v| v.strip_suffix(']'))
+                    .with_context(|| format!("securityContext {key}: not a flow list: {value:?}"))?;
+                Ok(inner
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect())
+            };
+            match key {
+                "runAsUser" => out.run_as_user = Some(value.parse()?),
+                "allowPrivilegeEscalation" => out.allow_privilege_escalation = Some(value.parse()?),
+                "readOnlyRootFilesystem" => out.read_only_root_filesystem = Some(value.parse()?),
+                "drop" => out.drop = list()?,
+                "add" => out.add = list()?,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The documents of a multi-document YAML file.
 fn yaml_documents(text: &str) -> Vec<&str> {
     let mut docs = Vec::new();
