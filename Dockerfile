@@ -4,7 +4,8 @@
 #
 # Without a Docker engine, `scripts/image.sh build` builds the same final stage (this file's ENTRYPOINT, CMD and
 # LABELs) from `cargo build` and writes an OCI archive that `docker load`, `podman load` and `ctr import` accept
-# (docs/install.md).
+# (docs/install.md). `scripts/image.sh check` builds this final stage with `podman build` (buildah) and
+# compares what it reads from it with the archive.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

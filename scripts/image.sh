@@ -13,7 +13,9 @@
 #       index.json -> manifest -> config and layers, each blob checked against its digest.
 #   sudo scripts/image.sh check ARCHIVE
 #       load it with `podman load`, `ctr import` and `docker load` (Debian's podman, containerd and docker.io; each a
-#       throwaway instance in a temporary directory) and check the tag, entry point and command they report.
+#       throwaway instance in a temporary directory) and check the tag, entry point and command they report; and
+#       build the Dockerfile's final stage with `podman build` on the archive's root filesystem: a real builder must
+#       read the same entry point, command and labels from it as `build` did.
 #   sudo scripts/image.sh run [--cap-add CAP]... DIR [--] [ARGS...]
 #       run the entry point of the unpacked image in DIR as the DaemonSet of deploy/herald.yaml runs it: root
 #       filesystem DIR/rootfs read-only (chroot; /proc, /sys and a runtime's /dev mounted), uid 0, capability bounding
@@ -345,6 +347,40 @@ cmd_check() {
     /usr/bin/docker -H "unix://$tmp/docker.sock" image inspect "$tag" --format '{{.Config.Entrypoint}} {{.Config.Cmd}}' 2>&1) ||
     got="$got $(tail -n 3 "$tmp/dockerd.log")"
   check "docker load" "$got"
+
+  # The Dockerfile read by a real builder (podman build, i.e. buildah): its final stage built on the archive's root
+  # filesystem (the build stage's /rootfs; compiling again in a rust image needs a registry this machine cannot
+  # reach) must give the entry point, command and labels that `build` read from it.
+  cmd_unpack "$archive" "$tmp/unpacked" >/dev/null
+  local stage=$tmp/unpacked/Dockerfile.final
+  awk 'seen || /^FROM scratch/ {seen=1; print}' Dockerfile |
+    sed 's|^COPY --from=build /rootfs/ /$|COPY rootfs/ /|' >"$stage"
+  grep -qx 'COPY rootfs/ /' "$stage" || { echo "image.sh: Dockerfile: no final stage 'FROM scratch' with 'COPY --from=build /rootfs/ /'" >&2; ok=0; }
+  local labels version revision
+  labels=$(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["config"]["Labels"], sort_keys=True))' "$tmp/unpacked/config.json")
+  version=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["org.opencontainers.image.version"])' "$labels")
+  revision=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["org.opencontainers.image.revision"])' "$labels")
+  got=$(podman --root "$tmp/podman" --runroot "$tmp/podman-run" --storage-driver vfs build --isolation chroot \
+      --build-arg "VERSION=$version" --build-arg "REVISION=$revision" -t herald-dockerfile:check \
+      -f "$stage" "$tmp/unpacked" >"$tmp/podman-build.log" 2>&1 &&
+    podman --root "$tmp/podman" --runroot "$tmp/podman-run" --storage-driver vfs image inspect herald-dockerfile:check \
+      --format '{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Config.Labels}}' 2>&1) ||
+    got="podman build failed: $(tail -n 5 "$tmp/podman-build.log")"
+  local want_built
+  want_built=$(python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["config"]
+labels = {k: v for k, v in c["Labels"].items() if k != "org.opencontainers.image.created"}
+print(json.dumps(c["Entrypoint"]), json.dumps(c["Cmd"]), json.dumps(labels, sort_keys=True))' "$tmp/unpacked/config.json")
+  got=$(python3 -c '
+import json, sys
+parts = sys.argv[1].split(" ", 2)
+if len(parts) != 3: print(sys.argv[1]); sys.exit()
+e, c, l = (json.loads(p) for p in parts)
+l = {k: v for k, v in (l or {}).items() if not k.startswith("io.buildah.")}  # the builder signs its work
+print(json.dumps(e), json.dumps(c), json.dumps(l, sort_keys=True))' "$got" 2>/dev/null || echo "$got")
+  if [ "$got" = "$want_built" ]; then say "podman build of the Dockerfile's final stage: same entry point, command and labels"
+  else printf 'image.sh: podman build of the Dockerfile'"'"'s final stage differs from the archive:\n  built:   %s\n  archive: %s\n' "$got" "$want_built" >&2; ok=0; fi
   [ "$ok" = 1 ] || die "$archive is not accepted everywhere"
 }
 
