@@ -23,7 +23,16 @@
 #       the capabilities given, as the chart's `capabilities.add` does), no_new_privs (allowPrivilegeEscalation:
 #       false). ARGS replace the image's CMD, as a
 #       container's `args` do. $KUBECONFIG, if set, is mounted at /var/run/secrets/herald/kubeconfig. The process
-#       keeps this script's PID (every step execs). Not emulated: seccomp (RuntimeDefault), cgroups.
+#       keeps this script's PID (every step execs). Not emulated: seccomp (RuntimeDefault), cgroups: engine-run has
+#       those.
+#   sudo scripts/image.sh engine-run [--cap-add CAP]... STORE ARCHIVE [--] [ARGS...]
+#       run the image under a real container runtime: podman (runc, the default seccomp profile, cgroups) with the
+#       throwaway store STORE (the archive loaded once), as the DaemonSet runs it: the calling process's network
+#       namespace (hostNetwork), uid 0, drop ALL + the added capabilities (default NET_RAW), read-only root,
+#       no-new-privileges, $KUBECONFIG mounted as for `run`. SIGTERM reaches the agent (podman forwards it);
+#       SIGKILL kills podman only: remove what is left with engine-clean.
+#   sudo scripts/image.sh engine-clean STORE
+#       remove every container of STORE, its mounts and STORE itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -307,6 +316,12 @@ if len(sys.argv) == 2:
   ' run-image "$rootfs" "${KUBECONFIG:-}" "$kubeconfig" "$caps" "$RUN_PY" "${entry[@]}" "$@"
 }
 
+# Unmounts everything mounted at or below DIR, deepest first.
+umount_under() {
+  awk -v dir="$1" '$5 == dir || index($5, dir "/") == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
 # Loads the archive into a throwaway podman store, containerd and dockerd (each in a temporary directory, stopped
 # after) and checks the tag, entry point and command each reports.
 cmd_check() {
@@ -316,8 +331,10 @@ cmd_check() {
   archive=$(realpath "$1")
   tag=herald:$(version)
   tmp=$(mktemp -d /tmp/herald-image-check.XXXXXX)
+  # On EXIT, not RETURN: a failed check ends with `die`, and its daemons must not outlive it. dockerd bind-mounts its
+  # data root onto itself; what is still mounted under $tmp is unmounted before it is removed.
   # shellcheck disable=SC2064
-  trap "kill \$(cat $tmp/*.pid 2>/dev/null) 2>/dev/null; sleep 1; rm -rf $tmp" RETURN
+  trap "kill \$(cat $tmp/*.pid 2>/dev/null) 2>/dev/null; sleep 1; umount_under $tmp; rm -rf $tmp" EXIT
   check() { # NAME GOT
     if [ "$2" = "$want" ]; then say "$1: loaded $tag: entrypoint and command $2"
     else printf 'image.sh: %s: expected %s, got: %s\n' "$1" "$want" "$2" >&2; ok=0; fi
@@ -384,10 +401,81 @@ print(json.dumps(e), json.dumps(c), json.dumps(l, sort_keys=True))' "$got" 2>/de
   [ "$ok" = 1 ] || die "$archive is not accepted everywhere"
 }
 
+# podman with the throwaway store STORE: vfs, runc with cgroupfs (crun refuses these machines' hybrid cgroups), and
+# no default ulimits (podman's exceed the hard limits here, and raising them is refused).
+podman_cmd() { # STORE: sets PODMAN to the command line
+  local store=$1
+  mkdir -p "$store"
+  [ -f "$store/containers.conf" ] || printf '[containers]\ndefault_ulimits = []\n' >"$store/containers.conf"
+  PODMAN=(env "CONTAINERS_CONF=$store/containers.conf" podman --root "$store/root" --runroot "$store/run"
+    --storage-driver vfs --cgroup-manager cgroupfs --runtime runc)
+}
+
+podman_in() { # STORE ARGS...
+  podman_cmd "$1"
+  shift
+  "${PODMAN[@]}" "$@"
+}
+
+cmd_engine_run() {
+  local caps=()
+  while [ "${1:-}" = --cap-add ]; do
+    [ $# -ge 2 ] || die "--cap-add needs a capability, e.g. NET_BIND_SERVICE"
+    caps+=(--cap-add "$2")
+    shift 2
+  done
+  [ ${#caps[@]} -gt 0 ] || caps=(--cap-add NET_RAW)
+  [ $# -ge 2 ] || die "usage: $0 engine-run [--cap-add CAP]... STORE ARCHIVE [--] [ARGS...]"
+  [ "$(id -u)" = 0 ] || die "engine-run needs root"
+  local store=$1 archive=$2 tag netns
+  shift 2
+  [ "${1:-}" != -- ] || shift
+  tag=herald:$(version)
+  mkdir -p "$store"
+  # Loaded once per store, whoever comes first (the agents of a test start together).
+  (
+    flock 9
+    podman_in "$store" image exists "$tag" || podman_in "$store" load -q -i "$archive" >/dev/null
+  ) 9>"$store/.load-lock"
+  local env=() kubeconfig_mount=() target=/var/run/secrets/herald/kubeconfig
+  for v in RUST_LOG NO_COLOR NODE_NAME POD_NAMESPACE POD_UID; do
+    if [ -n "${!v:-}" ]; then env+=(-e "$v=${!v}"); fi
+  done
+  if [ -n "${KUBECONFIG:-}" ]; then
+    kubeconfig_mount=(-v "$KUBECONFIG:$target:ro" -e "KUBECONFIG=$target")
+  fi
+  # hostNetwork: the network namespace this script runs in. `ip netns exec` also gave it a mount namespace of its
+  # own without the cgroup mounts runc needs, so podman runs in its caller's mount namespace, and joins the named
+  # network namespace by path.
+  netns=$(ip netns identify $$ 2>/dev/null || true)
+  local enter=() network=(--network host)
+  if [ -n "$netns" ]; then
+    nsenter "--mount=/proc/$PPID/ns/mnt" -- true 2>/dev/null ||
+      die "cannot enter the mount namespace of the caller of 'ip netns exec' (pid $PPID): run engine-run from a process that waits for it"
+    enter=(nsenter "--mount=/proc/$PPID/ns/mnt" --)
+    network=(--network "ns:/run/netns/$netns")
+  fi
+  podman_cmd "$store"
+  exec "${enter[@]}" "${PODMAN[@]}" run --rm --pull never \
+    "${network[@]}" --user 0 --cap-drop ALL "${caps[@]}" --read-only --security-opt no-new-privileges \
+    "${env[@]}" "${kubeconfig_mount[@]}" "$tag" "$@"
+}
+
+cmd_engine_clean() {
+  [ $# -eq 1 ] || die "usage: $0 engine-clean STORE"
+  local store=$1
+  [ -d "$store" ] || return 0
+  podman_in "$store" rm -af >/dev/null 2>&1 || true
+  umount_under "$(realpath "$store")"
+  rm -rf "$store"
+}
+
 case ${1:-} in
   build) shift; cmd_build "$@" ;;
   check) shift; cmd_check "$@" ;;
   unpack) shift; cmd_unpack "$@" ;;
   run) shift; cmd_run "$@" ;;
+  engine-run) shift; cmd_engine_run "$@" ;;
+  engine-clean) shift; cmd_engine_clean "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -25,7 +25,8 @@ if [ "$(id -u)" = 0 ]; then
   install_missing ip=iproute2 ping=iputils-ping arping=arping ndisc6=ndisc6 tcpdump=tcpdump nc=netcat-openbsd \
     gobgpd=gobgpd bird=bird2 /usr/lib/frr/bgpd=frr python3=python3 kubectl=kubectl nft=nftables \
     openssl=openssl curl=curl flock=util-linux ss=iproute2 readelf=binutils unshare=util-linux \
-    /etc/ssl/certs/ca-certificates.crt=ca-certificates podman=podman ctr=containerd dockerd=docker.io
+    /etc/ssl/certs/ca-certificates.crt=ca-certificates podman=podman ctr=containerd dockerd=docker.io runc=runc \
+    conmon=conmon nsenter=util-linux
   # Routing daemons installed from packages start system services we do not want running during tests.
   for svc in frr bird gobgpd docker docker.socket containerd; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
   export PATH="$PATH:/usr/sbin:/sbin"
@@ -89,7 +90,7 @@ if [ "$(id -u)" = 0 ]; then
   log "scripts/image.sh build (static release binary, OCI archive)"
   HERALD_IMAGE=$(realpath "$(scripts/image.sh build)")
   export HERALD_IMAGE HERALD_REQUIRE_IMAGE=1
-  log "scripts/image.sh check: podman load, ctr import and docker load accept $HERALD_IMAGE"
+  log "scripts/image.sh check: podman load, ctr import and docker load accept $HERALD_IMAGE; podman build reads the Dockerfile alike"
   scripts/image.sh check "$HERALD_IMAGE"
 fi
 

@@ -7,8 +7,9 @@
 //! a kill -9 of the holder fails over. Then BGP with GoBGP as the router: active sessions under NET_RAW alone; a
 //! passive BgpPeer on port 179 reported as not listening (condition `Listening` False, NET_BIND_SERVICE named); a
 //! BgpConf `listenPort` of 1179 accepted under NET_RAW alone; the chart's `bgp.passive=true` (NET_BIND_SERVICE
-//! added) listening on 179, the router's connections accepted. Without `HERALD_IMAGE` the test says so and passes,
-//! unless `HERALD_REQUIRE_IMAGE=1`.
+//! added) listening on 179, the router's connections accepted. A second test runs the image under a real container
+//! runtime (podman, runc, the default seccomp profile) instead of the emulation. Without `HERALD_IMAGE` the tests
+//! say so and pass, unless `HERALD_REQUIRE_IMAGE=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -191,6 +192,112 @@ fn image_runs_as_the_daemonset_runs_it_answers_arp_and_serves_health() {
     settle(Duration::from_millis(500));
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Everything a test's podman store holds (containers, their mounts, the store) goes when this does.
+struct EngineStore(PathBuf);
+
+impl Drop for EngineStore {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_file("scripts/image.sh"))
+            .arg("engine-clean")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `(CapEff, NoNewPrivs, Seccomp)` of the `herald` process in network namespace `ns`, if one runs there.
+fn herald_in(ns: &str) -> Option<(u64, String, String)> {
+    let out = Command::new("ip").args(["netns", "pids", ns]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "herald"))
+        .and_then(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            Some((
+                u64::from_str_radix(&field("CapEff:"), 16).ok()?,
+                field("NoNewPrivs:"),
+                field("Seccomp:"),
+            ))
+        })
+}
+
+/// The image under a real container runtime, which `image.sh run` only emulates: podman with runc, its default
+/// seccomp profile (RuntimeDefault), the DaemonSet's hostNetwork, capabilities as the chart renders them, read-only
+/// root, no-new-privileges. The agents elect, the holder answers ARP and HTTP, and SIGTERM (forwarded by the
+/// runtime, as a kubelet's stop is) hands the IP over.
+#[test]
+fn image_runs_under_a_container_runtime_with_its_default_seccomp_profile() {
+    let Some(archive) = image() else {
+        return;
+    };
+    if !require(&[
+        "ip", "arping", "tcpdump", "kubectl", "python3", "nft", "curl", "podman", "runc", "conmon", "nsenter",
+    ]) {
+        return;
+    }
+    let store = EngineStore(std::env::temp_dir().join(format!("herald-engine-{:06x}", rand::random::<u32>() >> 8)));
+    let rendered = kube::helm_template(&[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let security = ContainerSecurity::of_daemonset(&rendered).unwrap();
+    let mut program = vec![
+        repo_file("scripts/image.sh").to_string_lossy().into_owned(),
+        "engine-run".into(),
+    ];
+    for cap in &security.add {
+        program.extend(["--cap-add".into(), cap.clone()]);
+    }
+    program.extend([
+        store.0.to_string_lossy().into_owned(),
+        archive.to_string_lossy().into_owned(),
+        "--".into(),
+    ]);
+    let options = ClusterOptions {
+        nodes: 2,
+        agent_program: program,
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::start("engine", &options).expect("a cluster of agents run by podman");
+    for node in &c.nodes {
+        let (eff, nnp, seccomp) = herald_in(node.ns.name()).expect("herald runs in the node's network namespace");
+        assert_eq!(
+            (eff, nnp.as_str(), seccomp.as_str()),
+            (cap_bits(&security.add), "1", "2"),
+            "{}: capabilities, no_new_privs, seccomp filter mode",
+            node.name
+        );
+    }
+    c.create_services(&[ServiceSpec::v4("web")]).unwrap();
+    let ip = c.wait_service_ips(&["web"], Duration::from_secs(30)).unwrap()["web"][0];
+    let holder = c.wait_lease_holder(ip, Duration::from_secs(20), |_| true).unwrap();
+    c.wait_announced("web", ip, &holder, Duration::from_secs(20)).unwrap();
+    let h = c.node_index(&holder).unwrap();
+    let probe = c.probe(ip, Duration::from_millis(20)).unwrap();
+    let mac = probe
+        .wait_answer(0.0, Duration::from_secs(5), |_| true)
+        .expect("ARP answered");
+    assert_eq!(mac, c.nodes[h].mac, "{ip} answered by its holder {holder}");
+    assert_eq!(c.http_get(ip).unwrap(), holder);
+    let stopped = epoch_now();
+    c.signal_agent(h, "TERM").unwrap();
+    let old = c.nodes[h].mac.clone();
+    let new = probe
+        .wait_answer(stopped, Duration::from_secs(10), |m| m != old)
+        .expect("the other node answers after SIGTERM through the runtime");
+    assert_ne!(new, old);
+    assert_eq!(
+        c.wait_agent_exit(h, Duration::from_secs(10)),
+        Some(0),
+        "the agent stopped cleanly"
+    );
+    drop(c);
+    drop(store);
 }
 
 /// The capability bits of `names` (as the chart's `capabilities.add` writes them).
