@@ -8,10 +8,11 @@ use anyhow::Context;
 use herald_election::timing::ElectionTiming;
 use herald_election::{Identity, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming, OutagePolicy};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::allocator::{self, AllocatorConfig};
 use crate::announcer::{self, AnnouncerConfig};
+use crate::duration::parse_duration;
 use crate::metrics::{self, Metrics};
 use crate::watch::SharedStores;
 
@@ -81,22 +82,6 @@ pub enum ApiOutage {
     Withdraw,
 }
 
-/// Parses `500ms`, `2s`, `1.5s`, `1m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500ms, 2s, 1m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{s}' is not a valid duration"))
-}
-
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let election_timing = ElectionTiming {
@@ -106,7 +91,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         stagger_step: args.stagger_step,
     }
     .validate()
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .context("invalid election timing")?;
     allocator::gc::validate_gc_after(args.lease_gc_after, args.takeover_after).map_err(anyhow::Error::msg)?;
     let instance = args.instance_id.clone().unwrap_or_else(Identity::random_instance_id);
     let identity = Identity::new(&args.node_name, &instance).context("invalid --node-name or --instance-id")?;
@@ -218,27 +203,56 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         });
         let (client, metrics, cancel) = (client.clone(), metrics.announcer.clone(), cancel.clone());
         let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = announcer::run(client, shared, config, metrics, started, cancel).await {
-                warn!(error = %e, "announcer stopped with an error");
-            }
-        })
+        tokio::spawn(announcer::run(client, shared, config, metrics, started, cancel))
     });
     if announcer.is_none() {
         metrics.set_ready(true);
     }
 
-    tokio::select! {
-        _ = shutdown_signal() => info!("stopping: withdrawing, then releasing leases"),
-        _ = cancel.cancelled() => info!("stopping: superseded by another agent process on this node"),
-    }
+    // The announcer ends on its own only when it cannot go on (its election task ended): then this agent is not
+    // ready any more and exits with an error, to be restarted, instead of running on and answering for nothing.
+    let mut announcer = announcer;
+    let announcer_ended = async {
+        match announcer.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    let failed = tokio::select! {
+        _ = shutdown_signal() => {
+            info!("stopping: withdrawing, then releasing leases");
+            None
+        }
+        _ = cancel.cancelled() => {
+            info!("stopping: superseded by another agent process on this node");
+            None
+        }
+        ended = announcer_ended => {
+            announcer = None;
+            match ended {
+                // Superseded: the announcer stopped the agent itself.
+                Ok(Ok(())) if cancel.is_cancelled() => None,
+                Ok(Ok(())) => Some(anyhow::anyhow!("the announcer stopped on its own")),
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("the announcer task failed: {e}")),
+            }
+        }
+    };
     metrics.set_ready(false);
     cancel.cancel();
     if let Some(a) = announcer {
-        let _ = a.await;
+        match a.await {
+            Ok(Err(e)) => warn!(error = format!("{e:#}"), "announcer stopped with an error"),
+            Err(e) => warn!(error = %e, "announcer task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     let _ = allocator.await;
     let _ = server.await;
+    if let Some(e) = failed {
+        error!(error = format!("{e:#}"), "stopped: the agent cannot go on");
+        return Err(e);
+    }
     info!("stopped");
     Ok(())
 }
@@ -277,21 +291,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("fast").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("3h").unwrap_err().contains("unknown unit"));
     }
 }

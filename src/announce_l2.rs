@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use herald::duration::parse_duration;
 use herald_l2::{AnnounceConfig, AnnounceMode, ConflictPolicy, EngineConfig, Event, L2Engine, ProbeConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
@@ -19,7 +20,7 @@ pub struct AnnounceL2Args {
     #[arg(required = true)]
     pub ips: Vec<IpAddr>,
     /// Re-announce (gratuitous ARP / unsolicited NA) this often after the takeover burst, so switch FDB ageing never
-    /// drops the addresses; `0` turns the refresh off. Units: ms, s, m (e.g. `1500ms`, `30s`).
+    /// drops the addresses; `0` turns the refresh off. Units: ms, s, m, h (e.g. `1500ms`, `1.5s`, `30s`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub refresh_interval: Duration,
     /// Announce at once without first checking that no other host uses the addresses.
@@ -113,36 +114,22 @@ fn join(ips: &BTreeSet<IpAddr>) -> String {
     ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// `0`, `250ms`, `30s`, `2m`, or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |at| text.split_at(at));
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (examples: 500ms, 30s, 2m, 0)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "" | "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
-        _ => Err(format!("`{text}`: unknown unit `{unit}` (use ms, s or m)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: AnnounceL2Args,
+    }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn durations_read_as_every_other_flag_reads_them() {
+        let cli = Cli::try_parse_from(["l2", "-i", "eth0", "192.0.2.1", "--refresh-interval", "1.5s"]).unwrap();
+        assert_eq!(cli.args.refresh_interval, Duration::from_millis(1500));
+        let cli = Cli::try_parse_from(["l2", "-i", "eth0", "192.0.2.1", "--probe-interval", "0.25"]).unwrap();
+        assert_eq!(cli.args.probe_interval, Duration::from_millis(250));
     }
 }

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod allocator;
 pub mod announcer;
 pub mod credentials;
+pub mod duration;
 pub mod events;
 pub mod logging;
 pub mod metrics;

@@ -40,7 +40,18 @@ fn bad_flags_are_refused_clearly() {
 
     let out = herald(&["agent", "--node-name", "n", "--node-renew-period", "soon"]);
     assert_eq!(out.status.code(), Some(2), "clap usage error");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("'soon' is not a duration"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a duration"));
+    // One grammar for every duration flag: a decimal number of seconds is fine everywhere.
+    let out = herald(&[
+        "announce",
+        "l2",
+        "-i",
+        "eth-none",
+        "--refresh-interval",
+        "1.5s",
+        "--help",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -71,4 +82,38 @@ fn version_names_the_commit() {
         rest == "unknown" || ((7..=40).contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_hexdigit())),
         "a commit (or `unknown` outside git): {text}"
     );
+}
+
+/// Logs that go to a file or a pipe (a container runtime's log) carry no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    // An API server that is not there: the agent logs that it waits for it (and keeps waiting).
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n\
+         current-context: x\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["agent", "--node-name", "n", "--metrics-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INFO") || err.contains("WARN"),
+        "the agent logged something: {err}"
+    );
+    assert!(!err.contains('\x1b'), "no escape codes in a pipe: {err:?}");
 }

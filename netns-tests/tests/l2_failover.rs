@@ -90,6 +90,35 @@ fn crash_of_the_holder_fails_over_for_ipv4_and_ipv6() {
             new,
             "lease follows the wire"
         );
+        // An Event on the Service names the new holder of this IP (one per IP and holder).
+        let note = format!("node {new} answers ARP/NDP for {ip} ");
+        let notes = || {
+            c.get_json(&[
+                "events.events.k8s.io",
+                "-n",
+                "default",
+                "--field-selector",
+                "regarding.name=web",
+            ])
+            .map(|list| {
+                list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["note"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || notes()
+                .iter()
+                .any(|n| n.starts_with(&note))
+                .then_some(()))
+            .is_some(),
+            "an Event says '{note}...': {:#?}",
+            notes()
+        );
     }
     settle(Duration::from_secs(1));
     let now = epoch_now();
@@ -176,6 +205,13 @@ fn sigterm_hands_over_without_overlap() {
             );
         }
     }
+    // The ARP/NDP engine was shut down, not dropped: each interface's task said what it withdrew before the exit.
+    let log = c.agent_log(victim);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("stopped answering") && l.contains("withdrawn=")),
+        "the engine's interface task stopped before the agent exited: {log}"
+    );
     // Its leases were released and taken: no lease names the stopped node any more.
     let leases = c.ip_leases().unwrap();
     assert!(

@@ -1,107 +1,76 @@
-//! Where the election's announce/withdraw decisions land: the ARP/NDP engine, on the interface that carries the IP.
+//! Where the election's announce/withdraw decisions land: the ARP/NDP engine, on the interface the decision names.
+//! Everything it needs comes with the decision ([`Announce`]: the interface, whether it is a takeover); it reads
+//! nothing from the API and reports nothing back: the engine's own events say when an address is answered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use herald_election::AnnouncementSink;
+use herald_election::{Announce, AnnouncementSink};
 use herald_l2::{AnnounceMode, CountersSnapshot, InterfaceHandle, L2Engine};
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
-use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-#[derive(Default)]
-struct State {
-    /// The interface each desired IP belongs on (`None`: no interface of this node carries it).
-    routes: HashMap<IpAddr, Option<String>>,
-    /// Attached interfaces.
-    handles: HashMap<String, InterfaceHandle>,
-    /// IPs answered now, and where.
-    announced: HashMap<IpAddr, String>,
-    /// IPs some Herald node has announced before (recorded on their Services).
-    held_before: HashSet<IpAddr>,
-    /// IPs this process has answered for at some point.
-    answered_before: HashSet<IpAddr>,
-}
-
-/// The election's sink. Cheap to clone; clones share state.
-#[derive(Clone)]
+/// The election's sink. The election task owns it; [`InterfaceCounters`] reads its interfaces' counters.
 pub struct L2Sink {
     engine: Arc<L2Engine>,
-    state: Arc<Mutex<State>>,
-    /// The IP Leases, to tell a brand-new IP (probe it) from a takeover (announce at once).
-    leases: Api<Lease>,
-    /// Tells the announcer "now answering `ip` on this interface" for IPs announced at once (a probed IP is
-    /// reported by the engine when its probe passes).
-    answering: mpsc::Sender<(IpAddr, String)>,
+    /// Attached interfaces (written here only; shared with the metrics).
+    handles: Arc<Mutex<HashMap<String, InterfaceHandle>>>,
+    /// IPs answered now, and where.
+    announced: HashMap<IpAddr, String>,
 }
 
-impl L2Sink {
-    pub fn new(engine: Arc<L2Engine>, leases: Api<Lease>, answering: mpsc::Sender<(IpAddr, String)>) -> Self {
-        Self {
-            engine,
-            state: Arc::default(),
-            leases,
-            answering,
-        }
-    }
+/// The counters of every interface the sink attached, for the metrics.
+#[derive(Clone)]
+pub struct InterfaceCounters(Arc<Mutex<HashMap<String, InterfaceHandle>>>);
 
-    /// How to start answering for `ip`. A takeover (some Herald node held the IP before) goes out at once: the
-    /// previous holder may still answer for a moment (the election and the on-wire conflict watch cover that), and
-    /// the gratuitous burst must go out now. Only an IP no Herald node ever held is probed first (RFC 5227 /
-    /// DAD-style NS), so Herald never takes an address another host already uses. "Held before": this process
-    /// answered it, or a Service records an announcer for it, or its Lease had an earlier holder (the election
-    /// counts `leaseTransitions` from 1 for the first holder). If the Lease cannot be read, announce at once.
-    async fn mode(&self, ip: IpAddr) -> AnnounceMode {
-        {
-            let state = self.lock();
-            if state.answered_before.contains(&ip) || state.held_before.contains(&ip) {
-                return AnnounceMode::Immediately;
-            }
-        }
-        let Ok(name) = herald_election::naming::ip_lease_name(ip) else {
-            return AnnounceMode::Immediately;
-        };
-        match self.leases.get_opt(&name).await {
-            Ok(Some(lease)) if lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0) <= 1 => {
-                AnnounceMode::Probe
-            }
-            _ => AnnounceMode::Immediately,
-        }
-    }
-
-    /// Records which interface carries `ip` (the announcer recomputes it on every change).
-    pub fn route(&self, ip: IpAddr, interface: Option<String>) {
-        self.lock().routes.insert(ip, interface);
-    }
-
-    /// Replaces the set of IPs a Herald node has announced before.
-    pub fn set_held_before(&self, ips: HashSet<IpAddr>) {
-        self.lock().held_before = ips;
-    }
-
+impl InterfaceCounters {
     /// Counters of every attached interface.
-    pub fn counters(&self) -> Vec<(String, CountersSnapshot)> {
-        self.lock()
-            .handles
+    pub fn read(&self) -> Vec<(String, CountersSnapshot)> {
+        lock(&self.0)
             .iter()
             .map(|(name, h)| (name.clone(), h.counters()))
             .collect()
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave State inconsistent (plain map inserts); keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent (plain inserts); keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How to start answering: a takeover (some Herald agent held the IP before) goes out at once, since the previous
+/// holder is gone and the gratuitous burst must go out now (the election and the on-wire conflict watch cover a
+/// holder that still answers for a moment). An IP no agent ever held is probed first (RFC 5227 / DAD-style NS), so
+/// Herald never takes an address another host already uses.
+pub fn mode(announce: &Announce) -> AnnounceMode {
+    if announce.held_before {
+        AnnounceMode::Immediately
+    } else {
+        AnnounceMode::Probe
+    }
+}
+
+impl L2Sink {
+    pub fn new(engine: Arc<L2Engine>) -> Self {
+        Self {
+            engine,
+            handles: Arc::default(),
+            announced: HashMap::new(),
+        }
+    }
+
+    /// A reader of the interfaces' counters.
+    pub fn counters(&self) -> InterfaceCounters {
+        InterfaceCounters(self.handles.clone())
     }
 
     fn handle(&self, interface: &str) -> Option<InterfaceHandle> {
-        if let Some(h) = self.lock().handles.get(interface) {
+        if let Some(h) = lock(&self.handles).get(interface) {
             return Some(h.clone());
         }
         match self.engine.attach(interface) {
             Ok(h) => {
-                self.lock().handles.insert(interface.to_string(), h.clone());
+                lock(&self.handles).insert(interface.to_string(), h.clone());
                 Some(h)
             }
             Err(e) => {
@@ -113,38 +82,49 @@ impl L2Sink {
 }
 
 impl AnnouncementSink for L2Sink {
-    async fn announce(&mut self, ip: IpAddr) {
-        let Some(interface) = self.lock().routes.get(&ip).cloned().flatten() else {
+    async fn announce(&mut self, announce: Announce) {
+        let ip = announce.ip;
+        let Some(interface) = announce.interface.clone() else {
             error!(%ip, "elected, but no interface of this node carries the IP; set the Eip's spec.interface");
             return;
         };
         let Some(handle) = self.handle(&interface) else { return };
-        let mode = self.mode(ip).await;
+        let mode = mode(&announce);
         match handle.announce(ip, mode).await {
             Ok(()) => {
                 info!(%ip, interface, ?mode, "answering ARP/NDP");
-                if mode == AnnounceMode::Immediately && self.answering.try_send((ip, interface.clone())).is_err() {
-                    // Only the Service annotation and Event are lost; answering is unaffected.
-                    warn!(%ip, "announcer busy: not recording this announcement");
-                }
-                let mut state = self.lock();
-                state.announced.insert(ip, interface);
-                state.answered_before.insert(ip);
+                self.announced.insert(ip, interface);
             }
             Err(e) => error!(%ip, interface, error = %e, "cannot announce"),
         }
     }
 
     async fn withdraw(&mut self, ip: IpAddr) {
-        let Some(interface) = self.lock().announced.remove(&ip) else {
+        let Some(interface) = self.announced.remove(&ip) else {
             return;
         };
-        let handle = self.lock().handles.get(&interface).cloned();
+        let handle = lock(&self.handles).get(&interface).cloned();
         if let Some(h) = handle
             && let Err(e) = h.withdraw(ip).await
         {
             error!(%ip, interface, error = %e, "cannot withdraw");
         }
         info!(%ip, interface, "stopped answering");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_ip_nobody_held_is_probed() {
+        let announce = |held_before| Announce {
+            ip: "192.0.2.1".parse().unwrap(),
+            interface: Some("eth0".into()),
+            held_before,
+        };
+        assert_eq!(mode(&announce(false)), AnnounceMode::Probe);
+        assert_eq!(mode(&announce(true)), AnnounceMode::Immediately);
     }
 }

@@ -36,7 +36,7 @@ pub use leader::{LeaderLockCore, LeaderTiming};
 pub use lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
 pub use memory::MemoryLeaseStore;
 pub use metrics::{ElectionMetrics, MetricsSnapshot};
-pub use ownership::{Action, IpDesire, OpId, OutagePolicy, OwnershipCore};
+pub use ownership::{Action, Announce, IpDesire, OpId, OutagePolicy, OwnershipCore};
 pub use tasks::{
     AnnouncementSink, LeaderLock, LeaderLockConfig, LeaderLockHandle, OwnershipAgent, OwnershipConfig, OwnershipEvent,
     OwnershipHandle,

@@ -80,6 +80,23 @@ pub struct IpDesire {
     pub eligible_nodes: BTreeSet<String>,
     /// The Eip the IP was allocated from (written as a label on the IP lease).
     pub eip: String,
+    /// Where this node answers for the IP when it holds it (its interface; `None`: no interface of this node carries
+    /// it). Local to this node and opaque to the election: it does not take part in ranking, and only travels to the
+    /// sink in [`Announce`]. An IP announced while its interface changes is withdrawn and announced on the new one.
+    pub interface: Option<String>,
+}
+
+/// What the sink needs to start answering for an IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    /// The IP.
+    pub ip: IpAddr,
+    /// Its interface, from the [`IpDesire`].
+    pub interface: Option<String>,
+    /// Some Herald agent held the IP before (its lease counts an earlier holder, or this agent announced it
+    /// before): a takeover, to announce at once. `false` for an IP no agent ever held, which the sink probes first
+    /// (RFC 5227) so that Herald never takes an address another host uses.
+    pub held_before: bool,
 }
 
 /// A decision of the core.
@@ -94,7 +111,7 @@ pub enum Action {
     /// Stop answering ARP/NDP for the IP. Must take effect before the next write of the batch is sent.
     Withdraw(IpAddr),
     /// Start answering ARP/NDP for the IP (with the takeover burst).
-    Announce(IpAddr),
+    Announce(Announce),
     /// The holder of a desired IP's lease changed as this agent sees it (`holder` = `<node>/<instance>`).
     OwnerChanged {
         ip: IpAddr,
@@ -251,6 +268,10 @@ pub struct OwnershipCore {
     /// IP lease name → IP, for the IPs in `ips`.
     names: BTreeMap<String, IpAddr>,
     announced: BTreeSet<IpAddr>,
+    /// The interface each announced IP was announced on.
+    announced_on: BTreeMap<IpAddr, Option<String>>,
+    /// Desired IPs this agent has announced at some point (forgotten with the IP).
+    answered_before: BTreeSet<IpAddr>,
     hold_set: BTreeSet<IpAddr>,
     epoch: u64,
     gap_counted_for: Option<Instant>,
@@ -284,6 +305,8 @@ impl OwnershipCore {
             ips: BTreeMap::new(),
             names: BTreeMap::new(),
             announced: BTreeSet::new(),
+            announced_on: BTreeMap::new(),
+            answered_before: BTreeSet::new(),
             hold_set: BTreeSet::new(),
             epoch: 0,
             gap_counted_for: None,
@@ -786,6 +809,31 @@ impl OwnershipCore {
             .and_then(|k| u32::try_from(k).ok())
     }
 
+    /// The interface of a desired IP.
+    fn interface_of(&self, ip: IpAddr) -> Option<String> {
+        self.ips.get(&ip)?.desire.as_ref()?.interface.clone()
+    }
+
+    /// Starts announcing `ip` (which this agent holds): where, and whether it is a takeover. The lease counts
+    /// holders from 1 (ours, if we were the first): more means another agent, or this one before a release, held it.
+    fn announce(&mut self, ip: IpAddr) -> Announce {
+        let interface = self.interface_of(ip);
+        let transitions = self
+            .ips
+            .get(&ip)
+            .and_then(|s| self.leases.get(&s.name))
+            .and_then(|l| l.lease_transitions)
+            .unwrap_or(0);
+        let held_before = transitions > 1 || self.answered_before.contains(&ip);
+        self.answered_before.insert(ip);
+        self.announced_on.insert(ip, interface.clone());
+        Announce {
+            ip,
+            interface,
+            held_before,
+        }
+    }
+
     fn ip_record(&self, ip: IpAddr, desire: &IpDesire, prev: Option<&LeaseRecord>) -> crate::Result<LeaseRecord> {
         let name = naming::ip_lease_name(ip)?;
         let prev_holder = prev.and_then(|p| p.holder());
@@ -900,6 +948,7 @@ impl OwnershipCore {
         if let Some(by) = self.superseded.clone() {
             out.extend(self.announced.iter().map(|ip| Action::Withdraw(*ip)));
             self.announced.clear();
+            self.announced_on.clear();
             self.stopped = true;
             out.push(Action::Superseded { by });
             out.push(Action::Stopped);
@@ -950,8 +999,20 @@ impl OwnershipCore {
             }
         }
         // Withdrawals strictly before announcements and writes.
+        // An announced IP whose interface changed moves: withdrawn, then announced on the new one.
+        let moved: Vec<IpAddr> = want
+            .intersection(&self.announced)
+            .filter(|ip| self.announced_on.get(ip) != Some(&self.interface_of(**ip)))
+            .copied()
+            .collect();
         out.extend(self.announced.difference(&want).map(|ip| Action::Withdraw(*ip)));
-        out.extend(want.difference(&self.announced).map(|ip| Action::Announce(*ip)));
+        out.extend(moved.iter().map(|ip| Action::Withdraw(*ip)));
+        let new: Vec<IpAddr> = want.difference(&self.announced).chain(&moved).copied().collect();
+        for ip in new {
+            let announce = self.announce(ip);
+            out.push(Action::Announce(announce));
+        }
+        self.announced_on.retain(|ip, _| want.contains(ip));
         self.announced = want;
         self.hold_set.retain(|ip| self.announced.contains(ip));
         out.extend(writes);
@@ -962,6 +1023,7 @@ impl OwnershipCore {
                 || self.leases.get(&s.name).and_then(|l| l.holder()) == Some(self.holder.as_str())
         });
         self.names.retain(|_, ip| self.ips.contains_key(ip));
+        self.answered_before.retain(|ip| self.ips.contains_key(ip));
 
         if self.stopping {
             self.poll_shutdown(now, &mut out);
@@ -1251,10 +1313,19 @@ mod tests {
             IpDesire {
                 eligible_nodes: ["node-a".to_owned()].into(),
                 eip: "e".into(),
+                interface: Some("eth0".into()),
             },
         )
         .unwrap();
         (core, store, t0, ip)
+    }
+
+    /// The announcement of `ip` among `actions`, if any.
+    fn announced(actions: &[Action], ip: IpAddr) -> Option<&Announce> {
+        actions.iter().find_map(|a| match a {
+            Action::Announce(announce) if announce.ip == ip => Some(announce),
+            _ => None,
+        })
     }
 
     #[test]
@@ -1268,7 +1339,7 @@ mod tests {
     fn nothing_is_acquired_before_the_watch_synced_and_warmed_up() {
         let (mut core, store, t0, ip) = setup();
         let actions = drive(&mut core, &store, t0);
-        assert!(actions.iter().all(|a| !matches!(a, Action::Announce(_))), "{actions:?}");
+        assert!(announced(&actions, ip).is_none(), "{actions:?}");
         assert!(store.peek("herald-node-node-a").is_some(), "node lease created at once");
         core.observe(t0, WatchEvent::Resynced(store.snapshot()));
         assert!(
@@ -1276,8 +1347,67 @@ mod tests {
             "warm-up of one R"
         );
         let actions = drive(&mut core, &store, t0 + Duration::from_millis(1000));
-        assert!(actions.contains(&Action::Announce(ip)), "{actions:?}");
+        assert_eq!(
+            announced(&actions, ip),
+            Some(&Announce {
+                ip,
+                interface: Some("eth0".into()),
+                held_before: false
+            }),
+            "the first holder ever: the sink probes before answering; {actions:?}"
+        );
         assert_eq!(core.holder_of(ip), Some("node-a/1"));
+    }
+
+    #[test]
+    fn a_takeover_is_announced_as_held_before_and_an_interface_change_moves_the_ip() {
+        let (mut core, store, t0, ip) = setup();
+        // Another agent held the IP once; its node lease is gone, so it is dead.
+        let lease = LeaseRecord {
+            name: "herald-ip-192-0-2-1".into(),
+            holder: Some("node-b/1".into()),
+            lease_duration_seconds: Some(3),
+            lease_transitions: Some(1),
+            ..Default::default()
+        };
+        store.create_now(&lease).unwrap();
+        drive(&mut core, &store, t0);
+        core.observe(t0, WatchEvent::Resynced(store.snapshot()));
+        let mut at = t0;
+        let mut takeover = None;
+        while takeover.is_none() && at < t0 + Duration::from_secs(10) {
+            at += Duration::from_millis(100);
+            takeover = announced(&drive(&mut core, &store, at), ip).cloned();
+        }
+        let takeover = takeover.expect("node-a takes the IP of a dead holder over");
+        assert!(takeover.held_before, "a takeover is announced at once: {takeover:?}");
+        assert_eq!(store.peek("herald-ip-192-0-2-1").unwrap().lease_transitions, Some(2));
+
+        // The IP's interface changes (e.g. the Eip's spec.interface): withdrawn, then announced on the new one.
+        let desire = IpDesire {
+            eligible_nodes: ["node-a".to_owned()].into(),
+            eip: "e".into(),
+            interface: Some("eth1".into()),
+        };
+        core.set_desired(at, ip, desire).unwrap();
+        let actions = drive(&mut core, &store, at);
+        let withdraw = actions.iter().position(|a| *a == Action::Withdraw(ip));
+        let announce = actions
+            .iter()
+            .position(|a| matches!(a, Action::Announce(a) if a.ip == ip));
+        assert!(withdraw.is_some() && withdraw < announce, "{actions:?}");
+        assert_eq!(
+            announced(&actions, ip).unwrap(),
+            &Announce {
+                ip,
+                interface: Some("eth1".into()),
+                held_before: true
+            }
+        );
+        assert!(
+            announced(&drive(&mut core, &store, at + Duration::from_millis(100)), ip).is_none(),
+            "once"
+        );
     }
 
     #[test]
@@ -1294,6 +1424,7 @@ mod tests {
             IpDesire {
                 eligible_nodes: BTreeSet::new(),
                 eip: "e".into(),
+                interface: None,
             },
         )
         .unwrap();
@@ -1358,10 +1489,12 @@ mod tests {
             matches!(a, Action::Replace { record, .. }
                 if record.name == "herald-ip-192-0-2-1" && record.holder.as_deref() == Some("node-a/1"))
         });
-        let announce = actions.iter().position(|a| *a == Action::Announce(ip));
+        let announce = actions
+            .iter()
+            .position(|a| matches!(a, Action::Announce(a) if a.ip == ip && a.held_before));
         assert!(
             reassert.is_some() && reassert < announce,
-            "re-asserted before announcing again: {actions:?}"
+            "re-asserted before announcing again, as held before: {actions:?}"
         );
     }
 

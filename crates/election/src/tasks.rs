@@ -22,7 +22,7 @@ use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
 use crate::log_throttle::{LogThrottle, OnFailure};
 use crate::metrics::{ElectionMetrics, MetricsSnapshot};
 use crate::naming;
-use crate::ownership::{Action, IpDesire, OpId, OutagePolicy, OwnershipCore};
+use crate::ownership::{Action, Announce, IpDesire, OpId, OutagePolicy, OwnershipCore};
 use crate::timing::ElectionTiming;
 
 /// Where announce/withdraw decisions go (the L2 engine, through the agent).
@@ -30,8 +30,8 @@ use crate::timing::ElectionTiming;
 /// `withdraw` must complete only once the IP is no longer answered: the election releases a lease right after a
 /// withdrawal, and the next holder starts announcing as soon as it sees the release.
 pub trait AnnouncementSink: Send + 'static {
-    /// Start answering ARP/NDP for `ip` (and send the takeover burst).
-    fn announce(&mut self, ip: IpAddr) -> impl Future<Output = ()> + Send;
+    /// Start answering ARP/NDP for an IP (and send the takeover burst, or probe first when no agent held it before).
+    fn announce(&mut self, announce: Announce) -> impl Future<Output = ()> + Send;
     /// Stop answering ARP/NDP for `ip`; return when done.
     fn withdraw(&mut self, ip: IpAddr) -> impl Future<Output = ()> + Send;
 }
@@ -363,10 +363,11 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                     announced_changed = true;
                     info!(ip = %ip, node = %self.core.identity().node(), "withdrawn");
                 }
-                Action::Announce(ip) => {
-                    self.sink.announce(ip).await;
+                Action::Announce(announce) => {
+                    let (ip, takeover) = (announce.ip, announce.held_before);
+                    self.sink.announce(announce).await;
                     announced_changed = true;
-                    info!(ip = %ip, node = %self.core.identity().node(), "announcing");
+                    info!(ip = %ip, node = %self.core.identity().node(), takeover, "announcing");
                 }
                 Action::OwnerChanged {
                     ip,

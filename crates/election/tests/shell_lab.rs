@@ -154,6 +154,7 @@ async fn ownership_agents_over_the_api_elect_and_hand_over() {
     let desire = IpDesire {
         eligible_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
         eip: "pool".into(),
+        interface: None,
     };
     for (_, h, _) in &handles {
         for ip in &ips {

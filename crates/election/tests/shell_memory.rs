@@ -22,6 +22,7 @@ fn desire() -> IpDesire {
     IpDesire {
         eligible_nodes: NODES.iter().map(|n| (*n).to_owned()).collect(),
         eip: "pool-a".into(),
+        interface: None,
     }
 }
 
@@ -119,6 +120,7 @@ async fn wire_conflict_withdraws_and_reports() {
             IpDesire {
                 eligible_nodes: ["node-a".to_owned()].into(),
                 eip: "v6".into(),
+                interface: None,
             },
         )
         .await

@@ -8,8 +8,13 @@ use crate::packet::MacAddr;
 /// Something the caller must know about one address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The probe found no other owner (or was skipped): the address is answered and announced from now on.
-    Announced { ip: IpAddr },
+    /// The address is answered and announced from now on: its probe found no other owner, or it was announced
+    /// without a probe ([`AnnounceMode::Immediately`](crate::AnnounceMode::Immediately)).
+    Announced {
+        ip: IpAddr,
+        /// Whether a probe (RFC 5227 / DAD) passed first.
+        probed: bool,
+    },
     /// Another host claims the address.
     Conflict(Conflict),
 }

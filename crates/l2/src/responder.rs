@@ -195,7 +195,11 @@ impl Responder {
                     last_conflict: None,
                 },
             );
-            self.start_announcing(ip, now)
+            let mut out = self.start_announcing(ip, now);
+            // Answered from now on, as after a passed probe: one event for both ways, so the caller has one place to
+            // learn that an address is answered.
+            out.events.insert(0, Event::Announced { ip, probed: false });
+            out
         }
     }
 
@@ -252,7 +256,7 @@ impl Responder {
                 }
                 // RFC 5227 §2.1.1: no conflicting frame within the wait after the last probe: the address is ours.
                 Phase::Probing { .. } => {
-                    out.events.push(Event::Announced { ip });
+                    out.events.push(Event::Announced { ip, probed: true });
                     out.extend(self.start_announcing(ip, now));
                 }
                 Phase::Bursting { .. } | Phase::Refreshing => out.extend(self.announce_again(ip, now)),

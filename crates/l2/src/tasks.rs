@@ -325,7 +325,8 @@ impl InterfaceTask {
         for event in out.events {
             let interface = self.socket.interface().name.clone();
             match &event {
-                Event::Announced { ip } => info!(%interface, %ip, "probe found no other owner"),
+                Event::Announced { ip, probed: true } => info!(%interface, %ip, "probe found no other owner"),
+                Event::Announced { ip, probed: false } => debug!(%interface, %ip, "answered from now on"),
                 Event::Conflict(c) if c.refused => {
                     error!(%interface, ip = %c.ip, mac = %c.mac, signal = %c.signal,
                         "address conflict: another host already uses this address; it is NOT announced");

@@ -229,6 +229,7 @@ impl Sim {
         let desire = IpDesire {
             eligible_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
             eip: "pool".into(),
+            interface: None,
         };
         self.desired.insert(ip, desire.clone());
         for i in 0..self.agents.len() {
@@ -248,6 +249,7 @@ impl Sim {
         let desire = IpDesire {
             eligible_nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
             eip: "pool".into(),
+            interface: None,
         };
         let local = self.local(i);
         self.agents[i].core.set_desired(local, ip, desire).expect("desired");
@@ -367,7 +369,8 @@ impl Sim {
         let node = self.agents[i].node.clone();
         let reachable = self.store.is_reachable(&node);
         let (op, store_op) = match action {
-            Action::Announce(ip) => {
+            Action::Announce(announce) => {
+                let ip = announce.ip;
                 self.agents[i].announced.insert(ip);
                 self.decisions.push(Decision {
                     at: self.now,

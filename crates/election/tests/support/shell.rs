@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use herald_election::AnnouncementSink;
+use herald_election::{Announce, AnnouncementSink};
 use tokio::time::Instant;
 
 /// One announce (`true`) or withdraw (`false`) with the time it was applied.
@@ -27,7 +27,8 @@ impl RecordingSink {
 }
 
 impl AnnouncementSink for RecordingSink {
-    async fn announce(&mut self, ip: IpAddr) {
+    async fn announce(&mut self, announce: Announce) {
+        let ip = announce.ip;
         self.log
             .lock()
             .expect("log")

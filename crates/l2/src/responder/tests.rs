@@ -235,7 +235,7 @@ fn probes_then_announces_when_nobody_answers() {
     assert_eq!(r.poll(t0 + step).frames.len(), 1);
     assert_eq!(r.poll(t0 + step * 2).frames.len(), 1);
     let out = r.poll(t0 + step * 3);
-    assert_eq!(out.events, vec![Event::Announced { ip }]);
+    assert_eq!(out.events, vec![Event::Announced { ip, probed: true }]);
     assert_eq!(out.frames.len(), 2, "gratuitous ARP request and reply");
     // RFC 5227 §2.3: the ARP Announcement is the probe with the address as sender IP too.
     assert_eq!(
@@ -343,6 +343,15 @@ fn burst_then_periodic_refresh() {
     let ip = v6("2001:db8::10");
     let first = r.announce(ip, AnnounceMode::Immediately, t0);
     assert_eq!(first.frames.len(), 1);
+    assert_eq!(
+        first.events,
+        [Event::Announced { ip, probed: false }],
+        "answered from now on, said once, as after a probe"
+    );
+    assert!(
+        r.announce(ip, AnnounceMode::Immediately, t0).events.is_empty(),
+        "not again for an address it has"
+    );
     let (eth, na) = decode_na(&first.frames[0]);
     assert_eq!(eth.destination, MacAddr([0x33, 0x33, 0, 0, 0, 1]));
     assert_eq!(

@@ -1,0 +1,436 @@
+//! The announcer's decisions, without I/O: the cluster's desired announcements, this node's links, the engine's and
+//! the election's news in; what to tell the election, what to write to the API, and whether to stop, out. The shell
+//! ([`super::run`]) feeds it and executes its plans: election commands in order, API writes through a bounded writer
+//! outside its loop (so a slow API server never holds up link or ownership handling).
+//!
+//! Tested like the allocator's core (`allocator/state.rs`): plain values in, plain values out.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use herald_api::Protocol;
+use herald_election::{IpDesire, OwnershipEvent};
+use herald_ipam::ServiceKey;
+use herald_l2::{EngineEvent, Event as L2Event};
+
+use super::desired::Announcement;
+
+/// What the election must be told, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionCommand {
+    /// Take part in the election for `ip` (or update its desire).
+    Set(IpAddr, IpDesire),
+    /// No longer a Layer 2 Service IP.
+    Remove(IpAddr),
+    /// Another MAC claims `ip` on the wire while this node answers it: the election decides who yields.
+    WireConflict(IpAddr),
+}
+
+/// An API write, for the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// This node answers for `ip` on `interface`: its `herald.dev/announced-by` entry on the Service, and an
+    /// `Announcing` Event naming the node, the IP and the interface.
+    Announcing {
+        service: ServiceKey,
+        ip: IpAddr,
+        interface: String,
+    },
+    /// An `AddressConflict` Warning Event on the Service.
+    Conflict { service: ServiceKey, note: String },
+}
+
+/// Something to log, decided by the core (the shell logs it with the node's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// No node may announce `ip`, and why (logged once per change).
+    Unplaceable { ip: IpAddr, eip: String, why: String },
+    /// This node answers for `ip` from now on.
+    Announcing { ip: IpAddr, interface: String },
+    /// Another host claims `ip` (`refused`: found by the probe, so Herald does not answer for it at all).
+    Conflict {
+        ip: IpAddr,
+        mac: String,
+        interface: String,
+        refused: bool,
+    },
+    /// Another holder answers for `ip` now.
+    NoLongerAnnouncing { ip: IpAddr, new_holder: String },
+    /// This node withdrew `ip` because another MAC answers for it.
+    WireYield { ip: IpAddr },
+}
+
+/// What to do after one input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Election commands, in order.
+    pub election: Vec<ElectionCommand>,
+    /// API writes (their order does not matter).
+    pub writes: Vec<Write>,
+    /// Log lines.
+    pub notices: Vec<Notice>,
+    /// The announcer must stop, and why (another process took this node over, or the election task ended).
+    pub stop: Option<Stop>,
+}
+
+/// Why the announcer stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A newer agent process owns this node (rolling update): stop cleanly.
+    Superseded { by: String },
+    /// The election task ended on its own: this agent can no longer take part; stop with an error so that it is
+    /// restarted (and `/readyz` fails at once).
+    ElectionEnded,
+}
+
+/// Where this node would answer for a Layer 2 IP: the interface, and whether it can answer there now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The interface that carries the IP (`None`: none of this node's).
+    pub interface: Option<String>,
+    /// The interface is up and can carry ARP/NDP.
+    pub usable: bool,
+}
+
+/// The announcer's state. See the module docs.
+#[derive(Debug)]
+pub struct AnnouncerCore {
+    node: String,
+    /// What the election was told, per Layer 2 IP.
+    sent: BTreeMap<IpAddr, IpDesire>,
+    /// Why each IP has no eligible node, as last reported (`None`: it has one).
+    unplaceable: BTreeMap<IpAddr, Option<String>>,
+    /// Every announced IP (both modes), from the last cluster input: who is behind an IP when it is answered.
+    current: BTreeMap<IpAddr, Announcement>,
+}
+
+impl AnnouncerCore {
+    /// A core for this node.
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            sent: BTreeMap::new(),
+            unplaceable: BTreeMap::new(),
+            current: BTreeMap::new(),
+        }
+    }
+
+    /// The announcements of the last cluster input (BGP mode plans from them too).
+    pub fn current(&self) -> &BTreeMap<IpAddr, Announcement> {
+        &self.current
+    }
+
+    /// Layer 2 IPs the election takes part in.
+    pub fn desired_l2(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// The cluster's desired announcements or this node's links changed. `place` says where this node would answer
+    /// an IP (given the Eip's `spec.interface`): only this node can see its links, so a node whose link is down
+    /// leaves itself out of the eligible set (the others just wait their stagger).
+    pub fn cluster(
+        &mut self,
+        current: BTreeMap<IpAddr, Announcement>,
+        place: impl Fn(IpAddr, Option<&str>) -> Placement,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        for (ip, a) in &current {
+            if a.ineligible_reason != *self.unplaceable.get(ip).unwrap_or(&None) {
+                if let Some(why) = &a.ineligible_reason {
+                    plan.notices.push(Notice::Unplaceable {
+                        ip: *ip,
+                        eip: a.eip.clone(),
+                        why: why.clone(),
+                    });
+                }
+                self.unplaceable.insert(*ip, a.ineligible_reason.clone());
+            }
+        }
+        self.unplaceable.retain(|ip, _| current.contains_key(ip));
+        let mut wanted: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
+        for (ip, a) in current.iter().filter(|(_, a)| a.protocol == Protocol::Layer2) {
+            let placement = place(*ip, a.interface.as_deref());
+            let mut eligible_nodes = a.eligible_nodes.clone();
+            if !placement.usable {
+                eligible_nodes.remove(&self.node);
+            }
+            let desire = IpDesire {
+                eligible_nodes,
+                eip: a.eip.clone(),
+                interface: placement.interface,
+            };
+            wanted.insert(*ip, desire);
+        }
+        for ip in self.sent.keys().filter(|ip| !wanted.contains_key(ip)) {
+            plan.election.push(ElectionCommand::Remove(*ip));
+        }
+        for (ip, desire) in &wanted {
+            if self.sent.get(ip) != Some(desire) {
+                plan.election.push(ElectionCommand::Set(*ip, desire.clone()));
+            }
+        }
+        self.sent = wanted;
+        self.current = current;
+        plan
+    }
+
+    /// News from the ARP/NDP engine.
+    pub fn engine(&mut self, ev: &EngineEvent) -> Plan {
+        let mut plan = Plan::default();
+        let services = |ip: &IpAddr| {
+            self.current
+                .get(ip)
+                .map(|a| a.services.iter().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        match &ev.event {
+            L2Event::Announced { ip, .. } => {
+                plan.notices.push(Notice::Announcing {
+                    ip: *ip,
+                    interface: ev.interface.clone(),
+                });
+                plan.writes
+                    .extend(services(ip).into_iter().map(|service| Write::Announcing {
+                        service,
+                        ip: *ip,
+                        interface: ev.interface.clone(),
+                    }));
+            }
+            L2Event::Conflict(c) => {
+                plan.notices.push(Notice::Conflict {
+                    ip: c.ip,
+                    mac: c.mac.to_string(),
+                    interface: ev.interface.clone(),
+                    refused: c.refused,
+                });
+                if c.refused {
+                    // The probe before the first announcement found the address in use: never fight a host that
+                    // is not Herald. Say so on every Service of the IP.
+                    let note = format!(
+                        "{} is already used by host {} on {} of node {}; Herald does not answer for it. Remove the \
+                         address from the Eip, or the host from the network",
+                        c.ip, c.mac, ev.interface, self.node
+                    );
+                    plan.writes
+                        .extend(services(&c.ip).into_iter().map(|service| Write::Conflict {
+                            service,
+                            note: note.clone(),
+                        }));
+                } else {
+                    plan.election.push(ElectionCommand::WireConflict(c.ip));
+                }
+            }
+        }
+        plan
+    }
+
+    /// News from the election.
+    pub fn ownership(&mut self, ev: &OwnershipEvent) -> Plan {
+        let mut plan = Plan::default();
+        match ev {
+            OwnershipEvent::Superseded { by } => plan.stop = Some(Stop::Superseded { by: by.clone() }),
+            OwnershipEvent::OwnerChanged {
+                ip,
+                is_self: false,
+                was_self: true,
+                holder,
+                ..
+            } => plan.notices.push(Notice::NoLongerAnnouncing {
+                ip: *ip,
+                new_holder: holder.clone().unwrap_or_default(),
+            }),
+            // Answering is recorded when the engine says it answers (after the probe, or at once on a takeover).
+            OwnershipEvent::OwnerChanged { .. } => {}
+            OwnershipEvent::WireYield { ip } => plan.notices.push(Notice::WireYield { ip: *ip }),
+        }
+        plan
+    }
+
+    /// The election task ended without being asked to.
+    pub fn election_ended(&mut self) -> Plan {
+        Plan {
+            stop: Some(Stop::ElectionEnded),
+            ..Plan::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_l2::{Conflict, ConflictSignal, MacAddr};
+    use std::collections::BTreeSet;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn svc(name: &str) -> ServiceKey {
+        ServiceKey {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn l2(eip: &str, services: &[&str], nodes: &[&str]) -> Announcement {
+        Announcement {
+            eip: eip.into(),
+            protocol: Protocol::Layer2,
+            interface: None,
+            services: services.iter().map(|s| svc(s)).collect(),
+            eligible_nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            ineligible_reason: None,
+        }
+    }
+
+    fn on_eth0(_: IpAddr, _: Option<&str>) -> Placement {
+        Placement {
+            interface: Some("eth0".into()),
+            usable: true,
+        }
+    }
+
+    fn set(ip: IpAddr, nodes: &[&str], interface: Option<&str>) -> ElectionCommand {
+        ElectionCommand::Set(
+            ip,
+            IpDesire {
+                eligible_nodes: nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+                eip: "lan".into(),
+                interface: interface.map(str::to_string),
+            },
+        )
+    }
+
+    #[test]
+    fn the_election_hears_each_change_once_and_a_down_link_leaves_this_node_out() {
+        let mut core = AnnouncerCore::new("n1");
+        let a = ip("192.0.2.10");
+        let current = BTreeMap::from([(a, l2("lan", &["web"], &["n1", "n2"]))]);
+        let plan = core.cluster(current.clone(), on_eth0);
+        assert_eq!(plan.election, [set(a, &["n1", "n2"], Some("eth0"))]);
+        assert!(
+            core.cluster(current.clone(), on_eth0).election.is_empty(),
+            "no change, nothing to say"
+        );
+
+        let down = |_: IpAddr, _: Option<&str>| Placement {
+            interface: Some("eth0".into()),
+            usable: false,
+        };
+        assert_eq!(
+            core.cluster(current.clone(), down).election,
+            [set(a, &["n2"], Some("eth0"))]
+        );
+
+        // A BGP-mode IP is not the election's; a gone IP is removed.
+        let mut bgp = l2("routed", &["api"], &["n1"]);
+        bgp.protocol = Protocol::Bgp;
+        let plan = core.cluster(BTreeMap::from([(ip("203.0.113.1"), bgp)]), on_eth0);
+        assert_eq!(plan.election, [ElectionCommand::Remove(a)]);
+        assert_eq!(core.desired_l2(), 0);
+        assert_eq!(core.current().len(), 1, "BGP mode plans from it");
+    }
+
+    #[test]
+    fn an_unplaceable_ip_is_said_once_per_change() {
+        let mut core = AnnouncerCore::new("n1");
+        let a = ip("192.0.2.10");
+        let mut nobody = l2("lan", &["web"], &[]);
+        nobody.ineligible_reason = Some("no node matches the Eip's nodeSelector".into());
+        let current = BTreeMap::from([(a, nobody)]);
+        let plan = core.cluster(current.clone(), on_eth0);
+        assert_eq!(
+            plan.notices,
+            [Notice::Unplaceable {
+                ip: a,
+                eip: "lan".into(),
+                why: "no node matches the Eip's nodeSelector".into()
+            }]
+        );
+        assert!(core.cluster(current, on_eth0).notices.is_empty());
+    }
+
+    fn event(event: L2Event) -> EngineEvent {
+        EngineEvent {
+            interface: "eth0".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn an_answered_ip_is_recorded_on_each_of_its_services() {
+        let mut core = AnnouncerCore::new("n1");
+        let a = ip("192.0.2.10");
+        core.cluster(BTreeMap::from([(a, l2("lan", &["web", "web-udp"], &["n1"]))]), on_eth0);
+        let plan = core.engine(&event(L2Event::Announced { ip: a, probed: false }));
+        assert_eq!(
+            plan.writes,
+            ["web", "web-udp"].map(|s| Write::Announcing {
+                service: svc(s),
+                ip: a,
+                interface: "eth0".into()
+            })
+        );
+        assert!(
+            core.engine(&event(L2Event::Announced {
+                ip: ip("192.0.2.99"),
+                probed: true
+            }))
+            .writes
+            .is_empty(),
+            "an IP no Service has any more: nothing to record"
+        );
+    }
+
+    #[test]
+    fn a_conflict_found_by_the_probe_is_reported_and_one_while_answering_goes_to_the_election() {
+        let mut core = AnnouncerCore::new("n1");
+        let a = ip("192.0.2.10");
+        core.cluster(BTreeMap::from([(a, l2("lan", &["web"], &["n1"]))]), on_eth0);
+        let conflict = |refused| {
+            event(L2Event::Conflict(Conflict {
+                ip: a,
+                mac: MacAddr([2, 0, 0, 0, 0, 0x99]),
+                signal: ConflictSignal::ArpReply,
+                refused,
+            }))
+        };
+        let plan = core.engine(&conflict(true));
+        assert!(plan.election.is_empty());
+        assert_eq!(plan.writes.len(), 1);
+        let Write::Conflict { service, note } = &plan.writes[0] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(service, &svc("web"));
+        assert!(
+            note.starts_with("192.0.2.10 is already used by host 02:00:00:00:00:99 on eth0 of node n1"),
+            "{note}"
+        );
+        let plan = core.engine(&conflict(false));
+        assert_eq!(plan.election, [ElectionCommand::WireConflict(a)]);
+        assert!(plan.writes.is_empty());
+    }
+
+    #[test]
+    fn the_announcer_stops_when_superseded_or_when_the_election_ends() {
+        let mut core = AnnouncerCore::new("n1");
+        let plan = core.ownership(&OwnershipEvent::Superseded { by: "n1/2".into() });
+        assert_eq!(plan.stop, Some(Stop::Superseded { by: "n1/2".into() }));
+        assert_eq!(core.election_ended().stop, Some(Stop::ElectionEnded));
+        let plan = core.ownership(&OwnershipEvent::OwnerChanged {
+            ip: ip("192.0.2.10"),
+            holder: Some("n2/1".into()),
+            node: Some("n2".into()),
+            is_self: false,
+            was_self: true,
+        });
+        assert_eq!(plan.stop, None);
+        assert_eq!(
+            plan.notices,
+            [Notice::NoLongerAnnouncing {
+                ip: ip("192.0.2.10"),
+                new_holder: "n2/1".into()
+            }]
+        );
+    }
+}
