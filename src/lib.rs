@@ -6,6 +6,7 @@
 /// The version and the commit it was built from (`0.1.0 (1a2b3c4d5e6f)`), as `herald --version` prints it.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HERALD_REVISION"), ")");
 
+pub mod adapter;
 pub mod agent;
 pub mod allocator;
 pub mod announcer;

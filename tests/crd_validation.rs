@@ -3,7 +3,7 @@
 //! (`crates/api`) are enforced by the real server only (lab-apiserver prunes and defaults but does not validate), so
 //! these tests run with `HERALD_TEST_APISERVER=kube` and say that they skip otherwise.
 //!
-//! Every Eip sent is also read the way the allocator reads it (`allocator::convert::pool_spec`, then
+//! Every Eip sent is also read the way the allocator reads it (`adapter::pool_spec`, then
 //! `herald_ipam::Pool::parse`), so the tables show that the server refuses what Herald refuses, accepts what Herald
 //! accepts, and where the two differ on purpose.
 
@@ -105,7 +105,7 @@ fn field_errors(kubectl_error: &str) -> Vec<String> {
 /// What the allocator makes of an Eip: `Ok`, or the message its `Ready` condition would show.
 fn herald_reads(eip: &Value) -> Result<(), String> {
     let eip: herald_api::Eip = serde_json::from_value(eip.clone()).map_err(|e| e.to_string())?;
-    let spec = herald::allocator::convert::pool_spec(&eip)?;
+    let spec = herald::adapter::pool_spec(&eip)?;
     herald_ipam::Pool::parse(&spec).map(drop).map_err(|e| e.to_string())
 }
 

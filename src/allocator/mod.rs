@@ -7,7 +7,6 @@
 //! concurrency. Failed writes are retried by the next pass with exponential backoff; nothing re-lists in a loop.
 //! After each pass, and on its own timer, the loop collects unused Leases ([`gc`]).
 
-pub mod convert;
 pub mod gc;
 pub mod state;
 
@@ -36,6 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
@@ -226,7 +226,7 @@ pub async fn run(
             if let Some(c) = &mut collector {
                 // In use: what the allocator holds, and what any Service still shows (a status write may lag).
                 let allocated = state.allocator().allocations().flat_map(|(_, a)| a.ips.iter().copied());
-                let shown = snapshot.services.iter().flat_map(|s| convert::status_ips(s));
+                let shown = snapshot.services.iter().flat_map(|s| adapter::status_ips(s));
                 let in_use = gc::lease_names(allocated.chain(shown));
                 if in_use != c.in_use {
                     c.core.in_use_until(&c.in_use, Instant::now());
@@ -294,7 +294,7 @@ impl Controller {
         let services: HashMap<String, &Arc<Service>> = snap
             .services
             .iter()
-            .map(|s| (state::service_key(s).to_string(), s))
+            .map(|s| (adapter::service_key(s).to_string(), s))
             .collect();
         let eips: HashMap<String, &Arc<Eip>> = snap.eips.iter().map(|e| (e.name_any(), e)).collect();
         let mut writes = Vec::new();

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::convert;
+use crate::adapter::{self as convert, service_key};
 
 /// What the controller sees: the reflectors' current state.
 #[derive(Default, Clone)]
@@ -603,11 +603,6 @@ fn status_view(u: &Unreadable) -> Eip {
     eip.metadata = u.metadata.clone();
     eip.status = u.status.clone().and_then(|s| serde_json::from_value(s).ok());
     eip
-}
-
-/// `namespace/name` of a Service.
-pub fn service_key(svc: &Service) -> ServiceKey {
-    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
 }
 
 fn join(ips: &[IpAddr]) -> String {

@@ -98,7 +98,7 @@ fn find(snap: &Snapshot, key: &str) -> usize {
 }
 
 fn ips_of(snap: &Snapshot, key: &str) -> Vec<IpAddr> {
-    super::convert::status_ips(&snap.services[find(snap, key)])
+    crate::adapter::status_ips(&snap.services[find(snap, key)])
 }
 
 fn pass(state: &mut AllocatorState, snap: &mut Snapshot) -> Plan {
@@ -211,7 +211,7 @@ fn restart_keeps_every_ip() {
         json!({"herald.dev/ips": "192.0.2.9"}),
     ));
     pass(&mut state, &mut snap);
-    let before: Vec<_> = snap.services.iter().map(|s| super::convert::status_ips(s)).collect();
+    let before: Vec<_> = snap.services.iter().map(|s| crate::adapter::status_ips(s)).collect();
     let mut restarted = AllocatorState::new();
     let plan = pass(&mut restarted, &mut snap);
     assert!(
@@ -219,7 +219,7 @@ fn restart_keeps_every_ip() {
         "{:?}",
         plan.writes
     );
-    let after: Vec<_> = snap.services.iter().map(|s| super::convert::status_ips(s)).collect();
+    let after: Vec<_> = snap.services.iter().map(|s| crate::adapter::status_ips(s)).collect();
     assert_eq!(before, after);
 }
 

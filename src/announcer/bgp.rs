@@ -26,7 +26,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::desired::Announcement;
-use crate::allocator::convert;
+use crate::adapter as convert;
 
 /// What BGP mode needs from the cluster.
 pub struct BgpView<'a> {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
-use crate::allocator::convert;
+use crate::adapter as convert;
 
 /// One Service IP to announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         let Some(pool) = convert::allocated_from(svc) else {
             continue;
         };
-        let key = crate::allocator::state::service_key(svc);
+        let key = convert::service_key(svc);
         let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         let allowed = if local {
             let (nodes, anonymous) = local_endpoint_nodes(&view.endpoint_slices, &key);

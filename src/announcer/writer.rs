@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::state::Write;
+use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType};
 
 /// Writes waiting at most; more are dropped.
@@ -106,13 +107,13 @@ async fn record_announcer(api: &Api<Service>, name: &str, ip: IpAddr, node: &str
     let mut attempt = 0;
     loop {
         let svc = api.get(name).await?;
-        let current_ips = crate::allocator::convert::status_ips(&svc);
+        let current_ips = adapter::status_ips(&svc);
         let existing = svc
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(names::ANNOTATION_ANNOUNCED_BY));
-        let value = announced_by(existing.map(String::as_str), &current_ips, ip, node);
+        let value = adapter::announced_by(existing.map(String::as_str), &current_ips, ip, node);
         if existing == Some(&value) {
             return Ok(svc);
         }
@@ -124,39 +125,5 @@ async fn record_announcer(api: &Api<Service>, name: &str, ip: IpAddr, node: &str
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => attempt += 1,
             other => return other,
         }
-    }
-}
-
-/// The new `herald.dev/announced-by` value: `ip=node` set, entries for IPs the Service no longer has dropped, sorted.
-fn announced_by(existing: Option<&str>, service_ips: &[IpAddr], ip: IpAddr, node: &str) -> String {
-    let mut entries: std::collections::BTreeMap<IpAddr, String> = existing
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|e| {
-            let (i, n) = e.trim().split_once('=')?;
-            Some((i.parse().ok()?, n.to_string()))
-        })
-        .filter(|(i, _)| service_ips.contains(i))
-        .collect();
-    entries.insert(ip, node.to_string());
-    entries
-        .iter()
-        .map(|(i, n)| format!("{i}={n}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::announced_by;
-
-    #[test]
-    fn announced_by_keeps_other_ips_and_drops_stale_ones() {
-        let ips = ["192.0.2.200".parse().unwrap(), "2001:db8:1::200".parse().unwrap()];
-        assert_eq!(announced_by(None, &ips, ips[0], "node2"), "192.0.2.200=node2");
-        let v = announced_by(Some("192.0.2.200=node2"), &ips, ips[1], "node1");
-        assert_eq!(v, "192.0.2.200=node2,2001:db8:1::200=node1");
-        let v = announced_by(Some("192.0.2.9=old,192.0.2.200=node2,garbage"), &ips, ips[0], "node3");
-        assert_eq!(v, "192.0.2.200=node3", "entries for IPs the Service no longer has go");
     }
 }

@@ -1,5 +1,7 @@
-//! Kubernetes objects → the allocator's plain types. Pure functions: every rule about which Service Herald
-//! handles and how its annotations are read lives here, tested without an API server.
+//! The one adapter between Kubernetes objects and Herald's domain types, for the allocator and the announcer alike:
+//! which Services Herald handles, how their annotations and status are read (requests, Service keys, allocated
+//! IPs, the Eip they came from), Eips as pools, label selectors, and the `herald.dev/announced-by` encoding. Pure
+//! functions, tested without an API server.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -8,11 +10,36 @@ use herald_api::eip::MAX_ADDRESS_ENTRY;
 use herald_api::{Eip, names, text};
 use herald_ipam::{
     CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator, LabelRequirement, LabelSelector, Labels,
-    PoolSpec, Protocol, ServicePort, ServiceRequest,
+    PoolSpec, Protocol, ServiceKey, ServicePort, ServiceRequest,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use kube::ResourceExt;
+
+/// `namespace/name` of a Service.
+pub fn service_key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+/// The new `herald.dev/announced-by` value (`ip=node,ip=node`, one entry per Service IP): `ip=node` set, entries for
+/// IPs the Service no longer has dropped, sorted.
+pub fn announced_by(existing: Option<&str>, service_ips: &[IpAddr], ip: IpAddr, node: &str) -> String {
+    let mut entries: std::collections::BTreeMap<IpAddr, String> = existing
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|e| {
+            let (i, n) = e.trim().split_once('=')?;
+            Some((i.parse().ok()?, n.to_string()))
+        })
+        .filter(|(i, _)| service_ips.contains(i))
+        .collect();
+    entries.insert(ip, node.to_string());
+    entries
+        .iter()
+        .map(|(i, n)| format!("{i}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Which Services this agent handles: `type: LoadBalancer` with class `herald.dev/lb`, or without a class when
 /// `default_class` is on.
