@@ -172,7 +172,7 @@ pub async fn run(
         unplaceable.retain(|ip, _| current.contains_key(ip));
         for (ip, a) in current.iter().filter(|(_, a)| a.protocol == Protocol::Layer2) {
             let interface = links::interface_for(&link_state, *ip, a.interface.as_deref());
-            let usable = interface.as_ref().and_then(|i| link_state.get(i)).is_some_and(|l| l.up);
+            let usable = interface.usable.is_ok();
             let mut eligible = a.eligible_nodes.clone();
             if !usable {
                 // Only this node can see its links; it leaves itself out (others just wait their stagger).

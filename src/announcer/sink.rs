@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use herald_election::AnnouncementSink;
-use herald_l2::{AnnounceMode, CountersSnapshot, InterfaceHandle, L2Engine};
+use herald_l2::{AnnounceMode, CountersSnapshot, InterfaceChoice, InterfaceHandle, L2Engine, Unusable};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tokio::sync::mpsc;
@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 #[derive(Default)]
 struct State {
-    /// The interface each desired IP belongs on (`None`: no interface of this node carries it).
-    routes: HashMap<IpAddr, Option<String>>,
+    /// The interface each desired IP belongs on, and whether the engine can answer there.
+    routes: HashMap<IpAddr, InterfaceChoice>,
     /// Attached interfaces.
     handles: HashMap<String, InterfaceHandle>,
     /// IPs answered now, and where.
@@ -71,9 +71,17 @@ impl L2Sink {
         }
     }
 
-    /// Records which interface carries `ip` (the announcer recomputes it on every change).
-    pub fn route(&self, ip: IpAddr, interface: Option<String>) {
-        self.lock().routes.insert(ip, interface);
+    /// Records which interface carries `ip` (the announcer recomputes it on every change), and says once per change
+    /// why this node cannot answer for it (it then leaves itself out of the IP's election). No interface holding the
+    /// IP's subnet is not worth a line: nodes on other networks see that for every IP of every other network.
+    pub fn route(&self, ip: IpAddr, choice: InterfaceChoice) {
+        let before = self.lock().routes.insert(ip, choice.clone());
+        if let Err(why) = &choice.usable
+            && !matches!(why, Unusable::NoSubnet(_))
+            && before.is_none_or(|b| b.usable.as_ref().err() != Some(why))
+        {
+            info!(%ip, "this node cannot answer for this IP and is not a candidate for it: {why}");
+        }
     }
 
     /// Replaces the set of IPs a Herald node has announced before.
@@ -114,7 +122,7 @@ impl L2Sink {
 
 impl AnnouncementSink for L2Sink {
     async fn announce(&mut self, ip: IpAddr) {
-        let Some(interface) = self.lock().routes.get(&ip).cloned().flatten() else {
+        let Some(interface) = self.lock().routes.get(&ip).and_then(|c| c.interface.clone()) else {
             error!(%ip, "elected, but no interface of this node carries the IP; set the Eip's spec.interface");
             return;
         };
