@@ -23,7 +23,7 @@ use herald_api::{BgpConf, BgpPeer, names};
 use herald_election::{
     Identity, KubeLeaseStore, OutagePolicy, OwnershipAgent, OwnershipConfig, OwnershipHandle, timing::ElectionTiming,
 };
-use herald_l2::{EngineConfig, L2Engine};
+use herald_l2::{EngineConfig, L2Engine, Unusable};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
@@ -158,9 +158,18 @@ pub async fn run(
                 endpoint_slices: slices.state(),
             };
             let place = |ip: IpAddr, preferred: Option<&str>| {
-                let interface = links::interface_for(&link_state, ip, preferred);
-                let usable = interface.as_ref().and_then(|i| link_state.get(i)).is_some_and(|l| l.up);
-                Placement { interface, usable }
+                let choice = links::interface_for(&link_state, ip, preferred);
+                Placement {
+                    interface: choice.interface,
+                    usable: choice.usable.is_ok(),
+                    // No interface holding the IP's subnet is not worth a line: nodes on other networks see that for
+                    // every IP of every other network.
+                    why: choice
+                        .usable
+                        .err()
+                        .filter(|why| !matches!(why, Unusable::NoSubnet(_)))
+                        .map(|why| why.to_string()),
+                }
             };
             let plan = core.cluster(desired::desired(&view, config.default_class), place);
             stop = execute(plan, &node, &ownership, &writer).await;
@@ -252,6 +261,9 @@ async fn execute(plan: Plan, node: &str, ownership: &OwnershipHandle, writer: &W
                 info!(%ip, node, new_holder, "no longer announcing");
             }
             Notice::WireYield { ip } => warn!(%ip, node, "withdrew: another MAC answers for this IP"),
+            Notice::CannotAnswer { ip, why } => {
+                info!(%ip, node, "this node cannot answer for this IP and is not a candidate for it: {why}");
+            }
         }
     }
     for command in plan.election {

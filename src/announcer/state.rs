@@ -58,6 +58,8 @@ pub enum Notice {
     NoLongerAnnouncing { ip: IpAddr, new_holder: String },
     /// This node withdrew `ip` because another MAC answers for it.
     WireYield { ip: IpAddr },
+    /// This node cannot answer for `ip` (its interface cannot carry it), so it is not a candidate (once per change).
+    CannotAnswer { ip: IpAddr, why: String },
 }
 
 /// What to do after one input.
@@ -88,8 +90,10 @@ pub enum Stop {
 pub struct Placement {
     /// The interface that carries the IP (`None`: none of this node's).
     pub interface: Option<String>,
-    /// The interface is up and can carry ARP/NDP.
+    /// The interface is up and can carry ARP/NDP (the rule `L2Engine::attach` applies).
     pub usable: bool,
+    /// Why it cannot, when that is worth saying.
+    pub why: Option<String>,
 }
 
 /// The announcer's state. See the module docs.
@@ -100,6 +104,8 @@ pub struct AnnouncerCore {
     sent: BTreeMap<IpAddr, IpDesire>,
     /// Why each IP has no eligible node, as last reported (`None`: it has one).
     unplaceable: BTreeMap<IpAddr, Option<String>>,
+    /// Why this node cannot answer for each IP, as last reported.
+    cannot_answer: BTreeMap<IpAddr, Option<String>>,
     /// Every announced IP (both modes), from the last cluster input: who is behind an IP when it is answered.
     current: BTreeMap<IpAddr, Announcement>,
 }
@@ -111,6 +117,7 @@ impl AnnouncerCore {
             node: node.to_string(),
             sent: BTreeMap::new(),
             unplaceable: BTreeMap::new(),
+            cannot_answer: BTreeMap::new(),
             current: BTreeMap::new(),
         }
     }
@@ -150,6 +157,15 @@ impl AnnouncerCore {
         let mut wanted: BTreeMap<IpAddr, IpDesire> = BTreeMap::new();
         for (ip, a) in current.iter().filter(|(_, a)| a.protocol == Protocol::Layer2) {
             let placement = place(*ip, a.interface.as_deref());
+            if self.cannot_answer.get(ip) != Some(&placement.why) {
+                if let Some(why) = &placement.why {
+                    plan.notices.push(Notice::CannotAnswer {
+                        ip: *ip,
+                        why: why.clone(),
+                    });
+                }
+                self.cannot_answer.insert(*ip, placement.why.clone());
+            }
             let mut eligible_nodes = a.eligible_nodes.clone();
             if !placement.usable {
                 eligible_nodes.remove(&self.node);
@@ -161,6 +177,7 @@ impl AnnouncerCore {
             };
             wanted.insert(*ip, desire);
         }
+        self.cannot_answer.retain(|ip, _| wanted.contains_key(ip));
         for ip in self.sent.keys().filter(|ip| !wanted.contains_key(ip)) {
             plan.election.push(ElectionCommand::Remove(*ip));
         }
@@ -287,6 +304,7 @@ mod tests {
         Placement {
             interface: Some("eth0".into()),
             usable: true,
+            why: None,
         }
     }
 
@@ -316,10 +334,20 @@ mod tests {
         let down = |_: IpAddr, _: Option<&str>| Placement {
             interface: Some("eth0".into()),
             usable: false,
+            why: Some("eth0 is down".into()),
         };
+        let plan = core.cluster(current.clone(), down);
+        assert_eq!(plan.election, [set(a, &["n2"], Some("eth0"))]);
         assert_eq!(
-            core.cluster(current.clone(), down).election,
-            [set(a, &["n2"], Some("eth0"))]
+            plan.notices,
+            [Notice::CannotAnswer {
+                ip: a,
+                why: "eth0 is down".into()
+            }]
+        );
+        assert!(
+            core.cluster(current.clone(), down).notices.is_empty(),
+            "said once per change"
         );
 
         // A BGP-mode IP is not the election's; a gone IP is removed.

@@ -1,5 +1,6 @@
 //! Herald's Layer 2 engine: answers ARP (IPv4) and Neighbor Discovery (IPv6) for LoadBalancer addresses.
 //!
+//! - [`interface`]: which interface answers for an address and whether it can: one rule for the engine and the agent.
 //! - [`packet`]: the ARP and NS/NA codec (etherparse underneath), never panicking on hostile frames.
 //! - [`responder`]: the sans-IO core of one interface: frames and time in, frames and [`Event`]s out.
 //! - [`network`]: the AF_PACKET socket with its BPF filter, and solicited-node group memberships.
@@ -18,9 +19,9 @@ pub mod responder;
 pub mod tasks;
 
 pub use counters::{Counters, CountersSnapshot};
-pub use error::{Error, Result};
+pub use error::{Error, Result, Unusable};
 pub use events::{Conflict, ConflictSignal, Event};
-pub use interface::Interface;
+pub use interface::{Interface, InterfaceChoice, InterfaceFacts};
 pub use packet::MacAddr;
 pub use responder::{AnnounceConfig, AnnounceMode, ConflictPolicy, ProbeConfig, Responder};
 pub use tasks::{EngineConfig, EngineEvent, InterfaceHandle, InterfaceStatus, L2Engine};

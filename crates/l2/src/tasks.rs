@@ -84,8 +84,9 @@ impl L2Engine {
         (engine, rx)
     }
 
-    /// Starts answering on interface `name` (nothing is announced yet). Refuses interfaces that are missing, down,
-    /// not Ethernet, or bond slaves. Must be called inside a tokio runtime.
+    /// Starts answering on interface `name` (nothing is announced yet). Refuses what [`crate::interface::usable`]
+    /// refuses (missing, not Ethernet, `NOARP`, bond slaves, down, no carrier), the rule the agent's announcer
+    /// applies before declaring this node eligible. Must be called inside a tokio runtime.
     pub fn attach(&self, name: &str) -> Result<InterfaceHandle> {
         let interface = Interface::lookup(name)?;
         let socket = InterfaceSocket::open(interface.clone())?;
@@ -391,7 +392,7 @@ mod tests {
     async fn attach_refuses_loopback() {
         let (engine, _events) = L2Engine::new(EngineConfig::default());
         let err = engine.attach("lo").unwrap_err();
-        assert!(matches!(err, Error::NotEthernet { .. }));
+        assert!(matches!(err, Error::Unusable(crate::Unusable::NotEthernet { .. })));
         engine.shutdown().await;
     }
 }

@@ -2,12 +2,13 @@
 //! caller's network namespace).
 //!
 //! getifaddrs returns one `AF_PACKET` entry per interface (index, hardware type, MAC, flags) plus one entry per
-//! IPv4/IPv6 address; [`interfaces`] folds them into one [`InterfaceFacts`] per interface. This module has no unsafe
-//! code: nix wraps the FFI.
+//! IPv4/IPv6 address (with its netmask); [`interfaces`] folds them into one [`InterfaceFacts`] per interface. This
+//! module has no unsafe code: nix wraps the FFI. What the facts mean for Layer 2 (which interface answers for an IP,
+//! and whether it can) is decided in `herald-l2`'s `interface` module.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use nix::net::if_::InterfaceFlags;
 
@@ -33,10 +34,10 @@ pub struct InterfaceFacts {
     pub bond_slave: bool,
     /// `IFF_LOOPBACK`.
     pub loopback: bool,
-    /// IPv4 addresses configured on the interface.
-    pub ipv4: Vec<Ipv4Addr>,
-    /// IPv6 addresses configured on the interface.
-    pub ipv6: Vec<Ipv6Addr>,
+    /// `IFF_NOARP`: no ARP/NDP on this link (tunnels, WireGuard, kube-proxy's `kube-ipvs0` dummy).
+    pub noarp: bool,
+    /// IPv4 and IPv6 addresses configured on the interface, each with its prefix length, in getifaddrs order.
+    pub addresses: Vec<(IpAddr, u8)>,
 }
 
 /// All interfaces of the caller's network namespace, sorted by name.
@@ -54,13 +55,14 @@ pub fn interfaces() -> io::Result<Vec<InterfaceFacts>> {
                 running: false,
                 bond_slave: false,
                 loopback: false,
-                ipv4: Vec::new(),
-                ipv6: Vec::new(),
+                noarp: false,
+                addresses: Vec::new(),
             });
         facts.up |= entry.flags.contains(InterfaceFlags::IFF_UP);
         facts.running |= entry.flags.contains(InterfaceFlags::IFF_RUNNING);
         facts.bond_slave |= entry.flags.contains(InterfaceFlags::IFF_SLAVE);
         facts.loopback |= entry.flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        facts.noarp |= entry.flags.contains(InterfaceFlags::IFF_NOARP);
         let Some(address) = entry.address else {
             continue;
         };
@@ -69,9 +71,19 @@ pub fn interfaces() -> io::Result<Vec<InterfaceFacts>> {
             facts.hardware_type = link.hatype();
             facts.mac = link.addr().filter(|mac| link.halen() == mac.len());
         } else if let Some(v4) = address.as_sockaddr_in() {
-            facts.ipv4.push(v4.ip());
+            let len = entry
+                .netmask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in())
+                .map(|m| m.ip().to_bits().count_ones());
+            facts.addresses.push((IpAddr::V4(v4.ip()), prefix_len(len, 32)));
         } else if let Some(v6) = address.as_sockaddr_in6() {
-            facts.ipv6.push(v6.ip());
+            let len = entry
+                .netmask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in6())
+                .map(|m| m.ip().to_bits().count_ones());
+            facts.addresses.push((IpAddr::V6(v6.ip()), prefix_len(len, 128)));
         }
     }
     // Interfaces without an AF_PACKET entry (rare: some tunnels) still get their index.
@@ -81,6 +93,11 @@ pub fn interfaces() -> io::Result<Vec<InterfaceFacts>> {
         }
     }
     Ok(by_name.into_values().collect())
+}
+
+/// A netmask's prefix length; a missing netmask counts as a host address (`max`), which never defines a subnet.
+fn prefix_len(ones: Option<u32>, max: u8) -> u8 {
+    ones.and_then(|n| u8::try_from(n).ok()).unwrap_or(max)
 }
 
 /// The facts of one interface, or `None` when no interface has that name in this network namespace.
@@ -98,6 +115,14 @@ mod tests {
         assert!(lo.loopback);
         assert!(lo.index > 0);
         assert_ne!(lo.hardware_type, ARPHRD_ETHER);
+        if lo.up {
+            // Not in a fresh network namespace, where lo is down and has no address.
+            assert!(
+                lo.addresses.contains(&("127.0.0.1".parse().unwrap(), 8)),
+                "{:?}",
+                lo.addresses
+            );
+        }
     }
 
     #[test]
