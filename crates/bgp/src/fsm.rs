@@ -14,9 +14,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::packet::error::{code, subcode};
-use crate::packet::message::AS_TRANS;
-use crate::packet::{Afi, Capability, DecodeError, Malformed, Message, Notification, Open, Safi};
+use crate::packet::wire::AS_TRANS;
+use crate::packet::{
+    Afi, Capability, CeaseSubcode, DecodeError, ErrorKind, FsmSubcode, Malformed, Message, Notification, Open,
+    OpenSubcode, Safi,
+};
 
 /// RFC 4271 §8.2.2: session states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -357,7 +359,7 @@ impl SessionFsm {
                 // RFC 4271 §6.5.
                 self.send(
                     &mut out,
-                    Message::Notification(Notification::new(code::HOLD_TIMER_EXPIRED, 0)),
+                    Message::Notification(Notification::new(ErrorKind::HoldTimerExpired(0))),
                 );
                 self.down(
                     &mut out,
@@ -382,7 +384,7 @@ impl SessionFsm {
                 }
             },
             (State::OpenSent, Event::Message(_, msg)) => {
-                self.fsm_error(&mut out, subcode::UNEXPECTED_IN_OPEN_SENT, &msg);
+                self.fsm_error(&mut out, FsmSubcode::UnexpectedInOpenSent, &msg);
             }
             (State::OpenConfirm, Event::Message(_, Message::Keepalive)) => {
                 self.arm_hold(&mut out);
@@ -398,10 +400,10 @@ impl SessionFsm {
                 }
             }
             (State::OpenConfirm, Event::Message(_, msg)) => {
-                self.fsm_error(&mut out, subcode::UNEXPECTED_IN_OPEN_CONFIRM, &msg);
+                self.fsm_error(&mut out, FsmSubcode::UnexpectedInOpenConfirm, &msg);
             }
             (State::Established, Event::Message(_, Message::Open(open))) => {
-                self.fsm_error(&mut out, subcode::UNEXPECTED_IN_ESTABLISHED, &Message::Open(open));
+                self.fsm_error(&mut out, FsmSubcode::UnexpectedInEstablished, &Message::Open(open));
             }
             (State::Established, Event::Message(_, msg)) => {
                 self.arm_hold(&mut out);
@@ -471,7 +473,7 @@ impl SessionFsm {
     }
 
     fn close_as_collision(out: &mut Vec<Action>, dir: Direction) {
-        let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION);
+        let cease = Notification::new(CeaseSubcode::ConnectionCollisionResolution);
         out.push(Action::Send(dir, Message::Notification(cease)));
         out.push(Action::CloseTcp(dir));
     }
@@ -504,11 +506,10 @@ impl SessionFsm {
                 self.second = None;
                 close(
                     out,
-                    Some(Notification {
-                        code: code::FSM,
-                        subcode: subcode::UNEXPECTED_IN_OPEN_SENT,
-                        data: vec![msg.type_code()],
-                    }),
+                    Some(Notification::with_data(
+                        FsmSubcode::UnexpectedInOpenSent,
+                        vec![msg.type_code()],
+                    )),
                 );
             }
             Event::DecodeFailed(_, e) => {
@@ -606,13 +607,9 @@ impl SessionFsm {
         }
     }
 
-    fn fsm_error(&mut self, out: &mut Vec<Action>, sub: u8, msg: &Message) {
+    fn fsm_error(&mut self, out: &mut Vec<Action>, sub: FsmSubcode, msg: &Message) {
         // RFC 6608 §3: the subcode names the state; the data is the message type.
-        let n = Notification {
-            code: code::FSM,
-            subcode: sub,
-            data: vec![msg.type_code()],
-        };
+        let n = Notification::with_data(sub, vec![msg.type_code()]);
         let reason = format!(
             "unexpected message type {} in {}; sent {}",
             msg.type_code(),
@@ -627,19 +624,10 @@ impl SessionFsm {
     /// why.
     fn check_open(&self, open: &Open) -> Result<Negotiated, (Notification, String)> {
         let c = &self.config;
-        let reject = |sub: u8, data: Vec<u8>, why: String| {
-            Err((
-                Notification {
-                    code: code::OPEN_MESSAGE,
-                    subcode: sub,
-                    data,
-                },
-                why,
-            ))
-        };
+        let reject = |sub: OpenSubcode, data: Vec<u8>, why: String| Err((Notification::with_data(sub, data), why));
         if open.hold_time == 1 || open.hold_time == 2 {
             let why = format!("peer proposed hold time {}s (must be 0 or at least 3)", open.hold_time);
-            return reject(subcode::UNACCEPTABLE_HOLD_TIME, Vec::new(), why);
+            return reject(OpenSubcode::UnacceptableHoldTime, Vec::new(), why);
         }
         if open.my_as == AS_TRANS && open.four_octet_as().is_none() && c.peer_asn > u32::from(u16::MAX) {
             // RFC 5492 §3: we need the 4-octet ASN capability to know who the peer is.
@@ -649,11 +637,11 @@ impl SessionFsm {
                 "peer sent AS_TRANS without the 4-octet ASN capability, expected AS {}",
                 c.peer_asn
             );
-            return reject(subcode::UNSUPPORTED_CAPABILITY, data, why);
+            return reject(OpenSubcode::UnsupportedCapability, data, why);
         }
         if open.asn() != c.peer_asn {
             let why = format!("peer is AS {}, configured peer ASN is {}", open.asn(), c.peer_asn);
-            return reject(subcode::BAD_PEER_AS, open.my_as.to_be_bytes().to_vec(), why);
+            return reject(OpenSubcode::BadPeerAs, open.my_as.to_be_bytes().to_vec(), why);
         }
         let id = open.bgp_id;
         // RFC 6286 §2.2: the identifier is a non-zero value; equal identifiers are only an error within one AS.
@@ -663,7 +651,7 @@ impl SessionFsm {
             || (c.peer_asn == c.local_asn && id == c.router_id)
         {
             let why = format!("peer BGP identifier {id} is invalid or equals ours");
-            return reject(subcode::BAD_BGP_IDENTIFIER, id.octets().to_vec(), why);
+            return reject(OpenSubcode::BadBgpIdentifier, id.octets().to_vec(), why);
         }
         let mut families = Vec::new();
         let mut any_mp = false;
