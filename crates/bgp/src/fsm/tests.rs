@@ -1,7 +1,8 @@
 //! Event scripts: each test feeds events and checks the actions and states that come out.
 
 use super::*;
-use crate::packet::{ErrorHandling, Malformed, Update, message::RouteRefresh};
+use crate::packet::wire::AS_TRANS;
+use crate::packet::{Capability, CeaseSubcode, ErrorHandling, Malformed, Open, RouteRefresh, Update};
 
 const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OUT: Direction = Direction::Outgoing;
