@@ -79,4 +79,19 @@ mod tests {
         // Above 1024 no capability helps.
         assert!(!listen(std::io::ErrorKind::PermissionDenied, 1179).contains("NET_BIND_SERVICE"));
     }
+
+    /// The message is written over two source lines; the line continuation must not leave a run of spaces in it.
+    #[test]
+    fn a_listen_conflict_reads_as_one_sentence() {
+        let conflict = Error::ListenConflict {
+            peer: "192.0.2.1".parse().unwrap(),
+            local: "192.0.2.10:179".parse().unwrap(),
+            other: "0.0.0.0:179".parse().unwrap(),
+        };
+        assert_eq!(
+            conflict.to_string(),
+            "BGP peer 192.0.2.1 is passive and would listen on 192.0.2.10:179, but passive peers already listen on \
+             0.0.0.0:179 (same port): give every passive peer of an address family the same source address, or none"
+        );
+    }
 }

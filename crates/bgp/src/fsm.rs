@@ -7,6 +7,9 @@
 //! connection collision detection keeps one: the FSM tracks the session's connection plus at most one "second"
 //! connection that is always in OpenSent (sent our OPEN, waiting for the router's). Active is "waiting to retry the
 //! connect" (and, when passive, listening).
+//!
+//! The OPEN exchange is in `fsm/open.rs`, collision handling in `fsm/collision.rs`: both add methods to
+//! [`SessionFsm`] and import this module, never the other way.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -14,9 +17,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::packet::error::{code, subcode};
-use crate::packet::message::AS_TRANS;
-use crate::packet::{Afi, Capability, DecodeError, Malformed, Message, Notification, Open, Safi};
+use crate::packet::{Afi, DecodeError, ErrorKind, FsmSubcode, Malformed, Message, Notification, Safi};
 
 /// RFC 4271 §8.2.2: session states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,36 +247,6 @@ impl SessionFsm {
         self.last_error.as_deref()
     }
 
-    /// The OPEN we send (RFC 4271 §4.2, capabilities per RFC 5492).
-    pub fn open_message(&self) -> Open {
-        let c = &self.config;
-        let mut capabilities: Vec<Capability> = c
-            .families
-            .iter()
-            .map(|&afi| Capability::Multiprotocol {
-                afi,
-                safi: Safi::UNICAST,
-            })
-            .collect();
-        capabilities.push(Capability::RouteRefresh);
-        if let Some(gr) = c.graceful_restart {
-            capabilities.push(Capability::GracefulRestart {
-                restarting: gr.restarting,
-                restart_time: gr.restart_time.min(0x0fff),
-                // F bit set: our "forwarding state" is the node's kernel, which a speaker restart does not touch.
-                families: c.families.iter().map(|&afi| (afi, Safi::UNICAST, true)).collect(),
-            });
-        }
-        capabilities.push(Capability::FourOctetAs(c.local_asn));
-        Open {
-            version: 4,
-            my_as: u16::try_from(c.local_asn).unwrap_or(AS_TRANS),
-            hold_time: c.hold_time,
-            bgp_id: c.router_id,
-            capabilities,
-        }
-    }
-
     /// Feeds one event; returns what to do.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
@@ -357,7 +328,7 @@ impl SessionFsm {
                 // RFC 4271 §6.5.
                 self.send(
                     &mut out,
-                    Message::Notification(Notification::new(code::HOLD_TIMER_EXPIRED, 0)),
+                    Message::Notification(Notification::new(ErrorKind::HoldTimerExpired(0))),
                 );
                 self.down(
                     &mut out,
@@ -382,7 +353,7 @@ impl SessionFsm {
                 }
             },
             (State::OpenSent, Event::Message(_, msg)) => {
-                self.fsm_error(&mut out, subcode::UNEXPECTED_IN_OPEN_SENT, &msg);
+                self.fsm_error(&mut out, FsmSubcode::UnexpectedInOpenSent, &msg);
             }
             (State::OpenConfirm, Event::Message(_, Message::Keepalive)) => {
                 self.arm_hold(&mut out);
@@ -398,10 +369,10 @@ impl SessionFsm {
                 }
             }
             (State::OpenConfirm, Event::Message(_, msg)) => {
-                self.fsm_error(&mut out, subcode::UNEXPECTED_IN_OPEN_CONFIRM, &msg);
+                self.fsm_error(&mut out, FsmSubcode::UnexpectedInOpenConfirm, &msg);
             }
             (State::Established, Event::Message(_, Message::Open(open))) => {
-                self.fsm_error(&mut out, subcode::UNEXPECTED_IN_ESTABLISHED, &Message::Open(open));
+                self.fsm_error(&mut out, FsmSubcode::UnexpectedInEstablished, &Message::Open(open));
             }
             (State::Established, Event::Message(_, msg)) => {
                 self.arm_hold(&mut out);
@@ -443,125 +414,6 @@ impl SessionFsm {
         out.push(Action::Send(dir, Message::Open(self.open_message())));
         out.push(Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME));
         self.transition(out, State::OpenSent, reason.to_string());
-    }
-
-    /// Event 17: the peer connected to us.
-    fn accept(&mut self, out: &mut Vec<Action>) {
-        let incoming = Direction::Incoming;
-        match self.state {
-            State::Idle if !self.started => out.push(Action::CloseTcp(incoming)),
-            // RFC 4271 §8.2.2 (Connect, Active): take the peer's connection, drop our attempt in flight.
-            State::Idle | State::Connect | State::Active => {
-                if self.state == State::Connect {
-                    out.push(Action::CloseTcp(Direction::Outgoing));
-                }
-                self.open_connection(out, incoming, "connection from the peer accepted, OPEN sent");
-            }
-            // RFC 4271 §6.8: a possible collision; which connection stays is decided once the peer's OPEN on the
-            // new one tells its BGP identifier, so it gets our OPEN too.
-            State::OpenSent | State::OpenConfirm if self.connection != Some(incoming) && self.second.is_none() => {
-                self.second = Some(incoming);
-                out.push(Action::Send(incoming, Message::Open(self.open_message())));
-            }
-            // The shell hands over a connection from the peer only while it holds none: nothing to do.
-            State::OpenSent | State::OpenConfirm => {}
-            // RFC 4271 §6.8: an Established session is preserved, the new connection closed.
-            State::Established => Self::close_as_collision(out, incoming),
-        }
-    }
-
-    fn close_as_collision(out: &mut Vec<Action>, dir: Direction) {
-        let cease = Notification::new(code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION);
-        out.push(Action::Send(dir, Message::Notification(cease)));
-        out.push(Action::CloseTcp(dir));
-    }
-
-    /// Events on the second connection of a collision (always in OpenSent: waiting for the peer's OPEN).
-    fn second_connection_event(&mut self, out: &mut Vec<Action>, event: Event) {
-        let Some(second) = self.second else { return };
-        let close = |out: &mut Vec<Action>, n: Option<Notification>| {
-            if let Some(n) = n {
-                out.push(Action::Send(second, Message::Notification(n)));
-            }
-            out.push(Action::CloseTcp(second));
-        };
-        match event {
-            Event::Message(_, Message::Open(open)) => match self.check_open(&open) {
-                Ok(negotiated) => {
-                    self.second = None;
-                    self.resolve_collision(out, second, negotiated);
-                }
-                Err((n, _)) => {
-                    self.second = None;
-                    close(out, Some(n));
-                }
-            },
-            Event::Message(_, Message::Notification(_)) | Event::TcpClosed(..) => {
-                self.second = None;
-                close(out, None);
-            }
-            Event::Message(_, msg) => {
-                self.second = None;
-                close(
-                    out,
-                    Some(Notification {
-                        code: code::FSM,
-                        subcode: subcode::UNEXPECTED_IN_OPEN_SENT,
-                        data: vec![msg.type_code()],
-                    }),
-                );
-            }
-            Event::DecodeFailed(_, e) => {
-                self.second = None;
-                close(out, Some(e.notification));
-            }
-            _ => {}
-        }
-    }
-
-    /// The peer's OPEN arrived on the second connection (`new`), which has passed the OPEN checks.
-    fn resolve_collision(&mut self, out: &mut Vec<Action>, new: Direction, negotiated: Negotiated) {
-        let Some(existing) = self.connection else { return };
-        if self.state == State::OpenSent {
-            // No OPEN on the session's connection yet, so nothing to compare (RFC 4271 §6.8 compares against
-            // connections in OpenConfirm): the new connection is further along and carries the session; the old one
-            // becomes the second connection, still waiting for its OPEN.
-            self.connection = Some(new);
-            self.second = Some(existing);
-            self.open_confirm(out, negotiated);
-            return;
-        }
-        // RFC 4271 §6.8: the connection opened by the side with the higher BGP identifier stays; with equal
-        // identifiers (allowed between ASes, RFC 6286 §2.3) the side with the higher AS number wins.
-        let ours = self.config.router_id;
-        let theirs = negotiated.peer_id;
-        let we_win = match u32::from(ours).cmp(&u32::from(theirs)) {
-            std::cmp::Ordering::Equal => self.config.local_asn > negotiated.peer_asn,
-            order => order == std::cmp::Ordering::Greater,
-        };
-        let keep = if we_win {
-            Direction::Outgoing
-        } else {
-            Direction::Incoming
-        };
-        let reason = format!(
-            "connection collision (RFC 4271 §6.8): our BGP identifier {ours}, the peer's {theirs}: keeping {}",
-            keep.describe()
-        );
-        if keep == existing {
-            Self::close_as_collision(out, new);
-            // The session's state does not change; the transition records why a connection was closed.
-            self.transition(out, self.state, reason);
-        } else {
-            Self::close_as_collision(out, existing);
-            self.connection = Some(new);
-            self.negotiated = None;
-            out.push(Action::CancelTimer(Timer::Keepalive));
-            self.open_confirm(out, negotiated);
-            if let Some(Action::StateChanged { reason: r, .. }) = out.last_mut() {
-                *r = reason;
-            }
-        }
     }
 
     fn connect(&mut self, out: &mut Vec<Action>, why: &str) {
@@ -606,13 +458,9 @@ impl SessionFsm {
         }
     }
 
-    fn fsm_error(&mut self, out: &mut Vec<Action>, sub: u8, msg: &Message) {
+    fn fsm_error(&mut self, out: &mut Vec<Action>, sub: FsmSubcode, msg: &Message) {
         // RFC 6608 §3: the subcode names the state; the data is the message type.
-        let n = Notification {
-            code: code::FSM,
-            subcode: sub,
-            data: vec![msg.type_code()],
-        };
+        let n = Notification::with_data(sub, vec![msg.type_code()]);
         let reason = format!(
             "unexpected message type {} in {}; sent {}",
             msg.type_code(),
@@ -621,76 +469,6 @@ impl SessionFsm {
         );
         self.send(out, Message::Notification(n));
         self.down(out, reason, true);
-    }
-
-    /// RFC 4271 §6.2 checks that need the configuration, then negotiation. An error is the NOTIFICATION to send and
-    /// why.
-    fn check_open(&self, open: &Open) -> Result<Negotiated, (Notification, String)> {
-        let c = &self.config;
-        let reject = |sub: u8, data: Vec<u8>, why: String| {
-            Err((
-                Notification {
-                    code: code::OPEN_MESSAGE,
-                    subcode: sub,
-                    data,
-                },
-                why,
-            ))
-        };
-        if open.hold_time == 1 || open.hold_time == 2 {
-            let why = format!("peer proposed hold time {}s (must be 0 or at least 3)", open.hold_time);
-            return reject(subcode::UNACCEPTABLE_HOLD_TIME, Vec::new(), why);
-        }
-        if open.my_as == AS_TRANS && open.four_octet_as().is_none() && c.peer_asn > u32::from(u16::MAX) {
-            // RFC 5492 §3: we need the 4-octet ASN capability to know who the peer is.
-            let mut data = Vec::new();
-            Capability::FourOctetAs(c.peer_asn).encode(&mut data);
-            let why = format!(
-                "peer sent AS_TRANS without the 4-octet ASN capability, expected AS {}",
-                c.peer_asn
-            );
-            return reject(subcode::UNSUPPORTED_CAPABILITY, data, why);
-        }
-        if open.asn() != c.peer_asn {
-            let why = format!("peer is AS {}, configured peer ASN is {}", open.asn(), c.peer_asn);
-            return reject(subcode::BAD_PEER_AS, open.my_as.to_be_bytes().to_vec(), why);
-        }
-        let id = open.bgp_id;
-        // RFC 6286 §2.2: the identifier is a non-zero value; equal identifiers are only an error within one AS.
-        if id.is_unspecified()
-            || id.is_multicast()
-            || id.is_broadcast()
-            || (c.peer_asn == c.local_asn && id == c.router_id)
-        {
-            let why = format!("peer BGP identifier {id} is invalid or equals ours");
-            return reject(subcode::BAD_BGP_IDENTIFIER, id.octets().to_vec(), why);
-        }
-        let mut families = Vec::new();
-        let mut any_mp = false;
-        for cap in &open.capabilities {
-            if let Capability::Multiprotocol { afi, safi } = cap {
-                any_mp = true;
-                if *safi == Safi::UNICAST && c.families.contains(afi) && !families.contains(afi) {
-                    families.push(*afi);
-                }
-            }
-        }
-        if !any_mp && c.families.contains(&Afi::IPV4) {
-            families.push(Afi::IPV4);
-        }
-        families.sort();
-        Ok(Negotiated {
-            peer_asn: open.asn(),
-            peer_id: id,
-            hold_time: c.hold_time.min(open.hold_time),
-            four_octet_as: open.four_octet_as().is_some(),
-            families,
-            route_refresh: open.capabilities.contains(&Capability::RouteRefresh),
-            peer_graceful_restart: open
-                .capabilities
-                .iter()
-                .any(|c| matches!(c, Capability::GracefulRestart { .. })),
-        })
     }
 
     /// A valid OPEN on the session's connection: KEEPALIVE, negotiated timers, OpenConfirm.
@@ -735,5 +513,7 @@ impl SessionFsm {
     }
 }
 
+mod collision;
+mod open;
 #[cfg(test)]
 mod tests;

@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 use crate::fsm::SessionConfig;
 use crate::neighbor::{PeerConfig, PeerStatus};
 use crate::network;
-use crate::packet::Notification;
-use crate::packet::error::{code, subcode};
+use crate::packet::{CeaseSubcode, Notification};
 use crate::rib::{RoutePolicy, RouteTable};
 use crate::tasks::{ListenerTask, PassivePeers, PeerCommand, PeerTask};
 
@@ -95,7 +94,6 @@ pub struct Speaker {
     routes: watch::Sender<Arc<RouteTable>>,
     peers: BTreeMap<IpAddr, PeerHandle>,
     listeners: BTreeMap<SocketAddr, PassiveListener>,
-    restarting: bool,
 }
 
 impl Speaker {
@@ -107,13 +105,7 @@ impl Speaker {
             routes,
             peers: BTreeMap::new(),
             listeners: BTreeMap::new(),
-            restarting: false,
         }
-    }
-
-    /// Marks this speaker as restarted (sets the graceful-restart R bit in OPENs of peers added afterwards).
-    pub fn set_restarting(&mut self, restarting: bool) {
-        self.restarting = restarting;
     }
 
     pub fn config(&self) -> &SpeakerConfig {
@@ -132,16 +124,12 @@ impl Speaker {
         } else {
             None
         };
-        let mut graceful_restart = peer.graceful_restart;
-        if let Some(gr) = &mut graceful_restart {
-            gr.restarting |= self.restarting;
-        }
         let session = SessionConfig {
             local_asn: peer.local_asn.unwrap_or(self.config.local_asn),
             router_id: self.config.router_id,
             peer_asn: peer.asn,
             hold_time: peer.hold_time,
-            graceful_restart,
+            graceful_restart: peer.graceful_restart,
             families: peer.families.clone(),
             md5: peer.password.is_some(),
             connect_timeout: peer.connect_timeout,
@@ -181,7 +169,7 @@ impl Speaker {
             }
             if let Some(old) = self.peers.remove(&peer.address) {
                 self.stop_listening_for(&old.config);
-                let cease = Notification::new(code::CEASE, subcode::OTHER_CONFIGURATION_CHANGE);
+                let cease = Notification::new(CeaseSubcode::OtherConfigurationChange);
                 old.stop(PeerCommand::Stop(cease)).await;
             }
         }
@@ -192,7 +180,7 @@ impl Speaker {
     pub async fn remove_peer(&mut self, address: IpAddr) -> Result<()> {
         let peer = self.peers.remove(&address).ok_or(Error::UnknownPeer(address))?;
         self.stop_listening_for(&peer.config);
-        let cease = Notification::new(code::CEASE, subcode::PEER_DECONFIGURED);
+        let cease = Notification::new(CeaseSubcode::PeerDeconfigured);
         peer.stop(PeerCommand::Stop(cease)).await;
         Ok(())
     }
@@ -335,7 +323,7 @@ impl Speaker {
         for peer in std::mem::take(&mut self.peers).into_values() {
             let command = match mode {
                 ShutdownMode::Withdraw => PeerCommand::Stop(Notification::cease(
-                    subcode::ADMINISTRATIVE_SHUTDOWN,
+                    CeaseSubcode::AdministrativeShutdown,
                     "herald shutting down",
                 )),
                 ShutdownMode::GracefulRestart => PeerCommand::Abandon,

@@ -6,84 +6,9 @@ use thiserror::Error;
 
 use crate::never_allocated::NeverAllocated;
 use crate::pool::PoolRefusal;
-use crate::range::{AddrRange, Family};
+use crate::range::Family;
 use crate::request::{IpFamilyPolicy, ServiceKey};
 use crate::sharing::SharingConflict;
-
-/// Why one address entry does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum EntryError {
-    /// Blank entry.
-    #[error("the entry is empty")]
-    Empty,
-    /// Not a CIDR, a range or an address.
-    #[error("not an IP address, CIDR (192.0.2.0/24) or range (192.0.2.10-192.0.2.20)")]
-    Malformed,
-    /// One end of `A-B` is not an address.
-    #[error("range end '{end}' is not an IP address")]
-    BadRangeEnd {
-        /// The offending end.
-        end: String,
-    },
-    /// `A-B` with `A > B`.
-    #[error("the range is reversed (first address above last); write it low-high")]
-    Reversed,
-    /// `A-B` with an IPv4 and an IPv6 end.
-    #[error("the range mixes IPv4 and IPv6")]
-    MixedFamilies,
-    /// A CIDR whose address has bits set past the prefix.
-    #[error("host bits are set past the prefix length; did you mean {network}?")]
-    HostBitsSet {
-        /// The CIDR with host bits cleared.
-        network: String,
-    },
-}
-
-/// Why a pool spec is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PoolError {
-    /// `spec.addresses` is empty.
-    #[error("Eip '{pool}': spec.addresses is empty; list at least one CIDR, range or address")]
-    NoAddresses {
-        /// The pool.
-        pool: String,
-    },
-    /// An entry does not parse.
-    #[error("Eip '{pool}': address entry '{entry}' is invalid: {reason}")]
-    InvalidEntry {
-        /// The pool.
-        pool: String,
-        /// The entry as written.
-        entry: String,
-        /// Why.
-        #[source]
-        reason: EntryError,
-    },
-    /// Two entries of the same pool share addresses.
-    #[error("Eip '{pool}': entries '{first}' and '{second}' overlap on {common}; remove one or split them")]
-    OverlappingEntries {
-        /// The pool.
-        pool: String,
-        /// One entry.
-        first: String,
-        /// The other entry.
-        second: String,
-        /// The common addresses.
-        common: AddrRange,
-    },
-    /// Every address listed is in a [`NeverAllocated`] block: the Eip could never give an address, which is
-    /// surely a mistake, so it is treated like a typo (the previous valid version stays in use).
-    #[error(
-        "Eip '{pool}': every address it lists is one Herald never allocates ({}); list addresses a client can reach",
-        list_blocks(.left_out)
-    )]
-    OnlyNeverAllocated {
-        /// The pool.
-        pool: String,
-        /// The blocks its entries fall in.
-        left_out: Vec<&'static NeverAllocated>,
-    },
-}
 
 /// Why a Service got no addresses. The controller puts the message into an `AllocationFailed` Event.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -263,14 +188,6 @@ fn list_failures(failures: &[(String, Box<AllocError>)]) -> String {
     failures
         .iter()
         .map(|(_, e)| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn list_blocks(blocks: &[&NeverAllocated]) -> String {
-    blocks
-        .iter()
-        .map(|b| format!("{b}, {}", b.rfc()))
         .collect::<Vec<_>>()
         .join("; ")
 }

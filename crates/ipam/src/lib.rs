@@ -28,10 +28,13 @@ mod request;
 mod selector;
 mod sharing;
 
-pub use allocator::{Allocator, Conflict, ConflictReason, Eviction, EvictionReason, ExistingAssignment};
-pub use error::{AllocError, EntryError, PoolError};
+pub use allocator::restore::{Conflict, ConflictReason, ExistingAssignment};
+pub use allocator::{Allocator, Eviction, EvictionReason};
+pub use error::AllocError;
 pub use never_allocated::NeverAllocated;
-pub use pool::{FamilyStats, Overlap, Pool, PoolEntry, PoolRefusal, PoolSpec, PoolStats, find_overlaps, parse_entry};
+pub use pool::overlap::{Overlap, find_overlaps};
+pub use pool::parse::{EntryError, PoolError, parse_entry};
+pub use pool::{FamilyStats, Pool, PoolEntry, PoolRefusal, PoolSpec, PoolStats};
 pub use range::{AddrRange, Family};
 pub use request::{Allocation, CreationKey, IpFamilyPolicy, Protocol, ServiceKey, ServicePort, ServiceRequest};
 pub use selector::{LabelOperator, LabelRequirement, LabelSelector, Labels};

@@ -1,7 +1,8 @@
 //! Event scripts: each test feeds events and checks the actions and states that come out.
 
 use super::*;
-use crate::packet::{ErrorHandling, Malformed, Update, message::RouteRefresh};
+use crate::packet::wire::AS_TRANS;
+use crate::packet::{Capability, CeaseSubcode, ErrorHandling, Malformed, Open, RouteRefresh, Update};
 
 const PEER_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OUT: Direction = Direction::Outgoing;
@@ -266,7 +267,7 @@ fn received_notification_closes_without_answer() {
     let mut fsm = established();
     let a = fsm.handle(Event::Message(
         OUT,
-        Message::Notification(Notification::cease(2, "maintenance")),
+        Message::Notification(Notification::cease(CeaseSubcode::AdministrativeShutdown, "maintenance")),
     ));
     assert_eq!(sent_notification(&a), None, "never answer a NOTIFICATION with one");
     assert!(a.contains(&Action::CloseTcp(OUT)));
@@ -290,7 +291,7 @@ fn decode_errors_send_their_notification() {
 fn stop_sends_admin_shutdown_and_stays_down() {
     let mut fsm = established();
     let a = fsm.handle(Event::Stop(Notification::cease(
-        subcode::ADMINISTRATIVE_SHUTDOWN,
+        CeaseSubcode::AdministrativeShutdown,
         "bye",
     )));
     assert_eq!(sent_notification(&a), Some((6, 2)));
@@ -303,7 +304,10 @@ fn stop_sends_admin_shutdown_and_stays_down() {
 fn stop_while_connecting_sends_nothing() {
     let mut fsm = SessionFsm::new(config());
     fsm.handle(Event::Start);
-    let a = fsm.handle(Event::Stop(Notification::cease(2, "")));
+    let a = fsm.handle(Event::Stop(Notification::cease(
+        CeaseSubcode::AdministrativeShutdown,
+        "",
+    )));
     assert_eq!(sent_notification(&a), None);
     assert!(a.contains(&Action::CloseTcp(OUT)));
     assert_eq!(fsm.state(), State::Idle);
@@ -522,7 +526,10 @@ fn collision_keeps_our_connection_when_our_identifier_is_higher() {
         Some((6, 7)),
         "Cease / Connection Collision Resolution"
     );
-    assert!(a.contains(&Action::Send(IN, Message::Notification(Notification::new(6, 7)))));
+    assert!(a.contains(&Action::Send(
+        IN,
+        Message::Notification(Notification::new(CeaseSubcode::ConnectionCollisionResolution))
+    )));
     assert!(closed(&a, IN) && !closed(&a, OUT));
     assert!(!a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
     assert_eq!((fsm.state(), fsm.connection()), (State::OpenConfirm, Some(OUT)));
@@ -535,7 +542,10 @@ fn collision_keeps_the_peers_connection_when_its_identifier_is_higher() {
     let higher = Ipv4Addr::new(203, 0, 113, 1);
     let mut fsm = colliding(config(), higher);
     let a = fsm.handle(Event::Message(IN, Message::Open(peer_open_with_id(higher))));
-    assert!(a.contains(&Action::Send(OUT, Message::Notification(Notification::new(6, 7)))));
+    assert!(a.contains(&Action::Send(
+        OUT,
+        Message::Notification(Notification::new(CeaseSubcode::ConnectionCollisionResolution))
+    )));
     assert!(closed(&a, OUT) && !closed(&a, IN));
     assert!(a.contains(&Action::Send(IN, Message::Keepalive)));
     assert!(a.contains(&Action::ArmTimer(Timer::Hold, Duration::from_secs(90))));
@@ -596,7 +606,10 @@ fn established_session_wins_over_a_new_connection() {
     assert_eq!(
         a,
         vec![
-            Action::Send(IN, Message::Notification(Notification::new(6, 7))),
+            Action::Send(
+                IN,
+                Message::Notification(Notification::new(CeaseSubcode::ConnectionCollisionResolution))
+            ),
             Action::CloseTcp(IN)
         ]
     );
@@ -606,7 +619,10 @@ fn established_session_wins_over_a_new_connection() {
     let mut fsm = colliding(config(), PEER_ID);
     let a = fsm.handle(Event::Message(OUT, Message::Keepalive));
     assert_eq!(fsm.state(), State::Established);
-    assert!(a.contains(&Action::Send(IN, Message::Notification(Notification::new(6, 7)))));
+    assert!(a.contains(&Action::Send(
+        IN,
+        Message::Notification(Notification::new(CeaseSubcode::ConnectionCollisionResolution))
+    )));
     assert!(closed(&a, IN));
 }
 
@@ -614,7 +630,10 @@ fn established_session_wins_over_a_new_connection() {
 fn session_carries_on_over_the_second_connection_when_the_first_fails() {
     // The router resolved the collision before us and closed our connection with 6/7.
     let mut fsm = colliding(config(), PEER_ID);
-    let a = fsm.handle(Event::Message(OUT, Message::Notification(Notification::new(6, 7))));
+    let a = fsm.handle(Event::Message(
+        OUT,
+        Message::Notification(Notification::new(CeaseSubcode::ConnectionCollisionResolution)),
+    ));
     assert!(closed(&a, OUT));
     assert_eq!(retry_armed(&a), None, "no reconnect: the peer's connection is up");
     assert!(a.contains(&Action::ArmTimer(Timer::Hold, OPEN_HOLD_TIME)));
@@ -655,7 +674,10 @@ fn errors_on_the_second_connection_close_only_it() {
 #[test]
 fn stop_ceases_both_connections() {
     let mut fsm = colliding(config(), PEER_ID);
-    let a = fsm.handle(Event::Stop(Notification::cease(2, "")));
+    let a = fsm.handle(Event::Stop(Notification::cease(
+        CeaseSubcode::AdministrativeShutdown,
+        "",
+    )));
     assert!(closed(&a, IN) && closed(&a, OUT));
     let ceased: Vec<Direction> = a
         .iter()

@@ -1,6 +1,6 @@
 //! Capabilities Optional Parameter (RFC 5492) and the capabilities Herald speaks.
 
-use super::{Afi, Safi};
+use super::wire::{Afi, Safi};
 
 /// Capability codes (IANA "Capability Codes").
 pub mod cap_code {

@@ -1,30 +1,13 @@
-//! BGP messages (RFC 4271 §4): header framing, OPEN, NOTIFICATION, KEEPALIVE and ROUTE-REFRESH. UPDATE lives in
-//! [`super::update`].
+//! BGP messages (RFC 4271 §4): header framing, OPEN, KEEPALIVE and ROUTE-REFRESH. UPDATE lives in
+//! [`super::update`], NOTIFICATION in [`super::notification`].
 
 use std::net::Ipv4Addr;
 
 use super::capability::Capability;
-use super::error::{DecodeError, code, subcode};
+use super::error::DecodeError;
+use super::notification::{HeaderSubcode, Notification, OpenSubcode, RouteRefreshSubcode};
 use super::update::Update;
-use super::{Afi, DecodeContext, Safi};
-
-/// RFC 4271 §4.1: sixteen ones.
-pub const MARKER: [u8; 16] = [0xff; 16];
-/// Header length (marker, length, type).
-pub const HEADER_LEN: usize = 19;
-/// RFC 4271 §4: the largest message without RFC 8654 extended messages, which Herald does not negotiate.
-pub const MAX_MESSAGE_LEN: usize = 4096;
-/// RFC 4271 §1.1: the 2-octet placeholder for 4-octet ASNs (RFC 6793 §9).
-pub const AS_TRANS: u16 = 23456;
-
-/// Message type codes (RFC 4271 §4.1, RFC 2918 §3).
-pub mod msg_type {
-    pub const OPEN: u8 = 1;
-    pub const UPDATE: u8 = 2;
-    pub const NOTIFICATION: u8 = 3;
-    pub const KEEPALIVE: u8 = 4;
-    pub const ROUTE_REFRESH: u8 = 5;
-}
+use super::wire::{Afi, DecodeContext, HEADER_LEN, MARKER, MAX_MESSAGE_LEN, MessageType, Safi};
 
 /// A BGP message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,123 +44,6 @@ impl Open {
     }
 }
 
-/// NOTIFICATION (RFC 4271 §4.5).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notification {
-    pub code: u8,
-    pub subcode: u8,
-    pub data: Vec<u8>,
-}
-
-impl Notification {
-    pub fn new(code: u8, subcode: u8) -> Self {
-        Notification {
-            code,
-            subcode,
-            data: Vec::new(),
-        }
-    }
-
-    /// Cease with an RFC 9003 shutdown communication (for Administrative Shutdown/Reset).
-    pub fn cease(subcode: u8, communication: &str) -> Self {
-        let mut text = communication.as_bytes();
-        // RFC 9003 §2: at most 255 octets of UTF-8; cut at a char boundary.
-        let mut n = text.len().min(255);
-        while !communication.is_char_boundary(n) {
-            n -= 1;
-        }
-        text = &text[..n];
-        let mut data = vec![text.len() as u8];
-        data.extend(text);
-        Notification {
-            code: code::CEASE,
-            subcode,
-            data,
-        }
-    }
-
-    /// A human description: `"Cease / Administrative Shutdown (6/2): maintenance"`.
-    pub fn describe(&self) -> String {
-        let name = match (self.code, self.subcode) {
-            (code::MESSAGE_HEADER, subcode::CONNECTION_NOT_SYNCHRONIZED) => {
-                "Message Header Error / Connection Not Synchronized"
-            }
-            (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_LENGTH) => "Message Header Error / Bad Message Length",
-            (code::MESSAGE_HEADER, subcode::BAD_MESSAGE_TYPE) => "Message Header Error / Bad Message Type",
-            (code::MESSAGE_HEADER, _) => "Message Header Error",
-            (code::OPEN_MESSAGE, subcode::UNSUPPORTED_VERSION) => "OPEN Message Error / Unsupported Version Number",
-            (code::OPEN_MESSAGE, subcode::BAD_PEER_AS) => "OPEN Message Error / Bad Peer AS",
-            (code::OPEN_MESSAGE, subcode::BAD_BGP_IDENTIFIER) => "OPEN Message Error / Bad BGP Identifier",
-            (code::OPEN_MESSAGE, subcode::UNSUPPORTED_OPTIONAL_PARAMETER) => {
-                "OPEN Message Error / Unsupported Optional Parameter"
-            }
-            (code::OPEN_MESSAGE, subcode::UNACCEPTABLE_HOLD_TIME) => "OPEN Message Error / Unacceptable Hold Time",
-            (code::OPEN_MESSAGE, subcode::UNSUPPORTED_CAPABILITY) => "OPEN Message Error / Unsupported Capability",
-            (code::OPEN_MESSAGE, _) => "OPEN Message Error",
-            (code::UPDATE_MESSAGE, subcode::MALFORMED_ATTRIBUTE_LIST) => {
-                "UPDATE Message Error / Malformed Attribute List"
-            }
-            (code::UPDATE_MESSAGE, subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE) => {
-                "UPDATE Message Error / Unrecognized Well-known Attribute"
-            }
-            (code::UPDATE_MESSAGE, subcode::MISSING_WELL_KNOWN_ATTRIBUTE) => {
-                "UPDATE Message Error / Missing Well-known Attribute"
-            }
-            (code::UPDATE_MESSAGE, subcode::ATTRIBUTE_FLAGS_ERROR) => "UPDATE Message Error / Attribute Flags Error",
-            (code::UPDATE_MESSAGE, subcode::ATTRIBUTE_LENGTH_ERROR) => "UPDATE Message Error / Attribute Length Error",
-            (code::UPDATE_MESSAGE, subcode::INVALID_ORIGIN_ATTRIBUTE) => {
-                "UPDATE Message Error / Invalid ORIGIN Attribute"
-            }
-            (code::UPDATE_MESSAGE, subcode::INVALID_NEXT_HOP_ATTRIBUTE) => {
-                "UPDATE Message Error / Invalid NEXT_HOP Attribute"
-            }
-            (code::UPDATE_MESSAGE, subcode::OPTIONAL_ATTRIBUTE_ERROR) => {
-                "UPDATE Message Error / Optional Attribute Error"
-            }
-            (code::UPDATE_MESSAGE, subcode::INVALID_NETWORK_FIELD) => "UPDATE Message Error / Invalid Network Field",
-            (code::UPDATE_MESSAGE, subcode::MALFORMED_AS_PATH) => "UPDATE Message Error / Malformed AS_PATH",
-            (code::UPDATE_MESSAGE, _) => "UPDATE Message Error",
-            (code::HOLD_TIMER_EXPIRED, _) => "Hold Timer Expired",
-            (code::FSM, subcode::UNEXPECTED_IN_OPEN_SENT) => "FSM Error / Unexpected Message in OpenSent",
-            (code::FSM, subcode::UNEXPECTED_IN_OPEN_CONFIRM) => "FSM Error / Unexpected Message in OpenConfirm",
-            (code::FSM, subcode::UNEXPECTED_IN_ESTABLISHED) => "FSM Error / Unexpected Message in Established",
-            (code::FSM, _) => "Finite State Machine Error",
-            (code::CEASE, subcode::MAX_PREFIXES_REACHED) => "Cease / Maximum Number of Prefixes Reached",
-            (code::CEASE, subcode::ADMINISTRATIVE_SHUTDOWN) => "Cease / Administrative Shutdown",
-            (code::CEASE, subcode::PEER_DECONFIGURED) => "Cease / Peer De-configured",
-            (code::CEASE, subcode::ADMINISTRATIVE_RESET) => "Cease / Administrative Reset",
-            (code::CEASE, subcode::CONNECTION_REJECTED) => "Cease / Connection Rejected",
-            (code::CEASE, subcode::OTHER_CONFIGURATION_CHANGE) => "Cease / Other Configuration Change",
-            (code::CEASE, subcode::CONNECTION_COLLISION_RESOLUTION) => "Cease / Connection Collision Resolution",
-            (code::CEASE, subcode::OUT_OF_RESOURCES) => "Cease / Out of Resources",
-            (code::CEASE, subcode::HARD_RESET) => "Cease / Hard Reset",
-            (code::CEASE, _) => "Cease",
-            (code::ROUTE_REFRESH, _) => "ROUTE-REFRESH Message Error",
-            _ => "Unknown error code",
-        };
-        let mut s = format!("{name} ({}/{})", self.code, self.subcode);
-        if let Some(text) = self.shutdown_communication() {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        s
-    }
-
-    /// RFC 9003 §2: the UTF-8 text in an Administrative Shutdown/Reset, if the data is one.
-    pub fn shutdown_communication(&self) -> Option<String> {
-        let is_shutdown = self.code == code::CEASE
-            && matches!(
-                self.subcode,
-                subcode::ADMINISTRATIVE_SHUTDOWN | subcode::ADMINISTRATIVE_RESET
-            );
-        let (&len, text) = self.data.split_first()?;
-        if !is_shutdown || len == 0 || usize::from(len) != text.len() {
-            return None;
-        }
-        std::str::from_utf8(text).ok().map(str::to_owned)
-    }
-}
-
 /// ROUTE-REFRESH (RFC 2918 §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteRefresh {
@@ -186,15 +52,19 @@ pub struct RouteRefresh {
 }
 
 impl Message {
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Message::Open(_) => MessageType::Open,
+            Message::Update(_) => MessageType::Update,
+            Message::Notification(_) => MessageType::Notification,
+            Message::Keepalive => MessageType::Keepalive,
+            Message::RouteRefresh(_) => MessageType::RouteRefresh,
+        }
+    }
+
     /// The message type code.
     pub fn type_code(&self) -> u8 {
-        match self {
-            Message::Open(_) => msg_type::OPEN,
-            Message::Update(_) => msg_type::UPDATE,
-            Message::Notification(_) => msg_type::NOTIFICATION,
-            Message::Keepalive => msg_type::KEEPALIVE,
-            Message::RouteRefresh(_) => msg_type::ROUTE_REFRESH,
-        }
+        self.message_type().into()
     }
 
     /// Encodes the message with its header. `four_octet_as` selects the AS_PATH encoding of UPDATEs (RFC 6793).
@@ -254,31 +124,31 @@ pub fn decode_frame(buf: &[u8], ctx: DecodeContext) -> Result<Option<(Message, u
         return Err(not_synchronized());
     }
     let len = usize::from(u16::from_be_bytes([buf[16], buf[17]]));
-    let ty = buf[18];
+    let type_code = buf[18];
     let bad_length = || {
-        DecodeError::header(
-            subcode::BAD_MESSAGE_LENGTH,
+        DecodeError::new(
+            HeaderSubcode::BadMessageLength,
             buf[16..18].to_vec(),
-            format!("message length {len} is invalid for message type {ty}"),
+            format!("message length {len} is invalid for message type {type_code}"),
         )
     };
     if !(HEADER_LEN..=MAX_MESSAGE_LEN).contains(&len) {
         return Err(bad_length());
     }
+    let Some(ty) = MessageType::from_wire(type_code) else {
+        return Err(DecodeError::new(
+            HeaderSubcode::BadMessageType,
+            vec![type_code],
+            format!("unknown message type {type_code}"),
+        ));
+    };
     // RFC 4271 §6.1: per-type minimum (and for KEEPALIVE exact) lengths are header errors too.
     let length_ok = match ty {
-        msg_type::OPEN => len >= 29,
-        msg_type::UPDATE => len >= 23,
-        msg_type::NOTIFICATION => len >= 21,
-        msg_type::KEEPALIVE => len == HEADER_LEN,
-        msg_type::ROUTE_REFRESH => true, // RFC 7313 §5 makes a wrong length its own error, below.
-        _ => {
-            return Err(DecodeError::header(
-                subcode::BAD_MESSAGE_TYPE,
-                vec![ty],
-                format!("unknown message type {ty}"),
-            ));
-        }
+        MessageType::Open => len >= 29,
+        MessageType::Update => len >= 23,
+        MessageType::Notification => len >= 21,
+        MessageType::Keepalive => len == HEADER_LEN,
+        MessageType::RouteRefresh => true, // RFC 7313 §5 makes a wrong length its own error, below.
     };
     if !length_ok {
         return Err(bad_length());
@@ -288,19 +158,19 @@ pub fn decode_frame(buf: &[u8], ctx: DecodeContext) -> Result<Option<(Message, u
     }
     let body = &buf[HEADER_LEN..len];
     let msg = match ty {
-        msg_type::OPEN => Message::Open(decode_open(body)?),
-        msg_type::UPDATE => Message::Update(Update::decode(body, ctx)?),
-        msg_type::NOTIFICATION => Message::Notification(Notification {
+        MessageType::Open => Message::Open(decode_open(body)?),
+        MessageType::Update => Message::Update(Update::decode(body, ctx)?),
+        // Any code and subcode, known or not, is kept as received.
+        MessageType::Notification => Message::Notification(Notification {
             code: body[0],
             subcode: body[1],
             data: body[2..].to_vec(),
         }),
-        msg_type::KEEPALIVE => Message::Keepalive,
-        _ => {
+        MessageType::Keepalive => Message::Keepalive,
+        MessageType::RouteRefresh => {
             if body.len() != 4 {
                 return Err(DecodeError::new(
-                    code::ROUTE_REFRESH,
-                    subcode::INVALID_MESSAGE_LENGTH,
+                    RouteRefreshSubcode::InvalidMessageLength,
                     buf[..len].to_vec(),
                     format!("ROUTE-REFRESH of {len} bytes, expected 23"),
                 ));
@@ -315,8 +185,8 @@ pub fn decode_frame(buf: &[u8], ctx: DecodeContext) -> Result<Option<(Message, u
 }
 
 fn not_synchronized() -> DecodeError {
-    DecodeError::header(
-        subcode::CONNECTION_NOT_SYNCHRONIZED,
+    DecodeError::new(
+        HeaderSubcode::ConnectionNotSynchronized,
         Vec::new(),
         "message marker is not all ones",
     )
@@ -328,8 +198,8 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
     let version = body[0];
     if version != 4 {
         // Data: the largest supported version, as a 2-octet unsigned integer.
-        return Err(DecodeError::open(
-            subcode::UNSUPPORTED_VERSION,
+        return Err(DecodeError::new(
+            OpenSubcode::UnsupportedVersionNumber,
             vec![0, 4],
             format!("peer speaks BGP version {version}, we speak 4"),
         ));
@@ -340,8 +210,8 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
     let opt_len = usize::from(body[9]);
     let params = &body[10..];
     if params.len() != opt_len {
-        return Err(DecodeError::header(
-            subcode::BAD_MESSAGE_LENGTH,
+        return Err(DecodeError::new(
+            HeaderSubcode::BadMessageLength,
             ((body.len() + HEADER_LEN) as u16).to_be_bytes().to_vec(),
             format!(
                 "OPEN optional parameters length {opt_len} does not match the {} bytes present",
@@ -353,8 +223,8 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
     let mut rest = params;
     while !rest.is_empty() {
         let malformed = || {
-            DecodeError::open(
-                0,
+            DecodeError::new(
+                OpenSubcode::Unspecific,
                 Vec::new(),
                 "OPEN optional parameter overruns the parameters field".to_string(),
             )
@@ -366,8 +236,8 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
         let value = rest.get(2..2 + plen).ok_or_else(malformed)?;
         rest = &rest[2 + plen..];
         if ptype != 2 {
-            return Err(DecodeError::open(
-                subcode::UNSUPPORTED_OPTIONAL_PARAMETER,
+            return Err(DecodeError::new(
+                OpenSubcode::UnsupportedOptionalParameter,
                 Vec::new(),
                 format!("unsupported OPEN optional parameter type {ptype}"),
             ));

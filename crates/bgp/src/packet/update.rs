@@ -11,8 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::message::{AS_TRANS, HEADER_LEN, MAX_MESSAGE_LEN};
-use super::{Afi, Safi};
+use super::wire::{AS_TRANS, Afi, HEADER_LEN, MAX_MESSAGE_LEN, Safi};
 
 mod decode;
 

@@ -2,8 +2,8 @@ use std::net::Ipv4Addr;
 
 use herald_bgp::packet::update::{AsSegment, AsSegmentType, announce_updates, withdraw_updates};
 use herald_bgp::packet::{
-    Afi, Capability, LargeCommunity, Message, Notification, Open, Origin, OutboundAttributes, PathAttribute,
-    RouteRefresh, Safi, Update, decode_frame,
+    Afi, Capability, CeaseSubcode, LargeCommunity, Message, Notification, Open, Origin, OutboundAttributes,
+    PathAttribute, RouteRefresh, Safi, Update, decode_frame,
 };
 use ipnet::IpNet;
 
@@ -78,7 +78,7 @@ fn keepalive_notification_route_refresh() {
     roundtrip(&Message::Keepalive, EBGP, &header(19, 4));
     let mut n = header(25, 3);
     n.extend(hex("06 02 03 62 79 65"));
-    let cease = Notification::cease(2, "bye");
+    let cease = Notification::cease(CeaseSubcode::AdministrativeShutdown, "bye");
     roundtrip(&Message::Notification(cease.clone()), EBGP, &n);
     assert_eq!(cease.describe(), "Cease / Administrative Shutdown (6/2): bye");
     let mut rr = header(23, 5);

@@ -6,7 +6,8 @@ use bytes::BytesMut;
 use herald_bgp::fsm::{GracefulRestart, SessionConfig, SessionFsm};
 use herald_bgp::packet::update::{announce_updates, withdraw_updates};
 use herald_bgp::packet::{
-    Afi, LargeCommunity, Message, Notification, Origin, OutboundAttributes, RouteRefresh, Safi, Update,
+    Afi, CeaseSubcode, ErrorKind, LargeCommunity, Message, Notification, Origin, OutboundAttributes, RouteRefresh,
+    Safi, Update,
 };
 use ipnet::IpNet;
 use netgauze_bgp_pkt::BgpMessage;
@@ -70,8 +71,8 @@ fn small_messages() {
         BgpMessage::KeepAlive
     ));
     for n in [
-        Notification::cease(2, "maintenance"),
-        Notification::new(4, 0),
+        Notification::cease(CeaseSubcode::AdministrativeShutdown, "maintenance"),
+        Notification::new(ErrorKind::HoldTimerExpired(0)),
         Notification {
             code: 2,
             subcode: 2,

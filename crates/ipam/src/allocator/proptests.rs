@@ -5,11 +5,15 @@ use std::net::IpAddr;
 
 use proptest::prelude::*;
 
+use super::restore::ExistingAssignment;
 use super::*;
-use crate::error::PoolError;
+use crate::never_allocated::NeverAllocated;
 use crate::never_allocated::std_says_never;
 use crate::pool::PoolSpec;
+use crate::pool::parse::PoolError;
 use crate::range::AddrRange;
+use crate::range::from_u128;
+use crate::request::IpFamilyPolicy;
 use crate::request::{CreationKey, Protocol, ServicePort};
 
 const IPS: [&str; 8] = [

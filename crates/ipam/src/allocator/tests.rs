@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use super::restore::{ConflictReason, ExistingAssignment};
 use super::*;
 use crate::pool::PoolSpec;
+use crate::request::IpFamilyPolicy;
 use crate::request::{CreationKey, Protocol, ServicePort};
 use crate::selector::LabelSelector;
+use crate::sharing::SharingConflict;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

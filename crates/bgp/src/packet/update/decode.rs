@@ -9,8 +9,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{AsSegment, AsSegmentType, ErrorHandling, Malformed, Origin, PathAttribute, Update, attr_type, flag, v4};
-use crate::packet::error::{DecodeError, subcode};
-use crate::packet::{Afi, DecodeContext, Safi};
+use crate::packet::error::DecodeError;
+use crate::packet::notification::UpdateSubcode;
+use crate::packet::wire::{Afi, DecodeContext, Safi};
 
 impl Update {
     pub(crate) fn decode(body: &[u8], ctx: DecodeContext) -> Result<Update, DecodeError> {
@@ -44,7 +45,7 @@ impl Update {
                     return Err(malformed_list(reason));
                 }
                 other_than_mp_unreach = true;
-                errors.add(AttrError::withdraw(subcode::MALFORMED_ATTRIBUTE_LIST, &[], reason));
+                errors.add(AttrError::withdraw(UpdateSubcode::MalformedAttributeList, &[], reason));
                 break;
             };
             let type_code = header[1];
@@ -62,14 +63,14 @@ impl Update {
                     header_len + len - rest.len()
                 );
                 if is_mp(type_code) {
-                    return Err(DecodeError::update(
-                        subcode::ATTRIBUTE_LENGTH_ERROR,
+                    return Err(DecodeError::new(
+                        UpdateSubcode::AttributeLengthError,
                         header.to_vec(),
                         reason,
                     ));
                 }
                 other_than_mp_unreach = true;
-                errors.add(AttrError::withdraw(subcode::ATTRIBUTE_LENGTH_ERROR, header, reason));
+                errors.add(AttrError::withdraw(UpdateSubcode::AttributeLengthError, header, reason));
                 break;
             };
             rest = &rest[raw.len()..];
@@ -103,7 +104,11 @@ impl Update {
             for (t, needed) in required {
                 if needed && !seen[usize::from(t)] {
                     let reason = format!("well-known attribute {} is missing", AttrName(t));
-                    errors.add(AttrError::withdraw(subcode::MISSING_WELL_KNOWN_ATTRIBUTE, &[t], reason));
+                    errors.add(AttrError::withdraw(
+                        UpdateSubcode::MissingWellKnownAttribute,
+                        &[t],
+                        reason,
+                    ));
                 }
             }
         }
@@ -117,7 +122,7 @@ impl Update {
                 "{} in an UPDATE that announces nothing (RFC 7606 §5.2: session reset)",
                 error.reason
             );
-            return Err(DecodeError::update(notify.subcode, notify.data, reason));
+            return Err(DecodeError::new(notify.subcode, notify.data, reason));
         }
         update.malformed = Some(Malformed {
             handling: error.handling,
@@ -129,7 +134,7 @@ impl Update {
 
 /// The NOTIFICATION (RFC 4271 §6.3 subcode and data) an error gets should RFC 7606 §5.2 make it a session reset.
 struct Notify {
-    subcode: u8,
+    subcode: UpdateSubcode,
     data: Vec<u8>,
 }
 
@@ -142,7 +147,7 @@ struct AttrError {
 }
 
 impl AttrError {
-    fn withdraw(subcode: u8, data: &[u8], reason: String) -> Self {
+    fn withdraw(subcode: UpdateSubcode, data: &[u8], reason: String) -> Self {
         AttrError {
             handling: ErrorHandling::TreatAsWithdraw,
             notify: Some(Notify {
@@ -251,8 +256,8 @@ fn decode_attribute(
     let Some(expected) = expected_flags(type_code) else {
         if !optional {
             // RFC 4271 §6.3, which RFC 7606 leaves as it is.
-            return Err(DecodeError::update(
-                subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
+            return Err(DecodeError::new(
+                UpdateSubcode::UnrecognizedWellKnownAttribute,
                 raw.to_vec(),
                 format!("unrecognized well-known attribute {type_code}"),
             ));
@@ -271,13 +276,16 @@ fn decode_attribute(
         // RFC 7606 §3(c): treat-as-withdraw, except where the attribute's specification says otherwise: §5.3 for
         // MP_REACH_NLRI/MP_UNREACH_NLRI.
         if is_mp(type_code) {
-            return mp_error(value, subcode::ATTRIBUTE_FLAGS_ERROR, raw, reason).and_then(|e| reject(errors, e));
+            return mp_error(value, UpdateSubcode::AttributeFlagsError, raw, reason).and_then(|e| reject(errors, e));
         }
-        return reject(errors, AttrError::withdraw(subcode::ATTRIBUTE_FLAGS_ERROR, raw, reason));
+        return reject(
+            errors,
+            AttrError::withdraw(UpdateSubcode::AttributeFlagsError, raw, reason),
+        );
     }
     let wrong_length = |want: &str| {
         let reason = format!("{name} of length {len}, expected {want}");
-        AttrError::withdraw(subcode::ATTRIBUTE_LENGTH_ERROR, raw, reason)
+        AttrError::withdraw(UpdateSubcode::AttributeLengthError, raw, reason)
     };
     let discard = |why: &str| AttrError::discard(format!("{name} {why}: discarded"));
     let other = || PathAttribute::Other {
@@ -295,7 +303,7 @@ fn decode_attribute(
                 let reason = format!("ORIGIN value {v} is undefined");
                 return reject(
                     errors,
-                    AttrError::withdraw(subcode::INVALID_ORIGIN_ATTRIBUTE, raw, reason),
+                    AttrError::withdraw(UpdateSubcode::InvalidOriginAttribute, raw, reason),
                 );
             }
             _ => return reject(errors, wrong_length("1")),
@@ -305,14 +313,14 @@ fn decode_attribute(
             Err(why) => {
                 return reject(
                     errors,
-                    AttrError::withdraw(subcode::MALFORMED_AS_PATH, &[], format!("malformed AS_PATH: {why}")),
+                    AttrError::withdraw(UpdateSubcode::MalformedAsPath, &[], format!("malformed AS_PATH: {why}")),
                 );
             }
             // RFC 5065 §5: confederation segments from a peer outside our confederation (Herald is in none) make a
             // malformed AS_PATH, which RFC 7606 §3(e) treats as withdraw.
             Ok(segments) if !ctx.internal && segments.iter().any(is_confederation) => {
                 let reason = "AS_PATH from an external peer has confederation segments".to_string();
-                return reject(errors, AttrError::withdraw(subcode::MALFORMED_AS_PATH, &[], reason));
+                return reject(errors, AttrError::withdraw(UpdateSubcode::MalformedAsPath, &[], reason));
             }
             Ok(segments) => PathAttribute::AsPath(segments),
         },
@@ -370,7 +378,7 @@ fn decode_attribute(
                 Ok(attribute) => attribute,
                 Err(why) => {
                     let reason = format!("malformed {name}: {why}");
-                    return mp_error(value, subcode::OPTIONAL_ATTRIBUTE_ERROR, raw, reason)
+                    return mp_error(value, UpdateSubcode::OptionalAttributeError, raw, reason)
                         .and_then(|e| reject(errors, e));
                 }
             }
@@ -437,7 +445,7 @@ fn decode_attribute(
 /// RFC 7606 §5.3, §7.11: an incorrect MP_REACH_NLRI/MP_UNREACH_NLRI asks for "AFI/SAFI disable" or a session reset.
 /// Herald disables the family (RFC 4760 §7: its routes are ignored for the session, as Herald ignores every received
 /// route anyway) and resets only when the attribute is too short to name the family.
-fn mp_error(value: &[u8], subcode: u8, raw: &[u8], reason: String) -> Result<AttrError, DecodeError> {
+fn mp_error(value: &[u8], subcode: UpdateSubcode, raw: &[u8], reason: String) -> Result<AttrError, DecodeError> {
     match *value {
         [a, b, safi, ..] => Ok(AttrError {
             handling: ErrorHandling::AfiSafiDisable(Afi(u16::from_be_bytes([a, b])), Safi(safi)),
@@ -447,7 +455,7 @@ fn mp_error(value: &[u8], subcode: u8, raw: &[u8], reason: String) -> Result<Att
             }),
             reason,
         }),
-        _ => Err(DecodeError::update(subcode, raw.to_vec(), reason)),
+        _ => Err(DecodeError::new(subcode, raw.to_vec(), reason)),
     }
 }
 
@@ -571,15 +579,15 @@ fn length_prefixed(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn malformed_list(reason: String) -> DecodeError {
-    DecodeError::update(
-        subcode::MALFORMED_ATTRIBUTE_LIST,
+    DecodeError::new(
+        UpdateSubcode::MalformedAttributeList,
         Vec::new(),
         format!("malformed UPDATE: {reason}"),
     )
 }
 
 fn invalid_network(reason: String) -> DecodeError {
-    DecodeError::update(subcode::INVALID_NETWORK_FIELD, Vec::new(), reason)
+    DecodeError::new(UpdateSubcode::InvalidNetworkField, Vec::new(), reason)
 }
 
 fn v4_prefixes(field: &[u8]) -> Result<Vec<Ipv4Net>, String> {
