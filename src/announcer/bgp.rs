@@ -399,8 +399,6 @@ pub struct BgpAnnouncer {
     graceful: bool,
     /// `BgpPeer` name per peer address, from the last plan.
     names: BTreeMap<IpAddr, String>,
-    /// The session entry last written to each `BgpPeer`'s status.
-    reported: BTreeMap<IpAddr, SessionEntry>,
     /// The passive peers of the last plan.
     passive: std::collections::BTreeSet<IpAddr>,
     /// Why each peer was last refused (or runs without its passive side), so a refusal is logged once, not on every
@@ -409,12 +407,94 @@ pub struct BgpAnnouncer {
     /// Passive peers that could not listen and run connecting out only, by the configuration that failed: that
     /// configuration is not tried again (which would restart the running session on every wake) until it changes.
     active_only: BTreeMap<IpAddr, PeerConfig>,
-    /// The last plan's verdicts on the BGP objects, to be written by [`BgpAnnouncer::report`].
+    /// The last plan's verdicts on the BGP objects, for the `Ready` conditions.
     verdicts: BTreeMap<Judged, Verdict>,
+    /// What the status reporter writes from, when one runs ([`BgpAnnouncer::spawn_reporter`]).
+    report: Option<tokio::sync::watch::Sender<ReportInput>>,
+}
+
+/// What the status reporter writes from: a snapshot of the last plan's outcome, and the sessions' live status.
+#[derive(Clone, Default)]
+pub struct ReportInput {
+    verdicts: BTreeMap<Judged, Verdict>,
+    names: BTreeMap<IpAddr, String>,
+    refused: BTreeMap<IpAddr, String>,
+    passive: std::collections::BTreeSet<IpAddr>,
+    peers: Vec<tokio::sync::watch::Receiver<herald_bgp::PeerStatus>>,
+}
+
+/// Writes BGP status to the API from [`ReportInput`]s, as a task of its own: the announcer's loop never waits for it.
+#[derive(Default)]
+struct BgpReporter {
+    /// The session entry last written to each `BgpPeer`'s status.
+    reported: BTreeMap<IpAddr, SessionEntry>,
     /// The verdicts written into the objects' `Ready` conditions (or found there already).
     written: BTreeMap<Judged, Verdict>,
     /// Status writes that failed wait for their next try here.
     retry: Retry,
+}
+
+impl BgpReporter {
+    /// Writes this node's session entry into each `BgpPeer`'s status when its state changed since the last write
+    /// (never periodically). Other nodes' entries are kept: each write is a compare-and-swap on the resourceVersion.
+    /// Also writes each judged object's `Ready` condition when the plan's verdict on it changed, with a Warning
+    /// Event when it turned into a problem.
+    async fn report(&mut self, input: &ReportInput, client: &kube::Client, events: &EventPublisher, node: &str) {
+        self.written.retain(|o, _| input.verdicts.contains_key(o));
+        let now = tokio::time::Instant::now();
+        for (object, verdict) in &input.verdicts {
+            if self.written.get(object) == Some(verdict) || !self.retry.due(&object.to_string(), now) {
+                continue;
+            }
+            let written = match object {
+                Judged::Conf => write_ready::<BgpConf>(client, events, "default", verdict).await,
+                Judged::Peer(name) => write_ready::<BgpPeer>(client, events, name, verdict).await,
+            };
+            self.retry.record(object.to_string(), now, &written);
+            match written {
+                Ok(()) => {
+                    self.written.insert(object.clone(), verdict.clone());
+                }
+                Err(e) => warn!(object = %object, error = %e, "cannot write the Ready condition"),
+            }
+        }
+        for status in input.peers.iter().map(|p| p.borrow().clone()) {
+            // A passive peer that cannot listen runs connecting out: its session may be up, but the status must say
+            // that the router cannot connect to this node.
+            let error = match (input.refused.get(&status.address), &status.last_error) {
+                (Some(refused), Some(session)) => Some(format!("{refused}; session: {session}")),
+                (refused, session) => refused.or(session.as_ref()).cloned(),
+            };
+            // A passive peer's listening socket is opened with its session: no refusal, it listens.
+            let listening = input
+                .passive
+                .contains(&status.address)
+                .then(|| !input.refused.contains_key(&status.address));
+            let entry = SessionEntry {
+                state: status.state.to_string(),
+                error,
+                listening,
+            };
+            let key = format!("session {}", status.address);
+            if self.reported.get(&status.address) == Some(&entry) || !self.retry.due(&key, now) {
+                continue;
+            }
+            let Some(name) = input.names.get(&status.address) else {
+                continue;
+            };
+            let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
+            let written = write_session(&api, name, node, &entry).await;
+            self.retry.record(key, now, &written);
+            match written {
+                Ok(()) => {
+                    info!(peer = %status.address, node, state = entry.state, listening = ?entry.listening, "BGP session state");
+                    self.reported.insert(status.address, entry);
+                }
+                Err(e) => warn!(peer = %status.address, error = %e, "cannot write BgpPeer status"),
+            }
+        }
+        self.reported.retain(|a, _| input.names.contains_key(a));
+    }
 }
 
 /// Failed status writes wait before the next try, doubling from [`Retry::FIRST`] to [`Retry::LONGEST`]: a write the
@@ -552,68 +632,52 @@ impl BgpAnnouncer {
             info!(routes = plan.routes.len(), "BGP routes changed");
             speaker.set_routes(plan.routes);
         }
+        self.publish();
     }
 
-    /// Writes this node's session entry into each `BgpPeer`'s status when its state changed since the last write
-    /// (never periodically). Other nodes' entries are kept: each write is a compare-and-swap on the resourceVersion.
-    /// Also writes each judged object's `Ready` condition when the plan's verdict on it changed, with a Warning
-    /// Event when it turned into a problem.
-    pub async fn report(&mut self, client: &kube::Client, events: &EventPublisher, node: &str) {
-        self.written.retain(|o, _| self.verdicts.contains_key(o));
-        let now = tokio::time::Instant::now();
-        for (object, verdict) in &self.verdicts {
-            if self.written.get(object) == Some(verdict) || !self.retry.due(&object.to_string(), now) {
-                continue;
-            }
-            let written = match object {
-                Judged::Conf => write_ready::<BgpConf>(client, events, "default", verdict).await,
-                Judged::Peer(name) => write_ready::<BgpPeer>(client, events, name, verdict).await,
-            };
-            self.retry.record(object.to_string(), now, &written);
-            match written {
-                Ok(()) => {
-                    self.written.insert(object.clone(), verdict.clone());
-                }
-                Err(e) => warn!(object = %object, error = %e, "cannot write the Ready condition"),
-            }
+    /// Hands the reporter what it writes from.
+    fn publish(&self) {
+        if let Some(report) = &self.report {
+            report.send_replace(ReportInput {
+                verdicts: self.verdicts.clone(),
+                names: self.names.clone(),
+                refused: self.refused.clone(),
+                passive: self.passive.clone(),
+                peers: self.peer_watches(),
+            });
         }
-        let Some((_, speaker)) = &self.speaker else { return };
-        for status in speaker.peers() {
-            // A passive peer that cannot listen runs connecting out: its session may be up, but the status must say
-            // that the router cannot connect to this node.
-            let error = match (self.refused.get(&status.address), &status.last_error) {
-                (Some(refused), Some(session)) => Some(format!("{refused}; session: {session}")),
-                (refused, session) => refused.or(session.as_ref()).cloned(),
-            };
-            // A passive peer's listening socket is opened with its session: no refusal, it listens.
-            let listening = self
-                .passive
-                .contains(&status.address)
-                .then(|| !self.refused.contains_key(&status.address));
-            let entry = SessionEntry {
-                state: status.state.to_string(),
-                error,
-                listening,
-            };
-            let key = format!("session {}", status.address);
-            if self.reported.get(&status.address) == Some(&entry) || !self.retry.due(&key, now) {
-                continue;
-            }
-            let Some(name) = self.names.get(&status.address) else {
-                continue;
-            };
-            let api: kube::Api<Lenient<BgpPeer>> = kube::Api::all(client.clone());
-            let written = write_session(&api, name, node, &entry).await;
-            self.retry.record(key, now, &written);
-            match written {
-                Ok(()) => {
-                    info!(peer = %status.address, node, state = entry.state, listening = ?entry.listening, "BGP session state");
-                    self.reported.insert(status.address, entry);
+    }
+
+    /// Starts the task that writes this node's BGP status (sessions into `BgpPeer` status, `Ready` conditions) from
+    /// every plan applied from now on, and from the sessions' changes (looked at every `every`), until `stop` fires.
+    pub fn spawn_reporter(
+        &mut self,
+        client: kube::Client,
+        events: EventPublisher,
+        node: String,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, mut rx) = tokio::sync::watch::channel(ReportInput::default());
+        self.report = Some(tx);
+        self.publish();
+        tokio::spawn(async move {
+            let mut reporter = BgpReporter::default();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                    changed = rx.changed() => if changed.is_err() { break },
                 }
-                Err(e) => warn!(peer = %status.address, error = %e, "cannot write BgpPeer status"),
+                let input = rx.borrow_and_update().clone();
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = reporter.report(&input, &client, &events, &node) => {}
+                }
             }
-        }
-        self.reported.retain(|a, _| self.names.contains_key(a));
+        })
     }
 
     /// The IPs whose routes this node offers its peers (for the metrics).

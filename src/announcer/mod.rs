@@ -144,6 +144,15 @@ pub async fn run(
     let writer = Writer::spawn(client.clone(), events.clone(), node.clone(), cancel.clone());
     let mut core = AnnouncerCore::new(&node);
     let mut bgp = bgp::BgpAnnouncer::default();
+    // BGP status (sessions, conditions) is written by a task of its own too.
+    let reporter_stop = cancel.child_token();
+    let reporter = bgp.spawn_reporter(
+        client.clone(),
+        events.clone(),
+        node.clone(),
+        LINK_POLL,
+        reporter_stop.clone(),
+    );
     let mut link_state = links::read();
     let mut link_tick = tokio::time::interval(LINK_POLL);
     let mut stop = None;
@@ -206,7 +215,6 @@ pub async fn run(
                 continue;
             }
             _ = link_tick.tick() => {
-                bgp.report(&client, &events, &node).await;
                 let now = links::read();
                 if now != link_state {
                     link_state = now;
@@ -228,6 +236,9 @@ pub async fn run(
         cancel.cancel();
     }
     info!(node, "announcer stopping: withdrawing, then releasing leases");
+    // The reporter ends first: its last write must not come after the shutdown's.
+    reporter_stop.cancel();
+    let _ = reporter.await;
     bgp.shutdown(&client, &node).await;
     election_stop.cancel();
     if let Err(e) = ownership.shutdown().await {
