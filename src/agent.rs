@@ -35,15 +35,15 @@ pub struct AgentArgs {
     /// handle class herald.dev/lb).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub default_class: bool,
-    /// Allocator Lease: how long others wait for an unrenewed lease before taking it.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub allocator_lease_duration: Duration,
-    /// Allocator Lease: the leader steps down when it could not renew for this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub allocator_renew_deadline: Duration,
-    /// Allocator Lease: how often the leader renews and others retry.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub allocator_retry_period: Duration,
+    /// Allocator Lease: how long others wait for an unrenewed lease before taking it (default: --takeover-after).
+    #[arg(long, value_parser = parse_duration)]
+    pub allocator_lease_duration: Option<Duration>,
+    /// Allocator Lease: the leader steps down when it could not renew for this long (default: --renew-deadline).
+    #[arg(long, value_parser = parse_duration)]
+    pub allocator_renew_deadline: Option<Duration>,
+    /// Allocator Lease: how often the leader renews and others retry (default: --node-renew-period).
+    #[arg(long, value_parser = parse_duration)]
+    pub allocator_retry_period: Option<Duration>,
     /// Layer 2 election: how often this node renews its liveness Lease (the only periodic API write).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub node_renew_period: Duration,
@@ -92,7 +92,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     .validate()
     .context("invalid election timing")?;
-    allocator::gc::validate_gc_after(args.lease_gc_after, args.takeover_after).map_err(anyhow::Error::msg)?;
+    herald_election::gc::validate_gc_after(args.lease_gc_after, args.takeover_after).map_err(anyhow::Error::msg)?;
     let instance = args.instance_id.clone().unwrap_or_else(Identity::random_instance_id);
     let identity = Identity::new(&args.node_name, &instance).context("invalid --node-name or --instance-id")?;
     let metrics = Metrics::new();
@@ -137,12 +137,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let shared = SharedStores::start(&client, &cancel);
 
+    // The allocator's lock is judged like a node lease (a crashed leader is replaced in about --takeover-after, as a
+    // crashed Layer 2 holder is); each --allocator-* flag overrides one value.
+    let follow = LeaderTiming::from(election_timing);
     let timing = LeaderTiming {
-        lease_duration: args.allocator_lease_duration,
-        renew_deadline: args.allocator_renew_deadline,
-        retry_period: args.allocator_retry_period,
+        lease_duration: args.allocator_lease_duration.unwrap_or(follow.lease_duration),
+        renew_deadline: args.allocator_renew_deadline.unwrap_or(follow.renew_deadline),
+        retry_period: args.allocator_retry_period.unwrap_or(follow.retry_period),
     };
-    let store = KubeLeaseStore::new(client.clone(), &args.namespace, args.allocator_renew_deadline / 2);
+    let store = KubeLeaseStore::new(client.clone(), &args.namespace, timing.renew_deadline / 2);
     let config = LeaderLockConfig {
         timing,
         ..LeaderLockConfig::allocator(identity.holder())

@@ -5,9 +5,9 @@
 //! event wakes the loop; after a short batching window it runs one pass over the whole snapshot (cheap: the
 //! allocator is O(log n) per Service and the pass writes only differences), then applies the writes with bounded
 //! concurrency. Failed writes are retried by the next pass with exponential backoff; nothing re-lists in a loop.
-//! After each pass, and on its own timer, the loop collects unused Leases ([`gc`]).
+//! After each pass, and on its own timer, the loop collects unused Leases (`herald_election::gc` decides which,
+//! [`UnusedLeases`] deletes them; this loop decides when and says which IPs are in use).
 
-pub mod gc;
 pub mod state;
 
 #[cfg(test)]
@@ -21,11 +21,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use herald_api::decode::Lenient;
 use herald_api::{Eip, names};
-use herald_election::naming;
+use herald_election::gc::{self, GcInput, LeaseView};
+use herald_election::kube_store::from_lease;
+use herald_election::{Collected, KubeLeaseStore, UnusedLeases, naming};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -39,7 +41,6 @@ use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
-use gc::{Collect, GcInput, LeaseCollector, LeaseView};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -54,8 +55,6 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::fro
 const GC_DELETES_PER_SWEEP: usize = 100;
 /// A Lease GET or DELETE of the collector is abandoned after this long (and retried by a later sweep).
 const GC_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest pause between sweeps while deletions keep failing.
-const GC_MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// Settings of the allocator controller.
 #[derive(Clone, Debug)]
@@ -67,7 +66,7 @@ pub struct AllocatorConfig {
     /// Namespace of Herald's Leases (the IP leases say which node announces which IP).
     pub namespace: String,
     /// Delete IP leases of unused IPs and node leases of removed Nodes after they have been so for this long
-    /// (`--lease-gc-after`; zero keeps every Lease). See [`gc`].
+    /// (`--lease-gc-after`; zero keeps every Lease). See `herald_election::gc`.
     pub lease_gc_after: Duration,
 }
 
@@ -111,16 +110,17 @@ pub async fn run(
         );
         lists.push(first_list("node Lease", &node_leases));
         lists.push(first_list("Node", &shared.nodes));
-        UnusedLeases {
-            core: LeaseCollector::new(config.lease_gc_after),
-            api: Api::namespaced(client.clone(), &config.namespace),
+        LeaseCollection {
+            unused: UnusedLeases::new(
+                KubeLeaseStore::new(client.clone(), &config.namespace, GC_REQUEST_TIMEOUT),
+                config.lease_gc_after,
+                GC_DELETES_PER_SWEEP,
+            ),
             ip_leases: ip_leases.store(),
             node_leases: node_leases.store(),
             nodes: shared.nodes.store(),
             in_use: BTreeSet::new(),
             metrics: metrics.clone(),
-            forbidden_reported: false,
-            failed_sweeps: 0,
             next_sweep: Instant::now(),
         }
     });
@@ -229,7 +229,7 @@ pub async fn run(
                 let shown = snapshot.services.iter().flat_map(|s| adapter::status_ips(s));
                 let in_use = gc::lease_names(allocated.chain(shown));
                 if in_use != c.in_use {
-                    c.core.in_use_until(&c.in_use, Instant::now());
+                    c.unused.in_use_until(&c.in_use, Instant::now());
                     c.in_use = in_use;
                 }
             }
@@ -407,174 +407,54 @@ impl Controller {
     }
 }
 
-/// The shell of the Lease collector: reads the reflectors, asks [`LeaseCollector`] what is due, and deletes it.
-struct UnusedLeases {
-    core: LeaseCollector,
-    api: Api<Lease>,
+/// The allocator's side of lease collection: what the reflectors show and what is in use go to [`UnusedLeases`]
+/// (election), which decides and deletes; this counts the results.
+struct LeaseCollection {
+    unused: UnusedLeases<KubeLeaseStore>,
     ip_leases: Store<Lease>,
     node_leases: Store<Lease>,
     nodes: Store<k8s_openapi::api::core::v1::Node>,
     /// Lease names of the IPs in use, as of the last pass.
     in_use: BTreeSet<String>,
     metrics: Arc<AllocatorMetrics>,
-    /// A 403 is reported once (with the RBAC fix), not on every sweep.
-    forbidden_reported: bool,
-    /// Sweeps in a row in which a deletion failed: the next sweep backs off exponentially (a Role without `delete`,
-    /// an API server in trouble), so failing deletes never become steady load.
-    failed_sweeps: u32,
     /// Sweeps run between passes once this is reached (so a busy allocator does not sweep after every pass).
     next_sweep: Instant,
 }
 
-/// How one deletion went.
-enum Collected {
-    Deleted,
-    /// The precondition failed (409) or the Lease is gone (404): someone wrote or deleted it meanwhile.
-    Kept(String),
-    /// The holder's node lease changed after all (our watch is behind).
-    HolderRenewed,
-    Failed(kube::Error),
-    TimedOut,
-}
-
-impl UnusedLeases {
-    /// One sweep: observe, delete what is due; returns when to sweep next.
+impl LeaseCollection {
+    /// One sweep; returns when to sweep next.
     async fn sweep(&mut self) -> Instant {
+        let view = |l: &Arc<Lease>| LeaseView::from(&from_lease(l));
         let input = GcInput {
-            ip_leases: self.ip_leases.state().iter().map(|l| lease_view(l)).collect(),
-            node_leases: self.node_leases.state().iter().map(|l| lease_view(l)).collect(),
+            ip_leases: self.ip_leases.state().iter().map(view).collect(),
+            node_leases: self.node_leases.state().iter().map(view).collect(),
             nodes: self.nodes.state().iter().map(|n| n.name_any()).collect(),
             ips_in_use: std::mem::take(&mut self.in_use),
         };
-        let now = Instant::now();
-        let mut due = self.core.sweep(&input, now);
-        due.truncate(GC_DELETES_PER_SWEEP);
-        let api = &self.api;
-        let mut failed = false;
-        let results: Vec<(Collect, Collected)> = futures::stream::iter(due)
-            .map(|c| async move {
-                let result = delete_lease(api, &c).await;
-                (c, result)
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
-        for (c, result) in results {
-            let kind = c.kind.as_str();
-            match result {
+        let sweep = self.unused.sweep(&input, Instant::now()).await;
+        self.in_use = input.ips_in_use;
+        for (c, result) in &sweep.results {
+            let result = match result {
                 Collected::Deleted => {
-                    info!(lease = %c.name, kind, reason = %c.reason, "deleted an unused Lease");
+                    let kind = c.kind.as_str();
                     self.metrics
                         .leases_collected
                         .get_or_create(&LeaseKindLabels { kind })
                         .inc();
-                    self.count("ok");
+                    "ok"
                 }
-                Collected::Kept(why) => debug!(lease = %c.name, kind, why, "Lease changed meanwhile; kept"),
-                Collected::HolderRenewed => {
-                    debug!(lease = %c.name, "the holder renewed after all; kept");
-                    self.core.postpone(&c.name, now);
-                }
-                Collected::Failed(kube::Error::Api(status)) if status.code == 403 => {
-                    failed = true;
-                    self.count("error");
-                    if !std::mem::replace(&mut self.forbidden_reported, true) {
-                        warn!(
-                            lease = %c.name,
-                            error = %status.message,
-                            "cannot delete unused Leases: grant the agent's Role `delete` on coordination.k8s.io \
-                             leases (deploy/herald.yaml), or run with --lease-gc-after=0"
-                        );
-                    }
-                }
-                Collected::Failed(e) => {
-                    failed = true;
-                    self.count("error");
-                    warn!(lease = %c.name, error = %e, "cannot delete an unused Lease; retrying later");
-                }
-                Collected::TimedOut => {
-                    failed = true;
-                    self.count("error");
-                    let timeout = GC_REQUEST_TIMEOUT;
-                    warn!(lease = %c.name, ?timeout, "no answer deleting an unused Lease; retrying later");
-                }
-            }
+                Collected::Failed(_) => "error",
+                Collected::Kept(_) | Collected::HolderRenewed => continue,
+            };
+            self.metrics
+                .writes
+                .get_or_create(&WriteLabels {
+                    kind: "lease_delete",
+                    result,
+                })
+                .inc();
         }
-        let next = self.core.next_due(&input);
-        self.in_use = input.ips_in_use;
-        // Sweep at least every half grace period (a Node deletion wakes nothing), and never busy-loop on a Lease
-        // that stays due because its deletion failed.
-        self.failed_sweeps = if failed {
-            self.failed_sweeps.saturating_add(1)
-        } else {
-            0
-        };
-        next_sweep(now, next, self.core.grace(), self.failed_sweeps)
-    }
-
-    fn count(&self, result: &'static str) {
-        self.metrics
-            .writes
-            .get_or_create(&WriteLabels {
-                kind: "lease_delete",
-                result,
-            })
-            .inc();
-    }
-}
-
-/// When to sweep next: when the next Lease falls due, but at least every half grace period (a Node deletion wakes
-/// nothing) and never sooner than an eighth of it (a Lease that stays due because its deletion failed must not
-/// busy-loop). After `failed_sweeps` failing sweeps in a row, not before 2^n eighths (at most [`GC_MAX_BACKOFF`]).
-fn next_sweep(now: Instant, due: Option<Instant>, grace: Duration, failed_sweeps: u32) -> Instant {
-    let pause = (grace / 8).max(Duration::from_millis(100));
-    let (earliest, latest) = (now + pause, now + (grace / 2).max(pause));
-    let next = due.unwrap_or(latest).clamp(earliest, latest);
-    if failed_sweeps == 0 {
-        return next;
-    }
-    let backoff = pause.saturating_mul(1 << failed_sweeps.min(16)).min(GC_MAX_BACKOFF);
-    next.max(now + backoff)
-}
-
-fn lease_view(lease: &Lease) -> LeaseView {
-    LeaseView {
-        name: lease.name_any(),
-        resource_version: lease.resource_version().unwrap_or_default(),
-        holder: lease
-            .spec
-            .as_ref()
-            .and_then(|s| s.holder_identity.clone())
-            .filter(|h| !h.is_empty()),
-    }
-}
-
-/// Deletes one due Lease: first the holder check (a quorum GET of the holder's node lease), then a DELETE with the
-/// judged resourceVersion as precondition.
-async fn delete_lease(api: &Api<Lease>, c: &Collect) -> Collected {
-    if let Some(check) = &c.holder_check {
-        match tokio::time::timeout(GC_REQUEST_TIMEOUT, api.get_opt(&check.node_lease)).await {
-            Ok(Ok(fresh)) => {
-                if !check.passes(fresh.as_ref().map(lease_view).as_ref()) {
-                    return Collected::HolderRenewed;
-                }
-            }
-            Ok(Err(e)) => return Collected::Failed(e),
-            Err(_) => return Collected::TimedOut,
-        }
-    }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            resource_version: Some(c.resource_version.clone()),
-            uid: None,
-        }),
-        ..Default::default()
-    };
-    match tokio::time::timeout(GC_REQUEST_TIMEOUT, api.delete(&c.name, &params)).await {
-        Ok(Ok(_)) => Collected::Deleted,
-        Ok(Err(kube::Error::Api(status))) if matches!(status.code, 404 | 409) => Collected::Kept(status.message),
-        Ok(Err(e)) => Collected::Failed(e),
-        Err(_) => Collected::TimedOut,
+        sweep.next
     }
 }
 
@@ -611,112 +491,4 @@ fn ingress(ips: &[IpAddr]) -> serde_json::Value {
     ips.iter()
         .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
         .collect()
-}
-
-#[cfg(test)]
-mod lab_tests {
-    //! The collector's deletions against lab-apiserver: the preconditions and the holder check.
-
-    use kube::api::PostParams;
-
-    use super::*;
-    use gc::HolderCheck;
-
-    async fn lease(api: &Api<Lease>, name: &str, kind: &str, holder: Option<&str>) -> Lease {
-        let lease = serde_json::from_value(json!({
-            "metadata": {"name": name, "labels": {"herald.dev/lease": kind}},
-            "spec": {"holderIdentity": holder}}))
-        .unwrap();
-        api.create(&PostParams::default(), &lease).await.unwrap()
-    }
-
-    /// Writes a change (an update without one keeps the resourceVersion).
-    async fn renew(api: &Api<Lease>, name: &str) -> Lease {
-        let mut current = api.get(name).await.unwrap();
-        let spec = current.spec.get_or_insert_default();
-        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-        api.replace(name, &PostParams::default(), &current).await.unwrap()
-    }
-
-    fn collect(lease: &Lease, holder_check: Option<HolderCheck>) -> Collect {
-        Collect {
-            kind: gc::LeaseKind::Ip,
-            name: lease.name_any(),
-            resource_version: lease.resource_version().unwrap(),
-            holder_check,
-            reason: "test".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_delete_removes_only_the_judged_version_and_a_held_lease_only_after_the_holder_check() {
-        let lab = herald_lab_apiserver::start(Default::default()).await.unwrap();
-        let client = lab.client().unwrap();
-        let api: Api<Lease> = Api::namespaced(client, "default");
-
-        // Written again after it was judged (an agent re-acquired the IP): kept.
-        let judged = lease(&api, "herald-ip-192-0-2-1", "ip", None).await;
-        renew(&api, "herald-ip-192-0-2-1").await;
-        assert!(matches!(
-            delete_lease(&api, &collect(&judged, None)).await,
-            Collected::Kept(_)
-        ));
-        assert!(api.get_opt("herald-ip-192-0-2-1").await.unwrap().is_some());
-        // Unchanged: deleted. Already gone: kept (404), not an error.
-        let current = api.get("herald-ip-192-0-2-1").await.unwrap();
-        assert!(matches!(
-            delete_lease(&api, &collect(&current, None)).await,
-            Collected::Deleted
-        ));
-        assert!(api.get_opt("herald-ip-192-0-2-1").await.unwrap().is_none());
-        assert!(matches!(
-            delete_lease(&api, &collect(&current, None)).await,
-            Collected::Kept(_)
-        ));
-
-        // Held by n1/a, whose node lease was seen at `seen`.
-        let held = lease(&api, "herald-ip-192-0-2-2", "ip", Some("n1/a")).await;
-        let seen = lease(&api, "herald-node-n1", "node", Some("n1/a")).await;
-        let check = HolderCheck {
-            node_lease: "herald-node-n1".into(),
-            holder: "n1/a".into(),
-            seen_rv: seen.resource_version(),
-        };
-        // The holder renewed after all: nothing is deleted.
-        renew(&api, "herald-node-n1").await;
-        let result = delete_lease(&api, &collect(&held, Some(check.clone()))).await;
-        assert!(matches!(result, Collected::HolderRenewed));
-        assert!(api.get_opt("herald-ip-192-0-2-2").await.unwrap().is_some());
-        // It did not: deleted.
-        let check = HolderCheck {
-            seen_rv: api.get("herald-node-n1").await.unwrap().resource_version(),
-            ..check
-        };
-        assert!(matches!(
-            delete_lease(&api, &collect(&held, Some(check))).await,
-            Collected::Deleted
-        ));
-        assert!(api.get_opt("herald-ip-192-0-2-2").await.unwrap().is_none());
-    }
-
-    #[test]
-    fn sweeps_back_off_while_deletions_fail() {
-        let (now, grace) = (Instant::now(), Duration::from_secs(60));
-        let pause = |failed| next_sweep(now, Some(now), grace, failed) - now;
-        assert_eq!(
-            pause(0),
-            Duration::from_millis(7500),
-            "a due Lease: one eighth of the grace period"
-        );
-        assert_eq!(
-            next_sweep(now, None, grace, 0) - now,
-            Duration::from_secs(30),
-            "nothing due: half"
-        );
-        assert_eq!(pause(1), Duration::from_secs(15));
-        assert_eq!(pause(2), Duration::from_secs(30));
-        assert_eq!(pause(3), Duration::from_secs(60));
-        assert_eq!(pause(10), GC_MAX_BACKOFF);
-        assert_eq!(pause(u32::MAX), GC_MAX_BACKOFF, "no overflow");
-    }
 }

@@ -114,6 +114,17 @@ impl Cluster {
     /// Starts `herald agent` for `node` with fast allocator-lease timings (metrics on a random port unless `extra`
     /// names `--metrics-addr`); returns its index.
     pub fn agent(&mut self, node: &str, extra: &[&str]) -> usize {
+        let fast = ["--allocator-lease-duration", "3s", "--allocator-renew-deadline", "1s"];
+        let fast = [&fast[..], &["--allocator-retry-period", "200ms"]].concat();
+        self.spawn_agent(node, &[&fast[..], extra].concat())
+    }
+
+    /// Starts `herald agent` for `node` with the default timings of every lease (as a user runs it).
+    pub fn agent_at_default_timing(&mut self, node: &str, extra: &[&str]) -> usize {
+        self.spawn_agent(node, extra)
+    }
+
+    fn spawn_agent(&mut self, node: &str, extra: &[&str]) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("agent-{node}-{}.log", self.agents.len()))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["agent", "--node-name", node])
@@ -122,8 +133,6 @@ impl Cluster {
             } else {
                 &["--metrics-addr", "127.0.0.1:0"][..]
             })
-            .args(["--allocator-lease-duration", "3s", "--allocator-renew-deadline", "1s"])
-            .args(["--allocator-retry-period", "200ms"])
             .args(extra)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,herald=debug")

@@ -1,8 +1,9 @@
 //! [`LeaseStore`] over the Kubernetes API (`coordination.k8s.io/v1` Leases).
 //!
-//! `create` and `replace` are the only writes; `replace` sends the whole object with `metadata.resourceVersion`, so
-//! the API server applies it only if nobody wrote in between (optimistic concurrency; a 409 means the race was
-//! lost). `get` without a resourceVersion parameter is a quorum read. The watch is one kube-runtime watcher on
+//! The election writes with `create` and `replace`; `replace` sends the whole object with `metadata.resourceVersion`,
+//! so the API server applies it only if nobody wrote in between (optimistic concurrency; a 409 means the race was
+//! lost). The lease collector's `delete` carries the judged resourceVersion as a `DeleteOptions` precondition (409
+//! likewise). `get` without a resourceVersion parameter is a quorum read. The watch is one kube-runtime watcher on
 //! `herald.dev/lease` with kube's default exponential backoff, so lease state is never polled.
 
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
@@ -58,7 +59,8 @@ impl KubeLeaseStore {
 }
 
 /// Maps API errors: 404 → NotFound (Conflict for a replace: the object we read is gone), 409 → AlreadyExists on
-/// create / Conflict on replace, 401/429/5xx/transport → Unavailable, other 4xx → Rejected.
+/// create / Conflict on replace and on a delete whose precondition failed, 401/429/5xx/transport → Unavailable,
+/// other 4xx → Rejected.
 fn map_error(name: &str, what: &'static str, e: kube::Error) -> StoreError {
     let name = name.to_owned();
     match e {
@@ -158,6 +160,19 @@ impl LeaseStore for KubeLeaseStore {
         .map(|l| from_lease(&l))
     }
 
+    async fn delete(&self, name: &str, resource_version: &str) -> Result<(), StoreError> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version.to_owned()),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        self.call(name, "delete", self.api.delete(name, &params))
+            .await
+            .map(|_| ())
+    }
+
     fn watch(&self) -> BoxStream<'static, WatchEvent> {
         let config = watcher::Config::default().labels(LEASE_KIND_LABEL);
         let mut buffer: Option<Vec<LeaseRecord>> = None;
@@ -247,6 +262,14 @@ mod tests {
         ));
         assert!(matches!(
             map_error("x", "replace", api(409)),
+            StoreError::Conflict { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "delete", api(404)),
+            StoreError::NotFound { .. }
+        ));
+        assert!(matches!(
+            map_error("x", "delete", api(409)),
             StoreError::Conflict { .. }
         ));
         assert!(matches!(

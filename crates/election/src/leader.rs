@@ -18,9 +18,14 @@ use tokio::time::Instant;
 
 use crate::lease::{LeaseRecord, StoreError};
 use crate::ownership::OpId;
-use crate::timing::{TimingError, is_safe, min_takeover_after};
+use crate::timing::{ElectionTiming, TimingError, is_safe, min_takeover_after};
 
-/// Timing of the leader lock (client-go names; defaults of Kubernetes components: 15 s / 10 s / 2 s).
+/// Timing of the leader lock (client-go names).
+///
+/// The default follows the Layer 2 election's defaults ([`From<ElectionTiming>`]): the lease is taken over after
+/// `T` = 3 s unchanged, the leader renews every `R` = 1 s and steps down `D` = 2 s after its last successful renew.
+/// A crashed leader is replaced within `T + R` (≈ 3 s on average) instead of client-go's 15 s / 10 s / 2 s (≈ 16 s),
+/// for one renew per second (client-go's: one per 2 s) and one read per second from every other candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaderTiming {
     /// How long others wait, from the last observed change, before taking an unreleased lease.
@@ -33,10 +38,19 @@ pub struct LeaderTiming {
 
 impl Default for LeaderTiming {
     fn default() -> Self {
+        ElectionTiming::default().into()
+    }
+}
+
+impl From<ElectionTiming> for LeaderTiming {
+    /// The lock judged like a node lease: taken over after `--takeover-after`, renewed every `--node-renew-period`,
+    /// given up after `--renew-deadline`. A valid [`ElectionTiming`] always gives a valid `LeaderTiming` (its `2·R ≤
+    /// D` implies client-go's `1.2·R < D`, and the safety inequality is the same).
+    fn from(t: ElectionTiming) -> Self {
         Self {
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
+            lease_duration: t.takeover_after,
+            renew_deadline: t.renew_deadline,
+            retry_period: t.node_renew_period,
         }
     }
 }
@@ -127,11 +141,6 @@ impl LeaderLockCore {
         !self.stopping && self.last_ok_sent.is_some_and(|t| now < t + self.timing.renew_deadline)
     }
 
-    /// The holder as last observed (`None` = free or unknown).
-    pub fn observed_holder(&self) -> Option<&str> {
-        self.observed.as_ref().and_then(|(r, _)| r.holder())
-    }
-
     /// When to poll next without other input: the next retry, or the renew deadline (to step down on time).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let deadline = self.last_ok_sent.map(|t| t + self.timing.renew_deadline);
@@ -205,8 +214,14 @@ impl LeaderLockCore {
                 if release {
                     self.released = true;
                 }
-                // Otherwise keep last_ok_sent: the deadline decides when we step down.
-                self.next_at = Some(now + retry);
+                // Otherwise keep last_ok_sent: the deadline decides when we step down. A leader retries a failed renew
+                // after a quarter period (like a node-lease renew), so one failure does not run into the deadline.
+                let pause = if self.last_ok_sent.is_some() {
+                    (retry / 4).max(Duration::from_millis(50)).min(retry)
+                } else {
+                    retry
+                };
+                self.next_at = Some(now + pause);
             }
         }
     }
@@ -320,9 +335,19 @@ mod tests {
         store: MemoryLeaseStore,
     }
 
+    /// client-go's component defaults, which the allocator used before it followed the election's timing.
+    const CLIENT_GO: LeaderTiming = LeaderTiming {
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+    };
+
     impl Candidate {
         fn new(store: &MemoryLeaseStore, id: &str) -> Self {
-            let timing = LeaderTiming::default();
+            Self::with_timing(store, id, LeaderTiming::default())
+        }
+
+        fn with_timing(store: &MemoryLeaseStore, id: &str, timing: LeaderTiming) -> Self {
             Self {
                 core: LeaderLockCore::new("herald-allocator", id, timing),
                 store: store.client(id),
@@ -357,39 +382,56 @@ mod tests {
     #[test]
     fn defaults_validate_and_bad_ones_do_not() {
         assert!(LeaderTiming::default().validate().is_ok());
+        assert!(CLIENT_GO.validate().is_ok());
         let bad = LeaderTiming {
             renew_deadline: Duration::from_millis(14_500),
-            ..Default::default()
+            ..CLIENT_GO
         };
         assert!(matches!(bad.validate(), Err(TimingError::Unsafe { .. })));
         let bad = LeaderTiming {
             retry_period: Duration::from_secs(9),
-            ..Default::default()
+            ..CLIENT_GO
         };
         assert!(matches!(bad.validate(), Err(TimingError::RenewTooSlow { .. })));
     }
 
     #[test]
-    fn exactly_one_leader_and_takeover_after_crash_by_local_observation() {
+    fn default_timing_is_the_elections() {
+        let t = LeaderTiming::default();
+        assert_eq!(
+            (t.lease_duration, t.renew_deadline, t.retry_period),
+            (Duration::from_secs(3), Duration::from_secs(2), Duration::from_secs(1)),
+            "--takeover-after, --renew-deadline, --node-renew-period"
+        );
+        // Any timing the election accepts is a valid lock timing.
+        let tuned = ElectionTiming {
+            node_renew_period: Duration::from_millis(300),
+            renew_deadline: Duration::from_millis(700),
+            takeover_after: Duration::from_millis(1000),
+            stagger_step: Duration::from_millis(20),
+        };
+        assert!(LeaderTiming::from(tuned.validate().unwrap()).validate().is_ok());
+    }
+
+    /// Runs three candidates until one leads, crashes it `phase` after a whole second, and returns how long the
+    /// others took to take over. Asserts that there is never more than one leader, old and new included.
+    fn takeover_after_crash(timing: LeaderTiming, phase: Duration) -> Duration {
         let store = MemoryLeaseStore::new();
         let mut cands = vec![
-            Candidate::new(&store, "a"),
-            Candidate::new(&store, "b"),
-            Candidate::new(&store, "c"),
+            Candidate::with_timing(&store, "a", timing),
+            Candidate::with_timing(&store, "b", timing),
+            Candidate::with_timing(&store, "c", timing),
         ];
         let start = Instant::now();
-        run(&mut cands, start, Duration::from_secs(20), |now, cs| {
+        let crash_at = start + Duration::from_secs(20) + phase;
+        run(&mut cands, start, crash_at - start, |now, cs| {
             let leaders = cs.iter().filter(|c| c.core.is_leader(now)).count();
             assert!(leaders <= 1, "two leaders at {:?}", now - start);
         });
-        let leader = cands
-            .iter()
-            .position(|c| c.core.is_leader(start + Duration::from_secs(20)))
-            .expect("a leader");
+        let leader = cands.iter().position(|c| c.core.is_leader(crash_at)).expect("a leader");
         // Crash the leader: it stops running but still believes it leads until its deadline, which is before the
         // others may take over.
         let crashed = cands.remove(leader);
-        let crash_at = start + Duration::from_secs(20);
         let mut first_new = None;
         run(&mut cands, crash_at, Duration::from_secs(30), |now, cs| {
             let others = cs.iter().filter(|c| c.core.is_leader(now)).count();
@@ -403,11 +445,30 @@ mod tests {
                 first_new.get_or_insert(now - crash_at);
             }
         });
-        let gap = first_new.expect("someone took over");
+        first_new.expect("someone took over")
+    }
+
+    #[test]
+    fn exactly_one_leader_and_takeover_after_crash_by_local_observation() {
+        let gap = takeover_after_crash(CLIENT_GO, Duration::ZERO);
         assert!(
             gap >= Duration::from_secs(13) && gap <= Duration::from_secs(20),
             "takeover after {gap:?}"
         );
+    }
+
+    #[test]
+    fn at_default_timing_a_crashed_leader_is_replaced_within_takeover_after_plus_one_renew_period() {
+        // Whatever the phase of the crash within the renew period, the lease is taken over between T − R (the leader
+        // renewed just before dying) and T + R (a candidate saw the last renew up to one retry late) after the crash.
+        let t = LeaderTiming::default();
+        for phase_ms in (0..1000).step_by(100) {
+            let gap = takeover_after_crash(t, Duration::from_millis(phase_ms));
+            assert!(
+                gap > t.lease_duration - t.retry_period && gap <= t.lease_duration + t.retry_period,
+                "crash {phase_ms} ms into a period: takeover after {gap:?}"
+            );
+        }
     }
 
     #[test]
@@ -425,7 +486,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let mut c = Candidate::new(&store, "a");
+        let mut c = Candidate::with_timing(&store, "a", CLIENT_GO);
         let start = Instant::now();
         c.step(start);
         assert!(!c.core.is_leader(start));
@@ -451,7 +512,7 @@ mod tests {
             a.step(now);
             b.step(now);
             assert!(!(a.core.is_leader(now) && b.core.is_leader(now)), "overlap at {t:?}");
-            if t >= Duration::from_secs(10) {
+            if t >= LeaderTiming::default().renew_deadline {
                 assert!(!a.core.is_leader(now), "a must step down by the renew deadline");
             }
             t += Duration::from_millis(50);

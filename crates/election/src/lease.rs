@@ -100,6 +100,10 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn create(&self, record: &LeaseRecord) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
     /// Replaces a lease if its resourceVersion still equals `record.resource_version`; `Conflict` otherwise.
     fn replace(&self, record: &LeaseRecord) -> impl Future<Output = Result<LeaseRecord, StoreError>> + Send;
+    /// Deletes a lease only if its resourceVersion still equals `resource_version` (the version that was judged; a
+    /// `DeleteOptions` precondition on the API server): `Conflict` when it was written since, `NotFound` when it is
+    /// gone. A holder change is a write, so the holder is covered too. Only the lease collector deletes.
+    fn delete(&self, name: &str, resource_version: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// One watch on every lease labelled `herald.dev/lease`, starting with a [`WatchEvent::Resynced`]. The stream
     /// never ends on errors: it reports them and retries with backoff.
     fn watch(&self) -> BoxStream<'static, WatchEvent>;

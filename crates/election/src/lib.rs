@@ -8,12 +8,16 @@
 //! - [`lease::LeaseStore`] is the only I/O boundary: [`kube_store::KubeLeaseStore`] talks to the API server
 //!   (`coordination.k8s.io/v1` Leases, compare-and-swap `replace`), [`memory::MemoryLeaseStore`] enforces the same
 //!   resourceVersion semantics in memory for tests and simulations.
-//! - [`tasks`] holds the thin async shells the agent drives: [`tasks::OwnershipAgent`] (per-IP ownership) and
-//!   [`tasks::LeaderLock`] (the single `herald-allocator` lease).
+//! - [`gc::LeaseCollector`] is the pure core of lease garbage collection: which IP and node Leases nobody needs any
+//!   more, given the Leases, what is in use, the Nodes that exist and the time.
+//! - [`tasks`] holds the thin async shells the agent drives: [`tasks::OwnershipAgent`] (per-IP ownership),
+//!   [`tasks::LeaderLock`] (the single `herald-allocator` lease) and [`tasks::UnusedLeases`] (deletes what the
+//!   collector finds, with resourceVersion preconditions).
 //!
 //! The protocol is specified in `shared/design/l2-election.md` and documented as implemented in `docs/election.md`.
 #![forbid(unsafe_code)]
 
+pub mod gc;
 pub mod identity;
 pub mod kube_store;
 pub mod leader;
@@ -38,7 +42,7 @@ pub use memory::MemoryLeaseStore;
 pub use metrics::{ElectionMetrics, MetricsSnapshot};
 pub use ownership::{Action, Announce, IpDesire, OpId, OutagePolicy, OwnershipCore};
 pub use tasks::{
-    AnnouncementSink, LeaderLock, LeaderLockConfig, LeaderLockHandle, OwnershipAgent, OwnershipConfig, OwnershipEvent,
-    OwnershipHandle,
+    AnnouncementSink, Collected, LeaderLock, LeaderLockConfig, LeaderLockHandle, OwnershipAgent, OwnershipConfig,
+    OwnershipEvent, OwnershipHandle, Sweep, UnusedLeases,
 };
 pub use timing::{ElectionTiming, TimingError};

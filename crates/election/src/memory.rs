@@ -1,7 +1,8 @@
 //! An in-memory [`LeaseStore`] with the API server's resourceVersion semantics, for tests and simulations.
 //!
 //! Every write bumps one store-wide revision (like etcd), `create` of an existing name is `AlreadyExists`, `replace`
-//! with a stale or missing resourceVersion is `Conflict`, `get` of a missing name is `NotFound`. Handles made with
+//! with a stale or missing resourceVersion is `Conflict`, as is a `delete` whose resourceVersion precondition fails;
+//! `get` (and `delete`) of a missing name is `NotFound`. Handles made with
 //! [`MemoryLeaseStore::client`] share the data but can be cut off individually ([`MemoryLeaseStore::set_reachable`])
 //! to model partitions: their calls fail with `Unavailable` and their watch delivers nothing until it resyncs.
 
@@ -21,6 +22,7 @@ pub struct StoreStats {
     pub gets: u64,
     pub creates: u64,
     pub replaces: u64,
+    pub deletes: u64,
     /// Writes refused with `Conflict` or `AlreadyExists`.
     pub lost_races: u64,
 }
@@ -158,16 +160,26 @@ impl MemoryLeaseStore {
         Ok(Self::commit(&mut inner, record))
     }
 
-    /// Deletes a lease unconditionally (as an operator with kubectl would).
-    pub fn delete_now(&self, name: &str) -> bool {
+    /// Synchronous `delete` with a resourceVersion precondition.
+    pub fn delete_now(&self, name: &str, resource_version: &str) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let existed = inner.leases.remove(name).is_some();
-        if existed {
-            inner.revision += 1;
-            let cut = Arc::new(inner.unreachable.clone());
-            let _ = inner.changes.send((WatchEvent::Deleted { name: name.to_owned() }, cut));
+        self.reachable(&inner)?;
+        inner.stats.deletes += 1;
+        let current = inner.leases.get(name).map(|l| l.rv().to_owned());
+        match current {
+            None => Err(StoreError::NotFound { name: name.to_owned() }),
+            Some(rv) if rv != resource_version => {
+                inner.stats.lost_races += 1;
+                Err(StoreError::Conflict { name: name.to_owned() })
+            }
+            Some(_) => {
+                inner.leases.remove(name);
+                inner.revision += 1;
+                let cut = Arc::new(inner.unreachable.clone());
+                let _ = inner.changes.send((WatchEvent::Deleted { name: name.to_owned() }, cut));
+                Ok(())
+            }
         }
-        existed
     }
 
     fn commit(inner: &mut Inner, record: &LeaseRecord) -> LeaseRecord {
@@ -201,6 +213,10 @@ impl LeaseStore for MemoryLeaseStore {
 
     async fn replace(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
         self.replace_now(record)
+    }
+
+    async fn delete(&self, name: &str, resource_version: &str) -> Result<(), StoreError> {
+        self.delete_now(name, resource_version)
     }
 
     fn watch(&self) -> BoxStream<'static, WatchEvent> {
@@ -282,6 +298,31 @@ mod tests {
         assert_eq!(s.replace_now(&stale), Err(StoreError::Conflict { name: "x".into() }));
         assert_eq!(s.get_now("x").unwrap().holder(), Some("b"));
         assert_eq!(s.stats().lost_races, 3);
+    }
+
+    #[test]
+    fn delete_only_removes_the_judged_version() {
+        let s = MemoryLeaseStore::new();
+        let a = s.create_now(&lease("x", "a")).unwrap();
+        let mut b = a.clone();
+        b.holder = Some("b".into());
+        let b = s.replace_now(&b).unwrap();
+        assert_eq!(
+            s.delete_now("x", a.rv()),
+            Err(StoreError::Conflict { name: "x".into() })
+        );
+        assert_eq!(
+            s.peek("x").unwrap().holder(),
+            Some("b"),
+            "written since it was judged: kept"
+        );
+        assert_eq!(s.delete_now("x", b.rv()), Ok(()));
+        assert_eq!(s.peek("x"), None);
+        assert_eq!(
+            s.delete_now("x", b.rv()),
+            Err(StoreError::NotFound { name: "x".into() })
+        );
+        assert_eq!(s.stats().deletes, 3);
     }
 
     #[test]

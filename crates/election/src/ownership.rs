@@ -47,7 +47,7 @@ pub const YIELD_HOLDOFF_FACTOR: u32 = 10;
 /// anything later reads the node lease again.
 pub const CHECK_FRESHNESS_STEPS: u32 = 1;
 
-/// What a holder does while it cannot renew its node lease (`--api-outage`).
+/// What a holder does while it cannot renew its node lease (`--api-outage`; the agent's CLI parses the flag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutagePolicy {
     /// Keep announcing what was announced when the gap began (no data-plane outage when the API server is down);
@@ -56,19 +56,6 @@ pub enum OutagePolicy {
     Hold,
     /// Stop announcing `D` after the last successful renew (strict client-go behaviour).
     Withdraw,
-}
-
-impl std::str::FromStr for OutagePolicy {
-    type Err = String;
-
-    /// Parses the value of `--api-outage`: `hold` or `withdraw`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "hold" => Ok(Self::Hold),
-            "withdraw" => Ok(Self::Withdraw),
-            other => Err(format!("--api-outage must be `hold` or `withdraw`, not `{other}`")),
-        }
-    }
 }
 
 /// The desired state of one IP: the nodes that may announce it and the Eip it comes from.
@@ -1326,13 +1313,6 @@ mod tests {
             Action::Announce(announce) if announce.ip == ip => Some(announce),
             _ => None,
         })
-    }
-
-    #[test]
-    fn outage_policy_parses() {
-        assert_eq!("hold".parse::<OutagePolicy>(), Ok(OutagePolicy::Hold));
-        assert_eq!("withdraw".parse::<OutagePolicy>(), Ok(OutagePolicy::Withdraw));
-        assert!("keep".parse::<OutagePolicy>().unwrap_err().contains("--api-outage"));
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use herald_election::gc::{GcInput, LeaseView};
 use herald_election::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
 use herald_election::{
-    ElectionTiming, Identity, IpDesire, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming, OwnershipAgent,
-    OwnershipConfig,
+    Collected, ElectionTiming, Identity, IpDesire, KubeLeaseStore, LeaderLock, LeaderLockConfig, LeaderTiming,
+    OwnershipAgent, OwnershipConfig, UnusedLeases,
 };
 use shell::{RecordingSink, check_single_owner};
 use tokio_util::sync::CancellationToken;
@@ -242,5 +243,89 @@ async fn leader_lock_over_the_api() {
         .expect("b takes over at once");
     assert!(b_term.is_some());
     b.shutdown().await.expect("shutdown");
+    server.shutdown().await;
+}
+
+/// Writes a change to `record` (an update without one keeps the resourceVersion).
+async fn rewrite(s: &KubeLeaseStore, record: &LeaseRecord) -> LeaseRecord {
+    let mut next = record.clone();
+    next.lease_transitions = Some(record.lease_transitions.unwrap_or(0) + 1);
+    s.replace(&next).await.expect("rewrite")
+}
+
+#[tokio::test]
+async fn unused_leases_are_deleted_only_at_the_judged_version_and_after_the_holder_check() {
+    let (server, client) = lab().await;
+    let s = store(&client);
+    let grace = Duration::from_secs(60);
+    let mut gc = UnusedLeases::new(store(&client), grace, 100);
+    // The collector's clock is its input: each sweep says when it happens.
+    let t0 = tokio::time::Instant::now();
+    let at = |n: u32| t0 + grace * n;
+    let results = |sweep: herald_election::Sweep| sweep.results.into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+
+    // A released lease of an unused IP, judged at one version and written again since (an agent re-acquired the
+    // IP; this collector's watch has not shown it yet): kept.
+    let mut released = lease("herald-ip-192-0-2-1", "n1/a");
+    released.holder = None;
+    let judged = s.create(&released).await.expect("create");
+    let mut input = GcInput {
+        ip_leases: vec![LeaseView::from(&judged)],
+        ..Default::default()
+    };
+    assert!(
+        gc.sweep(&input, at(0)).await.results.is_empty(),
+        "first sight starts the window"
+    );
+    let current = rewrite(&s, &judged).await;
+    assert!(matches!(
+        results(gc.sweep(&input, at(1)).await)[..],
+        [Collected::Kept(StoreError::Conflict { .. })]
+    ));
+    assert!(s.get("herald-ip-192-0-2-1").await.is_ok());
+    // The watch catches up: a new window, then deleted at that version. Deleting again finds it gone: kept.
+    input.ip_leases = vec![LeaseView::from(&current)];
+    assert!(gc.sweep(&input, at(1)).await.results.is_empty());
+    assert_eq!(results(gc.sweep(&input, at(2)).await), [Collected::Deleted]);
+    assert!(matches!(
+        s.get("herald-ip-192-0-2-1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        results(gc.sweep(&input, at(3)).await)[..],
+        [Collected::Kept(StoreError::NotFound { .. })]
+    ));
+
+    // Held by n1/a, whose node lease this collector saw unchanged for the grace period, but which renewed after
+    // all: the fresh read of the node lease keeps the IP lease.
+    let held = s.create(&lease("herald-ip-192-0-2-2", "n1/a")).await.expect("create");
+    let mut node = lease("herald-node-n1", "n1/a");
+    node.labels.insert("herald.dev/lease".into(), "node".into());
+    let seen = s.create(&node).await.expect("create");
+    let mut input = GcInput {
+        ip_leases: vec![LeaseView::from(&held)],
+        node_leases: vec![LeaseView::from(&seen)],
+        nodes: ["n1".to_owned()].into(),
+        ..Default::default()
+    };
+    assert!(gc.sweep(&input, at(4)).await.results.is_empty());
+    let renewed = rewrite(&s, &seen).await;
+    assert_eq!(results(gc.sweep(&input, at(5)).await), [Collected::HolderRenewed]);
+    assert!(s.get("herald-ip-192-0-2-2").await.is_ok());
+    // It stops renewing: once its node lease is seen unchanged for the grace period, the IP lease goes.
+    input.node_leases = vec![LeaseView::from(&renewed)];
+    assert!(
+        gc.sweep(&input, at(5)).await.results.is_empty(),
+        "the window started again"
+    );
+    assert_eq!(results(gc.sweep(&input, at(6)).await), [Collected::Deleted]);
+    assert!(matches!(
+        s.get("herald-ip-192-0-2-2").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        s.get("herald-node-n1").await.is_ok(),
+        "its Node exists: the node lease stays"
+    );
     server.shutdown().await;
 }

@@ -1,9 +1,10 @@
-//! Garbage collection of Herald's Leases: which IP and node Leases are due for deletion. No I/O and no clock (the
-//! caller passes `now`, a `tokio::time::Instant`), so every rule is tested without an API server.
+//! Garbage collection of the election's Leases: which IP and node Leases are due for deletion, and when to look
+//! again. No I/O and no clock (the caller passes `now`, a `tokio::time::Instant`), so every rule is tested without an
+//! API server; the deletions are made by the shell [`crate::tasks::UnusedLeases`].
 //!
 //! Nothing else ever deletes these Leases: an IP lease outlives its Service (the election only releases it) and a
 //! removed node's liveness lease stays forever, so on a cluster with churn they would pile up in every agent's lease
-//! watch. The allocator (one agent at a time) collects them:
+//! watch. The allocator's leader (one agent at a time) runs the collector and says what is in use:
 //!
 //! - an **IP lease** once its IP is in use by no Service (neither in the allocator's state nor in any Service's
 //!   status) and it has no live holder, both for the whole grace period;
@@ -23,9 +24,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use herald_election::identity::holder_node;
-use herald_election::naming;
 use tokio::time::Instant;
+
+use crate::identity::holder_node;
+use crate::lease::LeaseRecord;
+use crate::naming;
 
 /// Default of `--lease-gc-after`. A minute is 20 × the default `--takeover-after`: far beyond any liveness
 /// judgement, long enough that a Service deleted and created again (a re-deploy) finds its IP's Lease still there,
@@ -68,6 +71,16 @@ pub struct LeaseView {
     pub resource_version: String,
     /// `spec.holderIdentity`, `None` when empty.
     pub holder: Option<String>,
+}
+
+impl From<&LeaseRecord> for LeaseView {
+    fn from(record: &LeaseRecord) -> Self {
+        Self {
+            name: record.name.clone(),
+            resource_version: record.rv().to_owned(),
+            holder: record.holder().map(str::to_owned),
+        }
+    }
 }
 
 /// What one sweep looks at: the reflectors' state and the allocator's.
@@ -297,6 +310,24 @@ impl LeaseCollector {
         }
         Some(quiet_since + self.grace)
     }
+}
+
+/// The longest pause between sweeps while deletions keep failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// When to sweep next: when the next Lease falls due, but at least every half grace period (a Node deletion wakes
+/// nothing) and never sooner than an eighth of it (a Lease that stays due because its deletion failed must not
+/// busy-loop). After `failed_sweeps` failing sweeps in a row, not before 2^n eighths (at most [`MAX_BACKOFF`]), so
+/// failing deletes (a Role without `delete`, an API server in trouble) never become steady load.
+pub fn next_sweep(now: Instant, due: Option<Instant>, grace: Duration, failed_sweeps: u32) -> Instant {
+    let pause = (grace / 8).max(Duration::from_millis(100));
+    let (earliest, latest) = (now + pause, now + (grace / 2).max(pause));
+    let next = due.unwrap_or(latest).clamp(earliest, latest);
+    if failed_sweeps == 0 {
+        return next;
+    }
+    let backoff = pause.saturating_mul(1 << failed_sweeps.min(16)).min(MAX_BACKOFF);
+    next.max(now + backoff)
 }
 
 fn by_name(leases: &[LeaseView]) -> HashMap<&str, &LeaseView> {
@@ -566,5 +597,37 @@ mod tests {
             err.contains("--lease-gc-after") && err.contains("--takeover-after"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sweeps_back_off_while_deletions_fail() {
+        let (now, grace) = (Instant::now(), Duration::from_secs(60));
+        let pause = |failed| next_sweep(now, Some(now), grace, failed) - now;
+        assert_eq!(
+            pause(0),
+            Duration::from_millis(7500),
+            "a due Lease: one eighth of the grace period"
+        );
+        assert_eq!(
+            next_sweep(now, None, grace, 0) - now,
+            Duration::from_secs(30),
+            "nothing due: half"
+        );
+        assert_eq!(pause(1), Duration::from_secs(15));
+        assert_eq!(pause(2), Duration::from_secs(30));
+        assert_eq!(pause(3), Duration::from_secs(60));
+        assert_eq!(pause(10), MAX_BACKOFF);
+        assert_eq!(pause(u32::MAX), MAX_BACKOFF, "no overflow");
+    }
+
+    #[test]
+    fn a_view_reads_an_empty_holder_as_none() {
+        let record = LeaseRecord {
+            name: "herald-ip-192-0-2-1".into(),
+            resource_version: Some("4".into()),
+            holder: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(LeaseView::from(&record), lease("herald-ip-192-0-2-1", "4", None));
     }
 }
