@@ -544,8 +544,14 @@ impl std::fmt::Display for Judged {
 }
 
 impl BgpAnnouncer {
-    /// Brings the speaker in line with `plan`.
+    /// Brings the speaker in line with `plan`, and hands the reporter the outcome (whether or not BGP mode runs: the
+    /// verdicts on the objects are written either way).
     pub async fn apply(&mut self, plan: BgpPlan) {
+        self.apply_plan(plan).await;
+        self.publish();
+    }
+
+    async fn apply_plan(&mut self, plan: BgpPlan) {
         self.graceful = plan.peers.values().any(|p| p.graceful_restart.is_some());
         self.names = plan.names.clone();
         self.passive = plan.peers.values().filter(|p| p.passive).map(|p| p.address).collect();
@@ -632,7 +638,6 @@ impl BgpAnnouncer {
             info!(routes = plan.routes.len(), "BGP routes changed");
             speaker.set_routes(plan.routes);
         }
-        self.publish();
     }
 
     /// Hands the reporter what it writes from.
