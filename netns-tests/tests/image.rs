@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use herald_netns_tests::cluster::kube::{self, ContainerSecurity, repo_file};
-use herald_netns_tests::cluster::{Cluster, ClusterOptions, ServiceSpec, epoch_now, settle};
+use herald_netns_tests::cluster::{Cluster, ClusterOptions, Prober, ServiceSpec, epoch_now, settle};
 use herald_netns_tests::{require, wait_for};
 use serde_json::Value;
 
@@ -141,17 +141,7 @@ fn image_runs_as_the_daemonset_runs_it_answers_arp_and_serves_health() {
         );
     }
 
-    c.create_services(&[ServiceSpec::v4("web")]).unwrap();
-    let ip = c.wait_service_ips(&["web"], Duration::from_secs(30)).unwrap()["web"][0];
-    let holder = c.wait_lease_holder(ip, Duration::from_secs(20), |_| true).unwrap();
-    c.wait_announced("web", ip, &holder, Duration::from_secs(20)).unwrap();
-    let h = c.node_index(&holder).unwrap();
-    let probe = c.probe(ip, Duration::from_millis(20)).unwrap();
-    let mac = probe
-        .wait_answer(0.0, Duration::from_secs(5), |_| true)
-        .expect("ARP answered");
-    assert_eq!(mac, c.nodes[h].mac, "{ip} answered by its holder {holder}");
-    assert_eq!(c.http_get(ip).unwrap(), holder);
+    let (ip, holder, h, probe) = web_answered_by_its_holder(&mut c);
     // The holder's metrics say it announces the IP; nobody else's do.
     for node in &c.nodes {
         let metrics = c
@@ -273,17 +263,7 @@ fn image_runs_under_a_container_runtime_with_its_default_seccomp_profile() {
             node.name
         );
     }
-    c.create_services(&[ServiceSpec::v4("web")]).unwrap();
-    let ip = c.wait_service_ips(&["web"], Duration::from_secs(30)).unwrap()["web"][0];
-    let holder = c.wait_lease_holder(ip, Duration::from_secs(20), |_| true).unwrap();
-    c.wait_announced("web", ip, &holder, Duration::from_secs(20)).unwrap();
-    let h = c.node_index(&holder).unwrap();
-    let probe = c.probe(ip, Duration::from_millis(20)).unwrap();
-    let mac = probe
-        .wait_answer(0.0, Duration::from_secs(5), |_| true)
-        .expect("ARP answered");
-    assert_eq!(mac, c.nodes[h].mac, "{ip} answered by its holder {holder}");
-    assert_eq!(c.http_get(ip).unwrap(), holder);
+    let (_, _, h, probe) = web_answered_by_its_holder(&mut c);
     let stopped = epoch_now();
     c.signal_agent(h, "TERM").unwrap();
     let old = c.nodes[h].mac.clone();
@@ -298,6 +278,23 @@ fn image_runs_under_a_container_runtime_with_its_default_seccomp_profile() {
     );
     drop(c);
     drop(store);
+}
+
+/// A Service `web` gets an IP, its Lease holder answers ARP for it (watched by the returned prober) and serves HTTP:
+/// `(ip, holder, holder's index, prober)`.
+fn web_answered_by_its_holder(c: &mut Cluster) -> (std::net::IpAddr, String, usize, Prober) {
+    c.create_services(&[ServiceSpec::v4("web")]).unwrap();
+    let ip = c.wait_service_ips(&["web"], Duration::from_secs(30)).unwrap()["web"][0];
+    let holder = c.wait_lease_holder(ip, Duration::from_secs(20), |_| true).unwrap();
+    c.wait_announced("web", ip, &holder, Duration::from_secs(20)).unwrap();
+    let h = c.node_index(&holder).unwrap();
+    let probe = c.probe(ip, Duration::from_millis(20)).unwrap();
+    let mac = probe
+        .wait_answer(0.0, Duration::from_secs(5), |_| true)
+        .expect("ARP answered");
+    assert_eq!(mac, c.nodes[h].mac, "{ip} answered by its holder {holder}");
+    assert_eq!(c.http_get(ip).unwrap(), holder);
+    (ip, holder, h, probe)
 }
 
 /// The capability bits of `names` (as the chart's `capabilities.add` writes them).

@@ -174,7 +174,17 @@ impl LeaseStore for KubeLeaseStore {
     }
 
     fn watch(&self) -> BoxStream<'static, WatchEvent> {
-        let config = watcher::Config::default().labels(LEASE_KIND_LABEL);
+        self.watch_with(watcher::Config::default().labels(LEASE_KIND_LABEL))
+    }
+
+    fn watch_one(&self, name: &str) -> BoxStream<'static, WatchEvent> {
+        self.watch_with(watcher::Config::default().fields(&format!("metadata.name={name}")))
+    }
+}
+
+impl KubeLeaseStore {
+    /// A watch of the leases `config` selects, as [`WatchEvent`]s.
+    fn watch_with(&self, config: watcher::Config) -> BoxStream<'static, WatchEvent> {
         let mut buffer: Option<Vec<LeaseRecord>> = None;
         watcher(self.watch_api.clone(), config)
             .default_backoff()

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::lease::{LeaseRecord, StoreError};
+use crate::lease::{LeaseRecord, StoreError, WatchEvent};
 use crate::ownership::OpId;
 use crate::timing::{ElectionTiming, TimingError, is_safe, min_takeover_after};
 
@@ -178,15 +178,18 @@ impl LeaderLockCore {
             (Pending::Get, Ok(record)) => {
                 self.observe(now, record);
                 let (record, observed_at) = self.observed.as_ref().expect("just observed");
+                let expires = *observed_at + self.timing.lease_duration;
                 let free = match record.holder() {
                     None => true,
                     Some(h) if h == self.holder => true,
                     // Expired only by local observation: unchanged for lease_duration since we first saw this rv.
-                    Some(_) => now >= *observed_at + self.timing.lease_duration,
+                    Some(_) => now >= expires,
                 };
                 self.absent = false;
                 self.write_ready = free;
-                self.next_at = Some(if free { now } else { now + retry });
+                // The next read at the next retry, or at the moment the lease would expire if it came first (with a
+                // watch reporting renewals as they happen, that moment is exact).
+                self.next_at = Some(if free { now } else { (now + retry).min(expires) });
             }
             (Pending::Get, Err(StoreError::NotFound { .. })) => {
                 self.observed = None;
@@ -224,6 +227,36 @@ impl LeaderLockCore {
                 self.next_at = Some(now + pause);
             }
         }
+    }
+
+    /// A watch event on the leases (any lease; only this lock's counts). It speeds observation up only: a renewal is
+    /// seen when it happens instead of at the next read, and the read that may take the lease over is due exactly
+    /// when it would expire. Taking over still needs a read showing the same resourceVersion for `lease_duration`,
+    /// so a watch that is behind or silent can delay a takeover, never cause one.
+    pub fn watched(&mut self, now: Instant, event: &WatchEvent) {
+        let record = match event {
+            WatchEvent::Applied(r) if r.name == self.name => Some(r.clone()),
+            WatchEvent::Resynced(all) => all.iter().find(|r| r.name == self.name).cloned(),
+            WatchEvent::Deleted { name } if *name == self.name => None,
+            _ => return,
+        };
+        if self.stopping || self.is_leader(now) {
+            return;
+        }
+        let wake = match record {
+            Some(record) => {
+                self.observe(now, record);
+                let (record, observed_at) = self.observed.as_ref().expect("just observed");
+                match record.holder() {
+                    Some(h) if h != self.holder => *observed_at + self.timing.lease_duration,
+                    // Released (or ours from an earlier life): read it now.
+                    _ => now,
+                }
+            }
+            // Deleted: read it now (the read says NotFound and we create it).
+            None => now,
+        };
+        self.next_at = Some(self.next_at.map_or(wake, |t| t.min(wake)));
     }
 
     fn observe(&mut self, now: Instant, record: LeaseRecord) {
@@ -354,8 +387,18 @@ mod tests {
             }
         }
 
-        /// Runs polls and operations until nothing is due at `now`.
-        fn step(&mut self, now: Instant) {
+        /// Runs polls and operations until nothing is due at `now`; with `watch`, first tells the core the lease as it
+        /// is now (a watch that reports every write at once).
+        fn step(&mut self, now: Instant, watch: bool) {
+            if watch {
+                let event = match self.store.peek("herald-allocator") {
+                    Some(record) => WatchEvent::Applied(record),
+                    None => WatchEvent::Deleted {
+                        name: "herald-allocator".into(),
+                    },
+                };
+                self.core.watched(now, &event);
+            }
             while let Some(action) = self.core.poll(now) {
                 let (op, result) = match action {
                     LockAction::Get { op, name } => (op, self.store.get_now(&name)),
@@ -367,12 +410,18 @@ mod tests {
         }
     }
 
-    fn run(cands: &mut [Candidate], start: Instant, until: Duration, mut check: impl FnMut(Instant, &[Candidate])) {
+    fn run_watching(
+        cands: &mut [Candidate],
+        start: Instant,
+        until: Duration,
+        watch: bool,
+        mut check: impl FnMut(Instant, &[Candidate]),
+    ) {
         let mut t = Duration::ZERO;
         while t <= until {
             let now = start + t;
             for c in cands.iter_mut() {
-                c.step(now);
+                c.step(now, watch);
             }
             check(now, cands);
             t += Duration::from_millis(100);
@@ -416,6 +465,10 @@ mod tests {
     /// Runs three candidates until one leads, crashes it `phase` after a whole second, and returns how long the
     /// others took to take over. Asserts that there is never more than one leader, old and new included.
     fn takeover_after_crash(timing: LeaderTiming, phase: Duration) -> Duration {
+        takeover_after_crash_watching(timing, phase, false)
+    }
+
+    fn takeover_after_crash_watching(timing: LeaderTiming, phase: Duration, watch: bool) -> Duration {
         let store = MemoryLeaseStore::new();
         let mut cands = vec![
             Candidate::with_timing(&store, "a", timing),
@@ -424,7 +477,7 @@ mod tests {
         ];
         let start = Instant::now();
         let crash_at = start + Duration::from_secs(20) + phase;
-        run(&mut cands, start, crash_at - start, |now, cs| {
+        run_watching(&mut cands, start, crash_at - start, watch, |now, cs| {
             let leaders = cs.iter().filter(|c| c.core.is_leader(now)).count();
             assert!(leaders <= 1, "two leaders at {:?}", now - start);
         });
@@ -433,7 +486,7 @@ mod tests {
         // others may take over.
         let crashed = cands.remove(leader);
         let mut first_new = None;
-        run(&mut cands, crash_at, Duration::from_secs(30), |now, cs| {
+        run_watching(&mut cands, crash_at, Duration::from_secs(30), watch, |now, cs| {
             let others = cs.iter().filter(|c| c.core.is_leader(now)).count();
             assert!(others <= 1);
             if others == 1 {
@@ -472,6 +525,49 @@ mod tests {
     }
 
     #[test]
+    fn with_a_watch_a_crashed_leader_is_replaced_within_takeover_after() {
+        // Renewals seen as they happen and the takeover read due when the lease would expire: the lease is taken over
+        // between T − R and T after the crash (plus this harness's 100 ms step), never two leaders.
+        let t = LeaderTiming::default();
+        let step = Duration::from_millis(100);
+        for phase_ms in (0..1000).step_by(100) {
+            let gap = takeover_after_crash_watching(t, Duration::from_millis(phase_ms), true);
+            assert!(
+                gap > t.lease_duration - t.retry_period && gap <= t.lease_duration + step,
+                "crash {phase_ms} ms into a period: takeover after {gap:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_silent_watch_never_causes_a_takeover() {
+        // The watch last reported the lease long ago; the leader kept renewing. The read at "expiry" shows a newer
+        // resourceVersion, so the follower waits again instead of taking over.
+        let store = MemoryLeaseStore::new();
+        let mut leader = Candidate::new(&store, "a");
+        let mut follower = Candidate::new(&store, "b");
+        let start = Instant::now();
+        leader.step(start, false);
+        assert!(leader.core.is_leader(start));
+        follower.core.watched(
+            start,
+            &WatchEvent::Resynced(vec![store.peek("herald-allocator").unwrap()]),
+        );
+        let mut t = start;
+        while t < start + Duration::from_secs(20) {
+            t += Duration::from_millis(100);
+            leader.step(t, false);
+            follower.step(t, false);
+            assert!(leader.core.is_leader(t), "the leader renews throughout");
+            assert!(
+                !follower.core.is_leader(t),
+                "no takeover of a renewed lease at {:?}",
+                t - start
+            );
+        }
+    }
+
+    #[test]
     fn remote_timestamps_are_ignored() {
         // A lease whose renewTime is far in the past but that we just saw for the first time is not expired.
         let store = MemoryLeaseStore::new();
@@ -488,11 +584,11 @@ mod tests {
             .unwrap();
         let mut c = Candidate::with_timing(&store, "a", CLIENT_GO);
         let start = Instant::now();
-        c.step(start);
+        c.step(start, false);
         assert!(!c.core.is_leader(start));
-        c.step(start + Duration::from_secs(14));
+        c.step(start + Duration::from_secs(14), false);
         assert!(!c.core.is_leader(start + Duration::from_secs(14)));
-        c.step(start + Duration::from_secs(16));
+        c.step(start + Duration::from_secs(16), false);
         assert!(c.core.is_leader(start + Duration::from_secs(16)));
         assert_eq!(store.peek("herald-allocator").unwrap().lease_transitions, Some(1));
     }
@@ -503,14 +599,14 @@ mod tests {
         let mut a = Candidate::new(&store, "a");
         let mut b = Candidate::new(&store, "b");
         let start = Instant::now();
-        a.step(start);
+        a.step(start, false);
         assert!(a.core.is_leader(start));
         store.set_reachable("a", false);
         let mut t = Duration::ZERO;
         while t < Duration::from_secs(40) {
             let now = start + t;
-            a.step(now);
-            b.step(now);
+            a.step(now, false);
+            b.step(now, false);
             assert!(!(a.core.is_leader(now) && b.core.is_leader(now)), "overlap at {t:?}");
             if t >= LeaderTiming::default().renew_deadline {
                 assert!(!a.core.is_leader(now), "a must step down by the renew deadline");
@@ -521,8 +617,8 @@ mod tests {
         // Reconnected, the old leader learns it lost (409 on its stale resourceVersion) and stays a follower.
         store.set_reachable("a", true);
         let now = start + Duration::from_secs(41);
-        a.step(now);
-        b.step(now);
+        a.step(now, false);
+        b.step(now, false);
         assert!(!a.core.is_leader(now) && b.core.is_leader(now));
     }
 
@@ -532,17 +628,17 @@ mod tests {
         let mut a = Candidate::new(&store, "a");
         let mut b = Candidate::new(&store, "b");
         let start = Instant::now();
-        a.step(start);
-        b.step(start);
+        a.step(start, false);
+        b.step(start, false);
         assert!(a.core.is_leader(start) && !b.core.is_leader(start));
         let stop = start + Duration::from_secs(1);
         a.core.begin_release(stop);
         assert!(!a.core.is_leader(stop), "steps down before releasing");
-        a.step(stop);
+        a.step(stop, false);
         assert!(a.core.is_done());
         assert_eq!(store.peek("herald-allocator").unwrap().holder(), None);
         let next = start + Duration::from_secs(2);
-        b.step(next);
+        b.step(next, false);
         assert!(b.core.is_leader(next));
     }
 }

@@ -107,6 +107,11 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// One watch on every lease labelled `herald.dev/lease`, starting with a [`WatchEvent::Resynced`]. The stream
     /// never ends on errors: it reports them and retries with backoff.
     fn watch(&self) -> BoxStream<'static, WatchEvent>;
+    /// One watch on the lease `name` alone, labelled or not (the leader lock's), starting with a
+    /// [`WatchEvent::Resynced`] holding it (empty while it does not exist). Never ends on errors, like [`watch`].
+    ///
+    /// [`watch`]: LeaseStore::watch
+    fn watch_one(&self, name: &str) -> BoxStream<'static, WatchEvent>;
 }
 
 /// Compares two resourceVersions: `Some` ordering when both are decimal integers (etcd revisions, as every API server

@@ -203,6 +203,25 @@ impl MemoryLeaseStore {
 }
 
 impl LeaseStore for MemoryLeaseStore {
+    fn watch_one(&self, name: &str) -> BoxStream<'static, WatchEvent> {
+        let name = name.to_owned();
+        // The lease from every event about it; a resync holds it alone.
+        self.watch_changes(false)
+            .filter_map(move |event| {
+                let out = match event {
+                    WatchEvent::Applied(r) if r.name == name => Some(WatchEvent::Applied(r)),
+                    WatchEvent::Deleted { name: n } if n == name => Some(WatchEvent::Deleted { name: n }),
+                    WatchEvent::Resynced(all) => Some(WatchEvent::Resynced(
+                        all.into_iter().filter(|r| r.name == name).collect(),
+                    )),
+                    WatchEvent::Error(e) => Some(WatchEvent::Error(e)),
+                    _ => None,
+                };
+                std::future::ready(out)
+            })
+            .boxed()
+    }
+
     async fn get(&self, name: &str) -> Result<LeaseRecord, StoreError> {
         self.get_now(name)
     }
@@ -220,6 +239,13 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     fn watch(&self) -> BoxStream<'static, WatchEvent> {
+        self.watch_changes(true)
+    }
+}
+
+impl MemoryLeaseStore {
+    /// The store's changes as a watch would deliver them: every lease, or only the labelled ones.
+    fn watch_changes(&self, labelled_only: bool) -> BoxStream<'static, WatchEvent> {
         let rx = self.lock().changes.subscribe();
         let this = self.clone();
         // State: receiver, and whether the next delivered event must be a full resync (start, lag, partition).
@@ -230,7 +256,11 @@ impl LeaseStore for MemoryLeaseStore {
                     if resync {
                         let inner = this.lock();
                         if this.reachable(&inner).is_ok() {
-                            let all = Self::labelled(&inner);
+                            let all = if labelled_only {
+                                Self::labelled(&inner)
+                            } else {
+                                inner.leases.values().cloned().collect()
+                            };
                             drop(inner);
                             return Some((WatchEvent::Resynced(all), (rx, false)));
                         }
@@ -251,7 +281,7 @@ impl LeaseStore for MemoryLeaseStore {
                         continue; // the resync at the top of the loop includes this change
                     }
                     let labelled = match &event {
-                        WatchEvent::Applied(l) => l.labels.contains_key(LEASE_KIND_LABEL),
+                        WatchEvent::Applied(l) => !labelled_only || l.labels.contains_key(LEASE_KIND_LABEL),
                         _ => true,
                     };
                     if labelled {

@@ -611,6 +611,9 @@ async fn run_leader<S: LeaseStore>(
     let mut ops: JoinSet<(OpId, Result<LeaseRecord, StoreError>)> = JoinSet::new();
     let mut stop_deadline: Option<Instant> = None;
     let mut failures = LogThrottle::new(FAILURE_LOG_INTERVAL);
+    // The lease's own watch: renewals seen as they happen, so a dead leader is replaced `lease_duration` after its
+    // last renewal instead of up to a retry period later. Reads still decide every takeover.
+    let mut watch = store.watch_one(lease);
     loop {
         let now = Instant::now();
         // Step down (cancel the term) before any release write is sent.
@@ -672,6 +675,7 @@ async fn run_leader<S: LeaseStore>(
                 }
                 Err(e) => warn!(lease, error = %e, "leader lease task failed"),
             },
+            Some(event) = watch.next() => core.watched(Instant::now(), &event),
             () = sleep_until(wake) => {}
         }
     }

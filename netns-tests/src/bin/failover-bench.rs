@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p herald-netns-tests --bin failover-bench -- [--runs 20] [--load-seconds 20] [--sizes 1,100,1000]
-//!     [--only crash,tuned,handover,create,load] [--apiservers lab,kube]
+//!     [--only crash,tuned,handover,create,load,allocator] [--apiservers lab,kube]
 //! ```
 //!
 //! Topology: `herald_netns_tests::cluster` (3 nodes, a client; lab-apiserver, or the real kube-apiserver with
@@ -25,6 +25,8 @@ use herald_netns_tests::cluster::{Cluster, ClusterOptions, Frame, ServiceSpec, e
 use herald_netns_tests::{require, wait_for};
 
 const PROBE: Duration = Duration::from_millis(20);
+/// The allocator's Lease (`herald_api::names::ALLOCATOR_LEASE`; this crate does not depend on the API crate).
+const ALLOCATOR_LEASE: &str = "herald-allocator";
 /// The tuned timings (`herald agent` refuses unsafe ones).
 const TUNED: [&str; 6] = [
     "--node-renew-period",
@@ -48,6 +50,8 @@ enum Part {
     Create,
     /// API requests per second in steady state.
     Load,
+    /// kill -9 of the allocator's leader, then a new Service: time until it has an IP.
+    Allocator,
 }
 
 /// Layer 2 failover and election benchmark (root; prints Markdown tables).
@@ -157,6 +161,71 @@ fn main() -> Result<()> {
     }
     if wants(Part::Load) {
         api_load(&args.sizes, Duration::from_secs(args.load_seconds), &kinds)?;
+    }
+    if wants(Part::Allocator) {
+        allocator_failover(runs, &kinds)?;
+    }
+    Ok(())
+}
+
+/// `runs` times on each server's cluster, interleaved, at default timings: kill -9 the agent that holds the
+/// allocator's Lease, create a Service at once, and time until its status has an IP (another agent took the Lease,
+/// listed, and allocated). The killed agent is restarted between runs.
+fn allocator_failover(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
+    let mut sides: Vec<(ApiServerKind, Cluster, Vec<f64>)> = clusters("failover-bench-alloc", &[], kinds)?
+        .into_iter()
+        .map(|(kind, c)| (kind, c, Vec::new()))
+        .collect();
+    for run in 0..runs {
+        for (kind, c, times) in &mut sides {
+            let holder = wait_for(Duration::from_secs(30), || {
+                let h = c
+                    .kubectl(&[
+                        "get",
+                        "lease",
+                        ALLOCATOR_LEASE,
+                        "-n",
+                        "herald-system",
+                        "-o",
+                        "jsonpath={.spec.holderIdentity}",
+                    ])
+                    .ok()?;
+                Some(h.split('/').next()?.to_string()).filter(|n| !n.is_empty())
+            })
+            .context("nobody holds the allocator Lease")?;
+            let victim = c.node_index(&holder).context("the allocator's leader is a lab node")?;
+            // A random point in the leader's renew period.
+            settle(Duration::from_millis(500 + u64::from(rand::random::<u16>() % 1000)));
+            let name = format!("alloc{run}");
+            let t = Instant::now();
+            c.signal_agent(victim, "KILL")?;
+            c.create_services(&[ServiceSpec::v4(&name)])?;
+            c.wait_service_ips(&[&name], Duration::from_secs(60))
+                .with_context(|| format!("run {run} ({}): {name} got no IP", kind_name(*kind)))?;
+            let took = t.elapsed().as_secs_f64() * 1000.0;
+            eprintln!(
+                "allocator failover {} run {run}: leader {holder} killed, {name} has an IP after {took:.0} ms",
+                kind_name(*kind)
+            );
+            times.push(took);
+            c.kubectl(&["delete", "svc", &name, "-n", "default", "--wait=false"])?;
+            c.wait_agent_exit(victim, Duration::from_secs(10));
+            c.start_agent(victim)?;
+            c.wait_agent_ready(victim, Duration::from_secs(60))?;
+            settle(Duration::from_secs(2));
+        }
+    }
+    println!("\n## Allocator failover: kill -9 of the allocator's leader, then a new Service (defaults)\n");
+    println!("| API server | runs | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    for (kind, _, mut times) in sides {
+        println!(
+            "| {} | {runs} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            kind_name(kind),
+            percentile(&mut times, 50.0),
+            percentile(&mut times, 99.0),
+            percentile(&mut times, 100.0)
+        );
     }
     Ok(())
 }
