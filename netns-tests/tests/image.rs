@@ -378,6 +378,23 @@ fn session_ports(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the router holds every node's session on connections it opened to `port` (the nodes' own are
+/// dropped), and the BgpPeer says every node listens.
+fn wait_router_connected_in(c: &Cluster, rt: &herald_netns_tests::Netns, port: &str, case: &str) {
+    let nodes = c.nodes.len();
+    let inbound = wait_for(Duration::from_secs(45), || {
+        (established(c, rt) == nodes && session_ports(c).iter().all(|p| p == port) && listening(c).0 == "True")
+            .then_some(())
+    });
+    assert!(
+        inbound.is_some(),
+        "{case}: the router connects in to every node; ports {:?}, condition {:?}\n{}",
+        session_ports(c),
+        listening(c),
+        c.lab.sh(rt, "gobgp neighbor").unwrap_or_default()
+    );
+}
+
 /// The BgpPeer's `Listening` condition: `(status, message)`.
 fn listening(c: &Cluster) -> (String, String) {
     let peer = c.get_json(&["bgppeer", "passive-router"]).unwrap_or_default();
@@ -465,17 +482,7 @@ fn bgp_under_the_charts_capabilities(c: &mut Cluster, dir: &Path) {
     let router = start_router(c, &rt, 1179);
     c.apply("apiVersion: herald.dev/v1alpha1\nkind: BgpConf\nmetadata: {name: default}\nspec: {asn: 64512, listenPort: 1179}\n")
         .unwrap();
-    let inbound = wait_for(Duration::from_secs(45), || {
-        (established(c, &rt) == nodes && session_ports(c).iter().all(|p| p == "1179") && listening(c).0 == "True")
-            .then_some(())
-    });
-    assert!(
-        inbound.is_some(),
-        "listen port 1179 under NET_RAW only: the router connects in to every node; ports {:?}, condition {:?}\n{}",
-        session_ports(c),
-        listening(c),
-        c.lab.sh(&rt, "gobgp neighbor").unwrap_or_default()
-    );
+    wait_router_connected_in(c, &rt, "1179", "listen port 1179 under NET_RAW only");
 
     // 3. The chart with bgp.passive=true (NET_BIND_SERVICE added), port 179: the agents listen there.
     let (passive_program, passive_caps) = program_for_chart(dir, &["bgp.passive=true"]);
@@ -495,16 +502,6 @@ fn bgp_under_the_charts_capabilities(c: &mut Cluster, dir: &Path) {
         assert_eq!((eff, bnd), (passive_caps, passive_caps), "node {i}: capabilities");
     }
     start_router(c, &rt, 179);
-    let inbound = wait_for(Duration::from_secs(45), || {
-        (established(c, &rt) == nodes && session_ports(c).iter().all(|p| p == "179") && listening(c).0 == "True")
-            .then_some(())
-    });
-    assert!(
-        inbound.is_some(),
-        "port 179 with NET_BIND_SERVICE: the router connects in to every node; ports {:?}, condition {:?}\n{}",
-        session_ports(c),
-        listening(c),
-        c.lab.sh(&rt, "gobgp neighbor").unwrap_or_default()
-    );
+    wait_router_connected_in(c, &rt, "179", "port 179 with NET_BIND_SERVICE");
     eprintln!("passive BGP with the chart's bgp.passive=true: {}", listening(c).1);
 }
