@@ -56,16 +56,21 @@ fn unpack(archive: &Path, dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
 }
 
-/// `(CapEff, CapBnd, NoNewPrivs)` of a process, from /proc.
-fn caps(pid: u32) -> (u64, u64, String) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
+/// The fields of a process's /proc status: `field("CapEff:")`.
+fn proc_status(pid: &str) -> Option<impl Fn(&str) -> String + use<>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(move |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
-    };
+    })
+}
+
+/// `(CapEff, CapBnd, NoNewPrivs)` of a process, from /proc.
+fn caps(pid: u32) -> (u64, u64, String) {
+    let field = proc_status(&pid.to_string()).expect("the process runs");
     let hex = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
     (hex("CapEff:"), hex("CapBnd:"), field("NoNewPrivs:"))
 }
@@ -203,14 +208,7 @@ fn herald_in(ns: &str) -> Option<(u64, String, String)> {
         .split_whitespace()
         .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "herald"))
         .and_then(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_string())
-                    .unwrap_or_default()
-            };
+            let field = proc_status(pid)?;
             Some((
                 u64::from_str_radix(&field("CapEff:"), 16).ok()?,
                 field("NoNewPrivs:"),
