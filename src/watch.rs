@@ -90,6 +90,13 @@ where
     }
 }
 
+/// The object as a store keeps it: without `managedFields`, which Herald never reads and which is often the largest
+/// part of an object (every field manager's field set: kubectl, the controllers, Herald's own status writes).
+fn slim<K: Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
+}
+
 /// Objects of one kind that could not be read, by `namespace/name` (or `name`).
 #[derive(Clone, Default)]
 pub struct Unreadables(Arc<Mutex<BTreeMap<String, Unreadable>>>);
@@ -180,7 +187,7 @@ where
             watcher::Event::Apply(object) => match object {
                 Lenient::Read(object) => {
                     self.unreadable.lock().remove(&key_of(object.meta()));
-                    Some(watcher::Event::Apply(object))
+                    Some(watcher::Event::Apply(slim(object)))
                 }
                 // The store keeps the last readable version.
                 Lenient::Unreadable(u) => {
@@ -209,7 +216,7 @@ where
         match object {
             Lenient::Read(object) => {
                 self.unreadable.lock().remove(&key_of(object.meta()));
-                Some(object)
+                Some(slim(object))
             }
             Lenient::Unreadable(u) => {
                 let kept = self.last_readable(&u);
@@ -554,6 +561,36 @@ mod tests {
             "metadata": {"name": name, "namespace": "ns", "resourceVersion": version},
             "spec": {"ports": [{"port": port}]}}))
         .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stores_keep_no_managed_fields() {
+        fn managed(name: &str, version: &str) -> Lenient<Service> {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "resourceVersion": version,
+                    "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:ports": {}}}}]},
+                "spec": {"ports": [{"port": 80}]}}))
+            .unwrap()
+        }
+        let w = Scripted::run(|_| {
+            vec![
+                Ok(watcher::Event::Init),
+                Ok(watcher::Event::InitApply(managed("a", "1"))),
+                Ok(watcher::Event::InitDone),
+                Ok(watcher::Event::Apply(managed("b", "2"))),
+            ]
+        });
+        w.listed().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for name in ["a", "b"] {
+            let svc = w
+                .store
+                .get(&ObjectRef::<Service>::new(name).within("ns"))
+                .expect("in the store");
+            assert_eq!(svc.metadata.managed_fields, None, "{name}: listed and watched alike");
+        }
+        w.stop().await;
     }
 
     fn version_in_store(w: &Scripted, name: &str) -> Option<String> {
