@@ -114,6 +114,8 @@ pub struct LeaderLockCore {
     next_op: OpId,
     stopping: bool,
     released: bool,
+    /// A watch on the lease has listed and reports changes: a follower then reads only when the lease would expire.
+    watching: bool,
 }
 
 impl LeaderLockCore {
@@ -132,6 +134,7 @@ impl LeaderLockCore {
             next_op: 1,
             stopping: false,
             released: false,
+            watching: false,
         }
     }
 
@@ -187,9 +190,15 @@ impl LeaderLockCore {
                 };
                 self.absent = false;
                 self.write_ready = free;
-                // The next read at the next retry, or at the moment the lease would expire if it came first (with a
-                // watch reporting renewals as they happen, that moment is exact).
-                self.next_at = Some(if free { now } else { (now + retry).min(expires) });
+                // The next read at the moment the lease would expire; without a working watch to report renewals
+                // meanwhile, at the next retry if that comes first.
+                self.next_at = Some(if free {
+                    now
+                } else if self.watching {
+                    expires
+                } else {
+                    (now + retry).min(expires)
+                });
             }
             (Pending::Get, Err(StoreError::NotFound { .. })) => {
                 self.observed = None;
@@ -229,15 +238,23 @@ impl LeaderLockCore {
         }
     }
 
-    /// A watch event on the leases (any lease; only this lock's counts). It speeds observation up only: a renewal is
-    /// seen when it happens instead of at the next read, and the read that may take the lease over is due exactly
-    /// when it would expire. Taking over still needs a read showing the same resourceVersion for `lease_duration`,
-    /// so a watch that is behind or silent can delay a takeover, never cause one.
+    /// A watch event on the leases (any lease; only this lock's counts). A renewal is seen when it happens instead of
+    /// at the next read, and a follower reads the lease only when it would expire: none in the steady state, while
+    /// the watch works (an error falls back to a read every retry period until it lists again). Taking over still
+    /// needs a read showing the same resourceVersion for `lease_duration`, so a watch that is behind or silent can
+    /// delay a takeover, never cause one.
     pub fn watched(&mut self, now: Instant, event: &WatchEvent) {
         let record = match event {
             WatchEvent::Applied(r) if r.name == self.name => Some(r.clone()),
-            WatchEvent::Resynced(all) => all.iter().find(|r| r.name == self.name).cloned(),
+            WatchEvent::Resynced(all) => {
+                self.watching = true;
+                all.iter().find(|r| r.name == self.name).cloned()
+            }
             WatchEvent::Deleted { name } if *name == self.name => None,
+            WatchEvent::Error(_) => {
+                self.watching = false;
+                return;
+            }
             _ => return,
         };
         if self.stopping || self.is_leader(now) {
@@ -256,7 +273,8 @@ impl LeaderLockCore {
             // Deleted: read it now (the read says NotFound and we create it).
             None => now,
         };
-        self.next_at = Some(self.next_at.map_or(wake, |t| t.min(wake)));
+        // Replaces the planned read: a renewal moves the expiry, and the read only ever serves a takeover.
+        self.next_at = Some(wake);
     }
 
     fn observe(&mut self, now: Instant, record: LeaseRecord) {
@@ -366,6 +384,9 @@ mod tests {
     struct Candidate {
         core: LeaderLockCore,
         store: MemoryLeaseStore,
+        reads: u64,
+        /// The simulated watch has listed.
+        listed: bool,
     }
 
     /// client-go's component defaults, which the allocator used before it followed the election's timing.
@@ -384,24 +405,38 @@ mod tests {
             Self {
                 core: LeaderLockCore::new("herald-allocator", id, timing),
                 store: store.client(id),
+                reads: 0,
+                listed: false,
             }
+        }
+
+        /// Reads this candidate sent.
+        fn store_reads(&self) -> u64 {
+            self.reads
         }
 
         /// Runs polls and operations until nothing is due at `now`; with `watch`, first tells the core the lease as it
         /// is now (a watch that reports every write at once).
         fn step(&mut self, now: Instant, watch: bool) {
             if watch {
-                let event = match self.store.peek("herald-allocator") {
+                let lease = self.store.peek("herald-allocator");
+                let event = match lease {
+                    // A watch starts with its list.
+                    _ if !self.listed => WatchEvent::Resynced(lease.into_iter().collect()),
                     Some(record) => WatchEvent::Applied(record),
                     None => WatchEvent::Deleted {
                         name: "herald-allocator".into(),
                     },
                 };
+                self.listed = true;
                 self.core.watched(now, &event);
             }
             while let Some(action) = self.core.poll(now) {
                 let (op, result) = match action {
-                    LockAction::Get { op, name } => (op, self.store.get_now(&name)),
+                    LockAction::Get { op, name } => {
+                        self.reads += 1;
+                        (op, self.store.get_now(&name))
+                    }
                     LockAction::Create { op, record } => (op, self.store.create_now(&record)),
                     LockAction::Replace { op, record } => (op, self.store.replace_now(&record)),
                 };
@@ -537,6 +572,39 @@ mod tests {
                 "crash {phase_ms} ms into a period: takeover after {gap:?}"
             );
         }
+    }
+
+    #[test]
+    fn with_a_watch_a_follower_reads_nothing_while_the_leader_renews() {
+        let store = MemoryLeaseStore::new();
+        let mut leader = Candidate::new(&store, "a");
+        let mut follower = Candidate::new(&store, "b");
+        let start = Instant::now();
+        leader.step(start, false);
+        let mut reads = 0;
+        let mut t = start;
+        while t < start + Duration::from_secs(30) {
+            t += Duration::from_millis(100);
+            leader.step(t, false);
+            follower.step(t, true);
+            if follower.store_reads() > reads {
+                reads = follower.store_reads();
+                assert!(t < start + Duration::from_secs(2), "a read at {:?}", t - start);
+            }
+        }
+        assert!(leader.core.is_leader(t) && !follower.core.is_leader(t));
+        // Without a watch: a read every retry period.
+        let mut polling = Candidate::new(&store, "c");
+        let before = polling.store_reads();
+        for i in 1..=100 {
+            leader.step(t + Duration::from_millis(100 * i), false);
+            polling.step(t + Duration::from_millis(100 * i), false);
+        }
+        assert!(
+            polling.store_reads() - before >= 9,
+            "{} reads in 10 s",
+            polling.store_reads() - before
+        );
     }
 
     #[test]
