@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::{Cluster, eip, eventually, ingress_ips, lb_service};
 use herald_api::Eip;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::json;
@@ -177,6 +176,12 @@ async fn restart_keeps_every_ip_and_writes_nothing() {
     }
 }
 
+/// `<node>/<instance>` of the agent holding the allocator's Lease.
+async fn allocator_holder(c: &Cluster) -> String {
+    let lease = c.leases().get("herald-allocator").await.unwrap();
+    lease.spec.unwrap().holder_identity.unwrap()
+}
+
 #[tokio::test]
 async fn two_agents_one_allocator_and_failover() {
     let mut c = Cluster::start().await;
@@ -187,15 +192,7 @@ async fn two_agents_one_allocator_and_failover() {
     eventually(WAIT, || ips_of(&c, "default", "one"))
         .await
         .expect("allocated");
-    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "herald-system");
-    let holder = leases
-        .get("herald-allocator")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
+    let holder = allocator_holder(&c).await;
     let (leader, leader_node, other_node) = if holder.starts_with("n1/") {
         (a, "n1", "n2")
     } else {
@@ -213,14 +210,7 @@ async fn two_agents_one_allocator_and_failover() {
         eventually(WAIT, || ips_of(&c, "default", "two")).await.unwrap(),
         ["203.0.113.2"]
     );
-    let holder = leases
-        .get("herald-allocator")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
+    let holder = allocator_holder(&c).await;
     assert!(holder.starts_with(&format!("{other_node}/")), "{holder}");
 }
 
@@ -234,15 +224,7 @@ async fn a_killed_allocator_leader_is_replaced_within_seconds_at_default_timing(
     eventually(WAIT, || ips_of(&c, "default", "one"))
         .await
         .expect("allocated");
-    let holder = c
-        .leases()
-        .get("herald-allocator")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
+    let holder = allocator_holder(&c).await;
     let (leader, other_node) = if holder.starts_with("n1/") {
         (a, "n2")
     } else {
