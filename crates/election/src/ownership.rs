@@ -24,10 +24,22 @@
 //! - *Held by this agent but no longer eligible/desired*: withdraw, then release (holder cleared).
 //! - *Announce* X iff the lease names this instance and this instance wrote it (CAS) since its last liveness gap;
 //!   with [`OutagePolicy::Hold`] IPs announced when a gap began stay announced through it.
+//! - A *lost race* (409, AlreadyExists) is retried after `R`, by which time the watch has shown the winner; only if
+//!   the view still shows what it showed when the race was lost is the lease read.
+//!
+//! Cost: a decision round visits only the IPs whose inputs changed or whose timer came due (`schedule.rs`); inputs
+//! shared by every IP (health, epoch, node liveness, a takeover check's answer, a re-list) make every IP due. An IP held
+//! by a live holder has no timer: the holder's death is a node event, which makes every IP due.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use tokio::time::Instant;
+
+mod check;
+mod schedule;
+
+use check::{CheckVerdict, Expect, NodeCheck};
+use schedule::Schedule;
 
 use crate::identity::{Identity, holder_node};
 use crate::lease::{LeaseRecord, StoreError, WatchEvent, rv_cmp};
@@ -112,65 +124,34 @@ pub enum Action {
     Stopped,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Expect {
-    /// The holder's node lease must still carry this resourceVersion.
-    SameRv(String),
-    /// The holder's node lease must be absent or name someone else.
-    NotHeldBy(String),
+/// What one IP needs (see [`OwnershipCore::judge`]).
+#[derive(Debug, Default)]
+struct Verdict {
+    /// Announce the IP.
+    announce: bool,
+    /// Decide it again then, if nothing else makes it due before.
+    wake: Option<Instant>,
+    /// The lease operation to send.
+    step: Option<Step>,
 }
 
-impl Expect {
-    /// Whether a fresh read of the node lease confirms that the holder is dead.
-    fn confirmed_by(&self, read: &Result<LeaseRecord, StoreError>) -> bool {
-        match (self, read) {
-            (Self::SameRv(rv), Ok(rec)) => rec.rv() == rv,
-            (Self::NotHeldBy(_), Err(StoreError::NotFound { .. })) => true,
-            (Self::NotHeldBy(h), Ok(rec)) => rec.holder() != Some(h.as_str()),
-            _ => false,
+impl Verdict {
+    fn wake_at(&mut self, at: Instant) {
+        if self.wake.is_none_or(|w| at < w) {
+            self.wake = Some(at);
         }
     }
 }
 
-/// One takeover check of a node: a fresh GET of its node lease, shared by every IP whose takeover depends on that
-/// node being dead. At most one per node is in flight.
-///
-/// Why sharing is as safe as one GET per IP: the per-IP rule needs, for IP X held by `h`, (1) a linearizable read of
-/// `h`'s node lease, sent no earlier than `h`'s death point `o + T` (`o` = when the observed resourceVersion first
-/// appeared in this agent's watch), that still shows what was observed at `o`; and (2) a CAS of X's lease against the
-/// resourceVersion seen *before* that read was sent. Neither names X: (1) is a fact about `h` at the moment the
-/// read was served, and every IP held by `h` has the same death point, because it depends only on `h`'s node view.
-/// So a check is sent only once `h` is dead (`holder_dead_from(h) ≤ sent_at`), covers exactly the IPs whose lease
-/// named `h` when it was sent, with their lease resourceVersion of that moment (2), and a covered IP uses the answer
-/// only if its lease is still at that resourceVersion. The stagger (`k × step`) and the IP's own change time only
-/// order candidates; they are not part of the safety argument, so an answer that arrived before an IP's decision
-/// point proves the same as one that arrived after it. What protects against the holder coming back after the read
-/// is, as before, the CAS: a holder back from a liveness gap must re-assert X with a CAS before it announces X again,
-/// and exactly one of the two CAS on the same resourceVersion wins. The answer still serves decisions only for
-/// [`CHECK_FRESHNESS_STEPS`] stagger steps after it arrived, so a later round reads again rather than acting on an old
-/// read, and a refuted or failed check is repeated only after `R` (one GET per node per `R`, not per IP).
+/// A lease operation one IP needs.
 #[derive(Debug)]
-struct NodeCheck {
-    /// The GET in flight, if any.
-    op: Option<OpId>,
-    /// The IPs the check answers for: IP → (its lease resourceVersion, its holder) when the GET was sent.
-    covered: BTreeMap<IpAddr, (String, String)>,
-    /// What the node lease must show for each holder in `covered` to be dead.
-    expect: BTreeMap<String, Expect>,
-    /// When the answer arrived.
-    answered_at: Option<Instant>,
-    /// The holders the answer confirmed dead.
-    confirmed: BTreeSet<String>,
-}
-
-/// What a node's takeover check allows for one IP (see [`OwnershipCore::check_verdict`]).
-enum CheckVerdict {
-    /// A fresh answer covering the IP confirmed its holder dead: CAS the IP lease now.
-    Takeover,
-    /// A check is in flight, or was refuted less than `R` ago: wait (until the given time, if known).
-    Wait(Option<Instant>),
-    /// No usable answer: send a new check.
-    Read,
+enum Step {
+    /// Release the lease (after the withdrawal, in the same batch).
+    Release,
+    /// Write the lease for this instance.
+    Write { purpose: Purpose, create: bool },
+    /// Read the node lease of a dead holder's node (a takeover check).
+    Check { node: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +162,17 @@ enum Purpose {
     Release,
 }
 
+/// A write of an IP lease in flight.
+#[derive(Debug)]
+struct IpWrite {
+    name: String,
+    /// This agent's epoch when the write was sent.
+    sent_epoch: u64,
+    purpose: Purpose,
+    /// The resourceVersion the write was based on (`None` for a create).
+    base_rv: Option<String>,
+}
+
 #[derive(Debug)]
 enum Pending {
     NodeGet,
@@ -188,11 +180,7 @@ enum Pending {
         sent_at: Instant,
         release: bool,
     },
-    IpWrite {
-        name: String,
-        sent_epoch: u64,
-        purpose: Purpose,
-    },
+    IpWrite(IpWrite),
     TakeoverCheck {
         node: String,
     },
@@ -230,6 +218,9 @@ struct IpState {
     asserted_epoch: Option<u64>,
     yielded_until: Option<Instant>,
     retry_at: Option<Instant>,
+    /// After a lost race: the resourceVersion the view of the lease had then (`None`: no lease). If the view still
+    /// shows it when the retry comes due, the watch is behind and the lease is read instead of written again.
+    lost_at_view: Option<Option<String>>,
     notified_holder: Option<Option<String>>,
 }
 
@@ -267,8 +258,14 @@ pub struct OwnershipCore {
     superseded: Option<String>,
     wake: Option<Instant>,
     wire_yields: u64,
-    /// Reads queued by result handlers, emitted by the next poll.
-    refresh_queue: Vec<Action>,
+    /// Which IPs the next round decides.
+    schedule: Schedule,
+    /// When the last round ran (node expiry points passed since then make every IP due).
+    last_poll: Option<Instant>,
+    /// Health at the last round.
+    last_healthy: Option<bool>,
+    /// Every round decides every IP (see [`OwnershipCore::decide_every_ip`]).
+    decide_all: bool,
 }
 
 impl OwnershipCore {
@@ -302,8 +299,18 @@ impl OwnershipCore {
             superseded: None,
             wake: None,
             wire_yields: 0,
-            refresh_queue: Vec::new(),
+            schedule: Schedule::default(),
+            last_poll: None,
+            last_healthy: None,
+            decide_all: false,
         }
+    }
+
+    /// For tests: every decision round visits every IP, not only those due. The decisions must be the same; the
+    /// simulations check that they are.
+    #[doc(hidden)]
+    pub fn decide_every_ip(&mut self) {
+        self.decide_all = true;
     }
 
     /// This agent's identity.
@@ -359,11 +366,13 @@ impl OwnershipCore {
             asserted_epoch: None,
             yielded_until: None,
             retry_at: None,
+            lost_at_view: None,
             notified_holder: None,
         });
         if state.desire.as_ref() != Some(&desire) {
             state.desire = Some(desire);
             state.changed_at = now;
+            self.schedule.touch(ip);
         }
         Ok(())
     }
@@ -374,6 +383,7 @@ impl OwnershipCore {
         if let Some(state) = self.ips.get_mut(&ip) {
             state.desire = None;
             state.changed_at = now;
+            self.schedule.touch(ip);
         }
     }
 
@@ -388,12 +398,14 @@ impl OwnershipCore {
             state.asserted_epoch = None;
             self.hold_set.remove(&ip);
             self.wire_yields += 1;
+            self.schedule.touch(ip);
         }
     }
 
     /// Starts the graceful stop: withdraw everything, release every IP lease, then the node lease.
     pub fn begin_shutdown(&mut self, _now: Instant) {
         self.stopping = true;
+        self.schedule.touch_all();
     }
 
     /// A watch observation.
@@ -438,26 +450,18 @@ impl OwnershipCore {
                 self.busy.remove(&self.own_lease);
                 self.node_write_done(now, sent_at, release, result);
             }
-            Pending::IpWrite {
-                name,
-                sent_epoch,
-                purpose,
-            } => {
-                self.busy.remove(&name);
-                self.ip_write_done(now, name, sent_epoch, purpose, result);
+            Pending::IpWrite(write) => {
+                self.busy.remove(&write.name);
+                self.touch_name(&write.name);
+                self.ip_write_done(now, write, result);
             }
             Pending::TakeoverCheck { node } => {
                 if let Some(check) = self.checks.get_mut(&node)
                     && check.op == Some(op)
                 {
-                    check.op = None;
-                    check.answered_at = Some(now);
-                    check.confirmed = check
-                        .expect
-                        .iter()
-                        .filter(|(_, expect)| expect.confirmed_by(&result))
-                        .map(|(holder, _)| holder.clone())
-                        .collect();
+                    check.answered(now, &result);
+                    // Every IP waiting on this node (covered or not) decides again.
+                    self.schedule.touch_all();
                 }
                 // A newer resourceVersion (our watch is behind) makes the holder live again right here.
                 if let Ok(rec) = result {
@@ -466,6 +470,10 @@ impl OwnershipCore {
             }
             Pending::IpRefresh { name } => {
                 self.busy.remove(&name);
+                if let Some(state) = self.names.get(&name).and_then(|ip| self.ips.get_mut(ip)) {
+                    state.lost_at_view = None;
+                }
+                self.touch_name(&name);
                 match result {
                     Ok(rec) => self.apply(now, rec, false),
                     Err(StoreError::NotFound { .. }) => self.forget(now, &name),
@@ -490,19 +498,27 @@ impl OwnershipCore {
                 self.own.record = Some(record.clone());
                 self.own.absent = false;
             }
+            let t = self.timing.takeover_after;
             match self.nodes.get_mut(&node) {
                 Some(view) => {
                     if view.rv == rv || (!from_list && !is_newer(&view.rv, &rv)) {
                         return;
                     }
+                    // A node renewing as before changes no decision; one coming back, or changing hands, may
+                    // change every IP's candidates or takeover.
+                    let was_live = view.holder.is_some() && now < view.rv_changed_at + t;
                     view.rv = rv;
                     view.rv_changed_at = now;
                     if view.holder != holder {
                         view.holder = holder;
                         view.holder_changed_at = now;
+                        self.schedule.touch_all();
+                    } else if !was_live {
+                        self.schedule.touch_all();
                     }
                 }
                 None => {
+                    self.schedule.touch_all();
                     self.nodes.insert(
                         node,
                         NodeView {
@@ -524,6 +540,13 @@ impl OwnershipCore {
             if old_holder.as_deref() != record.holder() {
                 self.touch_ip(now, &record.name);
             }
+            if let Some(state) = self.names.get(&record.name).and_then(|ip| self.ips.get_mut(ip))
+                && state.lost_at_view.take().is_some()
+            {
+                // The watch showed what the lost race was about: decide on it now.
+                state.retry_at = None;
+            }
+            self.touch_name(&record.name);
             self.leases.insert(record.name.clone(), record);
         }
     }
@@ -532,6 +555,7 @@ impl OwnershipCore {
         if let Some(node) = naming::node_of_lease(name) {
             if self.nodes.remove(node).is_some() {
                 self.node_absent_since.insert(node.to_owned(), now);
+                self.schedule.touch_all();
             }
             if name == self.own_lease {
                 self.own.record = None;
@@ -539,6 +563,11 @@ impl OwnershipCore {
             }
         } else if self.leases.remove(name).is_some() {
             self.touch_ip(now, name);
+            if let Some(state) = self.names.get(name).and_then(|ip| self.ips.get_mut(ip))
+                && state.lost_at_view.take().is_some()
+            {
+                state.retry_at = None;
+            }
         }
     }
 
@@ -560,11 +589,23 @@ impl OwnershipCore {
         }
         // Checks answered (or sent) before the restart must not serve decisions after it.
         self.checks.clear();
+        self.schedule.touch_all();
     }
 
+    /// The holder of the lease `name` changed: its IP's candidates start their stagger afresh.
     fn touch_ip(&mut self, now: Instant, name: &str) {
-        if let Some(state) = self.names.get(name).and_then(|ip| self.ips.get_mut(ip)) {
+        if let Some(&ip) = self.names.get(name)
+            && let Some(state) = self.ips.get_mut(&ip)
+        {
             state.changed_at = now;
+            self.schedule.touch(ip);
+        }
+    }
+
+    /// Something about the lease `name` changed: its IP is decided again.
+    fn touch_name(&mut self, name: &str) {
+        if let Some(&ip) = self.names.get(name) {
+            self.schedule.touch(ip);
         }
     }
 
@@ -658,6 +699,7 @@ impl OwnershipCore {
     fn start_gap(&mut self, last_ok: Instant) {
         self.gap_counted_for = Some(last_ok);
         self.epoch += 1;
+        self.schedule.touch_all();
         if self.policy == OutagePolicy::Hold {
             self.hold_set.clone_from(&self.announced);
         }
@@ -856,11 +898,12 @@ impl OwnershipCore {
         self.busy.insert(record.name.clone());
         self.ops.insert(
             op,
-            Pending::IpWrite {
+            Pending::IpWrite(IpWrite {
                 name: record.name.clone(),
                 sent_epoch: self.epoch,
                 purpose,
-            },
+                base_rv: record.resource_version.clone(),
+            }),
         );
         out.push(if create {
             Action::Create { op, record }
@@ -869,14 +912,13 @@ impl OwnershipCore {
         });
     }
 
-    fn ip_write_done(
-        &mut self,
-        now: Instant,
-        name: String,
-        sent_epoch: u64,
-        purpose: Purpose,
-        result: Result<LeaseRecord, StoreError>,
-    ) {
+    fn ip_write_done(&mut self, now: Instant, write: IpWrite, result: Result<LeaseRecord, StoreError>) {
+        let IpWrite {
+            name,
+            sent_epoch,
+            purpose,
+            base_rv,
+        } = write;
         let healthy = self.is_healthy(now);
         let epoch = self.epoch;
         let ip = self.names.get(&name).copied();
@@ -906,20 +948,22 @@ impl OwnershipCore {
                         state.asserted_epoch = None;
                         self.hold_set.remove(&ip);
                     }
-                    state.retry_at = Some(
-                        now + match e {
-                            StoreError::Rejected { .. } => self.timing.takeover_after,
-                            _ if lost => self.timing.stagger_step,
-                            _ => self.timing.renew_retry(),
-                        },
-                    );
-                }
-                if lost && !self.busy.contains(&name) {
-                    // Our view of the lease is stale: read it instead of waiting for the watch.
-                    let op = self.next_op();
-                    self.busy.insert(name.clone());
-                    self.ops.insert(op, Pending::IpRefresh { name: name.clone() });
-                    self.refresh_queue.push(Action::Get { op, name });
+                    let view = self.leases.get(&name).map(|l| l.rv().to_owned());
+                    if lost && view != base_rv {
+                        // The watch already showed what we lost to: decide on that at once.
+                        state.retry_at = None;
+                    } else if lost {
+                        // The winner's write is on its way in the watch; if it is not there by the retry, read.
+                        state.lost_at_view = Some(view);
+                        state.retry_at = Some(now + self.timing.node_renew_period);
+                    } else {
+                        state.retry_at = Some(
+                            now + match e {
+                                StoreError::Rejected { .. } => self.timing.takeover_after,
+                                _ => self.timing.renew_retry(),
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -927,7 +971,7 @@ impl OwnershipCore {
 
     /// Computes decisions. Call after every input and when [`next_wakeup`](Self::next_wakeup) is reached.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
-        let mut out = std::mem::take(&mut self.refresh_queue);
+        let mut out = Vec::new();
         self.wake = None;
         if self.stopped {
             return out;
@@ -954,63 +998,63 @@ impl OwnershipCore {
             }
         }
         let healthy = self.is_healthy(now);
+        if self.last_healthy != Some(healthy) {
+            self.last_healthy = Some(healthy);
+            self.schedule.touch_all();
+        }
+        if self.decide_all {
+            self.schedule.touch_all();
+        }
         let synced = self.synced_at.is_some();
         // Answers older than both the freshness window and the retry delay serve nothing any more.
         let keep = (self.timing.node_renew_period).max(self.timing.stagger_step * CHECK_FRESHNESS_STEPS);
-        self.checks
-            .retain(|_, c| c.op.is_some() || c.answered_at.is_some_and(|t| now < t + keep));
-
-        let mut writes = Vec::new();
-        let mut want = BTreeSet::new();
-        let ips: Vec<IpAddr> = self.ips.keys().copied().collect();
-        for ip in ips {
-            if self.decide(ip, now, healthy, synced, &mut writes) {
-                want.insert(ip);
-            }
+        let checks = self.checks.len();
+        self.checks.retain(|_, c| c.alive(now, keep));
+        // A node became dead (or its holder's death point passed) since the last round: candidate lists and
+        // takeovers may change for every IP.
+        if self.checks.len() != checks
+            || self
+                .last_poll
+                .is_some_and(|last| self.node_expiries().any(|at| last < at && at <= now))
+        {
+            self.schedule.touch_all();
         }
-        // Ownership notifications.
-        for (ip, state) in &mut self.ips {
-            let holder = self.leases.get(&state.name).and_then(|l| l.holder()).map(str::to_owned);
-            if state.notified_holder.as_ref() != Some(&holder) {
-                let was_self = matches!(&state.notified_holder, Some(Some(h)) if *h == self.holder);
-                let is_self = holder.as_deref() == Some(self.holder.as_str());
-                if state.notified_holder.is_some() || holder.is_some() {
-                    out.push(Action::OwnerChanged {
-                        ip: *ip,
-                        holder: holder.clone(),
-                        is_self,
-                        was_self,
-                    });
-                }
-                state.notified_holder = Some(holder);
+
+        let mut withdraw = Vec::new();
+        let mut announce = Vec::new();
+        let mut writes = Vec::new();
+        for ip in self.schedule.take_due(now, self.ips.keys().copied()) {
+            if !self.ips.contains_key(&ip) {
+                continue;
             }
+            let want = self.decide(ip, now, healthy, synced, &mut writes);
+            if let Some(change) = self.owner_change(ip) {
+                out.push(change);
+            }
+            // An announced IP whose interface changed moves: withdrawn, then announced on the new one.
+            let was = self.announced.contains(&ip);
+            let moved = want && was && self.announced_on.get(&ip) != Some(&self.interface_of(ip));
+            if was && (!want || moved) {
+                withdraw.push(ip);
+            }
+            if want && (!was || moved) {
+                announce.push(ip);
+            }
+            self.forget_if_done(ip);
         }
         // Withdrawals strictly before announcements and writes.
-        // An announced IP whose interface changed moves: withdrawn, then announced on the new one.
-        let moved: Vec<IpAddr> = want
-            .intersection(&self.announced)
-            .filter(|ip| self.announced_on.get(ip) != Some(&self.interface_of(**ip)))
-            .copied()
-            .collect();
-        out.extend(self.announced.difference(&want).map(|ip| Action::Withdraw(*ip)));
-        out.extend(moved.iter().map(|ip| Action::Withdraw(*ip)));
-        let new: Vec<IpAddr> = want.difference(&self.announced).chain(&moved).copied().collect();
-        for ip in new {
+        for ip in withdraw {
+            self.announced.remove(&ip);
+            self.announced_on.remove(&ip);
+            self.hold_set.remove(&ip);
+            out.push(Action::Withdraw(ip));
+        }
+        for ip in announce {
             let announce = self.announce(ip);
+            self.announced.insert(ip);
             out.push(Action::Announce(announce));
         }
-        self.announced_on.retain(|ip, _| want.contains(ip));
-        self.announced = want;
-        self.hold_set.retain(|ip| self.announced.contains(ip));
         out.extend(writes);
-        // Forget IPs that are neither desired nor ours any more.
-        self.ips.retain(|_, s| {
-            s.desire.is_some()
-                || self.busy.contains(&s.name)
-                || self.leases.get(&s.name).and_then(|l| l.holder()) == Some(self.holder.as_str())
-        });
-        self.names.retain(|_, ip| self.ips.contains_key(ip));
-        self.answered_before.retain(|ip| self.ips.contains_key(ip));
 
         if self.stopping {
             self.poll_shutdown(now, &mut out);
@@ -1018,153 +1062,222 @@ impl OwnershipCore {
             self.poll_node_lease(now, &mut out, false);
         }
         // Liveness of other nodes expires on its own: wake up when a candidate list or a dead holder changes.
-        let t = self.timing.takeover_after;
-        let expiries: Vec<Instant> = self
-            .nodes
-            .values()
-            .flat_map(|v| [v.rv_changed_at + t, v.holder_changed_at + t])
-            .chain(self.node_absent_since.values().map(|s| *s + t))
-            .filter(|at| *at > now)
-            .collect();
+        let expiries: Vec<Instant> = self.node_expiries().filter(|at| *at > now).collect();
         for at in expiries {
             self.wake_at(at);
         }
+        if let Some(at) = self.schedule.next_timer() {
+            self.wake_at(at);
+        }
+        self.last_poll = Some(now);
         out
     }
 
-    /// Decides one IP; returns whether it should be announced and pushes at most one write.
-    fn decide(&mut self, ip: IpAddr, now: Instant, healthy: bool, synced: bool, writes: &mut Vec<Action>) -> bool {
+    /// The moments at which a node's liveness, or the death of a holder on it, changes by itself (with no input).
+    fn node_expiries(&self) -> impl Iterator<Item = Instant> + '_ {
+        let t = self.timing.takeover_after;
+        self.nodes
+            .values()
+            .flat_map(move |v| [v.rv_changed_at + t, v.holder_changed_at + t])
+            .chain(self.node_absent_since.values().map(move |s| *s + t))
+            .chain(self.synced_at.map(|s| s + t))
+    }
+
+    /// The ownership notification for `ip`, if its holder changed since the last one.
+    fn owner_change(&mut self, ip: IpAddr) -> Option<Action> {
+        let state = self.ips.get_mut(&ip)?;
+        let holder = self.leases.get(&state.name).and_then(|l| l.holder());
+        if state.notified_holder.as_ref().map(Option::as_deref) == Some(holder) {
+            return None;
+        }
+        let holder = holder.map(str::to_owned);
+        let was_self = matches!(&state.notified_holder, Some(Some(h)) if *h == self.holder);
+        let is_self = holder.as_deref() == Some(self.holder.as_str());
+        let notify = state.notified_holder.is_some() || holder.is_some();
+        state.notified_holder = Some(holder.clone());
+        notify.then_some(Action::OwnerChanged {
+            ip,
+            holder,
+            is_self,
+            was_self,
+        })
+    }
+
+    /// Forgets `ip` once it is neither desired nor held by this instance, and no operation on it is in flight.
+    fn forget_if_done(&mut self, ip: IpAddr) {
         let Some(state) = self.ips.get(&ip) else {
-            return false;
+            return;
+        };
+        if state.desire.is_some()
+            || self.busy.contains(&state.name)
+            || self.leases.get(&state.name).and_then(|l| l.holder()) == Some(self.holder.as_str())
+        {
+            return;
+        }
+        self.names.remove(&state.name);
+        self.ips.remove(&ip);
+        self.answered_before.remove(&ip);
+        self.schedule.forget(ip);
+    }
+
+    /// Decides one IP: sets its timer, pushes at most one lease operation, and returns whether it should be announced.
+    fn decide(&mut self, ip: IpAddr, now: Instant, healthy: bool, synced: bool, writes: &mut Vec<Action>) -> bool {
+        let verdict = self.judge(ip, now, healthy, synced);
+        if let Some(at) = verdict.wake {
+            self.schedule.set_timer(ip, at);
+        }
+        let (Some(step), Some(state)) = (verdict.step, self.ips.get(&ip)) else {
+            return verdict.announce;
         };
         let name = state.name.clone();
-        let lease = self.leases.get(&name).cloned();
-        let holder = lease.as_ref().and_then(|l| l.holder()).map(str::to_owned);
-        let desire = state.desire.clone();
-        let eligible = !self.stopping
-            && desire
-                .as_ref()
-                .is_some_and(|d| d.eligible_nodes.contains(self.me.node()));
-        let busy = self.busy.contains(&name);
-        let retry_at = state.retry_at;
-        let yielded_until = state.yielded_until;
-        let asserted_epoch = state.asserted_epoch;
-        let changed_at = state.changed_at;
-        let retry_ok = retry_at.is_none_or(|t| now >= t);
-        if let Some(t) = retry_at.filter(|t| *t > now) {
-            self.wake_at(t);
+        let lease = self.leases.get(&name);
+        let stale = state
+            .lost_at_view
+            .as_ref()
+            .is_some_and(|seen| seen.as_deref() == lease.map(LeaseRecord::rv));
+        match step {
+            // A race was lost and the watch still shows what we based the write on: read before writing again.
+            Step::Release | Step::Write { .. } if stale => {
+                let op = self.next_op();
+                self.busy.insert(name.clone());
+                self.ops.insert(op, Pending::IpRefresh { name: name.clone() });
+                writes.push(Action::Get { op, name });
+            }
+            Step::Release => {
+                if let Some(lease) = lease {
+                    let record = Self::release_record(lease);
+                    self.issue_ip_write(writes, record, Purpose::Release, false);
+                }
+            }
+            Step::Write { purpose, create } => {
+                let Some(Ok(record)) = state.desire.as_ref().map(|d| self.ip_record(ip, d, lease)) else {
+                    return verdict.announce;
+                };
+                if purpose == Purpose::Takeover
+                    && let Some(h) = lease.and_then(|l| l.holder())
+                    && let Some(check) = self.checks.get_mut(holder_node(h))
+                {
+                    check.covered.remove(&ip);
+                }
+                self.issue_ip_write(writes, record, purpose, create);
+            }
+            Step::Check { node } => self.issue_node_check(now, &node, writes),
+        }
+        verdict.announce
+    }
+
+    /// What `ip` needs now (see the module docs for the rules).
+    fn judge(&self, ip: IpAddr, now: Instant, healthy: bool, synced: bool) -> Verdict {
+        let mut verdict = Verdict::default();
+        let Some(state) = self.ips.get(&ip) else {
+            return verdict;
+        };
+        let lease = self.leases.get(&state.name);
+        let holder = lease.and_then(|l| l.holder());
+        let desire = state.desire.as_ref();
+        let eligible = !self.stopping && desire.is_some_and(|d| d.eligible_nodes.contains(self.me.node()));
+        let busy = self.busy.contains(&state.name);
+        let retry_ok = state.retry_at.is_none_or(|t| now >= t);
+        if let Some(t) = state.retry_at.filter(|t| *t > now) {
+            verdict.wake_at(t);
         }
 
-        if holder.as_deref() == Some(self.holder.as_str()) {
-            let Some(lease) = lease else { return false };
+        if holder == Some(self.holder.as_str()) {
             if !eligible {
-                // Withdraw first (this IP is not in `want`), then release in the same batch, after the withdrawal.
+                // Withdraw first (the verdict does not announce), then release in the same batch.
                 if !busy && retry_ok {
-                    self.issue_ip_write(writes, Self::release_record(&lease), Purpose::Release, false);
+                    verdict.step = Some(Step::Release);
                 }
-                return false;
+                return verdict;
             }
-            let yield_until = yielded_until.filter(|t| now < *t);
-            if let Some(t) = yield_until {
-                self.wake_at(t);
-                return false;
+            if let Some(t) = state.yielded_until.filter(|t| now < *t) {
+                verdict.wake_at(t);
+                return verdict;
             }
-            let asserted = asserted_epoch == Some(self.epoch);
+            let asserted = state.asserted_epoch == Some(self.epoch);
             let held = self.policy == OutagePolicy::Hold && self.hold_set.contains(&ip) && self.announced.contains(&ip);
             if !healthy {
-                return held;
+                verdict.announce = held;
+                return verdict;
             }
             if !asserted && !busy && retry_ok {
-                let Some(desire) = desire else { return false };
-                match self.ip_record(ip, &desire, Some(&lease)) {
-                    Ok(record) => self.issue_ip_write(writes, record, Purpose::Reassert, false),
-                    Err(_) => return false,
-                }
+                verdict.step = Some(Step::Write {
+                    purpose: Purpose::Reassert,
+                    create: false,
+                });
             }
-            return asserted || held;
+            verdict.announce = asserted || held;
+            return verdict;
         }
 
         // Not ours: never announce. Maybe acquire or take over.
-        let Some(desire) = desire else { return false };
-        if !eligible || !healthy || !synced || busy || !retry_ok {
-            return false;
-        }
-        let Some(k) = self.my_rank(ip, &desire, now) else {
-            return false;
+        let Some(desire) = desire else {
+            return verdict;
         };
-        let stagger = self.timing.stagger_step * k;
-        match holder {
-            None => {
+        if !eligible || !healthy || !synced || busy || !retry_ok {
+            return verdict;
+        }
+        let Some(k) = self.my_rank(ip, desire, now) else {
+            return verdict;
+        };
+        match (holder, lease) {
+            (None, lease) => {
                 // Warm-up: act on free IPs only once every live node had a renew period to show up in our watch,
                 // so a cold start of the whole cluster ranks against the full candidate list, not first-come.
                 let warm = self.synced_at.map_or(now, |s| s + self.timing.node_renew_period);
-                let at = changed_at.max(warm) + stagger;
-                if now < at {
-                    self.wake_at(at);
-                    return false;
-                }
                 let create = lease.is_none();
-                if let Ok(record) = self.ip_record(ip, &desire, lease.as_ref()) {
-                    self.issue_ip_write(writes, record, Purpose::Acquire, create);
+                // A lease nobody created yet is a new IP, which no holder is handing over: the lower ranks give the
+                // first a renew period each, time for its create to reach their watch even under load, instead of
+                // racing it (a lost create costs two requests). A released lease is a handover, taken at once.
+                let step = if create {
+                    self.timing.stagger_step.max(self.timing.node_renew_period)
+                } else {
+                    self.timing.stagger_step
+                };
+                let at = state.changed_at.max(warm) + step * k;
+                if now < at {
+                    verdict.wake_at(at);
+                } else {
+                    verdict.step = Some(Step::Write {
+                        purpose: Purpose::Acquire,
+                        create,
+                    });
                 }
             }
-            Some(h) => {
-                let Some(dead_from) = self.holder_dead_from(&h) else {
-                    return false;
+            (Some(h), Some(lease)) => {
+                let Some(dead_from) = self.holder_dead_from(h) else {
+                    return verdict;
                 };
-                let at = dead_from.max(changed_at) + stagger;
-                if now < at {
-                    self.wake_at(at);
-                    return false;
+                // A live holder is left alone, with no timer: its death point is a node expiry, at which every IP
+                // is decided again.
+                if now < dead_from {
+                    return verdict;
                 }
-                let lease = lease.expect("a holder implies a lease");
-                let node = holder_node(&h).to_owned();
-                match self.check_verdict(&node, ip, &h, lease.rv(), now) {
+                let at = dead_from.max(state.changed_at) + self.timing.stagger_step * k;
+                if now < at {
+                    verdict.wake_at(at);
+                    return verdict;
+                }
+                let node = holder_node(h);
+                let check = self.checks.get(node);
+                match check.map_or(CheckVerdict::Read, |c| c.verdict(ip, h, lease.rv(), now, &self.timing)) {
                     CheckVerdict::Takeover => {
-                        if let Some(check) = self.checks.get_mut(&node) {
-                            check.covered.remove(&ip);
-                        }
-                        if let Ok(record) = self.ip_record(ip, &desire, Some(&lease)) {
-                            self.issue_ip_write(writes, record, Purpose::Takeover, false);
-                        }
+                        verdict.step = Some(Step::Write {
+                            purpose: Purpose::Takeover,
+                            create: false,
+                        });
                     }
                     CheckVerdict::Wait(until) => {
                         if let Some(t) = until {
-                            self.wake_at(t);
+                            verdict.wake_at(t);
                         }
                     }
-                    CheckVerdict::Read => self.issue_node_check(now, &node, writes),
+                    CheckVerdict::Read => verdict.step = Some(Step::Check { node: node.to_owned() }),
                 }
             }
+            (Some(_), None) => {}
         }
-        false
-    }
-
-    /// What the takeover check of `node` allows for `ip`, whose lease (at `ip_rv`) names the dead holder `holder`.
-    fn check_verdict(&self, node: &str, ip: IpAddr, holder: &str, ip_rv: &str, now: Instant) -> CheckVerdict {
-        let Some(check) = self.checks.get(node) else {
-            return CheckVerdict::Read;
-        };
-        // One read of a node lease at a time: wait for it, whether or not it covers this IP.
-        let Some(answered_at) = check.answered_at.filter(|_| check.op.is_none()) else {
-            return CheckVerdict::Wait(None);
-        };
-        if !check.confirmed.contains(holder) {
-            // The holder renewed after all (our watch is behind), or the read failed: read again after R.
-            let again = answered_at + self.timing.node_renew_period;
-            return if now < again {
-                CheckVerdict::Wait(Some(again))
-            } else {
-                CheckVerdict::Read
-            };
-        }
-        let fresh = now <= answered_at + self.timing.stagger_step * CHECK_FRESHNESS_STEPS;
-        let covers = check.covered.get(&ip).is_some_and(|(rv, h)| rv == ip_rv && h == holder);
-        if fresh && covers {
-            CheckVerdict::Takeover
-        } else {
-            CheckVerdict::Read
-        }
+        verdict
     }
 
     /// Sends the one takeover check of `node`: a GET of its node lease covering every desired IP whose lease names a
@@ -1189,16 +1302,7 @@ impl OwnershipCore {
         }
         let op = self.next_op();
         self.ops.insert(op, Pending::TakeoverCheck { node: node.to_owned() });
-        self.checks.insert(
-            node.to_owned(),
-            NodeCheck {
-                op: Some(op),
-                covered,
-                expect,
-                answered_at: None,
-                confirmed: BTreeSet::new(),
-            },
-        );
+        self.checks.insert(node.to_owned(), NodeCheck::sent(op, covered, expect));
         out.push(Action::Get {
             op,
             name: naming::node_lease_name(node),
@@ -1215,20 +1319,7 @@ impl OwnershipCore {
             .cloned()
             .collect();
         for lease in orphans {
-            let op = self.next_op();
-            self.busy.insert(lease.name.clone());
-            self.ops.insert(
-                op,
-                Pending::IpWrite {
-                    name: lease.name.clone(),
-                    sent_epoch: self.epoch,
-                    purpose: Purpose::Release,
-                },
-            );
-            out.push(Action::Replace {
-                op,
-                record: Self::release_record(&lease),
-            });
+            self.issue_ip_write(out, Self::release_record(&lease), Purpose::Release, false);
         }
         let ip_work_left = self
             .ops

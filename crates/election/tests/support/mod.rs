@@ -38,6 +38,8 @@ pub struct SimConfig {
     pub wire_delay: Duration,
     /// Fail the test as soon as two agents announce the same IP.
     pub strict: bool,
+    /// Every decision round of every agent visits every IP ([`OwnershipCore::decide_every_ip`]).
+    pub decide_every_ip: bool,
 }
 
 impl Default for SimConfig {
@@ -51,6 +53,7 @@ impl Default for SimConfig {
             wire_yield: true,
             wire_delay: ms(5),
             strict: true,
+            decide_every_ip: false,
         }
     }
 }
@@ -174,7 +177,11 @@ impl Sim {
     fn new_core(&mut self, node: &str) -> OwnershipCore {
         self.next_instance += 1;
         let id = Identity::new(node, format!("i{}", self.next_instance)).expect("identity");
-        OwnershipCore::new(id, self.cfg.timing, self.cfg.policy)
+        let mut core = OwnershipCore::new(id, self.cfg.timing, self.cfg.policy);
+        if self.cfg.decide_every_ip {
+            core.decide_every_ip();
+        }
+        core
     }
 
     /// Adds and starts an agent; returns its index.
