@@ -176,17 +176,10 @@ struct IpWrite {
 #[derive(Debug)]
 enum Pending {
     NodeGet,
-    NodeWrite {
-        sent_at: Instant,
-        release: bool,
-    },
+    NodeWrite { sent_at: Instant, release: bool },
     IpWrite(IpWrite),
-    TakeoverCheck {
-        node: String,
-    },
-    IpRefresh {
-        name: String,
-    },
+    TakeoverCheck { node: String },
+    IpRefresh { name: String },
 }
 
 #[derive(Debug, Clone)]
@@ -1302,7 +1295,8 @@ impl OwnershipCore {
         }
         let op = self.next_op();
         self.ops.insert(op, Pending::TakeoverCheck { node: node.to_owned() });
-        self.checks.insert(node.to_owned(), NodeCheck::sent(op, covered, expect));
+        self.checks
+            .insert(node.to_owned(), NodeCheck::sent(op, covered, expect));
         out.push(Action::Get {
             op,
             name: naming::node_lease_name(node),

@@ -72,7 +72,11 @@ pub(super) enum CheckVerdict {
 
 impl NodeCheck {
     /// A check sent now, covering `covered` with the expectations `expect`.
-    pub(super) fn sent(op: OpId, covered: BTreeMap<IpAddr, (String, String)>, expect: BTreeMap<String, Expect>) -> Self {
+    pub(super) fn sent(
+        op: OpId,
+        covered: BTreeMap<IpAddr, (String, String)>,
+        expect: BTreeMap<String, Expect>,
+    ) -> Self {
         Self {
             op: Some(op),
             covered,
