@@ -213,8 +213,10 @@ pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
 }
 
 /// The pool recorded in `herald.dev/allocated-from`.
-pub fn allocated_from(svc: &Service) -> Option<String> {
-    svc.annotations().get(names::ANNOTATION_ALLOCATED_FROM).cloned()
+pub fn allocated_from(svc: &Service) -> Option<&str> {
+    svc.annotations()
+        .get(names::ANNOTATION_ALLOCATED_FROM)
+        .map(String::as_str)
 }
 
 /// What the Service records about its allocation, for [`herald_ipam::Allocator::rebuild`] at start.
@@ -225,7 +227,7 @@ pub fn existing_assignment(svc: &Service, request: ServiceRequest) -> Option<Exi
     }
     Some(ExistingAssignment {
         request,
-        pool: allocated_from(svc),
+        pool: allocated_from(svc).map(str::to_string),
         ips,
     })
 }
