@@ -158,7 +158,13 @@ pub async fn run(
     };
     // Events and Service annotations are written by tasks of their own: a slow API server never holds up the loop.
     let events = EventPublisher::spawn(client.clone(), reporter, None, cancel.clone());
-    let writer = Writer::spawn(client.clone(), events.clone(), node.clone(), cancel.clone());
+    let writer = Writer::spawn(
+        client.clone(),
+        services.store(),
+        events.clone(),
+        node.clone(),
+        cancel.clone(),
+    );
     let mut core = AnnouncerCore::new(&node);
     let mut bgp = bgp::BgpAnnouncer::default();
     // BGP status (sessions, conditions) is written by a task of its own too.
