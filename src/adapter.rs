@@ -21,9 +21,14 @@ pub fn service_key(svc: &Service) -> ServiceKey {
     ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
 }
 
-/// The new `herald.dev/announced-by` value (`ip=node,ip=node`, one entry per Service IP): `ip=node` set, entries for
-/// IPs the Service no longer has dropped, sorted.
-pub fn announced_by(existing: Option<&str>, service_ips: &[IpAddr], ip: IpAddr, node: &str) -> String {
+/// The new `herald.dev/announced-by` value (`ip=node,ip=node`, one entry per Service IP): `ip=node` set for each of
+/// `announced`, entries for IPs the Service no longer has dropped, sorted.
+pub fn announced_by(
+    existing: Option<&str>,
+    service_ips: &[IpAddr],
+    announced: impl IntoIterator<Item = IpAddr>,
+    node: &str,
+) -> String {
     let mut entries: std::collections::BTreeMap<IpAddr, String> = existing
         .unwrap_or_default()
         .split(',')
@@ -33,7 +38,7 @@ pub fn announced_by(existing: Option<&str>, service_ips: &[IpAddr], ip: IpAddr, 
         })
         .filter(|(i, _)| service_ips.contains(i))
         .collect();
-    entries.insert(ip, node.to_string());
+    entries.extend(announced.into_iter().map(|ip| (ip, node.to_string())));
     entries
         .iter()
         .map(|(i, n)| format!("{i}={n}"))
@@ -213,8 +218,10 @@ pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
 }
 
 /// The pool recorded in `herald.dev/allocated-from`.
-pub fn allocated_from(svc: &Service) -> Option<String> {
-    svc.annotations().get(names::ANNOTATION_ALLOCATED_FROM).cloned()
+pub fn allocated_from(svc: &Service) -> Option<&str> {
+    svc.annotations()
+        .get(names::ANNOTATION_ALLOCATED_FROM)
+        .map(String::as_str)
 }
 
 /// What the Service records about its allocation, for [`herald_ipam::Allocator::rebuild`] at start.
@@ -225,7 +232,7 @@ pub fn existing_assignment(svc: &Service, request: ServiceRequest) -> Option<Exi
     }
     Some(ExistingAssignment {
         request,
-        pool: allocated_from(svc),
+        pool: allocated_from(svc).map(str::to_string),
         ips,
     })
 }
@@ -473,6 +480,23 @@ mod tests {
         assert_eq!(
             label_selector(&bad).unwrap_err(),
             "unknown operator 'Near' on key 'env'"
+        );
+    }
+
+    #[test]
+    fn announced_by_sets_this_nodes_ips_and_keeps_the_others_entries() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ips = [ip("192.0.2.1"), ip("2001:db8::1")];
+        assert_eq!(announced_by(None, &ips, [ip("192.0.2.1")], "n1"), "192.0.2.1=n1");
+        assert_eq!(
+            announced_by(Some("2001:db8::1=n2,192.0.2.1=n2"), &ips, [ip("192.0.2.1")], "n1"),
+            "192.0.2.1=n1,2001:db8::1=n2",
+            "the other IP's entry stays"
+        );
+        assert_eq!(
+            announced_by(Some("192.0.2.9=n2, junk,192.0.2.1=n2"), &ips, ips, "n1"),
+            "192.0.2.1=n1,2001:db8::1=n1",
+            "both IPs in one value; a gone IP and garbage are dropped"
         );
     }
 

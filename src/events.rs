@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use herald_api::text::{EVENT_NOTE_BYTES, truncate_bytes};
@@ -239,8 +239,9 @@ struct Pending {
 pub struct EventPublisher {
     queue: mpsc::Sender<Pending>,
     outcomes: Option<Family<WriteLabels, Counter>>,
-    /// Set while the queue is full, so a burst of dropped Events is logged once.
-    overflowing: Arc<AtomicBool>,
+    /// Events dropped since the queue last had room: a burst is logged when it starts and, with its count, when
+    /// it ends.
+    dropped: Arc<AtomicU64>,
 }
 
 impl EventPublisher {
@@ -275,7 +276,7 @@ impl EventPublisher {
         let publisher = Self {
             queue,
             outcomes,
-            overflowing: Arc::default(),
+            dropped: Arc::default(),
         };
         (publisher, task)
     }
@@ -288,10 +289,18 @@ impl EventPublisher {
             regarding,
         };
         match self.queue.try_send(pending) {
-            Ok(()) => self.overflowing.store(false, Ordering::Relaxed),
+            Ok(()) => {
+                let dropped = self.dropped.swap(0, Ordering::Relaxed);
+                if dropped > 0 {
+                    warn!(
+                        dropped,
+                        "the Event queue has room again; Events dropped while it was full: {dropped}"
+                    );
+                }
+            }
             Err(mpsc::error::TrySendError::Full(p)) => {
                 count_outcome(&self.outcomes, "error");
-                if !self.overflowing.swap(true, Ordering::Relaxed) {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn!(
                         reason = p.event.reason,
                         object = p.regarding.name.as_deref().unwrap_or_default(),
@@ -708,6 +717,11 @@ mod tests {
         assert!(
             dropped as usize >= 3 * QUEUE,
             "beyond the queue, Events are dropped ({dropped})"
+        );
+        assert_eq!(
+            publisher.dropped.load(Ordering::Relaxed),
+            dropped,
+            "counted for the log line too (the announcer has no metric for them)"
         );
         cancel.cancel();
     }

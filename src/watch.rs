@@ -1,5 +1,6 @@
 //! The one way Herald's controllers read the cluster: reflectors whose events wake the loops that read them.
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -9,7 +10,8 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
 use herald_api::decode::{Lenient, Unreadable};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
@@ -90,11 +92,85 @@ where
     }
 }
 
-/// The object as a store keeps it: without `managedFields`, which Herald never reads and which is often the largest
-/// part of an object (every field manager's field set: kubectl, the controllers, Herald's own status writes).
-fn slim<K: Resource>(mut object: K) -> K {
-    object.meta_mut().managed_fields = None;
+/// The annotation in which `kubectl apply` keeps a copy of the whole object as last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The object as a store keeps it: without what no Herald code reads and what is often the largest part of an
+/// object. Every reader of these stores (the allocator's snapshot and Lease collection, the announcer's desired state
+/// and BGP plan, the writer's announced-by record) reads only what is kept here; a new reader of another field must
+/// keep that field here too (`slim_keeps_everything_herald_reads` checks the readers that exist).
+/// - Any kind: `managedFields` (every field manager's field set: kubectl, the controllers, Herald's own status
+///   writes) and the `kubectl apply` copy of the object in `kubectl.kubernetes.io/last-applied-configuration`.
+/// - Service: `status.conditions`.
+/// - Node: everything but its name, labels, deletion timestamp, `NetworkUnavailable` condition and addresses (what
+///   the announcer reads): among what goes, `status.images` (up to 50 images with all their names: often most of a
+///   Node), annotations, and the kubelet's heartbeat conditions.
+/// - EndpointSlice: per endpoint only `nodeName` and `conditions` (the announcer's `externalTrafficPolicy: Local`
+///   rule); annotations, addresses, `targetRef`, `hints`, `zone` and the slice's `ports` go.
+///
+/// Besides memory, this keeps the kinds that change most often from waking the loops for nothing: a pod moving
+/// between two addresses on one node, or a kubelet heartbeat, leaves the slimmed object as it was ([`unchanged`]).
+fn slim<K: Resource + 'static>(mut object: K) -> K {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+    let any: &mut dyn Any = &mut object;
+    if let Some(svc) = any.downcast_mut::<Service>() {
+        if let Some(status) = &mut svc.status {
+            status.conditions = None;
+        }
+    } else if let Some(node) = any.downcast_mut::<Node>() {
+        node.metadata.annotations = None;
+        node.spec = None;
+        node.status = node.status.take().map(|status| NodeStatus {
+            addresses: status.addresses,
+            conditions: status
+                .conditions
+                .map(|c| c.into_iter().filter(|c| c.type_ == "NetworkUnavailable").collect()),
+            ..Default::default()
+        });
+    } else if let Some(slice) = any.downcast_mut::<EndpointSlice>() {
+        slice.metadata.annotations = None;
+        slice.ports = None;
+        for endpoint in slice.endpoints.iter_mut().flatten() {
+            *endpoint = Endpoint {
+                node_name: endpoint.node_name.take(),
+                conditions: endpoint.conditions.take(),
+                ..Default::default()
+            };
+        }
+    }
     object
+}
+
+/// Whether a slimmed Node or EndpointSlice holds nothing new compared with the stored one: the same but for its
+/// resourceVersion and generation. Those two kinds change often (kubelet status, pods coming and going) in ways
+/// [`slim`] removes; any other kind always counts as changed.
+fn unchanged<K: 'static>(new: &K, stored: &K) -> bool {
+    let (new, stored): (&dyn Any, &dyn Any) = (new, stored);
+    let same_meta = |a: &ObjectMeta, b: &ObjectMeta| {
+        let a = ObjectMeta {
+            resource_version: b.resource_version.clone(),
+            generation: b.generation,
+            ..a.clone()
+        };
+        a == *b
+    };
+    if let (Some(a), Some(b)) = (new.downcast_ref::<Node>(), stored.downcast_ref::<Node>()) {
+        return a.spec == b.spec && a.status == b.status && same_meta(&a.metadata, &b.metadata);
+    }
+    if let (Some(a), Some(b)) = (
+        new.downcast_ref::<EndpointSlice>(),
+        stored.downcast_ref::<EndpointSlice>(),
+    ) {
+        return a.address_type == b.address_type
+            && a.endpoints == b.endpoints
+            && a.ports == b.ports
+            && same_meta(&a.metadata, &b.metadata);
+    }
+    false
 }
 
 /// Objects of one kind that could not be read, by `namespace/name` (or `name`).
@@ -167,8 +243,10 @@ where
     K: Lookup + Resource + Clone + 'static,
     <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    /// Applies one watch event to the store.
-    fn apply(&mut self, event: watcher::Event<Lenient<K>>) {
+    /// Applies one watch event to the store. Returns whether the loops must hear of it: not for an object that
+    /// changed in nothing Herald keeps ([`unchanged`]).
+    fn apply(&mut self, event: watcher::Event<Lenient<K>>) -> bool {
+        let mut news = true;
         let event = match event {
             watcher::Event::Init => {
                 self.seen_in_list.clear();
@@ -186,8 +264,11 @@ where
             }
             watcher::Event::Apply(object) => match object {
                 Lenient::Read(object) => {
-                    self.unreadable.lock().remove(&key_of(object.meta()));
-                    Some(watcher::Event::Apply(slim(object)))
+                    let was_unreadable = self.unreadable.lock().remove(&key_of(object.meta())).is_some();
+                    let object = slim(object);
+                    let stored = self.writer.as_reader().get(&ObjectRef::from_obj(&object));
+                    news = was_unreadable || stored.is_none_or(|stored| !unchanged(&object, &stored));
+                    Some(watcher::Event::Apply(object))
                 }
                 // The store keeps the last readable version.
                 Lenient::Unreadable(u) => {
@@ -209,6 +290,7 @@ where
                 self.listed.send_replace(true);
             }
         }
+        news
     }
 
     /// The object to keep in the store: the object itself, or for an unreadable one its last readable version.
@@ -237,7 +319,11 @@ where
 
     /// Remembers `u`, saying so in the log when the reason is new (not on every write to the object, such as
     /// Herald's own status writes).
-    fn record(&self, u: Unreadable) {
+    fn record(&self, mut u: Unreadable) {
+        u.metadata.managed_fields = None;
+        if let Some(annotations) = &mut u.metadata.annotations {
+            annotations.remove(LAST_APPLIED);
+        }
         let name = key_of(&u.metadata);
         let mut unreadable = self.unreadable.lock();
         let known = unreadable.get(&name).is_some_and(|old| old.reason == u.reason);
@@ -292,8 +378,9 @@ async fn drive<K, S>(
                 ev = stream.try_next() => match ev {
                     Ok(Some(ev)) => {
                         list_in_flight = matches!(ev, watcher::Event::Init | watcher::Event::InitApply(_));
-                        sink.apply(ev);
-                        wakers.wake();
+                        if sink.apply(ev) {
+                            wakers.wake();
+                        }
                     }
                     Ok(None) => return,
                     Err(e) => {
@@ -561,6 +648,186 @@ mod tests {
             "metadata": {"name": name, "namespace": "ns", "resourceVersion": version},
             "spec": {"ports": [{"port": port}]}}))
         .unwrap()
+    }
+
+    fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    const LAST_APPLIED_JSON: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"}}"#;
+
+    /// A Service as `kubectl apply` and the controllers leave it, with every field Herald reads set.
+    fn full_service() -> Service {
+        from_json(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
+                "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"team": "a"},
+                "annotations": {LAST_APPLIED: LAST_APPLIED_JSON, "herald.dev/eip": "lan",
+                    "herald.dev/sharing-key": "k", "herald.dev/allocated-from": "lan",
+                    "herald.dev/announced-by": "192.0.2.1=n1", "metallb.io/loadBalancerIPs": "192.0.2.1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1"}]},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": "herald.dev/lb", "externalTrafficPolicy": "Local",
+                "ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"], "selector": {"app": "web"},
+                "loadBalancerIP": "192.0.2.1",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080, "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1", "ipMode": "VIP"}]},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "R", "message": "m",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}))
+    }
+
+    fn full_node(name: &str, heartbeat: &str, image: &str) -> Node {
+        from_json(serde_json::json!({
+            "metadata": {"name": name, "uid": "n-u1", "resourceVersion": heartbeat, "labels": {"rack": "1"},
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0", LAST_APPLIED: "{}"}},
+            "spec": {"podCIDR": "10.244.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "198.51.100.1"}],
+                "conditions": [
+                    {"type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat},
+                    {"type": "NetworkUnavailable", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "images": [{"names": [image], "sizeBytes": 1000}],
+                "nodeInfo": {"architecture": "amd64", "bootID": "b", "containerRuntimeVersion": "c", "kernelVersion": "k",
+                    "kubeProxyVersion": "", "kubeletVersion": "v", "machineID": "m", "operatingSystem": "linux",
+                    "osImage": "o", "systemUUID": "s"},
+                "capacity": {"cpu": "2"}}}))
+    }
+
+    fn full_slice(version: &str, address: &str, ready: bool) -> EndpointSlice {
+        from_json(serde_json::json!({
+            "metadata": {"name": "web-x", "namespace": "shop", "resourceVersion": version, "generation": 3,
+                "labels": {"kubernetes.io/service-name": "web"},
+                "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": version}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "nodeName": "n1", "zone": "z",
+                "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                "targetRef": {"kind": "Pod", "namespace": "shop", "name": "web-1", "uid": "p1"}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
+    }
+
+    /// Every reader of the stores gets from a slimmed object what it gets from the whole one.
+    #[test]
+    fn slim_keeps_everything_herald_reads() {
+        use crate::adapter;
+        use crate::announcer::desired::{ClusterView, desired, node_usable};
+
+        let svc = full_service();
+        let slimmed = slim(svc.clone());
+        let labels = herald_ipam::Labels::new();
+        assert_eq!(
+            adapter::service_request(&slimmed, &labels),
+            adapter::service_request(&svc, &labels)
+        );
+        assert_eq!(adapter::handles(&slimmed, false), adapter::handles(&svc, false));
+        assert_eq!(adapter::status_ips(&slimmed), adapter::status_ips(&svc));
+        assert_eq!(adapter::allocated_from(&slimmed), adapter::allocated_from(&svc));
+        assert_eq!(slimmed.object_ref(&()), svc.object_ref(&()));
+        assert_eq!(
+            slimmed.metadata.annotations.as_ref().unwrap()["herald.dev/announced-by"],
+            "192.0.2.1=n1"
+        );
+        assert_eq!(slimmed.metadata.resource_version, svc.metadata.resource_version);
+
+        let node = full_node("n1", "2026-01-01T00:00:00Z", "nginx");
+        let slim_node = slim(node.clone());
+        assert_eq!(node_usable(&slim_node), node_usable(&node));
+        assert_eq!(slim_node.metadata.labels, node.metadata.labels);
+        let addresses = |n: &Node| n.status.as_ref().unwrap().addresses.clone();
+        assert_eq!(
+            addresses(&slim_node),
+            addresses(&node),
+            "the BGP router id and next hop"
+        );
+
+        let eip: herald_api::Eip = from_json(serde_json::json!({"metadata": {"name": "lan"},
+            "spec": {"addresses": ["192.0.2.0/24"], "nodeSelector": {"matchLabels": {"rack": "1"}}}}));
+        let slice = full_slice("1", "10.0.0.1", true);
+        let view = |svc: Service, node: Node, slice: EndpointSlice| ClusterView {
+            services: vec![Arc::new(svc)],
+            eips: vec![Arc::new(eip.clone())],
+            nodes: vec![Arc::new(node)],
+            endpoint_slices: vec![Arc::new(slice)],
+        };
+        let whole = desired(&view(svc, node, slice.clone()), false);
+        assert_eq!(whole[&"192.0.2.1".parse().unwrap()].eligible_nodes.len(), 1);
+        assert_eq!(desired(&view(slimmed, slim_node, slim(slice)), false), whole);
+    }
+
+    #[test]
+    fn slim_drops_the_bulk() {
+        let svc = slim(full_service());
+        assert!(!svc.metadata.annotations.as_ref().unwrap().contains_key(LAST_APPLIED));
+        assert_eq!(svc.metadata.managed_fields, None);
+        assert_eq!(svc.status.as_ref().unwrap().conditions, None);
+        let node = slim(full_node("n1", "2026-01-01T00:00:00Z", "nginx"));
+        let status = node.status.unwrap();
+        assert_eq!((status.images, status.node_info, status.capacity), (None, None, None));
+        assert_eq!(status.conditions.unwrap().len(), 1, "only NetworkUnavailable");
+        assert_eq!((node.spec, node.metadata.annotations), (None, None));
+        let slice = slim(full_slice("1", "10.0.0.1", true));
+        let endpoint = &slice.endpoints.as_ref().unwrap()[0];
+        assert_eq!((endpoint.target_ref.as_ref(), endpoint.addresses.len()), (None, 0));
+        assert_eq!(endpoint.node_name.as_deref(), Some("n1"));
+        assert_eq!((slice.ports, slice.metadata.annotations), (None, None));
+    }
+
+    /// A Sink for kind `K` alone (no watch): what `apply` stores and whether it wakes the loops.
+    fn sink<K>() -> (Sink<K>, Store<K>)
+    where
+        K: Lookup + Resource + Clone + 'static,
+        <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    {
+        let (store, writer) = reflector::store::<K>();
+        let sink = Sink {
+            writer,
+            listed: tokio::sync::watch::channel(false).0,
+            unreadable: Unreadables::default(),
+            seen_in_list: BTreeSet::new(),
+            kind: "test".into(),
+        };
+        (sink, store)
+    }
+
+    #[test]
+    fn heartbeats_and_pod_addresses_wake_nobody() {
+        fn apply<K>(object: K) -> watcher::Event<Lenient<K>> {
+            watcher::Event::Apply(Lenient::Read(object))
+        }
+        let (mut nodes, store) = sink::<Node>();
+        assert!(
+            nodes.apply(apply(full_node("n1", "2026-01-01T00:00:00Z", "nginx"))),
+            "new"
+        );
+        assert!(
+            !nodes.apply(apply(full_node("n1", "2026-01-01T00:00:10Z", "redis"))),
+            "a heartbeat and another image"
+        );
+        let kept = store.get(&ObjectRef::new("n1")).unwrap();
+        assert_eq!(
+            kept.metadata.resource_version.as_deref(),
+            Some("2026-01-01T00:00:10Z"),
+            "the store still takes the newest version"
+        );
+        let mut relabelled = full_node("n1", "2026-01-01T00:00:20Z", "redis");
+        relabelled.metadata.labels = None;
+        assert!(nodes.apply(apply(relabelled)), "labels are read");
+        assert!(
+            nodes.apply(apply(full_node("n2", "2026-01-01T00:00:20Z", "redis"))),
+            "another node"
+        );
+
+        let (mut slices, _) = sink::<EndpointSlice>();
+        assert!(slices.apply(apply(full_slice("1", "10.0.0.1", true))));
+        assert!(
+            !slices.apply(apply(full_slice("2", "10.0.0.2", true))),
+            "a new pod on the same node"
+        );
+        assert!(
+            slices.apply(apply(full_slice("3", "10.0.0.2", false))),
+            "readiness is read"
+        );
+
+        let (mut services, _) = sink::<Service>();
+        assert!(services.apply(apply(full_service())));
+        assert!(services.apply(apply(full_service())), "any other kind always wakes");
     }
 
     #[tokio::test(start_paused = true)]

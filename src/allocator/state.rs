@@ -410,7 +410,7 @@ impl AllocatorState {
                 ips: ips.clone(),
             });
         }
-        if current_pool != pool {
+        if current_pool != pool.as_deref() {
             plan.writes.push(Write::ServiceAllocatedFrom {
                 service: key.clone(),
                 pool: pool.clone(),
@@ -581,7 +581,7 @@ fn frozen_pool(name: &str, snap: &Snapshot) -> Option<(PoolSpec, Pool)> {
     let held: BTreeSet<IpAddr> = snap
         .services
         .iter()
-        .filter(|s| convert::allocated_from(s).as_deref() == Some(name))
+        .filter(|s| convert::allocated_from(s) == Some(name))
         .flat_map(|s| convert::status_ips(s))
         .collect();
     if held.is_empty() {

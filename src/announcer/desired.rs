@@ -2,7 +2,8 @@
 //! Services behind it, and which nodes may announce it. Pure: the same objects give the same answer on every
 //! agent, which the election relies on (every agent ranks the same candidate list).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use herald_api::{Eip, Protocol, names};
 use herald_ipam::{LabelSelector, Labels, ServiceKey};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::adapter as convert;
@@ -33,8 +35,8 @@ pub struct Announcement {
 }
 
 /// The Services on one IP and where the IP may be announced from.
-struct IpGroup {
-    eip: String,
+struct IpGroup<'a> {
+    eip: &'a str,
     services: BTreeSet<ServiceKey>,
     /// `None`: any node; `Some(nodes)`: only these (every Service on the IP is `externalTrafficPolicy: Local`).
     allowed: Option<BTreeSet<String>>,
@@ -66,16 +68,36 @@ pub fn node_usable(node: &Node) -> bool {
         .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True")
 }
 
+/// The EndpointSlices of each Service, by (namespace, `kubernetes.io/service-name`): built once per computation, so
+/// that finding a Service's slices does not scan every slice of the cluster.
+type SlicesByService<'a> = HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>;
+
+fn slices_by_service(slices: &[Arc<EndpointSlice>]) -> SlicesByService<'_> {
+    let mut index: SlicesByService<'_> = HashMap::new();
+    for slice in slices {
+        let (Some(namespace), Some(service)) = (
+            slice.metadata.namespace.as_deref(),
+            slice.labels().get(SERVICE_NAME_LABEL),
+        ) else {
+            continue;
+        };
+        index.entry((namespace, service.as_str())).or_default().push(slice);
+    }
+    index
+}
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 /// Nodes with a ready (or still serving) endpoint of the Service, and whether some ready endpoint had no node
 /// name at all (then locality cannot be known).
-fn local_endpoint_nodes(slices: &[Arc<EndpointSlice>], svc: &ServiceKey) -> (BTreeSet<String>, bool) {
+fn local_endpoint_nodes(slices: &SlicesByService<'_>, svc: &ServiceKey) -> (BTreeSet<String>, bool) {
     let mut nodes = BTreeSet::new();
     let mut anonymous = false;
+    let Some(slices) = slices.get(&(svc.namespace.as_str(), svc.name.as_str())) else {
+        return (nodes, anonymous);
+    };
     for slice in slices {
-        let owner = slice.labels().get("kubernetes.io/service-name");
-        if slice.namespace().as_deref() != Some(svc.namespace.as_str()) || owner != Some(&svc.name) {
-            continue;
-        }
         for ep in slice.endpoints.iter().flatten() {
             let c = ep.conditions.as_ref();
             // Ready, or terminating but still serving (KEP-1669): traffic still reaches it.
@@ -94,11 +116,77 @@ fn local_endpoint_nodes(slices: &[Arc<EndpointSlice>], svc: &ServiceKey) -> (BTr
     (nodes, anonymous)
 }
 
+/// An object's name as `ResourceExt::name_any` gives it, borrowed.
+fn name_of(meta: &ObjectMeta) -> &str {
+    meta.name
+        .as_deref()
+        .or(meta.generate_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// What one Eip contributes to each of its IPs: the usable nodes its `nodeSelector` picks, computed once per Eip
+/// rather than once per IP.
+struct EipNodes<'a> {
+    eip: &'a Eip,
+    selected: BTreeSet<&'a str>,
+}
+
+impl<'a> EipNodes<'a> {
+    fn new(eip: &'a Eip, usable_nodes: &[(&'a str, &'a Labels)]) -> Self {
+        let selector = eip.spec.node_selector.as_ref().map(convert::label_selector);
+        let selector: Option<LabelSelector> = match selector {
+            Some(Ok(s)) => Some(s),
+            // An unreadable selector selects nothing (the allocator reports the Eip as invalid).
+            Some(Err(_)) => {
+                return Self {
+                    eip,
+                    selected: BTreeSet::new(),
+                };
+            }
+            None => None,
+        };
+        let selected = usable_nodes
+            .iter()
+            .filter(|(_, labels)| selector.as_ref().is_none_or(|s| s.matches(labels)))
+            .map(|(name, _)| *name)
+            .collect();
+        Self { eip, selected }
+    }
+
+    /// The selected nodes that `local` allows (`None`: all of them).
+    fn eligible(&self, local: Option<&BTreeSet<String>>) -> BTreeSet<String> {
+        match local {
+            None => self.selected.iter().map(|n| n.to_string()).collect(),
+            // Walk the smaller set: an IP of an `externalTrafficPolicy: Local` Service usually has few.
+            Some(local) if local.len() < self.selected.len() => local
+                .iter()
+                .filter(|n| self.selected.contains(n.as_str()))
+                .cloned()
+                .collect(),
+            Some(local) => self
+                .selected
+                .iter()
+                .filter(|n| local.contains(**n))
+                .map(|n| n.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// Every IP to announce, with its eligible nodes.
+///
+/// Runs on every batch of watch events over the whole cluster, so each input is read once: the slices are indexed by
+/// Service, and each Eip's selected nodes are found once, not per IP.
 pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Announcement> {
-    let eips: BTreeMap<String, &Arc<Eip>> = view.eips.iter().map(|e| (e.name_any(), e)).collect();
-    let usable_nodes: Vec<&Arc<Node>> = view.nodes.iter().filter(|n| node_usable(n)).collect();
-    let mut by_ip: BTreeMap<IpAddr, IpGroup> = BTreeMap::new();
+    let eips: HashMap<&str, &Eip> = view.eips.iter().map(|e| (name_of(&e.metadata), &**e)).collect();
+    let usable_nodes: Vec<(&str, &Labels)> = view
+        .nodes
+        .iter()
+        .filter(|n| node_usable(n))
+        .map(|n| (name_of(&n.metadata), n.labels()))
+        .collect();
+    let mut slices: Option<SlicesByService<'_>> = None;
+    let mut by_ip: BTreeMap<IpAddr, IpGroup<'_>> = BTreeMap::new();
     for svc in view.services.iter().filter(|s| convert::handles(s, default_class)) {
         let Some(pool) = convert::allocated_from(svc) else {
             continue;
@@ -106,7 +194,8 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         let key = convert::service_key(svc);
         let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
         let allowed = if local {
-            let (nodes, anonymous) = local_endpoint_nodes(&view.endpoint_slices, &key);
+            let slices = slices.get_or_insert_with(|| slices_by_service(&view.endpoint_slices));
+            let (nodes, anonymous) = local_endpoint_nodes(slices, &key);
             // Endpoints without a node name (hand-made slices, some CNIs) cannot be placed: rather than announce
             // from nowhere, let every node announce and kube-proxy route.
             if nodes.is_empty() && anonymous {
@@ -121,7 +210,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
             match by_ip.get_mut(&ip) {
                 None => {
                     let group = IpGroup {
-                        eip: pool.clone(),
+                        eip: pool,
                         services: BTreeSet::from([key.clone()]),
                         allowed: allowed.clone(),
                     };
@@ -144,6 +233,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
             }
         }
     }
+    let mut per_eip: HashMap<&str, EipNodes<'_>> = HashMap::new();
     let mut out = BTreeMap::new();
     for (
         ip,
@@ -154,40 +244,24 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         },
     ) in by_ip
     {
-        let Some(eip) = eips.get(&pool) else { continue };
-        let selector = eip.spec.node_selector.as_ref().map(convert::label_selector);
-        let selector: Option<LabelSelector> = match selector {
-            Some(Ok(s)) => Some(s),
-            // An unreadable selector selects nothing (the allocator reports the Eip as invalid).
-            Some(Err(_)) => Some(LabelSelector {
-                match_expressions: vec![herald_ipam::LabelRequirement {
-                    key: "herald.dev/invalid-node-selector".into(),
-                    operator: herald_ipam::LabelOperator::Exists,
-                }],
-                ..Default::default()
-            }),
-            None => None,
+        let eip_nodes = match per_eip.entry(pool) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Some(eip) = eips.get(pool) else { continue };
+                e.insert(EipNodes::new(eip, &usable_nodes))
+            }
         };
-        let mut eligible = BTreeSet::new();
-        for node in &usable_nodes {
-            let labels: Labels = node.labels().clone();
-            if selector.as_ref().is_some_and(|s| !s.matches(&labels)) {
-                continue;
-            }
-            if local_nodes.as_ref().is_some_and(|l| !l.contains(&node.name_any())) {
-                continue;
-            }
-            eligible.insert(node.name_any());
-        }
+        let eligible = eip_nodes.eligible(local_nodes.as_ref());
         let ineligible_reason = eligible.is_empty().then(|| match &local_nodes {
             Some(l) if l.is_empty() => "externalTrafficPolicy: Local and no ready endpoint on any node".to_string(),
             Some(_) => "no node with a ready local endpoint matches the Eip's nodeSelector or is usable".to_string(),
             None => "no usable node matches the Eip's nodeSelector".to_string(),
         });
+        let eip = eip_nodes.eip;
         out.insert(
             ip,
             Announcement {
-                eip: pool,
+                eip: pool.to_string(),
                 protocol: eip.spec.protocol,
                 interface: eip.spec.interface.clone(),
                 services,
@@ -345,5 +419,336 @@ mod tests {
         v.services.push(Arc::new(s));
         v.services.push(svc("gone", "192.0.2.2", "Cluster", "deleted-pool"));
         assert!(desired(&v, true).is_empty());
+    }
+
+    /// Several Eips with different selectors, sharing and `externalTrafficPolicy: Local` with slices in several
+    /// namespaces: the per-Eip and per-Service shortcuts must not mix them up.
+    #[test]
+    fn selectors_and_local_endpoints_stay_apart_across_eips_and_namespaces() {
+        let mut v = view();
+        v.eips = vec![
+            eip("any", json!({"addresses": ["192.0.2.0/24"]})),
+            eip(
+                "rack1",
+                json!({"addresses": ["198.51.100.0/24"], "nodeSelector": {"matchLabels": {"rack": "1"}}}),
+            ),
+            eip(
+                "broken",
+                json!({"addresses": ["203.0.113.0/24"], "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "Near"}]}}),
+            ),
+        ];
+        let in_ns = |ns: &str, s: Arc<Service>| {
+            let mut s = (*s).clone();
+            s.metadata.namespace = Some(ns.into());
+            Arc::new(s)
+        };
+        let slice_in = |ns: &str, s: Arc<EndpointSlice>| {
+            let mut s = (*s).clone();
+            s.metadata.namespace = Some(ns.into());
+            Arc::new(s)
+        };
+        v.services = vec![
+            in_ns("one", svc("web", "192.0.2.1", "Local", "any")),
+            in_ns("two", svc("web", "198.51.100.1", "Local", "rack1")),
+            in_ns("two", svc("api", "192.0.2.2", "Cluster", "any")),
+            in_ns("two", svc("db", "203.0.113.1", "Cluster", "broken")),
+        ];
+        let on = |node: &str| json!([{"addresses": ["10.0.0.1"], "nodeName": node, "conditions": {"ready": true}}]);
+        v.endpoint_slices = vec![
+            slice_in("one", slice("web", on("b"))),
+            slice_in("two", slice("web", on("a"))),
+            slice_in("three", slice("web", on("a"))),
+        ];
+        let d = desired(&v, true);
+        assert_eq!(
+            d[&ip("192.0.2.1")].eligible_nodes,
+            set(&["b"]),
+            "one/web: its own slice"
+        );
+        assert_eq!(
+            d[&ip("198.51.100.1")].eligible_nodes,
+            set(&["a"]),
+            "two/web: rack 1 and local"
+        );
+        assert_eq!(d[&ip("192.0.2.2")].eligible_nodes, set(&["a", "b"]));
+        assert!(
+            d[&ip("203.0.113.1")].eligible_nodes.is_empty(),
+            "an unreadable selector selects nothing"
+        );
+        // The endpoint of two/web moves to b, which rack1 does not select.
+        v.endpoint_slices[1] = slice_in("two", slice("web", on("b")));
+        let d = desired(&v, true);
+        assert!(d[&ip("198.51.100.1")].eligible_nodes.is_empty());
+        assert_eq!(
+            d[&ip("198.51.100.1")].ineligible_reason.as_deref(),
+            Some("no node with a ready local endpoint matches the Eip's nodeSelector or is usable")
+        );
+        assert_eq!(desired(&v, true), reference(&v, true));
+    }
+
+    /// `desired` as first written: every IP visits every node, every Local Service every slice. Slow and plain, it
+    /// is what the indexed version must agree with.
+    fn reference(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Announcement> {
+        let eips: BTreeMap<String, &Arc<Eip>> = view.eips.iter().map(|e| (e.name_any(), e)).collect();
+        let usable_nodes: Vec<&Arc<Node>> = view.nodes.iter().filter(|n| node_usable(n)).collect();
+        type Group = (String, BTreeSet<ServiceKey>, Option<BTreeSet<String>>);
+        let mut by_ip: BTreeMap<IpAddr, Group> = BTreeMap::new();
+        for svc in view.services.iter().filter(|s| convert::handles(s, default_class)) {
+            let Some(pool) = convert::allocated_from(svc) else {
+                continue;
+            };
+            let key = convert::service_key(svc);
+            let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+            let allowed = local
+                .then(|| {
+                    let (mut nodes, mut anonymous) = (BTreeSet::new(), false);
+                    for slice in &view.endpoint_slices {
+                        let owner = slice.labels().get("kubernetes.io/service-name");
+                        if slice.namespace().as_deref() != Some(key.namespace.as_str()) || owner != Some(&key.name) {
+                            continue;
+                        }
+                        for ep in slice.endpoints.iter().flatten() {
+                            let c = ep.conditions.as_ref();
+                            if !c.is_none_or(|c| c.ready.unwrap_or(true) || c.serving.unwrap_or(false)) {
+                                continue;
+                            }
+                            match &ep.node_name {
+                                Some(n) => {
+                                    nodes.insert(n.clone());
+                                }
+                                None => anonymous = true,
+                            }
+                        }
+                    }
+                    (!(nodes.is_empty() && anonymous)).then_some(nodes)
+                })
+                .flatten();
+            for ip in convert::status_ips(svc) {
+                let group = by_ip
+                    .entry(ip)
+                    .or_insert_with(|| (pool.to_string(), BTreeSet::new(), allowed.clone()));
+                if !group.1.is_empty() {
+                    group.2 = match (group.2.take(), &allowed) {
+                        (Some(mut a), Some(b)) => {
+                            a.extend(b.iter().cloned());
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                }
+                group.1.insert(key.clone());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (ip, (pool, services, local_nodes)) in by_ip {
+            let Some(eip) = eips.get(&pool) else { continue };
+            let selector = match eip.spec.node_selector.as_ref().map(convert::label_selector) {
+                Some(Ok(s)) => Some(Some(s)),
+                Some(Err(_)) => None,
+                None => Some(None),
+            };
+            let mut eligible = BTreeSet::new();
+            for node in &usable_nodes {
+                let Some(selector) = &selector else { break };
+                if selector.as_ref().is_some_and(|s| !s.matches(&node.labels().clone())) {
+                    continue;
+                }
+                if local_nodes.as_ref().is_some_and(|l| !l.contains(&node.name_any())) {
+                    continue;
+                }
+                eligible.insert(node.name_any());
+            }
+            let ineligible_reason = eligible.is_empty().then(|| match &local_nodes {
+                Some(l) if l.is_empty() => "externalTrafficPolicy: Local and no ready endpoint on any node".to_string(),
+                Some(_) => {
+                    "no node with a ready local endpoint matches the Eip's nodeSelector or is usable".to_string()
+                }
+                None => "no usable node matches the Eip's nodeSelector".to_string(),
+            });
+            let a = Announcement {
+                eip: pool,
+                protocol: eip.spec.protocol,
+                interface: eip.spec.interface.clone(),
+                services,
+                eligible_nodes: eligible,
+                ineligible_reason,
+            };
+            out.insert(ip, a);
+        }
+        out
+    }
+
+    /// A random cluster: nodes with rack/zone labels (some excluded or unavailable), Eips with and without
+    /// selectors (one unreadable, one BGP), Services of every kind Herald meets, sharing IPs from a small range,
+    /// and slices in the right and wrong namespaces with endpoints in every condition.
+    fn random_view(rng: &mut rand::rngs::StdRng, services: usize) -> ClusterView {
+        use rand::Rng;
+        let pick = |rng: &mut rand::rngs::StdRng, options: &[&'static str]| options[rng.random_range(0..options.len())];
+        let mut v = ClusterView::default();
+        for i in 0..rng.random_range(0..8) {
+            let mut labels = serde_json::Map::new();
+            labels.insert("rack".into(), json!(pick(rng, &["1", "2", "3"])));
+            if rng.random_bool(0.5) {
+                labels.insert("zone".into(), json!(pick(rng, &["a", "b"])));
+            }
+            if rng.random_bool(0.1) {
+                labels.insert(
+                    "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+                    json!(""),
+                );
+            }
+            let conditions = if rng.random_bool(0.1) {
+                json!([{"type": "NetworkUnavailable", "status": "True"}])
+            } else {
+                json!([{"type": "NetworkUnavailable", "status": "False"}])
+            };
+            v.nodes.push(node(&format!("n{i}"), Value::Object(labels), conditions));
+        }
+        v.eips = vec![
+            eip("e0", json!({"addresses": ["192.0.2.0/24"]})),
+            eip(
+                "e1",
+                json!({"addresses": ["192.0.2.0/24"], "nodeSelector": {"matchLabels": {"rack": "1"}}}),
+            ),
+            eip(
+                "e2",
+                json!({"addresses": ["192.0.2.0/24"], "protocol": "bgp",
+                    "nodeSelector": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}),
+            ),
+            eip(
+                "e3",
+                json!({"addresses": ["192.0.2.0/24"], "nodeSelector": {"matchExpressions": [{"key": "zone", "operator": "Near"}]}}),
+            ),
+            eip(
+                "e4",
+                json!({"addresses": ["192.0.2.0/24"], "interface": "eth1",
+                    "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "NotIn", "values": ["3"]}]}}),
+            ),
+        ];
+        let namespaces = ["ns0", "ns1", "ns2"];
+        for i in 0..services {
+            let name = format!("s{}", rng.random_range(0..services.max(1)));
+            let ns = pick(rng, &namespaces);
+            let pool = pick(rng, &["e0", "e1", "e2", "e3", "e4", "gone"]);
+            let etp = pick(rng, &["Local", "Cluster"]);
+            let ips: Vec<Value> = (0..rng.random_range(0..3))
+                .map(|_| json!({"ip": format!("192.0.2.{}", rng.random_range(0..services.max(1) as u32))}))
+                .collect();
+            let mut annotations = serde_json::Map::new();
+            if rng.random_bool(0.9) {
+                annotations.insert("herald.dev/allocated-from".into(), json!(pool));
+            }
+            let mut spec = json!({"type": "LoadBalancer", "externalTrafficPolicy": etp});
+            match rng.random_range(0..10) {
+                0 => spec["type"] = json!("ClusterIP"),
+                1 => spec["loadBalancerClass"] = json!("other.io/lb"),
+                2 => spec["loadBalancerClass"] = json!("herald.dev/lb"),
+                _ => {}
+            }
+            v.services.push(Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": name, "namespace": ns, "uid": format!("u{i}"), "annotations": annotations},
+                    "spec": spec,
+                    "status": {"loadBalancer": {"ingress": ips}}}))
+                .unwrap(),
+            ));
+            for _ in 0..rng.random_range(0..3) {
+                let endpoints: Vec<Value> = (0..rng.random_range(0..4))
+                    .map(|_| {
+                        let mut ep = json!({"addresses": ["10.0.0.1"]});
+                        if rng.random_bool(0.9) {
+                            ep["nodeName"] = json!(format!("n{}", rng.random_range(0..10)));
+                        }
+                        match rng.random_range(0..4) {
+                            0 => {}
+                            1 => ep["conditions"] = json!({"ready": true}),
+                            2 => ep["conditions"] = json!({"ready": false, "serving": rng.random_bool(0.5)}),
+                            _ => ep["conditions"] = json!({}),
+                        }
+                        ep
+                    })
+                    .collect();
+                let slice_ns = if rng.random_bool(0.8) {
+                    ns
+                } else {
+                    pick(rng, &namespaces)
+                };
+                v.endpoint_slices.push(Arc::new(
+                    serde_json::from_value(json!({"metadata": {"name": format!("{name}-{i}"), "namespace": slice_ns,
+                        "labels": {"kubernetes.io/service-name": name}}, "addressType": "IPv4", "endpoints": endpoints}))
+                    .unwrap(),
+                ));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_indexed_computation_agrees_with_the_plain_one_on_random_clusters() {
+        use rand::SeedableRng;
+        // Every kind of answer must come up, or the comparison proves little.
+        let mut reasons = BTreeSet::new();
+        let (mut shared, mut some_nodes) = (0, 0);
+        for seed in 0..300 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let services = [0, 1, 5, 20, 60][seed as usize % 5];
+            let v = random_view(&mut rng, services);
+            for default_class in [true, false] {
+                let d = desired(&v, default_class);
+                assert_eq!(
+                    d,
+                    reference(&v, default_class),
+                    "seed {seed}, default_class {default_class}"
+                );
+                for a in d.values() {
+                    reasons.insert(a.ineligible_reason.clone());
+                    shared += usize::from(a.services.len() > 1);
+                    some_nodes += usize::from(!a.eligible_nodes.is_empty());
+                }
+            }
+        }
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(
+            shared > 50 && some_nodes > 500,
+            "{shared} shared IPs, {some_nodes} with eligible nodes"
+        );
+    }
+
+    /// Not a check, a measurement: `cargo nextest run -p herald --lib --run-ignored only desired_timing
+    /// --no-capture` (with `--release` for real numbers).
+    #[test]
+    #[ignore]
+    fn desired_timing_at_10k_services() {
+        let mut v = view();
+        v.nodes = (0..3)
+            .map(|i| node(&format!("n{i}"), json!({"rack": "1"}), json!([])))
+            .collect();
+        for i in 0..10_000u32 {
+            let name = format!("s{i}");
+            let etp = if i % 2 == 0 { "Local" } else { "Cluster" };
+            let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            let mut s = (*svc(&name, &ip, etp, "lan")).clone();
+            s.metadata.namespace = Some(format!("ns{}", i % 10));
+            v.services.push(Arc::new(s));
+            let mut slice = (*slice(
+                &name,
+                json!([{"addresses": ["10.0.0.1"], "nodeName": format!("n{}", i % 3), "conditions": {"ready": true}}]),
+            ))
+            .clone();
+            slice.metadata.namespace = Some(format!("ns{}", i % 10));
+            v.endpoint_slices.push(Arc::new(slice));
+        }
+        v.eips = vec![eip("lan", json!({"addresses": ["10.0.0.0/8"]}))];
+        let time = |f: &dyn Fn() -> BTreeMap<IpAddr, Announcement>| {
+            let start = std::time::Instant::now();
+            let n = f().len();
+            (start.elapsed(), n)
+        };
+        let (new, n) = time(&|| desired(&v, true));
+        println!("desired() at {n} IPs (10,000 Services, half Local, 10,000 slices, 3 nodes): {new:?}");
+        let (new, _) = time(&|| desired(&v, true));
+        println!("desired() again: {new:?}");
+        let (old, _) = time(&|| reference(&v, true));
+        println!("the former computation: {old:?}");
     }
 }

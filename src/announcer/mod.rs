@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{Api, Client};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -41,8 +42,24 @@ use writer::Writer;
 
 /// How often link state is read (a link going down makes this node ineligible for the IPs on it).
 const LINK_POLL: Duration = Duration::from_millis(500);
-/// Batching window after a watch event.
+/// Batching window after a watch event, at least.
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
+/// The longest a watch event waits for the recompute that includes it.
+const MAX_BATCH_WINDOW: Duration = Duration::from_secs(1);
+/// Each recompute is followed by at least this many times its own duration without one.
+const RECOMPUTE_SPACING: u32 = 2;
+
+/// How long to gather watch events before recomputing, given how long the last recompute took. A recompute reads
+/// the whole cluster (every Service, Node, slice), so while Services are created without pause, waiting a fixed
+/// 10 ms between recomputes spends a whole core on them at a few thousand Services. Waiting
+/// `RECOMPUTE_SPACING` times the last recompute's duration keeps them to at most a third of a core
+/// (`1 / (1 + RECOMPUTE_SPACING)`) however large the cluster; the floor keeps small clusters at 10 ms, and the cap
+/// bounds how late a change is acted on (a cluster whose recompute takes over half a second is past it).
+fn batch_window(last_recompute: Duration) -> Duration {
+    last_recompute
+        .saturating_mul(RECOMPUTE_SPACING)
+        .clamp(BATCH_WINDOW, MAX_BATCH_WINDOW)
+}
 
 /// Settings of the announcer.
 #[derive(Clone, Debug)]
@@ -141,7 +158,13 @@ pub async fn run(
     };
     // Events and Service annotations are written by tasks of their own: a slow API server never holds up the loop.
     let events = EventPublisher::spawn(client.clone(), reporter, None, cancel.clone());
-    let writer = Writer::spawn(client.clone(), events.clone(), node.clone(), cancel.clone());
+    let writer = Writer::spawn(
+        client.clone(),
+        services.store(),
+        events.clone(),
+        node.clone(),
+        cancel.clone(),
+    );
     let mut core = AnnouncerCore::new(&node);
     let mut bgp = bgp::BgpAnnouncer::default();
     // BGP status (sessions, conditions) is written by a task of its own too.
@@ -157,9 +180,14 @@ pub async fn run(
     let mut link_tick = tokio::time::interval(LINK_POLL);
     let mut stop = None;
     let mut changed = true;
+    // When the gathered watch events are recomputed (`None`: no event waits), and how long the last recompute took.
+    let mut recompute_at: Option<Instant> = None;
+    let mut last_recompute = Duration::ZERO;
     while !cancel.is_cancelled() && stop.is_none() {
         if changed {
             changed = false;
+            recompute_at = None;
+            let started = Instant::now();
             let view = ClusterView {
                 services: services.state(),
                 eips: eips.state(),
@@ -204,13 +232,20 @@ pub async fn run(
             .await;
             metrics.set_bgp_peers(bgp.peer_watches());
             metrics.set_bgp_announced(bgp.announced_ips());
+            // Wall time, waits on the election's queue included: an election slow to take the commands spaces the
+            // recomputes out too.
+            last_recompute = started.elapsed();
             continue;
         }
-        // Wait until something changes.
+        // Wait until something changes. Watch events are gathered until `recompute_at`, while the engine's and the
+        // election's news are handled as they come.
         let plan = tokio::select! {
             _ = cancel.cancelled() => break,
             _ = wake.notified() => {
-                tokio::time::sleep(BATCH_WINDOW).await;
+                recompute_at.get_or_insert_with(|| Instant::now() + batch_window(last_recompute));
+                continue;
+            }
+            _ = tokio::time::sleep_until(recompute_at.unwrap_or_else(Instant::now)), if recompute_at.is_some() => {
                 changed = true;
                 continue;
             }
@@ -294,4 +329,31 @@ async fn execute(plan: Plan, node: &str, ownership: &OwnershipHandle, writer: &W
         writer.send(write);
     }
     plan.stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recomputes_take_at_most_a_third_of_the_time_and_changes_wait_at_most_a_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            batch_window(Duration::ZERO),
+            BATCH_WINDOW,
+            "a small cluster batches 10 ms"
+        );
+        assert_eq!(batch_window(ms(3)), BATCH_WINDOW);
+        assert_eq!(
+            batch_window(ms(40)),
+            ms(80),
+            "a 40 ms recompute is followed by 80 ms without one"
+        );
+        for last in [ms(6), ms(40), ms(200), ms(499)] {
+            let share = last.as_secs_f64() / (last + batch_window(last)).as_secs_f64();
+            assert!(share <= 1.0 / 3.0 + 1e-9, "{last:?}: {share}");
+        }
+        assert_eq!(batch_window(ms(700)), MAX_BATCH_WINDOW);
+        assert_eq!(batch_window(Duration::MAX), MAX_BATCH_WINDOW, "no overflow");
+    }
 }

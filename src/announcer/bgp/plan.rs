@@ -344,16 +344,17 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
         return out;
     }
     out.speaker = Some(config);
-    let eips: BTreeMap<String, &Arc<Eip>> = view.eips.iter().map(|e| (e.name_any(), e)).collect();
+    // Each Eip's route attributes, parsed once rather than once per IP.
+    let policies: BTreeMap<String, RoutePolicy> = view
+        .eips
+        .iter()
+        .map(|e| (e.name_any(), e.spec.bgp.as_ref().map(route_policy).unwrap_or_default()))
+        .collect();
     for (ip, a) in view.announcements {
         if a.protocol != Protocol::Bgp || !a.eligible_nodes.contains(view.node) {
             continue;
         }
-        let policy = eips
-            .get(&a.eip)
-            .and_then(|e| e.spec.bgp.as_ref())
-            .map(route_policy)
-            .unwrap_or_default();
+        let policy = policies.get(&a.eip).cloned().unwrap_or_default();
         out.routes.insert(IpNet::from(*ip), policy);
     }
     out
