@@ -10,6 +10,7 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
 use herald_api::decode::{Lenient, Unreadable};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -107,9 +108,12 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 ///   Node), annotations, and the kubelet's heartbeat conditions.
 /// - EndpointSlice: per endpoint only `nodeName` and `conditions` (the announcer's `externalTrafficPolicy: Local`
 ///   rule); annotations, addresses, `targetRef`, `hints`, `zone` and the slice's `ports` go.
+/// - Lease (the allocator's IP and node Lease reflectors: Eip status and Lease collection): only the holder of the
+///   spec; its times, duration and transitions go.
 ///
 /// Besides memory, this keeps the kinds that change most often from waking the loops for nothing: a pod moving
-/// between two addresses on one node, or a kubelet heartbeat, leaves the slimmed object as it was ([`unchanged`]).
+/// between two addresses on one node, or a kubelet heartbeat, leaves the slimmed object as it was ([`unchanged`]); so
+/// does an IP Lease re-asserted by the same holder.
 fn slim<K: Resource + 'static>(mut object: K) -> K {
     let meta = object.meta_mut();
     meta.managed_fields = None;
@@ -131,6 +135,11 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
                 .map(|c| c.into_iter().filter(|c| c.type_ == "NetworkUnavailable").collect()),
             ..Default::default()
         });
+    } else if let Some(lease) = any.downcast_mut::<Lease>() {
+        lease.spec = lease.spec.take().map(|spec| LeaseSpec {
+            holder_identity: spec.holder_identity,
+            ..Default::default()
+        });
     } else if let Some(slice) = any.downcast_mut::<EndpointSlice>() {
         slice.metadata.annotations = None;
         slice.ports = None;
@@ -145,9 +154,10 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
     object
 }
 
-/// Whether a slimmed Node or EndpointSlice holds nothing new compared with the stored one: the same but for its
-/// resourceVersion and generation. Those two kinds change often (kubelet status, pods coming and going) in ways
-/// [`slim`] removes; any other kind always counts as changed.
+/// Whether a slimmed Node, EndpointSlice or Lease holds nothing new compared with the stored one: the same but for its
+/// resourceVersion and generation. Those kinds change often (kubelet status, pods coming and going, Leases written
+/// again by their holder) in ways [`slim`] removes; any other kind always counts as changed. The store still takes the
+/// new version (the Lease collector deletes at the resourceVersion it saw); only the loops are not woken.
 fn unchanged<K: 'static>(new: &K, stored: &K) -> bool {
     let (new, stored): (&dyn Any, &dyn Any) = (new, stored);
     let same_meta = |a: &ObjectMeta, b: &ObjectMeta| {
@@ -160,6 +170,9 @@ fn unchanged<K: 'static>(new: &K, stored: &K) -> bool {
     };
     if let (Some(a), Some(b)) = (new.downcast_ref::<Node>(), stored.downcast_ref::<Node>()) {
         return a.spec == b.spec && a.status == b.status && same_meta(&a.metadata, &b.metadata);
+    }
+    if let (Some(a), Some(b)) = (new.downcast_ref::<Lease>(), stored.downcast_ref::<Lease>()) {
+        return a.spec == b.spec && same_meta(&a.metadata, &b.metadata);
     }
     if let (Some(a), Some(b)) = (
         new.downcast_ref::<EndpointSlice>(),
@@ -828,6 +841,46 @@ mod tests {
         let (mut services, _) = sink::<Service>();
         assert!(services.apply(apply(full_service())));
         assert!(services.apply(apply(full_service())), "any other kind always wakes");
+    }
+
+    fn ip_lease(version: &str, holder: &str, renewed: &str) -> Lease {
+        from_json(serde_json::json!({
+            "metadata": {"name": "herald-ip-192-0-2-1", "namespace": "herald-system", "resourceVersion": version,
+                "labels": {"herald.dev/lease": "ip"}},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3, "leaseTransitions": 1,
+                "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": renewed}}))
+    }
+
+    /// The allocator reads a Lease's holder (Eip status) and resourceVersion (collection): the same holder writing
+    /// its Lease again (a re-assertion) wakes no allocation pass, a new holder does, and the store keeps the newest
+    /// resourceVersion either way.
+    #[test]
+    fn a_lease_rewritten_by_its_holder_wakes_nobody() {
+        fn apply<K>(object: K) -> watcher::Event<Lenient<K>> {
+            watcher::Event::Apply(Lenient::Read(object))
+        }
+        let lease = slim(ip_lease("1", "n1/a", "2026-01-01T00:00:00.000000Z"));
+        let spec = lease.spec.as_ref().unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("n1/a"));
+        assert_eq!((spec.renew_time.as_ref(), spec.lease_transitions), (None, None));
+        let (mut leases, store) = sink::<Lease>();
+        assert!(leases.apply(apply(ip_lease("1", "n1/a", "2026-01-01T00:00:00.000000Z"))));
+        assert!(
+            !leases.apply(apply(ip_lease("2", "n1/a", "2026-01-01T00:00:05.000000Z"))),
+            "re-asserted"
+        );
+        let kept = store
+            .get(&ObjectRef::new("herald-ip-192-0-2-1").within("herald-system"))
+            .unwrap();
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("2"));
+        assert!(
+            leases.apply(apply(ip_lease("3", "n2/b", "2026-01-01T00:00:06.000000Z"))),
+            "taken over"
+        );
+        assert!(
+            leases.apply(apply(ip_lease("4", "", "2026-01-01T00:00:07.000000Z"))),
+            "released"
+        );
     }
 
     #[tokio::test(start_paused = true)]
