@@ -50,17 +50,18 @@ const API_PORT: u16 = 6443;
 pub const HERALD_NAMESPACE: &str = "herald-system";
 /// Name of the Eip [`Cluster::start`] creates.
 pub const EIP_NAME: &str = "lab";
-/// Its addresses: 127 IPv4 addresses (enough for the 100-IP test) and 4,096 IPv6 addresses (the 1,000-IP bench).
-pub const EIP_ADDRESSES: [&str; 2] = ["192.0.2.128-192.0.2.254", "2001:db8:1::1000-2001:db8:1::1fff"];
+/// Its addresses, IPv4 then IPv6: 127 IPv4 addresses (enough for the 100-IP test) and 12,288 IPv6 addresses (the
+/// 10,000-IP bench). nftables writes ranges the same way, so the kube-proxy stand-in uses these strings as they are.
+pub const EIP_ADDRESSES: [&str; 2] = ["192.0.2.128-192.0.2.254", "2001:db8:1::1000-2001:db8:1::3fff"];
+
 /// The kube-proxy stand-in of every node: TCP port 80 of the Eip's addresses goes to the node's web server.
-const KUBE_PROXY_NFT: &str = "table inet kube-proxy-lab {
-  chain prerouting {
-    type nat hook prerouting priority dstnat;
-    ip daddr 192.0.2.128-192.0.2.254 tcp dport 80 redirect
-    ip6 daddr 2001:db8:1::1000-2001:db8:1::1fff tcp dport 80 redirect
-  }
+fn kube_proxy_nft() -> String {
+    format!(
+        "table inet kube-proxy-lab {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat;\n    \
+         ip daddr {} tcp dport 80 redirect\n    ip6 daddr {} tcp dport 80 redirect\n  }}\n}}\n",
+        EIP_ADDRESSES[0], EIP_ADDRESSES[1]
+    )
 }
-";
 /// MAC of the client's LAN interface.
 pub const CLIENT_MAC: &str = "02:00:00:00:00:64";
 
@@ -249,7 +250,7 @@ impl Cluster {
             lab.addr(&ns, "eth1", &format!("{mgmt}/24"))?;
             // kube-proxy stand-in: traffic to the Eip's addresses is redirected to this node's web server.
             let nft = lab.dir().join(format!("kube-proxy-{name}.nft"));
-            std::fs::write(&nft, KUBE_PROXY_NFT)?;
+            std::fs::write(&nft, kube_proxy_nft())?;
             lab.sh(&ns, &format!("nft -f {}", nft.display()))?;
             let www = lab.dir().join(format!("www-{name}"));
             std::fs::create_dir_all(&www)?;
