@@ -1,5 +1,5 @@
 //! A Herald cluster in network namespaces: an API server, one `herald agent` per node, and a client on one LAN,
-//! for the Layer 2 failover tests and the `failover-bench` binary.
+//! for the Layer 2 failover and scale tests and the `failover-bench` binary.
 //!
 //! The API server is lab-apiserver, or the real kube-apiserver with `HERALD_TEST_APISERVER=kube` ([`apiserver`],
 //! [`kube`]): then Herald is installed from `deploy/` with kubectl and the agents run as the `herald-system/herald`
@@ -23,6 +23,7 @@
 
 pub mod apiserver;
 pub mod kube;
+pub mod scale;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -39,8 +40,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use self::apiserver::ApiServer;
-use self::kube::ApiServerKind;
-use crate::{Lab, Netns, herald_bin, wait_for};
+use self::kube::{ApiServerKind, run_kubectl};
+use crate::{Lab, Netns, ProcUsage, herald_bin, wait_for};
 
 /// The API server's address (inside the `api` namespace, on the `mgmt` bridge).
 pub const API_ADDR: &str = "198.51.100.1:6443";
@@ -50,17 +51,21 @@ const API_PORT: u16 = 6443;
 pub const HERALD_NAMESPACE: &str = "herald-system";
 /// Name of the Eip [`Cluster::start`] creates.
 pub const EIP_NAME: &str = "lab";
-/// Its addresses: 127 IPv4 addresses (enough for the 100-IP test) and 4,096 IPv6 addresses (the 1,000-IP bench).
-pub const EIP_ADDRESSES: [&str; 2] = ["192.0.2.128-192.0.2.254", "2001:db8:1::1000-2001:db8:1::1fff"];
+/// Its addresses, IPv4 then IPv6: 127 IPv4 addresses (enough for the 100-IP test) and 12,288 IPv6 addresses (the
+/// 10,000-IP bench). nftables writes ranges the same way, so the kube-proxy stand-in uses these strings as they are.
+pub const EIP_ADDRESSES: [&str; 2] = ["192.0.2.128-192.0.2.254", "2001:db8:1::1000-2001:db8:1::3fff"];
+/// The allocator's Lease in [`HERALD_NAMESPACE`] (`herald_api::names::ALLOCATOR_LEASE`; this crate does not depend
+/// on the API crate).
+pub const ALLOCATOR_LEASE: &str = "herald-allocator";
+
 /// The kube-proxy stand-in of every node: TCP port 80 of the Eip's addresses goes to the node's web server.
-const KUBE_PROXY_NFT: &str = "table inet kube-proxy-lab {
-  chain prerouting {
-    type nat hook prerouting priority dstnat;
-    ip daddr 192.0.2.128-192.0.2.254 tcp dport 80 redirect
-    ip6 daddr 2001:db8:1::1000-2001:db8:1::1fff tcp dport 80 redirect
-  }
+fn kube_proxy_nft() -> String {
+    format!(
+        "table inet kube-proxy-lab {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat;\n    \
+         ip daddr {} tcp dport 80 redirect\n    ip6 daddr {} tcp dport 80 redirect\n  }}\n}}\n",
+        EIP_ADDRESSES[0], EIP_ADDRESSES[1]
+    )
 }
-";
 /// MAC of the client's LAN interface.
 pub const CLIENT_MAC: &str = "02:00:00:00:00:64";
 
@@ -127,6 +132,8 @@ pub struct ServiceSpec {
     pub local: bool,
     /// Requested IPs (`herald.dev/ips`, comma-separated), if any.
     pub ips: Option<String>,
+    /// `allocateLoadBalancerNodePorts` (Herald needs none; the real server has only 2,768 node ports).
+    pub node_ports: bool,
 }
 
 /// Address families of a [`ServiceSpec`].
@@ -146,6 +153,7 @@ impl ServiceSpec {
             families: Families::V4,
             local: false,
             ips: None,
+            node_ports: true,
         }
     }
 
@@ -177,6 +185,12 @@ impl ServiceSpec {
         self
     }
 
+    /// With `allocateLoadBalancerNodePorts: false`, as thousands of Services must be (the node port range has 2,768).
+    pub fn without_node_ports(mut self) -> Self {
+        self.node_ports = false;
+        self
+    }
+
     fn yaml(&self) -> String {
         let (policy, families) = match self.families {
             Families::V4 => ("SingleStack", "[IPv4]"),
@@ -189,13 +203,41 @@ impl ServiceSpec {
             .as_ref()
             .map(|ips| format!("    herald.dev/ips: \"{ips}\"\n"))
             .unwrap_or_default();
+        let node_ports = if self.node_ports {
+            ""
+        } else {
+            "  allocateLoadBalancerNodePorts: false\n"
+        };
         format!(
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    herald.dev/eip: {EIP_NAME}\n{ips}\
              spec:\n  type: LoadBalancer\n  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n  externalTrafficPolicy: {etp}\n\
-             \x20 selector:\n    app: {}\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n",
+             {node_ports}\x20 selector:\n    app: {}\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n",
             self.name, self.namespace, self.name
         )
     }
+}
+
+/// `kubectl create` calls [`Cluster::create_many_services`] runs at a time.
+const CREATORS: usize = 4;
+
+/// A Service as [`Cluster::services`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceState {
+    /// `status.loadBalancer.ingress[].ip`.
+    pub ips: Vec<IpAddr>,
+    /// `herald.dev/announced-by` (`IP=node,...`).
+    pub announced_by: Option<String>,
+    /// Changes with every write of the Service.
+    pub resource_version: String,
+}
+
+/// An IP lease as [`Cluster::ip_lease_states`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpLease {
+    /// The holder's node (`None`: released).
+    pub holder: Option<String>,
+    /// Changes with every write of the lease.
+    pub resource_version: String,
 }
 
 /// The API server, the agents, the client: see the module docs.
@@ -249,7 +291,7 @@ impl Cluster {
             lab.addr(&ns, "eth1", &format!("{mgmt}/24"))?;
             // kube-proxy stand-in: traffic to the Eip's addresses is redirected to this node's web server.
             let nft = lab.dir().join(format!("kube-proxy-{name}.nft"));
-            std::fs::write(&nft, KUBE_PROXY_NFT)?;
+            std::fs::write(&nft, kube_proxy_nft())?;
             lab.sh(&ns, &format!("nft -f {}", nft.display()))?;
             let www = lab.dir().join(format!("www-{name}"));
             std::fs::create_dir_all(&www)?;
@@ -468,29 +510,85 @@ impl Cluster {
         self.apply(&yaml.join("---\n"))
     }
 
+    /// Creates many new Services fast: `kubectl create` (one POST each; `apply` first GETs every object), 500 per
+    /// call, [`CREATORS`] calls at a time. Fails if one exists already. Without kubectl's own validation, which costs
+    /// it 40 ms of CPU per object against the real server (its OpenAPI schema); the server still validates.
+    pub fn create_many_services(&self, specs: &[ServiceSpec]) -> Result<()> {
+        let args = ["create", "--validate=false", "-o", "name", "-f", "-"];
+        let chunks: Vec<String> = specs
+            .chunks(500)
+            .map(|chunk| chunk.iter().map(ServiceSpec::yaml).collect::<Vec<_>>().join("---\n"))
+            .collect();
+        for wave in chunks.chunks(CREATORS) {
+            std::thread::scope(|scope| {
+                let calls: Vec<_> = wave
+                    .iter()
+                    .map(|yaml| {
+                        let cmd = self.apiserver.kubectl_cmd(&args);
+                        scope.spawn(move || run_kubectl(cmd, &args, Some(yaml)))
+                    })
+                    .collect();
+                calls.into_iter().try_for_each(|call| {
+                    call.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a kubectl create thread panicked")))
+                        .map(drop)
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `kubectl get --raw PATH`, parsed: a list straight from the server (kubectl's own decoding and printing of
+    /// thousands of objects costs more than the server's answer).
+    fn get_raw(&self, path: &str) -> Result<Value> {
+        let text = self.kubectl(&["get", "--raw", path])?;
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: invalid JSON"))
+    }
+
+    /// Every Service in `default` by name: its ingress IPs and its `herald.dev/announced-by` annotation.
+    pub fn services(&self) -> Result<BTreeMap<String, ServiceState>> {
+        let list = self.get_raw("/api/v1/namespaces/default/services")?;
+        let mut out = BTreeMap::new();
+        for svc in list["items"].as_array().into_iter().flatten() {
+            let Some(name) = svc["metadata"]["name"].as_str() else {
+                continue;
+            };
+            let ips = svc["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str()?.parse().ok())
+                .collect();
+            let announced_by = svc["metadata"]["annotations"]["herald.dev/announced-by"]
+                .as_str()
+                .map(str::to_string);
+            let resource_version = svc["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            out.insert(
+                name.to_string(),
+                ServiceState {
+                    ips,
+                    announced_by,
+                    resource_version,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// Waits until every Service in `names` (namespace `default`) has its ingress IPs; returns them by Service.
     pub fn wait_service_ips(&mut self, names: &[&str], timeout: Duration) -> Result<BTreeMap<String, Vec<IpAddr>>> {
-        let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let found = wait_for(timeout, || {
-            let list = self.get_json(&["svc", "-n", "default"]).ok()?;
-            let mut by_name = BTreeMap::new();
-            for svc in list["items"].as_array()? {
-                let name = svc["metadata"]["name"].as_str()?.to_string();
-                if !want.contains(&name) {
-                    continue;
-                }
-                let ips: Vec<IpAddr> = svc["status"]["loadBalancer"]["ingress"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["ip"].as_str()?.parse().ok())
-                    .collect();
-                if ips.is_empty() {
-                    return None;
-                }
-                by_name.insert(name, ips);
-            }
-            (by_name.len() == want.len()).then_some(by_name)
+            let services = self.services().ok()?;
+            names
+                .iter()
+                .map(|name| {
+                    let ips = &services.get(*name)?.ips;
+                    (!ips.is_empty()).then(|| (name.to_string(), ips.clone()))
+                })
+                .collect()
         })
         .with_context(|| format!("Services {names:?} got no IP within {timeout:?}"))?;
         Ok(found)
@@ -565,7 +663,18 @@ impl Cluster {
 
     /// Holder node of every IP lease (`None`: released), keyed by the lease's `herald.dev/ip` label.
     pub fn ip_leases(&self) -> Result<BTreeMap<String, Option<String>>> {
-        let list = self.get_json(&["leases", "-n", HERALD_NAMESPACE, "-l", "herald.dev/lease=ip"])?;
+        Ok(self
+            .ip_lease_states()?
+            .into_iter()
+            .map(|(slug, lease)| (slug, lease.holder))
+            .collect())
+    }
+
+    /// Every IP lease, keyed by its `herald.dev/ip` label.
+    pub fn ip_lease_states(&self) -> Result<BTreeMap<String, IpLease>> {
+        let list = self.get_raw(&format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{HERALD_NAMESPACE}/leases?labelSelector=herald.dev%2Flease%3Dip"
+        ))?;
         let mut out = BTreeMap::new();
         for lease in list["items"].as_array().into_iter().flatten() {
             let Some(slug) = lease["metadata"]["labels"]["herald.dev/ip"].as_str() else {
@@ -575,9 +684,40 @@ impl Cluster {
                 .as_str()
                 .filter(|h| !h.is_empty())
                 .map(|h| h.split('/').next().unwrap_or(h).to_string());
-            out.insert(slug.to_string(), holder);
+            let resource_version = lease["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            out.insert(
+                slug.to_string(),
+                IpLease {
+                    holder,
+                    resource_version,
+                },
+            );
         }
         Ok(out)
+    }
+
+    /// The node holding the allocator's Lease ([`ALLOCATOR_LEASE`]), if any.
+    pub fn allocator_leader(&self) -> Result<Option<String>> {
+        let holder = self.kubectl(&[
+            "get",
+            "lease",
+            ALLOCATOR_LEASE,
+            "-n",
+            HERALD_NAMESPACE,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])?;
+        Ok(holder.split('/').next().filter(|n| !n.is_empty()).map(str::to_string))
+    }
+
+    /// Memory and CPU time of node `i`'s agent (the process the lab started: the agent itself unless
+    /// [`ClusterOptions::agent_program`] wraps it).
+    pub fn agent_usage(&self, i: usize) -> Result<ProcUsage> {
+        let idx = self.nodes[i].agent.context("agent not started")?;
+        ProcUsage::read(self.lab.pid(idx)).with_context(|| format!("the agent on {}", self.nodes[i].name))
     }
 
     /// The node holding `ip`'s lease.

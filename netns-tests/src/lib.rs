@@ -94,7 +94,13 @@ pub fn lab_apiserver_bin() -> PathBuf {
 }
 
 /// Polls `check` every 10 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(timeout: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
+    wait_for_every(timeout, Duration::from_millis(10), check)
+}
+
+/// Polls `check` every `interval` (a check that lists thousands of objects must not be a load of its own) until it
+/// returns `Some` or `timeout` passes.
+pub fn wait_for_every<T>(timeout: Duration, interval: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
@@ -103,8 +109,69 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(interval);
     }
+}
+
+/// Memory and CPU time of a running process, from `/proc/<pid>/status` and `/proc/<pid>/stat`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcUsage {
+    /// Resident set now (VmRSS), MiB.
+    pub rss_mib: f64,
+    /// Its anonymous part (RssAnon: heap and stacks, without the binary's pages the page cache shares), MiB.
+    pub rss_anon_mib: f64,
+    /// The largest resident set so far (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+    /// User plus system CPU time so far.
+    pub cpu: Duration,
+}
+
+impl ProcUsage {
+    /// Reads process `pid`'s usage.
+    pub fn read(pid: u32) -> Result<ProcUsage> {
+        let status =
+            fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid} is gone"))?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid} is gone"))?;
+        Self::parse(&status, &stat, clock_ticks()).with_context(|| format!("/proc/{pid}: unexpected format"))
+    }
+
+    /// From the text of `/proc/<pid>/status` and `/proc/<pid>/stat` (pure, for the tests).
+    pub fn parse(status: &str, stat: &str, ticks_per_second: u64) -> Option<ProcUsage> {
+        let mib = |name: &str| -> Option<f64> {
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(kib / 1024.0)
+        };
+        // proc(5): the command (field 2) is in parentheses and may hold spaces; utime and stime are fields 14 and 15,
+        // i.e. the 12th and 13th after the closing parenthesis.
+        let mut after_comm = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        let utime: u64 = after_comm.next()?.parse().ok()?;
+        let stime: u64 = after_comm.next()?.parse().ok()?;
+        Some(ProcUsage {
+            rss_mib: mib("VmRSS:")?,
+            rss_anon_mib: mib("RssAnon:")?,
+            peak_rss_mib: mib("VmHWM:")?,
+            cpu: Duration::from_secs_f64((utime + stime) as f64 / ticks_per_second.max(1) as f64),
+        })
+    }
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// A network namespace owned by a [`Lab`].
@@ -353,6 +420,11 @@ impl Lab {
         &mut self.procs[index]
     }
 
+    /// The process id of a process started with [`Lab::spawn`].
+    pub fn pid(&self, index: usize) -> u32 {
+        self.procs[index].pid()
+    }
+
     /// Marks the lab as failed without a panic (a set-up step returned an error): on drop it prints its processes'
     /// logs and keeps them, as after a panic.
     pub fn mark_failed(&mut self) {
@@ -419,3 +491,26 @@ pub mod bgp;
 pub mod cluster;
 
 pub mod rbac;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_usage_from_status_and_stat() {
+        let status = "Name:\therald\nVmHWM:\t   65536 kB\nVmRSS:\t   40960 kB\nRssAnon:\t   30720 kB\n";
+        // A command with a space and a parenthesis; utime 150 and stime 50 ticks.
+        let stat = "4242 (herald (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 150 50 0 0 20 0 9 0 12345 0 0";
+        let usage = ProcUsage::parse(status, stat, 100).unwrap();
+        assert_eq!(
+            usage,
+            ProcUsage {
+                rss_mib: 40.0,
+                rss_anon_mib: 30.0,
+                peak_rss_mib: 64.0,
+                cpu: Duration::from_secs(2),
+            }
+        );
+        assert_eq!(ProcUsage::parse("VmRSS:\t1 kB\n", stat, 100), None);
+    }
+}

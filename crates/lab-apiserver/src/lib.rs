@@ -75,7 +75,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Keep objects here across restarts (written atomically, shortly after each change).
+    /// Keep objects here across restarts (written atomically, shortly after changes, and at shutdown).
     pub state_file: Option<PathBuf>,
     /// Watch events kept for resuming watches; older resourceVersions get 410 Gone.
     pub watch_history: usize,
@@ -87,6 +87,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Delay between a change and the state file write that includes it (changes in between are batched).
     pub state_write_delay: Duration,
+    /// Least time between two state file writes while changes continue (each write serializes the whole store).
+    pub state_write_interval: Duration,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
             default_watch_timeout: Duration::from_secs(1800),
             bookmark_interval: Duration::from_secs(60),
             state_write_delay: Duration::from_millis(100),
+            state_write_interval: Duration::from_secs(5),
         }
     }
 }
@@ -143,6 +146,7 @@ pub async fn start(config: Config) -> Result<Running> {
             changed,
             path,
             config.state_write_delay,
+            config.state_write_interval,
             shutdown.clone(),
         ))
     });

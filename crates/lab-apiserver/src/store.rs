@@ -2,7 +2,7 @@
 //! API server (preconditions, status subresource, generation, finalizers, CRD registration) and a bounded history
 //! of watch events. Pure state and decisions: the HTTP shell in `http` holds it behind a mutex.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -86,6 +86,8 @@ pub struct Store {
     compacted: u64,
     events: broadcast::Sender<Arc<Event>>,
     changed: Arc<Notify>,
+    /// The cluster IPs of every stored Service, so allocating one is a lookup, not a scan of every Service.
+    cluster_ips: HashSet<String>,
     next_cluster_ip: u32,
     next_cluster_ip6: u32,
     next_node_port: u16,
@@ -293,6 +295,7 @@ impl Store {
             compacted: 1,
             events,
             changed: Arc::new(Notify::new()),
+            cluster_ips: HashSet::new(),
             next_cluster_ip: 1,
             next_cluster_ip6: 1,
             next_node_port: 30000,
@@ -317,6 +320,14 @@ impl Store {
         meta_mut(&mut object).insert("resourceVersion".to_string(), Value::String(self.rv.to_string()));
         let namespace = meta_str(&object, "namespace").to_string();
         let key = (namespace.clone(), meta_str(&object, "name").to_string());
+        if is_services(def) {
+            for ip in previous.iter().flat_map(cluster_ips) {
+                self.cluster_ips.remove(ip);
+            }
+            if kind != EventKind::Deleted {
+                self.cluster_ips.extend(cluster_ips(&object).map(str::to_string));
+            }
+        }
         let objects = self.objects.entry(def.storage.clone()).or_default();
         if kind == EventKind::Deleted {
             objects.remove(&key);
@@ -573,7 +584,7 @@ impl Store {
     /// Cluster IPs (one per `ipFamilies` entry) and node ports a Service needs and has not got, from the lab's
     /// dual-stack service CIDRs (10.96.0.0/12, fd00:10:96::/108) and the 30000-32767 node port range.
     fn allocate(&mut self, def: &ResourceDef, object: &mut Value) {
-        if (def.group.as_str(), def.plural.as_str()) != ("", "services") {
+        if !is_services(def) {
             return;
         }
         let spec = &object["spec"];
@@ -591,7 +602,7 @@ impl Store {
                 ips.push(json!(ip));
             }
             for family in families.iter().skip(ips.len()) {
-                ips.push(json!(self.allocate_cluster_ip(def, family == "IPv6")));
+                ips.push(json!(self.allocate_cluster_ip(family == "IPv6")));
             }
             if let Some(first) = ips.first().cloned() {
                 object["spec"]["clusterIP"] = first;
@@ -633,15 +644,7 @@ impl Store {
     }
 
     /// The next free address of 10.96.0.0/12 (or fd00:10:96::/108), the lab's service CIDRs.
-    fn allocate_cluster_ip(&mut self, services: &ResourceDef, ipv6: bool) -> String {
-        let used: Vec<&str> = self
-            .objects
-            .get(&services.storage)
-            .into_iter()
-            .flatten()
-            .flat_map(|(_, svc)| svc["spec"]["clusterIPs"].as_array().into_iter().flatten())
-            .filter_map(Value::as_str)
-            .collect();
+    fn allocate_cluster_ip(&mut self, ipv6: bool) -> String {
         loop {
             let next = if ipv6 {
                 &mut self.next_cluster_ip6
@@ -658,7 +661,7 @@ impl Store {
             } else {
                 format!("10.{}.{}.{}", 96 + (n >> 16), (n >> 8) & 0xff, n & 0xff)
             };
-            if !used.contains(&ip.as_str()) {
+            if !self.cluster_ips.contains(&ip) {
                 return ip;
             }
         }
@@ -1048,10 +1051,26 @@ impl Store {
                 meta_str(&object, "namespace").to_string(),
                 meta_str(&object, "name").to_string(),
             );
+            if is_services(&def) {
+                store.cluster_ips.extend(cluster_ips(&object).map(str::to_string));
+            }
             store.objects.entry(def.storage).or_default().insert(key, object);
         }
         Ok(store)
     }
+}
+
+fn is_services(def: &ResourceDef) -> bool {
+    (def.group.as_str(), def.plural.as_str()) == ("", "services")
+}
+
+/// A Service's `spec.clusterIPs`.
+fn cluster_ips(service: &Value) -> impl Iterator<Item = &str> {
+    service["spec"]["clusterIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
 }
 
 /// What the CRD controllers of a real cluster write into a CRD's status, at once.
@@ -1136,6 +1155,47 @@ mod tests {
             .create(&d, "v1", Some("default"), cm("a"), Timestamp::UNIX_EPOCH)
             .unwrap_err();
         assert_eq!((err.code, err.reason), (409, "AlreadyExists"));
+    }
+
+    fn svc(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"ports": [{"port": 80}], "ipFamilies": ["IPv6"]}})
+    }
+
+    fn cluster_ip(service: &Value) -> String {
+        service["spec"]["clusterIP"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn cluster_ips_are_never_shared_also_after_a_delete_and_a_restore() {
+        let mut s = store();
+        let d = def(&s, "", "services");
+        let a = s
+            .create(&d, "v1", Some("default"), svc("a"), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        let b = s
+            .create(&d, "v1", Some("default"), svc("b"), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        assert_ne!(cluster_ip(&a), cluster_ip(&b));
+        // A deleted Service's IP is free again, and after a restore the allocation restarts from the first IP: the
+        // ones in use are skipped.
+        s.delete(
+            &d,
+            Some("default"),
+            "a",
+            &Preconditions::default(),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
+        let mut restored = Store::restore(&s.snapshot(), 100, 16).unwrap();
+        let c = restored
+            .create(&d, "v1", Some("default"), svc("c"), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(cluster_ip(&c), cluster_ip(&a));
+        let e = restored
+            .create(&d, "v1", Some("default"), svc("e"), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        assert!(![cluster_ip(&b), cluster_ip(&c)].contains(&cluster_ip(&e)), "{e}");
     }
 
     #[test]

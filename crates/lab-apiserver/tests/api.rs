@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::{Counter, CounterStatus, api_error, counter, install_counter_crd, raw, server, server_with};
 use herald_lab_apiserver::Config;
@@ -770,6 +771,50 @@ async fn state_file_keeps_objects_and_resource_version_across_restarts() {
         .unwrap();
     assert!(rv(&updated) > before);
     server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn state_file_writes_are_spaced_while_changes_continue_and_shutdown_saves_the_rest() {
+    let dir = std::env::temp_dir().join(format!("lab-apiserver-spaced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.json");
+    let _ = std::fs::remove_file(&path);
+    let config = Config {
+        state_file: Some(path.clone()),
+        state_write_delay: Duration::from_millis(10),
+        state_write_interval: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let (server, client) = server_with(config).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    cms.create(&PostParams::default(), &configmap("first", &[]))
+        .await
+        .unwrap();
+    // The first write comes a delay after the first change.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no state file 10 s after a change"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let written = std::fs::read_to_string(&path).unwrap();
+    // The next one waits for the interval, however many changes come in between...
+    cms.create(&PostParams::default(), &configmap("second", &[]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        written,
+        "written again within the interval"
+    );
+    // ...but shutdown writes at once.
+    server.shutdown().await;
+    let last = std::fs::read_to_string(&path).unwrap();
+    assert!(last.contains("\"second\""), "shutdown saved the last change");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

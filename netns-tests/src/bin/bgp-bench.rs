@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herald_netns_tests::bgp::{BgpLab, NODE_ASN, ROUTER_ASN, ROUTER_V6, Router, RouterKind, RouterSpec, node_v6};
-use herald_netns_tests::{require, wait_for};
+use herald_netns_tests::{ProcUsage, require, wait_for};
 
 const PREFIXES: u32 = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,20 +37,10 @@ fn received(router: &Router, peer: &str) -> u64 {
     json["peers"][peer]["pfxRcd"].as_u64().unwrap_or(0)
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
-}
-
 struct Sample {
     established: Duration,
     all_received: Duration,
-    rss_kib: u64,
+    rss_mib: f64,
 }
 
 /// Starts a speaker with `start`, waits for the router to hold every prefix from `peer`, stops it.
@@ -68,7 +58,7 @@ fn measure(
     wait_for(TIMEOUT, || (received(router, peer) >= count).then_some(()))
         .with_context(|| format!("router holds only {} prefixes", received(router, peer)))?;
     let all_received = t0.elapsed();
-    let rss_kib = rss_kib(bgp.lab.proc(proc).pid())?;
+    let rss_mib = ProcUsage::read(bgp.lab.pid(proc))?.rss_mib;
     bgp.lab.proc(proc).signal("INT")?;
     bgp.lab.proc(proc).wait_exit(Duration::from_secs(10));
     let router = bgp.router.as_ref().expect("router");
@@ -76,7 +66,7 @@ fn measure(
     Ok(Sample {
         established,
         all_received,
-        rss_kib,
+        rss_mib,
     })
 }
 
@@ -129,14 +119,14 @@ fn main() -> Result<()> {
                 .spawn(&ns, "bird-speaker", &["bird", "-f", "-c", &conf, "-s", &sock])
         })?;
         eprintln!(
-            "round {round}{}: herald {:?} (established {:?}, {} KiB), bird {:?} (established {:?}, {} KiB)",
+            "round {round}{}: herald {:?} (established {:?}, {:.1} MiB), bird {:?} (established {:?}, {:.1} MiB)",
             if round == 0 { " (warm-up)" } else { "" },
             h.all_received,
             h.established,
-            h.rss_kib,
+            h.rss_mib,
             b.all_received,
             b.established,
-            b.rss_kib
+            b.rss_mib
         );
         if round > 0 {
             herald.push(h);
@@ -150,23 +140,23 @@ fn main() -> Result<()> {
     let b_all = median(bird.iter().map(|s| s.all_received).collect());
     let h_xfer = median(herald.iter().map(|s| s.all_received - s.established).collect());
     let b_xfer = median(bird.iter().map(|s| s.all_received - s.established).collect());
-    let h_rss = herald.iter().map(|s| s.rss_kib).max().unwrap_or(0);
-    let b_rss = bird.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    let h_rss = herald.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
+    let b_rss = bird.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
     println!("| speaker | start → router holds 10,000 (median of {rounds}) | Established → 10,000 | RSS at 10,000 |");
     println!("|---|---|---|---|");
     println!(
         "| Herald | {:.0} ms | {:.0} ms | {:.1} MiB |",
         ms(h_all),
         ms(h_xfer),
-        h_rss as f64 / 1024.0
+        h_rss
     );
     println!(
         "| BIRD 2.0.12 | {:.0} ms | {:.0} ms | {:.1} MiB |",
         ms(b_all),
         ms(b_xfer),
-        b_rss as f64 / 1024.0
+        b_rss
     );
-    println!("| Herald, 1 prefix | | | {:.1} MiB |", idle.rss_kib as f64 / 1024.0);
+    println!("| Herald, 1 prefix | | | {:.1} MiB |", idle.rss_mib);
     println!(
         "\nHerald / BIRD time ratio: {:.2} (start → 10,000), {:.2} (Established → 10,000)",
         ms(h_all) / ms(b_all),

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herald_netns_tests::cluster::kube::run_kubectl;
-use herald_netns_tests::{lab_apiserver_bin, wait_for};
+use herald_netns_tests::{ProcUsage, lab_apiserver_bin, wait_for};
 use serde_json::{Value, json};
 
 /// Eip addresses (documentation ranges only): 762 usable, so at most this many Services per round.
@@ -349,17 +349,8 @@ impl Bench {
     /// The agent's resident set in MiB: all of it (VmRSS), and its anonymous part (RssAnon: the heap and stacks,
     /// without the binary's own pages, which the page cache shares).
     fn rss_mib(&self) -> Result<(f64, f64)> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.agent.id()))?;
-        let field = |name: &str| -> Result<f64> {
-            let kib: f64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{}: no {name} in /proc/<pid>/status (agent gone?)", self.label))?;
-            Ok(kib / 1024.0)
-        };
-        Ok((field("VmRSS:")?, field("RssAnon:")?))
+        let usage = ProcUsage::read(self.agent.id()).with_context(|| format!("{} (agent gone?)", self.label))?;
+        Ok((usage.rss_mib, usage.rss_anon_mib))
     }
 
     /// events.k8s.io Events in the cluster, and the highest series count among them.

@@ -4,7 +4,7 @@
 //! Run as root (after `cargo build --bin herald --bin lab-apiserver`, or with `HERALD_BIN` / `LAB_APISERVER_BIN`):
 //!
 //! ```text
-//! cargo run --release -p herald-netns-tests --bin failover-bench -- [--runs 20] [--load-seconds 20] [--sizes 1,100,1000]
+//! cargo run --release -p herald-netns-tests --bin failover-bench -- [--runs 20] [--load-seconds 20] [--sizes 1000,5000,10000]
 //!     [--only crash,tuned,handover,create,load,allocator] [--apiservers lab,kube]
 //! ```
 //!
@@ -13,20 +13,20 @@
 //! once and their runs interleaved (one event on the first, one on the second, ...), so the machine's noise falls on
 //! both sides alike. The client probes the Service IP
 //! every 20 ms with `arping`; `tcpdump` on the client records each probe and answer (kernel timestamps). The gap is
-//! the longest time between two answers around the event. Prints Markdown tables.
+//! the longest time between two answers around the event. The load part is issue #19's scale measurement
+//! (`herald_netns_tests::cluster::scale`): time until every IP is held and until ownership is quiet, then the steady
+//! state's API requests and each agent's memory and CPU. Prints Markdown tables.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herald_netns_tests::cluster::kube::ApiServerKind;
+use herald_netns_tests::cluster::scale::{self, ScaleLimits};
 use herald_netns_tests::cluster::{Cluster, ClusterOptions, Frame, ServiceSpec, epoch_now, percentile, settle};
 use herald_netns_tests::{require, wait_for};
 
 const PROBE: Duration = Duration::from_millis(20);
-/// The allocator's Lease (`herald_api::names::ALLOCATOR_LEASE`; this crate does not depend on the API crate).
-const ALLOCATOR_LEASE: &str = "herald-allocator";
 /// The tuned timings (`herald agent` refuses unsafe ones).
 const TUNED: [&str; 6] = [
     "--node-renew-period",
@@ -48,7 +48,7 @@ enum Part {
     Handover,
     /// Service creation to the first ARP answer.
     Create,
-    /// API requests per second in steady state.
+    /// Scale: time until N IPs are held and quiet, then steady-state API requests, agent memory and CPU.
     Load,
     /// kill -9 of the allocator's leader, then a new Service: time until it has an IP.
     Allocator,
@@ -63,8 +63,8 @@ struct Args {
     /// Length of each steady-state API load window.
     #[arg(long, default_value_t = 20)]
     load_seconds: u64,
-    /// Service IP counts for the API load part.
-    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    /// Service IP counts for the load part (issue #19's sizes; each size adds Services to the last).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     sizes: Vec<usize>,
     /// Only these parts (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -178,21 +178,8 @@ fn allocator_failover(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
         .collect();
     for run in 0..runs {
         for (kind, c, times) in &mut sides {
-            let holder = wait_for(Duration::from_secs(30), || {
-                let h = c
-                    .kubectl(&[
-                        "get",
-                        "lease",
-                        ALLOCATOR_LEASE,
-                        "-n",
-                        "herald-system",
-                        "-o",
-                        "jsonpath={.spec.holderIdentity}",
-                    ])
-                    .ok()?;
-                Some(h.split('/').next()?.to_string()).filter(|n| !n.is_empty())
-            })
-            .context("nobody holds the allocator Lease")?;
+            let holder = wait_for(Duration::from_secs(30), || c.allocator_leader().ok().flatten())
+                .context("nobody holds the allocator Lease")?;
             let victim = c.node_index(&holder).context("the allocator's leader is a lab node")?;
             // A random point in the leader's renew period.
             settle(Duration::from_millis(500 + u64::from(rand::random::<u16>() % 1000)));
@@ -346,105 +333,60 @@ fn create_to_answer(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
     Ok(())
 }
 
-/// Steady-state API requests per second with `n` Service IPs (IPv6 single-stack Services) on 3 nodes, for each size on
-/// each server's cluster in turn (both clusters up for the whole part).
+/// Issue #19's scale measurement with `n` Service IPs (IPv6 single-stack Services) on 3 nodes, for each size on each
+/// server's cluster in turn (both clusters up for the whole part; each size adds Services to the last).
 fn api_load(sizes: &[usize], window: Duration, kinds: &[ApiServerKind]) -> Result<()> {
     let sides = clusters("failover-bench-load", &[], kinds)?;
     let mut rows = Vec::new();
     let mut created = 0;
     for &n in sizes {
         for (kind, c) in &sides {
-            rows.push(load_step(c, *kind, created, n, window)?);
+            let limits = ScaleLimits::generous(n, window);
+            let r = scale::grow(c, created, n, &limits)
+                .with_context(|| format!("{n} Service IPs on {}", kind_name(*kind)))?;
+            let nodes = c.nodes.len() as f64;
+            let nf = n as f64;
+            let held = match (r.held_after, r.held_after_first_create) {
+                (Some(t), Some(first)) => format!("{:.1} s ({:.1} s)", t.as_secs_f64(), first.as_secs_f64()),
+                _ => format!("only {} after {:.0} s", r.held, limits.held.as_secs_f64()),
+            };
+            let quiet = match r.quiet_after {
+                Some(t) => format!("{:.0} s", t.as_secs_f64()),
+                None => format!("not within {:.0} s", limits.quiet.as_secs_f64()),
+            };
+            rows.push(format!(
+                "| {n} | {} | {:.1} s | {held} | {quiet} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} |",
+                kind_name(*kind),
+                r.created_in.as_secs_f64(),
+                r.writes_per_s,
+                r.reads_per_s,
+                r.rss_column(),
+                r.cpu_column(),
+                nf / 2.0,
+                nf * (nodes - 1.0) / (1.6 * 2.0)
+            ));
         }
         created = n;
     }
     println!(
-        "Steady-state API requests per second of the agents on 3 nodes (lab-apiserver `/metrics`; kube-apiserver: \
-         its audit log, the agents' ServiceAccount only), sampled over {} s once a 5 s window had no lease create and \
-         no announced-by patch, next to a lease-per-Service design renewing every 2 s (N/2 writes/s, N·(M−1)/(1.6·2) \
-         reads/s):\n",
+        "Scale with N single-stack IPv6 Service IPs on 3 nodes (Layer 2). Services created with `kubectl create`, 4 \
+         calls of 500 at a time; \"all IPs held\" counts from the end of creation (in parentheses: from the first \
+         create); \"quiet\" is the end of the first {} s window in which no IP lease and no Service was written. Then \
+         over {} s: the agents' API requests per second (lab-apiserver `/metrics`; kube-apiserver: its audit log, the \
+         agents' ServiceAccount only), each agent's resident set (peak so far from VmHWM / at the end of the window, \
+         MiB) and its CPU (% of one core); `*` marks the allocator's leader. Last, a lease-per-Service design renewing \
+         every 2 s (N/2 writes/s, N·(M−1)/(1.6·2) reads/s):\n",
+        scale::QUIET_WINDOW.as_secs(),
         window.as_secs()
     );
     println!(
-        "| Service IPs | API server | Herald writes/s | Herald reads/s | all IPs held after | quiet after | \
-         lease-per-Service writes/s | lease-per-Service reads/s |"
+        "| Service IPs | API server | created in | all IPs held after | quiet after | Herald writes/s | Herald reads/s | \
+         RSS peak/steady per agent (MiB) | CPU % per agent | lease-per-Service writes/s | lease-per-Service reads/s |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|");
     for r in rows {
         println!("{r}");
     }
     println!();
     Ok(())
-}
-
-/// Grows `c` from `created` to `n` Services, waits until every IP is held and ownership is quiet, then samples the
-/// request rates over `window`: one table row.
-fn load_step(c: &Cluster, kind: ApiServerKind, created: usize, n: usize, window: Duration) -> Result<String> {
-    let nodes = c.nodes.len() as f64;
-    let specs: Vec<ServiceSpec> = (created..n).map(|i| ServiceSpec::v6(&format!("load{i:04}"))).collect();
-    for chunk in specs.chunks(250) {
-        c.create_services(chunk)?;
-    }
-    let name = kind_name(kind);
-    let start = Instant::now();
-    wait_for(Duration::from_secs(300), || {
-        let leases = c.ip_leases().ok()?;
-        (leases.values().filter(|h| h.is_some()).count() >= n).then_some(())
-    })
-    .with_context(|| format!("{n} IPs never all got a holder ({name})"))?;
-    let held = start.elapsed().as_secs_f64();
-    eprintln!("{n} IPs held after {held:.1} s on {name}; settling");
-    // Steady state: a 5 s window without ownership changes (no lease creates, no announced-by patches).
-    let quiet = wait_for(Duration::from_secs(180), || {
-        let a = c.api_requests().ok()?;
-        settle(Duration::from_secs(5));
-        let b = c.api_requests().ok()?;
-        let changed = |verb: &str, res: &str| {
-            let k = (verb.to_string(), res.to_string());
-            b.get(&k).copied().unwrap_or(0) - a.get(&k).copied().unwrap_or(0)
-        };
-        let updates = changed("update", "leases");
-        eprintln!(
-            "  5 s: {updates} lease updates, {} lease creates, {} Service patches",
-            changed("create", "leases"),
-            changed("patch", "services")
-        );
-        (changed("create", "leases") == 0 && changed("patch", "services") == 0).then_some(())
-    });
-    let quiet_after = match quiet {
-        Some(()) => format!("{:.0} s", start.elapsed().as_secs_f64()),
-        None => format!("not within {:.0} s", start.elapsed().as_secs_f64()),
-    };
-    eprintln!("{n} IPs on {name}: quiet: {quiet_after}");
-    let before = c.api_requests()?;
-    settle(window);
-    let after = c.api_requests()?;
-    let delta = |pred: &dyn Fn(&str) -> bool| -> f64 {
-        after
-            .iter()
-            .filter(|((verb, _), _)| pred(verb))
-            .map(|(k, v)| v - before.get(k).copied().unwrap_or(0))
-            .sum::<u64>() as f64
-            / window.as_secs_f64()
-    };
-    let writes = delta(&|v| matches!(v, "create" | "update" | "patch" | "delete" | "deletecollection"));
-    // (lab-apiserver does not count its own /metrics in these counters.)
-    let reads = delta(&|v| matches!(v, "get" | "list"));
-    let by_resource: BTreeMap<String, u64> = after
-        .iter()
-        .map(|((verb, res), v)| {
-            (
-                format!("{verb} {res}"),
-                v - before.get(&(verb.clone(), res.clone())).copied().unwrap_or(0),
-            )
-        })
-        .filter(|(_, v)| *v > 0)
-        .collect();
-    eprintln!("{n} IPs on {name}, requests in {window:?}: {by_resource:?}");
-    let nf = n as f64;
-    Ok(format!(
-        "| {n} | {name} | {writes:.1} | {reads:.1} | {held:.0} s | {quiet_after} | {:.1} | {:.1} |",
-        nf / 2.0,
-        nf * (nodes - 1.0) / (1.6 * 2.0)
-    ))
 }
