@@ -259,6 +259,8 @@ pub struct OwnershipCore {
     last_healthy: Option<bool>,
     /// Every round decides every IP (see [`OwnershipCore::decide_every_ip`]).
     decide_all: bool,
+    /// Liveness gaps that ended before anyone could have taken over (no re-assertion needed).
+    harmless_gaps: u64,
 }
 
 impl OwnershipCore {
@@ -296,6 +298,7 @@ impl OwnershipCore {
             last_poll: None,
             last_healthy: None,
             decide_all: false,
+            harmless_gaps: 0,
         }
     }
 
@@ -334,6 +337,12 @@ impl OwnershipCore {
     pub fn holder_of(&self, ip: IpAddr) -> Option<&str> {
         let name = naming::ip_lease_name(ip).ok()?;
         self.leases.get(&name)?.holder()
+    }
+
+    /// How many liveness gaps ended before anyone could have taken over an IP of this instance (its IPs stayed
+    /// asserted; see [`ElectionTiming::gap_is_harmless`]).
+    pub fn harmless_gaps(&self) -> u64 {
+        self.harmless_gaps
     }
 
     /// How many on-wire yields this instance performed.
@@ -642,15 +651,24 @@ impl OwnershipCore {
                     return;
                 }
                 self.own.ever_held = true;
-                let gap_ended = self
-                    .own
-                    .last_ok_sent
-                    .is_none_or(|t| sent_at >= t + self.timing.renew_deadline);
+                let last = self.own.last_ok_sent;
+                let gap_ended = last.is_none_or(|t| sent_at >= t + self.timing.renew_deadline);
                 self.note_gap(sent_at);
                 // An answer that arrives after the previous renew's deadline ends a gap too, even if no decision
-                // round ran at the deadline itself (a busy task, or the answer and the timer ready at once): this
-                // instance had no renew it knew to be successful in between, so every IP must be re-asserted.
+                // round ran at the deadline itself (a busy task, or the answer and the timer ready at once).
                 self.note_gap(now);
+                // The gap ends here. Unless this renew took effect before anyone could have confirmed this node dead,
+                // every IP must be re-asserted (a new epoch): one may have been taken over meanwhile.
+                if let Some(last) = last
+                    && now >= last + self.timing.renew_deadline
+                {
+                    if self.timing.gap_is_harmless(now - last) {
+                        self.harmless_gaps += 1;
+                    } else {
+                        self.epoch += 1;
+                        self.schedule.touch_all();
+                    }
+                }
                 if gap_ended && self.own.last_ok_sent.is_some() {
                     self.restart_observation(now);
                 }
@@ -689,9 +707,10 @@ impl OwnershipCore {
         }
     }
 
+    /// A gap begins: no IP counts as asserted while it lasts (the agent is not healthy); whether they must be
+    /// asserted again after it is decided when it ends (`node_write_done`).
     fn start_gap(&mut self, last_ok: Instant) {
         self.gap_counted_for = Some(last_ok);
-        self.epoch += 1;
         self.schedule.touch_all();
         if self.policy == OutagePolicy::Hold {
             self.hold_set.clone_from(&self.announced);

@@ -143,6 +143,17 @@ impl ElectionTiming {
             .min(self.node_renew_period)
     }
 
+    /// Whether a liveness gap that ended with a renew answered `since_last_ok` after the last successful renew was
+    /// *sent* can have let another node take over any IP of this one. A taker confirms a holder dead with a read of
+    /// its node lease served no earlier than `T` (its clock) after the holder's last write it observed, which was sent
+    /// no earlier than that renew; the renew that ends the gap took effect before its answer arrived. If that is
+    /// before any such read (`since_last_ok·(1 + ρ) < T·(1 − ρ)`), every read showed the new resourceVersion and no
+    /// takeover was possible: the IPs asserted before the gap need no new assertion.
+    pub fn gap_is_harmless(&self, since_last_ok: Duration) -> bool {
+        since_last_ok.as_secs_f64() * (1.0 + CLOCK_RATE_MARGIN)
+            < self.takeover_after.as_secs_f64() * (1.0 - CLOCK_RATE_MARGIN)
+    }
+
     /// Whole seconds written to `leaseDurationSeconds` of node and IP leases (informational for humans and
     /// `kubectl`; Herald itself only trusts local observation times).
     pub fn lease_duration_seconds(&self) -> i32 {
@@ -155,6 +166,16 @@ impl ElectionTiming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_is_harmless_only_while_no_takeover_check_can_have_been_served() {
+        let t = ElectionTiming::default();
+        // T = 3 s, ρ = 2 %: 3 × 0.98 / 1.02 = 2.882 s.
+        assert!(t.gap_is_harmless(Duration::from_millis(2_500)));
+        assert!(t.gap_is_harmless(Duration::from_millis(2_880)));
+        assert!(!t.gap_is_harmless(Duration::from_millis(2_890)));
+        assert!(!t.gap_is_harmless(Duration::from_secs(10)));
+    }
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
