@@ -4,7 +4,8 @@
 //! taken over again and again) becomes one patch, and what waits is bounded by the number of Services, so nothing is
 //! dropped however many IPs are announced at once. Up to [`CONCURRENCY`] Services are written at once, never one
 //! Service twice at once (its compare-and-swap would only conflict with itself). The Service is read from the
-//! shared reflector, not fetched: the API is read only when the patch's resourceVersion turns out stale (409).
+//! shared reflector, never fetched: when the patch's resourceVersion turns out stale (409), the writer waits for the
+//! reflector to show the newer version (so the agent needs no `get` on Services at all).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -21,7 +22,7 @@ use kube::{Api, Client, Resource};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::state::Write;
 use crate::adapter;
@@ -32,8 +33,10 @@ const CONCURRENCY: usize = 8;
 /// Conflict notes kept per waiting Service; more are dropped (a network full of hosts claiming one address says
 /// nothing new after the first few).
 const MAX_CONFLICTS: usize = 8;
-/// A patch whose resourceVersion is stale is tried again this many times, each after a fresh read.
+/// A patch whose resourceVersion is stale is tried again this many times, each on the reflector's newer copy.
 const CONFLICT_RETRIES: u32 = 5;
+/// How long a patch that conflicted waits for the reflector to show the Service's newer version.
+const STORE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What waits to be written about one Service.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -177,13 +180,16 @@ async fn run(queue: Arc<Mutex<Queue>>, wake: Arc<Notify>, context: Arc<Context>,
 /// Events.
 async fn write(context: &Context, service: &ServiceKey, writes: ServiceWrites) {
     let api: Api<Service> = Api::namespaced(context.client.clone(), &service.namespace);
-    let stored = context
-        .services
-        .get(&ObjectRef::new(&service.name).within(&service.namespace));
+    let key = ObjectRef::new(&service.name).within(&service.namespace);
+    // The announcer planned these writes from this store: a Service missing from it now was deleted.
+    let Some(stored) = context.services.get(&key) else {
+        debug!(%service, "the Service is gone: nothing to record");
+        return;
+    };
     let node = &context.node;
     let mut regarding = None;
     if !writes.announced.is_empty() {
-        match record_announcer(&api, stored.clone(), &service.name, &writes.announced, node).await {
+        match record_announcer(&api, &context.services, stored.clone(), &writes.announced, node).await {
             Ok(reference) => {
                 for (ip, interface) in &writes.announced {
                     let event = Event {
@@ -204,17 +210,7 @@ async fn write(context: &Context, service: &ServiceKey, writes: ServiceWrites) {
     if writes.conflicts.is_empty() {
         return;
     }
-    let regarding = match (regarding, stored) {
-        (Some(r), _) => r,
-        (None, Some(svc)) => svc.object_ref(&()),
-        (None, None) => match api.get(&service.name).await {
-            Ok(svc) => svc.object_ref(&()),
-            Err(e) => {
-                info!(%service, error = %e, "cannot record the address conflict on the Service");
-                return;
-            }
-        },
-    };
+    let regarding = regarding.unwrap_or_else(|| stored.object_ref(&()));
     for note in writes.conflicts {
         let event = Event {
             type_: EventType::Warning,
@@ -231,22 +227,21 @@ async fn write(context: &Context, service: &ServiceKey, writes: ServiceWrites) {
 /// entry per Service IP), keeping the entries other nodes wrote for its other IPs. A compare-and-swap on the
 /// resourceVersion, so two nodes recording different IPs of one dual-stack Service never lose each other's entry.
 ///
-/// It starts from the reflector's copy (`stored`), read again from the API only when the patch conflicts (or the
-/// store does not have the Service yet). When that copy already holds the entries, nothing is written: the store
+/// It starts from the reflector's copy (`stored`); when the patch conflicts, it waits for the reflector to show the
+/// newer version (at most [`STORE_CATCH_UP`]) and tries again on that. When that copy already holds the entries, nothing is written: the store
 /// is at most a watch event behind, and the entry it shows was this node's own write or is this node's by an older
 /// holder's record that the watch has not yet replaced; the latter needs a takeover back and forth within one watch
 /// delay, which only a broken watch makes possible (and then every decision of this agent is that late).
 async fn record_announcer(
     api: &Api<Service>,
-    stored: Option<Arc<Service>>,
-    name: &str,
+    store: &Store<Service>,
+    stored: Arc<Service>,
     ips: &BTreeMap<IpAddr, String>,
     node: &str,
 ) -> Result<ObjectReference, kube::Error> {
-    let mut svc = match stored {
-        Some(svc) => svc,
-        None => Arc::new(api.get(name).await?),
-    };
+    let key = ObjectRef::from_obj(stored.as_ref());
+    let name = key.name.clone();
+    let mut svc = stored;
     let mut attempt = 0;
     loop {
         let existing = svc
@@ -267,14 +262,33 @@ async fn record_announcer(
             "resourceVersion": svc.metadata.resource_version,
             "annotations": {names::ANNOTATION_ANNOUNCED_BY: value},
         }});
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(patched) => return Ok(patched.object_ref(&())),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONFLICT_RETRIES => {
                 attempt += 1;
-                svc = Arc::new(api.get(name).await?);
+                match newer_copy(store, &key, svc.metadata.resource_version.as_deref()).await {
+                    Some(newer) => svc = newer,
+                    None => return Err(kube::Error::Api(e)),
+                }
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The reflector's copy of `key` once its resourceVersion differs from `than` (at most [`STORE_CATCH_UP`] later);
+/// `None` if the Service is gone or the reflector did not catch up.
+async fn newer_copy(store: &Store<Service>, key: &ObjectRef<Service>, than: Option<&str>) -> Option<Arc<Service>> {
+    let deadline = tokio::time::Instant::now() + STORE_CATCH_UP;
+    loop {
+        let svc = store.get(key)?;
+        if svc.metadata.resource_version.as_deref() != than {
+            return Some(svc);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
@@ -285,7 +299,7 @@ mod tests {
     use std::time::Duration;
 
     use kube::api::PostParams;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    use kube::runtime::{reflector, watcher};
 
     use crate::events::Reporter;
 
@@ -405,15 +419,13 @@ mod tests {
         api.patch("s0", &PatchParams::default(), &Patch::Merge(&other))
             .await
             .unwrap();
-        let (store, writer) = reflector::store();
-        let reflector = reflector::reflector(writer, watcher(api.clone(), Default::default()))
-            .applied_objects()
-            .for_each(|_| async {});
-        let reflector = tokio::spawn(reflector);
-        store.wait_until_ready().await.unwrap();
-        // The store is stopped once it shows every Service as it is now; then s1 changes, so the store's copy of
-        // s1 is stale: its patch conflicts, s1 is read again and patched.
-        reflector.abort();
+        // The store as the reflector would fill it, by hand: it shows every Service as it is now; then s1 changes,
+        // so the store's copy of s1 is stale and its patch conflicts. The store gets s1's new version only once the
+        // conflict happened (a watch event that arrives late), and the writer patches s1 again on that copy.
+        let (store, mut store_writer) = reflector::store();
+        for svc in api.list(&Default::default()).await.unwrap().items {
+            store_writer.apply_watcher_event(&watcher::Event::Apply(svc));
+        }
         let behind = json!({"metadata": {"annotations": {"unrelated": "x"}}});
         api.patch("s1", &PatchParams::default(), &Patch::Merge(&behind))
             .await
@@ -432,6 +444,21 @@ mod tests {
         for i in 1..services {
             writer.send(announcing(&format!("s{i}"), "2001:db8::1", "eth0"));
         }
+        let conflicts = |m: &herald_lab_apiserver::MetricsSnapshot| m.responses.get(&409).copied().unwrap_or(0);
+        let late_event = async {
+            while conflicts(&lab.metrics()) == conflicts(&before) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let items = api.list(&Default::default()).await.unwrap().items;
+            let s1 = items
+                .into_iter()
+                .find(|s| s.metadata.name.as_deref() == Some("s1"))
+                .unwrap();
+            store_writer.apply_watcher_event(&watcher::Event::Apply(s1));
+        };
+        tokio::time::timeout(Duration::from_secs(20), late_event)
+            .await
+            .expect("s1's patch conflicts");
         let mut want: BTreeMap<String, String> = (1..services)
             .map(|i| (format!("s{i}"), "192.0.2.1=n1,2001:db8::1=n1".to_string()))
             .collect();
@@ -448,10 +475,9 @@ mod tests {
         let made = |verb: &str| after.requests(verb, "services") - before.requests(verb, "services");
         assert_eq!(
             (made("patch"), made("get")),
-            (services as u64 + 1, 1),
-            "one patch per Service; s1 read and patched once more"
+            (services as u64 + 1, 0),
+            "one patch per Service; s1 patched once more on the reflector's newer copy, never read"
         );
-        let conflicts = |m: &herald_lab_apiserver::MetricsSnapshot| m.responses.get(&409).copied().unwrap_or(0);
         assert_eq!(conflicts(&after) - conflicts(&before), 1);
         cancel.cancel();
     }
