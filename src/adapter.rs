@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use herald_api::eip::MAX_ADDRESS_ENTRY;
 use herald_api::{Eip, names, text};
@@ -99,11 +100,13 @@ fn names_static(key: &str) -> &'static str {
 
 /// Builds the allocator's request for a Service. Herald's annotations win over the MetalLB and OpenELB ones that
 /// are honoured for users migrating.
-pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<ServiceRequest, RequestError> {
+pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<ServiceRequest, RequestError> {
     let spec = svc.spec.clone().unwrap_or_default();
     let mut req = ServiceRequest::new(svc.namespace().unwrap_or_default(), svc.name_any());
-    req.namespace_labels = namespace_labels.clone();
-    req.service_labels = svc.labels().clone();
+    req.namespace_labels = Arc::clone(namespace_labels);
+    if !svc.labels().is_empty() {
+        req.service_labels = Arc::new(svc.labels().clone());
+    }
     req.pool = annotation(
         svc,
         &[
@@ -184,7 +187,9 @@ pub fn service_request(svc: &Service, namespace_labels: &Labels) -> Result<Servi
         req.ports.push(ServicePort::new(number, protocol));
     }
     req.etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
-    req.pod_selector = spec.selector.unwrap_or_default();
+    if let Some(selector) = spec.selector.filter(|s| !s.is_empty()) {
+        req.pod_selector = Arc::new(selector);
+    }
     req.created = CreationKey {
         timestamp: svc.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
         uid: svc.metadata.uid.clone().unwrap_or_default(),
@@ -376,7 +381,7 @@ mod tests {
             json!({"herald.dev/eip": "lan", "herald.dev/ips": "192.0.2.10, 2001:db8::10",
                    "herald.dev/sharing-key": "k"}),
         );
-        let req = service_request(&s, &Labels::new()).unwrap();
+        let req = service_request(&s, &Default::default()).unwrap();
         assert_eq!(req.key.to_string(), "shop/web");
         assert_eq!(req.pool.as_deref(), Some("lan"));
         assert_eq!(
@@ -398,7 +403,7 @@ mod tests {
             json!({}),
             json!({"metallb.io/address-pool": "old", "metallb.io/loadBalancerIPs": "192.0.2.7"}),
         );
-        let req = service_request(&s, &Labels::new()).unwrap();
+        let req = service_request(&s, &Default::default()).unwrap();
         assert_eq!(req.pool.as_deref(), Some("old"));
         assert_eq!(req.requested_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
         let s = lb(
@@ -406,7 +411,7 @@ mod tests {
             json!({"metallb.io/address-pool": "old", "herald.dev/eip": "new"}),
         );
         assert_eq!(
-            service_request(&s, &Labels::new()).unwrap().pool.as_deref(),
+            service_request(&s, &Default::default()).unwrap().pool.as_deref(),
             Some("new")
         );
     }
@@ -414,14 +419,14 @@ mod tests {
     #[test]
     fn malformed_input_is_a_clear_error() {
         let s = lb(json!({}), json!({"herald.dev/ips": "192.0.2.300"}));
-        let err = service_request(&s, &Labels::new()).unwrap_err().to_string();
+        let err = service_request(&s, &Default::default()).unwrap_err().to_string();
         assert_eq!(
             err,
             "annotation herald.dev/ips: '192.0.2.300' is not an IP address (expected ip[,ip])"
         );
         let s = lb(json!({"loadBalancerIP": "nope"}), json!({}));
         assert!(
-            service_request(&s, &Labels::new())
+            service_request(&s, &Default::default())
                 .unwrap_err()
                 .to_string()
                 .contains("spec.loadBalancerIP")
@@ -446,7 +451,7 @@ mod tests {
             lb(json!({"ports": [{"port": 80, "protocol": huge}]}), json!({})),
         ];
         for svc in cases {
-            let err = service_request(&svc, &Labels::new()).unwrap_err().to_string();
+            let err = service_request(&svc, &Default::default()).unwrap_err().to_string();
             assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
         }
         let eips = [

@@ -136,6 +136,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let shared = SharedStores::start(&client, &cancel);
+    tokio::spawn(return_free_memory(cancel.clone()));
 
     // The allocator's lock is judged like a node lease (a crashed leader is replaced in about --takeover-after, as a
     // crashed Layer 2 holder is); each --allocator-* flag overrides one value.
@@ -294,5 +295,25 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// How often the agent gives the allocator's free pages back to the kernel.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Now and then, returns the pages malloc holds free to the kernel ([`herald_sys::malloc::trim`]): the first list of
+/// a large cluster and a burst of changes leave freed memory behind that would otherwise stay resident.
+async fn return_free_memory(cancel: CancellationToken) {
+    let mut every = tokio::time::interval(TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if tokio::task::spawn_blocking(herald_sys::malloc::trim).await.is_err() {
+            return;
+        }
     }
 }

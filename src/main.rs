@@ -46,6 +46,11 @@ enum AnnounceMode {
 /// 64-core node would otherwise pay for nothing.
 const AGENT_WORKER_THREADS: usize = 2;
 
+/// malloc arenas of the agent. glibc's default (up to eight per core) lets each thread's share of the cluster cache
+/// fragment on its own; one arena measured about a fifth less resident memory at 10,000 Service IPs, and the agent's
+/// threads rarely allocate at the same moment.
+const AGENT_MALLOC_ARENAS: u16 = 1;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(&cli.log)?;
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Agent(args) => {
+            herald_sys::malloc::limit_arenas(AGENT_MALLOC_ARENAS);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(AGENT_WORKER_THREADS)
                 .enable_all()

@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
-use herald_api::Eip;
 use herald_api::decode::{Lenient, Unreadable};
+use herald_api::{Eip, names};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::store::Writer;
@@ -102,14 +102,17 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// keep that field here too (`slim_keeps_everything_herald_reads` checks the readers that exist).
 /// - Any kind: `managedFields` (every field manager's field set: kubectl, the controllers, Herald's own status
 ///   writes) and the `kubectl apply` copy of the object in `kubectl.kubernetes.io/last-applied-configuration`.
-/// - Service: `status.conditions`.
+/// - Service: all but its name, namespace, uid, resourceVersion, creation and deletion timestamps, labels, the
+///   annotations Herald reads ([`names::SERVICE_ANNOTATIONS`]), and of its spec the type, class, `loadBalancerIP`,
+///   IP families and policy, `externalTrafficPolicy`, the ports' numbers and protocols, and the pod selector of an
+///   `externalTrafficPolicy: Local` Service; `status.conditions` go too (`status.loadBalancer` stays).
 /// - Node: everything but its name, labels, deletion timestamp, `NetworkUnavailable` condition and addresses (what
 ///   the announcer reads): among what goes, `status.images` (up to 50 images with all their names: often most of a
 ///   Node), annotations, and the kubelet's heartbeat conditions.
 /// - EndpointSlice: per endpoint only `nodeName` and `conditions` (the announcer's `externalTrafficPolicy: Local`
 ///   rule); annotations, addresses, `targetRef`, `hints`, `zone` and the slice's `ports` go.
-/// - Lease (the allocator's IP and node Lease reflectors: Eip status and Lease collection): only the holder of the
-///   spec; its times, duration and transitions go.
+/// - Lease (the allocator's IP and node Lease reflectors: Eip status and Lease collection): its name, namespace,
+///   resourceVersion and holder; labels (the watches select by them), uid, times, duration and transitions go.
 ///
 /// Besides memory, this keeps the kinds that change most often from waking the loops for nothing: a pod moving
 /// between two addresses on one node, or a kubelet heartbeat, leaves the slimmed object as it was ([`unchanged`]); so
@@ -122,9 +125,7 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
     }
     let any: &mut dyn Any = &mut object;
     if let Some(svc) = any.downcast_mut::<Service>() {
-        if let Some(status) = &mut svc.status {
-            status.conditions = None;
-        }
+        slim_service(svc);
     } else if let Some(node) = any.downcast_mut::<Node>() {
         node.metadata.annotations = None;
         node.spec = None;
@@ -136,6 +137,10 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
             ..Default::default()
         });
     } else if let Some(lease) = any.downcast_mut::<Lease>() {
+        // The watches select by label; nothing reads the labels (one of them names the IP: a map per Lease).
+        lease.metadata.labels = None;
+        lease.metadata.uid = None;
+        lease.metadata.creation_timestamp = None;
         lease.spec = lease.spec.take().map(|spec| LeaseSpec {
             holder_identity: spec.holder_identity,
             ..Default::default()
@@ -152,6 +157,47 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
         }
     }
     object
+}
+
+/// A Service as the stores keep it: the fields [`slim`] names for Services. The largest parts of a Service in a
+/// cache are its maps (each costs a B-tree node of about half a KiB) and strings, so only the maps Herald reads stay:
+/// its annotations (only Herald's and the migrated projects' keys), its labels (Eip `serviceSelector`), and its pod
+/// selector only under `externalTrafficPolicy: Local` (the one rule that compares the pods of IP sharers).
+fn slim_service(svc: &mut Service) {
+    let meta = &mut svc.metadata;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| names::SERVICE_ANNOTATIONS.contains(&k.as_str()));
+    }
+    meta.annotations = meta.annotations.take().filter(|a| !a.is_empty());
+    meta.labels = meta.labels.take().filter(|l| !l.is_empty());
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(spec) = &mut svc.spec {
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        *spec = ServiceSpec {
+            type_: spec.type_.take(),
+            load_balancer_class: spec.load_balancer_class.take(),
+            load_balancer_ip: spec.load_balancer_ip.take(),
+            ip_families: spec.ip_families.take(),
+            ip_family_policy: spec.ip_family_policy.take(),
+            external_traffic_policy: spec.external_traffic_policy.take(),
+            selector: spec.selector.take().filter(|s| local && !s.is_empty()),
+            ports: spec.ports.take().map(|ports| {
+                ports
+                    .into_iter()
+                    .map(|p| ServicePort {
+                        port: p.port,
+                        protocol: p.protocol,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        };
+    }
+    if let Some(status) = &mut svc.status {
+        status.conditions = None;
+    }
 }
 
 /// Whether a slimmed Node, EndpointSlice or Lease holds nothing new compared with the stored one: the same but for its
@@ -724,7 +770,7 @@ mod tests {
 
         let svc = full_service();
         let slimmed = slim(svc.clone());
-        let labels = herald_ipam::Labels::new();
+        let labels = Arc::default();
         assert_eq!(
             adapter::service_request(&slimmed, &labels),
             adapter::service_request(&svc, &labels)
@@ -770,6 +816,42 @@ mod tests {
         assert!(!svc.metadata.annotations.as_ref().unwrap().contains_key(LAST_APPLIED));
         assert_eq!(svc.metadata.managed_fields, None);
         assert_eq!(svc.status.as_ref().unwrap().conditions, None);
+        let spec = svc.spec.as_ref().unwrap();
+        let port = &spec.ports.as_ref().unwrap()[0];
+        assert_eq!((port.port, port.name.as_ref(), port.node_port), (80, None, None));
+        assert!(
+            spec.selector.is_some(),
+            "externalTrafficPolicy: Local keeps the pod selector"
+        );
+        let mut other = full_service();
+        let spec = other.spec.as_mut().unwrap();
+        spec.external_traffic_policy = Some("Cluster".into());
+        spec.cluster_ip = Some("10.96.0.1".into());
+        spec.session_affinity = Some("None".into());
+        other
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("prometheus.io/scrape".into(), "true".into());
+        let other = slim(other);
+        let spec = other.spec.unwrap();
+        assert_eq!(
+            (spec.selector, spec.cluster_ip, spec.session_affinity),
+            (None, None, None)
+        );
+        let kept: Vec<String> = other.metadata.annotations.unwrap().into_keys().collect();
+        assert_eq!(
+            kept,
+            [
+                "herald.dev/allocated-from",
+                "herald.dev/announced-by",
+                "herald.dev/eip",
+                "herald.dev/sharing-key",
+                "metallb.io/loadBalancerIPs"
+            ],
+            "only the annotations Herald reads"
+        );
         let node = slim(full_node("n1", "2026-01-01T00:00:00Z", "nginx"));
         let status = node.status.unwrap();
         assert_eq!((status.images, status.node_info, status.capacity), (None, None, None));

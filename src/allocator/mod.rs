@@ -162,7 +162,7 @@ pub async fn run(
                 namespaces: namespaces
                     .state()
                     .iter()
-                    .map(|n| (n.name_any(), n.labels().clone()))
+                    .map(|n| (n.name_any(), Arc::new(n.labels().clone())))
                     .collect(),
                 ip_holders: ip_leases
                     .state()
@@ -370,10 +370,17 @@ impl Controller {
                 }
             }
         }
-        // Forget targets whose objects are gone, so the map stays bounded by the number of objects.
-        self.in_flight.retain(|t, _| match t {
-            WriteTarget::Ingress(k) | WriteTarget::AllocatedFrom(k) => services.contains_key(k),
-            WriteTarget::EipStatus(n) => eips.contains_key(n),
+        // Keep a write only while its object still shows the version the write started from: once the watch shows
+        // another (the write's own result, or a later change) or the object is gone, the record has served. The map
+        // holds the writes the watch has not shown yet, not one per object ever written.
+        self.in_flight.retain(|t, (_, rv)| {
+            let shown = match t {
+                WriteTarget::Ingress(k) | WriteTarget::AllocatedFrom(k) => {
+                    services.get(k).map(|s| s.resource_version())
+                }
+                WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
+            };
+            shown.as_ref() == Some(rv)
         });
         for notice in plan.notices {
             self.publish(&notice, &services, &eips);

@@ -27,7 +27,7 @@ pub struct Snapshot {
     /// Every Eip.
     pub eips: Vec<Arc<Eip>>,
     /// Namespace labels by namespace name.
-    pub namespaces: HashMap<String, Labels>,
+    pub namespaces: HashMap<String, Arc<Labels>>,
     /// Node holding each IP lease, by lease name (`herald-ip-…`), for the Eips' `announcers`.
     pub ip_holders: HashMap<String, String>,
     /// Eips that could not be read as `Eip` (the store keeps a readable one's last readable version in `eips`).
@@ -90,8 +90,6 @@ pub struct AllocatorState {
     /// Invalid Eips never seen valid (e.g. unreadable when the allocator started), applied as a disabled pool of
     /// exactly the addresses their Services hold, so those keep them until the Eip is fixed.
     frozen: BTreeSet<String>,
-    /// The request each allocation was made for.
-    requests: HashMap<ServiceKey, ServiceRequest>,
     /// The last failure reported per Service, so a Service that keeps failing is reported once per reason.
     reported: HashMap<ServiceKey, String>,
     /// Why a Service lost its addresses in this pass (pool shrunk, deleted, ...), for the Event.
@@ -254,7 +252,6 @@ impl AllocatorState {
 
     fn forget(&mut self, key: &ServiceKey) {
         self.alloc.release(key);
-        self.requests.remove(key);
     }
 
     fn sync_pools(&mut self, snap: &Snapshot, plan: &mut Plan) {
@@ -326,7 +323,6 @@ impl AllocatorState {
         }
         self.invalid.retain(|n, _| present.contains(n));
         for e in evictions {
-            self.requests.remove(&e.service);
             self.evicted.insert(e.service.clone(), e.to_string());
         }
     }
@@ -349,13 +345,11 @@ impl AllocatorState {
                 r.created.uid = svc.metadata.uid.clone().unwrap_or_default();
                 r
             });
-            if let Some(a) = convert::existing_assignment(svc, req.clone()) {
-                self.requests.insert(req.key.clone(), req);
+            if let Some(a) = convert::existing_assignment(svc, req) {
                 existing.push(a);
             }
         }
         for conflict in self.alloc.rebuild(existing) {
-            self.requests.remove(&conflict.service);
             self.evicted.insert(conflict.service.clone(), conflict.to_string());
             self.report(plan, conflict.service.clone(), true, "IPConflict", conflict.to_string());
         }
@@ -364,13 +358,14 @@ impl AllocatorState {
     fn allocate(&mut self, req: &ServiceRequest, plan: &mut Plan) {
         let key = &req.key;
         let before = self.alloc.allocation(key).cloned();
+        // The request the Service's allocation was made for (the allocator keeps it with the allocation, and drops
+        // both when an allocation fails).
+        let previous_request = self.alloc.request(key).cloned();
         match self.alloc.allocate(req) {
             Ok(_) => {
-                self.requests.insert(key.clone(), req.clone());
                 self.reported.remove(key);
             }
             Err(err) => {
-                let previous_request = self.requests.get(key).cloned();
                 let kept = match (before, previous_request) {
                     // The Service's new request cannot be met; it keeps what it had (bad input loses nothing),
                     // unless keeping it would break sharing rules with its neighbours.
@@ -387,7 +382,6 @@ impl AllocatorState {
                         self.report(plan, key.clone(), true, "AllocationFailed", note);
                     }
                     None => {
-                        self.requests.remove(key);
                         self.report(plan, key.clone(), true, "AllocationFailed", err.to_string());
                     }
                 }

@@ -648,10 +648,14 @@ fn namespace_rules_use_namespace_labels() {
         )],
         ..Default::default()
     };
-    snap.namespaces
-        .insert("blue".into(), [("team".to_string(), "blue".to_string())].into());
-    snap.namespaces
-        .insert("red".into(), [("team".to_string(), "red".to_string())].into());
+    snap.namespaces.insert(
+        "blue".into(),
+        std::sync::Arc::new([("team".to_string(), "blue".to_string())].into()),
+    );
+    snap.namespaces.insert(
+        "red".into(),
+        std::sync::Arc::new([("team".to_string(), "red".to_string())].into()),
+    );
     snap.services.push(service("blue", "ok", 1, json!({}), json!({})));
     snap.services.push(service("red", "no", 2, json!({}), json!({})));
     let mut state = AllocatorState::new();

@@ -3,11 +3,12 @@
 //! agent, which the election relies on (every agent ranks the same candidate list).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use herald_api::{Eip, Protocol, names};
+use herald_election::NodeSet;
 use herald_ipam::{LabelSelector, Labels, ServiceKey};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,11 +26,11 @@ pub struct Announcement {
     pub protocol: Protocol,
     /// Layer 2: the interface named by the Eip (`None`: the one whose subnet holds the IP).
     pub interface: Option<String>,
-    /// The Services holding this IP (several when shared).
-    pub services: BTreeSet<ServiceKey>,
+    /// The Services holding this IP (several when shared), sorted, each once.
+    pub services: Vec<ServiceKey>,
     /// Nodes that may announce it, by the cluster's state (selectors, exclusions, ETP=Local endpoints). Whether
-    /// this node's interface is up is added by the agent, which alone can see it.
-    pub eligible_nodes: BTreeSet<String>,
+    /// this node's interface is up is added by the agent, which alone can see it. IPs with equal sets share one.
+    pub eligible_nodes: NodeSet,
     /// Why no node is eligible, when none is (for Events and logs).
     pub ineligible_reason: Option<String>,
 }
@@ -37,7 +38,8 @@ pub struct Announcement {
 /// The Services on one IP and where the IP may be announced from.
 struct IpGroup<'a> {
     eip: &'a str,
-    services: BTreeSet<ServiceKey>,
+    /// Sorted, each once.
+    services: Vec<ServiceKey>,
     /// `None`: any node; `Some(nodes)`: only these (every Service on the IP is `externalTrafficPolicy: Local`).
     allowed: Option<BTreeSet<String>>,
 }
@@ -129,6 +131,8 @@ fn name_of(meta: &ObjectMeta) -> &str {
 struct EipNodes<'a> {
     eip: &'a Eip,
     selected: BTreeSet<&'a str>,
+    /// `selected` as a [`NodeSet`], made once and shared by every IP of the Eip that any node may announce.
+    all: NodeSet,
 }
 
 impl<'a> EipNodes<'a> {
@@ -141,6 +145,7 @@ impl<'a> EipNodes<'a> {
                 return Self {
                     eip,
                     selected: BTreeSet::new(),
+                    all: NodeSet::default(),
                 };
             }
             None => None,
@@ -149,14 +154,16 @@ impl<'a> EipNodes<'a> {
             .iter()
             .filter(|(_, labels)| selector.as_ref().is_none_or(|s| s.matches(labels)))
             .map(|(name, _)| *name)
-            .collect();
-        Self { eip, selected }
+            .collect::<BTreeSet<&str>>();
+        let all = selected.iter().map(|n| n.to_string()).collect();
+        Self { eip, selected, all }
     }
 
-    /// The selected nodes that `local` allows (`None`: all of them).
-    fn eligible(&self, local: Option<&BTreeSet<String>>) -> BTreeSet<String> {
-        match local {
-            None => self.selected.iter().map(|n| n.to_string()).collect(),
+    /// The selected nodes that `local` allows (`None`: all of them). Equal sets come out as one shared [`NodeSet`]
+    /// (`interned` holds those made so far).
+    fn eligible(&self, local: Option<&BTreeSet<String>>, interned: &mut HashSet<NodeSet>) -> NodeSet {
+        let set: BTreeSet<String> = match local {
+            None => return self.all.clone(),
             // Walk the smaller set: an IP of an `externalTrafficPolicy: Local` Service usually has few.
             Some(local) if local.len() < self.selected.len() => local
                 .iter()
@@ -169,7 +176,13 @@ impl<'a> EipNodes<'a> {
                 .filter(|n| local.contains(**n))
                 .map(|n| n.to_string())
                 .collect(),
+        };
+        if let Some(shared) = interned.get(&set) {
+            return shared.clone();
         }
+        let set = NodeSet::from(set);
+        interned.insert(set.clone());
+        set
     }
 }
 
@@ -211,7 +224,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
                 None => {
                     let group = IpGroup {
                         eip: pool,
-                        services: BTreeSet::from([key.clone()]),
+                        services: vec![key.clone()],
                         allowed: allowed.clone(),
                     };
                     by_ip.insert(ip, group);
@@ -219,7 +232,9 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
                 Some(IpGroup {
                     services, allowed: acc, ..
                 }) => {
-                    services.insert(key.clone());
+                    if let Err(at) = services.binary_search(&key) {
+                        services.insert(at, key.clone());
+                    }
                     // Any Service that may be reached through every node makes every node useful; otherwise
                     // every node with a local endpoint of some sharer is.
                     *acc = match (acc.take(), &allowed) {
@@ -234,6 +249,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         }
     }
     let mut per_eip: HashMap<&str, EipNodes<'_>> = HashMap::new();
+    let mut interned = HashSet::new();
     let mut out = BTreeMap::new();
     for (
         ip,
@@ -251,7 +267,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
                 e.insert(EipNodes::new(eip, &usable_nodes))
             }
         };
-        let eligible = eip_nodes.eligible(local_nodes.as_ref());
+        let eligible = eip_nodes.eligible(local_nodes.as_ref(), &mut interned);
         let ineligible_reason = eligible.is_empty().then(|| match &local_nodes {
             Some(l) if l.is_empty() => "externalTrafficPolicy: Local and no ready endpoint on any node".to_string(),
             Some(_) => "no node with a ready local endpoint matches the Eip's nodeSelector or is usable".to_string(),
@@ -333,7 +349,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn set(names: &[&str]) -> BTreeSet<String> {
+    fn set(names: &[&str]) -> NodeSet {
         names.iter().map(|s| s.to_string()).collect()
     }
 
@@ -569,8 +585,8 @@ mod tests {
                 eip: pool,
                 protocol: eip.spec.protocol,
                 interface: eip.spec.interface.clone(),
-                services,
-                eligible_nodes: eligible,
+                services: services.into_iter().collect(),
+                eligible_nodes: eligible.into(),
                 ineligible_reason,
             };
             out.insert(ip, a);

@@ -102,10 +102,10 @@ pub struct AnnouncerCore {
     node: String,
     /// What the election was told, per Layer 2 IP.
     sent: BTreeMap<IpAddr, IpDesire>,
-    /// Why each IP has no eligible node, as last reported (`None`: it has one).
-    unplaceable: BTreeMap<IpAddr, Option<String>>,
-    /// Why this node cannot answer for each IP, as last reported.
-    cannot_answer: BTreeMap<IpAddr, Option<String>>,
+    /// Why each IP has no eligible node, as last reported (absent: it has one).
+    unplaceable: BTreeMap<IpAddr, String>,
+    /// Why this node cannot answer for each IP, as last reported (absent: it can).
+    cannot_answer: BTreeMap<IpAddr, String>,
     /// Every announced IP (both modes), from the last cluster input: who is behind an IP when it is answered.
     current: BTreeMap<IpAddr, Announcement>,
 }
@@ -142,15 +142,20 @@ impl AnnouncerCore {
     ) -> Plan {
         let mut plan = Plan::default();
         for (ip, a) in &current {
-            if a.ineligible_reason != *self.unplaceable.get(ip).unwrap_or(&None) {
-                if let Some(why) = &a.ineligible_reason {
-                    plan.notices.push(Notice::Unplaceable {
-                        ip: *ip,
-                        eip: a.eip.clone(),
-                        why: why.clone(),
-                    });
+            if a.ineligible_reason.as_ref() != self.unplaceable.get(ip) {
+                match &a.ineligible_reason {
+                    Some(why) => {
+                        plan.notices.push(Notice::Unplaceable {
+                            ip: *ip,
+                            eip: a.eip.clone(),
+                            why: why.clone(),
+                        });
+                        self.unplaceable.insert(*ip, why.clone());
+                    }
+                    None => {
+                        self.unplaceable.remove(ip);
+                    }
                 }
-                self.unplaceable.insert(*ip, a.ineligible_reason.clone());
             }
         }
         self.unplaceable.retain(|ip, _| current.contains_key(ip));
@@ -163,25 +168,35 @@ impl AnnouncerCore {
         self.sent.retain(|ip, _| current.get(ip).is_some_and(layer2));
         for (ip, a) in current.iter().filter(|(_, a)| layer2(a)) {
             let placement = place(*ip, a.interface.as_deref());
-            if self.cannot_answer.get(ip) != Some(&placement.why) {
-                if let Some(why) = &placement.why {
-                    plan.notices.push(Notice::CannotAnswer {
-                        ip: *ip,
-                        why: why.clone(),
-                    });
+            if self.cannot_answer.get(ip) != placement.why.as_ref() {
+                match &placement.why {
+                    Some(why) => {
+                        plan.notices.push(Notice::CannotAnswer {
+                            ip: *ip,
+                            why: why.clone(),
+                        });
+                        self.cannot_answer.insert(*ip, why.clone());
+                    }
+                    None => {
+                        self.cannot_answer.remove(ip);
+                    }
                 }
-                self.cannot_answer.insert(*ip, placement.why.clone());
             }
-            // A node whose link cannot carry the IP leaves itself out.
-            let eligible = || a.eligible_nodes.iter().filter(|n| placement.usable || **n != self.node);
+            // A node whose link cannot carry the IP leaves itself out; otherwise the election shares the cluster's
+            // set (one per pool, not one per IP).
+            let eligible = if placement.usable || !a.eligible_nodes.contains(&self.node) {
+                a.eligible_nodes.clone()
+            } else {
+                a.eligible_nodes.iter().filter(|n| **n != self.node).cloned().collect()
+            };
             let unchanged = self.sent.get(ip).is_some_and(|sent| {
-                sent.eip == a.eip && sent.interface == placement.interface && sent.eligible_nodes.iter().eq(eligible())
+                sent.eip == a.eip && sent.interface == placement.interface && sent.eligible_nodes == eligible
             });
             if unchanged {
                 continue;
             }
             let desire = IpDesire {
-                eligible_nodes: eligible().cloned().collect(),
+                eligible_nodes: eligible,
                 eip: a.eip.clone(),
                 interface: placement.interface,
             };
@@ -199,7 +214,7 @@ impl AnnouncerCore {
         let services = |ip: &IpAddr| {
             self.current
                 .get(ip)
-                .map(|a| a.services.iter().cloned().collect::<Vec<_>>())
+                .map(|a| a.services.clone())
                 .unwrap_or_default()
         };
         match &ev.event {
@@ -277,8 +292,8 @@ impl AnnouncerCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_election::NodeSet;
     use herald_l2::{Conflict, ConflictSignal, MacAddr};
-    use std::collections::BTreeSet;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -314,7 +329,7 @@ mod tests {
         ElectionCommand::Set(
             ip,
             IpDesire {
-                eligible_nodes: nodes.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+                eligible_nodes: nodes.iter().map(|n| n.to_string()).collect::<NodeSet>(),
                 eip: "lan".into(),
                 interface: interface.map(str::to_string),
             },

@@ -38,6 +38,19 @@ pub const METALLB_ANNOTATION_SHARING: &str = "metallb.io/allow-shared-ip";
 /// MetalLB: pool name.
 pub const METALLB_ANNOTATION_POOL: &str = "metallb.io/address-pool";
 
+/// Every Service annotation Herald reads: what an agent's cache of Services keeps (the others, often large, go).
+pub const SERVICE_ANNOTATIONS: [&str; 9] = [
+    ANNOTATION_EIP,
+    ANNOTATION_IPS,
+    ANNOTATION_SHARING_KEY,
+    ANNOTATION_ALLOCATED_FROM,
+    ANNOTATION_ANNOUNCED_BY,
+    OPENELB_ANNOTATION_EIP,
+    METALLB_ANNOTATION_IPS,
+    METALLB_ANNOTATION_SHARING,
+    METALLB_ANNOTATION_POOL,
+];
+
 // ===== Node labels =====
 
 /// Nodes with this label never announce (a Kubernetes well-known label).

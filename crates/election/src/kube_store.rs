@@ -6,6 +6,7 @@
 //! likewise). `get` without a resourceVersion parameter is a quorum read. The watch is one kube-runtime watcher on
 //! `herald.dev/lease` with kube's default exponential backoff, so lease state is never polled.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -18,7 +19,7 @@ use kube::Resource;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
+use crate::lease::{LeaseLabels, LeaseRecord, LeaseStore, StoreError, WatchEvent};
 use crate::naming::LEASE_KIND_LABEL;
 
 /// See the module documentation.
@@ -101,7 +102,7 @@ pub fn to_lease(record: &LeaseRecord) -> Lease {
         metadata: ObjectMeta {
             name: Some(record.name.clone()),
             resource_version: record.resource_version.clone(),
-            labels: (!record.labels.is_empty()).then(|| record.labels.clone()),
+            labels: (!record.labels.is_empty()).then(|| BTreeMap::from(&record.labels)),
             ..Default::default()
         },
         spec: Some(LeaseSpec {
@@ -121,7 +122,7 @@ pub fn from_lease(lease: &Lease) -> LeaseRecord {
     LeaseRecord {
         name: lease.metadata.name.clone().unwrap_or_default(),
         resource_version: lease.metadata.resource_version.clone(),
-        labels: lease.metadata.labels.clone().unwrap_or_default(),
+        labels: lease.metadata.labels.clone().map(LeaseLabels::from).unwrap_or_default(),
         holder: spec.holder_identity,
         lease_duration_seconds: spec.lease_duration_seconds,
         lease_transitions: spec.lease_transitions,

@@ -14,13 +14,87 @@ use futures::stream::BoxStream;
 pub struct LeaseRecord {
     pub name: String,
     pub resource_version: Option<String>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: LeaseLabels,
     /// `spec.holderIdentity`; `None` (or empty) means free.
     pub holder: Option<String>,
     pub lease_duration_seconds: Option<i32>,
     pub lease_transitions: Option<i32>,
     pub acquire_time: Option<SystemTime>,
     pub renew_time: Option<SystemTime>,
+}
+
+/// A Lease's labels, as a short sorted list: a Lease has two or three, and every agent keeps a record of every IP
+/// lease (a `BTreeMap` would cost a B-tree node of about half a KiB each).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseLabels(Vec<(String, String)>);
+
+impl LeaseLabels {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).ok().map(|i| self.0[i].1.as_str())
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: String, value: String) {
+        match self.position(&key) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+
+    /// Removes every label.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// No labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The labels, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+}
+
+impl FromIterator<(String, String)> for LeaseLabels {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut labels = LeaseLabels::default();
+        for (k, v) in iter {
+            labels.insert(k, v);
+        }
+        labels.0.shrink_to_fit();
+        labels
+    }
+}
+
+impl From<BTreeMap<String, String>> for LeaseLabels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        // Already sorted and unique.
+        LeaseLabels(map.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for LeaseLabels {
+    fn from(pairs: [(String, String); N]) -> Self {
+        pairs.into_iter().collect()
+    }
+}
+
+impl From<&LeaseLabels> for BTreeMap<String, String> {
+    fn from(labels: &LeaseLabels) -> Self {
+        labels.0.iter().cloned().collect()
+    }
 }
 
 impl LeaseRecord {

@@ -26,6 +26,7 @@ pub mod log_throttle;
 pub mod memory;
 pub mod metrics;
 pub mod naming;
+pub mod node_set;
 pub mod ownership;
 pub mod rank;
 pub mod tasks;
@@ -37,9 +38,10 @@ pub use error::{Error, Result};
 pub use identity::Identity;
 pub use kube_store::KubeLeaseStore;
 pub use leader::{LeaderLockCore, LeaderTiming};
-pub use lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
+pub use lease::{LeaseLabels, LeaseRecord, LeaseStore, StoreError, WatchEvent};
 pub use memory::MemoryLeaseStore;
 pub use metrics::{ElectionMetrics, MetricsSnapshot};
+pub use node_set::NodeSet;
 pub use ownership::{Action, Announce, IpDesire, OpId, OutagePolicy, OwnershipCore};
 pub use tasks::{
     AnnouncementSink, Collected, LeaderLock, LeaderLockConfig, LeaderLockHandle, OwnershipAgent, OwnershipConfig,

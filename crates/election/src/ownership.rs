@@ -44,6 +44,7 @@ use schedule::Schedule;
 use crate::identity::{Identity, holder_node};
 use crate::lease::{LeaseRecord, StoreError, WatchEvent, rv_cmp};
 use crate::naming;
+use crate::node_set::NodeSet;
 use crate::rank::rank_nodes;
 use crate::timing::ElectionTiming;
 
@@ -76,7 +77,7 @@ pub struct IpDesire {
     /// Nodes eligible for this IP (Eip nodeSelector, interface present and up, not excluded, ready local endpoint for
     /// `externalTrafficPolicy: Local`). Every agent must pass the same set for ranking to agree; a node whose own link
     /// is down leaves itself out (others cannot know, they just wait their stagger).
-    pub eligible_nodes: BTreeSet<String>,
+    pub eligible_nodes: NodeSet,
     /// The Eip the IP was allocated from (written as a label on the IP lease).
     pub eip: String,
     /// Where this node answers for the IP when it holds it (its interface; `None`: no interface of this node carries
@@ -722,7 +723,7 @@ impl OwnershipCore {
         let mut record = LeaseRecord {
             name: self.own_lease.clone(),
             resource_version: prev.resource_version.clone(),
-            labels: naming::node_lease_labels(self.me.node()),
+            labels: naming::node_lease_labels(self.me.node()).into(),
             holder: Some(self.holder.clone()),
             lease_duration_seconds: Some(self.timing.lease_duration_seconds()),
             lease_transitions: prev.lease_transitions,
@@ -883,7 +884,7 @@ impl OwnershipCore {
         Ok(LeaseRecord {
             name,
             resource_version: prev.and_then(|p| p.resource_version.clone()),
-            labels: naming::ip_lease_labels(ip, &desire.eip)?,
+            labels: naming::ip_lease_labels(ip, &desire.eip)?.into(),
             holder: Some(self.holder.clone()),
             lease_duration_seconds: Some(self.timing.lease_duration_seconds()),
             lease_transitions: Some(if same_holder { transitions } else { transitions + 1 }),

@@ -128,7 +128,7 @@ fn graceful_stop_hands_over_in_a_blink_and_releases_everything() {
     assert_eq!(node_lease.holder(), None, "node lease released");
     // Rest of the cluster keeps working without node-a.
     sim.desired.iter_mut().for_each(|(_, d)| {
-        d.eligible_nodes.remove("node-a");
+        d.eligible_nodes.make_mut().remove("node-a");
     });
     sim.advance(Duration::from_secs(5));
     sim.assert_settled();

@@ -244,6 +244,11 @@ impl Allocator {
         self.services.get(key).map(|h| &h.allocation)
     }
 
+    /// The request `key`'s allocation was made for (or, after a rebuild, claimed with).
+    pub fn request(&self, key: &ServiceKey) -> Option<&ServiceRequest> {
+        self.services.get(key).map(|h| &h.request)
+    }
+
     /// The Services holding `ip`, by key.
     pub fn holders(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> + '_ {
         self.ips.get(&ip).into_iter().flat_map(|h| h.holders.iter())

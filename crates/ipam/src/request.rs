@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::range::Family;
 use crate::selector::Labels;
@@ -113,10 +114,11 @@ pub struct CreationKey {
 pub struct ServiceRequest {
     /// Which Service.
     pub key: ServiceKey,
-    /// Labels of the Service's namespace (for `namespaceSelector`).
-    pub namespace_labels: Labels,
-    /// Labels of the Service (for `serviceSelector`).
-    pub service_labels: Labels,
+    /// Labels of the Service's namespace (for `namespaceSelector`). Shared: every request of a namespace, and every
+    /// copy of a request (the allocator keeps one with each allocation), points at one map.
+    pub namespace_labels: Arc<Labels>,
+    /// Labels of the Service (for `serviceSelector`), shared by the request's copies.
+    pub service_labels: Arc<Labels>,
     /// Pool asked for by name (`herald.dev/eip`).
     pub pool: Option<String>,
     /// Addresses asked for (`herald.dev/ips`, `spec.loadBalancerIP`); at most one per family.
@@ -132,7 +134,7 @@ pub struct ServiceRequest {
     /// `spec.externalTrafficPolicy: Local`.
     pub etp_local: bool,
     /// `spec.selector` (the pods behind the Service); compared between sharers when `etp_local`.
-    pub pod_selector: Labels,
+    pub pod_selector: Arc<Labels>,
     /// Age of the Service, for deterministic conflict resolution.
     pub created: CreationKey,
 }
@@ -142,8 +144,8 @@ impl ServiceRequest {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
             key: ServiceKey::new(namespace, name),
-            namespace_labels: Labels::new(),
-            service_labels: Labels::new(),
+            namespace_labels: Arc::default(),
+            service_labels: Arc::default(),
             pool: None,
             requested_ips: Vec::new(),
             ip_family_policy: IpFamilyPolicy::SingleStack,
@@ -151,7 +153,7 @@ impl ServiceRequest {
             sharing_key: None,
             ports: Vec::new(),
             etp_local: false,
-            pod_selector: Labels::new(),
+            pod_selector: Arc::default(),
             created: CreationKey::default(),
         }
     }

@@ -189,18 +189,18 @@ mod tests {
         let mut a = svc("a", Some("k"), &[(80, Protocol::Tcp)]);
         let mut b = svc("b", Some("k"), &[(81, Protocol::Tcp)]);
         a.etp_local = true;
-        a.pod_selector.insert("app".into(), "web".into());
+        std::sync::Arc::make_mut(&mut a.pod_selector).insert("app".into(), "web".into());
         let err = check(&b, &a).unwrap_err().to_string();
         assert!(err.contains("this Service uses Cluster, ns/a uses Local"), "{err}");
 
         b.etp_local = true;
-        b.pod_selector.insert("app".into(), "api".into());
+        std::sync::Arc::make_mut(&mut b.pod_selector).insert("app".into(), "api".into());
         let err = check(&b, &a).unwrap_err().to_string();
         assert!(
             err.contains("this Service selects {app=api}, ns/a selects {app=web}"),
             "{err}"
         );
-        b.pod_selector.insert("app".into(), "web".into());
+        std::sync::Arc::make_mut(&mut b.pod_selector).insert("app".into(), "web".into());
         assert_eq!(check(&b, &a), Ok(()));
     }
 }

@@ -48,7 +48,7 @@ fn allocate_report_restart() {
 
     // A team namespace prefers its own pool (priority 1 before 10).
     let mut api = service("payments", "api", 100);
-    api.namespace_labels.insert("team".into(), "pay".into());
+    std::sync::Arc::make_mut(&mut api.namespace_labels).insert("team".into(), "pay".into());
     let got = alloc.allocate(&api).unwrap();
     assert_eq!(
         (got.pool.as_str(), got.ips.as_slice()),

@@ -3,7 +3,9 @@
 //! - [`packet`]: AF_PACKET sockets, classic BPF filters, link-layer multicast membership (Layer 2 mode).
 //! - [`iface`]: interface facts (index, MAC, flags, addresses) that work inside network namespaces.
 //! - [`tcp_md5`]: RFC 2385 TCP MD5 signatures (`TCP_MD5SIG`) for BGP sessions.
+//! - [`malloc`]: the C allocator's arenas and trimming (the agent's resident memory).
 
 pub mod iface;
+pub mod malloc;
 pub mod packet;
 pub mod tcp_md5;

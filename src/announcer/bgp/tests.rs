@@ -11,7 +11,6 @@ use herald_bgp::packet::Afi;
 use herald_bgp::packet::LargeCommunity;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 
 fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
     Arc::new(serde_json::from_value(v).unwrap())
@@ -28,7 +27,7 @@ fn announcement(eip: &str, protocol: Protocol, nodes: &[&str]) -> Announcement {
         eip: eip.into(),
         protocol,
         interface: None,
-        services: BTreeSet::new(),
+        services: Vec::new(),
         eligible_nodes: nodes.iter().map(|n| n.to_string()).collect(),
         ineligible_reason: None,
     }

@@ -145,7 +145,7 @@ fn withdrawal_precedes_the_release_in_the_same_batch() {
         t1,
         ip,
         IpDesire {
-            eligible_nodes: BTreeSet::new(),
+            eligible_nodes: NodeSet::default(),
             eip: "e".into(),
             interface: None,
         },

@@ -97,7 +97,7 @@ fn request() -> impl Strategy<Value = ServiceRequest> {
                 r.sharing_key = key.map(|k| format!("key{k}"));
                 r.ports = ports.into_iter().map(|(p, proto)| ServicePort::new(p, proto)).collect();
                 r.etp_local = local;
-                r.pod_selector.insert("app".into(), format!("app{pods}"));
+                std::sync::Arc::make_mut(&mut r.pod_selector).insert("app".into(), format!("app{pods}"));
                 r.created = CreationKey {
                     timestamp: ts,
                     uid: format!("uid-{svc}-{ns}"),

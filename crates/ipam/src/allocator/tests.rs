@@ -168,7 +168,7 @@ fn namespace_names_and_selectors_limit_automatic_choice() {
 
     assert_eq!(a.allocate(&ServiceRequest::new("a", "s")).unwrap().pool, "team-a");
     let mut gold = ServiceRequest::new("b", "s");
-    gold.namespace_labels.insert("tier".into(), "gold".into());
+    std::sync::Arc::make_mut(&mut gold.namespace_labels).insert("tier".into(), "gold".into());
     assert_eq!(a.allocate(&gold).unwrap().pool, "labelled");
 
     let err = refused(&mut a, &ServiceRequest::new("c", "s"));
@@ -194,7 +194,7 @@ fn service_selector_limits_choice() {
         refused(&mut a, &req).to_string(),
         "Eip 'public' does not serve ns/web: the Service's labels do not match spec.serviceSelector 'exposure=public': label 'exposure' is missing (want 'public')"
     );
-    req.service_labels.insert("exposure".into(), "public".into());
+    std::sync::Arc::make_mut(&mut req.service_labels).insert("exposure".into(), "public".into());
     assert_eq!(got(&mut a, &req), ips(&["192.0.2.1"]));
 }
 
@@ -412,18 +412,18 @@ fn local_traffic_policy_sharers_need_the_same_pod_selector() {
     let mut a = alloc_with(vec![pool("p", &["192.0.2.0/29"])]);
     let mut first = shared("a", "k", &[(80, Protocol::Tcp)]);
     first.etp_local = true;
-    first.pod_selector.insert("app".into(), "web".into());
+    std::sync::Arc::make_mut(&mut first.pod_selector).insert("app".into(), "web".into());
     got(&mut a, &first);
 
     let mut other_pods = shared("b", "k", &[(81, Protocol::Tcp)]);
     other_pods.etp_local = true;
-    other_pods.pod_selector.insert("app".into(), "api".into());
+    std::sync::Arc::make_mut(&mut other_pods.pod_selector).insert("app".into(), "api".into());
     other_pods.requested_ips = ips(&["192.0.2.1"]);
     assert_eq!(
         refused(&mut a, &other_pods).to_string(),
         "ns/b may not share 192.0.2.1: externalTrafficPolicy Local requires the same pod selector: this Service selects {app=api}, ns/a selects {app=web} (shared with ns/a)"
     );
-    other_pods.pod_selector.insert("app".into(), "web".into());
+    std::sync::Arc::make_mut(&mut other_pods.pod_selector).insert("app".into(), "web".into());
     assert_eq!(got(&mut a, &other_pods), ips(&["192.0.2.1"]));
 }
 

@@ -263,21 +263,21 @@ fn permits_by_namespace_name_or_labels_and_service_labels() {
     let pool = Pool::parse(&spec).unwrap();
 
     let mut req = ServiceRequest::new("prod", "s");
-    req.service_labels.insert("expose".into(), "yes".into());
+    std::sync::Arc::make_mut(&mut req.service_labels).insert("expose".into(), "yes".into());
     assert_eq!(pool.permits(&req), Ok(()), "listed by name");
 
     req.key.namespace = "other".into();
-    req.namespace_labels.insert("team".into(), "web".into());
+    std::sync::Arc::make_mut(&mut req.namespace_labels).insert("team".into(), "web".into());
     assert_eq!(pool.permits(&req), Ok(()), "selected by label");
 
-    req.namespace_labels.insert("team".into(), "db".into());
+    std::sync::Arc::make_mut(&mut req.namespace_labels).insert("team".into(), "db".into());
     assert_eq!(
         pool.permits(&req).unwrap_err().to_string(),
         "namespace 'other' is not in spec.namespaces [prod] and does not match spec.namespaceSelector: label 'team' is 'db', not 'web'"
     );
 
     req.key.namespace = "prod".into();
-    req.service_labels.clear();
+    std::sync::Arc::make_mut(&mut req.service_labels).clear();
     assert_eq!(
         pool.permits(&req).unwrap_err().to_string(),
         "the Service's labels do not match spec.serviceSelector 'expose': label 'expose' is missing"
