@@ -13,13 +13,14 @@ use herald_ipam::{
     CreationKey, ExistingAssignment, Family, IpFamilyPolicy, LabelOperator, LabelRequirement, LabelSelector, Labels,
     PoolSpec, Protocol, ServiceKey, ServicePort, ServiceRequest,
 };
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use kube::ResourceExt;
 
+use crate::service::ServiceView;
+
 /// `namespace/name` of a Service.
-pub fn service_key(svc: &Service) -> ServiceKey {
-    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+pub fn service_key(svc: &ServiceView) -> ServiceKey {
+    ServiceKey::new(svc.namespace.clone(), svc.name.clone())
 }
 
 /// The new `herald.dev/announced-by` value (`ip=node,ip=node`, one entry per Service IP): `ip=node` set for each of
@@ -49,12 +50,11 @@ pub fn announced_by(
 
 /// Which Services this agent handles: `type: LoadBalancer` with class `herald.dev/lb`, or without a class when
 /// `default_class` is on.
-pub fn handles(svc: &Service, default_class: bool) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    if spec.type_.as_deref() != Some("LoadBalancer") || svc.metadata.deletion_timestamp.is_some() {
+pub fn handles(svc: &ServiceView, default_class: bool) -> bool {
+    if svc.type_.as_deref() != Some("LoadBalancer") || svc.deleting {
         return false;
     }
-    match spec.load_balancer_class.as_deref() {
+    match svc.load_balancer_class.as_deref() {
         Some(class) => class == names::LOAD_BALANCER_CLASS,
         None => default_class,
     }
@@ -71,12 +71,10 @@ const MAX_NAMESPACE: usize = 63;
 #[error("{0}")]
 pub struct RequestError(String);
 
-fn annotation<'a>(svc: &'a Service, keys: &[&str]) -> Option<(&'static str, &'a str)> {
-    let annotations = svc.metadata.annotations.as_ref()?;
+fn annotation<'a>(svc: &'a ServiceView, keys: &[&str]) -> Option<(&'static str, &'a str)> {
     keys.iter().find_map(|k| {
-        annotations
-            .get_key_value(*k)
-            .map(|(_, v)| (names_static(k), v.trim()))
+        svc.annotation(k)
+            .map(|v| (names_static(k), v.trim()))
             .filter(|(_, v)| !v.is_empty())
     })
 }
@@ -100,13 +98,10 @@ fn names_static(key: &str) -> &'static str {
 
 /// Builds the allocator's request for a Service. Herald's annotations win over the MetalLB and OpenELB ones that
 /// are honoured for users migrating.
-pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<ServiceRequest, RequestError> {
-    let spec = svc.spec.clone().unwrap_or_default();
-    let mut req = ServiceRequest::new(svc.namespace().unwrap_or_default(), svc.name_any());
+pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Result<ServiceRequest, RequestError> {
+    let mut req = ServiceRequest::new(svc.namespace.clone(), svc.name.clone());
     req.namespace_labels = Arc::clone(namespace_labels);
-    if !svc.labels().is_empty() {
-        req.service_labels = Arc::new(svc.labels().clone());
-    }
+    req.service_labels = Arc::clone(&svc.labels);
     req.pool = annotation(
         svc,
         &[
@@ -128,12 +123,7 @@ pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<
             req.requested_ips.push(ip);
         }
     }
-    if let Some(ip) = spec
-        .load_balancer_ip
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(ip) = svc.load_balancer_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         let ip: IpAddr = ip.parse().map_err(|_| {
             RequestError(format!(
                 "spec.loadBalancerIP: '{}' is not an IP address",
@@ -147,7 +137,7 @@ pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<
     req.sharing_key = annotation(svc, &[names::ANNOTATION_SHARING_KEY, names::METALLB_ANNOTATION_SHARING])
         .map(|(key, v)| bounded_name(key, v))
         .transpose()?;
-    req.ip_family_policy = match spec.ip_family_policy.as_deref() {
+    req.ip_family_policy = match svc.ip_family_policy.as_deref() {
         None | Some("SingleStack") => IpFamilyPolicy::SingleStack,
         Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
         Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
@@ -158,7 +148,7 @@ pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<
             )));
         }
     };
-    for family in spec.ip_families.iter().flatten() {
+    for family in &svc.ip_families {
         req.ip_families.push(match family.as_str() {
             "IPv4" => Family::V4,
             "IPv6" => Family::V6,
@@ -170,8 +160,8 @@ pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<
             }
         });
     }
-    for port in spec.ports.iter().flatten() {
-        let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
+    for (port, protocol) in &svc.ports {
+        let protocol = match protocol.as_deref().unwrap_or("TCP") {
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             "SCTP" => Protocol::Sctp,
@@ -182,19 +172,22 @@ pub fn service_request(svc: &Service, namespace_labels: &Arc<Labels>) -> Result<
                 )));
             }
         };
-        let number = u16::try_from(port.port)
-            .map_err(|_| RequestError(format!("spec.ports: port {} is out of range", port.port)))?;
+        let number =
+            u16::try_from(*port).map_err(|_| RequestError(format!("spec.ports: port {port} is out of range")))?;
         req.ports.push(ServicePort::new(number, protocol));
     }
-    req.etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
-    if let Some(selector) = spec.selector.filter(|s| !s.is_empty()) {
-        req.pod_selector = Arc::new(selector);
-    }
-    req.created = CreationKey {
-        timestamp: svc.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
-        uid: svc.metadata.uid.clone().unwrap_or_default(),
-    };
+    req.etp_local = svc.etp_local();
+    req.pod_selector = Arc::clone(&svc.selector);
+    req.created = creation_key(svc);
     Ok(req)
+}
+
+/// The Service's age, for the allocator's first-come order.
+pub fn creation_key(svc: &ServiceView) -> CreationKey {
+    CreationKey {
+        timestamp: svc.created,
+        uid: svc.uid.clone().unwrap_or_default(),
+    }
 }
 
 /// An annotation value that names something (an Eip, a sharing key): at most [`MAX_NAME`] characters.
@@ -209,28 +202,17 @@ fn bounded_name(key: &str, value: &str) -> Result<String, RequestError> {
 }
 
 /// The IPs a Service holds according to its status (in order, deduplicated, unparsable entries skipped).
-pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
-    let mut seen = BTreeSet::new();
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .filter(|ip| seen.insert(*ip))
-        .collect()
+pub fn status_ips(svc: &ServiceView) -> Vec<IpAddr> {
+    svc.ingress_ips.clone()
 }
 
 /// The pool recorded in `herald.dev/allocated-from`.
-pub fn allocated_from(svc: &Service) -> Option<&str> {
-    svc.annotations()
-        .get(names::ANNOTATION_ALLOCATED_FROM)
-        .map(String::as_str)
+pub fn allocated_from(svc: &ServiceView) -> Option<&str> {
+    svc.annotation(names::ANNOTATION_ALLOCATED_FROM)
 }
 
 /// What the Service records about its allocation, for [`herald_ipam::Allocator::rebuild`] at start.
-pub fn existing_assignment(svc: &Service, request: ServiceRequest) -> Option<ExistingAssignment> {
+pub fn existing_assignment(svc: &ServiceView, request: ServiceRequest) -> Option<ExistingAssignment> {
     let ips = status_ips(svc);
     if ips.is_empty() {
         return None;
@@ -339,11 +321,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn svc(value: serde_json::Value) -> Service {
-        serde_json::from_value(value).unwrap()
+    fn svc(value: serde_json::Value) -> ServiceView {
+        ServiceView::from_json(value)
     }
 
-    fn lb(extra_spec: serde_json::Value, annotations: serde_json::Value) -> Service {
+    fn lb(extra_spec: serde_json::Value, annotations: serde_json::Value) -> ServiceView {
         let mut spec = json!({"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]});
         spec.as_object_mut()
             .unwrap()
@@ -507,12 +489,11 @@ mod tests {
 
     #[test]
     fn status_ips_skip_garbage_and_duplicates() {
-        let mut s = lb(json!({}), json!({}));
-        s.status = Some(
-            serde_json::from_value(json!({"loadBalancer": {"ingress": [
-                {"ip": "192.0.2.1"}, {"hostname": "x.example"}, {"ip": "bad"}, {"ip": "192.0.2.1"}]}}))
-            .unwrap(),
-        );
+        let s = svc(json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.1"}, {"hostname": "x.example"}, {"ip": "bad"}, {"ip": "192.0.2.1"}]}}}));
         assert_eq!(status_ips(&s), ["192.0.2.1".parse::<IpAddr>().unwrap()]);
     }
 }

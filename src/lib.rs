@@ -15,4 +15,5 @@ pub mod duration;
 pub mod events;
 pub mod logging;
 pub mod metrics;
+pub mod service;
 pub mod watch;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
+use herald_api::Eip;
 use herald_api::decode::{Lenient, Unreadable};
-use herald_api::{Eip, names};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::store::Writer;
@@ -21,6 +21,8 @@ use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+use crate::service::ServiceView;
 
 /// The loops a reflector wakes. A loop subscribes its own `Notify`; when the loop ends and drops it, it is pruned.
 #[derive(Clone, Default)]
@@ -73,6 +75,24 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    reflect_as(api, config, wakers, cancel, slim)
+}
+
+/// [`reflect`], keeping each object as `keep` makes it: a type of Herald's own with only what its readers use
+/// (e.g. [`ServiceView`]).
+pub fn reflect_as<K, P>(
+    api: Api<Lenient<K>>,
+    config: watcher::Config,
+    wakers: Wakers,
+    cancel: CancellationToken,
+    keep: fn(K) -> P,
+) -> Reflected<P>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    P: Lookup + Clone + Send + Sync + 'static,
+    P::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
     let (store, writer) = reflector::store();
     let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let unreadable = Unreadables::default();
@@ -84,6 +104,7 @@ where
         unreadable: unreadable.clone(),
         seen_in_list: BTreeSet::new(),
         kind,
+        keep,
     };
     tokio::spawn(drive(start, sink, wakers, cancel, LIST_STALL));
     Reflected {
@@ -102,10 +123,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// keep that field here too (`slim_keeps_everything_herald_reads` checks the readers that exist).
 /// - Any kind: `managedFields` (every field manager's field set: kubectl, the controllers, Herald's own status
 ///   writes) and the `kubectl apply` copy of the object in `kubectl.kubernetes.io/last-applied-configuration`.
-/// - Service: all but its name, namespace, uid, resourceVersion, creation and deletion timestamps, labels, the
-///   annotations Herald reads ([`names::SERVICE_ANNOTATIONS`]), and of its spec the type, class, `loadBalancerIP`,
-///   IP families and policy, `externalTrafficPolicy`, the ports' numbers and protocols, and the pod selector of an
-///   `externalTrafficPolicy: Local` Service; `status.conditions` go too (`status.loadBalancer` stays).
+/// - Service: not slimmed but projected, to [`ServiceView`] ([`reflect_as`]).
 /// - Node: everything but its name, labels, deletion timestamp, `NetworkUnavailable` condition and addresses (what
 ///   the announcer reads): among what goes, `status.images` (up to 50 images with all their names: often most of a
 ///   Node), annotations, and the kubelet's heartbeat conditions.
@@ -124,9 +142,7 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
         annotations.remove(LAST_APPLIED);
     }
     let any: &mut dyn Any = &mut object;
-    if let Some(svc) = any.downcast_mut::<Service>() {
-        slim_service(svc);
-    } else if let Some(node) = any.downcast_mut::<Node>() {
+    if let Some(node) = any.downcast_mut::<Node>() {
         node.metadata.annotations = None;
         node.spec = None;
         node.status = node.status.take().map(|status| NodeStatus {
@@ -157,47 +173,6 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
         }
     }
     object
-}
-
-/// A Service as the stores keep it: the fields [`slim`] names for Services. The largest parts of a Service in a
-/// cache are its maps (each costs a B-tree node of about half a KiB) and strings, so only the maps Herald reads stay:
-/// its annotations (only Herald's and the migrated projects' keys), its labels (Eip `serviceSelector`), and its pod
-/// selector only under `externalTrafficPolicy: Local` (the one rule that compares the pods of IP sharers).
-fn slim_service(svc: &mut Service) {
-    let meta = &mut svc.metadata;
-    if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| names::SERVICE_ANNOTATIONS.contains(&k.as_str()));
-    }
-    meta.annotations = meta.annotations.take().filter(|a| !a.is_empty());
-    meta.labels = meta.labels.take().filter(|l| !l.is_empty());
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(spec) = &mut svc.spec {
-        let local = spec.external_traffic_policy.as_deref() == Some("Local");
-        *spec = ServiceSpec {
-            type_: spec.type_.take(),
-            load_balancer_class: spec.load_balancer_class.take(),
-            load_balancer_ip: spec.load_balancer_ip.take(),
-            ip_families: spec.ip_families.take(),
-            ip_family_policy: spec.ip_family_policy.take(),
-            external_traffic_policy: spec.external_traffic_policy.take(),
-            selector: spec.selector.take().filter(|s| local && !s.is_empty()),
-            ports: spec.ports.take().map(|ports| {
-                ports
-                    .into_iter()
-                    .map(|p| ServicePort {
-                        port: p.port,
-                        protocol: p.protocol,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        };
-    }
-    if let Some(status) = &mut svc.status {
-        status.conditions = None;
-    }
 }
 
 /// Whether a slimmed Node, EndpointSlice or Lease holds nothing new compared with the stored one: the same but for its
@@ -284,23 +259,26 @@ where
     }
 }
 
-/// Where [`drive`] puts what the watch says: the store, the first-list signal and the unreadable objects.
-struct Sink<K: Lookup + Clone + 'static>
+/// Where [`drive`] puts what the watch of `K` says: the store of `P` (what `keep` makes of each object), the
+/// first-list signal and the unreadable objects.
+struct Sink<K, P: Lookup + Clone + 'static>
 where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
+    P::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    writer: Writer<K>,
+    writer: Writer<P>,
     listed: tokio::sync::watch::Sender<bool>,
     unreadable: Unreadables,
     /// Names listed since the last `Init`: an unreadable object missing from a new list is gone.
     seen_in_list: BTreeSet<String>,
     kind: String,
+    keep: fn(K) -> P,
 }
 
-impl<K> Sink<K>
+impl<K, P> Sink<K, P>
 where
-    K: Lookup + Resource + Clone + 'static,
-    <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    K: Resource + Clone + 'static,
+    P: Lookup + Clone + 'static,
+    P::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
     /// Applies one watch event to the store. Returns whether the loops must hear of it: not for an object that
     /// changed in nothing Herald keeps ([`unchanged`]).
@@ -324,7 +302,7 @@ where
             watcher::Event::Apply(object) => match object {
                 Lenient::Read(object) => {
                     let was_unreadable = self.unreadable.lock().remove(&key_of(object.meta())).is_some();
-                    let object = slim(object);
+                    let object = (self.keep)(object);
                     let stored = self.writer.as_reader().get(&ObjectRef::from_obj(&object));
                     news = was_unreadable || stored.is_none_or(|stored| !unchanged(&object, &stored));
                     Some(watcher::Event::Apply(object))
@@ -338,7 +316,7 @@ where
             watcher::Event::Delete(object) => {
                 self.unreadable.lock().remove(&key_of(object.meta()));
                 match object {
-                    Lenient::Read(object) => Some(watcher::Event::Delete(object)),
+                    Lenient::Read(object) => Some(watcher::Event::Delete((self.keep)(object))),
                     Lenient::Unreadable(u) => self.last_readable(&u).map(watcher::Event::Delete),
                 }
             }
@@ -353,11 +331,11 @@ where
     }
 
     /// The object to keep in the store: the object itself, or for an unreadable one its last readable version.
-    fn readable(&mut self, object: Lenient<K>) -> Option<K> {
+    fn readable(&mut self, object: Lenient<K>) -> Option<P> {
         match object {
             Lenient::Read(object) => {
                 self.unreadable.lock().remove(&key_of(object.meta()));
-                Some(slim(object))
+                Some((self.keep)(object))
             }
             Lenient::Unreadable(u) => {
                 let kept = self.last_readable(&u);
@@ -367,9 +345,9 @@ where
         }
     }
 
-    fn last_readable(&self, u: &Unreadable) -> Option<K> {
+    fn last_readable(&self, u: &Unreadable) -> Option<P> {
         let name = u.metadata.name.as_deref()?;
-        let mut key = ObjectRef::<K>::new_with(name, Default::default());
+        let mut key = ObjectRef::<P>::new_with(name, Default::default());
         if let Some(ns) = &u.metadata.namespace {
             key = key.within(ns);
         }
@@ -410,15 +388,16 @@ fn key_of(meta: &ObjectMeta) -> String {
 /// Feeds the watch streams `start` makes into `sink`, waking `wakers` on every event, until `cancel`; the sink's
 /// `listed` turns true at the first complete list. A list request unanswered for `stall` is abandoned and a new
 /// stream started.
-async fn drive<K, S>(
+async fn drive<K, P, S>(
     mut start: impl FnMut() -> S,
-    mut sink: Sink<K>,
+    mut sink: Sink<K, P>,
     wakers: Wakers,
     cancel: CancellationToken,
     stall: Duration,
 ) where
-    K: Lookup + Resource + Clone + 'static,
-    <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    K: Resource + Clone + 'static,
+    P: Lookup + Clone + 'static,
+    P::DynamicType: Eq + std::hash::Hash + Clone + Default,
     S: futures::Stream<Item = Result<watcher::Event<Lenient<K>>, watcher::Error>>,
 {
     let kind = sink.kind.clone();
@@ -505,7 +484,7 @@ pub async fn wait_first_lists(
 #[derive(Clone)]
 pub struct SharedStores {
     /// Every Service.
-    pub services: Reflected<Service>,
+    pub services: Reflected<ServiceView>,
     /// Every Eip.
     pub eips: Reflected<Eip>,
     /// Every Node. Its events wake only the loops that ask for them ([`SharedStores::subscribe_nodes`]): Node status
@@ -521,11 +500,12 @@ impl SharedStores {
         let wakers = Wakers::default();
         let node_wakers = Wakers::default();
         Self {
-            services: reflect(
+            services: reflect_as(
                 Api::all(client.clone()),
                 Default::default(),
                 wakers.clone(),
                 cancel.clone(),
+                ServiceView::from as fn(Service) -> ServiceView,
             ),
             eips: reflect(
                 Api::all(client.clone()),
@@ -597,6 +577,7 @@ mod tests {
                 unreadable: unreadable.clone(),
                 seen_in_list: BTreeSet::new(),
                 kind: "Service".into(),
+                keep: slim,
             };
             let cancel = CancellationToken::new();
             let task = tokio::spawn(drive(
@@ -762,29 +743,13 @@ mod tests {
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
     }
 
-    /// Every reader of the stores gets from a slimmed object what it gets from the whole one.
+    /// Every reader of the stores gets from a slimmed object what it gets from the whole one (Services are projected
+    /// instead: `service::tests`).
     #[test]
     fn slim_keeps_everything_herald_reads() {
-        use crate::adapter;
         use crate::announcer::desired::{ClusterView, desired, node_usable};
 
-        let svc = full_service();
-        let slimmed = slim(svc.clone());
-        let labels = Arc::default();
-        assert_eq!(
-            adapter::service_request(&slimmed, &labels),
-            adapter::service_request(&svc, &labels)
-        );
-        assert_eq!(adapter::handles(&slimmed, false), adapter::handles(&svc, false));
-        assert_eq!(adapter::status_ips(&slimmed), adapter::status_ips(&svc));
-        assert_eq!(adapter::allocated_from(&slimmed), adapter::allocated_from(&svc));
-        assert_eq!(slimmed.object_ref(&()), svc.object_ref(&()));
-        assert_eq!(
-            slimmed.metadata.annotations.as_ref().unwrap()["herald.dev/announced-by"],
-            "192.0.2.1=n1"
-        );
-        assert_eq!(slimmed.metadata.resource_version, svc.metadata.resource_version);
-
+        let svc = ServiceView::from(full_service());
         let node = full_node("n1", "2026-01-01T00:00:00Z", "nginx");
         let slim_node = slim(node.clone());
         assert_eq!(node_usable(&slim_node), node_usable(&node));
@@ -799,59 +764,21 @@ mod tests {
         let eip: herald_api::Eip = from_json(serde_json::json!({"metadata": {"name": "lan"},
             "spec": {"addresses": ["192.0.2.0/24"], "nodeSelector": {"matchLabels": {"rack": "1"}}}}));
         let slice = full_slice("1", "10.0.0.1", true);
-        let view = |svc: Service, node: Node, slice: EndpointSlice| ClusterView {
+        let view = |svc: ServiceView, node: Node, slice: EndpointSlice| ClusterView {
             services: vec![Arc::new(svc)],
             eips: vec![Arc::new(eip.clone())],
             nodes: vec![Arc::new(node)],
             endpoint_slices: vec![Arc::new(slice)],
         };
-        let whole = desired(&view(svc, node, slice.clone()), false);
+        let whole = desired(&view(svc.clone(), node, slice.clone()), false);
         assert_eq!(whole[&"192.0.2.1".parse().unwrap()].eligible_nodes.len(), 1);
-        assert_eq!(desired(&view(slimmed, slim_node, slim(slice)), false), whole);
+        assert_eq!(desired(&view(svc, slim_node, slim(slice)), false), whole);
     }
 
     #[test]
     fn slim_drops_the_bulk() {
-        let svc = slim(full_service());
-        assert!(!svc.metadata.annotations.as_ref().unwrap().contains_key(LAST_APPLIED));
-        assert_eq!(svc.metadata.managed_fields, None);
-        assert_eq!(svc.status.as_ref().unwrap().conditions, None);
-        let spec = svc.spec.as_ref().unwrap();
-        let port = &spec.ports.as_ref().unwrap()[0];
-        assert_eq!((port.port, port.name.as_ref(), port.node_port), (80, None, None));
-        assert!(
-            spec.selector.is_some(),
-            "externalTrafficPolicy: Local keeps the pod selector"
-        );
-        let mut other = full_service();
-        let spec = other.spec.as_mut().unwrap();
-        spec.external_traffic_policy = Some("Cluster".into());
-        spec.cluster_ip = Some("10.96.0.1".into());
-        spec.session_affinity = Some("None".into());
-        other
-            .metadata
-            .annotations
-            .as_mut()
-            .unwrap()
-            .insert("prometheus.io/scrape".into(), "true".into());
-        let other = slim(other);
-        let spec = other.spec.unwrap();
-        assert_eq!(
-            (spec.selector, spec.cluster_ip, spec.session_affinity),
-            (None, None, None)
-        );
-        let kept: Vec<String> = other.metadata.annotations.unwrap().into_keys().collect();
-        assert_eq!(
-            kept,
-            [
-                "herald.dev/allocated-from",
-                "herald.dev/announced-by",
-                "herald.dev/eip",
-                "herald.dev/sharing-key",
-                "metallb.io/loadBalancerIPs"
-            ],
-            "only the annotations Herald reads"
-        );
+        let svc = ServiceView::from(full_service());
+        assert_eq!(svc.annotation(LAST_APPLIED), None);
         let node = slim(full_node("n1", "2026-01-01T00:00:00Z", "nginx"));
         let status = node.status.unwrap();
         assert_eq!((status.images, status.node_info, status.capacity), (None, None, None));
@@ -865,7 +792,7 @@ mod tests {
     }
 
     /// A Sink for kind `K` alone (no watch): what `apply` stores and whether it wakes the loops.
-    fn sink<K>() -> (Sink<K>, Store<K>)
+    fn sink<K>() -> (Sink<K, K>, Store<K>)
     where
         K: Lookup + Resource + Clone + 'static,
         <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
@@ -877,6 +804,7 @@ mod tests {
             unreadable: Unreadables::default(),
             seen_in_list: BTreeSet::new(),
             kind: "test".into(),
+            keep: slim,
         };
         (sink, store)
     }
@@ -920,9 +848,10 @@ mod tests {
             "readiness is read"
         );
 
-        let (mut services, _) = sink::<Service>();
-        assert!(services.apply(apply(full_service())));
-        assert!(services.apply(apply(full_service())), "any other kind always wakes");
+        let (mut eips, _) = sink::<Eip>();
+        let eip: Eip = from_json(serde_json::json!({"metadata": {"name": "lan"}, "spec": {"addresses": []}}));
+        assert!(eips.apply(apply(eip.clone())));
+        assert!(eips.apply(apply(eip)), "any other kind always wakes");
     }
 
     fn ip_lease(version: &str, holder: &str, renewed: &str) -> Lease {

@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
+use crate::service::ServiceView;
 use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
@@ -291,7 +292,7 @@ struct Controller {
 impl Controller {
     /// Makes the plan's writes and Events; returns how many writes failed.
     async fn apply(&mut self, plan: Plan, snap: &Snapshot) -> usize {
-        let services: HashMap<String, &Arc<Service>> = snap
+        let services: HashMap<String, &Arc<ServiceView>> = snap
             .services
             .iter()
             .map(|s| (adapter::service_key(s).to_string(), s))
@@ -302,12 +303,12 @@ impl Controller {
             let (target, rv) = match &w {
                 Write::ServiceIngress { service, .. } => {
                     let k = service.to_string();
-                    let rv = services.get(&k).and_then(|s| s.resource_version());
+                    let rv = services.get(&k).and_then(|s| s.resource_version.clone());
                     (WriteTarget::Ingress(k), rv)
                 }
                 Write::ServiceAllocatedFrom { service, .. } => {
                     let k = service.to_string();
-                    let rv = services.get(&k).and_then(|s| s.resource_version());
+                    let rv = services.get(&k).and_then(|s| s.resource_version.clone());
                     (WriteTarget::AllocatedFrom(k), rv)
                 }
                 Write::EipStatus { eip, .. } => (
@@ -376,7 +377,7 @@ impl Controller {
         self.in_flight.retain(|t, (_, rv)| {
             let shown = match t {
                 WriteTarget::Ingress(k) | WriteTarget::AllocatedFrom(k) => {
-                    services.get(k).map(|s| s.resource_version())
+                    services.get(k).map(|s| s.resource_version.clone())
                 }
                 WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
             };
@@ -388,9 +389,14 @@ impl Controller {
         failed
     }
 
-    fn publish(&self, notice: &Notice, services: &HashMap<String, &Arc<Service>>, eips: &HashMap<String, &Arc<Eip>>) {
+    fn publish(
+        &self,
+        notice: &Notice,
+        services: &HashMap<String, &Arc<ServiceView>>,
+        eips: &HashMap<String, &Arc<Eip>>,
+    ) {
         let reference = match &notice.target {
-            Target::Service(key) => services.get(&key.to_string()).map(|s| s.object_ref(&())),
+            Target::Service(key) => services.get(&key.to_string()).map(|s| s.object_ref()),
             Target::Eip(name) => eips.get(name).map(|e| e.object_ref(&())),
         };
         let Some(reference) = reference else { return };

@@ -13,17 +13,17 @@ use herald_api::{Eip, EipSpec, EipStatus};
 use herald_ipam::{
     AllocError, Allocation, Allocator, Family, FamilyStats, Labels, Pool, PoolSpec, ServiceKey, ServiceRequest,
 };
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::adapter::{self as convert, service_key};
+use crate::service::ServiceView;
 
 /// What the controller sees: the reflectors' current state.
 #[derive(Default, Clone)]
 pub struct Snapshot {
     /// Every Service in the cluster.
-    pub services: Vec<Arc<Service>>,
+    pub services: Vec<Arc<ServiceView>>,
     /// Every Eip.
     pub eips: Vec<Arc<Eip>>,
     /// Namespace labels by namespace name.
@@ -113,13 +113,9 @@ impl AllocatorState {
     pub fn reconcile(&mut self, snap: &Snapshot, default_class: bool, now: &Time) -> Plan {
         let mut plan = Plan::default();
         self.sync_pools(snap, &mut plan);
-        let mut services: Vec<(&Arc<Service>, Option<ServiceRequest>)> = Vec::with_capacity(snap.services.len());
+        let mut services: Vec<(&Arc<ServiceView>, Option<ServiceRequest>)> = Vec::with_capacity(snap.services.len());
         for svc in &snap.services {
-            let labels = snap
-                .namespaces
-                .get(&svc.namespace().unwrap_or_default())
-                .cloned()
-                .unwrap_or_default();
+            let labels = snap.namespaces.get(&svc.namespace).cloned().unwrap_or_default();
             let handled = convert::handles(svc, default_class);
             let req = handled.then(|| convert::service_request(svc, &labels));
             match req {
@@ -333,16 +329,11 @@ impl AllocatorState {
     fn rebuild(&mut self, snap: &Snapshot, default_class: bool, plan: &mut Plan) {
         let mut existing = Vec::new();
         for svc in snap.services.iter().filter(|s| convert::handles(s, default_class)) {
-            let labels = snap
-                .namespaces
-                .get(&svc.namespace().unwrap_or_default())
-                .cloned()
-                .unwrap_or_default();
+            let labels = snap.namespaces.get(&svc.namespace).cloned().unwrap_or_default();
             let req = convert::service_request(svc, &labels).unwrap_or_else(|_| {
                 // Unreadable annotations: still keep what the Service holds.
-                let mut r = ServiceRequest::new(svc.namespace().unwrap_or_default(), svc.name_any());
-                r.created.timestamp = svc.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
-                r.created.uid = svc.metadata.uid.clone().unwrap_or_default();
+                let mut r = ServiceRequest::new(svc.namespace.clone(), svc.name.clone());
+                r.created = convert::creation_key(svc);
                 r
             });
             if let Some(a) = convert::existing_assignment(svc, req) {
@@ -389,7 +380,7 @@ impl AllocatorState {
         }
     }
 
-    fn write_service(&mut self, svc: &Service, key: &ServiceKey, plan: &mut Plan) {
+    fn write_service(&mut self, svc: &ServiceView, key: &ServiceKey, plan: &mut Plan) {
         let desired = self.alloc.allocation(key).cloned();
         let current_ips = convert::status_ips(svc);
         let current_pool = convert::allocated_from(svc);

@@ -7,6 +7,8 @@ use herald_api::Eip;
 use herald_api::conditions::{EXHAUSTED, OVERLAPPING, READY, is_true};
 use herald_api::decode::{Lenient, Unreadable};
 use k8s_openapi::api::core::v1::Service;
+
+use crate::service::ServiceView;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
@@ -24,17 +26,16 @@ fn eip(name: &str, spec: Value) -> Arc<Eip> {
     )
 }
 
-fn service(ns: &str, name: &str, created: i64, spec: Value, annotations: Value) -> Arc<Service> {
+fn service(ns: &str, name: &str, created: i64, spec: Value, annotations: Value) -> Arc<ServiceView> {
     let mut s = json!({"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]});
     s.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
     let ts = jiff::Timestamp::from_second(created).unwrap().to_string();
-    Arc::new(
-        serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "creationTimestamp": ts,
-                     "annotations": annotations},
-        "spec": s}))
-        .unwrap(),
-    )
+    let svc: Service = serde_json::from_value(json!({
+    "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "creationTimestamp": ts,
+                 "annotations": annotations},
+    "spec": s}))
+    .unwrap();
+    Arc::new(svc.into())
 }
 
 /// Applies a plan's Service writes to the snapshot, as the API server + watch would.
@@ -44,21 +45,13 @@ fn apply(snap: &mut Snapshot, plan: &Plan) {
             Write::ServiceIngress { service, ips } => {
                 let svc = find(snap, &service.to_string());
                 let mut s = (*snap.services[svc]).clone();
-                let ingress: Vec<Value> = ips
-                    .iter()
-                    .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-                    .collect();
-                s.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": ingress}})).unwrap());
+                s.ingress_ips = ips.clone();
                 snap.services[svc] = Arc::new(s);
             }
             Write::ServiceAllocatedFrom { service, pool } => {
                 let svc = find(snap, &service.to_string());
                 let mut s = (*snap.services[svc]).clone();
-                let ann = s.metadata.annotations.get_or_insert_default();
-                match pool {
-                    Some(p) => ann.insert(herald_api::names::ANNOTATION_ALLOCATED_FROM.into(), p.clone()),
-                    None => ann.remove(herald_api::names::ANNOTATION_ALLOCATED_FROM),
-                };
+                s.set_annotation(herald_api::names::ANNOTATION_ALLOCATED_FROM, pool.as_deref());
                 snap.services[svc] = Arc::new(s);
             }
             Write::EipStatus { eip, status } => {
@@ -87,13 +80,7 @@ fn apply(snap: &mut Snapshot, plan: &Plan) {
 fn find(snap: &Snapshot, key: &str) -> usize {
     snap.services
         .iter()
-        .position(|s| {
-            format!(
-                "{}/{}",
-                s.metadata.namespace.as_deref().unwrap(),
-                s.metadata.name.as_deref().unwrap()
-            ) == key
-        })
+        .position(|s| format!("{}/{}", s.namespace, s.name) == key)
         .unwrap()
 }
 
@@ -130,8 +117,7 @@ fn allocates_writes_status_and_annotation_then_is_quiet() {
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "shop/web"), [ip("192.0.2.10")]);
     assert_eq!(notes(&plan, "IPAllocated"), ["allocated 192.0.2.10 from Eip 'lan'"]);
-    let ann = snap.services[0].metadata.annotations.as_ref().unwrap();
-    assert_eq!(ann.get("herald.dev/allocated-from").map(String::as_str), Some("lan"));
+    assert_eq!(snap.services[0].annotation("herald.dev/allocated-from"), Some("lan"));
     let status = snap.eips[0].status.clone().unwrap();
     assert_eq!(
         (status.used, status.free.as_str(), status.total.as_str()),
@@ -233,7 +219,7 @@ fn conflicting_records_at_rebuild_keep_the_older_service() {
     snap.services.push(service("a", "old", 10, json!({}), json!({})));
     for s in snap.services.iter_mut() {
         let mut svc = (**s).clone();
-        svc.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}})).unwrap());
+        svc.ingress_ips = vec![ip("192.0.2.1")];
         *s = Arc::new(svc);
     }
     let mut state = AllocatorState::new();
@@ -262,10 +248,7 @@ fn bad_annotation_is_reported_and_loses_nothing() {
     // A typo in the annotation.
     let i = find(&snap, "a/web");
     let mut svc = (*snap.services[i]).clone();
-    svc.metadata
-        .annotations
-        .get_or_insert_default()
-        .insert("herald.dev/ips".into(), "192.0.2.x".into());
+    svc.set_annotation("herald.dev/ips", Some("192.0.2.x"));
     snap.services[i] = Arc::new(svc);
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")], "keeps its IP");
@@ -275,10 +258,7 @@ fn bad_annotation_is_reported_and_loses_nothing() {
     );
     // An IP outside every pool: refused precisely, the old IP kept.
     let mut svc = (*snap.services[i]).clone();
-    svc.metadata
-        .annotations
-        .get_or_insert_default()
-        .insert("herald.dev/ips".into(), "198.51.100.1".into());
+    svc.set_annotation("herald.dev/ips", Some("198.51.100.1"));
     snap.services[i] = Arc::new(svc);
     let plan = pass(&mut state, &mut snap);
     assert_eq!(ips_of(&snap, "a/web"), [ip("192.0.2.1")]);
@@ -426,8 +406,7 @@ fn an_unreadable_eip_at_start_keeps_its_services_ips_and_blocks_nothing_else() {
         ..Default::default()
     };
     let mut held = service("a", "held", 1, json!({}), json!({"herald.dev/allocated-from": "vx"}));
-    Arc::make_mut(&mut held).status =
-        Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}})).unwrap());
+    Arc::make_mut(&mut held).ingress_ips = vec![ip("198.51.100.7")];
     snap.services.push(held);
     snap.services.push(service("a", "new", 2, json!({}), json!({})));
     let mut state = AllocatorState::new();
@@ -472,8 +451,7 @@ fn an_invalid_eip_at_start_keeps_its_services_ips() {
         ..Default::default()
     };
     let mut held = service("a", "held", 1, json!({}), json!({"herald.dev/allocated-from": "lan"}));
-    Arc::make_mut(&mut held).status =
-        Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.5"}]}})).unwrap());
+    Arc::make_mut(&mut held).ingress_ips = vec![ip("192.0.2.5")];
     snap.services.push(held);
     let plan = pass(&mut AllocatorState::new(), &mut snap);
     assert_eq!(ips_of(&snap, "a/held"), [ip("192.0.2.5")]);
@@ -622,19 +600,11 @@ fn type_change_releases_and_cleans_up() {
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
     let mut svc = (*snap.services[0]).clone();
-    svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    svc.type_ = Some("ClusterIP".into());
     snap.services[0] = Arc::new(svc);
     pass(&mut state, &mut snap);
     assert!(ips_of(&snap, "a/web").is_empty());
-    assert!(
-        snap.services[0]
-            .metadata
-            .annotations
-            .as_ref()
-            .unwrap()
-            .get("herald.dev/allocated-from")
-            .is_none()
-    );
+    assert!(snap.services[0].annotation("herald.dev/allocated-from").is_none());
     assert_eq!(state.allocator().service_count(), 0);
 }
 
@@ -802,7 +772,7 @@ fn services_holding_never_allocated_ips_from_an_older_herald_move_with_the_reaso
     ));
     for (s, held) in snap.services.iter_mut().zip(["0.0.0.1", "127.0.0.1"]) {
         let mut svc = (**s).clone();
-        svc.status = Some(serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": held}]}})).unwrap());
+        svc.ingress_ips = vec![ip(held)];
         *s = Arc::new(svc);
     }
     let mut state = AllocatorState::new();

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use herald_api::{Eip, Protocol, names};
 use herald_election::NodeSet;
 use herald_ipam::{LabelSelector, Labels, ServiceKey};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::adapter as convert;
+use crate::service::ServiceView;
 
 /// One Service IP to announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,7 @@ struct IpGroup<'a> {
 #[derive(Default, Clone)]
 pub struct ClusterView {
     /// Every Service.
-    pub services: Vec<Arc<Service>>,
+    pub services: Vec<Arc<ServiceView>>,
     /// Every Eip.
     pub eips: Vec<Arc<Eip>>,
     /// Every Node.
@@ -205,7 +206,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
             continue;
         };
         let key = convert::service_key(svc);
-        let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+        let local = svc.etp_local();
         let allowed = if local {
             let slices = slices.get_or_insert_with(|| slices_by_service(&view.endpoint_slices));
             let (nodes, anonymous) = local_endpoint_nodes(slices, &key);
@@ -302,14 +303,11 @@ mod tests {
         )
     }
 
-    fn svc(name: &str, ip: &str, etp: &str, pool: &str) -> Arc<Service> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "ns", "annotations": {"herald.dev/allocated-from": pool}},
-                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": etp},
-                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}))
-            .unwrap(),
-        )
+    fn svc(name: &str, ip: &str, etp: &str, pool: &str) -> Arc<ServiceView> {
+        Arc::new(ServiceView::from_json(json!({
+            "metadata": {"name": name, "namespace": "ns", "annotations": {"herald.dev/allocated-from": pool}},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": etp},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})))
     }
 
     fn eip(name: &str, spec: Value) -> Arc<Eip> {
@@ -431,7 +429,7 @@ mod tests {
     fn unallocated_or_foreign_services_are_not_announced() {
         let mut v = view();
         let mut s = (*svc("web", "192.0.2.1", "Cluster", "lan")).clone();
-        s.metadata.annotations = None;
+        s.annotations.clear();
         v.services.push(Arc::new(s));
         v.services.push(svc("gone", "192.0.2.2", "Cluster", "deleted-pool"));
         assert!(desired(&v, true).is_empty());
@@ -453,9 +451,9 @@ mod tests {
                 json!({"addresses": ["203.0.113.0/24"], "nodeSelector": {"matchExpressions": [{"key": "rack", "operator": "Near"}]}}),
             ),
         ];
-        let in_ns = |ns: &str, s: Arc<Service>| {
+        let in_ns = |ns: &str, s: Arc<ServiceView>| {
             let mut s = (*s).clone();
-            s.metadata.namespace = Some(ns.into());
+            s.namespace = ns.into();
             Arc::new(s)
         };
         let slice_in = |ns: &str, s: Arc<EndpointSlice>| {
@@ -514,7 +512,7 @@ mod tests {
                 continue;
             };
             let key = convert::service_key(svc);
-            let local = svc.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+            let local = svc.etp_local();
             let allowed = local
                 .then(|| {
                     let (mut nodes, mut anonymous) = (BTreeSet::new(), false);
@@ -661,13 +659,10 @@ mod tests {
                 2 => spec["loadBalancerClass"] = json!("herald.dev/lb"),
                 _ => {}
             }
-            v.services.push(Arc::new(
-                serde_json::from_value(json!({
-                    "metadata": {"name": name, "namespace": ns, "uid": format!("u{i}"), "annotations": annotations},
-                    "spec": spec,
-                    "status": {"loadBalancer": {"ingress": ips}}}))
-                .unwrap(),
-            ));
+            v.services.push(Arc::new(ServiceView::from_json(json!({
+                "metadata": {"name": name, "namespace": ns, "uid": format!("u{i}"), "annotations": annotations},
+                "spec": spec,
+                "status": {"loadBalancer": {"ingress": ips}}}))));
             for _ in 0..rng.random_range(0..3) {
                 let endpoints: Vec<Value> = (0..rng.random_range(0..4))
                     .map(|_| {
@@ -744,7 +739,7 @@ mod tests {
             let etp = if i % 2 == 0 { "Local" } else { "Cluster" };
             let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
             let mut s = (*svc(&name, &ip, etp, "lan")).clone();
-            s.metadata.namespace = Some(format!("ns{}", i % 10));
+            s.namespace = format!("ns{}", i % 10);
             v.services.push(Arc::new(s));
             let mut slice = (*slice(
                 &name,

@@ -211,12 +211,7 @@ impl AnnouncerCore {
     /// News from the ARP/NDP engine.
     pub fn engine(&mut self, ev: &EngineEvent) -> Plan {
         let mut plan = Plan::default();
-        let services = |ip: &IpAddr| {
-            self.current
-                .get(ip)
-                .map(|a| a.services.clone())
-                .unwrap_or_default()
-        };
+        let services = |ip: &IpAddr| self.current.get(ip).map(|a| a.services.clone()).unwrap_or_default();
         match &ev.event {
             L2Event::Announced { ip, .. } => {
                 plan.notices.push(Notice::Announcing {

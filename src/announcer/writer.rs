@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use super::state::Write;
 use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType};
+use crate::service::ServiceView;
 
 /// Services written at once.
 const CONCURRENCY: usize = 8;
@@ -106,7 +107,7 @@ pub struct Writer {
 /// What the writing task needs for each write.
 struct Context {
     client: Client,
-    services: Store<Service>,
+    services: Store<ServiceView>,
     events: EventPublisher,
     node: String,
 }
@@ -121,7 +122,7 @@ impl Writer {
     /// reflector's store the writes start from.
     pub fn spawn(
         client: Client,
-        services: Store<Service>,
+        services: Store<ServiceView>,
         events: EventPublisher,
         node: String,
         cancel: CancellationToken,
@@ -210,7 +211,7 @@ async fn write(context: &Context, service: &ServiceKey, writes: ServiceWrites) {
     if writes.conflicts.is_empty() {
         return;
     }
-    let regarding = regarding.unwrap_or_else(|| stored.object_ref(&()));
+    let regarding = regarding.unwrap_or_else(|| stored.object_ref());
     for note in writes.conflicts {
         let event = Event {
             type_: EventType::Warning,
@@ -234,8 +235,8 @@ async fn write(context: &Context, service: &ServiceKey, writes: ServiceWrites) {
 /// delay, which only a broken watch makes possible (and then every decision of this agent is that late).
 async fn record_announcer(
     api: &Api<Service>,
-    store: &Store<Service>,
-    stored: Arc<Service>,
+    store: &Store<ServiceView>,
+    stored: Arc<ServiceView>,
     ips: &BTreeMap<IpAddr, String>,
     node: &str,
 ) -> Result<ObjectReference, kube::Error> {
@@ -244,29 +245,20 @@ async fn record_announcer(
     let mut svc = stored;
     let mut attempt = 0;
     loop {
-        let existing = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(names::ANNOTATION_ANNOUNCED_BY));
-        let value = adapter::announced_by(
-            existing.map(String::as_str),
-            &adapter::status_ips(&svc),
-            ips.keys().copied(),
-            node,
-        );
-        if existing == Some(&value) {
-            return Ok(svc.object_ref(&()));
+        let existing = svc.annotation(names::ANNOTATION_ANNOUNCED_BY);
+        let value = adapter::announced_by(existing, &adapter::status_ips(&svc), ips.keys().copied(), node);
+        if existing == Some(value.as_str()) {
+            return Ok(svc.object_ref());
         }
         let patch = json!({"metadata": {
-            "resourceVersion": svc.metadata.resource_version,
+            "resourceVersion": svc.resource_version,
             "annotations": {names::ANNOTATION_ANNOUNCED_BY: value},
         }});
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(patched) => return Ok(patched.object_ref(&())),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONFLICT_RETRIES => {
                 attempt += 1;
-                match newer_copy(store, &key, svc.metadata.resource_version.as_deref()).await {
+                match newer_copy(store, &key, svc.resource_version.as_deref()).await {
                     Some(newer) => svc = newer,
                     None => return Err(kube::Error::Api(e)),
                 }
@@ -278,11 +270,15 @@ async fn record_announcer(
 
 /// The reflector's copy of `key` once its resourceVersion differs from `than` (at most [`STORE_CATCH_UP`] later);
 /// `None` if the Service is gone or the reflector did not catch up.
-async fn newer_copy(store: &Store<Service>, key: &ObjectRef<Service>, than: Option<&str>) -> Option<Arc<Service>> {
+async fn newer_copy(
+    store: &Store<ServiceView>,
+    key: &ObjectRef<ServiceView>,
+    than: Option<&str>,
+) -> Option<Arc<ServiceView>> {
     let deadline = tokio::time::Instant::now() + STORE_CATCH_UP;
     loop {
         let svc = store.get(key)?;
-        if svc.metadata.resource_version.as_deref() != than {
+        if svc.resource_version.as_deref() != than {
             return Some(svc);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -424,7 +420,7 @@ mod tests {
         // conflict happened (a watch event that arrives late), and the writer patches s1 again on that copy.
         let (store, mut store_writer) = reflector::store();
         for svc in api.list(&Default::default()).await.unwrap().items {
-            store_writer.apply_watcher_event(&watcher::Event::Apply(svc));
+            store_writer.apply_watcher_event(&watcher::Event::Apply(ServiceView::from(svc)));
         }
         let behind = json!({"metadata": {"annotations": {"unrelated": "x"}}});
         api.patch("s1", &PatchParams::default(), &Patch::Merge(&behind))
@@ -454,7 +450,7 @@ mod tests {
                 .into_iter()
                 .find(|s| s.metadata.name.as_deref() == Some("s1"))
                 .unwrap();
-            store_writer.apply_watcher_event(&watcher::Event::Apply(s1));
+            store_writer.apply_watcher_event(&watcher::Event::Apply(ServiceView::from(s1)));
         };
         tokio::time::timeout(Duration::from_secs(20), late_event)
             .await

@@ -194,3 +194,28 @@ pub trait LeaseStore: Send + Sync + 'static {
 pub fn rv_cmp(a: &str, b: &str) -> Option<std::cmp::Ordering> {
     Some(a.parse::<u64>().ok()?.cmp(&b.parse::<u64>().ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_labels_stay_sorted_unique_and_round_trip() {
+        let mut labels: LeaseLabels = [
+            ("herald.dev/lease".to_owned(), "ip".to_owned()),
+            ("herald.dev/eip".to_owned(), "a".to_owned()),
+        ]
+        .into();
+        labels.insert("herald.dev/eip".into(), "b".into());
+        labels.insert("herald.dev/ip".into(), "192-0-2-1".into());
+        assert_eq!(labels.get("herald.dev/eip"), Some("b"), "insert replaces");
+        assert!(labels.contains_key("herald.dev/lease") && !labels.contains_key("herald.dev/node"));
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["herald.dev/eip", "herald.dev/ip", "herald.dev/lease"]);
+        let map = BTreeMap::from(&labels);
+        assert_eq!(LeaseLabels::from(map.clone()), labels);
+        assert_eq!(map.len(), 3);
+        labels.clear();
+        assert!(labels.is_empty());
+    }
+}

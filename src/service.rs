@@ -1,0 +1,236 @@
+//! A Service as the agent's cache keeps it: the fields Herald reads, in Herald's own small type.
+//!
+//! A cluster's Services are the largest cache an agent holds (one entry per Service, on every node). As a
+//! `k8s_openapi` `Service` an entry costs about 2 KiB even with everything Herald does not read removed: 840 bytes of
+//! mostly empty optional fields, a B-tree node of half a KiB for the annotations, a string per enum-like value. This
+//! type keeps what the allocator, the announcer and the `announced-by` writer read, and nothing else; the watch
+//! decodes the full object and [`ServiceView::from`] projects it before it enters the store.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use herald_api::names;
+use herald_ipam::Labels;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::runtime::reflector::Lookup;
+
+/// One Service, as cached. See the module docs for what is kept.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceView {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.uid` (the allocator's tie-break between Services created in the same second; Events).
+    pub uid: Option<String>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `metadata.creationTimestamp` in seconds since the Unix epoch (0: not set).
+    pub created: i64,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// `metadata.labels` (an Eip's `serviceSelector`); empty when there are none.
+    pub labels: Arc<Labels>,
+    /// The annotations Herald reads ([`names::SERVICE_ANNOTATIONS`]), sorted by key.
+    pub annotations: Vec<(String, String)>,
+    /// `spec.type`.
+    pub type_: Option<String>,
+    /// `spec.loadBalancerClass`.
+    pub load_balancer_class: Option<String>,
+    /// `spec.loadBalancerIP`.
+    pub load_balancer_ip: Option<String>,
+    /// `spec.ipFamilyPolicy`.
+    pub ip_family_policy: Option<String>,
+    /// `spec.ipFamilies`.
+    pub ip_families: Vec<String>,
+    /// `spec.externalTrafficPolicy`.
+    pub external_traffic_policy: Option<String>,
+    /// `spec.ports` as (port, protocol).
+    pub ports: Vec<(i32, Option<String>)>,
+    /// `spec.selector`, kept only for `externalTrafficPolicy: Local` (the one rule that compares the pods of IP
+    /// sharers); empty otherwise.
+    pub selector: Arc<Labels>,
+    /// The IPs of `status.loadBalancer.ingress`, in order, each once (entries that are not IPs are left out).
+    pub ingress_ips: Vec<IpAddr>,
+}
+
+impl ServiceView {
+    /// The annotation `key`, if set.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.annotations[i].1.as_str())
+    }
+
+    /// The view of a Service given as JSON (tests).
+    #[cfg(test)]
+    pub(crate) fn from_json(value: serde_json::Value) -> Self {
+        ServiceView::from(serde_json::from_value::<Service>(value).expect("a Service"))
+    }
+
+    /// Sets (or with `None` removes) the annotation `key`, as a write to the Service would.
+    pub fn set_annotation(&mut self, key: &str, value: Option<&str>) {
+        let at = self.annotations.binary_search_by(|(k, _)| k.as_str().cmp(key));
+        match (at, value) {
+            (Ok(i), Some(v)) => self.annotations[i].1 = v.to_string(),
+            (Ok(i), None) => {
+                self.annotations.remove(i);
+            }
+            (Err(i), Some(v)) => self.annotations.insert(i, (key.to_string(), v.to_string())),
+            (Err(_), None) => {}
+        }
+    }
+
+    /// A reference to the Service (for Events).
+    pub fn object_ref(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(self.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            uid: self.uid.clone(),
+            resource_version: self.resource_version.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// `externalTrafficPolicy: Local`.
+    pub fn etp_local(&self) -> bool {
+        self.external_traffic_policy.as_deref() == Some("Local")
+    }
+}
+
+impl From<Service> for ServiceView {
+    fn from(svc: Service) -> Self {
+        let meta = svc.metadata;
+        let spec = svc.spec.unwrap_or_default();
+        let mut annotations: Vec<(String, String)> = meta
+            .annotations
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| names::SERVICE_ANNOTATIONS.contains(&k.as_str()))
+            .collect();
+        annotations.shrink_to_fit();
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let mut ingress_ips: Vec<IpAddr> = Vec::new();
+        let ingress = svc.status.and_then(|s| s.load_balancer).and_then(|lb| lb.ingress);
+        for ip in ingress.into_iter().flatten().filter_map(|i| i.ip?.parse().ok()) {
+            if !ingress_ips.contains(&ip) {
+                ingress_ips.push(ip);
+            }
+        }
+        let shared = |labels: Option<Labels>| labels.filter(|l| !l.is_empty()).map(Arc::new).unwrap_or_default();
+        ServiceView {
+            name: meta.name.unwrap_or_default(),
+            namespace: meta.namespace.unwrap_or_default(),
+            uid: meta.uid,
+            resource_version: meta.resource_version,
+            created: meta.creation_timestamp.map_or(0, |t| t.0.as_second()),
+            deleting: meta.deletion_timestamp.is_some(),
+            labels: shared(meta.labels),
+            annotations,
+            type_: spec.type_,
+            load_balancer_class: spec.load_balancer_class,
+            load_balancer_ip: spec.load_balancer_ip,
+            ip_family_policy: spec.ip_family_policy,
+            ip_families: spec.ip_families.unwrap_or_default(),
+            external_traffic_policy: spec.external_traffic_policy,
+            ports: spec
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.port, p.protocol))
+                .collect(),
+            selector: if local { shared(spec.selector) } else { Arc::default() },
+            ingress_ips,
+        }
+    }
+}
+
+/// Keys the reflector's store like a `Service`: `ObjectRef<ServiceView>`s name Services.
+impl Lookup for ServiceView {
+    type DynamicType = ();
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Service".into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        "services".into()
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(self.name.as_str().into())
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        Some(self.namespace.as_str().into())
+    }
+
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        self.resource_version.as_deref().map(Cow::from)
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        self.uid.as_deref().map(Cow::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(json: serde_json::Value) -> ServiceView {
+        ServiceView::from(serde_json::from_value::<Service>(json).unwrap())
+    }
+
+    #[test]
+    fn keeps_what_herald_reads_and_nothing_else() {
+        let v = view(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
+                "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"team": "a"},
+                "annotations": {"herald.dev/eip": "lan", "prometheus.io/scrape": "true",
+                    "herald.dev/announced-by": "192.0.2.1=n1"}},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "protocol": "UDP", "targetPort": 8080}],
+                "clusterIP": "10.96.0.1"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}, {"hostname": "x"}, {"ip": "192.0.2.1"},
+                {"ip": "2001:db8::1"}]}}}));
+        assert_eq!(
+            (v.name.as_str(), v.namespace.as_str(), v.created),
+            ("web", "shop", 1_767_225_600)
+        );
+        assert_eq!(v.annotation("herald.dev/eip"), Some("lan"));
+        assert_eq!(
+            v.annotation("prometheus.io/scrape"),
+            None,
+            "only the annotations Herald reads"
+        );
+        assert_eq!(v.annotations.len(), 2);
+        assert_eq!(v.ports, [(80, Some("UDP".to_string()))]);
+        assert_eq!(v.selector.get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            v.ingress_ips,
+            ["192.0.2.1".parse::<IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]
+        );
+        assert!(v.etp_local() && !v.deleting);
+        let cluster = view(serde_json::json!({
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "api"}}}));
+        assert!(
+            cluster.selector.is_empty(),
+            "externalTrafficPolicy: Cluster needs no pod selector"
+        );
+        assert!(cluster.labels.is_empty() && cluster.ingress_ips.is_empty());
+    }
+}
