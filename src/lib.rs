@@ -13,6 +13,7 @@ pub mod announcer;
 pub mod credentials;
 pub mod duration;
 pub mod events;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod service;

@@ -10,7 +10,6 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use herald_api::Eip;
 use herald_api::decode::{Lenient, Unreadable};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::lease::HeldLease;
 use crate::service::ServiceView;
 
 /// The loops a reflector wakes. A loop subscribes its own `Notify`; when the loop ends and drops it, it is pruned.
@@ -129,8 +129,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 ///   Node), annotations, and the kubelet's heartbeat conditions.
 /// - EndpointSlice: per endpoint only `nodeName` and `conditions` (the announcer's `externalTrafficPolicy: Local`
 ///   rule); annotations, addresses, `targetRef`, `hints`, `zone` and the slice's `ports` go.
-/// - Lease (the allocator's IP and node Lease reflectors: Eip status and Lease collection): its name, namespace,
-///   resourceVersion and holder; labels (the watches select by them), uid, times, duration and transitions go.
+/// - Lease (the allocator's IP and node Lease reflectors: Eip status and Lease collection): projected to
+///   [`HeldLease`] (name, namespace, resourceVersion, holder).
 ///
 /// Besides memory, this keeps the kinds that change most often from waking the loops for nothing: a pod moving
 /// between two addresses on one node, or a kubelet heartbeat, leaves the slimmed object as it was ([`unchanged`]); so
@@ -150,15 +150,6 @@ fn slim<K: Resource + 'static>(mut object: K) -> K {
             conditions: status
                 .conditions
                 .map(|c| c.into_iter().filter(|c| c.type_ == "NetworkUnavailable").collect()),
-            ..Default::default()
-        });
-    } else if let Some(lease) = any.downcast_mut::<Lease>() {
-        // The watches select by label; nothing reads the labels (one of them names the IP: a map per Lease).
-        lease.metadata.labels = None;
-        lease.metadata.uid = None;
-        lease.metadata.creation_timestamp = None;
-        lease.spec = lease.spec.take().map(|spec| LeaseSpec {
-            holder_identity: spec.holder_identity,
             ..Default::default()
         });
     } else if let Some(slice) = any.downcast_mut::<EndpointSlice>() {
@@ -192,8 +183,8 @@ fn unchanged<K: 'static>(new: &K, stored: &K) -> bool {
     if let (Some(a), Some(b)) = (new.downcast_ref::<Node>(), stored.downcast_ref::<Node>()) {
         return a.spec == b.spec && a.status == b.status && same_meta(&a.metadata, &b.metadata);
     }
-    if let (Some(a), Some(b)) = (new.downcast_ref::<Lease>(), stored.downcast_ref::<Lease>()) {
-        return a.spec == b.spec && same_meta(&a.metadata, &b.metadata);
+    if let (Some(a), Some(b)) = (new.downcast_ref::<HeldLease>(), stored.downcast_ref::<HeldLease>()) {
+        return (&a.name, &a.namespace, &a.holder) == (&b.name, &b.namespace, &b.holder);
     }
     if let (Some(a), Some(b)) = (
         new.downcast_ref::<EndpointSlice>(),
@@ -540,6 +531,7 @@ impl SharedStores {
 mod tests {
     use super::*;
 
+    use k8s_openapi::api::coordination::v1::Lease;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
     type Item = Result<watcher::Event<Lenient<Service>>, watcher::Error>;
@@ -778,7 +770,7 @@ mod tests {
     #[test]
     fn slim_drops_the_bulk() {
         let svc = ServiceView::from(full_service());
-        assert_eq!(svc.annotation(LAST_APPLIED), None);
+        assert!(!svc.annotations.iter().any(|(k, _)| k == LAST_APPLIED));
         let node = slim(full_node("n1", "2026-01-01T00:00:00Z", "nginx"));
         let status = node.status.unwrap();
         assert_eq!((status.images, status.node_info, status.capacity), (None, None, None));
@@ -797,14 +789,24 @@ mod tests {
         K: Lookup + Resource + Clone + 'static,
         <K as Lookup>::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
-        let (store, writer) = reflector::store::<K>();
+        sink_as(slim)
+    }
+
+    /// A Sink for kind `K` kept as `P`.
+    fn sink_as<K, P>(keep: fn(K) -> P) -> (Sink<K, P>, Store<P>)
+    where
+        K: Resource + Clone + 'static,
+        P: Lookup + Clone + 'static,
+        P::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    {
+        let (store, writer) = reflector::store::<P>();
         let sink = Sink {
             writer,
             listed: tokio::sync::watch::channel(false).0,
             unreadable: Unreadables::default(),
             seen_in_list: BTreeSet::new(),
             kind: "test".into(),
-            keep: slim,
+            keep,
         };
         (sink, store)
     }
@@ -870,11 +872,7 @@ mod tests {
         fn apply<K>(object: K) -> watcher::Event<Lenient<K>> {
             watcher::Event::Apply(Lenient::Read(object))
         }
-        let lease = slim(ip_lease("1", "n1/a", "2026-01-01T00:00:00.000000Z"));
-        let spec = lease.spec.as_ref().unwrap();
-        assert_eq!(spec.holder_identity.as_deref(), Some("n1/a"));
-        assert_eq!((spec.renew_time.as_ref(), spec.lease_transitions), (None, None));
-        let (mut leases, store) = sink::<Lease>();
+        let (mut leases, store) = sink_as(HeldLease::from as fn(Lease) -> HeldLease);
         assert!(leases.apply(apply(ip_lease("1", "n1/a", "2026-01-01T00:00:00.000000Z"))));
         assert!(
             !leases.apply(apply(ip_lease("2", "n1/a", "2026-01-01T00:00:05.000000Z"))),
@@ -883,7 +881,10 @@ mod tests {
         let kept = store
             .get(&ObjectRef::new("herald-ip-192-0-2-1").within("herald-system"))
             .unwrap();
-        assert_eq!(kept.metadata.resource_version.as_deref(), Some("2"));
+        assert_eq!(
+            (kept.resource_version.as_deref(), kept.holder.as_deref()),
+            (Some("2"), Some("n1/a"))
+        );
         assert!(
             leases.apply(apply(ip_lease("3", "n2/b", "2026-01-01T00:00:06.000000Z"))),
             "taken over"

@@ -22,9 +22,10 @@ use futures::StreamExt;
 use herald_api::decode::Lenient;
 use herald_api::{Eip, names};
 use herald_election::gc::{self, GcInput, LeaseView};
-use herald_election::kube_store::from_lease;
 use herald_election::{Collected, KubeLeaseStore, UnusedLeases, naming};
 use k8s_openapi::api::coordination::v1::Lease;
+
+use crate::lease::HeldLease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -41,7 +42,7 @@ use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::service::ServiceView;
-use crate::watch::{SharedStores, Wakers, first_list, reflect, wait_first_lists};
+use crate::watch::{SharedStores, Wakers, first_list, reflect, reflect_as, wait_first_lists};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -88,11 +89,12 @@ pub async fn run(
         own.clone(),
         cancel.clone(),
     );
-    let ip_leases = reflect::<Lease>(
+    let ip_leases = reflect_as(
         Api::namespaced(client.clone(), &config.namespace),
         watcher::Config::default().labels(&format!("{}=ip", naming::LEASE_KIND_LABEL)),
         own,
         cancel.clone(),
+        HeldLease::from as fn(Lease) -> HeldLease,
     );
     let mut lists = vec![
         first_list("Service", &services),
@@ -103,11 +105,12 @@ pub async fn run(
     // The collector reads node leases and Nodes on its own timer: their events (a renew per node every second) must
     // not start allocation passes, so nothing wakes the loop for them.
     let mut collector = (!config.lease_gc_after.is_zero()).then(|| {
-        let node_leases = reflect::<Lease>(
+        let node_leases = reflect_as(
             Api::namespaced(client.clone(), &config.namespace),
             watcher::Config::default().labels(&format!("{}=node", naming::LEASE_KIND_LABEL)),
             Wakers::default(),
             cancel.clone(),
+            HeldLease::from as fn(Lease) -> HeldLease,
         );
         lists.push(first_list("node Lease", &node_leases));
         lists.push(first_list("Node", &shared.nodes));
@@ -169,8 +172,11 @@ pub async fn run(
                     .state()
                     .iter()
                     .filter_map(|l| {
-                        let holder = l.spec.as_ref()?.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-                        Some((l.name_any(), herald_election::identity::holder_node(holder).to_string()))
+                        let holder = l.holder.as_deref()?;
+                        Some((
+                            l.name.clone(),
+                            herald_election::identity::holder_node(holder).to_string(),
+                        ))
                     })
                     .collect(),
                 unreadable_eips: eips.unreadable(),
@@ -424,8 +430,8 @@ impl Controller {
 /// (election), which decides and deletes; this counts the results.
 struct LeaseCollection {
     unused: UnusedLeases<KubeLeaseStore>,
-    ip_leases: Store<Lease>,
-    node_leases: Store<Lease>,
+    ip_leases: Store<HeldLease>,
+    node_leases: Store<HeldLease>,
     nodes: Store<k8s_openapi::api::core::v1::Node>,
     /// Lease names of the IPs in use, as of the last pass.
     in_use: BTreeSet<String>,
@@ -437,7 +443,7 @@ struct LeaseCollection {
 impl LeaseCollection {
     /// One sweep; returns when to sweep next.
     async fn sweep(&mut self) -> Instant {
-        let view = |l: &Arc<Lease>| LeaseView::from(&from_lease(l));
+        let view = |l: &Arc<HeldLease>| LeaseView::from(&**l);
         let input = GcInput {
             ip_leases: self.ip_leases.state().iter().map(view).collect(),
             node_leases: self.node_leases.state().iter().map(view).collect(),
