@@ -19,6 +19,15 @@ use kube::ResourceExt;
 use crate::adapter::{self as convert, service_key};
 use crate::service::ServiceView;
 
+/// The allocation order of a Service with its request: creation key (timestamp, uid; none for a Service whose
+/// request could not be read), then namespace and name. Borrowed, so sorting allocates nothing.
+fn first_come<'a>((svc, req): &'a (&Arc<ServiceView>, Option<ServiceRequest>)) -> ((i64, &'a str), &'a str, &'a str) {
+    let created = req
+        .as_ref()
+        .map_or((0, ""), |r| (r.created.timestamp, r.created.uid.as_str()));
+    (created, svc.namespace.as_str(), svc.name.as_str())
+}
+
 /// What the controller sees: the reflectors' current state.
 #[derive(Default, Clone)]
 pub struct Snapshot {
@@ -129,11 +138,7 @@ impl AllocatorState {
             }
         }
         // Oldest first: allocation is first-come, and the order never depends on the watch's event order.
-        services.sort_by(|a, b| {
-            let ka = a.1.as_ref().map(|r| r.created.clone()).unwrap_or_default();
-            let kb = b.1.as_ref().map(|r| r.created.clone()).unwrap_or_default();
-            (ka, service_key(a.0)).cmp(&(kb, service_key(b.0)))
-        });
+        services.sort_by(|a, b| first_come(a).cmp(&first_come(b)));
         if !self.started {
             self.rebuild(snap, default_class, &mut plan);
             self.started = true;
