@@ -4,11 +4,8 @@
 //! Eips' `announcers`) and, for the lease collector, each lease's resourceVersion and holder. A `k8s_openapi` `Lease`
 //! costs about a KiB in a store even slimmed (its fixed size alone is 496 bytes); this type keeps those four fields.
 
-use std::borrow::Cow;
-
 use herald_election::gc::LeaseView;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::reflector::Lookup;
 
 /// One Lease, as cached.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -44,42 +41,14 @@ impl From<&HeldLease> for LeaseView {
     }
 }
 
-/// Keys the reflector's store like a `Lease`.
-impl Lookup for HeldLease {
-    type DynamicType = ();
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Lease".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "coordination.k8s.io".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "leases".into()
-    }
-
-    fn name(&self) -> Option<Cow<'_, str>> {
-        Some(self.name.as_str().into())
-    }
-
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        Some(self.namespace.as_str().into())
-    }
-
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        self.resource_version.as_deref().map(Cow::from)
-    }
-
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-}
+crate::watch::cached_as!(
+    HeldLease,
+    kind = "Lease",
+    group = "coordination.k8s.io",
+    version = "v1",
+    plural = "leases",
+    uid = |_| None
+);
 
 #[cfg(test)]
 mod tests {

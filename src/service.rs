@@ -6,14 +6,12 @@
 //! type keeps what the allocator, the announcer and the `announced-by` writer read, and nothing else; the watch
 //! decodes the full object and [`ServiceView::from`] projects it before it enters the store.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use herald_api::names;
 use herald_ipam::Labels;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::runtime::reflector::Lookup;
 
 /// One Service, as cached. See the module docs for what is kept.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -154,42 +152,14 @@ impl From<Service> for ServiceView {
     }
 }
 
-/// Keys the reflector's store like a `Service`: `ObjectRef<ServiceView>`s name Services.
-impl Lookup for ServiceView {
-    type DynamicType = ();
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Service".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "services".into()
-    }
-
-    fn name(&self) -> Option<Cow<'_, str>> {
-        Some(self.name.as_str().into())
-    }
-
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        Some(self.namespace.as_str().into())
-    }
-
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        self.resource_version.as_deref().map(Cow::from)
-    }
-
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        self.uid.as_deref().map(Cow::from)
-    }
-}
+crate::watch::cached_as!(
+    ServiceView,
+    kind = "Service",
+    group = "",
+    version = "v1",
+    plural = "services",
+    uid = |s| s.uid.as_deref()
+);
 
 #[cfg(test)]
 mod tests {

@@ -114,6 +114,52 @@ where
     }
 }
 
+/// Implements kube's `Lookup` (what a reflector's store keys its objects by) for a cache type of Herald's own (with
+/// `name`, `namespace` and `resource_version` fields), as the Kubernetes kind it stands for: `ObjectRef`s to it
+/// name objects of that kind.
+macro_rules! cached_as {
+    ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal, plural = $plural:literal,
+     uid = $uid:expr) => {
+        impl kube::runtime::reflector::Lookup for $ty {
+            type DynamicType = ();
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $group.into()
+            }
+
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $version.into()
+            }
+
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+
+            fn name(&self) -> Option<std::borrow::Cow<'_, str>> {
+                Some(self.name.as_str().into())
+            }
+
+            fn namespace(&self) -> Option<std::borrow::Cow<'_, str>> {
+                Some(self.namespace.as_str().into())
+            }
+
+            fn resource_version(&self) -> Option<std::borrow::Cow<'_, str>> {
+                self.resource_version.as_deref().map(std::borrow::Cow::from)
+            }
+
+            fn uid(&self) -> Option<std::borrow::Cow<'_, str>> {
+                let uid: fn(&$ty) -> Option<&str> = $uid;
+                uid(self).map(std::borrow::Cow::from)
+            }
+        }
+    };
+}
+pub(crate) use cached_as;
+
 /// The annotation in which `kubectl apply` keeps a copy of the whole object as last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
