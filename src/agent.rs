@@ -298,7 +298,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// How often the agent gives the allocator's free pages back to the kernel.
+/// How often the agent gives malloc's free pages back to the kernel.
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Now and then, returns the pages malloc holds free to the kernel ([`herald_sys::malloc::trim`]): the first list of

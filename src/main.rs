@@ -47,8 +47,8 @@ enum AnnounceMode {
 const AGENT_WORKER_THREADS: usize = 2;
 
 /// malloc arenas of the agent. glibc's default (up to eight per core) lets each thread's share of the cluster cache
-/// fragment on its own; one arena measured about a fifth less resident memory at 10,000 Service IPs, and the agent's
-/// threads rarely allocate at the same moment.
+/// fragment on its own; one arena, with the agent's periodic trim, measured 60 instead of 67 MiB at 10,000 Service IPs
+/// in one run (docs/benchmarks.md), at the same CPU, and the agent's threads rarely allocate at the same moment.
 const AGENT_MALLOC_ARENAS: u16 = 1;
 
 fn main() -> anyhow::Result<()> {
