@@ -425,6 +425,18 @@ mod tests {
         assert_eq!(a.eligible_nodes, set(&["a", "b"]));
     }
 
+    /// One node set per pool (and per distinct set of local endpoint nodes), shared by every IP that has it.
+    #[test]
+    fn ips_with_the_same_nodes_share_one_set() {
+        let mut v = view();
+        v.services.push(svc("web", "192.0.2.1", "Cluster", "lan"));
+        v.services.push(svc("api", "192.0.2.2", "Cluster", "lan"));
+        let d = desired(&v, true);
+        let (one, two) = (&d[&ip("192.0.2.1")], &d[&ip("192.0.2.2")]);
+        assert_eq!(one.eligible_nodes, set(&["a", "b"]));
+        assert!(one.eligible_nodes.same(&two.eligible_nodes), "shared, not copied");
+    }
+
     #[test]
     fn unallocated_or_foreign_services_are_not_announced() {
         let mut v = view();
