@@ -142,10 +142,16 @@ async fn restart_keeps_every_ip_and_writes_nothing() {
         c.create_service(lb_service("default", &format!("s{i}"), json!({})))
             .await;
     }
+    // Every Service holds its IP before one is freed: the allocator writes its statuses one by one, in its own order
+    // (creation time, then name: "s11" before "s4"), so one Service holding an IP says nothing of the others.
+    eventually(WAIT, || async {
+        let list = c.services("default").list(&ListParams::default()).await.ok()?;
+        let held = list.items.iter().filter(|s| !ingress_ips(s).is_empty()).count();
+        (held == 12).then_some(())
+    })
+    .await
+    .expect("all allocated");
     // Free a hole in the middle, so a reshuffle would show.
-    eventually(WAIT, || ips_of(&c, "default", "s11"))
-        .await
-        .expect("all allocated");
     let hole = ips_of(&c, "default", "s4").await.unwrap();
     c.services("default")
         .delete("s4", &DeleteParams::default())
