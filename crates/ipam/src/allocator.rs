@@ -15,7 +15,7 @@ use crate::intervals::IntervalSet;
 use crate::pool::overlap::{Overlap, find_overlaps, find_overlaps_of};
 use crate::pool::{FamilyStats, Pool, PoolRefusal, PoolStats};
 use crate::range::{Family, to_u128};
-use crate::request::{Allocation, ServiceKey, ServiceRequest};
+use crate::request::{Allocation, IpFamilyPolicy, ServiceKey, ServiceRequest};
 use crate::sharing;
 
 mod choose;
@@ -105,6 +105,14 @@ impl fmt::Display for Eviction {
             }
             EvictionReason::NotAllowed(refusal) => write!(f, "{refusal}"),
         }
+    }
+}
+
+/// How many addresses a Service with this policy holds when it got every family it wants.
+fn families_wanted(policy: IpFamilyPolicy) -> usize {
+    match policy {
+        IpFamilyPolicy::SingleStack => 1,
+        IpFamilyPolicy::PreferDualStack | IpFamilyPolicy::RequireDualStack => 2,
     }
 }
 
@@ -201,6 +209,21 @@ impl Allocator {
     /// address, else the Service's previous one, else (with a sharing key) the lowest address already
     /// shared under that key that it may join, else the lowest free address.
     pub fn allocate(&mut self, req: &ServiceRequest) -> Result<Allocation, AllocError> {
+        // The very request the allocation was made for, and it got every family it wants: choosing again would
+        // keep each address (a pool change that invalidates one has already evicted the Service), so nothing is
+        // released and rebuilt. The controller asks again for every Service in every pass; this makes an unchanged
+        // one cost a lookup and a comparison. Property-tested against the full path.
+        if let Some(held) = self.services.get(&req.key)
+            && held.request == *req
+            && held.allocation.ips.len() == families_wanted(req.ip_family_policy)
+        {
+            return Ok(held.allocation.clone());
+        }
+        self.allocate_anew(req)
+    }
+
+    /// [`Allocator::allocate`] without the shortcut for an unchanged request: release, choose, commit.
+    fn allocate_anew(&mut self, req: &ServiceRequest) -> Result<Allocation, AllocError> {
         let previous = self.release(&req.key);
         let (pool, ips) = self.choose(req, previous.as_ref())?;
         let allocation = Allocation { pool, ips };
@@ -252,6 +275,11 @@ impl Allocator {
     /// The Services holding `ip`, by key.
     pub fn holders(&self, ip: IpAddr) -> impl Iterator<Item = &ServiceKey> + '_ {
         self.ips.get(&ip).into_iter().flat_map(|h| h.holders.iter())
+    }
+
+    /// Every held address with the pool it was allocated from, in address order (IPv4 first).
+    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, &str)> + '_ {
+        self.ips.iter().map(|(ip, h)| (*ip, &*h.pool))
     }
 
     /// Every allocation, by Service key.

@@ -434,6 +434,24 @@ fn dual() -> Pool {
 }
 
 #[test]
+fn prefer_dual_stack_gains_its_second_family_when_one_frees_up() {
+    let mut a = alloc_with(vec![pool("p", &["192.0.2.1", "2001:db8::1"])]);
+    let mut v6 = svc("v6");
+    v6.ip_families = vec![Family::V6];
+    assert_eq!(got(&mut a, &v6), ips(&["2001:db8::1"]));
+    let mut prefer = svc("prefer");
+    prefer.ip_family_policy = IpFamilyPolicy::PreferDualStack;
+    prefer.ip_families = vec![Family::V4, Family::V6];
+    assert_eq!(got(&mut a, &prefer), ips(&["192.0.2.1"]), "no IPv6 left: one family");
+    // The same request again, unchanged, while nothing freed up: the same allocation.
+    assert_eq!(got(&mut a, &prefer), ips(&["192.0.2.1"]));
+    a.release(&v6.key);
+    // Unchanged request, but it holds fewer families than it prefers: chosen again, it gets the freed address.
+    assert_eq!(got(&mut a, &prefer), ips(&["192.0.2.1", "2001:db8::1"]));
+    a.check_invariants().unwrap();
+}
+
+#[test]
 fn dual_stack_policies() {
     let mut a = alloc_with(vec![
         pool_with("v4only", &["198.51.100.1"], |s| s.priority = -1),
