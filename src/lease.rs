@@ -46,8 +46,7 @@ crate::watch::cached_as!(
     kind = "Lease",
     group = "coordination.k8s.io",
     version = "v1",
-    plural = "leases",
-    uid = |_| None
+    plural = "leases"
 );
 
 #[cfg(test)]

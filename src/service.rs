@@ -157,8 +157,7 @@ crate::watch::cached_as!(
     kind = "Service",
     group = "",
     version = "v1",
-    plural = "services",
-    uid = |s| s.uid.as_deref()
+    plural = "services"
 );
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ use herald_api::decode::Lenient;
 use herald_api::{Eip, names};
 use herald_election::gc::{self, GcInput, LeaseView};
 use herald_election::{Collected, KubeLeaseStore, UnusedLeases, naming};
+use herald_ipam::ServiceKey;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
 
 use crate::lease::HeldLease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -38,7 +40,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::service::ServiceView;
@@ -168,17 +169,7 @@ pub async fn run(
                     .iter()
                     .map(|n| (n.name_any(), Arc::new(n.labels().clone())))
                     .collect(),
-                ip_holders: ip_leases
-                    .state()
-                    .iter()
-                    .filter_map(|l| {
-                        let holder = l.holder.as_deref()?;
-                        Some((
-                            l.name.clone(),
-                            herald_election::identity::holder_node(holder).to_string(),
-                        ))
-                    })
-                    .collect(),
+                ip_leases: ip_leases.state(),
                 unreadable_eips: eips.unreadable(),
                 unreadable_services: services.unreadable(),
             };
@@ -233,7 +224,7 @@ pub async fn run(
             if let Some(c) = &mut collector {
                 // In use: what the allocator holds, and what any Service still shows (a status write may lag).
                 let allocated = state.allocator().allocations().flat_map(|(_, a)| a.ips.iter().copied());
-                let shown = snapshot.services.iter().flat_map(|s| adapter::status_ips(s));
+                let shown = snapshot.services.iter().flat_map(|s| s.ingress_ips.iter().copied());
                 let in_use = gc::lease_names(allocated.chain(shown));
                 if in_use != c.in_use {
                     c.unused.in_use_until(&c.in_use, Instant::now());
@@ -273,8 +264,8 @@ pub async fn run(
 /// Identifies the object a write goes to, to avoid repeating a write the watch has not reflected yet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum WriteTarget {
-    Ingress(String),
-    AllocatedFrom(String),
+    Ingress(ServiceKey),
+    AllocatedFrom(ServiceKey),
     EipStatus(String),
 }
 
@@ -298,24 +289,42 @@ struct Controller {
 impl Controller {
     /// Makes the plan's writes and Events; returns how many writes failed.
     async fn apply(&mut self, plan: Plan, snap: &Snapshot) -> usize {
-        let services: HashMap<String, &Arc<ServiceView>> = snap
+        // Only the Services this pass writes to, tells of, or has writes in flight for: a pass that writes a handful
+        // never indexes every Service.
+        let mut wanted: HashSet<(&str, &str)> = HashSet::new();
+        let writes_to = plan.writes.iter().filter_map(|w| match w {
+            Write::ServiceIngress { service, .. } | Write::ServiceAllocatedFrom { service, .. } => Some(service),
+            Write::EipStatus { .. } => None,
+        });
+        let told = plan.notices.iter().filter_map(|n| match &n.target {
+            Target::Service(key) => Some(key),
+            Target::Eip(_) => None,
+        });
+        let pending = self.in_flight.keys().filter_map(|t| match t {
+            WriteTarget::Ingress(key) | WriteTarget::AllocatedFrom(key) => Some(key),
+            WriteTarget::EipStatus(_) => None,
+        });
+        for key in writes_to.chain(told).chain(pending) {
+            wanted.insert((key.namespace.as_str(), key.name.as_str()));
+        }
+        let services: HashMap<(&str, &str), &Arc<ServiceView>> = snap
             .services
             .iter()
-            .map(|s| (adapter::service_key(s).to_string(), s))
+            .map(|s| ((s.namespace.as_str(), s.name.as_str()), s))
+            .filter(|(k, _)| wanted.contains(k))
             .collect();
+        let service = |key: &ServiceKey| services.get(&(key.namespace.as_str(), key.name.as_str())).copied();
         let eips: HashMap<String, &Arc<Eip>> = snap.eips.iter().map(|e| (e.name_any(), e)).collect();
         let mut writes = Vec::new();
         for w in plan.writes {
             let (target, rv) = match &w {
-                Write::ServiceIngress { service, .. } => {
-                    let k = service.to_string();
-                    let rv = services.get(&k).and_then(|s| s.resource_version.clone());
-                    (WriteTarget::Ingress(k), rv)
+                Write::ServiceIngress { service: key, .. } => {
+                    let rv = service(key).and_then(|s| s.resource_version.clone());
+                    (WriteTarget::Ingress(key.clone()), rv)
                 }
-                Write::ServiceAllocatedFrom { service, .. } => {
-                    let k = service.to_string();
-                    let rv = services.get(&k).and_then(|s| s.resource_version.clone());
-                    (WriteTarget::AllocatedFrom(k), rv)
+                Write::ServiceAllocatedFrom { service: key, .. } => {
+                    let rv = service(key).and_then(|s| s.resource_version.clone());
+                    (WriteTarget::AllocatedFrom(key.clone()), rv)
                 }
                 Write::EipStatus { eip, .. } => (
                     WriteTarget::EipStatus(eip.clone()),
@@ -329,7 +338,8 @@ impl Controller {
             writes.push((target, rv, w));
         }
         let client = self.client.clone();
-        let results: Vec<Outcome> = futures::stream::iter(writes)
+        // Outcomes are handled as they arrive, never collected: a burst of 20,000 writes holds only the ones in flight.
+        let mut outcomes = futures::stream::iter(writes)
             .map(|(target, rv, write)| {
                 let client = client.clone();
                 async move {
@@ -342,16 +352,14 @@ impl Controller {
                     }
                 }
             })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
+            .buffer_unordered(WRITE_CONCURRENCY);
         let mut failed = 0;
-        for Outcome {
+        while let Some(Outcome {
             target,
             rv,
             write,
             result,
-        } in results
+        }) = outcomes.next().await
         {
             let kind = match &write {
                 Write::ServiceIngress { .. } => "service_status",
@@ -383,29 +391,29 @@ impl Controller {
         self.in_flight.retain(|t, (_, rv)| {
             let shown = match t {
                 WriteTarget::Ingress(k) | WriteTarget::AllocatedFrom(k) => {
-                    services.get(k).map(|s| s.resource_version.clone())
+                    service(k).map(|s| s.resource_version.clone())
                 }
                 WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
             };
             shown.as_ref() == Some(rv)
         });
+        // After a burst (10,000 first writes) the table would keep room for all of them.
+        if self.in_flight.capacity() > 64 && self.in_flight.len() < self.in_flight.capacity() / 4 {
+            self.in_flight.shrink_to_fit();
+        }
         for notice in plan.notices {
-            self.publish(&notice, &services, &eips);
+            let reference = match &notice.target {
+                Target::Service(key) => service(key).map(|s| s.object_ref()),
+                Target::Eip(name) => eips.get(name).map(|e| e.object_ref(&())),
+            };
+            if let Some(reference) = reference {
+                self.publish(&notice, reference);
+            }
         }
         failed
     }
 
-    fn publish(
-        &self,
-        notice: &Notice,
-        services: &HashMap<String, &Arc<ServiceView>>,
-        eips: &HashMap<String, &Arc<Eip>>,
-    ) {
-        let reference = match &notice.target {
-            Target::Service(key) => services.get(&key.to_string()).map(|s| s.object_ref()),
-            Target::Eip(name) => eips.get(name).map(|e| e.object_ref(&())),
-        };
-        let Some(reference) = reference else { return };
+    fn publish(&self, notice: &Notice, reference: ObjectReference) {
         if notice.warning {
             warn!(target = ?notice.target, reason = notice.reason, "{}", notice.note);
         } else {

@@ -2,7 +2,7 @@
 //! Events that bring the cluster in line out. No I/O and no clock (the caller passes `now`), so every rule of the
 //! Service contract is tested here without an API server.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,15 +17,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::adapter::{self as convert, service_key};
+use crate::lease::HeldLease;
 use crate::service::ServiceView;
 
-/// The allocation order of a Service with its request: creation key (timestamp, uid; none for a Service whose
-/// request could not be read), then namespace and name. Borrowed, so sorting allocates nothing.
-fn first_come<'a>((svc, req): &'a (&Arc<ServiceView>, Option<ServiceRequest>)) -> ((i64, &'a str), &'a str, &'a str) {
-    let created = req
-        .as_ref()
-        .map_or((0, ""), |r| (r.created.timestamp, r.created.uid.as_str()));
-    (created, svc.namespace.as_str(), svc.name.as_str())
+/// The allocation order of a Service: creation timestamp, uid, then namespace and name. Borrowed, so sorting
+/// allocates nothing.
+fn first_come(svc: &ServiceView) -> (i64, &str, &str, &str) {
+    let uid = svc.uid.as_deref().unwrap_or_default();
+    (svc.created, uid, svc.namespace.as_str(), svc.name.as_str())
 }
 
 /// What the controller sees: the reflectors' current state.
@@ -37,8 +36,8 @@ pub struct Snapshot {
     pub eips: Vec<Arc<Eip>>,
     /// Namespace labels by namespace name.
     pub namespaces: HashMap<String, Arc<Labels>>,
-    /// Node holding each IP lease, by lease name (`herald-ip-…`), for the Eips' `announcers`.
-    pub ip_holders: HashMap<String, String>,
+    /// The IP leases (`herald-ip-…`): which node holds each IP, for the Eips' `announcers`.
+    pub ip_leases: Vec<Arc<HeldLease>>,
     /// Eips that could not be read as `Eip` (the store keeps a readable one's last readable version in `eips`).
     pub unreadable_eips: Vec<Unreadable>,
     /// Services that could not be read as `Service`.
@@ -118,43 +117,34 @@ impl AllocatorState {
     }
 
     /// One reconcile pass over the whole snapshot. Cheap when nothing changed: every step compares with what the
-    /// objects already say and emits only differences.
+    /// objects already say and emits only differences. Memory: nothing is built per Service but borrowed indexes
+    /// (a request lives while its Service is handled), so a pass over 10,000 Services costs a few hundred KiB.
     pub fn reconcile(&mut self, snap: &Snapshot, default_class: bool, now: &Time) -> Plan {
         let mut plan = Plan::default();
         self.sync_pools(snap, &mut plan);
-        let mut services: Vec<(&Arc<ServiceView>, Option<ServiceRequest>)> = Vec::with_capacity(snap.services.len());
-        for svc in &snap.services {
-            let labels = snap.namespaces.get(&svc.namespace).cloned().unwrap_or_default();
-            let handled = convert::handles(svc, default_class);
-            let req = handled.then(|| convert::service_request(svc, &labels));
-            match req {
-                Some(Err(e)) => {
-                    self.report(&mut plan, service_key(svc), true, "AllocationFailed", e.to_string());
-                    // Unreadable input: keep whatever the Service holds.
-                    services.push((svc, None));
-                }
-                Some(Ok(r)) => services.push((svc, Some(r))),
-                None => services.push((svc, None)),
-            }
-        }
         // Oldest first: allocation is first-come, and the order never depends on the watch's event order.
+        let mut services: Vec<&Arc<ServiceView>> = snap.services.iter().collect();
         services.sort_by(|a, b| first_come(a).cmp(&first_come(b)));
         if !self.started {
             self.rebuild(snap, default_class, &mut plan);
             self.started = true;
         }
         // Deleted Services release first, so their addresses are free for the Services handled below.
-        let seen: BTreeSet<ServiceKey> = services.iter().map(|(s, _)| service_key(s)).collect();
+        let seen: HashSet<(&str, &str)> = services
+            .iter()
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
         let gone: Vec<ServiceKey> = self
             .alloc
             .allocations()
-            .map(|(k, _)| k.clone())
-            .filter(|k| !seen.contains(k))
+            .map(|(k, _)| k)
+            .filter(|k| !seen.contains(&(k.namespace.as_str(), k.name.as_str())))
+            .cloned()
             .collect();
         for key in gone {
             self.forget(&key);
         }
-        for (svc, req) in &services {
+        for svc in &services {
             let key = service_key(svc);
             if !convert::handles(svc, default_class) {
                 self.forget(&key);
@@ -173,43 +163,26 @@ impl AllocatorState {
                 }
                 continue;
             }
-            if let Some(req) = req {
-                self.allocate(req, &mut plan);
+            let labels = snap.namespaces.get(&svc.namespace).cloned().unwrap_or_default();
+            match convert::service_request(svc, &labels) {
+                Ok(req) => self.allocate(&req, &mut plan),
+                // Unreadable input: keep whatever the Service holds.
+                Err(e) => self.report(&mut plan, key.clone(), true, "AllocationFailed", e.to_string()),
             }
             self.write_service(svc, &key, &mut plan);
         }
         self.report_unreadable_services(snap, &mut plan);
-        let unreadable: BTreeSet<ServiceKey> = snap
+        let unreadable: HashSet<(&str, &str)> = snap
             .unreadable_services
             .iter()
-            .filter_map(|u| Some(ServiceKey::new(u.metadata.namespace.clone()?, u.metadata.name.clone()?)))
+            .filter_map(|u| Some((u.metadata.namespace.as_deref()?, u.metadata.name.as_deref()?)))
             .collect();
-        self.reported.retain(|k, _| seen.contains(k) || unreadable.contains(k));
+        self.reported.retain(|k, _| {
+            let k = (k.namespace.as_str(), k.name.as_str());
+            seen.contains(&k) || unreadable.contains(&k)
+        });
         self.evicted.clear();
-        let mut ips_by_pool: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
-        for (_, a) in self.alloc.allocations() {
-            ips_by_pool
-                .entry(a.pool.as_str())
-                .or_default()
-                .extend(a.ips.iter().copied());
-        }
-        let announcers: BTreeMap<String, Vec<IpAnnouncer>> = ips_by_pool
-            .into_iter()
-            .map(|(pool, ips)| {
-                let list = ips
-                    .into_iter()
-                    .filter_map(|ip| {
-                        let lease = herald_election::naming::ip_lease_name(ip).ok()?;
-                        let node = snap.ip_holders.get(&lease)?;
-                        Some(IpAnnouncer {
-                            ip: ip.to_string(),
-                            node: node.clone(),
-                        })
-                    })
-                    .collect();
-                (pool.to_string(), list)
-            })
-            .collect();
+        let announcers = self.announcers(&snap.ip_leases);
         // An unreadable Eip's status is written from what the server has now, never from the last readable
         // version the store keeps (comparing with that would write again after every write).
         let unreadable: BTreeMap<String, Eip> = snap
@@ -223,10 +196,43 @@ impl AllocatorState {
             .map(|e| &**e)
             .filter(|e| !unreadable.contains_key(&e.name_any()));
         for eip in readable.chain(unreadable.values()) {
-            let list = announcers.get(eip.name_any().as_str()).cloned().unwrap_or_default();
-            self.write_eip_status(eip, list, now, &mut plan);
+            let (list, omitted) = announcers.get(eip.name_any().as_str()).cloned().unwrap_or_default();
+            self.write_eip_status(eip, list, omitted, now, &mut plan);
         }
         plan
+    }
+
+    /// For each pool: the first [`MAX_STATUS_ANNOUNCERS`] of its allocated IPs that a node holds, in address
+    /// order, with that node; and how many more there are.
+    fn announcers(&self, ip_leases: &[Arc<HeldLease>]) -> HashMap<&str, (Vec<IpAnnouncer>, u64)> {
+        let holders: HashMap<&str, &str> = ip_leases
+            .iter()
+            .filter_map(|l| {
+                Some((
+                    l.name.as_str(),
+                    herald_election::identity::holder_node(l.holder.as_deref()?),
+                ))
+            })
+            .collect();
+        let mut announcers: HashMap<&str, (Vec<IpAnnouncer>, u64)> = HashMap::new();
+        for (ip, pool) in self.alloc.addresses() {
+            let Ok(lease) = herald_election::naming::ip_lease_name(ip) else {
+                continue;
+            };
+            let Some(node) = holders.get(lease.as_str()) else {
+                continue;
+            };
+            let (list, omitted) = announcers.entry(pool).or_default();
+            if list.len() < MAX_STATUS_ANNOUNCERS {
+                list.push(IpAnnouncer {
+                    ip: ip.to_string(),
+                    node: node.to_string(),
+                });
+            } else {
+                *omitted += 1;
+            }
+        }
+        announcers
     }
 
     /// Says once per reason that a Service cannot be read. The store keeps a Service's last readable version, so
@@ -440,16 +446,14 @@ impl AllocatorState {
         });
     }
 
-    fn write_eip_status(&self, eip: &Eip, mut announcers: Vec<IpAnnouncer>, now: &Time, plan: &mut Plan) {
+    fn write_eip_status(&self, eip: &Eip, announcers: Vec<IpAnnouncer>, omitted: u64, now: &Time, plan: &mut Plan) {
         let name = eip.name_any();
         let current = eip.status.clone().unwrap_or_default();
-        let omitted = announcers.len().saturating_sub(MAX_STATUS_ANNOUNCERS);
-        announcers.truncate(MAX_STATUS_ANNOUNCERS);
         let mut status = EipStatus {
             observed_generation: eip.metadata.generation,
             addresses: herald_api::eip::addresses_summary(&eip.spec.addresses),
             announcers,
-            announcers_omitted: omitted as u64,
+            announcers_omitted: omitted,
             conditions: current.conditions.clone(),
             ..Default::default()
         };

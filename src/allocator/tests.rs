@@ -8,6 +8,7 @@ use herald_api::conditions::{EXHAUSTED, OVERLAPPING, READY, is_true};
 use herald_api::decode::{Lenient, Unreadable};
 use k8s_openapi::api::core::v1::Service;
 
+use crate::lease::HeldLease;
 use crate::service::ServiceView;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
@@ -647,8 +648,18 @@ fn eip_status_lists_announcing_nodes_from_ip_leases() {
     let mut state = AllocatorState::new();
     pass(&mut state, &mut snap);
     assert!(snap.eips[0].status.as_ref().unwrap().announcers.is_empty());
-    snap.ip_holders.insert("herald-ip-192-0-2-10".into(), "node-a".into());
-    snap.ip_holders.insert("herald-ip-192-0-2-11".into(), "node-b".into());
+    for (ip, holder) in [
+        ("192-0-2-10", Some("node-a/1f2e")),
+        ("192-0-2-11", Some("node-b/3c4d")),
+        ("192-0-2-12", None),
+    ] {
+        snap.ip_leases.push(Arc::new(HeldLease {
+            name: format!("herald-ip-{ip}"),
+            namespace: "herald-system".into(),
+            resource_version: Some("7".into()),
+            holder: holder.map(Into::into),
+        }));
+    }
     let plan = pass(&mut state, &mut snap);
     assert_eq!(plan.writes.len(), 1, "only the Eip status changes");
     let status = snap.eips[0].status.clone().unwrap();
@@ -659,6 +670,43 @@ fn eip_status_lists_announcing_nodes_from_ip_leases() {
             ("192.0.2.10".into(), "node-a".into()),
             ("192.0.2.11".into(), "node-b".into())
         ]
+    );
+}
+
+#[test]
+fn eip_status_lists_the_first_announcers_in_address_order_and_counts_the_rest() {
+    let mut snap = Snapshot {
+        eips: vec![
+            eip("lan", json!({"addresses": ["192.0.2.0/25"]})),
+            eip("other", json!({"addresses": ["198.51.100.0/30"], "priority": 1})),
+        ],
+        ..Default::default()
+    };
+    // Created newest first, so address order and creation order differ.
+    for i in 0..70 {
+        snap.services
+            .push(service("a", &format!("s{i}"), 100 - i, json!({}), json!({})));
+    }
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    for i in 1..=70 {
+        snap.ip_leases.push(Arc::new(HeldLease {
+            name: format!("herald-ip-192-0-2-{i}"),
+            holder: Some(format!("node-{}/00ff", i % 3)),
+            ..Default::default()
+        }));
+    }
+    pass(&mut state, &mut snap);
+    let status = snap.eips[0].status.clone().unwrap();
+    let listed: Vec<String> = status.announcers.iter().map(|a| a.ip.clone()).collect();
+    let expected: Vec<String> = (1..=64).map(|i| format!("192.0.2.{i}")).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(status.announcers[0].node, "node-1");
+    assert_eq!(status.announcers_omitted, 6);
+    let other = snap.eips[1].status.clone().unwrap();
+    assert!(
+        other.announcers.is_empty() && other.announcers_omitted == 0,
+        "{other:?}"
     );
 }
 
