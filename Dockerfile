@@ -14,10 +14,10 @@ COPY . .
 # and proc macros dynamic (they run on the build host). The CA bundle: kube's client loads the system's roots when a
 # kubeconfig names no CA, and does not start without any.
 ARG REVISION=unknown
-RUN HERALD_REVISION=${REVISION} RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-    cargo build --release --locked --target x86_64-unknown-linux-gnu --bin herald \
+RUN HERALD_REVISION=${REVISION} RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --profile dist --locked --target x86_64-unknown-linux-gnu --bin herald \
  && mkdir -p /rootfs/usr/local/bin /rootfs/etc/ssl/certs /rootfs/proc /rootfs/sys /rootfs/dev /rootfs/tmp \
- && cp target/x86_64-unknown-linux-gnu/release/herald /rootfs/usr/local/bin/herald \
+ && cp target/x86_64-unknown-linux-gnu/dist/herald /rootfs/usr/local/bin/herald \
  && cp /etc/ssl/certs/ca-certificates.crt /rootfs/etc/ssl/certs/
 
 FROM scratch

@@ -59,12 +59,12 @@ cmd_build() {
   revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
   epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
   if [ -z "$binary" ]; then
-    say "cargo build --release --target x86_64-unknown-linux-gnu --bin herald (static: +crt-static)"
+    say "cargo build --profile dist --target x86_64-unknown-linux-gnu --bin herald (static: +crt-static)"
     # --target: RUSTFLAGS apply to the binary only, not to build scripts and proc macros.
-    # Symbols stripped: the image's binary is for running, not debugging.
-    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
-      cargo build --release --locked --target x86_64-unknown-linux-gnu --bin herald >&2
-    binary=target/x86_64-unknown-linux-gnu/release/herald
+    # The dist profile (Cargo.toml): LTO, one codegen unit, symbols stripped.
+    RUSTFLAGS="-C target-feature=+crt-static" \
+      cargo build --profile dist --locked --target x86_64-unknown-linux-gnu --bin herald >&2
+    binary=target/x86_64-unknown-linux-gnu/dist/herald
   fi
   [ -x "$binary" ] || die "$binary is not an executable"
   # A static binary has no program interpreter: an image without libraries can run it.
