@@ -8,6 +8,7 @@
 //! After each pass, and on its own timer, the loop collects unused Leases (`herald_election::gc` decides which,
 //! [`UnusedLeases`] deletes them; this loop decides when and says which IPs are in use).
 
+mod in_flight;
 pub mod state;
 
 #[cfg(test)]
@@ -44,6 +45,7 @@ use crate::events::{Event, EventPublisher, EventType, Reporter};
 use crate::metrics::{AllocatorMetrics, EipFamilyLabels, EipLabels, LeaseKindLabels, WriteLabels};
 use crate::service::ServiceView;
 use crate::watch::{SharedStores, Wakers, first_list, reflect, reflect_as, wait_first_lists};
+use in_flight::{InFlight, WriteTarget};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
@@ -150,7 +152,7 @@ pub async fn run(
         client,
         events,
         metrics,
-        in_flight: HashMap::new(),
+        in_flight: InFlight::default(),
     };
     let mut state = AllocatorState::new();
     let mut backoff: Option<Duration> = None;
@@ -261,14 +263,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Identifies the object a write goes to, to avoid repeating a write the watch has not reflected yet.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum WriteTarget {
-    Ingress(ServiceKey),
-    AllocatedFrom(ServiceKey),
-    EipStatus(String),
-}
-
 /// One write made: where, at which resourceVersion of the object, what, and how it went.
 struct Outcome {
     target: WriteTarget,
@@ -281,9 +275,8 @@ struct Controller {
     client: Client,
     events: EventPublisher,
     metrics: Arc<AllocatorMetrics>,
-    /// The last write per target with the resourceVersion the object had then. While the reflector still shows
-    /// that resourceVersion, the same write is not repeated.
-    in_flight: HashMap<WriteTarget, (Write, Option<String>)>,
+    /// Writes the watch has not shown yet: not repeated meanwhile.
+    in_flight: InFlight,
 }
 
 impl Controller {
@@ -300,7 +293,7 @@ impl Controller {
             Target::Service(key) => Some(key),
             Target::Eip(_) => None,
         });
-        let pending = self.in_flight.keys().filter_map(|t| match t {
+        let pending = self.in_flight.targets().filter_map(|t| match t {
             WriteTarget::Ingress(key) | WriteTarget::AllocatedFrom(key) => Some(key),
             WriteTarget::EipStatus(_) => None,
         });
@@ -331,7 +324,7 @@ impl Controller {
                     eips.get(eip).and_then(|e| e.resource_version()),
                 ),
             };
-            if self.in_flight.get(&target) == Some(&(w.clone(), rv.clone())) {
+            if self.in_flight.already_made(&target, &w, &rv) {
                 debug!(?target, "write already made; waiting for the watch to show it");
                 continue;
             }
@@ -372,7 +365,7 @@ impl Controller {
                         .writes
                         .get_or_create(&WriteLabels { kind, result: "ok" })
                         .inc();
-                    self.in_flight.insert(target, (write, rv));
+                    self.in_flight.made(target, write, rv);
                 }
                 Err(e) => {
                     failed += 1;
@@ -381,26 +374,14 @@ impl Controller {
                         .get_or_create(&WriteLabels { kind, result: "error" })
                         .inc();
                     warn!(?target, error = %e, "write failed");
-                    self.in_flight.remove(&target);
+                    self.in_flight.failed(&target);
                 }
             }
         }
-        // Keep a write only while its object still shows the version the write started from: once the watch shows
-        // another (the write's own result, or a later change) or the object is gone, the record has served. The map
-        // holds the writes the watch has not shown yet, not one per object ever written.
-        self.in_flight.retain(|t, (_, rv)| {
-            let shown = match t {
-                WriteTarget::Ingress(k) | WriteTarget::AllocatedFrom(k) => {
-                    service(k).map(|s| s.resource_version.clone())
-                }
-                WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
-            };
-            shown.as_ref() == Some(rv)
+        self.in_flight.forget_shown(|t| match t {
+            WriteTarget::Ingress(k) | WriteTarget::AllocatedFrom(k) => service(k).map(|s| s.resource_version.clone()),
+            WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
         });
-        // After a burst (10,000 first writes) the table would keep room for all of them.
-        if self.in_flight.capacity() > 64 && self.in_flight.len() < self.in_flight.capacity() / 4 {
-            self.in_flight.shrink_to_fit();
-        }
         for notice in plan.notices {
             let reference = match &notice.target {
                 Target::Service(key) => service(key).map(|s| s.object_ref()),
