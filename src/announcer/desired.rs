@@ -21,8 +21,8 @@ use crate::service::ServiceView;
 /// One Service IP to announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
-    /// The Eip it was allocated from.
-    pub eip: String,
+    /// The Eip it was allocated from (one string per Eip, shared by its IPs).
+    pub eip: Arc<str>,
     /// Layer 2 or BGP.
     pub protocol: Protocol,
     /// Layer 2: the interface named by the Eip (`None`: the one whose subnet holds the IP).
@@ -131,6 +131,8 @@ fn name_of(meta: &ObjectMeta) -> &str {
 /// rather than once per IP.
 struct EipNodes<'a> {
     eip: &'a Eip,
+    /// Its name, made once and shared by the announcements of its IPs.
+    name: Arc<str>,
     selected: BTreeSet<&'a str>,
     /// `selected` as a [`NodeSet`], made once and shared by every IP of the Eip that any node may announce.
     all: NodeSet,
@@ -145,6 +147,7 @@ impl<'a> EipNodes<'a> {
             Some(Err(_)) => {
                 return Self {
                     eip,
+                    name: Arc::from(eip.name_any()),
                     selected: BTreeSet::new(),
                     all: NodeSet::default(),
                 };
@@ -157,7 +160,12 @@ impl<'a> EipNodes<'a> {
             .map(|(name, _)| *name)
             .collect::<BTreeSet<&str>>();
         let all = selected.iter().map(|n| n.to_string()).collect();
-        Self { eip, selected, all }
+        Self {
+            eip,
+            name: Arc::from(eip.name_any()),
+            selected,
+            all,
+        }
     }
 
     /// The selected nodes that `local` allows (`None`: all of them). Equal sets come out as one shared [`NodeSet`]
@@ -278,7 +286,7 @@ pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Anno
         out.insert(
             ip,
             Announcement {
-                eip: pool.to_string(),
+                eip: Arc::clone(&eip_nodes.name),
                 protocol: eip.spec.protocol,
                 interface: eip.spec.interface.clone(),
                 services,
@@ -425,7 +433,8 @@ mod tests {
         assert_eq!(a.eligible_nodes, set(&["a", "b"]));
     }
 
-    /// One node set per pool (and per distinct set of local endpoint nodes), shared by every IP that has it.
+    /// One node set per pool (and per distinct set of local endpoint nodes), shared by every IP that has it; one Eip
+    /// name per pool.
     #[test]
     fn ips_with_the_same_nodes_share_one_set() {
         let mut v = view();
@@ -435,6 +444,8 @@ mod tests {
         let (one, two) = (&d[&ip("192.0.2.1")], &d[&ip("192.0.2.2")]);
         assert_eq!(one.eligible_nodes, set(&["a", "b"]));
         assert!(one.eligible_nodes.same(&two.eligible_nodes), "shared, not copied");
+        assert_eq!(&*one.eip, "lan");
+        assert!(Arc::ptr_eq(&one.eip, &two.eip), "one Eip name per Eip, not per IP");
     }
 
     #[test]
@@ -592,7 +603,7 @@ mod tests {
                 None => "no usable node matches the Eip's nodeSelector".to_string(),
             });
             let a = Announcement {
-                eip: pool,
+                eip: pool.into(),
                 protocol: eip.spec.protocol,
                 interface: eip.spec.interface.clone(),
                 services: services.into_iter().collect(),

@@ -147,7 +147,7 @@ impl AnnouncerCore {
                     Some(why) => {
                         plan.notices.push(Notice::Unplaceable {
                             ip: *ip,
-                            eip: a.eip.clone(),
+                            eip: a.eip.to_string(),
                             why: why.clone(),
                         });
                         self.unplaceable.insert(*ip, why.clone());

@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 mod check;
@@ -78,8 +79,8 @@ pub struct IpDesire {
     /// `externalTrafficPolicy: Local`). Every agent must pass the same set for ranking to agree; a node whose own link
     /// is down leaves itself out (others cannot know, they just wait their stagger).
     pub eligible_nodes: NodeSet,
-    /// The Eip the IP was allocated from (written as a label on the IP lease).
-    pub eip: String,
+    /// The Eip the IP was allocated from (written as a label on the IP lease); shared by the IPs of one Eip.
+    pub eip: Arc<str>,
     /// Where this node answers for the IP when it holds it (its interface; `None`: no interface of this node carries
     /// it). Local to this node and opaque to the election: it does not take part in ranking, and only travels to the
     /// sink in [`Announce`]. An IP announced while its interface changes is withdrawn and announced on the new one.

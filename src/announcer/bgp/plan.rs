@@ -354,7 +354,7 @@ pub fn plan(view: &BgpView<'_>) -> BgpPlan {
         if a.protocol != Protocol::Bgp || !a.eligible_nodes.contains(view.node) {
             continue;
         }
-        let policy = policies.get(&a.eip).cloned().unwrap_or_default();
+        let policy = policies.get(&*a.eip).cloned().unwrap_or_default();
         out.routes.insert(IpNet::from(*ip), policy);
     }
     out
