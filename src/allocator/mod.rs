@@ -229,7 +229,7 @@ pub async fn run(
                 let shown = snapshot.services.iter().flat_map(|s| s.ingress_ips.iter().copied());
                 let in_use = gc::lease_names(allocated.chain(shown));
                 if in_use != c.in_use {
-                    c.unused.in_use_until(&c.in_use, Instant::now());
+                    c.freed(&in_use, Instant::now());
                     c.in_use = in_use;
                 }
             }
@@ -430,6 +430,25 @@ struct LeaseCollection {
 }
 
 impl LeaseCollection {
+    /// Tells the collector which IP leases the pass just freed (in use before, not in `in_use`), with the version
+    /// the watch shows of each.
+    fn freed(&mut self, in_use: &BTreeSet<String>, now: Instant) {
+        let freed: BTreeSet<&str> = self.in_use.difference(in_use).map(String::as_str).collect();
+        if freed.is_empty() {
+            return;
+        }
+        let leases = self.ip_leases.state();
+        let shown: HashMap<&str, &str> = leases
+            .iter()
+            .filter(|l| freed.contains(l.name.as_str()))
+            .map(|l| (l.name.as_str(), l.resource_version.as_deref().unwrap_or_default()))
+            .collect();
+        let with_versions = freed
+            .iter()
+            .map(|name| (*name, shown.get(name).copied().unwrap_or_default()));
+        self.unused.in_use_until(with_versions, now);
+    }
+
     /// One sweep; returns when to sweep next.
     async fn sweep(&mut self) -> Instant {
         let view = |l: &Arc<HeldLease>| LeaseView::from(&**l);

@@ -189,10 +189,14 @@ impl LeaseCollector {
 
     /// Observes `input` at `now` and returns the Leases due for deletion, node leases first, each in name order.
     pub fn sweep(&mut self, input: &GcInput, now: Instant) -> Vec<Collect> {
-        observe(&mut self.node, &input.node_leases, now, |l| {
+        // A node lease's changes are watched while its Node exists too: they tell whether its holder is alive.
+        observe(&mut self.node, &input.node_leases, now, Track::All, |l| {
             !input.nodes.contains(node_of(l))
         });
-        observe(&mut self.ip, &input.ip_leases, now, |l| {
+        // An IP lease in use is not looked at: once its IP falls out of use, its window starts at that sweep, as it
+        // would if it had been tracked (its window would have been started again at every sweep until then). So the
+        // collector holds a record per unused IP, not one per IP of the cluster.
+        observe(&mut self.ip, &input.ip_leases, now, Track::Collectable, |l| {
             !input.ips_in_use.contains(&l.name)
         });
         let mut due = Vec::new();
@@ -247,12 +251,21 @@ impl LeaseCollector {
         due
     }
 
-    /// The IP leases `names` were in use until `now` (the allocator's pass just changed what is in use): their
-    /// windows start no earlier than `now`, however long until the next sweep.
-    pub fn in_use_until(&mut self, names: &BTreeSet<String>, now: Instant) {
-        for name in names {
-            if let Some(seen) = self.ip.get_mut(name) {
-                seen.quiet_since = seen.quiet_since.max(now);
+    /// The IP leases `freed` fell out of use at `now` (the allocator's pass just freed their IPs), each given with
+    /// the resourceVersion the caller's watch shows now (`""`: no such Lease yet): their windows start at `now`,
+    /// however long until the next sweep, unless the Lease changes before it.
+    pub fn in_use_until<'a>(&mut self, freed: impl IntoIterator<Item = (&'a str, &'a str)>, now: Instant) {
+        for (name, rv) in freed {
+            match self.ip.get_mut(name) {
+                Some(seen) => seen.quiet_since = seen.quiet_since.max(now),
+                None => {
+                    let seen = Seen {
+                        rv: rv.to_string(),
+                        rv_since: now,
+                        quiet_since: now,
+                    };
+                    self.ip.insert(name.to_string(), seen);
+                }
             }
         }
     }
@@ -334,17 +347,32 @@ fn by_name(leases: &[LeaseView]) -> HashMap<&str, &LeaseView> {
     leases.iter().map(|l| (l.name.as_str(), l)).collect()
 }
 
+/// Which Leases [`observe`] keeps a record of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// Every Lease.
+    All,
+    /// Only collectable ones: a Lease that is not has no record (its window would be closed anyway).
+    Collectable,
+}
+
 /// Records `leases` at `now`: a new Lease or a new resourceVersion starts a quiet window; a Lease that is not
-/// `collectable` keeps its window closed (starts it again at `now`). Forgets Leases that are gone.
+/// `collectable` keeps its window closed (starts it again at `now`, or with [`Track::Collectable`] has no record).
+/// Forgets Leases that are gone.
 fn observe(
     seen: &mut HashMap<String, Seen>,
     leases: &[LeaseView],
     now: Instant,
+    track: Track,
     collectable: impl Fn(&LeaseView) -> bool,
 ) {
     let present: BTreeSet<&str> = leases.iter().map(|l| l.name.as_str()).collect();
     seen.retain(|name, _| present.contains(name.as_str()));
     for lease in leases {
+        if track == Track::Collectable && !collectable(lease) {
+            seen.remove(&lease.name);
+            continue;
+        }
         let entry = seen.entry(lease.name.clone()).or_insert_with(|| Seen {
             rv: lease.resource_version.clone(),
             rv_since: now,
@@ -412,8 +440,11 @@ mod tests {
         );
     }
 
+    /// In use, an IP lease is never collected and the collector keeps no record of it (one record per unused IP,
+    /// not per IP of the cluster). Unless the caller said when it fell out of use (next test), its window starts at
+    /// the first sweep that finds it unused.
     #[test]
-    fn an_ip_in_use_is_never_collected_and_its_window_starts_when_it_was_last_in_use() {
+    fn an_ip_in_use_is_never_collected_and_has_no_record() {
         let mut gc = LeaseCollector::new(GRACE);
         let t0 = Instant::now();
         let mut input = GcInput {
@@ -424,14 +455,13 @@ mod tests {
         for s in [0, 60, 600] {
             assert!(gc.sweep(&input, secs(t0, s)).is_empty());
         }
+        assert!(gc.ip.is_empty(), "no record while in use");
         assert_eq!(gc.next_due(&input), None, "nothing to wait for");
         input.ips_in_use.clear();
-        assert!(
-            gc.sweep(&input, secs(t0, 601)).is_empty(),
-            "the window starts when the IP was last seen in use"
-        );
-        assert!(gc.sweep(&input, secs(t0, 659)).is_empty());
-        assert_eq!(names(&gc.sweep(&input, secs(t0, 660))), ["herald-ip-192-0-2-1"]);
+        assert!(gc.sweep(&input, secs(t0, 601)).is_empty(), "the window starts now");
+        assert_eq!(gc.ip.len(), 1);
+        assert!(gc.sweep(&input, secs(t0, 660)).is_empty());
+        assert_eq!(names(&gc.sweep(&input, secs(t0, 661))), ["herald-ip-192-0-2-1"]);
     }
 
     #[test]
@@ -445,11 +475,20 @@ mod tests {
         };
         gc.sweep(&input, t0);
         // A pass at 50 s finds the IP unused; the next sweep is only at 100 s.
-        gc.in_use_until(&input.ips_in_use, secs(t0, 50));
+        gc.in_use_until([("herald-ip-192-0-2-1", "7")], secs(t0, 50));
         input.ips_in_use.clear();
         assert!(gc.sweep(&input, secs(t0, 100)).is_empty());
         assert_eq!(gc.next_due(&input), Some(secs(t0, 110)));
         assert_eq!(names(&gc.sweep(&input, secs(t0, 110))), ["herald-ip-192-0-2-1"]);
+        // Freed at 200 while the watch showed version 7; the holder released it (version 8) before the next sweep:
+        // that change starts the window again, at the sweep that sees it.
+        input.ips_in_use.insert("herald-ip-192-0-2-1".to_string());
+        gc.sweep(&input, secs(t0, 150));
+        gc.in_use_until([("herald-ip-192-0-2-1", "7")], secs(t0, 200));
+        input.ips_in_use.clear();
+        input.ip_leases = vec![lease("herald-ip-192-0-2-1", "8", None)];
+        assert!(gc.sweep(&input, secs(t0, 250)).is_empty());
+        assert_eq!(gc.next_due(&input), Some(secs(t0, 310)));
     }
 
     #[test]

@@ -740,8 +740,8 @@ impl<S: LeaseStore> UnusedLeases<S> {
     }
 
     /// See [`LeaseCollector::in_use_until`].
-    pub fn in_use_until(&mut self, names: &BTreeSet<String>, now: Instant) {
-        self.core.in_use_until(names, now);
+    pub fn in_use_until<'a>(&mut self, freed: impl IntoIterator<Item = (&'a str, &'a str)>, now: Instant) {
+        self.core.in_use_until(freed, now);
     }
 
     /// One sweep at `now`: observe `input`, check and delete what is due.
