@@ -87,7 +87,7 @@ export LAB_APISERVER_BIN="$target_dir/debug/lab-apiserver"
 # The container image (scripts/image.sh: the Dockerfile's final stage, no engine needed); netns-tests/tests/image.rs
 # runs it as the DaemonSet would. Root only: running it needs chroot and mounts.
 if [ "$(id -u)" = 0 ]; then
-  log "scripts/image.sh build (static release binary, OCI archive)"
+  log "scripts/image.sh build (static binary of the dist profile: LTO; OCI archive)"
   HERALD_IMAGE=$(realpath "$(scripts/image.sh build)")
   export HERALD_IMAGE HERALD_REQUIRE_IMAGE=1
   log "scripts/image.sh check: podman load, ctr import and docker load accept $HERALD_IMAGE; podman build reads the Dockerfile alike"
