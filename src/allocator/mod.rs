@@ -309,6 +309,8 @@ impl Controller {
         let service = |key: &ServiceKey| services.get(&(key.namespace.as_str(), key.name.as_str())).copied();
         let eips: HashMap<String, &Arc<Eip>> = snap.eips.iter().map(|e| (e.name_any(), e)).collect();
         let mut writes = Vec::new();
+        // Services whose status write is still in flight: its Event went out when it was made.
+        let mut status_in_flight: HashSet<ServiceKey> = HashSet::new();
         for w in plan.writes {
             let (target, rv) = match &w {
                 Write::ServiceIngress { service: key, .. } => {
@@ -326,6 +328,9 @@ impl Controller {
             };
             if self.in_flight.already_made(&target, &w, &rv) {
                 debug!(?target, "write already made; waiting for the watch to show it");
+                if let Write::ServiceIngress { service, .. } = &w {
+                    status_in_flight.insert(service.clone());
+                }
                 continue;
             }
             writes.push((target, rv, w));
@@ -383,6 +388,13 @@ impl Controller {
             WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
         });
         for notice in plan.notices {
+            // The Event of a status write went out with the write; the pass that finds it still in flight is silent.
+            if let Target::Service(key) = &notice.target
+                && notice.follows_status_write()
+                && status_in_flight.contains(key)
+            {
+                continue;
+            }
             let reference = match &notice.target {
                 Target::Service(key) => service(key).map(|s| s.object_ref()),
                 Target::Eip(name) => eips.get(name).map(|e| e.object_ref(&())),

@@ -68,6 +68,14 @@ pub struct Notice {
     pub note: String,
 }
 
+impl Notice {
+    /// Whether this Event tells of a change of the Service's status IPs (`IPAllocated`, `IPReleased`): it goes out
+    /// with the write that makes the change, not again while that write is in flight.
+    pub fn follows_status_write(&self) -> bool {
+        matches!(self.reason, "IPAllocated" | "IPReleased")
+    }
+}
+
 /// The object an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {

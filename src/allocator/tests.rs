@@ -131,6 +131,58 @@ fn allocates_writes_status_and_annotation_then_is_quiet() {
     assert!(plan.notices.is_empty());
 }
 
+/// The shell publishes an `IPAllocated`/`IPReleased` Event with its status write and stays silent while that write is
+/// in flight, so each such notice must come with a status write for its Service in the same plan; the others
+/// (failures, reported once by the core) never count as following a write.
+#[test]
+fn status_events_come_with_their_status_write() {
+    let mut snap = Snapshot {
+        eips: vec![eip("lan", json!({"addresses": ["192.0.2.10-192.0.2.11"]}))],
+        ..Default::default()
+    };
+    snap.services.push(service("shop", "web", 1, json!({}), json!({})));
+    snap.services.push(service(
+        "shop",
+        "bad",
+        2,
+        json!({}),
+        json!({"herald.dev/ips": "not-an-ip"}),
+    ));
+    let mut state = AllocatorState::new();
+    let check = |plan: &Plan| {
+        for n in &plan.notices {
+            let Target::Service(key) = &n.target else { continue };
+            let written = plan
+                .writes
+                .iter()
+                .any(|w| matches!(w, Write::ServiceIngress { service, .. } if service == key));
+            if n.follows_status_write() {
+                assert!(written, "{n:?} without its write: {:?}", plan.writes);
+            } else {
+                assert!(!["IPAllocated", "IPReleased"].contains(&n.reason), "{n:?}");
+            }
+        }
+    };
+    // The watch has not shown the first pass's writes when the second runs: both plan the write and its Event.
+    let first = state.reconcile(&snap, true, &now());
+    check(&first);
+    assert_eq!(notes(&first, "IPAllocated").len(), 1);
+    assert_eq!(notes(&first, "AllocationFailed").len(), 1);
+    let second = state.reconcile(&snap, true, &now());
+    check(&second);
+    assert_eq!(
+        notes(&second, "IPAllocated").len(),
+        1,
+        "planned again; the shell stays silent"
+    );
+    apply(&mut snap, &second);
+    // Deleting the Eip releases the address: the IPReleased Event comes with the write that clears the status.
+    snap.eips.clear();
+    let released = state.reconcile(&snap, true, &now());
+    check(&released);
+    assert_eq!(notes(&released, "IPReleased").len(), 1);
+}
+
 #[test]
 fn ignores_other_classes_and_types() {
     let mut snap = Snapshot {
