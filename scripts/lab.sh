@@ -106,6 +106,11 @@ wait_for() { # wait_for SECONDS DESCRIPTION CMD...
     sleep 0.2
   done
 }
+crds_established() { # every CRD on the server has Established=True
+  local rows
+  rows=$(kc get crd -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Established")].status}{"\n"}{end}') || return 1
+  ! grep -qv '=True$' <<<"$rows"
+}
 mac_of() { ip -n "$PREFIX$1" -br link show dev eth0 | awk '{print $3}'; }
 node_of_mac() { local n; for n in "${NODES[@]}"; do [ "$(mac_of "$n")" = "$1" ] && { echo "$n"; return; }; done; echo "?"; }
 lease_holder() { # the node holding IP's lease
@@ -158,7 +163,9 @@ start_kube() {
 
   step "Cluster objects: Herald's CRDs, Nodes, deploy/herald.yaml (namespace, ServiceAccount, RBAC, DaemonSet)"
   run kc apply -f deploy/crds/herald.dev.yaml
-  run kc wait --for condition=established --timeout 60s crd --all
+  # Not `kubectl wait --for condition=established crd --all`: it fails at once on a CRD stored but not yet given
+  # any condition, which a CRD just applied can be.
+  wait_for 60 "the CRDs to be established" crds_established
   # Before deploy/herald.yaml, whose herald-system Namespace (with its pod-security label) is the one that stays.
   run kc apply -f deploy/examples/lab-nodes.yaml
   run kc apply -f deploy/herald.yaml

@@ -12,6 +12,7 @@
 mod kube_apiserver;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use kube_apiserver::{ApiServerKind, KubeApiServer, repo_file};
 use serde_json::{Value, json};
@@ -52,19 +53,8 @@ impl Server {
         assert!(out.status.success(), "the API server refuses the CRDs: {stderr}");
         // The server warns about what it ignores, such as formats it does not know (`uint32`, ...).
         assert!(stderr.trim().is_empty(), "applying the CRDs warns: {stderr}");
-        kube.kubectl(
-            &[
-                "wait",
-                "--for",
-                "condition=established",
-                "--timeout",
-                "60s",
-                "crd",
-                "--all",
-            ],
-            None,
-        )
-        .expect("CRDs established");
+        kube.wait_crds_established(Duration::from_secs(60))
+            .expect("CRDs established");
         Some(Server { kube: Some(kube), dir })
     }
 

@@ -215,6 +215,30 @@ impl KubeApiServer {
         run_kubectl(self.kubectl_cmd(args), args, stdin)
     }
 
+    /// Waits until every CustomResourceDefinition on the server is `Established`. Not `kubectl wait --for
+    /// condition=established crd --all`: that fails at once ("`.status.conditions` accessor error: <nil>") on a CRD
+    /// the server has stored but not yet given any condition, which a CRD just applied can be.
+    pub fn wait_crds_established(&self, timeout: Duration) -> Result<()> {
+        const ROWS: &str = r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Established")].status}{"\n"}{end}"#;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.kubectl(&["get", "crd", "-o", ROWS], None)?;
+            let pending: Vec<&str> = out
+                .lines()
+                .filter_map(|row| row.split_once('='))
+                .filter(|(_, status)| *status != "True")
+                .map(|(name, _)| name)
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("CRDs not established after {timeout:?}: {}", pending.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Installs Herald as a user does: the CRDs whose plural `install_crd` accepts (all of them: the file as it is)
     /// and `deploy/herald.yaml` with kubectl, then a bound token of [`AGENT_SERVICE_ACCOUNT`] from the TokenRequest
     /// API, written into a kubeconfig for the agents. Returns that kubeconfig. Waits until the CRDs are
@@ -235,18 +259,7 @@ impl KubeApiServer {
             self.kubectl(&["apply", "-f", "-"], Some(&chosen.join("\n---\n")))?;
         }
         if !chosen.is_empty() {
-            self.kubectl(
-                &[
-                    "wait",
-                    "--for",
-                    "condition=established",
-                    "--timeout",
-                    "60s",
-                    "crd",
-                    "--all",
-                ],
-                None,
-            )?;
+            self.wait_crds_established(Duration::from_secs(60))?;
         }
         self.kubectl(
             &["apply", "-f", &repo_file("deploy/herald.yaml").to_string_lossy()],
