@@ -1,8 +1,10 @@
-//! A Lease as the allocator's caches keep it: its name, namespace, resourceVersion and holder.
+//! A Lease as the allocator's caches keep it: its name, resourceVersion and holder.
 //!
 //! The allocator's leader watches every IP lease (one per Service IP) for two things only: who holds each IP (the
 //! Eips' `announcers`) and, for the lease collector, each lease's resourceVersion and holder. A `k8s_openapi` `Lease`
-//! costs about a KiB in a store even slimmed (its fixed size alone is 496 bytes); this type keeps those four fields.
+//! costs about a KiB in a store even slimmed (its fixed size alone is 496 bytes); this type keeps those three fields.
+//! Not the namespace: every Lease Herald watches is in its own namespace (one watch, one namespace), so the store
+//! keys them by name alone.
 
 use herald_election::gc::LeaseView;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -12,8 +14,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 pub struct HeldLease {
     /// `metadata.name`.
     pub name: String,
-    /// `metadata.namespace`.
-    pub namespace: String,
     /// `metadata.resourceVersion`.
     pub resource_version: Option<String>,
     /// `spec.holderIdentity`, `None` when empty.
@@ -24,7 +24,6 @@ impl From<Lease> for HeldLease {
     fn from(lease: Lease) -> Self {
         HeldLease {
             name: lease.metadata.name.unwrap_or_default(),
-            namespace: lease.metadata.namespace.unwrap_or_default(),
             resource_version: lease.metadata.resource_version,
             holder: lease.spec.and_then(|s| s.holder_identity).filter(|h| !h.is_empty()),
         }
@@ -41,13 +40,42 @@ impl From<&HeldLease> for LeaseView {
     }
 }
 
-crate::watch::cached_as!(
-    HeldLease,
-    kind = "Lease",
-    group = "coordination.k8s.io",
-    version = "v1",
-    plural = "leases"
-);
+/// The store's key: the name alone (see the module's documentation).
+impl kube::runtime::reflector::Lookup for HeldLease {
+    type DynamicType = ();
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Lease".into()
+    }
+
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "coordination.k8s.io".into()
+    }
+
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "leases".into()
+    }
+
+    fn name(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.name.as_str().into())
+    }
+
+    fn namespace(&self) -> Option<std::borrow::Cow<'_, str>> {
+        None
+    }
+
+    fn resource_version(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.resource_version.as_deref().map(Into::into)
+    }
+
+    fn uid(&self) -> Option<std::borrow::Cow<'_, str>> {
+        None
+    }
+}
 
 #[cfg(test)]
 mod tests {

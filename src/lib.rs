@@ -17,4 +17,5 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod service;
+pub mod store;
 pub mod watch;

@@ -13,8 +13,7 @@ use herald_api::decode::{Lenient, Unreadable};
 use k8s_openapi::api::core::v1::{Node, NodeStatus, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
+use kube::runtime::reflector::Lookup;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
@@ -23,6 +22,7 @@ use tracing::warn;
 
 use crate::lease::HeldLease;
 use crate::service::ServiceView;
+use crate::store::{Store, Writer};
 
 /// The loops a reflector wakes. A loop subscribes its own `Notify`; when the loop ends and drops it, it is pruned.
 #[derive(Clone, Default)]
@@ -93,7 +93,8 @@ where
     P: Lookup + Clone + Send + Sync + 'static,
     P::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (store, writer) = reflector::store();
+    let writer = Writer::new();
+    let store = writer.store();
     let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let unreadable = Unreadables::default();
     let kind = K::kind(&Default::default()).to_string();
@@ -116,8 +117,8 @@ where
 
 /// Implements kube's `Lookup` (what a reflector's store keys its objects by) for a cache type of Herald's own (with
 /// `name` and `namespace` fields), as the Kubernetes kind it stands for: `ObjectRef`s to it name objects of that
-/// kind. It tells no resourceVersion and no uid: the store would copy both into the `extra` of every key (two more
-/// strings per object, 1 MiB at 10,000 Services), and nothing reads them there; the cached objects carry their own.
+/// kind. The stores ([`crate::store`]) key objects by namespace and name only; the cached objects carry their own
+/// resourceVersion and uid.
 macro_rules! cached_as {
     ($ty:ty, kind = $kind:literal, group = $group:literal, version = $version:literal, plural = $plural:literal) => {
         impl kube::runtime::reflector::Lookup for $ty {
@@ -175,7 +176,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// - EndpointSlice: per endpoint only `nodeName` and `conditions` (the announcer's `externalTrafficPolicy: Local`
 ///   rule); annotations, addresses, `targetRef`, `hints`, `zone` and the slice's `ports` go.
 /// - Lease (the allocator's IP and node Lease reflectors: Eip status and Lease collection): projected to
-///   [`HeldLease`] (name, namespace, resourceVersion, holder).
+///   [`HeldLease`] (name, resourceVersion, holder).
 ///
 /// Besides memory, this keeps the kinds that change most often from waking the loops for nothing: a pod moving
 /// between two addresses on one node, or a kubelet heartbeat, leaves the slimmed object as it was ([`unchanged`]); so
@@ -230,7 +231,7 @@ fn unchanged<K: 'static>(new: &K, stored: &K) -> bool {
         return a.spec == b.spec && a.status == b.status && same_meta(&a.metadata, &b.metadata);
     }
     if let (Some(a), Some(b)) = (new.downcast_ref::<HeldLease>(), stored.downcast_ref::<HeldLease>()) {
-        return (&a.name, &a.namespace, &a.holder) == (&b.name, &b.namespace, &b.holder);
+        return (&a.name, &a.holder) == (&b.name, &b.holder);
     }
     if let (Some(a), Some(b)) = (
         new.downcast_ref::<EndpointSlice>(),
@@ -340,7 +341,9 @@ where
                 Lenient::Read(object) => {
                     let was_unreadable = self.unreadable.lock().remove(&key_of(object.meta())).is_some();
                     let object = (self.keep)(object);
-                    let stored = self.writer.as_reader().get(&ObjectRef::from_obj(&object));
+                    let stored = self
+                        .writer
+                        .get(object.namespace().as_deref(), &object.name().unwrap_or_default());
                     news = was_unreadable || stored.is_none_or(|stored| !unchanged(&object, &stored));
                     Some(watcher::Event::Apply(object))
                 }
@@ -359,8 +362,9 @@ where
             }
         };
         if let Some(event) = event {
-            self.writer.apply_watcher_event(&event);
-            if matches!(event, watcher::Event::InitDone) {
+            let listed = matches!(event, watcher::Event::InitDone);
+            self.writer.apply(event);
+            if listed {
                 self.listed.send_replace(true);
             }
         }
@@ -384,11 +388,9 @@ where
 
     fn last_readable(&self, u: &Unreadable) -> Option<P> {
         let name = u.metadata.name.as_deref()?;
-        let mut key = ObjectRef::<P>::new_with(name, Default::default());
-        if let Some(ns) = &u.metadata.namespace {
-            key = key.within(ns);
-        }
-        self.writer.as_reader().get(&key).map(|k| (*k).clone())
+        self.writer
+            .get(u.metadata.namespace.as_deref(), name)
+            .map(|k| (*k).clone())
     }
 
     /// Remembers `u`, saying so in the log when the reason is new (not on every write to the object, such as
@@ -606,7 +608,8 @@ mod tests {
         where
             S: futures::Stream<Item = Item> + Send + 'static,
         {
-            let (store, writer) = reflector::store::<Service>();
+            let writer = Writer::<Service>::new();
+            let store = writer.store();
             let (listed_tx, listed) = tokio::sync::watch::channel(false);
             let unreadable = Unreadables::default();
             let sink = Sink {
@@ -637,12 +640,11 @@ mod tests {
             }
         }
 
-        /// Resolves once the store has listed (and is really filled: the kube store agrees).
+        /// Resolves once the store has listed.
         async fn listed(&self) {
             let cancel = CancellationToken::new();
             let done = wait_first_lists("test", vec![first_list("Service", &self.store)], &cancel).await;
             assert!(done.unwrap());
-            self.store.wait_until_ready().await.unwrap();
         }
 
         /// Stops `drive`; returns how many streams it started.
@@ -845,7 +847,8 @@ mod tests {
         P: Lookup + Clone + 'static,
         P::DynamicType: Eq + std::hash::Hash + Clone + Default,
     {
-        let (store, writer) = reflector::store::<P>();
+        let writer = Writer::<P>::new();
+        let store = writer.store();
         let sink = Sink {
             writer,
             listed: tokio::sync::watch::channel(false).0,
@@ -871,7 +874,7 @@ mod tests {
             !nodes.apply(apply(full_node("n1", "2026-01-01T00:00:10Z", "redis"))),
             "a heartbeat and another image"
         );
-        let kept = store.get(&ObjectRef::new("n1")).unwrap();
+        let kept = store.get(None, "n1").unwrap();
         assert_eq!(
             kept.metadata.resource_version.as_deref(),
             Some("2026-01-01T00:00:10Z"),
@@ -924,9 +927,7 @@ mod tests {
             !leases.apply(apply(ip_lease("2", "n1/a", "2026-01-01T00:00:05.000000Z"))),
             "re-asserted"
         );
-        let kept = store
-            .get(&ObjectRef::new("herald-ip-192-0-2-1").within("herald-system"))
-            .unwrap();
+        let kept = store.get(None, "herald-ip-192-0-2-1").unwrap();
         assert_eq!(
             (kept.resource_version.as_deref(), kept.holder.as_deref()),
             (Some("2"), Some("n1/a"))
@@ -962,18 +963,16 @@ mod tests {
         w.listed().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
         for name in ["a", "b"] {
-            let svc = w
-                .store
-                .get(&ObjectRef::<Service>::new(name).within("ns"))
-                .expect("in the store");
+            let svc = w.store.get(Some("ns"), name).expect("in the store");
             assert_eq!(svc.metadata.managed_fields, None, "{name}: listed and watched alike");
         }
         w.stop().await;
     }
 
     fn version_in_store(w: &Scripted, name: &str) -> Option<String> {
-        let key = ObjectRef::<Service>::new(name).within("ns");
-        w.store.get(&key).and_then(|s| s.metadata.resource_version.clone())
+        w.store
+            .get(Some("ns"), name)
+            .and_then(|s| s.metadata.resource_version.clone())
     }
 
     fn unreadable_names(w: &Scripted) -> Vec<String> {

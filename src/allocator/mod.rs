@@ -29,10 +29,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 
 use crate::lease::HeldLease;
+use crate::store::Store;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -53,6 +53,10 @@ pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Writes in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
+/// New Service writes one pass makes at most; the rest wait for the next pass, which runs at once. A burst (20,000
+/// first writes at 10,000 Services) then holds only this many writes and their records at a time, not the whole
+/// burst, and each batch's Services are shown by the watch before the next batch is planned.
+const WRITES_PER_PASS: usize = 1000;
 /// Backoff after failed writes: doubles from the first value up to the second.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
 /// Lease deletions per sweep (a first sweep after an upgrade may find thousands; the rest go in the next ones, so
@@ -161,6 +165,8 @@ pub async fn run(
     // which a scrape in between would see empty).
     let mut eip_series: (HashSet<EipLabels>, HashSet<EipFamilyLabels>) = Default::default();
     let mut run_pass = true;
+    // Writes were left for the next pass ([`WRITES_PER_PASS`]): it runs without waiting for a watch event.
+    let mut more = false;
     loop {
         if run_pass {
             let snapshot = Snapshot {
@@ -213,7 +219,8 @@ pub async fn run(
                 controller.metrics.eip_addresses.remove(gone);
             }
             eip_series = series;
-            let failed = controller.apply(plan, &snapshot).await;
+            let Applied { failed, deferred } = controller.apply(plan, &snapshot).await;
+            more = deferred > 0;
             backoff = match (failed, backoff) {
                 (0, _) => None,
                 (_, None) => Some(BACKOFF.0),
@@ -227,7 +234,7 @@ pub async fn run(
                 // In use: what the allocator holds, and what any Service still shows (a status write may lag).
                 let allocated = state.allocator().allocations().flat_map(|(_, a)| a.ips.iter().copied());
                 let shown = snapshot.services.iter().flat_map(|s| s.ingress_ips.iter().copied());
-                let in_use = gc::lease_names(allocated.chain(shown));
+                let in_use: BTreeSet<IpAddr> = allocated.chain(shown).collect();
                 if in_use != c.in_use {
                     c.freed(&in_use, Instant::now());
                     c.in_use = in_use;
@@ -255,12 +262,21 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = wake.notified() => tokio::time::sleep(BATCH_WINDOW).await,
+            _ = std::future::ready(()), if more => {}
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
             _ = tokio::time::sleep_until(gc_at.unwrap_or_else(Instant::now)), if gc_at.is_some() => run_pass = false,
         }
     }
     info!("allocator stopped");
     Ok(())
+}
+
+/// What [`Controller::apply`] did.
+struct Applied {
+    /// Writes that failed.
+    failed: usize,
+    /// Writes left for the next pass.
+    deferred: usize,
 }
 
 /// One write made: where, at which resourceVersion of the object, what, and how it went.
@@ -280,8 +296,8 @@ struct Controller {
 }
 
 impl Controller {
-    /// Makes the plan's writes and Events; returns how many writes failed.
-    async fn apply(&mut self, plan: Plan, snap: &Snapshot) -> usize {
+    /// Makes the plan's writes (the Eips' all, the Services' up to [`WRITES_PER_PASS`] new ones) and Events.
+    async fn apply(&mut self, plan: Plan, snap: &Snapshot) -> Applied {
         // Only the Services this pass writes to, tells of, or has writes in flight for: a pass that writes a handful
         // never indexes every Service.
         let mut wanted: HashSet<(&str, &str)> = HashSet::new();
@@ -309,10 +325,13 @@ impl Controller {
         let service = |key: &ServiceKey| services.get(&(key.namespace.as_str(), key.name.as_str())).copied();
         let eips: HashMap<String, &Arc<Eip>> = snap.eips.iter().map(|e| (e.name_any(), e)).collect();
         let mut writes = Vec::new();
-        // Services whose status write is still in flight: its Event went out when it was made.
-        let mut status_in_flight: HashSet<ServiceKey> = HashSet::new();
-        for w in plan.writes {
-            let (target, rv) = match &w {
+        let mut service_writes = 0;
+        // Services whose status write is still in flight (its Event went out when it was made) or left for the next
+        // pass (its Event goes out with it).
+        let mut status_later: HashSet<&ServiceKey> = HashSet::new();
+        let mut deferred = 0;
+        for w in &plan.writes {
+            let (target, rv) = match w {
                 Write::ServiceIngress { service: key, .. } => {
                     let rv = service(key).and_then(|s| s.resource_version.clone());
                     (WriteTarget::Ingress(key.clone()), rv)
@@ -326,14 +345,26 @@ impl Controller {
                     eips.get(eip).and_then(|e| e.resource_version()),
                 ),
             };
-            if self.in_flight.already_made(&target, &w, &rv) {
-                debug!(?target, "write already made; waiting for the watch to show it");
-                if let Write::ServiceIngress { service, .. } = &w {
-                    status_in_flight.insert(service.clone());
+            let made = self.in_flight.already_made(&target, w, &rv);
+            let later = !made && !matches!(w, Write::EipStatus { .. }) && service_writes >= WRITES_PER_PASS;
+            if made || later {
+                if let Write::ServiceIngress { service, .. } = w {
+                    status_later.insert(service);
+                }
+                if made {
+                    debug!(?target, "write already made; waiting for the watch to show it");
+                } else {
+                    deferred += 1;
                 }
                 continue;
             }
-            writes.push((target, rv, w));
+            if !matches!(w, Write::EipStatus { .. }) {
+                service_writes += 1;
+            }
+            writes.push((target, rv, w.clone()));
+        }
+        if deferred > 0 {
+            debug!(made = service_writes, deferred, "Service writes left for the next pass");
         }
         let client = self.client.clone();
         // Outcomes are handled as they arrive, never collected: a burst of 20,000 writes holds only the ones in flight.
@@ -388,10 +419,11 @@ impl Controller {
             WriteTarget::EipStatus(n) => eips.get(n).map(|e| e.resource_version()),
         });
         for notice in plan.notices {
-            // The Event of a status write went out with the write; the pass that finds it still in flight is silent.
+            // The Event of a status write goes out with the write; a pass that finds it in flight or leaves it for
+            // the next pass is silent.
             if let Target::Service(key) = &notice.target
                 && notice.follows_status_write()
-                && status_in_flight.contains(key)
+                && status_later.contains(key)
             {
                 continue;
             }
@@ -403,7 +435,7 @@ impl Controller {
                 self.publish(&notice, reference);
             }
         }
-        failed
+        Applied { failed, deferred }
     }
 
     fn publish(&self, notice: &Notice, reference: ObjectReference) {
@@ -434,8 +466,8 @@ struct LeaseCollection {
     ip_leases: Store<HeldLease>,
     node_leases: Store<HeldLease>,
     nodes: Store<k8s_openapi::api::core::v1::Node>,
-    /// Lease names of the IPs in use, as of the last pass.
-    in_use: BTreeSet<String>,
+    /// The IPs in use, as of the last pass (addresses, not lease names: no string per IP, made again every pass).
+    in_use: BTreeSet<IpAddr>,
     metrics: Arc<AllocatorMetrics>,
     /// Sweeps run between passes once this is reached (so a busy allocator does not sweep after every pass).
     next_sweep: Instant,
@@ -444,20 +476,20 @@ struct LeaseCollection {
 impl LeaseCollection {
     /// Tells the collector which IP leases the pass just freed (in use before, not in `in_use`), with the version
     /// the watch shows of each.
-    fn freed(&mut self, in_use: &BTreeSet<String>, now: Instant) {
-        let freed: BTreeSet<&str> = self.in_use.difference(in_use).map(String::as_str).collect();
+    fn freed(&mut self, in_use: &BTreeSet<IpAddr>, now: Instant) {
+        let freed = gc::lease_names(self.in_use.difference(in_use).copied());
         if freed.is_empty() {
             return;
         }
         let leases = self.ip_leases.state();
         let shown: HashMap<&str, &str> = leases
             .iter()
-            .filter(|l| freed.contains(l.name.as_str()))
+            .filter(|l| freed.contains(&l.name))
             .map(|l| (l.name.as_str(), l.resource_version.as_deref().unwrap_or_default()))
             .collect();
         let with_versions = freed
             .iter()
-            .map(|name| (*name, shown.get(name).copied().unwrap_or_default()));
+            .map(|name| (name.as_str(), shown.get(name.as_str()).copied().unwrap_or_default()));
         self.unused.in_use_until(with_versions, now);
     }
 
@@ -468,10 +500,9 @@ impl LeaseCollection {
             ip_leases: self.ip_leases.state().iter().map(view).collect(),
             node_leases: self.node_leases.state().iter().map(view).collect(),
             nodes: self.nodes.state().iter().map(|n| n.name_any()).collect(),
-            ips_in_use: std::mem::take(&mut self.in_use),
+            ips_in_use: gc::lease_names(self.in_use.iter().copied()),
         };
         let sweep = self.unused.sweep(&input, Instant::now()).await;
-        self.in_use = input.ips_in_use;
         for (c, result) in &sweep.results {
             let result = match result {
                 Collected::Deleted => {

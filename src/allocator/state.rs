@@ -108,8 +108,11 @@ pub struct AllocatorState {
     frozen: BTreeSet<String>,
     /// The last failure reported per Service, so a Service that keeps failing is reported once per reason.
     reported: HashMap<ServiceKey, String>,
-    /// Why a Service lost its addresses in this pass (pool shrunk, deleted, ...), for the Event.
-    evicted: HashMap<ServiceKey, String>,
+    /// Why a Service lost its addresses (pool shrunk, deleted, ...), for the Event that goes with the status write,
+    /// with the addresses that write sets (known from the pass that evicted it). Kept while the controller may still
+    /// make that write (it can leave a burst's writes for later passes): until the status shows the addresses, or
+    /// the Service is given others (then the reason no longer explains the change).
+    evicted: HashMap<ServiceKey, (String, Option<Vec<IpAddr>>)>,
     started: bool,
 }
 
@@ -156,6 +159,7 @@ impl AllocatorState {
             let key = service_key(svc);
             if !convert::handles(svc, default_class) {
                 self.forget(&key);
+                self.evicted.remove(&key);
                 // No longer ours (type changed): take back what Herald wrote.
                 if convert::allocated_from(svc).is_some() {
                     if !convert::status_ips(svc).is_empty() {
@@ -189,7 +193,8 @@ impl AllocatorState {
             let k = (k.namespace.as_str(), k.name.as_str());
             seen.contains(&k) || unreadable.contains(&k)
         });
-        self.evicted.clear();
+        self.evicted
+            .retain(|k, _| seen.contains(&(k.namespace.as_str(), k.name.as_str())));
         let announcers = self.announcers(&snap.ip_leases);
         // An unreadable Eip's status is written from what the server has now, never from the last readable
         // version the store keeps (comparing with that would write again after every write).
@@ -338,7 +343,7 @@ impl AllocatorState {
         }
         self.invalid.retain(|n, _| present.contains(n));
         for e in evictions {
-            self.evicted.insert(e.service.clone(), e.to_string());
+            self.evicted.insert(e.service.clone(), (e.to_string(), None));
         }
     }
 
@@ -360,7 +365,8 @@ impl AllocatorState {
             }
         }
         for conflict in self.alloc.rebuild(existing) {
-            self.evicted.insert(conflict.service.clone(), conflict.to_string());
+            self.evicted
+                .insert(conflict.service.clone(), (conflict.to_string(), None));
             self.report(plan, conflict.service.clone(), true, "IPConflict", conflict.to_string());
         }
     }
@@ -421,9 +427,20 @@ impl AllocatorState {
             });
         }
         if !ips_changed {
+            self.evicted.remove(key);
             return;
         }
-        let why = self.evicted.get(key).map(|e| format!(" ({e})")).unwrap_or_default();
+        let why = match self.evicted.get_mut(key) {
+            Some((reason, for_ips)) => {
+                if for_ips.get_or_insert_with(|| ips.clone()) == &ips {
+                    format!(" ({reason})")
+                } else {
+                    self.evicted.remove(key);
+                    String::new()
+                }
+            }
+            None => String::new(),
+        };
         match (&desired, current_ips.is_empty()) {
             (Some(a), _) => plan.notices.push(Notice {
                 target: Target::Service(key.clone()),

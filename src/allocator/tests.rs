@@ -382,6 +382,38 @@ fn eip_shrink_moves_services_and_delete_moves_or_releases() {
 }
 
 #[test]
+fn why_a_service_moved_is_told_with_its_write_even_when_the_write_waits_for_a_later_pass() {
+    let mut snap = Snapshot {
+        eips: vec![
+            eip("a", json!({"addresses": ["192.0.2.1-192.0.2.2"], "priority": 1})),
+            eip("b", json!({"addresses": ["198.51.100.1/32"], "priority": 2})),
+        ],
+        ..Default::default()
+    };
+    snap.services.push(service("x", "one", 1, json!({}), json!({})));
+    snap.services.push(service("x", "two", 2, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    snap.eips[0] = eip("a", json!({"addresses": ["192.0.2.1/32"], "priority": 1}));
+    // The controller leaves the write for later (a burst larger than one pass writes): the plan is not applied.
+    let first = state.reconcile(&snap, true, &now());
+    let moved = notes(&first, "IPAllocated");
+    assert_eq!(moved.len(), 1, "{:?}", first.notices);
+    assert!(moved[0].contains("no longer in the Eip"), "{moved:?}");
+    // The next pass plans the same write, and its Event still says why.
+    let plan = pass(&mut state, &mut snap);
+    assert_eq!(notes(&plan, "IPAllocated"), moved);
+    assert_eq!(ips_of(&snap, "x/two"), [ip("198.51.100.1")]);
+    // Once the status shows it, the reason is forgotten: a later change of the Service says nothing of it.
+    snap.eips[1] = eip("b", json!({"addresses": ["198.51.100.1-198.51.100.2"], "priority": 2}));
+    let mut two = (*snap.services[1]).clone();
+    two.set_annotation("herald.dev/ips", Some("198.51.100.2"));
+    snap.services[1] = Arc::new(two);
+    let plan = pass(&mut state, &mut snap);
+    assert_eq!(notes(&plan, "IPAllocated"), ["allocated 198.51.100.2 from Eip 'b'"]);
+}
+
+#[test]
 fn disabled_pool_keeps_existing_ips_but_gives_no_new_ones() {
     let mut snap = Snapshot {
         eips: vec![eip("lan", json!({"addresses": ["192.0.2.0/29"]}))],
@@ -707,7 +739,6 @@ fn eip_status_lists_announcing_nodes_from_ip_leases() {
     ] {
         snap.ip_leases.push(Arc::new(HeldLease {
             name: format!("herald-ip-{ip}"),
-            namespace: "herald-system".into(),
             resource_version: Some("7".into()),
             holder: holder.map(Into::into),
         }));

@@ -17,7 +17,6 @@ use herald_api::names;
 use herald_ipam::ServiceKey;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -28,6 +27,7 @@ use super::state::Write;
 use crate::adapter;
 use crate::events::{Event, EventPublisher, EventType};
 use crate::service::ServiceView;
+use crate::store::Store;
 
 /// Services written at once.
 const CONCURRENCY: usize = 8;
@@ -181,9 +181,8 @@ async fn run(queue: Arc<Mutex<Queue>>, wake: Arc<Notify>, context: Arc<Context>,
 /// Events.
 async fn write(context: &Context, service: &ServiceKey, writes: ServiceWrites) {
     let api: Api<Service> = Api::namespaced(context.client.clone(), &service.namespace);
-    let key = ObjectRef::new(&service.name).within(&service.namespace);
     // The announcer planned these writes from this store: a Service missing from it now was deleted.
-    let Some(stored) = context.services.get(&key) else {
+    let Some(stored) = context.services.get(Some(&service.namespace), &service.name) else {
         debug!(%service, "the Service is gone: nothing to record");
         return;
     };
@@ -240,8 +239,6 @@ async fn record_announcer(
     ips: &BTreeMap<IpAddr, String>,
     node: &str,
 ) -> Result<ObjectReference, kube::Error> {
-    let key = ObjectRef::from_obj(stored.as_ref());
-    let name = key.name.clone();
     let mut svc = stored;
     let mut attempt = 0;
     loop {
@@ -254,11 +251,14 @@ async fn record_announcer(
             "resourceVersion": svc.resource_version,
             "annotations": {names::ANNOTATION_ANNOUNCED_BY: value},
         }});
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&svc.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(patched) => return Ok(patched.object_ref(&())),
             Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONFLICT_RETRIES => {
                 attempt += 1;
-                match newer_copy(store, &key, svc.resource_version.as_deref()).await {
+                match newer_copy(store, &svc, svc.resource_version.as_deref()).await {
                     Some(newer) => svc = newer,
                     None => return Err(kube::Error::Api(e)),
                 }
@@ -268,16 +268,12 @@ async fn record_announcer(
     }
 }
 
-/// The reflector's copy of `key` once its resourceVersion differs from `than` (at most [`STORE_CATCH_UP`] later);
-/// `None` if the Service is gone or the reflector did not catch up.
-async fn newer_copy(
-    store: &Store<ServiceView>,
-    key: &ObjectRef<ServiceView>,
-    than: Option<&str>,
-) -> Option<Arc<ServiceView>> {
+/// The reflector's copy of `service` once its resourceVersion differs from `than` (at most [`STORE_CATCH_UP`]
+/// later); `None` if the Service is gone or the reflector did not catch up.
+async fn newer_copy(store: &Store<ServiceView>, service: &ServiceView, than: Option<&str>) -> Option<Arc<ServiceView>> {
     let deadline = tokio::time::Instant::now() + STORE_CATCH_UP;
     loop {
-        let svc = store.get(key)?;
+        let svc = store.get(Some(&service.namespace), &service.name)?;
         if svc.resource_version.as_deref() != than {
             return Some(svc);
         }
@@ -295,7 +291,7 @@ mod tests {
     use std::time::Duration;
 
     use kube::api::PostParams;
-    use kube::runtime::{reflector, watcher};
+    use kube::runtime::watcher;
 
     use crate::events::Reporter;
 
@@ -418,9 +414,10 @@ mod tests {
         // The store as the reflector would fill it, by hand: it shows every Service as it is now; then s1 changes,
         // so the store's copy of s1 is stale and its patch conflicts. The store gets s1's new version only once the
         // conflict happened (a watch event that arrives late), and the writer patches s1 again on that copy.
-        let (store, mut store_writer) = reflector::store();
+        let mut store_writer = crate::store::Writer::new();
+        let store = store_writer.store();
         for svc in api.list(&Default::default()).await.unwrap().items {
-            store_writer.apply_watcher_event(&watcher::Event::Apply(ServiceView::from(svc)));
+            store_writer.apply(watcher::Event::Apply(ServiceView::from(svc)));
         }
         let behind = json!({"metadata": {"annotations": {"unrelated": "x"}}});
         api.patch("s1", &PatchParams::default(), &Patch::Merge(&behind))
@@ -450,7 +447,7 @@ mod tests {
                 .into_iter()
                 .find(|s| s.metadata.name.as_deref() == Some("s1"))
                 .unwrap();
-            store_writer.apply_watcher_event(&watcher::Event::Apply(ServiceView::from(s1)));
+            store_writer.apply(watcher::Event::Apply(ServiceView::from(s1)));
         };
         tokio::time::timeout(Duration::from_secs(20), late_event)
             .await

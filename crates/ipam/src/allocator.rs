@@ -19,6 +19,7 @@ use crate::request::{Allocation, IpFamilyPolicy, ServiceKey, ServiceRequest};
 use crate::sharing;
 
 mod choose;
+mod holdings;
 #[cfg(test)]
 mod proptests;
 pub(crate) mod restore;
@@ -34,8 +35,8 @@ pub struct Allocator {
     used: [IntervalSet; 2],
     /// Who holds each address, and which pool it was allocated from.
     ips: BTreeMap<IpAddr, IpHolders>,
-    /// Boxed so that B-tree nodes stay small: memory per Service is what it holds, not node slack.
-    services: BTreeMap<ServiceKey, Box<Holding>>,
+    /// What each Service holds, by its key.
+    services: holdings::Holdings,
     /// Addresses held under each sharing key, to find a shareable address without scanning.
     shared: BTreeMap<String, BTreeSet<IpAddr>>,
 }
@@ -317,8 +318,7 @@ impl Allocator {
                 self.shared.entry(k.clone()).or_default().insert(ip);
             }
         }
-        self.services
-            .insert(request.key.clone(), Box::new(Holding { allocation, request }));
+        self.services.insert(Box::new(Holding { allocation, request }));
     }
 
     /// Releases the Services holding addresses from pool `name` that the pool (or its absence) no longer
@@ -357,10 +357,7 @@ impl Allocator {
     /// Returns the first violation found.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut counted: BTreeMap<&str, [u128; 2]> = BTreeMap::new();
-        for (key, holding) in &self.services {
-            if &holding.request.key != key {
-                return Err(format!("{key}: stored under the wrong key"));
-            }
+        for (key, holding) in self.services.iter() {
             let pool = self
                 .pool(&holding.allocation.pool)
                 .ok_or_else(|| format!("{key}: pool '{}' missing", holding.allocation.pool))?;
@@ -393,12 +390,7 @@ impl Allocator {
             let holders: Vec<&Holding> = entry
                 .holders
                 .iter()
-                .map(|k| {
-                    self.services
-                        .get(k)
-                        .map(|h| &**h)
-                        .ok_or_else(|| format!("{ip}: holder {k} unknown"))
-                })
+                .map(|k| self.services.get(k).ok_or_else(|| format!("{ip}: holder {k} unknown")))
                 .collect::<Result<_, _>>()?;
             for a in &holders {
                 if !a.allocation.ips.contains(ip) {

@@ -264,7 +264,7 @@ proptest! {
             if a.pool(&allocation.pool).is_some_and(Pool::disabled) {
                 continue; // a disabled pool gives no new addresses, by design
             }
-            let mut req = a.services[key].request.clone();
+            let mut req = a.services.get(key).expect("held").request.clone();
             let mut b = a.clone();
             prop_assert_eq!(b.release(key), Some(allocation.clone()));
             b.check_invariants().map_err(TestCaseError::fail)?;
