@@ -116,7 +116,7 @@ impl OwnershipAgent {
             announced: announced_tx,
             metrics: Arc::clone(&metrics),
             cancel: cancel.clone(),
-            ip_ops: Arc::new(tokio::sync::Semaphore::new(IP_OPS_IN_FLIGHT)),
+            ip_ops: IpOps::default(),
             failures: LogThrottle::new(FAILURE_LOG_INTERVAL),
         };
         let join = tokio::spawn(task.run());
@@ -198,8 +198,8 @@ struct OwnershipTask<S, A> {
     announced: watch::Sender<BTreeSet<IpAddr>>,
     metrics: Arc<ElectionMetrics>,
     cancel: CancellationToken,
-    /// Bounds IP-lease operations in flight; node-lease operations never wait on it.
-    ip_ops: Arc<tokio::sync::Semaphore>,
+    /// IP-lease operations waiting for a slot, and how many are in flight; node-lease operations never wait.
+    ip_ops: IpOps,
     /// Failed lease operations, logged once and then summarised (they share a cause: the API server).
     failures: LogThrottle,
 }
@@ -207,9 +207,54 @@ struct OwnershipTask<S, A> {
 type OpResult = (OpId, String, Result<LeaseRecord, StoreError>);
 
 impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
-    /// The queue an operation on lease `name` waits in: none for node leases (the renew must never queue).
-    fn ip_op_queue(&self, name: &str) -> Option<Arc<tokio::sync::Semaphore>> {
-        (!name.starts_with(naming::NODE_LEASE_PREFIX)).then(|| Arc::clone(&self.ip_ops))
+    /// Starts `op` now if it is a node-lease operation (the renew must never queue) or an IP-lease slot is free;
+    /// else it waits, as the small description it is (a started operation is a task of a few KiB: a burst of a few
+    /// thousand IPs must not hold a task per waiting operation).
+    fn submit(&mut self, op: LeaseOp, ops: &mut JoinSet<OpResult>) {
+        if is_node_lease(op.name()) {
+            self.start(op, ops, self.timing.renew_deadline);
+        } else {
+            self.ip_ops.waiting.push_back(op);
+            self.start_waiting(ops);
+        }
+    }
+
+    /// Starts waiting IP-lease operations while slots are free, oldest first.
+    fn start_waiting(&mut self, ops: &mut JoinSet<OpResult>) {
+        while self.ip_ops.in_flight.len() < IP_OPS_IN_FLIGHT
+            && let Some(op) = self.ip_ops.waiting.pop_front()
+        {
+            // IP-lease writes get 4× the node-lease timeout: a late answer is safe (every write is a
+            // compare-and-swap), whereas giving up early turns a slow success into a retry and a 409.
+            let task = self.start(op, ops, self.timing.renew_deadline * 4);
+            self.ip_ops.in_flight.insert(task);
+        }
+    }
+
+    /// Sends `op`; its timeout starts now. A write's renew time is stamped as it is sent.
+    fn start(&self, op: LeaseOp, ops: &mut JoinSet<OpResult>, timeout: Duration) -> tokio::task::Id {
+        let store = Arc::clone(&self.store);
+        let task = match op {
+            LeaseOp::Get { op, name } => ops.spawn(async move {
+                let result = with_timeout(timeout, &name, store.get(&name)).await;
+                (op, name, result)
+            }),
+            LeaseOp::Create { op, mut record } => {
+                record.stamp(SystemTime::now());
+                ops.spawn(async move {
+                    let result = with_timeout(timeout, &record.name, store.create(&record)).await;
+                    (op, record.name, result)
+                })
+            }
+            LeaseOp::Replace { op, mut record } => {
+                record.stamp(SystemTime::now());
+                ops.spawn(async move {
+                    let result = with_timeout(timeout, &record.name, store.replace(&record)).await;
+                    (op, record.name, result)
+                })
+            }
+        };
+        task.id()
     }
 
     async fn run(mut self) {
@@ -227,6 +272,7 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
             if self.execute(actions, &mut ops).await {
                 break;
             }
+            self.start_waiting(&mut ops);
             let wake = self.core.next_wakeup().unwrap_or(now + far);
             tokio::select! {
                 biased;
@@ -240,7 +286,7 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                         "graceful stop did not finish (API unreachable?); leases will expire by observation");
                     break;
                 }
-                Some(done) = ops.join_next() => self.op_finished(done),
+                Some(done) = ops.join_next_with_id() => self.op_finished(done),
                 cmd = self.commands.recv(), if commands_open => match cmd {
                     Some(Command::SetDesired(ip, desire)) => {
                         if let Err(e) = self.core.set_desired(Instant::now(), ip, desire) {
@@ -264,7 +310,7 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
             let mut taken = 0;
             while taken < INPUT_BATCH {
                 let before = taken;
-                if let Some(done) = ops.try_join_next() {
+                if let Some(done) = ops.try_join_next_with_id() {
                     self.op_finished(done);
                     taken += 1;
                 }
@@ -287,9 +333,15 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
     }
 
     /// Feeds one finished lease operation to the core.
-    fn op_finished(&mut self, done: std::result::Result<OpResult, tokio::task::JoinError>) {
+    fn op_finished(&mut self, done: std::result::Result<(tokio::task::Id, OpResult), tokio::task::JoinError>) {
+        // Its slot is free whether it finished or failed.
+        let task = match &done {
+            Ok((task, _)) => *task,
+            Err(e) => e.id(),
+        };
+        self.ip_ops.in_flight.remove(&task);
         match done {
-            Ok((op, name, result)) => {
+            Ok((_, (op, name, result))) => {
                 self.count(&name, &result);
                 self.core.op_done(Instant::now(), op, result);
             }
@@ -354,7 +406,6 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
 
     /// Executes actions in order (withdrawals before writes); returns true when the core has stopped.
     async fn execute(&mut self, actions: Vec<Action>, ops: &mut JoinSet<OpResult>) -> bool {
-        let timeout = self.timing.renew_deadline;
         let mut stopped = false;
         let mut announced_changed = false;
         for action in actions {
@@ -397,35 +448,15 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                 Action::Stopped => stopped = true,
                 Action::Get { op, name } => {
                     self.metrics.read();
-                    let store = Arc::clone(&self.store);
-                    let queue = self.ip_op_queue(&name);
-                    ops.spawn(async move {
-                        let (_permit, timeout) = admit(queue, timeout).await;
-                        let result = with_timeout(timeout, &name, store.get(&name)).await;
-                        (op, name, result)
-                    });
+                    self.submit(LeaseOp::Get { op, name }, ops);
                 }
-                Action::Create { op, mut record } => {
+                Action::Create { op, record } => {
                     self.metrics.write();
-                    record.stamp(SystemTime::now());
-                    let store = Arc::clone(&self.store);
-                    let queue = self.ip_op_queue(&record.name);
-                    ops.spawn(async move {
-                        let (_permit, timeout) = admit(queue, timeout).await;
-                        let result = with_timeout(timeout, &record.name, store.create(&record)).await;
-                        (op, record.name, result)
-                    });
+                    self.submit(LeaseOp::Create { op, record }, ops);
                 }
-                Action::Replace { op, mut record } => {
+                Action::Replace { op, record } => {
                     self.metrics.write();
-                    record.stamp(SystemTime::now());
-                    let store = Arc::clone(&self.store);
-                    let queue = self.ip_op_queue(&record.name);
-                    ops.spawn(async move {
-                        let (_permit, timeout) = admit(queue, timeout).await;
-                        let result = with_timeout(timeout, &record.name, store.replace(&record)).await;
-                        (op, record.name, result)
-                    });
+                    self.submit(LeaseOp::Replace { op, record }, ops);
                 }
             }
         }
@@ -467,17 +498,32 @@ fn log_failure(throttle: &mut LogThrottle, lease: &str, error: &StoreError, what
 /// starve the node-lease renew, whose lateness would itself look like a liveness gap.
 const IP_OPS_IN_FLIGHT: usize = 32;
 
-/// Waits for a slot when `queue` is given (IP-lease operations) and returns the timeout for the request, which starts
-/// only once the request is actually sent. IP-lease writes get 4× the node-lease timeout: a late answer is safe
-/// (every write is a compare-and-swap), whereas giving up early turns a slow success into a retry and a 409.
-async fn admit(
-    queue: Option<Arc<tokio::sync::Semaphore>>,
-    timeout: Duration,
-) -> (Option<tokio::sync::OwnedSemaphorePermit>, Duration) {
-    match queue {
-        Some(q) => (q.acquire_owned().await.ok(), timeout * 4),
-        None => (None, timeout),
+/// A lease operation the core asked for, not started yet.
+enum LeaseOp {
+    Get { op: OpId, name: String },
+    Create { op: OpId, record: LeaseRecord },
+    Replace { op: OpId, record: LeaseRecord },
+}
+
+impl LeaseOp {
+    fn name(&self) -> &str {
+        match self {
+            LeaseOp::Get { name, .. } => name,
+            LeaseOp::Create { record, .. } | LeaseOp::Replace { record, .. } => &record.name,
+        }
     }
+}
+
+/// IP-lease operations: those waiting for a slot ([`IP_OPS_IN_FLIGHT`]), oldest first, and the tasks of those in
+/// flight.
+#[derive(Default)]
+struct IpOps {
+    waiting: std::collections::VecDeque<LeaseOp>,
+    in_flight: std::collections::HashSet<tokio::task::Id>,
+}
+
+fn is_node_lease(name: &str) -> bool {
+    name.starts_with(naming::NODE_LEASE_PREFIX)
 }
 
 async fn with_timeout(

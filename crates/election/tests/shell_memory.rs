@@ -257,3 +257,114 @@ async fn unused_lease_deletions_that_fail_are_retried_later_and_back_off() {
         "the partitioned attempt never reached the store"
     );
 }
+
+/// A store whose every call takes `DELAY` and that counts the IP-lease calls in flight (the highest count too) and
+/// the node-lease writes.
+#[derive(Clone)]
+struct SlowStore {
+    inner: MemoryLeaseStore,
+    counts: Arc<Mutex<SlowCounts>>,
+}
+
+#[derive(Default)]
+struct SlowCounts {
+    ip_in_flight: usize,
+    ip_most: usize,
+    node_writes: usize,
+}
+
+impl SlowStore {
+    const DELAY: Duration = Duration::from_millis(50);
+
+    async fn call<T>(&self, name: &str, fut: impl std::future::Future<Output = T>) -> T {
+        let ip = !name.starts_with(herald_election::naming::NODE_LEASE_PREFIX);
+        if ip {
+            let mut c = self.counts.lock().expect("counts");
+            c.ip_in_flight += 1;
+            c.ip_most = c.ip_most.max(c.ip_in_flight);
+        } else {
+            self.counts.lock().expect("counts").node_writes += 1;
+        }
+        tokio::time::sleep(Self::DELAY).await;
+        let out = fut.await;
+        if ip {
+            self.counts.lock().expect("counts").ip_in_flight -= 1;
+        }
+        out
+    }
+}
+
+impl herald_election::LeaseStore for SlowStore {
+    async fn get(&self, name: &str) -> Result<LeaseRecord, StoreError> {
+        self.call(name, self.inner.get(name)).await
+    }
+    async fn create(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        self.call(&record.name, self.inner.create(record)).await
+    }
+    async fn replace(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        self.call(&record.name, self.inner.replace(record)).await
+    }
+    async fn delete(&self, name: &str, resource_version: &str) -> Result<(), StoreError> {
+        self.call(name, self.inner.delete(name, resource_version)).await
+    }
+    fn watch(&self) -> futures::stream::BoxStream<'static, herald_election::lease::WatchEvent> {
+        self.inner.watch()
+    }
+    fn watch_one(&self, name: &str) -> futures::stream::BoxStream<'static, herald_election::lease::WatchEvent> {
+        self.inner.watch_one(name)
+    }
+}
+
+/// A burst of 2,000 IPs on a slow API server: at most 32 IP-lease requests are in flight at any moment, the rest wait
+/// as queued descriptions, not as tasks (a task of a few KiB per waiting request was 20 MB at the peak of a burst of
+/// 10,000), every IP is won in the end, and the node lease is renewed all along.
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_ips_keeps_32_lease_requests_in_flight_and_the_node_lease_renewed() {
+    let memory = MemoryLeaseStore::new();
+    let store = SlowStore {
+        inner: memory.client("node-a"),
+        counts: Arc::default(),
+    };
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let config = OwnershipConfig::new(Identity::new("node-a", "node-a-uid").expect("identity"));
+    let (handle, _events) = OwnershipAgent::spawn(
+        store.clone(),
+        RecordingSink::new("node-a", &log),
+        config,
+        &CancellationToken::new(),
+    )
+    .expect("spawn");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let renewals_before = store.counts.lock().expect("counts").node_writes;
+    let ips: Vec<IpAddr> = (1..=2000u32)
+        .map(|i| format!("2001:db8::{i:x}").parse().expect("ip"))
+        .collect();
+    for ip in &ips {
+        handle.set_desired(*ip, desire()).await.expect("set");
+    }
+    // Mid-burst, the waiting operations are not tasks: a few dozen tasks are alive, not one per IP.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    assert!(alive < 100, "{alive} tasks alive during the burst");
+    // 2,000 creates at 32 at a time, 50 ms each: about 3 s.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let owners = check_single_owner(&log.lock().expect("log"));
+    assert_eq!(owners.len(), ips.len(), "every IP won");
+    let counts = store.counts.lock().expect("counts");
+    assert!(
+        counts.ip_most <= 32,
+        "{} IP-lease requests in flight at once",
+        counts.ip_most
+    );
+    assert!(
+        counts.ip_most >= 16,
+        "the burst runs in parallel ({} at most)",
+        counts.ip_most
+    );
+    assert!(
+        counts.node_writes >= renewals_before + 5,
+        "the node lease was renewed during the burst ({} renewals before, {} after)",
+        renewals_before,
+        counts.node_writes
+    );
+}
