@@ -149,7 +149,7 @@ pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Res
         }
     };
     for family in &svc.ip_families {
-        req.ip_families.push(match family.as_str() {
+        req.ip_families.push(match &**family {
             "IPv4" => Family::V4,
             "IPv6" => Family::V6,
             other => {

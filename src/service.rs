@@ -6,8 +6,9 @@
 //! type keeps what the allocator, the announcer and the `announced-by` writer read, and nothing else; the watch
 //! decodes the full object and [`ServiceView::from`] projects it before it enters the store.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use herald_api::names;
 use herald_ipam::Labels;
@@ -21,7 +22,7 @@ pub struct ServiceView {
     /// `metadata.namespace`.
     pub namespace: String,
     /// `metadata.uid` (the allocator's tie-break between Services created in the same second; Events).
-    pub uid: Option<String>,
+    pub uid: Option<Arc<str>>,
     /// `metadata.resourceVersion`.
     pub resource_version: Option<String>,
     /// `metadata.creationTimestamp` in seconds since the Unix epoch (0: not set).
@@ -30,28 +31,51 @@ pub struct ServiceView {
     pub deleting: bool,
     /// `metadata.labels` (an Eip's `serviceSelector`); empty when there are none.
     pub labels: Arc<Labels>,
-    /// The annotations Herald reads ([`names::SERVICE_ANNOTATIONS`]), sorted by key.
-    pub annotations: Vec<(String, String)>,
+    /// The annotations Herald reads ([`names::SERVICE_ANNOTATIONS`]), sorted by key (each key the shared text of
+    /// that list).
+    pub annotations: Vec<(Known, String)>,
     /// `spec.type`.
-    pub type_: Option<String>,
+    pub type_: Option<Known>,
     /// `spec.loadBalancerClass`.
     pub load_balancer_class: Option<String>,
     /// `spec.loadBalancerIP`.
     pub load_balancer_ip: Option<String>,
     /// `spec.ipFamilyPolicy`.
-    pub ip_family_policy: Option<String>,
+    pub ip_family_policy: Option<Known>,
     /// `spec.ipFamilies`.
-    pub ip_families: Vec<String>,
+    pub ip_families: Vec<Known>,
     /// `spec.externalTrafficPolicy`.
-    pub external_traffic_policy: Option<String>,
+    pub external_traffic_policy: Option<Known>,
     /// `spec.ports` as (port, protocol).
-    pub ports: Vec<(i32, Option<String>)>,
+    pub ports: Vec<(i32, Option<Known>)>,
     /// `spec.selector`, kept only for `externalTrafficPolicy: Local` (the one rule that compares the pods of IP
     /// sharers); empty otherwise.
     pub selector: Arc<Labels>,
     /// The IPs of `status.loadBalancer.ingress`, in order, each once (entries that are not IPs are left out).
     pub ingress_ips: Vec<IpAddr>,
 }
+
+/// The text of a field with a few well-known values (`spec.type`, `spec.ipFamilyPolicy`, a port's protocol, ...): a
+/// known value is shared static text, any other is kept as given. Every cached Service has five or so of these; as
+/// strings of their own they were a tenth of the Service cache.
+pub type Known = Cow<'static, str>;
+
+/// `value` as [`Known`] text: one of `known`, shared, or the value itself.
+fn known(value: String, known: &[&'static str]) -> Known {
+    match known.iter().find(|k| **k == value) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(value),
+    }
+}
+
+const TYPES: &[&str] = &["LoadBalancer", "ClusterIP", "NodePort", "ExternalName"];
+const FAMILY_POLICIES: &[&str] = &["SingleStack", "PreferDualStack", "RequireDualStack"];
+const FAMILIES: &[&str] = &["IPv4", "IPv6"];
+const TRAFFIC_POLICIES: &[&str] = &["Cluster", "Local"];
+const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
+
+/// The label map of every Service without labels (or without a kept selector): one, shared.
+static NO_LABELS: LazyLock<Arc<Labels>> = LazyLock::new(Arc::default);
 
 impl ServiceView {
     /// The annotation `key`, if set. Only the keys of [`names::SERVICE_ANNOTATIONS`] are kept: a reader of another
@@ -62,7 +86,7 @@ impl ServiceView {
             "annotation {key} is not kept: add it to names::SERVICE_ANNOTATIONS"
         );
         self.annotations
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .binary_search_by(|(k, _)| (**k).cmp(key))
             .ok()
             .map(|i| self.annotations[i].1.as_str())
     }
@@ -75,13 +99,15 @@ impl ServiceView {
 
     /// Sets (or with `None` removes) the annotation `key`, as a write to the Service would.
     pub fn set_annotation(&mut self, key: &str, value: Option<&str>) {
-        let at = self.annotations.binary_search_by(|(k, _)| k.as_str().cmp(key));
+        let at = self.annotations.binary_search_by(|(k, _)| (**k).cmp(key));
         match (at, value) {
             (Ok(i), Some(v)) => self.annotations[i].1 = v.to_string(),
             (Ok(i), None) => {
                 self.annotations.remove(i);
             }
-            (Err(i), Some(v)) => self.annotations.insert(i, (key.to_string(), v.to_string())),
+            (Err(i), Some(v)) => self
+                .annotations
+                .insert(i, (known(key.to_string(), &names::SERVICE_ANNOTATIONS), v.to_string())),
             (Err(_), None) => {}
         }
     }
@@ -93,7 +119,7 @@ impl ServiceView {
             kind: Some("Service".into()),
             name: Some(self.name.clone()),
             namespace: Some(self.namespace.clone()),
-            uid: self.uid.clone(),
+            uid: self.uid.as_deref().map(Into::into),
             resource_version: self.resource_version.clone(),
             ..Default::default()
         }
@@ -109,11 +135,12 @@ impl From<Service> for ServiceView {
     fn from(svc: Service) -> Self {
         let meta = svc.metadata;
         let spec = svc.spec.unwrap_or_default();
-        let mut annotations: Vec<(String, String)> = meta
+        let mut annotations: Vec<(Known, String)> = meta
             .annotations
             .unwrap_or_default()
             .into_iter()
             .filter(|(k, _)| names::SERVICE_ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (known(k, &names::SERVICE_ANNOTATIONS), v))
             .collect();
         annotations.shrink_to_fit();
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
@@ -124,29 +151,43 @@ impl From<Service> for ServiceView {
                 ingress_ips.push(ip);
             }
         }
-        let shared = |labels: Option<Labels>| labels.filter(|l| !l.is_empty()).map(Arc::new).unwrap_or_default();
+        let shared = |labels: Option<Labels>| {
+            labels
+                .filter(|l| !l.is_empty())
+                .map(Arc::new)
+                .unwrap_or_else(|| NO_LABELS.clone())
+        };
         ServiceView {
             name: meta.name.unwrap_or_default(),
             namespace: meta.namespace.unwrap_or_default(),
-            uid: meta.uid,
+            uid: meta.uid.map(Arc::from),
             resource_version: meta.resource_version,
             created: meta.creation_timestamp.map_or(0, |t| t.0.as_second()),
             deleting: meta.deletion_timestamp.is_some(),
             labels: shared(meta.labels),
             annotations,
-            type_: spec.type_,
+            type_: spec.type_.map(|t| known(t, TYPES)),
             load_balancer_class: spec.load_balancer_class,
             load_balancer_ip: spec.load_balancer_ip,
-            ip_family_policy: spec.ip_family_policy,
-            ip_families: spec.ip_families.unwrap_or_default(),
-            external_traffic_policy: spec.external_traffic_policy,
+            ip_family_policy: spec.ip_family_policy.map(|p| known(p, FAMILY_POLICIES)),
+            ip_families: spec
+                .ip_families
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| known(f, FAMILIES))
+                .collect(),
+            external_traffic_policy: spec.external_traffic_policy.map(|p| known(p, TRAFFIC_POLICIES)),
             ports: spec
                 .ports
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| (p.port, p.protocol))
+                .map(|p| (p.port, p.protocol.map(|p| known(p, PROTOCOLS))))
                 .collect(),
-            selector: if local { shared(spec.selector) } else { Arc::default() },
+            selector: if local {
+                shared(spec.selector)
+            } else {
+                NO_LABELS.clone()
+            },
             ingress_ips,
         }
     }
@@ -169,6 +210,20 @@ mod tests {
     }
 
     #[test]
+    fn unknown_values_are_kept_as_given_and_services_without_labels_share_one_map() {
+        let a = view(serde_json::json!({"metadata": {"name": "a", "namespace": "n"},
+            "spec": {"type": "Weird", "ipFamilies": ["IPv7"], "ports": [{"port": 1, "protocol": "QUIC"}]}}));
+        let b =
+            view(serde_json::json!({"metadata": {"name": "b", "namespace": "n"}, "spec": {"type": "LoadBalancer"}}));
+        assert_eq!(a.type_.as_deref(), Some("Weird"));
+        assert_eq!(a.ip_families, [Known::from("IPv7")]);
+        assert_eq!(a.ports[0].1.as_deref(), Some("QUIC"));
+        assert!(matches!(b.type_, Some(Cow::Borrowed("LoadBalancer"))));
+        assert!(Arc::ptr_eq(&a.labels, &b.labels) && Arc::ptr_eq(&a.selector, &b.labels));
+        assert!(a.labels.is_empty());
+    }
+
+    #[test]
     fn keeps_what_herald_reads_and_nothing_else() {
         let v = view(serde_json::json!({
             "metadata": {"name": "web", "namespace": "shop", "uid": "u1", "resourceVersion": "7",
@@ -185,13 +240,18 @@ mod tests {
             ("web", "shop", 1_767_225_600)
         );
         assert_eq!(v.annotation("herald.dev/eip"), Some("lan"));
-        let kept: Vec<&str> = v.annotations.iter().map(|(k, _)| k.as_str()).collect();
+        let kept: Vec<&str> = v.annotations.iter().map(|(k, _)| &**k).collect();
         assert_eq!(
             kept,
             ["herald.dev/announced-by", "herald.dev/eip"],
             "only the annotations Herald reads"
         );
-        assert_eq!(v.ports, [(80, Some("UDP".to_string()))]);
+        assert_eq!(v.ports, [(80, Some(Known::from("UDP")))]);
+        assert!(
+            matches!(&v.ports[0].1, Some(Cow::Borrowed(_))),
+            "a known value is shared static text"
+        );
+        assert!(v.annotations.iter().all(|(k, _)| matches!(k, Cow::Borrowed(_))));
         assert_eq!(v.selector.get("app").map(String::as_str), Some("web"));
         assert_eq!(
             v.ingress_ips,

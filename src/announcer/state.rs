@@ -132,6 +132,12 @@ impl AnnouncerCore {
         self.sent.len()
     }
 
+    /// Drops the announcements of the last cluster input, to be replaced at once by the next [`Self::cluster`] (so the
+    /// two are never held together). Until then, engine news finds no Service behind an IP.
+    pub fn forget_announcements(&mut self) {
+        self.current = BTreeMap::new();
+    }
+
     /// The cluster's desired announcements or this node's links changed. `place` says where this node would answer
     /// an IP (given the Eip's `spec.interface`): only this node can see its links, so a node whose link is down
     /// leaves itself out of the eligible set (the others just wait their stagger).

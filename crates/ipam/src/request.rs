@@ -103,8 +103,8 @@ impl fmt::Display for IpFamilyPolicy {
 pub struct CreationKey {
     /// `metadata.creationTimestamp` in seconds since the Unix epoch.
     pub timestamp: i64,
-    /// `metadata.uid`.
-    pub uid: String,
+    /// `metadata.uid` (shared with the controller's cached Service).
+    pub uid: Arc<str>,
 }
 
 /// Everything the allocator needs to know about one Service. The controller builds it from the Service, its

@@ -32,7 +32,7 @@ fn service(ns: &str, name: &str, created: i64) -> ServiceRequest {
     let mut r = ServiceRequest::new(ns, name);
     r.created = CreationKey {
         timestamp: created,
-        uid: format!("{ns}-{name}"),
+        uid: format!("{ns}-{name}").into(),
     };
     r.ports = vec![ServicePort::new(443, Protocol::Tcp)];
     r

@@ -106,7 +106,7 @@ fn request() -> impl Strategy<Value = ServiceRequest> {
                 std::sync::Arc::make_mut(&mut r.pod_selector).insert("app".into(), format!("app{pods}"));
                 r.created = CreationKey {
                     timestamp: ts,
-                    uid: format!("uid-{svc}-{ns}"),
+                    uid: format!("uid-{svc}-{ns}").into(),
                 };
                 r
             },

@@ -661,7 +661,7 @@ fn rebuild_gives_a_contested_address_to_the_older_service() {
         request: ServiceRequest {
             created: CreationKey {
                 timestamp: ts,
-                uid: format!("uid-{name}"),
+                uid: format!("uid-{name}").into(),
             },
             ..svc(name)
         },
