@@ -219,15 +219,23 @@ impl KubeApiServer {
     /// condition=established crd --all`: that fails at once ("`.status.conditions` accessor error: <nil>") on a CRD
     /// the server has stored but not yet given any condition, which a CRD just applied can be.
     pub fn wait_crds_established(&self, timeout: Duration) -> Result<()> {
-        const ROWS: &str = r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Established")].status}{"\n"}{end}"#;
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self.kubectl(&["get", "crd", "-o", ROWS], None)?;
-            let pending: Vec<&str> = out
-                .lines()
-                .filter_map(|row| row.split_once('='))
-                .filter(|(_, status)| *status != "True")
-                .map(|(name, _)| name)
+            // JSON, not a jsonpath filter: kubectl's filter fails on a CRD with no conditions yet.
+            let out = self.kubectl(&["get", "crd", "-o", "json"], None)?;
+            let list: serde_json::Value = serde_json::from_str(&out).context("kubectl get crd -o json")?;
+            let pending: Vec<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|crd| {
+                    !crd["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+                .map(|crd| crd["metadata"]["name"].as_str().unwrap_or_default().to_string())
                 .collect();
             if pending.is_empty() {
                 return Ok(());
