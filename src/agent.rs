@@ -238,7 +238,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 Ok(Ok(())) if cancel.is_cancelled() => None,
                 Ok(Ok(())) => Some(anyhow::anyhow!("the announcer stopped on its own")),
                 Ok(Err(e)) => Some(e),
-                Err(e) => Some(anyhow::anyhow!("the announcer task failed: {e}")),
+                Err(e) => Some(anyhow::Error::new(e).context("the announcer task failed")),
             }
         }
     };

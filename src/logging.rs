@@ -34,7 +34,7 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    result.map_err(|e| anyhow::Error::from_boxed(e).context("cannot set up logging"))
 }
 
 /// Colour codes only for a person at a terminal: never into a file, a pipe or a container runtime's log, and never

@@ -1,10 +1,11 @@
 //! Prometheus metrics and the health endpoints (`/metrics`, `/healthz`, `/readyz`) of `herald agent`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -120,6 +121,8 @@ pub struct AnnouncerMetrics {
     pub desired: Gauge,
     election: Mutex<Option<Arc<ElectionMetrics>>>,
     interfaces: Mutex<Option<InterfaceCounters>>,
+    /// Interfaces this node answers on when it wins an IP: their counters read 0 until the engine attaches them.
+    l2_interfaces: Mutex<BTreeSet<String>>,
     /// Every configured BGP peer's live status (the speaker's own watch channels, read at each scrape).
     bgp_peers: Mutex<Vec<watch::Receiver<PeerStatus>>>,
     /// This node's name and the IPs it announces: Layer 2 (the election's live set) and BGP (the routes offered).
@@ -163,6 +166,12 @@ impl AnnouncerMetrics {
         *self.bgp_peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
     }
 
+    /// The interfaces this node takes part in Layer 2 elections on (replacing the previous set): each one's counters
+    /// are exposed, at 0 until the engine attaches it, so alerts on them see a node that has not won an IP yet.
+    pub fn set_l2_interfaces(&self, names: BTreeSet<String>) {
+        *self.l2_interfaces.lock().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
     /// Exposes per-interface ARP/NDP counters through `read`.
     pub fn set_interfaces(&self, read: impl Fn() -> Vec<(String, CountersSnapshot)> + Send + Sync + 'static) {
         *self.interfaces.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(read));
@@ -202,58 +211,64 @@ fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u
 
 impl Collector for AnnouncerMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let election = self
+        let m = self
             .election
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|m| m.snapshot());
-        if let Some(m) = election {
-            counter(
-                &mut encoder,
-                "election_lease_writes",
-                "Lease creates/replaces sent",
-                m.lease_writes,
-            )?;
-            counter(&mut encoder, "election_lease_reads", "Lease GETs sent", m.lease_reads)?;
-            counter(
-                &mut encoder,
-                "election_lost_races",
-                "Lease writes that lost a CAS race (409)",
-                m.lost_races,
-            )?;
-            counter(
-                &mut encoder,
-                "election_api_errors",
-                "API errors other than lost races",
-                m.api_errors,
-            )?;
-            counter(
-                &mut encoder,
-                "election_ownership_changes",
-                "Times this agent started/stopped holding an IP",
-                m.ownership_changes,
-            )?;
-            counter(
-                &mut encoder,
-                "election_wire_yields",
-                "IPs withdrawn because another MAC claimed them",
-                m.wire_yields,
-            )?;
-            let g = ConstGauge::new(m.announced as i64);
-            g.encode(encoder.encode_descriptor(
-                "announced_ips",
-                "IPs this agent answers ARP/NDP for",
-                None,
-                g.metric_type(),
-            )?)?;
-        }
-        let interfaces = self
+            .map(|m| m.snapshot())
+            // Before the election starts every counter reads 0, like the other families.
+            .unwrap_or_default();
+        counter(
+            &mut encoder,
+            "election_lease_writes",
+            "Lease creates/replaces sent",
+            m.lease_writes,
+        )?;
+        counter(&mut encoder, "election_lease_reads", "Lease GETs sent", m.lease_reads)?;
+        counter(
+            &mut encoder,
+            "election_lost_races",
+            "Lease writes that lost a CAS race (409)",
+            m.lost_races,
+        )?;
+        counter(
+            &mut encoder,
+            "election_api_errors",
+            "API errors other than lost races",
+            m.api_errors,
+        )?;
+        counter(
+            &mut encoder,
+            "election_ownership_changes",
+            "Times this agent started/stopped holding an IP",
+            m.ownership_changes,
+        )?;
+        counter(
+            &mut encoder,
+            "election_wire_yields",
+            "IPs withdrawn because another MAC claimed them",
+            m.wire_yields,
+        )?;
+        let g = ConstGauge::new(m.announced as i64);
+        g.encode(encoder.encode_descriptor(
+            "announced_ips",
+            "IPs this agent answers ARP/NDP for",
+            None,
+            g.metric_type(),
+        )?)?;
+        let mut interfaces: BTreeMap<String, CountersSnapshot> = self
             .interfaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|read| read());
+            .map(|read| read())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for name in self.l2_interfaces.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            interfaces.entry(name.clone()).or_default();
+        }
         let peers: Vec<PeerStatus> = self
             .bgp_peers
             .lock()
@@ -291,7 +306,7 @@ impl Collector for AnnouncerMetrics {
         for (name, help, pick) in L2_COUNTERS {
             let c = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
-            for (interface, snap) in interfaces.iter().flatten() {
+            for (interface, snap) in &interfaces {
                 let labels = InterfaceLabels {
                     interface: interface.clone(),
                 };
@@ -634,7 +649,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, cancel: Cancellation
         .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {e}"))?;
+        .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -668,6 +683,47 @@ mod tests {
         assert_eq!(ProcessSample::parse("garbage", status, proc_stat, 1), None);
     }
 
+    /// An interface this node takes part in elections on has its ARP/NDP counters at 0 before the engine attaches
+    /// it (the node won no IP yet); an attached one shows the engine's counts.
+    #[test]
+    fn interface_counters_are_exposed_before_the_first_ip_is_won() {
+        let m = Metrics::new();
+        m.announcer.set_interfaces(|| {
+            vec![(
+                "eth1".to_string(),
+                CountersSnapshot {
+                    conflicts: 2,
+                    ..Default::default()
+                },
+            )]
+        });
+        m.announcer
+            .set_l2_interfaces(BTreeSet::from(["eth0".to_string(), "eth1".to_string()]));
+        let text = m.encode().unwrap();
+        for line in [
+            "herald_l2_conflicts_total{interface=\"eth0\"} 0",
+            "herald_l2_requests_seen_total{interface=\"eth0\"} 0",
+            "herald_l2_conflicts_total{interface=\"eth1\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        m.announcer.set_l2_interfaces(BTreeSet::new());
+        let text = m.encode().unwrap();
+        assert!(!text.contains("interface=\"eth0\""), "a gone interface goes:\n{text}");
+    }
+
+    /// A refused listen keeps its cause as the error's source (the log's `{e:#}` and a caller's `downcast` see
+    /// the OS error), not flattened into text.
+    #[tokio::test]
+    async fn a_refused_listen_keeps_its_cause() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = serve(addr, Metrics::new(), CancellationToken::new()).await.unwrap_err();
+        assert_eq!(e.to_string(), format!("cannot listen on --metrics-addr {addr}"));
+        let cause = e.chain().nth(1).and_then(|c| c.downcast_ref::<std::io::Error>());
+        assert_eq!(cause.map(|c| c.kind()), Some(std::io::ErrorKind::AddrInUse), "{e:#}");
+    }
+
     #[test]
     fn every_family_is_exposed_before_its_first_event() {
         let m = Metrics::new();
@@ -684,6 +740,9 @@ mod tests {
             "herald_allocator_writes_total{kind=\"service_status\",result=\"ok\"} 0",
             "herald_allocator_writes_total{kind=\"lease_delete\",result=\"error\"} 0",
             "herald_allocator_leases_collected_total{kind=\"node\"} 0",
+            "herald_election_lease_writes_total 0",
+            "herald_election_wire_yields_total 0",
+            "herald_announced_ips 0",
         ] {
             assert!(text.contains(name), "{name} in:\n{text}");
         }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
@@ -509,7 +510,7 @@ pub async fn wait_first_lists(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(false),
             Some((kind, r)) = waiting.next() => {
-                r.map_err(|e| anyhow::anyhow!("the {kind} watch stopped before its first list: {e}"))?;
+                r.with_context(|| format!("the {kind} watch stopped before its first list"))?;
                 pending.retain(|k| *k != kind);
             }
             _ = slow.tick() => warn!(loop_name, waiting_for = ?pending, "still waiting for the first list of these watches"),

@@ -77,6 +77,42 @@ async fn readyz_waits_for_every_watch_and_the_log_names_the_missing_one() {
     assert!(c.alive(agent), "a missing CRD never stops the agent");
 }
 
+/// If the Layer 2 election task dies (a bug: injected here as a panic on its first IP, debug builds only), the agent
+/// does not run on answering for nothing: it turns unready, says why and exits with an error to be restarted.
+#[tokio::test]
+async fn an_agent_whose_election_dies_turns_unready_and_exits_with_an_error() {
+    let mut c = Cluster::start().await;
+    let addr = free_port();
+    let agent = c.agent_with_env(
+        "n1",
+        &["--metrics-addr", &addr.to_string()],
+        &[("HERALD_TEST_FAULT", "election-panic")],
+    );
+    let ready = eventually(Duration::from_secs(30), || async {
+        (http_status(addr, "/readyz") == Some(200)).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready before the fault:\n{}", c.log(agent, "n1"));
+
+    c.create_eip(eip("lan", json!({"addresses": ["192.0.2.8/29"]}))).await;
+    c.create_service(lb_service("default", "web", json!({}))).await;
+    let mut unready = false;
+    let exited = eventually(Duration::from_secs(30), || {
+        unready |= http_status(addr, "/readyz") != Some(200);
+        let status = c.exited(agent);
+        async move { status }
+    })
+    .await;
+    let log = c.log(agent, "n1");
+    let status = exited.unwrap_or_else(|| panic!("the agent exits once its election died:\n{log}"));
+    assert!(!status.success(), "with an error ({status}):\n{log}");
+    assert!(unready, "/readyz stopped answering 200");
+    assert!(
+        log.contains("the Layer 2 election task ended on its own; this agent must restart"),
+        "the log says why:\n{log}"
+    );
+}
+
 /// The `Ready` condition of a Herald object, read leniently (the object may be one Herald cannot read).
 async fn ready_condition<K>(c: &Cluster, name: &str) -> Option<Condition>
 where

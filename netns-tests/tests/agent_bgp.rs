@@ -153,6 +153,8 @@ fn agents_announce_bgp_service_ips_from_every_node_and_withdraw() {
         r#"herald_bgp_session_state{peer="198.51.100.254",state="Idle"} 0"#,
         r#"herald_bgp_announced_prefixes{peer="198.51.100.254"} 1"#,
         r#"herald_bgp_sessions_established_total{peer="198.51.100.254"} 1"#,
+        // A counter of something that has not happened is there, at 0.
+        r#"herald_bgp_notifications_received_total{peer="198.51.100.254"} 0"#,
         r#"herald_announced_ip{ip="203.0.113.1",node="n2",mode="bgp"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");

@@ -147,7 +147,8 @@ fn image_runs_as_the_daemonset_runs_it_answers_arp_and_serves_health() {
     }
 
     let (ip, holder, h, probe) = web_answered_by_its_holder(&mut c);
-    // The holder's metrics say it announces the IP; nobody else's do.
+    // The holder's metrics say it announces the IP; nobody else's do. Every node shows its LAN interface's ARP/NDP
+    // counters, the nodes that hold nothing (so never attached the interface) at 0.
     for node in &c.nodes {
         let metrics = c
             .lab
@@ -161,6 +162,12 @@ fn image_runs_as_the_daemonset_runs_it_answers_arp_and_serves_health() {
             metrics.lines().any(|l| l == line),
             node.name == holder,
             "{line} on {} (holder {holder})",
+            node.name
+        );
+        let conflicts = r#"herald_l2_conflicts_total{interface="eth0"} 0"#;
+        assert!(
+            metrics.lines().any(|l| l == conflicts),
+            "{conflicts} on {} (holder {holder})",
             node.name
         );
     }

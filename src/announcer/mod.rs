@@ -214,6 +214,7 @@ pub async fn run(
             let plan = core.cluster(desired::desired(&view, config.default_class), place);
             stop = execute(plan, &node, &ownership, &writer).await;
             metrics.desired.set(core.desired_l2() as i64);
+            metrics.set_l2_interfaces(core.l2_interfaces());
             let this_node = view
                 .nodes
                 .iter()

@@ -5,7 +5,7 @@
 //!
 //! Tested like the allocator's core (`allocator/state.rs`): plain values in, plain values out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use herald_api::Protocol;
@@ -130,6 +130,21 @@ impl AnnouncerCore {
     /// Layer 2 IPs the election takes part in.
     pub fn desired_l2(&self) -> usize {
         self.sent.len()
+    }
+
+    /// The interfaces this node would answer ARP/NDP on for some Layer 2 IP it takes part in the election for,
+    /// whether or not it holds one (so their counters can be shown before the first IP is won).
+    pub fn l2_interfaces(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for desire in self.sent.values() {
+            if let Some(name) = &desire.interface
+                && !names.contains(name)
+                && desire.eligible_nodes.contains(&self.node)
+            {
+                names.insert(name.clone());
+            }
+        }
+        names
     }
 
     /// Drops the announcements of the last cluster input, to be replaced at once by the next [`Self::cluster`] (so the
@@ -413,6 +428,33 @@ mod tests {
         assert_eq!(plan.election, [ElectionCommand::Remove(a)]);
         assert_eq!(core.desired_l2(), 0);
         assert_eq!(core.current().len(), 1, "BGP mode plans from it");
+    }
+
+    /// The interfaces whose ARP/NDP counters are shown before any IP is won: those this node would answer on.
+    #[test]
+    fn l2_interfaces_are_those_this_node_takes_part_on() {
+        let mut core = AnnouncerCore::new("n1");
+        let on = |name: &'static str| {
+            move |_: IpAddr, _: Option<&str>| Placement {
+                interface: Some(name.into()),
+                usable: true,
+                why: None,
+            }
+        };
+        assert!(core.l2_interfaces().is_empty());
+        let mine = BTreeMap::from([(ip("192.0.2.10"), l2("lan", &["web"], &["n1", "n2"]))]);
+        core.cluster(mine.clone(), on("eth0"));
+        assert_eq!(core.l2_interfaces(), BTreeSet::from(["eth0".to_string()]));
+        // An IP only other nodes may hold does not count; a link that cannot carry it leaves this node out.
+        let others = BTreeMap::from([(ip("198.51.100.7"), l2("far", &["api"], &["n2"]))]);
+        core.cluster(others, on("eth1"));
+        assert!(core.l2_interfaces().is_empty());
+        core.cluster(mine, |_: IpAddr, _: Option<&str>| Placement {
+            interface: Some("eth0".into()),
+            usable: false,
+            why: Some("eth0 is down".into()),
+        });
+        assert!(core.l2_interfaces().is_empty());
     }
 
     #[test]

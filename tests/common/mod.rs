@@ -114,17 +114,22 @@ impl Cluster {
     /// Starts `herald agent` for `node` with fast allocator-lease timings (metrics on a random port unless `extra`
     /// names `--metrics-addr`); returns its index.
     pub fn agent(&mut self, node: &str, extra: &[&str]) -> usize {
+        self.agent_with_env(node, extra, &[])
+    }
+
+    /// [`Self::agent`] with extra environment variables.
+    pub fn agent_with_env(&mut self, node: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let fast = ["--allocator-lease-duration", "3s", "--allocator-renew-deadline", "1s"];
         let fast = [&fast[..], &["--allocator-retry-period", "200ms"]].concat();
-        self.spawn_agent(node, &[&fast[..], extra].concat())
+        self.spawn_agent(node, &[&fast[..], extra].concat(), env)
     }
 
     /// Starts `herald agent` for `node` with the default timings of every lease (as a user runs it).
     pub fn agent_at_default_timing(&mut self, node: &str, extra: &[&str]) -> usize {
-        self.spawn_agent(node, extra)
+        self.spawn_agent(node, extra, &[])
     }
 
-    fn spawn_agent(&mut self, node: &str, extra: &[&str]) -> usize {
+    fn spawn_agent(&mut self, node: &str, extra: &[&str], env: &[(&str, &str)]) -> usize {
         let log = std::fs::File::create(self.dir.join(format!("agent-{node}-{}.log", self.agents.len()))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["agent", "--node-name", node])
@@ -136,6 +141,7 @@ impl Cluster {
             .args(extra)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,herald=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -159,6 +165,11 @@ impl Cluster {
                 .unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// How agent `i` exited, if it has.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.agents[i].as_mut().and_then(|c| c.try_wait().unwrap())
     }
 
     /// Is agent `i` still running?

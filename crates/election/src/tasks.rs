@@ -16,15 +16,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::gc::{self, Collect, GcInput, LeaseCollector, LeaseView};
 use crate::identity::{Identity, holder_node};
-use crate::leader::{LeaderLockCore, LeaderTiming, LockAction};
 use crate::lease::{LeaseRecord, LeaseStore, StoreError, WatchEvent};
 use crate::log_throttle::{LogThrottle, OnFailure};
 use crate::metrics::{ElectionMetrics, MetricsSnapshot};
 use crate::naming;
 use crate::ownership::{Action, Announce, IpDesire, OpId, OutagePolicy, OwnershipCore};
 use crate::timing::ElectionTiming;
+
+mod collector;
+mod leader;
+
+pub use collector::{Collected, Sweep, UnusedLeases};
+pub use leader::{LeaderLock, LeaderLockConfig, LeaderLockHandle};
 
 /// Where announce/withdraw decisions go (the L2 engine, through the agent).
 ///
@@ -289,6 +293,8 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
                 Some(done) = ops.join_next_with_id() => self.op_finished(done),
                 cmd = self.commands.recv(), if commands_open => match cmd {
                     Some(Command::SetDesired(ip, desire)) => {
+                        #[cfg(debug_assertions)]
+                        injected_fault();
                         if let Err(e) = self.core.set_desired(Instant::now(), ip, desire) {
                             warn!(ip = %ip, error = %e, "IP ignored");
                         }
@@ -471,6 +477,16 @@ impl<S: LeaseStore, A: AnnouncementSink> OwnershipTask<S, A> {
 /// round. Bounded so that timers and commands are still served during a long burst.
 const INPUT_BATCH: usize = 256;
 
+/// Fault injection for the agent's own tests, in debug builds only: with `HERALD_TEST_FAULT=election-panic` the task
+/// panics on its first IP, as a bug would kill it (the agent must then turn unready and exit, not run on answering
+/// for nothing).
+#[cfg(debug_assertions)]
+fn injected_fault() {
+    if std::env::var("HERALD_TEST_FAULT").as_deref() == Ok("election-panic") {
+        panic!("fault injected by HERALD_TEST_FAULT=election-panic");
+    }
+}
+
 /// While lease operations keep failing, one log line per this interval after the first.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -536,326 +552,4 @@ async fn with_timeout(
             reason: format!("lease {name}: no answer within {timeout:?}"),
         })
     })
-}
-
-// ----- leader lock ----------------------------------------------------------------------------------------------
-
-/// Configuration of a [`LeaderLock`].
-#[derive(Debug, Clone)]
-pub struct LeaderLockConfig {
-    /// Lease name (default `herald-allocator`).
-    pub lease_name: String,
-    /// `holderIdentity` (e.g. [`Identity::holder`]).
-    pub holder: String,
-    pub timing: LeaderTiming,
-}
-
-impl LeaderLockConfig {
-    /// The allocator's lock with the election's default timing (3 s / 2 s / 1 s, see [`LeaderTiming`]).
-    pub fn allocator(holder: impl Into<String>) -> Self {
-        Self {
-            lease_name: naming::ALLOCATOR_LEASE.to_owned(),
-            holder: holder.into(),
-            timing: LeaderTiming::default(),
-        }
-    }
-}
-
-/// Spawns the leader-lock task.
-pub struct LeaderLock;
-
-impl LeaderLock {
-    /// Validates the timing and starts competing for the lease. Cancelling `shutdown` (the task runs on a child of
-    /// it) or calling [`LeaderLockHandle::shutdown`] steps down and releases the lease.
-    pub fn spawn<S: LeaseStore>(
-        store: S,
-        config: LeaderLockConfig,
-        shutdown: &CancellationToken,
-    ) -> Result<LeaderLockHandle> {
-        let timing = config.timing.validate()?;
-        let cancel = shutdown.child_token();
-        let (leading_tx, leading_rx) = watch::channel(false);
-        let (term_tx, term_rx) = watch::channel(None);
-        let core = LeaderLockCore::new(config.lease_name.clone(), config.holder.clone(), timing);
-        let task = tokio::spawn(run_leader(
-            core,
-            Arc::new(store),
-            config,
-            leading_tx,
-            term_tx,
-            cancel.clone(),
-        ));
-        Ok(LeaderLockHandle {
-            leading: leading_rx,
-            term: term_rx,
-            cancel,
-            task,
-        })
-    }
-}
-
-/// Handle on a [`LeaderLock`] task.
-#[derive(Debug)]
-pub struct LeaderLockHandle {
-    leading: watch::Receiver<bool>,
-    term: watch::Receiver<Option<CancellationToken>>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl LeaderLockHandle {
-    /// Whether this process leads right now.
-    pub fn is_leader(&self) -> bool {
-        *self.leading.borrow()
-    }
-
-    /// A watch of the leadership flag.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.leading.clone()
-    }
-
-    /// Waits until this process leads and returns a token that is cancelled the moment leadership ends (deadline
-    /// passed, lost race, shutdown). `None` once the lock has stopped.
-    pub async fn acquired(&mut self) -> Option<CancellationToken> {
-        let term = self
-            .term
-            .wait_for(|t| t.as_ref().is_some_and(|t| !t.is_cancelled()))
-            .await
-            .ok()?;
-        term.clone()
-    }
-
-    /// Runs `work` during every leadership term: `work` gets the term's token and must return soon after it is
-    /// cancelled. Returns when the lock stops.
-    pub async fn run_while_leader<F, Fut>(&mut self, mut work: F)
-    where
-        F: FnMut(CancellationToken) -> Fut,
-        Fut: Future<Output = ()>,
-    {
-        while let Some(term) = self.acquired().await {
-            work(term).await;
-        }
-    }
-
-    /// Steps down, releases the lease and waits for the task to end.
-    pub async fn shutdown(self) -> Result<()> {
-        self.cancel.cancel();
-        self.task.await.map_err(Error::Task)
-    }
-}
-
-async fn run_leader<S: LeaseStore>(
-    mut core: LeaderLockCore,
-    store: Arc<S>,
-    config: LeaderLockConfig,
-    leading: watch::Sender<bool>,
-    term: watch::Sender<Option<CancellationToken>>,
-    cancel: CancellationToken,
-) {
-    let lease = config.lease_name.as_str();
-    let timeout = config.timing.renew_deadline / 2;
-    let mut ops: JoinSet<(OpId, Result<LeaseRecord, StoreError>)> = JoinSet::new();
-    let mut stop_deadline: Option<Instant> = None;
-    let mut failures = LogThrottle::new(FAILURE_LOG_INTERVAL);
-    // The lease's own watch: renewals seen as they happen, so a dead leader is replaced `lease_duration` after its
-    // last renewal instead of up to a retry period later. Reads still decide every takeover.
-    let mut watch = store.watch_one(lease);
-    loop {
-        let now = Instant::now();
-        // Step down (cancel the term) before any release write is sent.
-        let is_leader = core.is_leader(now);
-        if leading.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader) {
-            if is_leader {
-                info!(lease, holder = %config.holder, "became leader");
-                term.send_replace(Some(CancellationToken::new()));
-            } else {
-                info!(lease, holder = %config.holder, "stepped down");
-                if let Some(t) = term.send_replace(None) {
-                    t.cancel();
-                }
-            }
-        }
-        if let Some(action) = core.poll(now) {
-            let store = Arc::clone(&store);
-            ops.spawn(async move {
-                match action {
-                    LockAction::Get { op, name } => (op, with_timeout(timeout, &name, store.get(&name)).await),
-                    LockAction::Create { op, mut record } => {
-                        record.stamp(SystemTime::now());
-                        (op, with_timeout(timeout, &record.name, store.create(&record)).await)
-                    }
-                    LockAction::Replace { op, mut record } => {
-                        record.stamp(SystemTime::now());
-                        (op, with_timeout(timeout, &record.name, store.replace(&record)).await)
-                    }
-                }
-            });
-        }
-        if core.is_done() {
-            break;
-        }
-        let wake = core.next_wakeup().unwrap_or(now + Duration::from_secs(3600));
-        tokio::select! {
-            biased;
-            () = cancel.cancelled(), if stop_deadline.is_none() => {
-                core.begin_release(Instant::now());
-                stop_deadline = Some(Instant::now() + config.timing.renew_deadline);
-            }
-            () = sleep_until(stop_deadline.unwrap_or(wake)), if stop_deadline.is_some() => {
-                warn!(lease, "could not release the leader lease in time; it expires by observation");
-                break;
-            }
-            Some(done) = ops.join_next() => match done {
-                Ok((op, result)) => {
-                    match &result {
-                        Err(e) if !e.is_lost_race() && !matches!(e, StoreError::NotFound { .. }) => {
-                            log_failure(&mut failures, lease, e, "leader lease operation failed");
-                        }
-                        _ => {
-                            if let Some(failures) = failures.success() {
-                                info!(lease, failures, "leader lease operations succeed again");
-                            }
-                        }
-                    }
-                    core.op_done(Instant::now(), op, result);
-                }
-                Err(e) => warn!(lease, error = %e, "leader lease task failed"),
-            },
-            Some(event) = watch.next() => core.watched(Instant::now(), &event),
-            () = sleep_until(wake) => {}
-        }
-    }
-    leading.send_replace(false);
-    if let Some(t) = term.send_replace(None) {
-        t.cancel();
-    }
-}
-
-// ----- lease collection -----------------------------------------------------------------------------------------
-
-/// Lease deletions in flight at once.
-const GC_DELETES_IN_FLIGHT: usize = 16;
-
-/// How one deletion went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Collected {
-    /// Deleted at the judged resourceVersion.
-    Deleted,
-    /// The precondition failed or the Lease is gone: someone wrote or deleted it meanwhile.
-    Kept(StoreError),
-    /// The holder's node lease changed after all (our watch is behind); the Lease's window starts again.
-    HolderRenewed,
-    /// The read or the delete failed; a later sweep tries again.
-    Failed(StoreError),
-}
-
-/// What one sweep did.
-#[derive(Debug)]
-pub struct Sweep {
-    /// Each Lease that was due, with what became of it.
-    pub results: Vec<(Collect, Collected)>,
-    /// When to sweep next (see [`gc::next_sweep`]).
-    pub next: Instant,
-}
-
-/// The shell of the lease collector ([`LeaseCollector`]): asks the core what is due, checks holders and deletes
-/// through a [`LeaseStore`], each delete conditional on the judged resourceVersion. The caller decides when it runs
-/// (only while leading, at [`Sweep::next`]) and says what is in use; it counts the results.
-pub struct UnusedLeases<S> {
-    core: LeaseCollector,
-    store: S,
-    /// At most this many deletions per sweep (a first sweep after an upgrade may find thousands; the rest go in the
-    /// next ones, so the caller is never held up for long).
-    per_sweep: usize,
-    /// Sweeps in a row in which a deletion failed: the next sweep backs off exponentially.
-    failed_sweeps: u32,
-    /// A refusal (403: a Role without `delete`) is reported once with the fix, not on every sweep.
-    rejected_reported: bool,
-}
-
-impl<S: LeaseStore> UnusedLeases<S> {
-    /// A collector that deletes, through `store`, Leases found collectable for `grace`, at most `per_sweep` a sweep.
-    pub fn new(store: S, grace: Duration, per_sweep: usize) -> Self {
-        Self {
-            core: LeaseCollector::new(grace),
-            store,
-            per_sweep: per_sweep.max(1),
-            failed_sweeps: 0,
-            rejected_reported: false,
-        }
-    }
-
-    /// See [`LeaseCollector::in_use_until`].
-    pub fn in_use_until<'a>(&mut self, freed: impl IntoIterator<Item = (&'a str, &'a str)>, now: Instant) {
-        self.core.in_use_until(freed, now);
-    }
-
-    /// One sweep at `now`: observe `input`, check and delete what is due.
-    pub async fn sweep(&mut self, input: &GcInput, now: Instant) -> Sweep {
-        let mut due = self.core.sweep(input, now);
-        due.truncate(self.per_sweep);
-        let store = &self.store;
-        let results: Vec<(Collect, Collected)> = futures::stream::iter(due)
-            .map(|c| async move {
-                let result = delete_unused(store, &c).await;
-                (c, result)
-            })
-            .buffer_unordered(GC_DELETES_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut failed = false;
-        for (c, result) in &results {
-            let kind = c.kind.as_str();
-            match result {
-                Collected::Deleted => info!(lease = %c.name, kind, reason = %c.reason, "deleted an unused Lease"),
-                Collected::Kept(why) => debug!(lease = %c.name, kind, why = %why, "Lease changed meanwhile; kept"),
-                Collected::HolderRenewed => {
-                    debug!(lease = %c.name, "the holder renewed after all; kept");
-                    self.core.postpone(&c.name, now);
-                }
-                Collected::Failed(e @ StoreError::Rejected { .. }) => {
-                    failed = true;
-                    if !std::mem::replace(&mut self.rejected_reported, true) {
-                        warn!(
-                            lease = %c.name,
-                            error = %e,
-                            "cannot delete unused Leases: grant the agent's Role `delete` on coordination.k8s.io \
-                             leases (deploy/herald.yaml), or run with --lease-gc-after=0"
-                        );
-                    }
-                }
-                Collected::Failed(e) => {
-                    failed = true;
-                    warn!(lease = %c.name, error = %e, "cannot delete an unused Lease; retrying later");
-                }
-            }
-        }
-        self.failed_sweeps = if failed {
-            self.failed_sweeps.saturating_add(1)
-        } else {
-            0
-        };
-        let next = gc::next_sweep(now, self.core.next_due(input), self.core.grace(), self.failed_sweeps);
-        Sweep { results, next }
-    }
-}
-
-/// Deletes one due Lease: first the holder check (a quorum read of the holder's node lease), then a delete with the
-/// judged resourceVersion as precondition.
-async fn delete_unused<S: LeaseStore>(store: &S, c: &Collect) -> Collected {
-    if let Some(check) = &c.holder_check {
-        let fresh = match store.get(&check.node_lease).await {
-            Ok(record) => Some(LeaseView::from(&record)),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Collected::Failed(e),
-        };
-        if !check.passes(fresh.as_ref()) {
-            return Collected::HolderRenewed;
-        }
-    }
-    match store.delete(&c.name, &c.resource_version).await {
-        Ok(()) => Collected::Deleted,
-        Err(e @ (StoreError::Conflict { .. } | StoreError::NotFound { .. })) => Collected::Kept(e),
-        Err(e) => Collected::Failed(e),
-    }
 }
