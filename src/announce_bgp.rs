@@ -75,6 +75,9 @@ pub struct AnnounceBgpArgs {
     /// MULTI_EXIT_DISC on every prefix.
     #[arg(long)]
     pub med: Option<u32>,
+    /// LOCAL_PREF on every prefix sent to iBGP peers (default 100); eBGP peers never get one.
+    #[arg(long)]
+    pub local_pref: Option<u32>,
     /// Prefixes to announce (IPv4 and IPv6; an address alone means a host route).
     #[arg(required = true, value_parser = parse_prefix)]
     pub prefixes: Vec<IpNet>,
@@ -195,6 +198,7 @@ pub async fn run(args: AnnounceBgpArgs) -> Result<()> {
         communities: args.communities.clone(),
         large_communities: args.large_communities.clone(),
         med: args.med,
+        local_pref: args.local_pref,
         next_hop: None,
     };
     speaker.announce(args.prefixes.iter().copied(), policy);

@@ -43,6 +43,60 @@ impl Cluster {
         hops.sort();
         hops
     }
+
+    /// Each node's session as the router sees it: when it came up (and how often it went down), per neighbor. The
+    /// same value later means the session was never reset in between.
+    fn session_starts(&self) -> Vec<(String, String)> {
+        let out = self.lab.exec(&self.router, &["gobgp", "neighbor", "-j"]).unwrap();
+        let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut starts: Vec<(String, String)> = peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let address = p["state"]["neighbor_address"]
+                    .as_str()
+                    .or(p["conf"]["neighbor_address"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let established = p["state"]["session_state"] == 6 || p["state"]["session_state"] == "ESTABLISHED";
+                let start = format!(
+                    "established={established} up={} flops={}",
+                    p["timers"]["state"]["uptime"], p["state"]["flops"]
+                );
+                (address, start)
+            })
+            .collect();
+        starts.sort();
+        starts
+    }
+
+    /// The IPv4 address the Service was given.
+    fn service_ip(&self, name: &str) -> String {
+        self.kubectl(&[
+            "get",
+            "service",
+            name,
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ])
+    }
+
+    /// One EndpointSlice for `service` with a ready endpoint on each of `nodes` (`n1` at 198.51.100.11, ...).
+    fn endpoints(&self, service: &str, nodes: &[usize]) {
+        let endpoints: Vec<String> = nodes
+            .iter()
+            .map(|i| {
+                format!(r#"{{"addresses": ["198.51.100.1{i}"], "nodeName": "n{i}", "conditions": {{"ready": true}}}}"#)
+            })
+            .collect();
+        self.apply(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: default, \
+             labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{port: 80, protocol: TCP}}]\n\
+             endpoints: [{}]\n",
+            endpoints.join(", ")
+        ));
+    }
 }
 
 fn start() -> Cluster {
@@ -205,4 +259,95 @@ fn agents_announce_bgp_service_ips_from_every_node_and_withdraw() {
     c.kubectl(&["delete", "service", "web"]);
     let gone = wait_for(WAIT, || c.next_hops("203.0.113.1/32").is_empty().then_some(()));
     assert!(gone.is_some(), "route withdrawn: {:?}", c.next_hops("203.0.113.1/32"));
+}
+
+/// `externalTrafficPolicy: Local` in BGP mode: only nodes with a ready local endpoint announce the IP, and the
+/// announcements follow the endpoints. None of the changes on the way (endpoints moving, another Service and an Eip
+/// created and deleted, a pool's communities and LOCAL_PREF changed, a BgpPeer for another router added) resets a
+/// session: the router sees each node's session up since the same moment, never dropped.
+#[test]
+fn local_policy_follows_the_endpoints_and_no_change_resets_a_session() {
+    if !require(&["ip", "kubectl", "gobgpd", "gobgp"]) {
+        return;
+    }
+    let c = start();
+    let (n1, n2) = ("198.51.100.11".to_string(), "198.51.100.12".to_string());
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: local, namespace: default}\n\
+         spec: {type: LoadBalancer, externalTrafficPolicy: Local, ports: [{port: 80}]}\n",
+    );
+    c.endpoints("local", &[2]);
+    let ip = wait_for(WAIT, || Some(c.service_ip("local")).filter(|ip| !ip.is_empty())).expect("an IP");
+    let prefix = format!("{ip}/32");
+    let hops_become = |want: &[&String], what: &str| {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let got = wait_for(WAIT, || Some(c.next_hops(&prefix)).filter(|h| *h == want));
+        assert!(
+            got.is_some(),
+            "{what}: want {want:?}, router has {:?}",
+            c.next_hops(&prefix)
+        );
+    };
+    hops_become(&[&n2], "only the node with the endpoint");
+    let established = wait_for(WAIT, || {
+        let s = c.session_starts();
+        (s.len() == 2 && s.iter().all(|(_, v)| v.starts_with("established=true"))).then_some(s)
+    });
+    let before = established.unwrap_or_else(|| panic!("both sessions up: {:?}", c.session_starts()));
+
+    c.endpoints("local", &[1]);
+    hops_become(&[&n1], "the endpoint moved to n1: so did the route");
+    c.endpoints("local", &[1, 2]);
+    hops_become(&[&n1, &n2], "endpoints on both nodes");
+    c.endpoints("local", &[]);
+    hops_become(&[], "no ready endpoint: nobody announces");
+    c.endpoints("local", &[2]);
+    hops_become(&[&n2], "back on n2");
+
+    // Changes that concern no session's OPEN: routes come and go by UPDATE only.
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n");
+    let other = wait_for(WAIT, || Some(c.service_ip("other")).filter(|ip| !ip.is_empty())).expect("an IP");
+    let other_prefix = format!("{other}/32");
+    let both = vec![n1.clone(), n2.clone()];
+    assert!(
+        wait_for(WAIT, || Some(c.next_hops(&other_prefix)).filter(|h| *h == both)).is_some(),
+        "a Cluster-policy Service from both nodes: {:?}",
+        c.next_hops(&other_prefix)
+    );
+    c.apply(
+        "apiVersion: herald.dev/v1alpha1\nkind: Eip\nmetadata: {name: spare}\n\
+         spec: {addresses: [\"192.0.2.64/28\"], protocol: bgp}\n",
+    );
+    c.apply(
+        "apiVersion: herald.dev/v1alpha1\nkind: Eip\nmetadata: {name: routed}\n\
+         spec: {addresses: [\"203.0.113.0/28\"], protocol: bgp, bgp: {communities: [\"64512:300\"], localPref: 200}}\n",
+    );
+    let tagged = wait_for(WAIT, || {
+        let out = c
+            .lab
+            .exec(&c.router, &["gobgp", "global", "rib", "-a", "ipv4", &other_prefix])
+            .unwrap();
+        let rib = String::from_utf8_lossy(&out.stdout).to_string();
+        rib.contains("64512:300").then_some(rib)
+    });
+    assert!(tagged.is_some(), "the pool's community reaches the router by UPDATE");
+    c.apply(
+        "apiVersion: herald.dev/v1alpha1\nkind: BgpPeer\nmetadata: {name: other-router}\n\
+         spec: {address: 198.51.100.253, asn: 64501}\n",
+    );
+    c.kubectl(&["delete", "eip", "spare"]);
+    c.kubectl(&["delete", "service", "other"]);
+    assert!(
+        wait_for(WAIT, || c.next_hops(&other_prefix).is_empty().then_some(())).is_some(),
+        "the deleted Service's route is withdrawn"
+    );
+    hops_become(&[&n2], "the Local Service still from n2 alone");
+    // Give a reset a chance to show: a restarted session would be re-established within a few seconds.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(c.session_starts(), before, "no session was reset");
+    for (ns, _) in &c.nodes {
+        let metrics = c.lab.sh(ns, "curl -s 127.0.0.1:7472/metrics").unwrap();
+        let line = r#"herald_bgp_sessions_established_total{peer="198.51.100.254"} 1"#;
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }

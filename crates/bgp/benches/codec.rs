@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use herald_bgp::packet::update::announce_updates;
 use herald_bgp::packet::{Afi, DecodeContext, Message, Origin, OutboundAttributes, decode_frame};
-use herald_bgp::rib::{AdjRibOut, RoutePolicy, SessionRouting};
+use herald_bgp::rib::{AdjRibOut, RoutePolicy, Routes, SessionRouting};
 use ipnet::IpNet;
 
 fn prefixes(n: u32) -> Vec<IpNet> {
@@ -69,22 +69,51 @@ fn bench(c: &mut Criterion) {
         families: vec![Afi::IPV4, Afi::IPV6],
         configured_families: vec![Afi::IPV4, Afi::IPV6],
     };
+    let mut full = Routes::default();
+    full.replace(routes);
     c.bench_function("Adj-RIB-Out: initial sync of 10k routes", |b| {
         b.iter(|| {
             let mut rib = AdjRibOut::default();
-            black_box(rib.sync(&routes, &session, true).updates.len())
+            black_box(rib.sync(&full, &session, true).updates.len())
         })
     });
     let mut rib = AdjRibOut::default();
-    rib.sync(&routes, &session, true);
-    let mut one_more = routes.clone();
-    one_more.insert("2001:db8:2::1/128".parse().unwrap(), RoutePolicy::default());
-    c.bench_function("Adj-RIB-Out: diff of one change against 10k", |b| {
+    rib.sync(&full, &session, true);
+    let extra: IpNet = "2001:db8:2::1/128".parse().unwrap();
+    c.bench_function("Adj-RIB-Out: one change against 10k (announce, then withdraw)", |b| {
         b.iter(|| {
-            // Alternate between the two tables so each iteration sends one announce or one withdraw.
-            black_box(rib.sync(&one_more, &session, true).updates.len());
-            black_box(rib.sync(&routes, &session, true).updates.len())
+            // Alternate so that each iteration sends one announce and one withdraw, each from the change log.
+            full.insert(extra, RoutePolicy::default());
+            black_box(rib.sync(&full, &session, true).updates.len());
+            full.remove(&extra);
+            black_box(rib.sync(&full, &session, true).updates.len())
         })
+    });
+    c.bench_function(
+        "Adj-RIB-Out: one change against 10k, whole-table diff (before the change log)",
+        |b| {
+            b.iter(|| {
+                full.insert(extra, RoutePolicy::default());
+                black_box(rib.sync_full(&full, &session, true).updates.len());
+                full.remove(&extra);
+                black_box(rib.sync_full(&full, &session, true).updates.len())
+            })
+        },
+    );
+    let table = full.table().clone();
+    let mut one_more = table.clone();
+    one_more.insert(extra, RoutePolicy::default());
+    // The agent hands the speaker a whole new table per plan: one walk over both, shared by every session.
+    let mut flip = false;
+    c.bench_function("Routes: replace a table of 10k routes by one a route apart", |b| {
+        b.iter_batched(
+            || {
+                flip = !flip;
+                if flip { one_more.clone() } else { table.clone() }
+            },
+            |next| black_box(full.replace(next)),
+            criterion::BatchSize::LargeInput,
+        )
     });
 }
 

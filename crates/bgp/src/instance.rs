@@ -17,7 +17,7 @@ use crate::fsm::SessionConfig;
 use crate::neighbor::{PeerConfig, PeerStatus};
 use crate::network;
 use crate::packet::{CeaseSubcode, Notification};
-use crate::rib::{RoutePolicy, RouteTable};
+use crate::rib::{RoutePolicy, RouteTable, Routes};
 use crate::tasks::{ListenerTask, PassivePeers, PeerCommand, PeerTask};
 
 /// Identity of the local speaker.
@@ -91,7 +91,7 @@ impl Drop for PassiveListener {
 /// touches another's session.
 pub struct Speaker {
     config: SpeakerConfig,
-    routes: watch::Sender<Arc<RouteTable>>,
+    routes: watch::Sender<Routes>,
     peers: BTreeMap<IpAddr, PeerHandle>,
     listeners: BTreeMap<SocketAddr, PassiveListener>,
 }
@@ -99,7 +99,7 @@ pub struct Speaker {
 impl Speaker {
     /// A speaker without peers or routes. Call from within a tokio runtime.
     pub fn new(config: SpeakerConfig) -> Self {
-        let (routes, _) = watch::channel(Arc::new(RouteTable::new()));
+        let (routes, _) = watch::channel(Routes::default());
         Speaker {
             config,
             routes,
@@ -266,43 +266,41 @@ impl Speaker {
     /// Announces `prefixes` (host bits are cleared) with `policy`, replacing the policy of any already announced.
     pub fn announce(&self, prefixes: impl IntoIterator<Item = IpNet>, policy: RoutePolicy) {
         let prefixes: Vec<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
-        self.routes.send_modify(|table| {
-            let table = Arc::make_mut(table);
+        self.routes.send_if_modified(|routes| {
+            let mut changed = false;
             for p in prefixes {
-                table.insert(p, policy.clone());
+                changed |= routes.insert(p, policy.clone());
             }
+            changed
         });
     }
 
     /// Withdraws `prefixes`; unknown ones are ignored.
     pub fn withdraw(&self, prefixes: impl IntoIterator<Item = IpNet>) {
         let prefixes: Vec<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
-        self.routes.send_if_modified(|table| {
-            if !prefixes.iter().any(|p| table.contains_key(p)) {
-                return false;
-            }
-            let table = Arc::make_mut(table);
+        self.routes.send_if_modified(|routes| {
+            let mut changed = false;
             for p in &prefixes {
-                table.remove(p);
+                changed |= routes.remove(p);
             }
-            true
+            changed
         });
     }
 
-    /// Replaces the whole table (what a reconciler computes); peers receive only the difference.
-    pub fn set_routes(&self, table: RouteTable) {
-        self.routes.send_if_modified(|current| {
-            if **current == table {
-                return false;
-            }
-            *current = Arc::new(table);
-            true
-        });
+    /// Replaces the whole table (what a reconciler computes); peers receive only the difference, each in time
+    /// proportional to it. Returns whether anything changed.
+    pub fn set_routes(&self, table: RouteTable) -> bool {
+        self.routes.send_if_modified(|routes| routes.replace(table))
     }
 
     /// The routes currently announced (to every peer whose session is up).
-    pub fn routes(&self) -> Arc<RouteTable> {
-        self.routes.borrow().clone()
+    pub fn routes(&self) -> RouteTable {
+        self.routes.borrow().table().clone()
+    }
+
+    /// The prefixes currently announced.
+    pub fn prefixes(&self) -> Vec<IpNet> {
+        self.routes.borrow().table().keys().copied().collect()
     }
 
     /// A snapshot of every peer's status, ordered by address.

@@ -4,12 +4,12 @@
 //! ```text
 //!  Speaker ──PeerCommand (mpsc, bounded)──▶ peer task ──TCP──▶ router
 //!     │                                      │  ▲   ▲
-//!     └──RouteTable (watch)─────────────────▶│  │   └─ TcpStream (mpsc, 1) ── listener task ◀──TCP── router
+//!     └──Routes (watch)─────────────────────▶│  │   └─ TcpStream (mpsc, 1) ── listener task ◀──TCP── router
 //!                                            │  └─ timers (deadlines), connect future
 //!                                            └──PeerStatus (watch)──▶ Speaker::peers()
 //! ```
-//! The route table is a `watch` channel: bursts of changes coalesce, and each task turns the newest table into a
-//! diff against its own Adj-RIB-Out.
+//! The route table is a `watch` channel: bursts of changes coalesce, and each task turns the changes since its last
+//! sync (the table's change log) into a diff against its own Adj-RIB-Out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -30,7 +30,7 @@ use crate::fsm::{Action, Direction, Event, Negotiated, SessionConfig, SessionFsm
 use crate::neighbor::{PeerConfig, PeerStatus};
 use crate::network;
 use crate::packet::{DecodeContext, Message, Notification, Update, decode_frame};
-use crate::rib::{AdjRibOut, RouteTable, SessionRouting};
+use crate::rib::{AdjRibOut, Routes, SessionRouting};
 
 /// Messages from the [`crate::Speaker`] to a peer task.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub enum PeerCommand {
 pub struct PeerTask {
     pub config: PeerConfig,
     pub session: SessionConfig,
-    pub routes: watch::Receiver<Arc<RouteTable>>,
+    pub routes: watch::Receiver<Routes>,
     pub status: watch::Sender<PeerStatus>,
     pub commands: mpsc::Receiver<PeerCommand>,
     /// Connections from the peer (passive peers only).
@@ -111,7 +111,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 struct PeerLoop {
     config: PeerConfig,
     fsm: SessionFsm,
-    routes: watch::Receiver<Arc<RouteTable>>,
+    routes: watch::Receiver<Routes>,
     status: watch::Sender<PeerStatus>,
     /// The connection we opened.
     outgoing: Option<Connection>,
@@ -447,9 +447,9 @@ impl PeerLoop {
         let Some((negotiated, routing)) = &self.session else {
             return;
         };
-        let table = self.routes.borrow_and_update().clone();
         let four = negotiated.four_octet_as;
-        let diff = self.adj_rib_out.sync(&table, routing, four);
+        // Computed under the channel's read lock (no await while it is held): a change costs in proportion to itself.
+        let diff = self.adj_rib_out.sync(&self.routes.borrow_and_update(), routing, four);
         let peer = self.config.address;
         if let Some((prefix, why)) = diff.skipped.first() {
             warn!(%peer, skipped = diff.skipped.len(), example = %prefix, why, "not announcing some prefixes to this peer");

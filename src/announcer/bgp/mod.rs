@@ -140,9 +140,9 @@ impl BgpAnnouncer {
         }
         self.refused = refused;
         self.active_only = active_only;
-        if *speaker.routes() != plan.routes {
-            info!(routes = plan.routes.len(), "BGP routes changed");
-            speaker.set_routes(plan.routes);
+        let routes = plan.routes.len();
+        if speaker.set_routes(plan.routes) {
+            info!(routes, "BGP routes changed");
         }
     }
 
@@ -196,7 +196,7 @@ impl BgpAnnouncer {
         let Some((_, speaker)) = &self.speaker else {
             return Vec::new();
         };
-        speaker.routes().keys().map(|net| net.addr()).collect()
+        speaker.prefixes().into_iter().map(|net| net.addr()).collect()
     }
 
     /// A receiver of every configured peer's live status (for the metrics; empty without a speaker).

@@ -379,6 +379,7 @@ fn route_policy(bgp: &herald_api::eip::EipBgp) -> RoutePolicy {
             .iter()
             .filter_map(|c| parse_large_community(c).ok())
             .collect(),
+        local_pref: bgp.local_pref,
         ..Default::default()
     }
 }

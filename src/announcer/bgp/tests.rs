@@ -77,7 +77,7 @@ impl Fixture {
             secrets: vec![],
             eips: vec![obj(
                 json!({"metadata": {"name": "routed"}, "spec": {"addresses": ["203.0.113.0/24"],
-                "protocol": "bgp", "bgp": {"communities": ["64512:100"], "largeCommunities": ["64512:1:2"]}}}),
+                "protocol": "bgp", "bgp": {"communities": ["64512:100"], "largeCommunities": ["64512:1:2"], "localPref": 250}}}),
             )],
             announcements,
             unreadable_confs: vec![],
@@ -144,6 +144,7 @@ fn rack_peer_router_id_and_eligible_bgp_routes() {
     let policy = &p.routes.values().next().unwrap();
     assert_eq!(policy.communities, [64512 << 16 | 100]);
     assert_eq!(policy.large_communities, [LargeCommunity(64512, 1, 2)]);
+    assert_eq!(policy.local_pref, Some(250), "the pool's LOCAL_PREF (for iBGP peers)");
     assert!(p.problems.is_empty(), "{:?}", p.problems);
 }
 
