@@ -255,22 +255,24 @@ impl BgpLab {
 
     /// Next hops of `prefix` in the router's kernel table.
     pub fn kernel_next_hops(&self, prefix: &str) -> Result<Vec<String>> {
-        let v6 = prefix.contains(':');
-        let out = self.lab.ip(
-            &self.router_ns,
-            &[if v6 { "-6" } else { "-4" }, "route", "show", prefix],
-        )?;
-        let mut hops: Vec<String> = out
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .map(|w| w[1].to_string())
-            .collect();
-        hops.sort();
-        hops.dedup();
-        Ok(hops)
+        kernel_next_hops(&self.lab, &self.router_ns, prefix)
     }
+}
+
+/// Next hops of `prefix` in the kernel table of `ns` (sorted; one for a plain route, several for ECMP).
+pub fn kernel_next_hops(lab: &Lab, ns: &Netns, prefix: &str) -> Result<Vec<String>> {
+    let v6 = prefix.contains(':');
+    let out = lab.ip(ns, &[if v6 { "-6" } else { "-4" }, "route", "show", prefix])?;
+    let mut hops: Vec<String> = out
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect();
+    hops.sort();
+    hops.dedup();
+    Ok(hops)
 }
 
 /// A running router daemon and how to query it.
@@ -288,14 +290,29 @@ impl Router {
         if !spec.listen && spec.kind != RouterKind::Gobgp {
             bail!("only GoBGP can be configured not to listen");
         }
+        let config = match spec.kind {
+            RouterKind::Bird => bird_config(&spec),
+            RouterKind::Frr => frr_config(&spec),
+            RouterKind::Gobgp => gobgp_config(&spec),
+        };
+        Router::start_configured(lab, ns, spec, "", &config)
+    }
 
-        let dir = lab.dir().join(format!("router-{:?}", spec.kind).to_lowercase());
+    /// Starts `kind` in `ns` with a configuration of the caller's (BIRD's `bird.conf`, FRR's `bgpd.conf`, GoBGP's
+    /// TOML). `role` tells several routers of one lab apart (their directories, FRR's instance name); the FRR run
+    /// directory `/var/run/frr/hrdt<lab id><role>` is the caller's to remove.
+    pub fn start_with_config(lab: &mut Lab, ns: &Netns, kind: RouterKind, role: &str, config: &str) -> Result<Router> {
+        Router::start_configured(lab, ns, RouterSpec::new(kind, 0), role, config)
+    }
+
+    fn start_configured(lab: &mut Lab, ns: &Netns, spec: RouterSpec, role: &str, config: &str) -> Result<Router> {
+        let dir = lab.dir().join(format!("router-{:?}{role}", spec.kind).to_lowercase());
         fs::create_dir_all(&dir)?;
-        let name = format!("hrdt{}", lab.id());
+        let name = format!("hrdt{}{role}", lab.id());
         let proc = match spec.kind {
             RouterKind::Bird => {
                 let conf = dir.join("bird.conf");
-                fs::write(&conf, bird_config(&spec))?;
+                fs::write(&conf, config)?;
                 let sock = dir.join("bird.ctl");
                 lab.spawn(ns, "bird", &["bird", "-f", "-c", &path(&conf), "-s", &path(&sock)])?
             }
@@ -313,7 +330,7 @@ impl Router {
                 let zconf = dir.join("zebra.conf");
                 fs::write(&zconf, "hostname router\n")?;
                 let bconf = dir.join("bgpd.conf");
-                fs::write(&bconf, frr_config(&spec))?;
+                fs::write(&bconf, config)?;
                 let common = |daemon: &str| -> Vec<String> {
                     vec![
                         format!("/usr/lib/frr/{daemon}"),
@@ -338,7 +355,7 @@ impl Router {
             }
             RouterKind::Gobgp => {
                 let conf = dir.join("gobgpd.toml");
-                fs::write(&conf, gobgp_config(&spec))?;
+                fs::write(&conf, config)?;
                 lab.spawn(
                     ns,
                     "gobgpd",

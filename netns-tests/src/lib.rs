@@ -490,6 +490,8 @@ pub mod bgp;
 
 pub mod cluster;
 
+pub mod fabric;
+
 pub mod rbac;
 
 #[cfg(test)]

@@ -294,6 +294,11 @@ fn local_policy_follows_the_endpoints_and_no_change_resets_a_session() {
         (s.len() == 2 && s.iter().all(|(_, v)| v.starts_with("established=true"))).then_some(s)
     });
     let before = established.unwrap_or_else(|| panic!("both sessions up: {:?}", c.session_starts()));
+    println!("sessions at the router: {before:?}");
+    assert!(
+        before.iter().all(|(_, v)| !v.contains("up=null")),
+        "the router tells when each session came up: {before:?}"
+    );
 
     c.endpoints("local", &[1]);
     hops_become(&[&n1], "the endpoint moved to n1: so did the route");

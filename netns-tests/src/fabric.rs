@@ -1,0 +1,425 @@
+//! BGP mode in the rack topology OpenELB's and MetalLB's documentation describe: a spine router with a client behind
+//! it, two leaf routers under it, node1 and node2 in rack1 under leaf1, node3 in rack2 under leaf2. Each leaf is a
+//! `BgpPeer` selecting the nodes of its rack by label, so each node peers with its own leaf; the leaves install the
+//! Service IPs by ECMP over their nodes and pass them on to the spine, which spreads traffic over both leaves. Agents
+//! run in the node namespaces against an API server on a management network (lab-apiserver, or the real
+//! kube-apiserver with `HERALD_TEST_APISERVER=kube`).
+//!
+//! ```text
+//!                         client 192.0.2.200/26
+//!                            │
+//!                  spine (BIRD, AS 64600) 192.0.2.193
+//!              192.0.2.129/30 │         │ 192.0.2.133/30
+//!          leaf1 (FRR, AS 64601)      leaf2 (BIRD, AS 64602)
+//!          rack1 192.0.2.1/26          rack2 192.0.2.65/26
+//!            │            │                 │
+//!   node1 192.0.2.11  node2 192.0.2.12   node3 192.0.2.73        (AS 64512; management network 198.51.100.0/24)
+//! ```
+//!
+//! Every node treats the whole pool as local (`ip route add local 203.0.113.0/28 dev lo`, what kube-proxy's rules
+//! amount to here) and serves its name on port 8080, so a client connection shows which node it reached.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bgp::{Router, RouterKind, kernel_next_hops};
+use crate::cluster::apiserver::ApiServer;
+use crate::{Lab, Netns, herald_bin, wait_for};
+
+/// The Service pool, every node's local range.
+pub const POOL: &str = "203.0.113.0/28";
+/// The node label the BgpPeers select racks by (as in `deploy/examples/bgp.yaml`).
+pub const RACK_LABEL: &str = "topology.kubernetes.io/rack";
+/// The nodes' AS.
+pub const NODE_ASN: u32 = 64512;
+/// The client behind the spine.
+pub const CLIENT: &str = "192.0.2.200";
+/// Hold time of the nodes' sessions with their leaves (seconds): how long a leaf keeps the routes of a node that
+/// vanished without closing its sessions.
+pub const HOLD_TIME: u16 = 9;
+
+/// A rack: its leaf router and its nodes.
+pub struct Rack {
+    pub name: &'static str,
+    pub leaf_asn: u32,
+    /// The leaf's address on the rack network (the BgpPeer's address).
+    pub leaf: &'static str,
+    /// The spine's and the leaf's ends of their link.
+    pub uplink: (&'static str, &'static str),
+    pub prefix_len: u8,
+    /// Nodes by name and rack address.
+    pub nodes: &'static [(&'static str, &'static str)],
+}
+
+/// The two racks.
+pub const RACKS: [Rack; 2] = [
+    Rack {
+        name: "rack1",
+        leaf_asn: 64601,
+        leaf: "192.0.2.1",
+        uplink: ("192.0.2.129", "192.0.2.130"),
+        prefix_len: 26,
+        nodes: &[("node1", "192.0.2.11"), ("node2", "192.0.2.12")],
+    },
+    Rack {
+        name: "rack2",
+        leaf_asn: 64602,
+        leaf: "192.0.2.65",
+        uplink: ("192.0.2.133", "192.0.2.134"),
+        prefix_len: 26,
+        nodes: &[("node3", "192.0.2.73")],
+    },
+];
+
+/// One node of the fabric.
+pub struct FabricNode {
+    pub name: String,
+    pub rack: usize,
+    /// Its rack address (the next hop it announces).
+    pub address: String,
+    pub ns: Netns,
+    /// The agent's process index in the lab, while it runs.
+    pub agent: Option<usize>,
+}
+
+/// The running fabric. Dropping it stops everything and removes every namespace.
+pub struct Fabric {
+    /// Before `lab`: stops first.
+    pub apiserver: ApiServer,
+    pub lab: Lab,
+    pub spine: Router,
+    pub spine_ns: Netns,
+    pub leaves: Vec<(Router, Netns)>,
+    pub client: Netns,
+    pub nodes: Vec<FabricNode>,
+}
+
+impl Fabric {
+    /// Tools the fabric needs.
+    pub const TOOLS: &'static [&'static str] = &["ip", "kubectl", "bird", "birdc", "zebra", "bgpd", "vtysh", "python3"];
+
+    /// Builds the topology, starts the routers, the API server with Herald's CRDs, the Node objects (labelled by
+    /// rack), the BgpConf, one BgpPeer per leaf, a BGP Eip, and an agent on every node.
+    pub fn start(test: &str) -> Result<Fabric> {
+        let mut lab = Lab::new(test);
+        let sw = lab.netns("sw");
+        let api = lab.netns("api");
+        let spine_ns = lab.netns("spine");
+        let client = lab.netns("client");
+        for bridge in ["mgmt", "rack1", "rack2"] {
+            lab.bridge(&sw, bridge)?;
+        }
+        lab.attach(&sw, "mgmt", "m-api", &api, "eth0")?;
+        lab.addr(&api, "eth0", "198.51.100.1/24")?;
+        lab.veth(&spine_ns, "eth0", &client, "eth0")?;
+        lab.addr(&spine_ns, "eth0", "192.0.2.193/26")?;
+        lab.addr(&client, "eth0", &format!("{CLIENT}/26"))?;
+        lab.ip(&client, &["route", "add", "default", "via", "192.0.2.193"])?;
+        forwarding(&lab, &spine_ns, false)?;
+
+        let mut leaves = Vec::new();
+        let mut nodes = Vec::new();
+        for (r, rack) in RACKS.iter().enumerate() {
+            let leaf_ns = lab.netns(&format!("leaf{}", r + 1));
+            let uplink = format!("eth{}", r + 1);
+            lab.veth(&spine_ns, &uplink, &leaf_ns, "eth1")?;
+            lab.addr(&spine_ns, &uplink, &format!("{}/30", rack.uplink.0))?;
+            lab.addr(&leaf_ns, "eth1", &format!("{}/30", rack.uplink.1))?;
+            lab.attach(&sw, rack.name, &format!("l-leaf{}", r + 1), &leaf_ns, "eth0")?;
+            lab.addr(&leaf_ns, "eth0", &format!("{}/{}", rack.leaf, rack.prefix_len))?;
+            lab.ip(&leaf_ns, &["route", "add", "default", "via", rack.uplink.0])?;
+            forwarding(&lab, &leaf_ns, true)?;
+            for (name, address) in rack.nodes {
+                let i = nodes.len() + 1;
+                let ns = lab.netns(name);
+                lab.attach(&sw, rack.name, &format!("r-{name}"), &ns, "eth0")?;
+                lab.addr(&ns, "eth0", &format!("{address}/{}", rack.prefix_len))?;
+                lab.attach(&sw, "mgmt", &format!("m-{name}"), &ns, "eth1")?;
+                lab.addr(&ns, "eth1", &format!("198.51.100.1{i}/24"))?;
+                lab.ip(&ns, &["route", "add", "default", "via", rack.leaf])?;
+                lab.ip(&ns, &["route", "add", "local", POOL, "dev", "lo"])?;
+                serve_name(&mut lab, &ns, name)?;
+                nodes.push(FabricNode {
+                    name: name.to_string(),
+                    rack: r,
+                    address: address.to_string(),
+                    ns,
+                    agent: None,
+                });
+            }
+            leaves.push(leaf_ns);
+        }
+
+        let spine = Router::start_with_config(&mut lab, &spine_ns, RouterKind::Bird, "spine", &spine_config())?;
+        let leaf1 = Router::start_with_config(&mut lab, &leaves[0], RouterKind::Frr, "leaf1", &frr_leaf(&RACKS[0]))?;
+        let leaf2 = Router::start_with_config(&mut lab, &leaves[1], RouterKind::Bird, "leaf2", &bird_leaf(&RACKS[1]))?;
+
+        let mut apiserver = ApiServer::start(&mut lab, &api, "198.51.100.1", 6443).context("start the API server")?;
+        apiserver.install_herald().context("install Herald")?;
+        let mut fabric = Fabric {
+            apiserver,
+            lab,
+            spine,
+            spine_ns,
+            leaves: vec![(leaf1, leaves[0].clone()), (leaf2, leaves[1].clone())],
+            client,
+            nodes,
+        };
+        fabric.configure()?;
+        for i in 0..fabric.nodes.len() {
+            fabric.start_agent(i)?;
+        }
+        Ok(fabric)
+    }
+
+    /// Node objects labelled by rack, the BgpConf, one BgpPeer per leaf selecting its rack, the BGP Eip.
+    fn configure(&self) -> Result<()> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let rack = RACKS[node.rack].name;
+            self.apiserver.apply(&format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {}, labels: {{{RACK_LABEL}: {rack}}}}}\n",
+                node.name
+            ))?;
+            let status = format!(
+                r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"198.51.100.1{}"}}]}}}}"#,
+                i + 1
+            );
+            self.apiserver.kubectl(&[
+                "patch",
+                "node",
+                &node.name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status,
+            ])?;
+        }
+        let mut objects = format!(
+            "apiVersion: herald.dev/v1alpha1\nkind: BgpConf\nmetadata: {{name: default}}\nspec: {{asn: {NODE_ASN}}}\n---\n\
+             apiVersion: herald.dev/v1alpha1\nkind: Eip\nmetadata: {{name: routed}}\n\
+             spec: {{addresses: [\"{POOL}\"], protocol: bgp}}\n"
+        );
+        for (r, rack) in RACKS.iter().enumerate() {
+            objects.push_str(&format!(
+                "---\napiVersion: herald.dev/v1alpha1\nkind: BgpPeer\nmetadata: {{name: leaf{}}}\n\
+                 spec: {{address: {}, asn: {}, holdTime: {HOLD_TIME}, \
+                 nodeSelector: {{matchLabels: {{{RACK_LABEL}: {}}}}}}}\n",
+                r + 1,
+                rack.leaf,
+                rack.leaf_asn,
+                rack.name
+            ));
+        }
+        self.apiserver.apply(&objects)
+    }
+
+    /// Starts node `i`'s agent.
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let herald = herald_bin();
+        let node = &self.nodes[i];
+        let cmd = [
+            herald.to_str().unwrap_or_default(),
+            "agent",
+            "--node-name",
+            &node.name,
+            "--metrics-addr",
+            "127.0.0.1:7472",
+        ];
+        let kubeconfig = self.apiserver.agent_kubeconfig().display().to_string();
+        let env = [("KUBECONFIG", kubeconfig.as_str()), ("RUST_LOG", "info")];
+        let label = format!("agent-{}", node.name);
+        let ns = node.ns.clone();
+        let idx = self.lab.spawn_env(&ns, &label, &cmd, &env)?;
+        self.nodes[i].agent = Some(idx);
+        Ok(())
+    }
+
+    /// kill -9 of node `i`'s agent: its process is gone, its TCP sessions are closed by its kernel.
+    pub fn kill_agent(&mut self, i: usize) -> Result<()> {
+        let idx = self.nodes[i].agent.take().context("the agent is not running")?;
+        self.lab.proc(idx).signal("KILL")?;
+        if self.lab.proc(idx).wait_exit(Duration::from_secs(10)).is_none() {
+            bail!("{}'s agent did not die", self.nodes[i].name);
+        }
+        Ok(())
+    }
+
+    /// Node `i`'s rack link down (its agent keeps running but can reach nothing on the rack: no FIN, no RST).
+    pub fn rack_link_down(&self, i: usize) -> Result<()> {
+        self.lab
+            .ip(&self.nodes[i].ns, &["link", "set", "eth0", "down"])
+            .map(|_| ())
+    }
+
+    /// Next hops of `prefix` in the kernel table of the spine.
+    pub fn spine_hops(&self, prefix: &str) -> Vec<String> {
+        kernel_next_hops(&self.lab, &self.spine_ns, prefix).unwrap_or_default()
+    }
+
+    /// Next hops of `prefix` in the kernel table of leaf `r` (0-based).
+    pub fn leaf_hops(&self, r: usize, prefix: &str) -> Vec<String> {
+        kernel_next_hops(&self.lab, &self.leaves[r].1, prefix).unwrap_or_default()
+    }
+
+    /// `connections` TCP connections from the client to `ip:8080`, each from its own source port: how many each node
+    /// answered, and how many failed.
+    pub fn client_spread(
+        &self,
+        ip: &str,
+        connections: usize,
+    ) -> Result<(std::collections::BTreeMap<String, usize>, usize)> {
+        let script = format!(
+            "import socket, collections\n\
+             seen = collections.Counter()\n\
+             failed = 0\n\
+             for i in range({connections}):\n\
+             \x20   try:\n\
+             \x20       s = socket.create_connection(('{ip}', 8080), timeout=1)\n\
+             \x20       seen[s.recv(64).decode().strip()] += 1\n\
+             \x20       s.close()\n\
+             \x20   except OSError:\n\
+             \x20       failed += 1\n\
+             print(failed, ' '.join(f'{{k}}={{v}}' for k, v in sorted(seen.items())))\n"
+        );
+        let out = self.lab.exec(&self.client, &["python3", "-c", &script])?;
+        if !out.status.success() {
+            bail!("client: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut words = text.split_whitespace();
+        let failed = words.next().and_then(|w| w.parse().ok()).context("client output")?;
+        let seen = words
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect();
+        Ok((seen, failed))
+    }
+
+    /// Waits until `check` holds, with a description of what was last seen on failure.
+    pub fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Fabric) -> Option<()>,
+        seen: impl Fn(&Fabric) -> String,
+    ) -> Result<()> {
+        wait_for(timeout, || check(self)).with_context(|| format!("{what}; last seen: {}", seen(self)))
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        // FRR's run directory (sockets, pid files) lives outside the lab directory.
+        let _ = fs::remove_dir_all(PathBuf::from("/var/run/frr").join(format!("hrdt{}leaf1", self.lab.id())));
+    }
+}
+
+/// Forwarding on, and ECMP hashing on ports too, so that the connections of one client spread over the next hops.
+/// A leaf (`leaf`) hashes other fields than the spine (source address and port only, not the whole 5-tuple): with one
+/// hash everywhere, a leaf would send every flow the spine gave it to the same node, since the spine chose it by the
+/// same hash (polarization; real fabrics seed each switch differently, which a network namespace cannot: the seed
+/// is the same in every namespace).
+fn forwarding(lab: &Lab, ns: &Netns, leaf: bool) -> Result<()> {
+    let hash = if leaf {
+        "net.ipv4.fib_multipath_hash_policy=3 net.ipv4.fib_multipath_hash_fields=0x11"
+    } else {
+        "net.ipv4.fib_multipath_hash_policy=1"
+    };
+    lab.sh(
+        ns,
+        &format!("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 {hash}"),
+    )
+    .map(|_| ())
+}
+
+/// A TCP responder on port 8080 of every local address (the pool included) that answers with the node's name.
+fn serve_name(lab: &mut Lab, ns: &Netns, name: &str) -> Result<()> {
+    let script = format!(
+        "import socketserver\n\
+         class H(socketserver.BaseRequestHandler):\n\
+         \x20   def handle(self):\n\
+         \x20       self.request.sendall(b'{name}\\n')\n\
+         socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
+         socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+    );
+    lab.spawn(ns, &format!("serve-{name}"), &["python3", "-c", &script])?;
+    let listening = wait_for(Duration::from_secs(10), || {
+        lab.sh(ns, "ss -Hltn 'sport = :8080'")
+            .ok()
+            .filter(|out| !out.trim().is_empty())
+    });
+    if listening.is_none() {
+        bail!("the responder of {name} does not listen on port 8080");
+    }
+    Ok(())
+}
+
+/// The spine (BIRD): one eBGP session per leaf, every route into the kernel, ECMP across the leaves.
+fn spine_config() -> String {
+    let mut c = String::from(
+        "router id 192.0.2.193;\n\
+         protocol device { scan time 1; }\n\
+         protocol kernel k4 { ipv4 { export all; }; merge paths on; }\n",
+    );
+    for (r, rack) in RACKS.iter().enumerate() {
+        c.push_str(&format!(
+            "protocol bgp leaf{} {{\n  local {} as 64600;\n  neighbor {} as {};\n  error wait time 1, 5;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n",
+            r + 1,
+            rack.uplink.0,
+            rack.uplink.1,
+            rack.leaf_asn
+        ));
+    }
+    c
+}
+
+/// A leaf on FRR: its rack's nodes (ECMP into the kernel) and the spine (the rack's routes passed on).
+fn frr_leaf(rack: &Rack) -> String {
+    let mut c = format!(
+        "frr defaults traditional\nhostname {name}\nlog timestamp precision 3\n!\nrouter bgp {asn}\n \
+         bgp router-id {id}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n \
+         neighbor {spine} remote-as 64600\n",
+        name = rack.name,
+        asn = rack.leaf_asn,
+        id = rack.uplink.1,
+        spine = rack.uplink.0,
+    );
+    for (_, address) in rack.nodes {
+        c.push_str(&format!(
+            " neighbor {address} remote-as {NODE_ASN}\n neighbor {address} timers {} {HOLD_TIME}\n \
+             neighbor {address} timers connect 1\n",
+            HOLD_TIME / 3
+        ));
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n");
+    c.push_str(&format!("  neighbor {} activate\n", rack.uplink.0));
+    for (_, address) in rack.nodes {
+        c.push_str(&format!("  neighbor {address} activate\n"));
+    }
+    c.push_str(" exit-address-family\n!\n");
+    c
+}
+
+/// A leaf on BIRD: its rack's nodes (ECMP into the kernel) and the spine (the rack's routes passed on).
+fn bird_leaf(rack: &Rack) -> String {
+    let mut c = format!(
+        "router id {};\n\
+         protocol device {{ scan time 1; }}\n\
+         protocol kernel k4 {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+         protocol bgp spine {{\n  local {} as {};\n  neighbor {} as 64600;\n  error wait time 1, 5;\n  \
+         ipv4 {{ import none; export all; }};\n}}\n",
+        rack.uplink.1, rack.uplink.1, rack.leaf_asn, rack.uplink.0
+    );
+    for (name, address) in rack.nodes {
+        c.push_str(&format!(
+            "protocol bgp {name} {{\n  local {} as {};\n  neighbor {address} as {NODE_ASN};\n  hold time {HOLD_TIME};\n  \
+             error wait time 1, 5;\n  connect retry time 1;\n  ipv4 {{ import all; export none; }};\n}}\n",
+            rack.leaf, rack.leaf_asn
+        ));
+    }
+    c
+}

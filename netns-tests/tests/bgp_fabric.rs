@@ -1,0 +1,170 @@
+//! BGP mode in racks (`herald_netns_tests::fabric`): each node peers with its own leaf, the spine holds the Service
+//! IP by ECMP over both leaves and leaf1 over node1 and node2, and client connections through the spine reach all
+//! three nodes. A node lost (its agent killed, then its rack link cut) leaves the leaf and the spine, and the client
+//! keeps reaching the others.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use herald_netns_tests::fabric::{Fabric, HOLD_TIME, RACKS};
+use herald_netns_tests::require;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn hops(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Established sessions per node of a BgpPeer, from its status.
+fn sessions(f: &Fabric, peer: &str) -> BTreeMap<String, String> {
+    let rows = f
+        .apiserver
+        .kubectl(&[
+            "get",
+            "bgppeer",
+            peer,
+            "-o",
+            r#"jsonpath={range .status.sessions[*]}{.node}={.state}{"\n"}{end}"#,
+        ])
+        .unwrap_or_default();
+    rows.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+#[test]
+fn racks_spread_traffic_over_every_node_and_a_lost_node_leaves_the_fabric() {
+    if !require(Fabric::TOOLS) {
+        return;
+    }
+    let mut f = Fabric::start("bgp-fabric").expect("the fabric starts");
+    f.apiserver
+        .apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 8080}]}\n")
+        .unwrap();
+    let ip = herald_netns_tests::wait_for(WAIT, || {
+        let ip = f
+            .apiserver
+            .kubectl(&[
+                "get",
+                "service",
+                "web",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ])
+            .unwrap_or_default();
+        (!ip.is_empty()).then_some(ip)
+    })
+    .expect("the Service gets an IP");
+    let prefix = format!("{ip}/32");
+    let (leaf1_up, leaf2_up) = (RACKS[0].uplink.1, RACKS[1].uplink.1);
+
+    // Each leaf holds the IP over its own nodes, the spine over both leaves.
+    f.wait(
+        WAIT,
+        "leaf1 holds the IP over node1 and node2",
+        |f| (f.leaf_hops(0, &prefix) == hops(&["192.0.2.11", "192.0.2.12"])).then_some(()),
+        |f| format!("{:?}", f.leaf_hops(0, &prefix)),
+    )
+    .unwrap();
+    f.wait(
+        WAIT,
+        "leaf2 holds the IP over node3",
+        |f| (f.leaf_hops(1, &prefix) == hops(&["192.0.2.73"])).then_some(()),
+        |f| format!("{:?}", f.leaf_hops(1, &prefix)),
+    )
+    .unwrap();
+    f.wait(
+        WAIT,
+        "the spine holds the IP by ECMP over both leaves",
+        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up, leaf2_up])).then_some(()),
+        |f| format!("{:?}", f.spine_hops(&prefix)),
+    )
+    .unwrap();
+    // Every node's session, each with its own leaf only.
+    f.wait(
+        WAIT,
+        "kubectl get bgppeer shows every node's session",
+        |f| {
+            let (a, b) = (sessions(f, "leaf1"), sessions(f, "leaf2"));
+            let up = |m: &BTreeMap<String, String>, nodes: &[&str]| {
+                m.len() == nodes.len()
+                    && nodes
+                        .iter()
+                        .all(|n| m.get(*n).map(String::as_str) == Some("Established"))
+            };
+            (up(&a, &["node1", "node2"]) && up(&b, &["node3"])).then_some(())
+        },
+        |f| format!("leaf1 {:?}, leaf2 {:?}", sessions(f, "leaf1"), sessions(f, "leaf2")),
+    )
+    .unwrap();
+
+    // 300 connections from behind the spine reach all three nodes.
+    let (spread, failed) = f.client_spread(&ip, 300).unwrap();
+    assert_eq!(failed, 0, "no connection fails: {spread:?}");
+    println!("300 connections through the spine: {spread:?}");
+    for node in ["node1", "node2", "node3"] {
+        assert!(
+            spread.get(node).is_some_and(|n| *n > 0),
+            "{node} answered some of 300: {spread:?}"
+        );
+    }
+
+    // kill -9 of node3's agent: its kernel closes the session, leaf2 and then the spine drop the route.
+    f.kill_agent(2).unwrap();
+    f.wait(
+        WAIT,
+        "node3's route leaves leaf2",
+        |f| f.leaf_hops(1, &prefix).is_empty().then_some(()),
+        |f| format!("{:?}", f.leaf_hops(1, &prefix)),
+    )
+    .unwrap();
+    f.wait(
+        WAIT,
+        "the spine holds the IP over leaf1 alone",
+        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up])).then_some(()),
+        |f| format!("{:?}", f.spine_hops(&prefix)),
+    )
+    .unwrap();
+    let (spread, failed) = f.client_spread(&ip, 100).unwrap();
+    assert_eq!(failed, 0, "after the kill, no connection fails: {spread:?}");
+    assert_eq!(
+        spread.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["node1", "node2"],
+        "nodes 1 and 2 answer: {spread:?}"
+    );
+
+    // node3 comes back, then its rack link goes down: no FIN, no RST; leaf2 drops it when the hold time runs out.
+    f.start_agent(2).unwrap();
+    f.wait(
+        WAIT,
+        "node3 is back under leaf2 and the spine",
+        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up, leaf2_up])).then_some(()),
+        |f| format!("{:?}", f.spine_hops(&prefix)),
+    )
+    .unwrap();
+    f.rack_link_down(2).unwrap();
+    f.wait(
+        Duration::from_secs(u64::from(HOLD_TIME) * 3),
+        "node3's route leaves leaf2 within its hold time",
+        |f| f.leaf_hops(1, &prefix).is_empty().then_some(()),
+        |f| format!("{:?}", f.leaf_hops(1, &prefix)),
+    )
+    .unwrap();
+    f.wait(
+        WAIT,
+        "the spine holds the IP over leaf1 alone",
+        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up])).then_some(()),
+        |f| format!("{:?}", f.spine_hops(&prefix)),
+    )
+    .unwrap();
+    let (spread, failed) = f.client_spread(&ip, 100).unwrap();
+    assert_eq!(failed, 0, "after the link cut, no connection fails: {spread:?}");
+    assert_eq!(
+        spread.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["node1", "node2"],
+        "nodes 1 and 2 answer: {spread:?}"
+    );
+}
