@@ -8,7 +8,7 @@
 //! ```text
 //!                         client 192.0.2.200/26
 //!                            │
-//!                  spine (BIRD, AS 64600) 192.0.2.193
+//!                  spine (FRR, AS 64600) 192.0.2.193
 //!              192.0.2.129/30 │         │ 192.0.2.133/30
 //!          leaf1 (FRR, AS 64601)      leaf2 (BIRD, AS 64602)
 //!          rack1 192.0.2.1/26          rack2 192.0.2.65/26
@@ -153,7 +153,7 @@ impl Fabric {
             leaves.push(leaf_ns);
         }
 
-        let spine = Router::start_with_config(&mut lab, &spine_ns, RouterKind::Bird, "spine", &spine_config())?;
+        let spine = Router::start_with_config(&mut lab, &spine_ns, RouterKind::Frr, "spine", &spine_config())?;
         let leaf1 = Router::start_with_config(&mut lab, &leaves[0], RouterKind::Frr, "leaf1", &frr_leaf(&RACKS[0]))?;
         let leaf2 = Router::start_with_config(&mut lab, &leaves[1], RouterKind::Bird, "leaf2", &bird_leaf(&RACKS[1]))?;
 
@@ -247,6 +247,16 @@ impl Fabric {
         Ok(())
     }
 
+    /// SIGTERM to node `i`'s agent (a clean stop, as in a rolling update), and its exit.
+    pub fn stop_agent(&mut self, i: usize) -> Result<()> {
+        let idx = self.nodes[i].agent.take().context("the agent is not running")?;
+        self.lab.proc(idx).signal("TERM")?;
+        if self.lab.proc(idx).wait_exit(Duration::from_secs(15)).is_none() {
+            bail!("{}'s agent did not stop on SIGTERM", self.nodes[i].name);
+        }
+        Ok(())
+    }
+
     /// Node `i`'s rack link down (its agent keeps running but can reach nothing on the rack: no FIN, no RST).
     pub fn rack_link_down(&self, i: usize) -> Result<()> {
         self.lab
@@ -298,6 +308,34 @@ impl Fabric {
         Ok((seen, failed))
     }
 
+    /// Starts the client's continuous probe of `ip:8080`: a new connection every 20 ms, and one line a second on its
+    /// stdout saying which nodes answered and how many attempts were lost in that second (the live view of the
+    /// client, read with [`Fabric::probe`]). Returns the process index.
+    pub fn start_probe(&mut self, ip: &str) -> Result<usize> {
+        let client = self.client.clone();
+        self.lab.spawn(&client, "probe", &["python3", "-u", "-c", PROBE, ip])
+    }
+
+    /// What probe `idx` saw so far: its lines, the connections each node answered, and the attempts lost.
+    pub fn probe(&mut self, idx: usize) -> ProbeReport {
+        let lines: Vec<String> = self.lab.proc(idx).stdout().lines().map(String::from).collect();
+        let mut report = ProbeReport {
+            lines,
+            ..ProbeReport::default()
+        };
+        for line in &report.lines {
+            for (key, value) in line.split_whitespace().filter_map(|w| w.split_once('=')) {
+                let Ok(n) = value.parse::<usize>() else { continue };
+                match key {
+                    "lost" => report.lost += n,
+                    "t" => {}
+                    node => *report.answered.entry(node.to_string()).or_default() += n,
+                }
+            }
+        }
+        report
+    }
+
     /// Waits until `check` holds, with a description of what was last seen on failure.
     pub fn wait(
         &self,
@@ -310,10 +348,44 @@ impl Fabric {
     }
 }
 
+/// What a client probe saw ([`Fabric::probe`]).
+#[derive(Debug, Default)]
+pub struct ProbeReport {
+    /// One line a second: `t=12 node1=24 node3=25 lost=0`.
+    pub lines: Vec<String>,
+    /// Connections each node answered.
+    pub answered: std::collections::BTreeMap<String, usize>,
+    /// Attempts that failed (refused, reset, or no answer within 500 ms).
+    pub lost: usize,
+}
+
+/// The client's probe (`python3 -c PROBE IP`).
+const PROBE: &str = r#"
+import collections, socket, sys, time
+ip = sys.argv[1]
+seen, lost, second, start = collections.Counter(), 0, 0, time.monotonic()
+while True:
+    began = time.monotonic()
+    try:
+        s = socket.create_connection((ip, 8080), timeout=0.5)
+        seen[s.recv(64).decode().strip() or "?"] += 1
+        s.close()
+    except OSError:
+        lost += 1
+    now = time.monotonic()
+    if now - start >= second + 1:
+        second += 1
+        print(f"t={second} " + " ".join(f"{k}={v}" for k, v in sorted(seen.items())) + f" lost={lost}")
+        seen, lost = collections.Counter(), 0
+    time.sleep(max(0.0, 0.02 - (time.monotonic() - began)))
+"#;
+
 impl Drop for Fabric {
     fn drop(&mut self) {
         // FRR's run directory (sockets, pid files) lives outside the lab directory.
-        let _ = fs::remove_dir_all(PathBuf::from("/var/run/frr").join(format!("hrdt{}leaf1", self.lab.id())));
+        for role in ["spine", "leaf1"] {
+            let _ = fs::remove_dir_all(PathBuf::from("/var/run/frr").join(format!("hrdt{}{role}", self.lab.id())));
+        }
     }
 }
 
@@ -357,23 +429,21 @@ fn serve_name(lab: &mut Lab, ns: &Netns, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The spine (BIRD): one eBGP session per leaf, every route into the kernel, ECMP across the leaves.
+/// The spine (FRR): one eBGP session per leaf, ECMP across the leaves (their ASes differ: multipath-relax).
 fn spine_config() -> String {
     let mut c = String::from(
-        "router id 192.0.2.193;\n\
-         protocol device { scan time 1; }\n\
-         protocol kernel k4 { ipv4 { export all; }; merge paths on; }\n",
+        "frr defaults traditional\nhostname spine\nlog timestamp precision 3\n!\nrouter bgp 64600\n \
+         bgp router-id 192.0.2.193\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n \
+         bgp bestpath as-path multipath-relax\n",
     );
-    for (r, rack) in RACKS.iter().enumerate() {
-        c.push_str(&format!(
-            "protocol bgp leaf{} {{\n  local {} as 64600;\n  neighbor {} as {};\n  error wait time 1, 5;\n  \
-             ipv4 {{ import all; export none; }};\n}}\n",
-            r + 1,
-            rack.uplink.0,
-            rack.uplink.1,
-            rack.leaf_asn
-        ));
+    for rack in &RACKS {
+        c.push_str(&format!(" neighbor {} remote-as {}\n", rack.uplink.1, rack.leaf_asn));
     }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n");
+    for rack in &RACKS {
+        c.push_str(&format!("  neighbor {} activate\n", rack.uplink.1));
+    }
+    c.push_str(" exit-address-family\n!\n");
     c
 }
 
@@ -381,7 +451,7 @@ fn spine_config() -> String {
 fn frr_leaf(rack: &Rack) -> String {
     let mut c = format!(
         "frr defaults traditional\nhostname {name}\nlog timestamp precision 3\n!\nrouter bgp {asn}\n \
-         bgp router-id {id}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n \
+         bgp router-id {id}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp graceful-restart\n \
          neighbor {spine} remote-as 64600\n",
         name = rack.name,
         asn = rack.leaf_asn,
@@ -417,7 +487,8 @@ fn bird_leaf(rack: &Rack) -> String {
     for (name, address) in rack.nodes {
         c.push_str(&format!(
             "protocol bgp {name} {{\n  local {} as {};\n  neighbor {address} as {NODE_ASN};\n  hold time {HOLD_TIME};\n  \
-             error wait time 1, 5;\n  connect retry time 1;\n  ipv4 {{ import all; export none; }};\n}}\n",
+             error wait time 1, 5;\n  connect retry time 1;\n  graceful restart on;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n",
             rack.leaf, rack.leaf_asn
         ));
     }

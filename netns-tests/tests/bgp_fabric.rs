@@ -168,3 +168,113 @@ fn racks_spread_traffic_over_every_node_and_a_lost_node_leaves_the_fabric() {
         "nodes 1 and 2 answer: {spread:?}"
     );
 }
+
+/// A clean stop (SIGTERM, as in a rolling update) in BGP mode loses no connection of a client probing through the
+/// spine every 20 ms: without graceful restart the agent withdraws its routes first and then closes, so the leaf
+/// moves the traffic while the node still forwards; with graceful restart (BgpConf) it closes without a
+/// NOTIFICATION, the leaf keeps the node's routes while the agent restarts, and the new agent takes them over.
+#[test]
+fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
+    if !require(Fabric::TOOLS) {
+        return;
+    }
+    let mut f = Fabric::start("bgp-fabric-stop").expect("the fabric starts");
+    f.apiserver
+        .apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 8080}]}\n")
+        .unwrap();
+    let ip = herald_netns_tests::wait_for(WAIT, || {
+        let ip = f
+            .apiserver
+            .kubectl(&[
+                "get",
+                "service",
+                "web",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ])
+            .unwrap_or_default();
+        (!ip.is_empty()).then_some(ip)
+    })
+    .expect("the Service gets an IP");
+    let prefix = format!("{ip}/32");
+    let leaf1_hops = |f: &Fabric| format!("{:?}", f.leaf_hops(0, &prefix));
+    let over = |nodes: &'static [&'static str]| {
+        let prefix = prefix.clone();
+        move |f: &Fabric| (f.leaf_hops(0, &prefix) == hops(nodes)).then_some(())
+    };
+    let both = &["192.0.2.11", "192.0.2.12"];
+    f.wait(WAIT, "leaf1 over node1 and node2", over(both), leaf1_hops)
+        .unwrap();
+    let uplinks = hops(&[RACKS[0].uplink.1, RACKS[1].uplink.1]);
+    f.wait(
+        WAIT,
+        "the spine over both leaves",
+        |f| (f.spine_hops(&prefix) == uplinks).then_some(()),
+        |f| format!("{:?}", f.spine_hops(&prefix)),
+    )
+    .unwrap();
+    let probe = f.start_probe(&ip).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Without graceful restart: withdraw, then close.
+    f.stop_agent(0).unwrap();
+    f.wait(WAIT, "node1's route leaves leaf1", over(&["192.0.2.12"]), leaf1_hops)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    f.start_agent(0).unwrap();
+    f.wait(WAIT, "node1 back under leaf1", over(both), leaf1_hops).unwrap();
+
+    // With graceful restart: the sessions are renegotiated with the capability (each reset withdraws first), then a
+    // clean stop leaves node1's route at the leaf while the agent is away.
+    f.apiserver
+        .apply(&format!(
+            "apiVersion: herald.dev/v1alpha1\nkind: BgpConf\nmetadata: {{name: default}}\n\
+             spec: {{asn: {}, gracefulRestart: {{enabled: true, restartTime: 60}}}}\n",
+            herald_netns_tests::fabric::NODE_ASN
+        ))
+        .unwrap();
+    let graceful = |f: &Fabric| {
+        let out = f.leaves[0]
+            .0
+            .cli("show bgp neighbors 192.0.2.11 json")
+            .unwrap_or_default();
+        out.contains("\"gracefulRestartInfo\"") && out.contains("\"bgpState\":\"Established\"")
+    };
+    f.wait(
+        WAIT,
+        "node1's session with leaf1 renegotiated with graceful restart",
+        |f| graceful(f).then_some(()),
+        |f| {
+            f.leaves[0]
+                .0
+                .cli("show bgp neighbors 192.0.2.11 json")
+                .unwrap_or_default()
+        },
+    )
+    .unwrap();
+    f.wait(WAIT, "leaf1 over node1 and node2", over(both), leaf1_hops)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    f.stop_agent(0).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        f.leaf_hops(0, &prefix),
+        hops(both),
+        "leaf1 keeps node1's route (stale) while its agent restarts"
+    );
+    f.start_agent(0).unwrap();
+    f.wait(WAIT, "node1 under leaf1 again", over(both), leaf1_hops).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let report = f.probe(probe);
+    println!("the client's view, a line a second:\n{}", report.lines.join("\n"));
+    assert!(report.lines.len() >= 10, "the probe ran throughout: {report:?}");
+    assert_eq!(report.lost, 0, "no connection lost: {report:?}");
+    assert!(
+        ["node1", "node2", "node3"]
+            .iter()
+            .all(|n| report.answered.get(*n).is_some_and(|c| *c > 0)),
+        "every node answered: {:?}",
+        report.answered
+    );
+}

@@ -372,6 +372,15 @@ impl AdjRibOut {
         diff
     }
 
+    /// UPDATEs withdrawing everything announced (a clean stop withdraws before it closes); the peer then holds nothing
+    /// of ours.
+    pub fn withdraw_all(&mut self) -> Vec<Update> {
+        let gone: Vec<IpNet> = self.sent.keys().copied().collect();
+        self.sent.clear();
+        self.interned.clear();
+        Self::updates(RibDiff::default(), gone, BTreeMap::new(), true).updates
+    }
+
     /// Everything announced for `afi` again (RFC 2918 route refresh), grouped by attributes.
     pub fn resend(&self, afi: Afi, four_octet_as: bool) -> Vec<Update> {
         let mut groups: BTreeMap<&OutboundAttributes, Vec<IpNet>> = BTreeMap::new();
@@ -484,6 +493,11 @@ mod tests {
         let resent = rib.resend(Afi::IPV4, true);
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].nlri, vec!["203.0.113.2/32".parse().unwrap()]);
+
+        let gone = rib.withdraw_all();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].withdrawn, vec!["203.0.113.2/32".parse().unwrap()]);
+        assert!(rib.is_empty());
     }
 
     #[test]

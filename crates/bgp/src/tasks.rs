@@ -178,6 +178,9 @@ impl PeerTask {
                 cmd = commands.recv() => {
                     match cmd {
                         Some(PeerCommand::Stop(cease)) => {
+                            // Withdraw first, then close: the router moves the traffic while this node still
+                            // forwards it, instead of finding out from the NOTIFICATION.
+                            peer.withdraw_all().await;
                             peer.feed(Event::Stop(cease)).await;
                         }
                         Some(PeerCommand::Abandon) | None => {
@@ -441,6 +444,21 @@ impl PeerLoop {
         let four = self.session.as_ref().is_some_and(|(n, _)| n.four_octet_as);
         let eor: Vec<Update> = families.into_iter().map(Update::end_of_rib).collect();
         self.send_updates(eor, four).await;
+    }
+
+    /// Withdraws every route announced on an established session.
+    async fn withdraw_all(&mut self) {
+        let Some((negotiated, _)) = &self.session else {
+            return;
+        };
+        let four = negotiated.four_octet_as;
+        let withdrawn = self.adj_rib_out.len();
+        let updates = self.adj_rib_out.withdraw_all();
+        if withdrawn > 0 {
+            info!(peer = %self.config.address, withdrawn, "withdrawing every route before closing the session");
+        }
+        self.status.send_modify(|s| s.prefixes_sent = 0);
+        self.send_updates(updates, four).await;
     }
 
     async fn sync_routes(&mut self) {

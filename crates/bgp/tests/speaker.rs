@@ -187,17 +187,29 @@ async fn announces_diffs_resends_on_refresh_and_ceases_on_shutdown() {
     assert!(status.updates_sent >= 6);
     assert!(status.uptime().is_some());
 
+    // A clean stop withdraws every route first, then sends the Cease.
     speaker.shutdown(ShutdownMode::Withdraw).await;
+    let mut withdrawn = Vec::new();
     loop {
         match peer.recv().await {
             Message::Keepalive => {}
+            Message::Update(u) => {
+                assert!(u.nlri.is_empty(), "only withdrawals: {u:?}");
+                withdrawn.extend(u.withdrawn);
+            }
             Message::Notification(n) => {
                 assert_eq!((n.code, n.subcode), (6, 2));
                 break;
             }
-            other => panic!("expected the Cease, got {other:?}"),
+            other => panic!("expected withdrawals, then the Cease; got {other:?}"),
         }
     }
+    withdrawn.sort();
+    assert_eq!(
+        withdrawn,
+        ["203.0.113.2/32".parse().unwrap(), "203.0.113.3/32".parse().unwrap()],
+        "every route withdrawn before the Cease"
+    );
 }
 
 /// An UPDATE as the router would send it: header, withdrawn routes, path attributes and NLRI, all hex.
@@ -328,8 +340,12 @@ async fn changing_one_peer_leaves_the_other_session_alone() {
     loop {
         match peer_a.recv().await {
             Message::Keepalive => {}
+            // Removal withdraws the routes, then closes.
             Message::Update(u) => {
-                assert!(u.end_of_rib_family().is_some(), "unexpected UPDATE {u:?}")
+                assert!(
+                    u.end_of_rib_family().is_some() || (u.nlri.is_empty() && !u.withdrawn.is_empty()),
+                    "unexpected UPDATE {u:?}"
+                )
             }
             Message::Notification(n) => {
                 assert_eq!((n.code, n.subcode), (6, 3), "Cease / Peer De-configured");
