@@ -153,9 +153,9 @@ impl Fabric {
             leaves.push(leaf_ns);
         }
 
-        let spine = Router::start_with_config(&mut lab, &spine_ns, RouterKind::Frr, "spine", &spine_config())?;
-        let leaf1 = Router::start_with_config(&mut lab, &leaves[0], RouterKind::Frr, "leaf1", &frr_leaf(&RACKS[0]))?;
-        let leaf2 = Router::start_with_config(&mut lab, &leaves[1], RouterKind::Bird, "leaf2", &bird_leaf(&RACKS[1]))?;
+        let spine = Router::start_with_config(&mut lab, &spine_ns, RouterKind::Frr, "spine", SPINE_CONFIG)?;
+        let leaf1 = Router::start_with_config(&mut lab, &leaves[0], RouterKind::Frr, "leaf1", LEAF1_CONFIG)?;
+        let leaf2 = Router::start_with_config(&mut lab, &leaves[1], RouterKind::Bird, "leaf2", LEAF2_CONFIG)?;
 
         let mut apiserver = ApiServer::start(&mut lab, &api, "198.51.100.1", 6443).context("start the API server")?;
         apiserver.install_herald().context("install Herald")?;
@@ -359,26 +359,8 @@ pub struct ProbeReport {
     pub lost: usize,
 }
 
-/// The client's probe (`python3 -c PROBE IP`).
-const PROBE: &str = r#"
-import collections, socket, sys, time
-ip = sys.argv[1]
-seen, lost, second, start = collections.Counter(), 0, 0, time.monotonic()
-while True:
-    began = time.monotonic()
-    try:
-        s = socket.create_connection((ip, 8080), timeout=0.5)
-        seen[s.recv(64).decode().strip() or "?"] += 1
-        s.close()
-    except OSError:
-        lost += 1
-    now = time.monotonic()
-    if now - start >= second + 1:
-        second += 1
-        print(f"t={second} " + " ".join(f"{k}={v}" for k, v in sorted(seen.items())) + f" lost={lost}")
-        seen, lost = collections.Counter(), 0
-    time.sleep(max(0.0, 0.02 - (time.monotonic() - began)))
-"#;
+/// The client's probe (`python3 -c PROBE IP`), shared with `scripts/lab.sh up --mode bgp`.
+const PROBE: &str = include_str!("../../scripts/lab/probe.py");
 
 impl Drop for Fabric {
     fn drop(&mut self) {
@@ -429,68 +411,27 @@ fn serve_name(lab: &mut Lab, ns: &Netns, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The spine (FRR): one eBGP session per leaf, ECMP across the leaves (their ASes differ: multipath-relax).
-fn spine_config() -> String {
-    let mut c = String::from(
-        "frr defaults traditional\nhostname spine\nlog timestamp precision 3\n!\nrouter bgp 64600\n \
-         bgp router-id 192.0.2.193\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n \
-         bgp bestpath as-path multipath-relax\n",
-    );
-    for rack in &RACKS {
-        c.push_str(&format!(" neighbor {} remote-as {}\n", rack.uplink.1, rack.leaf_asn));
-    }
-    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n");
-    for rack in &RACKS {
-        c.push_str(&format!("  neighbor {} activate\n", rack.uplink.1));
-    }
-    c.push_str(" exit-address-family\n!\n");
-    c
-}
+/// The routers' configurations, shared with `scripts/lab.sh up --mode bgp` (the same topology and addresses).
+const SPINE_CONFIG: &str = include_str!("../../scripts/lab/bgp/spine.frr.conf");
+const LEAF1_CONFIG: &str = include_str!("../../scripts/lab/bgp/leaf1.frr.conf");
+const LEAF2_CONFIG: &str = include_str!("../../scripts/lab/bgp/leaf2.bird.conf");
 
-/// A leaf on FRR: its rack's nodes (ECMP into the kernel) and the spine (the rack's routes passed on).
-fn frr_leaf(rack: &Rack) -> String {
-    let mut c = format!(
-        "frr defaults traditional\nhostname {name}\nlog timestamp precision 3\n!\nrouter bgp {asn}\n \
-         bgp router-id {id}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n bgp graceful-restart\n \
-         neighbor {spine} remote-as 64600\n",
-        name = rack.name,
-        asn = rack.leaf_asn,
-        id = rack.uplink.1,
-        spine = rack.uplink.0,
-    );
-    for (_, address) in rack.nodes {
-        c.push_str(&format!(
-            " neighbor {address} remote-as {NODE_ASN}\n neighbor {address} timers {} {HOLD_TIME}\n \
-             neighbor {address} timers connect 1\n",
-            HOLD_TIME / 3
-        ));
-    }
-    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n");
-    c.push_str(&format!("  neighbor {} activate\n", rack.uplink.0));
-    for (_, address) in rack.nodes {
-        c.push_str(&format!("  neighbor {address} activate\n"));
-    }
-    c.push_str(" exit-address-family\n!\n");
-    c
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A leaf on BIRD: its rack's nodes (ECMP into the kernel) and the spine (the rack's routes passed on).
-fn bird_leaf(rack: &Rack) -> String {
-    let mut c = format!(
-        "router id {};\n\
-         protocol device {{ scan time 1; }}\n\
-         protocol kernel k4 {{ ipv4 {{ export all; }}; merge paths on; }}\n\
-         protocol bgp spine {{\n  local {} as {};\n  neighbor {} as 64600;\n  error wait time 1, 5;\n  \
-         ipv4 {{ import none; export all; }};\n}}\n",
-        rack.uplink.1, rack.uplink.1, rack.leaf_asn, rack.uplink.0
-    );
-    for (name, address) in rack.nodes {
-        c.push_str(&format!(
-            "protocol bgp {name} {{\n  local {} as {};\n  neighbor {address} as {NODE_ASN};\n  hold time {HOLD_TIME};\n  \
-             error wait time 1, 5;\n  connect retry time 1;\n  graceful restart on;\n  \
-             ipv4 {{ import all; export none; }};\n}}\n",
-            rack.leaf, rack.leaf_asn
-        ));
+    /// The shared router configurations name the addresses and ASes the fixture builds.
+    #[test]
+    fn router_configs_match_the_topology() {
+        for rack in &RACKS {
+            assert!(SPINE_CONFIG.contains(&format!("neighbor {} remote-as {}", rack.uplink.1, rack.leaf_asn)));
+        }
+        for (config, rack) in [(LEAF1_CONFIG, &RACKS[0]), (LEAF2_CONFIG, &RACKS[1])] {
+            assert!(config.contains(rack.uplink.0), "{}: the spine", rack.name);
+            for (_, address) in rack.nodes {
+                assert!(config.contains(&format!("{address} ")), "{}: {address}", rack.name);
+            }
+            assert!(config.contains(&format!("{HOLD_TIME}")), "{}: hold time", rack.name);
+        }
     }
-    c
 }
