@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Herald's one-command lab: a three-node "cluster" in network namespaces on this machine, no Kubernetes needed.
 #
-#   sudo scripts/lab.sh [up] [--detach] [--apiserver lab|kube]
-#                                         build, start the lab, show Layer 2 failover; Ctrl-C removes everything
+#   sudo scripts/lab.sh [up] [--detach] [--apiserver lab|kube] [--mode l2|bgp]
+#                                         build, start the lab, show Layer 2 failover (--mode bgp: BGP mode in two
+#                                         racks under a spine, and node loss); Ctrl-C removes everything
 #   sudo scripts/lab.sh down              remove everything the lab created (namespaces, processes, files)
 #   sudo scripts/lab.sh status            objects, leases and who answers now
 #   sudo scripts/lab.sh restart NODE      (re)start the herald agent on NODE (node1, node2, node3)
 #   sudo scripts/lab.sh kubectl ARGS...   kubectl against the lab's API server
-#   sudo scripts/lab.sh exec NS CMD...    run CMD in namespace NS (api, node1, node2, node3, client, sw)
+#   sudo scripts/lab.sh exec NS CMD...    run CMD in namespace NS (api, node1, node2, node3, client, sw;
+#                                         with --mode bgp also spine, leaf1, leaf2)
 #
 # What runs (see docs/lab.md): lab-apiserver (an in-memory Kubernetes API server) in namespace hlab-api, or with
 # --apiserver kube the real kube-apiserver + etcd (scripts/kube-apiserver.sh; Herald installed from deploy/, the
@@ -55,7 +57,7 @@ down() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
-  rm -rf "$STATE"
+  rm -rf "$STATE" /var/run/frr/"$PREFIX"*
 }
 
 # ---- prerequisites ----------------------------------------------------------------------------------------------
@@ -293,7 +295,23 @@ NFT
   (nsx client arping -i eth0 -W 0.02 "$v4" 2>&1 | while IFS= read -r line; do echo "$EPOCHREALTIME $line"; done) \
     >"$STATE/failover-probe.log" &
   disown $!
-  sleep 1
+  # The client's view, live: a line a second, which node's MAC answered how many requests and how many got none.
+  local macs='' m
+  for m in "${NODES[@]}"; do macs+="$(mac_of "$m")=$m "; done
+  info "the client's view, a line a second (an ARP request every 20 ms):"
+  tail -n +1 -f "$STATE/failover-probe.log" 2>/dev/null | awk -v start="$EPOCHREALTIME" -v macs="$macs" '
+    BEGIN { n = split(macs, pairs, " "); for (i = 1; i <= n; i++) { split(pairs[i], kv, "="); name[kv[1]] = kv[2] } }
+    { sec = int($1 - start) }
+    sec > cur {
+      line = "    client: t=" cur + 1
+      for (k in seen) line = line " " (k in name ? name[k] : k) "=" seen[k]
+      print line " lost=" lost + 0; fflush()
+      delete seen; lost = 0; cur = sec
+    }
+    /bytes from/ { seen[$5]++ }
+    /Timeout/ { lost++ }' &
+  local live=$!
+  sleep 2
   local killed=$EPOCHREALTIME
   run kill -9 "$(cat "$STATE/agent-$victim.pid")"  # the agent on $victim
   local old_mac deadline=$((SECONDS + 20))
@@ -303,8 +321,9 @@ NFT
     [ $SECONDS -lt $deadline ] || break
     sleep 0.1
   done
-  sleep 1
+  sleep 2
   ip netns pids "${PREFIX}client" | xargs -r kill -KILL 2>/dev/null || true
+  kill "$live" 2>/dev/null || true
   # Longest time between two answers around the kill, and who answered after it.
   local report
   report=$(awk -v t="$killed" '
@@ -346,10 +365,205 @@ EOF
   while sleep 3600; do :; done
 }
 
+# ---- up --mode bgp -----------------------------------------------------------------------------------------------
+# The rack topology of netns-tests/src/fabric.rs (the same router configurations, scripts/lab/bgp/): a spine (FRR)
+# with the client behind it, leaf1 (FRR) over node1 and node2 in rack1, leaf2 (BIRD) over node3 in rack2.
+frr_start() { # frr_start NS CONF: zebra and bgpd in NS, instance hlab-NS, files in $STATE/frr-NS
+  local ns=$1 conf=$2 dir=$STATE/frr-$1 run=/var/run/frr/$PREFIX$1
+  mkdir -p "$dir" "$run"
+  cp "$conf" "$dir/bgpd.conf"
+  echo "hostname $ns" >"$dir/zebra.conf"
+  chown -R frr:frr "$dir" "$run"
+  local d
+  for d in zebra bgpd; do
+    start "$d-$ns" "$ns" "/usr/lib/frr/$d" -N "$PREFIX$ns" -i "$dir/$d.pid" --log "file:$dir/$d.log" -f "$dir/$d.conf"
+    [ "$d" = bgpd ] || wait_for 10 "zebra in $ns" test -S "$run/zserv.api"
+  done
+}
+next_hops() { # next_hops NS PREFIX: the kernel's next hops for PREFIX in NS, sorted, space-separated
+  ip -n "$PREFIX$1" -4 route show "$2" | awk '{for (i = 1; i < NF; i++) if ($i == "via") print $(i + 1)}' | sort | xargs
+}
+hops_are() { [ "$(next_hops "$1" "$2")" = "$3" ]; }
+spine_has_both_leaves() { [ "$(nsx spine vtysh -N "${PREFIX}spine" -c 'show bgp summary json' | grep -c '"state":"Established"')" -ge 2 ]; }
+service_ip() { kc get svc web -o jsonpath='{.status.loadBalancer.ingress[0].ip}'; }
+has_service_ip() { [ -n "$(service_ip)" ]; }
+RACK_OF=([1]=rack1 [2]=rack1 [3]=rack2)
+RACK_ADDR=([1]=192.0.2.11 [2]=192.0.2.12 [3]=192.0.2.73)
+LEAF_OF=([1]=192.0.2.1 [2]=192.0.2.1 [3]=192.0.2.65)
+LEAF_RACK_ADDR=([1]=192.0.2.1 [2]=192.0.2.65)
+
+up_bgp() {
+  local detach=$1
+  step "Removing any previous lab"
+  down
+  mkdir -p "$STATE"
+  trap 'on_exit $?' EXIT
+  trap 'exit 130' INT TERM
+  echo bgp >"$STATE/mode"
+
+  step "Prerequisites"
+  install_tools
+  install_missing /usr/lib/frr/bgpd=frr vtysh=frr bird=bird2 birdc=bird2 || die "cannot install FRR and BIRD"
+  info "FRR, BIRD: present"
+  step "Building herald and lab-apiserver"
+  build
+  echo "$APISERVER" >"$STATE/apiserver"
+
+  step "Network: a spine with the client behind it, leaf1 (rack1: node1, node2), leaf2 (rack2: node3); management network 198.51.100.0/24"
+  netns sw
+  local b
+  for b in mgmt rack1 rack2; do
+    ip -n "${PREFIX}sw" link add "$b" type bridge mcast_snooping 0
+    ip -n "${PREFIX}sw" link set "$b" up
+  done
+  netns api
+  attach mgmt m-api api eth0
+  ip -n "${PREFIX}api" addr add "$API_IP/24" dev eth0
+  netns spine
+  netns client
+  ip -n "${PREFIX}spine" link add eth0 type veth peer name eth0 netns "${PREFIX}client"
+  ip -n "${PREFIX}spine" link set eth0 up
+  ip -n "${PREFIX}client" link set eth0 up
+  ip -n "${PREFIX}spine" addr add 192.0.2.193/26 dev eth0
+  ip -n "${PREFIX}client" addr add 192.0.2.200/26 dev eth0
+  ip -n "${PREFIX}client" route add default via 192.0.2.193
+  # ECMP hashes on ports too; the leaves hash other fields than the spine, or a leaf would send every flow the spine
+  # gave it to one node (both would choose by the same hash).
+  nsx spine sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=1
+  info "spine: 192.0.2.193 towards the client (192.0.2.200)"
+  local r leaf up_spine up_leaf
+  for r in 1 2; do
+    leaf=leaf$r
+    netns "$leaf"
+    ip -n "${PREFIX}spine" link add "eth$r" type veth peer name eth1 netns "$PREFIX$leaf"
+    ip -n "${PREFIX}spine" link set "eth$r" up
+    ip -n "$PREFIX$leaf" link set eth1 up
+    up_spine=192.0.2.$((125 + 4 * r)) up_leaf=192.0.2.$((126 + 4 * r))
+    ip -n "${PREFIX}spine" addr add "$up_spine/30" dev "eth$r"
+    ip -n "$PREFIX$leaf" addr add "$up_leaf/30" dev eth1
+    attach "rack$r" "l-$leaf" "$leaf" eth0
+    ip -n "$PREFIX$leaf" addr add "${LEAF_RACK_ADDR[$r]}/26" dev eth0
+    ip -n "$PREFIX$leaf" route add default via "$up_spine"
+    nsx "$leaf" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.fib_multipath_hash_policy=3 \
+      net.ipv4.fib_multipath_hash_fields=0x11
+    info "$leaf: ${LEAF_RACK_ADDR[$r]} in rack$r, $up_leaf towards the spine ($up_spine)"
+  done
+  local n i
+  for n in "${NODES[@]}"; do
+    i=${n#node}
+    netns "$n"
+    attach "${RACK_OF[$i]}" "r-$n" "$n" eth0
+    attach mgmt "m-$n" "$n" eth1
+    ip -n "$PREFIX$n" addr add "${RACK_ADDR[$i]}/26" dev eth0
+    ip -n "$PREFIX$n" addr add "198.51.100.1$i/24" dev eth1
+    ip -n "$PREFIX$n" route add default via "${LEAF_OF[$i]}"
+    # kube-proxy stand-in: the pool is local on every node, and each node serves its name on port 8080.
+    ip -n "$PREFIX$n" route add local 203.0.113.0/28 dev lo
+    start "serve-$n" "$n" python3 -c "
+import socketserver
+class H(socketserver.BaseRequestHandler):
+    def handle(self): self.request.sendall(b'$n\n')
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()"
+    info "$n: ${RACK_ADDR[$i]} in ${RACK_OF[$i]} (leaf ${LEAF_OF[$i]}), 198.51.100.1$i on the management network"
+  done
+
+  step "Routers: FRR on the spine (AS 64600) and leaf1 (AS 64601), BIRD on leaf2 (AS 64602); configurations in scripts/lab/bgp/"
+  frr_start spine scripts/lab/bgp/spine.frr.conf
+  frr_start leaf1 scripts/lab/bgp/leaf1.frr.conf
+  cp scripts/lab/bgp/leaf2.bird.conf "$STATE/bird-leaf2.conf"
+  start bird-leaf2 leaf2 bird -f -c "$STATE/bird-leaf2.conf" -s "$STATE/bird-leaf2.ctl"
+  wait_for 30 "the spine's sessions with both leaves" spine_has_both_leaves
+  info "the spine peers with both leaves"
+
+  if [ "$APISERVER" = kube ]; then start_kube; else start_lab_apiserver; fi
+  for n in "${NODES[@]}"; do
+    kc label node "$n" "topology.kubernetes.io/rack=${RACK_OF[${n#node}]}" --overwrite >/dev/null
+  done
+  info "Nodes labelled topology.kubernetes.io/rack=rack1 (node1, node2) and rack2 (node3)"
+
+  printf 'HERALD_BIN=%q\n' "$HERALD_BIN" >"$STATE/bins"
+  step "Starting one herald agent per node"
+  for n in "${NODES[@]}"; do start_agent "$n"; done
+  for n in "${NODES[@]}"; do
+    wait_for 60 "the agent on $n (log: $STATE/agent-$n.log)" grep -q "announcer started" "$STATE/agent-$n.log"
+  done
+  info "agents running (logs $STATE/agent-node{1,2,3}.log)"
+
+  step "BgpConf, one BgpPeer per leaf (selecting its rack), a BGP Eip and a Service"
+  run kc apply -f deploy/examples/lab-bgp.yaml
+  wait_for 30 "the Service's IP" has_service_ip
+  local ip
+  ip=$(service_ip)
+  info "web got $ip"
+  wait_for 60 "the spine to hold $ip over both leaves" hops_are spine "$ip" "192.0.2.130 192.0.2.134"
+  wait_for 60 "leaf1 to hold $ip over node1 and node2" hops_are leaf1 "$ip" "192.0.2.11 192.0.2.12"
+  wait_for 60 "leaf2 to hold $ip over node3" hops_are leaf2 "$ip" "192.0.2.73"
+  run kc get bgppeer
+  info "spine: $ip via $(next_hops spine "$ip")   (leaf1, leaf2)"
+  info "leaf1: $ip via $(next_hops leaf1 "$ip")   (node1, node2)"
+  info "leaf2: $ip via $(next_hops leaf2 "$ip")   (node3)"
+
+  step "The client's view, a line a second: a new connection to $ip:8080 every 20 ms, each node answers with its name"
+  start probe client python3 -u "$REPO/scripts/lab/probe.py" "$ip"
+  tail -n +1 -f "$STATE/probe.log" 2>/dev/null | sed -u 's/^/    client: /' &
+  local tail_pid=$!
+  sleep 3
+  step "kill -9 of node3's agent: its kernel closes the session, leaf2 and then the spine drop the route"
+  run kill -9 "$(cat "$STATE/agent-node3.pid")"
+  wait_for 30 "the spine to hold $ip over leaf1 alone" hops_are spine "$ip" 192.0.2.130
+  info "spine: $ip via $(next_hops spine "$ip")"
+  sleep 3
+  step "node3's agent restarted"
+  start_agent node3
+  wait_for 60 "the spine to hold $ip over both leaves" hops_are spine "$ip" "192.0.2.130 192.0.2.134"
+  info "spine: $ip via $(next_hops spine "$ip")"
+  sleep 3
+  step "node3's rack link down: no FIN, no RST; leaf2 keeps the route until the hold time (9 s) runs out"
+  run ip -n "${PREFIX}node3" link set eth0 down
+  wait_for 30 "the spine to hold $ip over leaf1 alone" hops_are spine "$ip" 192.0.2.130
+  info "spine: $ip via $(next_hops spine "$ip")"
+  sleep 3
+  step "node3's rack link up again"
+  run ip -n "${PREFIX}node3" link set eth0 up
+  # The kernel dropped the routes through eth0 when it went down; a node's network manager would put them back.
+  ip -n "${PREFIX}node3" route replace default via "${LEAF_OF[3]}"
+  wait_for 60 "the spine to hold $ip over both leaves" hops_are spine "$ip" "192.0.2.130 192.0.2.134"
+  info "spine: $ip via $(next_hops spine "$ip")"
+  sleep 3
+  kill "$(cat "$STATE/probe.pid")" 2>/dev/null || true
+  sleep 0.2
+  kill "$tail_pid" 2>/dev/null || true
+  local lost
+  lost=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^lost=/) { sub("lost=", "", $i); n += $i }} END {print n + 0}' \
+    "$STATE/probe.log")
+  info "attempts lost in all: ${BOLD}$lost${OFF} (each lost attempt waits 500 ms). After the kill, a few: leaf2 drops the"
+  info "route as soon as the session closes, the spine a moment later; while node3's link is down, every attempt the"
+  info "spine sends to leaf2, until leaf2's hold time runs out (BFD would cut that to a fraction of a second)"
+
+  step "The lab is running"
+  cat <<EOF
+    kubectl:   sudo $0 kubectl get bgppeer,eip,svc -A
+    routers:   sudo $0 exec spine vtysh -N ${PREFIX}spine -c 'show bgp ipv4 unicast'
+               sudo $0 exec leaf2 birdc -s $STATE/bird-leaf2.ctl show route all
+    a client:  sudo $0 exec client python3 -u scripts/lab/probe.py $ip     (Ctrl-C stops it)
+    logs:      $STATE/agent-node{1,2,3}.log, $STATE/frr-{spine,leaf1}/bgpd.log, $STATE/bird-leaf2.log
+    failover:  sudo kill -9 \$(cat $STATE/agent-node3.pid)   # then: sudo $0 restart node3
+EOF
+  if [ "$detach" = 1 ] || [ ! -t 0 ]; then
+    trap - EXIT INT TERM
+    info "left running; remove it with: sudo $0 down"
+    return
+  fi
+  info "press Ctrl-C to remove the lab (or leave it with --detach next time)"
+  while sleep 3600; do :; done
+}
+
 cmd=${1:-up}
 APISERVER=lab
+MODE=l2
 case $cmd in
-  up | --detach | -d | --apiserver)
+  up | --detach | -d | --apiserver | --mode)
     need_root "$@"
     [ "$cmd" = up ] && shift
     detach=0
@@ -358,11 +572,17 @@ case $cmd in
         --detach | -d) detach=1; shift ;;
         --apiserver) [ $# -ge 2 ] || die "--apiserver needs a value: lab or kube"; APISERVER=$2; shift 2 ;;
         --apiserver=*) APISERVER=${1#*=}; shift ;;
-        *) die "up: unknown argument '$1' (--detach, --apiserver lab|kube)" ;;
+        --mode) [ $# -ge 2 ] || die "--mode needs a value: l2 or bgp"; MODE=$2; shift 2 ;;
+        --mode=*) MODE=${1#*=}; shift ;;
+        *) die "up: unknown argument '$1' (--detach, --apiserver lab|kube, --mode l2|bgp)" ;;
       esac
     done
     case $APISERVER in lab | kube) ;; *) die "--apiserver '$APISERVER': lab (the default) or kube" ;; esac
-    up "$detach"
+    case $MODE in
+      l2) up "$detach" ;;
+      bgp) up_bgp "$detach" ;;
+      *) die "--mode '$MODE': l2 (the default) or bgp" ;;
+    esac
     ;;
   down)
     need_root "$@"
@@ -374,6 +594,12 @@ case $cmd in
     need_root "$@"
     [ -f "$KUBECONFIG_FILE" ] || die "no lab running (start it with: sudo $0)"
     info "API server: $(cat "$STATE/apiserver" 2>/dev/null || echo lab)"
+    if [ "$(cat "$STATE/mode" 2>/dev/null)" = bgp ]; then
+      run kc get bgppeer,eip,svc -A
+      ip=$(service_ip)
+      [ -z "$ip" ] || info "spine: $ip via $(next_hops spine "$ip"); leaf1 via $(next_hops leaf1 "$ip"); leaf2 via $(next_hops leaf2 "$ip")"
+      exit 0
+    fi
     show_state
     for ip in $(kc get svc web -o jsonpath='{.status.loadBalancer.ingress[*].ip}'); do
       case $ip in
@@ -401,7 +627,7 @@ case $cmd in
     ;;
   exec)
     need_root "$@"
-    [ $# -ge 3 ] || die "usage: $0 exec NS CMD... (NS: api, node1, node2, node3, client, sw)"
+    [ $# -ge 3 ] || die "usage: $0 exec NS CMD... (NS: api, node1, node2, node3, client, sw; spine, leaf1, leaf2 in BGP mode)"
     ns=$2
     shift 2
     nsx "$ns" "$@"
