@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Herald benchmark and prints their tables (not part of CI; numbers go to docs/benchmarks.md).
 #   scripts/bench.sh            all of them (the network benchmarks need root)
-#   scripts/bench.sh ipam l2    only some: ipam election bgp-codec l2-core allocator lab-apiserver l2 bgp failover
+#   scripts/bench.sh ipam l2    only some: ipam election bgp-codec l2-core allocator lab-apiserver l2 bgp fabric failover
 # failover includes the scale part of issue #19 (1,000, 5,000 and 10,000 Service IPs: failover-bench's default --sizes).
 # Criterion benchmarks run short (1 s warm-up, 3 s measurement); timing numbers from a busy machine are upper bounds.
 set -euo pipefail
@@ -22,6 +22,7 @@ selected lab-apiserver && { log "lab-apiserver"; cargo run --release -q -p heral
 net=()
 selected l2 && net+=(l2-bench)
 selected bgp && net+=(bgp-bench)
+selected fabric && net+=(fabric-bench)
 selected failover && net+=(failover-bench)
 if [ ${#net[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -181,6 +181,22 @@ start_kube() {
 }
 
 # ---- up ---------------------------------------------------------------------------------------------------------
+begin_lab() { # removes any previous lab; from here on, any failure or Ctrl-C removes the lab again
+  step "Removing any previous lab"
+  down
+  mkdir -p "$STATE"
+  trap 'on_exit $?' EXIT
+  trap 'exit 130' INT TERM
+}
+stay_or_leave() { # after the demonstration: leave the lab running (--detach, or no terminal), or wait for Ctrl-C
+  if [ "$1" = 1 ] || [ ! -t 0 ]; then
+    trap - EXIT INT TERM
+    info "left running; remove it with: sudo $0 down"
+    return
+  fi
+  info "press Ctrl-C to remove the lab (or leave it with --detach next time)"
+  while sleep 3600; do :; done
+}
 on_exit() {
   if [ "$1" != 0 ] && [ "$1" != 130 ]; then
     local f
@@ -199,12 +215,7 @@ on_exit() {
 
 up() {
   local detach=$1
-  step "Removing any previous lab"
-  down
-  mkdir -p "$STATE"
-  # From here on, any failure or Ctrl-C removes the lab again.
-  trap 'on_exit $?' EXIT
-  trap 'exit 130' INT TERM
+  begin_lab
 
   step "Prerequisites"
   install_tools
@@ -356,13 +367,7 @@ NFT
     metrics:   sudo $0 exec api curl -s http://198.51.100.11:7472/metrics
     failover:  sudo kill -9 \$(cat $STATE/agent-$(lease_holder "$v4").pid)   # then: sudo $0 restart $(lease_holder "$v4")
 EOF
-  if [ "$detach" = 1 ] || [ ! -t 0 ]; then
-    trap - EXIT INT TERM
-    info "left running; remove it with: sudo $0 down"
-    return
-  fi
-  info "press Ctrl-C to remove the lab (or leave it with --detach next time)"
-  while sleep 3600; do :; done
+  stay_or_leave "$detach"
 }
 
 # ---- up --mode bgp -----------------------------------------------------------------------------------------------
@@ -394,11 +399,7 @@ LEAF_RACK_ADDR=([1]=192.0.2.1 [2]=192.0.2.65)
 
 up_bgp() {
   local detach=$1
-  step "Removing any previous lab"
-  down
-  mkdir -p "$STATE"
-  trap 'on_exit $?' EXIT
-  trap 'exit 130' INT TERM
+  begin_lab
   echo bgp >"$STATE/mode"
 
   step "Prerequisites"
@@ -550,13 +551,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()"
     logs:      $STATE/agent-node{1,2,3}.log, $STATE/frr-{spine,leaf1}/bgpd.log, $STATE/bird-leaf2.log
     failover:  sudo kill -9 \$(cat $STATE/agent-node3.pid)   # then: sudo $0 restart node3
 EOF
-  if [ "$detach" = 1 ] || [ ! -t 0 ]; then
-    trap - EXIT INT TERM
-    info "left running; remove it with: sudo $0 down"
-    return
-  fi
-  info "press Ctrl-C to remove the lab (or leave it with --detach next time)"
-  while sleep 3600; do :; done
+  stay_or_leave "$detach"
 }
 
 cmd=${1:-up}

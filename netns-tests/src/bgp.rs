@@ -188,26 +188,7 @@ impl BgpLab {
     pub fn serve_on_node(&mut self, i: usize, ip: &str) -> Result<()> {
         let ns = self.nodes[i - 1].clone();
         self.lab.addr(&ns, "lo", &format!("{ip}/32"))?;
-        let script = format!(
-            "import socketserver\n\
-             class H(socketserver.BaseRequestHandler):\n\
-             \x20   def handle(self):\n\
-             \x20       self.request.sendall(b'node{i}\\n')\n\
-             socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
-             socketserver.ThreadingTCPServer(('{ip}', 8080), H).serve_forever()\n"
-        );
-        self.lab
-            .spawn(&ns, &format!("responder-n{i}"), &["python3", "-c", &script])?;
-        let listening = wait_for(Duration::from_secs(10), || {
-            self.lab
-                .sh(&ns, "ss -Hltn 'sport = :8080'")
-                .ok()
-                .filter(|out| !out.trim().is_empty())
-        });
-        if listening.is_none() {
-            bail!("the responder in node {i} does not listen on port 8080");
-        }
-        Ok(())
+        serve_name(&mut self.lab, &ns, &format!("node{i}"), ip)
     }
 
     /// Connects from the client to `ip:8080` from many source ports; returns the set of node names that answered.
@@ -257,6 +238,29 @@ impl BgpLab {
     pub fn kernel_next_hops(&self, prefix: &str) -> Result<Vec<String>> {
         kernel_next_hops(&self.lab, &self.router_ns, prefix)
     }
+}
+
+/// Starts a TCP responder in `ns` on `bind`:8080 that answers every connection with `name` (which node a client
+/// reached), and waits until it listens.
+pub fn serve_name(lab: &mut Lab, ns: &Netns, name: &str, bind: &str) -> Result<()> {
+    let script = format!(
+        "import socketserver\n\
+         class H(socketserver.BaseRequestHandler):\n\
+         \x20   def handle(self):\n\
+         \x20       self.request.sendall(b'{name}\\n')\n\
+         socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
+         socketserver.ThreadingTCPServer(('{bind}', 8080), H).serve_forever()\n"
+    );
+    lab.spawn(ns, &format!("serve-{name}"), &["python3", "-c", &script])?;
+    let listening = wait_for(Duration::from_secs(10), || {
+        lab.sh(ns, "ss -Hltn 'sport = :8080'")
+            .ok()
+            .filter(|out| !out.trim().is_empty())
+    });
+    if listening.is_none() {
+        bail!("the responder of {name} does not listen on port 8080");
+    }
+    Ok(())
 }
 
 /// Next hops of `prefix` in the kernel table of `ns` (sorted; one for a plain route, several for ECMP).

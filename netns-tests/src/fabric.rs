@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bgp::{Router, RouterKind, kernel_next_hops};
+use crate::bgp::{Router, RouterKind, kernel_next_hops, serve_name};
 use crate::cluster::apiserver::ApiServer;
 use crate::{Lab, Netns, herald_bin, wait_for};
 
@@ -141,7 +141,7 @@ impl Fabric {
                 lab.addr(&ns, "eth1", &format!("198.51.100.1{i}/24"))?;
                 lab.ip(&ns, &["route", "add", "default", "via", rack.leaf])?;
                 lab.ip(&ns, &["route", "add", "local", POOL, "dev", "lo"])?;
-                serve_name(&mut lab, &ns, name)?;
+                serve_name(&mut lab, &ns, name, "0.0.0.0")?;
                 nodes.push(FabricNode {
                     name: name.to_string(),
                     rack: r,
@@ -237,6 +237,27 @@ impl Fabric {
         Ok(())
     }
 
+    /// Creates the LoadBalancer Service `name` (port 8080) in `default` and returns its IP once it has one.
+    pub fn create_service(&self, name: &str, timeout: Duration) -> Result<String> {
+        self.apiserver.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec: {{type: LoadBalancer, ports: [{{port: 8080}}]}}\n"
+        ))?;
+        crate::wait_for_every(timeout, Duration::from_millis(5), || {
+            self.apiserver
+                .kubectl(&[
+                    "get",
+                    "service",
+                    name,
+                    "-o",
+                    "jsonpath={.status.loadBalancer.ingress[0].ip}",
+                ])
+                .ok()
+                .filter(|ip| !ip.is_empty())
+        })
+        .with_context(|| format!("Service {name} got no IP"))
+    }
+
     /// kill -9 of node `i`'s agent: its process is gone, its TCP sessions are closed by its kernel.
     pub fn kill_agent(&mut self, i: usize) -> Result<()> {
         let idx = self.nodes[i].agent.take().context("the agent is not running")?;
@@ -267,6 +288,22 @@ impl Fabric {
     /// Next hops of `prefix` in the kernel table of the spine.
     pub fn spine_hops(&self, prefix: &str) -> Vec<String> {
         kernel_next_hops(&self.lab, &self.spine_ns, prefix).unwrap_or_default()
+    }
+
+    /// Waits until the spine's kernel holds `prefix` over exactly the leaves at `uplinks` (their addresses towards
+    /// the spine; none: no route).
+    pub fn wait_spine(&self, prefix: &str, uplinks: &[&str], timeout: Duration) -> Result<()> {
+        let mut want: Vec<String> = uplinks.iter().map(|u| u.to_string()).collect();
+        want.sort();
+        crate::wait_for_every(timeout, Duration::from_millis(5), || {
+            (self.spine_hops(prefix) == want).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "the spine holds {prefix} via {:?}, not {want:?}",
+                self.spine_hops(prefix)
+            )
+        })
     }
 
     /// Next hops of `prefix` in the kernel table of leaf `r` (0-based).
@@ -387,28 +424,6 @@ fn forwarding(lab: &Lab, ns: &Netns, leaf: bool) -> Result<()> {
         &format!("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 {hash}"),
     )
     .map(|_| ())
-}
-
-/// A TCP responder on port 8080 of every local address (the pool included) that answers with the node's name.
-fn serve_name(lab: &mut Lab, ns: &Netns, name: &str) -> Result<()> {
-    let script = format!(
-        "import socketserver\n\
-         class H(socketserver.BaseRequestHandler):\n\
-         \x20   def handle(self):\n\
-         \x20       self.request.sendall(b'{name}\\n')\n\
-         socketserver.ThreadingTCPServer.allow_reuse_address = True\n\
-         socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()\n"
-    );
-    lab.spawn(ns, &format!("serve-{name}"), &["python3", "-c", &script])?;
-    let listening = wait_for(Duration::from_secs(10), || {
-        lab.sh(ns, "ss -Hltn 'sport = :8080'")
-            .ok()
-            .filter(|out| !out.trim().is_empty())
-    });
-    if listening.is_none() {
-        bail!("the responder of {name} does not listen on port 8080");
-    }
-    Ok(())
 }
 
 /// The routers' configurations, shared with `scripts/lab.sh up --mode bgp` (the same topology and addresses).

@@ -17,6 +17,28 @@ fn hops(list: &[&str]) -> Vec<String> {
     v
 }
 
+/// node3 is out of the fabric: leaf2 has no route for `ip` within `timeout`, the spine sends everything to leaf1,
+/// and 100 client connections all reach node1 and node2.
+fn node3_is_out(f: &Fabric, ip: &str, timeout: Duration, case: &str) {
+    let prefix = format!("{ip}/32");
+    f.wait(
+        timeout,
+        &format!("{case}: node3's route leaves leaf2"),
+        |f| f.leaf_hops(1, &prefix).is_empty().then_some(()),
+        |f| format!("{:?}", f.leaf_hops(1, &prefix)),
+    )
+    .unwrap();
+    f.wait_spine(&prefix, &[RACKS[0].uplink.1], WAIT)
+        .unwrap_or_else(|e| panic!("{case}: {e:#}"));
+    let (spread, failed) = f.client_spread(ip, 100).unwrap();
+    assert_eq!(failed, 0, "{case}: no connection fails: {spread:?}");
+    assert_eq!(
+        spread.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["node1", "node2"],
+        "{case}: nodes 1 and 2 answer: {spread:?}"
+    );
+}
+
 /// Established sessions per node of a BgpPeer, from its status.
 fn sessions(f: &Fabric, peer: &str) -> BTreeMap<String, String> {
     let rows = f
@@ -41,23 +63,7 @@ fn racks_spread_traffic_over_every_node_and_a_lost_node_leaves_the_fabric() {
         return;
     }
     let mut f = Fabric::start("bgp-fabric").expect("the fabric starts");
-    f.apiserver
-        .apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 8080}]}\n")
-        .unwrap();
-    let ip = herald_netns_tests::wait_for(WAIT, || {
-        let ip = f
-            .apiserver
-            .kubectl(&[
-                "get",
-                "service",
-                "web",
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[0].ip}",
-            ])
-            .unwrap_or_default();
-        (!ip.is_empty()).then_some(ip)
-    })
-    .expect("the Service gets an IP");
+    let ip = f.create_service("web", WAIT).expect("the Service gets an IP");
     let prefix = format!("{ip}/32");
     let (leaf1_up, leaf2_up) = (RACKS[0].uplink.1, RACKS[1].uplink.1);
 
@@ -76,13 +82,7 @@ fn racks_spread_traffic_over_every_node_and_a_lost_node_leaves_the_fabric() {
         |f| format!("{:?}", f.leaf_hops(1, &prefix)),
     )
     .unwrap();
-    f.wait(
-        WAIT,
-        "the spine holds the IP by ECMP over both leaves",
-        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up, leaf2_up])).then_some(()),
-        |f| format!("{:?}", f.spine_hops(&prefix)),
-    )
-    .unwrap();
+    f.wait_spine(&prefix, &[leaf1_up, leaf2_up], WAIT).unwrap();
     // Every node's session, each with its own leaf only.
     f.wait(
         WAIT,
@@ -114,58 +114,18 @@ fn racks_spread_traffic_over_every_node_and_a_lost_node_leaves_the_fabric() {
 
     // kill -9 of node3's agent: its kernel closes the session, leaf2 and then the spine drop the route.
     f.kill_agent(2).unwrap();
-    f.wait(
-        WAIT,
-        "node3's route leaves leaf2",
-        |f| f.leaf_hops(1, &prefix).is_empty().then_some(()),
-        |f| format!("{:?}", f.leaf_hops(1, &prefix)),
-    )
-    .unwrap();
-    f.wait(
-        WAIT,
-        "the spine holds the IP over leaf1 alone",
-        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up])).then_some(()),
-        |f| format!("{:?}", f.spine_hops(&prefix)),
-    )
-    .unwrap();
-    let (spread, failed) = f.client_spread(&ip, 100).unwrap();
-    assert_eq!(failed, 0, "after the kill, no connection fails: {spread:?}");
-    assert_eq!(
-        spread.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["node1", "node2"],
-        "nodes 1 and 2 answer: {spread:?}"
-    );
+    node3_is_out(&f, &ip, WAIT, "after the kill");
 
     // node3 comes back, then its rack link goes down: no FIN, no RST; leaf2 drops it when the hold time runs out.
     f.start_agent(2).unwrap();
-    f.wait(
-        WAIT,
-        "node3 is back under leaf2 and the spine",
-        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up, leaf2_up])).then_some(()),
-        |f| format!("{:?}", f.spine_hops(&prefix)),
-    )
-    .unwrap();
+    f.wait_spine(&prefix, &[leaf1_up, leaf2_up], WAIT).unwrap();
     f.rack_link_down(2).unwrap();
-    f.wait(
+    // Within its hold time (and some slack for a busy machine).
+    node3_is_out(
+        &f,
+        &ip,
         Duration::from_secs(u64::from(HOLD_TIME) * 3),
-        "node3's route leaves leaf2 within its hold time",
-        |f| f.leaf_hops(1, &prefix).is_empty().then_some(()),
-        |f| format!("{:?}", f.leaf_hops(1, &prefix)),
-    )
-    .unwrap();
-    f.wait(
-        WAIT,
-        "the spine holds the IP over leaf1 alone",
-        |f| (f.spine_hops(&prefix) == hops(&[leaf1_up])).then_some(()),
-        |f| format!("{:?}", f.spine_hops(&prefix)),
-    )
-    .unwrap();
-    let (spread, failed) = f.client_spread(&ip, 100).unwrap();
-    assert_eq!(failed, 0, "after the link cut, no connection fails: {spread:?}");
-    assert_eq!(
-        spread.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["node1", "node2"],
-        "nodes 1 and 2 answer: {spread:?}"
+        "after the link cut",
     );
 }
 
@@ -179,23 +139,7 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
         return;
     }
     let mut f = Fabric::start("bgp-fabric-stop").expect("the fabric starts");
-    f.apiserver
-        .apply("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 8080}]}\n")
-        .unwrap();
-    let ip = herald_netns_tests::wait_for(WAIT, || {
-        let ip = f
-            .apiserver
-            .kubectl(&[
-                "get",
-                "service",
-                "web",
-                "-o",
-                "jsonpath={.status.loadBalancer.ingress[0].ip}",
-            ])
-            .unwrap_or_default();
-        (!ip.is_empty()).then_some(ip)
-    })
-    .expect("the Service gets an IP");
+    let ip = f.create_service("web", WAIT).expect("the Service gets an IP");
     let prefix = format!("{ip}/32");
     let leaf1_hops = |f: &Fabric| format!("{:?}", f.leaf_hops(0, &prefix));
     let over = |nodes: &'static [&'static str]| {
@@ -205,14 +149,8 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
     let both = &["192.0.2.11", "192.0.2.12"];
     f.wait(WAIT, "leaf1 over node1 and node2", over(both), leaf1_hops)
         .unwrap();
-    let uplinks = hops(&[RACKS[0].uplink.1, RACKS[1].uplink.1]);
-    f.wait(
-        WAIT,
-        "the spine over both leaves",
-        |f| (f.spine_hops(&prefix) == uplinks).then_some(()),
-        |f| format!("{:?}", f.spine_hops(&prefix)),
-    )
-    .unwrap();
+    f.wait_spine(&prefix, &[RACKS[0].uplink.1, RACKS[1].uplink.1], WAIT)
+        .unwrap();
     let probe = f.start_probe(&ip).unwrap();
     std::thread::sleep(Duration::from_secs(2));
 
@@ -257,14 +195,8 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
     .unwrap();
     f.wait(WAIT, "leaf1 over node1 and node2", over(both), leaf1_hops)
         .unwrap();
-    let uplinks = hops(&[RACKS[0].uplink.1, RACKS[1].uplink.1]);
-    f.wait(
-        WAIT,
-        "the spine over both leaves again",
-        |f| (f.spine_hops(&prefix) == uplinks).then_some(()),
-        |f| format!("{:?}", f.spine_hops(&prefix)),
-    )
-    .unwrap();
+    f.wait_spine(&prefix, &[RACKS[0].uplink.1, RACKS[1].uplink.1], WAIT)
+        .unwrap();
 
     // With graceful restart: a clean stop leaves node1's route at the leaf while the agent is away.
     let probe = f.start_probe(&ip).unwrap();
