@@ -538,7 +538,7 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()"
   local lost
   lost=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^lost=/) { sub("lost=", "", $i); n += $i }} END {print n + 0}' \
     "$STATE/probe.log")
-  info "attempts lost in all: ${BOLD}$lost${OFF} (each lost attempt waits 500 ms). After the kill, a few: leaf2 drops the"
+  info "attempts lost in all: ${BOLD}$lost${OFF} (a lost attempt may wait up to a second). After the kill, a few: leaf2 drops the"
   info "route as soon as the session closes, the spine a moment later; while node3's link is down, every attempt the"
   info "spine sends to leaf2, until leaf2's hold time runs out (BFD would cut that to a fraction of a second)"
 

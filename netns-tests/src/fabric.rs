@@ -392,7 +392,7 @@ pub struct ProbeReport {
     pub lines: Vec<String>,
     /// Connections each node answered.
     pub answered: std::collections::BTreeMap<String, usize>,
-    /// Attempts that failed (refused, reset, or no answer within 500 ms).
+    /// Attempts that failed (refused, reset, or no answer within a second).
     pub lost: usize,
 }
 
