@@ -241,8 +241,20 @@ mod tests {
         };
         assert_eq!(ControlPacket::decode(&good[..23]), Err(DecodeError::Short(23)));
         assert_eq!(with(0, 0x41), Err(DecodeError::Version(2)));
-        assert_eq!(with(3, 23), Err(DecodeError::Length { length: 23, received: 24 }));
-        assert_eq!(with(3, 26), Err(DecodeError::Length { length: 26, received: 24 }));
+        assert_eq!(
+            with(3, 23),
+            Err(DecodeError::Length {
+                length: 23,
+                received: 24
+            })
+        );
+        assert_eq!(
+            with(3, 26),
+            Err(DecodeError::Length {
+                length: 26,
+                received: 24
+            })
+        );
         assert_eq!(with(1, 0xe4), Err(DecodeError::Authentication));
         assert_eq!(with(2, 0), Err(DecodeError::DetectMult));
         assert_eq!(with(1, 0xe1), Err(DecodeError::Multipoint));

@@ -44,7 +44,11 @@ fn run(a: &mut Session, b: &mut Session, start: Instant, until: Instant) -> (Vec
                 all_a.extend(out);
             }
         }
-        now = [a.next_wakeup(), b.next_wakeup()].into_iter().flatten().min().unwrap_or(until);
+        now = [a.next_wakeup(), b.next_wakeup()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until);
         let out = a.poll(now);
         to_b.extend(sent(&out));
         all_a.extend(out);
@@ -58,19 +62,31 @@ fn run(a: &mut Session, b: &mut Session, start: Instant, until: Instant) -> (Vec
 #[test]
 fn two_sessions_come_up_by_the_three_way_handshake_then_send_at_the_configured_rate() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (Session::new(Timers::default(), 1, 1), Session::new(Timers::default(), 2, 2));
+    let (mut a, mut b) = (
+        Session::new(Timers::default(), 1, 1),
+        Session::new(Timers::default(), 2, 2),
+    );
     let (acts_a, acts_b) = run(&mut a, &mut b, t0, t0 + 3 * SLOW_TX);
     // Both start at once: each hears the other's Down (→ Init), then the other's Init (→ Up).
-    let handshake = [(State::Down, State::Init, Diag::None), (State::Init, State::Up, Diag::None)];
+    let handshake = [
+        (State::Down, State::Init, Diag::None),
+        (State::Init, State::Up, Diag::None),
+    ];
     assert_eq!(changes(&acts_a), handshake);
     assert_eq!(changes(&acts_b), handshake);
     // Up, both announced 300 ms by a Poll sequence that the other ended with a Final.
     let packets = sent(&acts_a);
-    assert!(packets.iter().any(|p| p.state == State::Up && p.poll), "A polls the new rate");
+    assert!(
+        packets.iter().any(|p| p.state == State::Up && p.poll),
+        "A polls the new rate"
+    );
     assert!(sent(&acts_b).iter().any(|p| p.final_), "B answers with a Final");
     assert!(packets.iter().all(|p| !(p.poll && p.final_)), "never P and F together");
     let last = packets.last().unwrap();
-    assert_eq!((last.desired_min_tx, last.your_discriminator, last.poll), (300 * MS, 2, false));
+    assert_eq!(
+        (last.desired_min_tx, last.your_discriminator, last.poll),
+        (300 * MS, 2, false)
+    );
     assert!(!a.polling && !b.polling, "the Poll sequences are over");
     assert_eq!(a.detection_time(), 900 * MS);
 }
@@ -79,7 +95,10 @@ fn two_sessions_come_up_by_the_three_way_handshake_then_send_at_the_configured_r
 #[test]
 fn a_late_side_goes_from_down_to_up_when_the_other_says_init() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (Session::new(Timers::default(), 1, 1), Session::new(Timers::default(), 2, 2));
+    let (mut a, mut b) = (
+        Session::new(Timers::default(), 1, 1),
+        Session::new(Timers::default(), 2, 2),
+    );
     let hello = sent(&a.poll(t0));
     let reply = sent(&b.received(t0, &hello[0]).unwrap());
     assert_eq!(reply[0].state, State::Init);
@@ -95,7 +114,10 @@ fn a_late_side_goes_from_down_to_up_when_the_other_says_init() {
 #[test]
 fn a_silent_peer_is_down_after_the_detection_time_and_forgotten() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (Session::new(Timers::default(), 1, 1), Session::new(Timers::default(), 2, 2));
+    let (mut a, mut b) = (
+        Session::new(Timers::default(), 1, 1),
+        Session::new(Timers::default(), 2, 2),
+    );
     run(&mut a, &mut b, t0, t0 + 3 * SLOW_TX);
     assert_eq!(a.state(), State::Up);
     // B goes silent. A polls on: it stays Up until 900 ms after the last packet, then goes Down at that moment.
@@ -104,7 +126,10 @@ fn a_silent_peer_is_down_after_the_detection_time_and_forgotten() {
     let mut now = last_rx;
     while down_at.is_none() {
         now = a.next_wakeup().unwrap();
-        assert!(now <= last_rx + 900 * MS, "A wakes up for the detection time at the latest");
+        assert!(
+            now <= last_rx + 900 * MS,
+            "A wakes up for the detection time at the latest"
+        );
         if !changes(&a.poll(now)).is_empty() {
             down_at = Some(now);
         }
@@ -114,7 +139,12 @@ fn a_silent_peer_is_down_after_the_detection_time_and_forgotten() {
     let next = sent(&a.poll(now + SLOW_TX));
     assert_eq!(next.len(), 1);
     assert_eq!(
-        (next[0].state, next[0].your_discriminator, next[0].diag, next[0].desired_min_tx),
+        (
+            next[0].state,
+            next[0].your_discriminator,
+            next[0].diag,
+            next[0].desired_min_tx
+        ),
         (State::Down, 0, Diag::ControlDetectionTimeExpired, SLOW_TX),
         "Down, the peer's discriminator forgotten, a packet a second again"
     );
@@ -123,17 +153,29 @@ fn a_silent_peer_is_down_after_the_detection_time_and_forgotten() {
 #[test]
 fn a_peer_that_goes_admin_down_takes_the_session_down_without_it_counting_as_a_timeout() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (Session::new(Timers::default(), 1, 1), Session::new(Timers::default(), 2, 2));
+    let (mut a, mut b) = (
+        Session::new(Timers::default(), 1, 1),
+        Session::new(Timers::default(), 2, 2),
+    );
     let t = t0 + 3 * SLOW_TX;
     run(&mut a, &mut b, t0, t);
     let bye = sent(&b.admin_down(t));
     assert_eq!(bye.len(), 1);
-    assert_eq!((bye[0].state, bye[0].diag), (State::AdminDown, Diag::AdministrativelyDown));
+    assert_eq!(
+        (bye[0].state, bye[0].diag),
+        (State::AdminDown, Diag::AdministrativelyDown)
+    );
     let out = a.received(t, &bye[0]).unwrap();
-    assert_eq!(changes(&out), [(State::Up, State::Down, Diag::NeighborSignaledSessionDown)]);
+    assert_eq!(
+        changes(&out),
+        [(State::Up, State::Down, Diag::NeighborSignaledSessionDown)]
+    );
     // While B is administratively down, A stays Down (AdminDown never brings a session up).
     assert!(changes(&a.received(t + SLOW_TX, &bye[0]).unwrap()).is_empty());
-    assert_eq!(b.received(t, &sent(&a.poll(t + 2 * SLOW_TX))[0]), Err(Ignored::AdminDown));
+    assert_eq!(
+        b.received(t, &sent(&a.poll(t + 2 * SLOW_TX))[0]),
+        Err(Ignored::AdminDown)
+    );
 }
 
 #[test]
@@ -173,7 +215,10 @@ fn packets_go_out_at_75_to_100_percent_of_the_interval_and_once_a_second_while_n
         now = a.next_wakeup().unwrap();
     }
     for gap in times.windows(2).map(|w| w[1] - w[0]) {
-        assert!(gap >= 750 * MS && gap <= SLOW_TX, "not Up: about once a second ({gap:?})");
+        assert!(
+            gap >= 750 * MS && gap <= SLOW_TX,
+            "not Up: about once a second ({gap:?})"
+        );
     }
     // Detect multiplier 1: at most 90 % of the interval (§6.8.7).
     let one = Timers {
