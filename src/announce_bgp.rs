@@ -111,6 +111,11 @@ fn source_towards(peer: IpAddr) -> Option<Ipv4Addr> {
 }
 
 fn peer_configs(args: &AnnounceBgpArgs) -> Result<Vec<PeerConfig>> {
+    if args.router_id.is_some_and(|id| id.is_unspecified()) {
+        bail!(
+            "--router-id 0.0.0.0 is not a BGP identifier (RFC 6286: it must not be zero): give an IPv4 address of this host"
+        );
+    }
     if args.peers.len() != args.peer_asns.len() {
         bail!(
             "{} --peer but {} --peer-asn: give one --peer-asn per --peer, in the same order",
@@ -294,6 +299,10 @@ mod tests {
         );
         assert!(err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --hold-time 2 192.0.2.0/24").contains("at least 3"));
         assert!(err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 banana").contains("neither a prefix"));
+        assert!(
+            err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --router-id 0.0.0.0 192.0.2.0/24")
+                .contains("not a BGP identifier")
+        );
         assert!(
             err("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --community 70000:1 192.0.2.0/24").contains("0-65535")
         );

@@ -129,6 +129,10 @@ pub struct SessionConfig {
     pub peer_asn: u32,
     /// Proposed hold time in seconds: 0 or at least 3.
     pub hold_time: u16,
+    /// Keepalive interval in seconds; `None`: a third of the negotiated hold time, which also caps it.
+    pub keepalive_time: Option<u16>,
+    /// The longest pause between connection attempts (they back off from [`RETRY_MIN`]).
+    pub connect_retry_max: Duration,
     pub graceful_restart: Option<GracefulRestart>,
     /// Families we offer (multiprotocol capabilities, RFC 4760) and announce: [`Afi::IPV4`] and/or [`Afi::IPV6`].
     pub families: Vec<Afi>,
@@ -147,6 +151,8 @@ pub struct Negotiated {
     pub peer_id: Ipv4Addr,
     /// Seconds; 0 means no keepalives and no hold timer.
     pub hold_time: u16,
+    /// The configured keepalive interval in seconds, if any.
+    pub keepalive_time: Option<u16>,
     /// RFC 6793: both sides speak 4-octet ASNs.
     pub four_octet_as: bool,
     /// Families both sides advertised (IPv4 unicast is implied without MP capabilities, RFC 4760 §8), limited to
@@ -158,8 +164,15 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
+    /// A third of the negotiated hold time (RFC 4271 §10), or the configured interval when that is shorter: a
+    /// longer one would let the peer's hold timer expire. `None` with a hold time of 0 (no keepalives at all).
     pub fn keepalive_interval(&self) -> Option<Duration> {
-        (self.hold_time > 0).then(|| Duration::from_secs(u64::from(self.hold_time)) / 3)
+        let third = Duration::from_secs(u64::from(self.hold_time)) / 3;
+        let configured = self
+            .keepalive_time
+            .filter(|k| *k > 0)
+            .map(|k| Duration::from_secs(u64::from(k)));
+        (self.hold_time > 0).then(|| configured.map_or(third, |k| k.min(third)))
     }
 }
 
@@ -167,25 +180,29 @@ impl Negotiated {
 pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
 /// Connect-retry backoff bounds (design: 1 s → 60 s).
 pub const RETRY_MIN: Duration = Duration::from_secs(1);
+/// The default longest pause (`BgpPeer.spec.connectRetryTime`).
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Exponential connect-retry backoff with RFC 4271 §10 jitter (each delay is scaled by a random 0.75..1.0).
 #[derive(Debug)]
 pub struct RetryBackoff {
     attempt: u32,
+    max: Duration,
     rng: StdRng,
 }
 
 impl RetryBackoff {
-    pub fn new(seed: u64) -> Self {
+    /// Delays from [`RETRY_MIN`] doubling up to `max` (at least [`RETRY_MIN`]).
+    pub fn new(seed: u64, max: Duration) -> Self {
         RetryBackoff {
             attempt: 0,
+            max: max.max(RETRY_MIN),
             rng: StdRng::seed_from_u64(seed),
         }
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let base = RETRY_MIN.saturating_mul(1u32 << self.attempt.min(16)).min(RETRY_MAX);
+        let base = RETRY_MIN.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         base.mul_f64(self.rng.random_range(0.75..=1.0))
     }
@@ -212,7 +229,7 @@ pub struct SessionFsm {
 
 impl SessionFsm {
     pub fn new(config: SessionConfig) -> Self {
-        let backoff = RetryBackoff::new(config.jitter_seed);
+        let backoff = RetryBackoff::new(config.jitter_seed, config.connect_retry_max);
         SessionFsm {
             config,
             state: State::Idle,

@@ -129,6 +129,8 @@ impl Speaker {
             router_id: self.config.router_id,
             peer_asn: peer.asn,
             hold_time: peer.hold_time,
+            keepalive_time: peer.keepalive_time,
+            connect_retry_max: peer.connect_retry_max,
             graceful_restart: peer.graceful_restart,
             families: peer.families.clone(),
             md5: peer.password.is_some(),

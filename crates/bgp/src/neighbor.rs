@@ -43,6 +43,10 @@ pub struct PeerConfig {
     pub password: Option<Vec<u8>>,
     /// Proposed hold time in seconds (0, or at least 3).
     pub hold_time: u16,
+    /// Keepalive interval in seconds; `None`: a third of the negotiated hold time (which also caps it).
+    pub keepalive_time: Option<u16>,
+    /// The longest pause between connection attempts (they back off from 1 s).
+    pub connect_retry_max: Duration,
     /// Advertise graceful restart (RFC 4724) as the restarting speaker.
     pub graceful_restart: Option<GracefulRestart>,
     /// Next hops overriding the session's source address, per family.
@@ -67,6 +71,8 @@ impl PeerConfig {
             ttl: None,
             password: None,
             hold_time: DEFAULT_HOLD_TIME,
+            keepalive_time: None,
+            connect_retry_max: crate::fsm::RETRY_MAX,
             graceful_restart: None,
             next_hop_v4: None,
             next_hop_v6: None,

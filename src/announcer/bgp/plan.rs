@@ -138,9 +138,7 @@ fn speaker_config(conf: &BgpConf, view: &BgpView<'_>) -> Result<Result<SpeakerCo
             check_asn(&format!("{field}.asn"), asn)?;
         }
         if let Some(r) = &o.router_id {
-            r.parse::<Ipv4Addr>().map_err(|_| {
-                Problem::invalid(format!("{field}.routerId '{}' is not an IPv4 address", text::quote(r)))
-            })?;
+            router_id(&format!("{field}.routerId"), r)?;
         }
         if rack.is_none()
             && selects(
@@ -153,10 +151,7 @@ fn speaker_config(conf: &BgpConf, view: &BgpView<'_>) -> Result<Result<SpeakerCo
         }
     }
     let conf_router_id = match &spec.router_id {
-        Some(r) => Some(
-            r.parse::<Ipv4Addr>()
-                .map_err(|_| Problem::invalid(format!("spec.routerId '{}' is not an IPv4 address", text::quote(r))))?,
-        ),
+        Some(r) => Some(router_id("spec.routerId", r)?),
         None => None,
     };
     let asn = rack.and_then(|o| o.asn).unwrap_or(spec.asn);
@@ -175,6 +170,22 @@ fn speaker_config(conf: &BgpConf, view: &BgpView<'_>) -> Result<Result<SpeakerCo
             view.node
         )),
     })
+}
+
+/// A configured BGP identifier: an IPv4 address other than 0.0.0.0 (RFC 6286 §2.1: the identifier is a non-zero
+/// 32-bit number; routers refuse an OPEN with 0, RFC 4271 §6.2).
+fn router_id(field: &str, value: &str) -> Result<Ipv4Addr, Problem> {
+    match value.parse::<Ipv4Addr>() {
+        Ok(id) if id.is_unspecified() => Err(Problem::invalid(format!(
+            "{field} 0.0.0.0 is not a BGP identifier (RFC 6286: it must not be zero): give one of the node's IPv4 \
+             addresses, or leave it out to use the Node's InternalIP"
+        ))),
+        Ok(id) => Ok(id),
+        Err(_) => Err(Problem::invalid(format!(
+            "{field} '{}' is not an IPv4 address",
+            text::quote(value)
+        ))),
+    }
 }
 
 /// The session to open for `peer`, `None` when this node does not peer with it, or what is wrong with it.
@@ -222,6 +233,13 @@ fn peer_config(
     if let Some(h) = p.hold_time {
         config.hold_time = u16::try_from(h)
             .map_err(|_| Problem::invalid(format!("spec.holdTime {h} is above 65535 seconds (RFC 4271 §4.2)")))?;
+    }
+    if let Some(k) = p.keepalive_time {
+        // The CRD bounds it (at most 21845 s, a third of the longest hold time); 0 means the default.
+        config.keepalive_time = u16::try_from(k).ok().filter(|k| *k > 0);
+    }
+    if let Some(r) = p.connect_retry_time {
+        config.connect_retry_max = std::time::Duration::from_secs(u64::from(r.max(1)));
     }
     config.ttl = p.ebgp_multihop;
     if let Some(source) = &p.source_address {

@@ -200,10 +200,26 @@ fn passive_families_and_local_asn_reach_the_peer_config() {
     assert!(!peer.passive);
     assert_eq!(peer.families, [Afi::IPV4]);
     assert_eq!(peer.local_asn, None);
+    assert_eq!(
+        (peer.keepalive_time, peer.connect_retry_max),
+        (None, herald_bgp::fsm::RETRY_MAX)
+    );
     assert!(p.problems.is_empty(), "{:?}", p.problems);
     assert_eq!(
         Fixture::new().plan().peers.values().next().unwrap().families,
         [Afi::IPV4, Afi::IPV6]
+    );
+
+    // keepaliveTime and connectRetryTime (in the CRD, and read: they once were not).
+    f.peers = vec![obj(
+        json!({"metadata": {"name": "leaf"}, "spec": {"address": "198.51.100.1", "asn": 64500,
+        "holdTime": 30, "keepaliveTime": 5, "connectRetryTime": 10}}),
+    )];
+    let p = f.plan();
+    let peer = p.peers.values().next().unwrap();
+    assert_eq!(
+        (peer.hold_time, peer.keepalive_time, peer.connect_retry_max),
+        (30, Some(5), std::time::Duration::from_secs(10))
     );
 }
 
@@ -425,6 +441,14 @@ fn an_invalid_conf_is_explained() {
         (
             json!({"asn": 64512, "overrides": [{"nodeSelector": {}, "asn": 0}]}),
             "spec.overrides[0].asn 0",
+        ),
+        (
+            json!({"asn": 64512, "routerId": "0.0.0.0"}),
+            "spec.routerId 0.0.0.0 is not a BGP identifier (RFC 6286",
+        ),
+        (
+            json!({"asn": 64512, "overrides": [{"nodeSelector": {}, "routerId": "0.0.0.0"}]}),
+            "spec.overrides[0].routerId 0.0.0.0 is not a BGP identifier",
         ),
     ] {
         f.confs = vec![obj(json!({"metadata": {"name": "default"}, "spec": spec}))];

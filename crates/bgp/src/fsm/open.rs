@@ -87,6 +87,7 @@ impl SessionFsm {
             peer_asn: open.asn(),
             peer_id: id,
             hold_time: c.hold_time.min(open.hold_time),
+            keepalive_time: c.keepalive_time,
             four_octet_as: open.four_octet_as().is_some(),
             families,
             route_refresh: open.capabilities.contains(&Capability::RouteRefresh),

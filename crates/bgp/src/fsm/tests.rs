@@ -14,12 +14,57 @@ fn config() -> SessionConfig {
         router_id: Ipv4Addr::new(192, 0, 2, 11),
         peer_asn: 64500,
         hold_time: 90,
+        keepalive_time: None,
+        connect_retry_max: RETRY_MAX,
         graceful_restart: None,
         families: vec![Afi::IPV4, Afi::IPV6],
         md5: false,
         connect_timeout: Duration::from_secs(5),
         jitter_seed: 7,
     }
+}
+
+/// Keepalives every third of the negotiated hold time, or every configured interval when that is shorter (a longer
+/// one would let the peer's hold timer expire); none with a hold time of 0.
+#[test]
+fn the_keepalive_interval_is_the_configured_one_capped_by_a_third_of_the_hold_time() {
+    let negotiated = |hold_time: u16, keepalive_time: Option<u16>| Negotiated {
+        peer_asn: 64500,
+        peer_id: Ipv4Addr::new(192, 0, 2, 1),
+        hold_time,
+        keepalive_time,
+        four_octet_as: true,
+        families: vec![Afi::IPV4],
+        route_refresh: true,
+        peer_graceful_restart: false,
+    };
+    let secs = Duration::from_secs;
+    assert_eq!(negotiated(90, None).keepalive_interval(), Some(secs(30)));
+    assert_eq!(negotiated(90, Some(10)).keepalive_interval(), Some(secs(10)));
+    assert_eq!(
+        negotiated(9, Some(10)).keepalive_interval(),
+        Some(secs(3)),
+        "capped by hold/3"
+    );
+    assert_eq!(
+        negotiated(90, Some(0)).keepalive_interval(),
+        Some(secs(30)),
+        "0 means the default"
+    );
+    assert_eq!(negotiated(0, Some(10)).keepalive_interval(), None);
+}
+
+/// Connection attempts back off from 1 s up to the configured longest pause (BgpPeer `connectRetryTime`).
+#[test]
+fn connect_retries_back_off_up_to_the_configured_pause() {
+    let mut backoff = RetryBackoff::new(3, Duration::from_secs(5));
+    let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+    assert!(delays[0] <= Duration::from_secs(1), "{delays:?}");
+    assert!(delays.iter().all(|d| *d <= Duration::from_secs(5)), "{delays:?}");
+    assert!(
+        delays[6] >= Duration::from_millis(3750),
+        "reaches the cap (jitter 75-100 %): {delays:?}"
+    );
 }
 
 fn peer_open(asn: u32, hold_time: u16) -> Open {

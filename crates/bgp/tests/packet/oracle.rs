@@ -38,6 +38,8 @@ fn session(gr: bool, asn: u32) -> SessionFsm {
         router_id: Ipv4Addr::new(192, 0, 2, 10),
         peer_asn: 64500,
         hold_time: 90,
+        keepalive_time: None,
+        connect_retry_max: herald_bgp::fsm::RETRY_MAX,
         graceful_restart: gr.then_some(GracefulRestart {
             restart_time: 120,
             restarting: true,

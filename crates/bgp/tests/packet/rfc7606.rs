@@ -66,6 +66,8 @@ impl Peer {
             router_id: Ipv4Addr::new(192, 0, 2, 11),
             peer_asn: self.asn(),
             hold_time: 90,
+            keepalive_time: None,
+            connect_retry_max: herald_bgp::fsm::RETRY_MAX,
             graceful_restart: None,
             families: vec![Afi::IPV4, Afi::IPV6],
             md5: false,
