@@ -285,6 +285,16 @@ impl Fabric {
             .map(|_| ())
     }
 
+    /// Node `i`'s rack link up again, with its default route (the kernel dropped it with the link; a node's network
+    /// manager would put it back).
+    pub fn rack_link_up(&self, i: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        self.lab.ip(&node.ns, &["link", "set", "eth0", "up"])?;
+        self.lab
+            .ip(&node.ns, &["route", "replace", "default", "via", RACKS[node.rack].leaf])
+            .map(|_| ())
+    }
+
     /// Next hops of `prefix` in the kernel table of the spine.
     pub fn spine_hops(&self, prefix: &str) -> Vec<String> {
         kernel_next_hops(&self.lab, &self.spine_ns, prefix).unwrap_or_default()

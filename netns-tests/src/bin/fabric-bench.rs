@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use herald_netns_tests::fabric::{Fabric, HOLD_TIME, RACKS};
-use herald_netns_tests::{require, wait_for_every};
+use herald_netns_tests::require;
 
-const POLL: Duration = Duration::from_millis(5);
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> Result<()> {
@@ -41,17 +40,12 @@ fn main() -> Result<()> {
         bail!("missing tools (see above)");
     }
     let mut f = Fabric::start("fabric-bench")?;
-    let both = {
-        let mut v = vec![RACKS[0].uplink.1.to_string(), RACKS[1].uplink.1.to_string()];
-        v.sort();
-        v
-    };
-    let leaf1_only = vec![RACKS[0].uplink.1.to_string()];
+    let both = [RACKS[0].uplink.1, RACKS[1].uplink.1];
+    let leaf1_only = [RACKS[0].uplink.1];
     // Warm up: the sessions are up and a first Service has its route.
     let warm = f.create_service("warm", TIMEOUT)?;
     let warm_prefix = format!("{warm}/32");
-    wait_for_every(TIMEOUT, POLL, || (f.spine_hops(&warm_prefix) == both).then_some(()))
-        .context("the spine never held the first Service over both leaves")?;
+    f.wait_spine(&warm_prefix, &both, TIMEOUT)?;
 
     let mut create = Vec::new();
     for run in 0..runs {
@@ -59,12 +53,12 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let ip = f.create_service(&name, TIMEOUT)?;
         let prefix = format!("{ip}/32");
-        wait_for_every(TIMEOUT, POLL, || (f.spine_hops(&prefix) == both).then_some(()))
-            .with_context(|| format!("run {run}: the spine never held {prefix} over both leaves"))?;
+        f.wait_spine(&prefix, &both, TIMEOUT)
+            .with_context(|| format!("run {run}"))?;
         create.push(t0.elapsed());
         f.apiserver.kubectl(&["delete", "service", &name, "--wait=false"])?;
-        wait_for_every(TIMEOUT, POLL, || f.spine_hops(&prefix).is_empty().then_some(()))
-            .with_context(|| format!("run {run}: {prefix} never left the spine"))?;
+        f.wait_spine(&prefix, &[], TIMEOUT)
+            .with_context(|| format!("run {run}: after the delete"))?;
     }
 
     let mut killed = Vec::new();
@@ -73,27 +67,21 @@ fn main() -> Result<()> {
         // kill -9 of node3's agent.
         let t0 = Instant::now();
         f.kill_agent(2)?;
-        wait_for_every(TIMEOUT, POLL, || {
-            (f.spine_hops(&warm_prefix) == leaf1_only).then_some(())
-        })
-        .with_context(|| format!("run {run}: node3's route never left the spine after the kill"))?;
+        f.wait_spine(&warm_prefix, &leaf1_only, TIMEOUT)
+            .with_context(|| format!("run {run}: after the kill"))?;
         killed.push(t0.elapsed());
         f.start_agent(2)?;
-        wait_for_every(TIMEOUT, POLL, || (f.spine_hops(&warm_prefix) == both).then_some(()))
-            .with_context(|| format!("run {run}: node3 never came back"))?;
+        f.wait_spine(&warm_prefix, &both, TIMEOUT)
+            .with_context(|| format!("run {run}: node3 back"))?;
         // node3's rack link cut.
         let t0 = Instant::now();
         f.rack_link_down(2)?;
-        wait_for_every(TIMEOUT, POLL, || {
-            (f.spine_hops(&warm_prefix) == leaf1_only).then_some(())
-        })
-        .with_context(|| format!("run {run}: node3's route never left the spine after the link cut"))?;
+        f.wait_spine(&warm_prefix, &leaf1_only, TIMEOUT)
+            .with_context(|| format!("run {run}: after the link cut"))?;
         cut.push(t0.elapsed());
-        f.lab.ip(&f.nodes[2].ns, &["link", "set", "eth0", "up"])?;
-        f.lab
-            .ip(&f.nodes[2].ns, &["route", "replace", "default", "via", RACKS[1].leaf])?;
-        wait_for_every(TIMEOUT, POLL, || (f.spine_hops(&warm_prefix) == both).then_some(()))
-            .with_context(|| format!("run {run}: node3 never came back after the link cut"))?;
+        f.rack_link_up(2)?;
+        f.wait_spine(&warm_prefix, &both, TIMEOUT)
+            .with_context(|| format!("run {run}: node3 back after the link cut"))?;
     }
 
     println!(

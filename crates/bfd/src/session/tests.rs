@@ -2,6 +2,14 @@ use super::*;
 
 const MS: Duration = Duration::from_millis(1);
 
+/// Two sessions with default timers, discriminators 1 and 2.
+fn pair() -> (Session, Session) {
+    (
+        Session::new(Timers::default(), 1, 1),
+        Session::new(Timers::default(), 2, 2),
+    )
+}
+
 /// The packets among `actions`.
 fn sent(actions: &[Action]) -> Vec<ControlPacket> {
     actions
@@ -62,10 +70,7 @@ fn run(a: &mut Session, b: &mut Session, start: Instant, until: Instant) -> (Vec
 #[test]
 fn two_sessions_come_up_by_the_three_way_handshake_then_send_at_the_configured_rate() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (
-        Session::new(Timers::default(), 1, 1),
-        Session::new(Timers::default(), 2, 2),
-    );
+    let (mut a, mut b) = pair();
     let (acts_a, acts_b) = run(&mut a, &mut b, t0, t0 + 3 * SLOW_TX);
     // Both start at once: each hears the other's Down (→ Init), then the other's Init (→ Up).
     let handshake = [
@@ -95,10 +100,7 @@ fn two_sessions_come_up_by_the_three_way_handshake_then_send_at_the_configured_r
 #[test]
 fn a_late_side_goes_from_down_to_up_when_the_other_says_init() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (
-        Session::new(Timers::default(), 1, 1),
-        Session::new(Timers::default(), 2, 2),
-    );
+    let (mut a, mut b) = pair();
     let hello = sent(&a.poll(t0));
     let reply = sent(&b.received(t0, &hello[0]).unwrap());
     assert_eq!(reply[0].state, State::Init);
@@ -114,10 +116,7 @@ fn a_late_side_goes_from_down_to_up_when_the_other_says_init() {
 #[test]
 fn a_silent_peer_is_down_after_the_detection_time_and_forgotten() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (
-        Session::new(Timers::default(), 1, 1),
-        Session::new(Timers::default(), 2, 2),
-    );
+    let (mut a, mut b) = pair();
     run(&mut a, &mut b, t0, t0 + 3 * SLOW_TX);
     assert_eq!(a.state(), State::Up);
     // B goes silent. A polls on: it stays Up until 900 ms after the last packet, then goes Down at that moment.
@@ -153,10 +152,7 @@ fn a_silent_peer_is_down_after_the_detection_time_and_forgotten() {
 #[test]
 fn a_peer_that_goes_admin_down_takes_the_session_down_without_it_counting_as_a_timeout() {
     let t0 = Instant::now();
-    let (mut a, mut b) = (
-        Session::new(Timers::default(), 1, 1),
-        Session::new(Timers::default(), 2, 2),
-    );
+    let (mut a, mut b) = pair();
     let t = t0 + 3 * SLOW_TX;
     run(&mut a, &mut b, t0, t);
     let bye = sent(&b.admin_down(t));
