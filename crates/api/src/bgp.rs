@@ -125,6 +125,7 @@ pub struct BgpConfStatus {
     printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asn"}"#,
     printcolumn = r#"{"name":"Established","type":"integer","jsonPath":".status.established"}"#,
     printcolumn = r#"{"name":"Sessions","type":"integer","jsonPath":".status.sessionCount"}"#,
+    printcolumn = r#"{"name":"BFD-Up","type":"integer","jsonPath":".status.bfdUp"}"#,
     printcolumn = r#"{"name":"Listening","type":"string","jsonPath":".status.conditions[?(@.type==\"Listening\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -204,6 +205,29 @@ pub struct BgpPeerSpec {
     /// Nodes that peer with this router (rack/leaf peering). Default: every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
+    /// BFD to this router (RFC 5880, single hop as RFC 5881): when it goes down, so does the BGP session, and the
+    /// router withdraws the node's routes within detectMultiplier × interval instead of the hold time. Off when
+    /// absent, as the router must be configured for it too; `bfd: {}` turns it on with 300 ms × 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSpec>,
+}
+
+/// BFD timers (the names of MetalLB's BFDProfile). Changing them never resets the BGP session.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSpec {
+    /// The fastest this node accepts BFD packets from the router, in milliseconds; default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub receive_interval: Option<u32>,
+    /// How often this node wants to send BFD packets once the session is up, in milliseconds; default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
+    pub transmit_interval: Option<u32>,
+    /// Packets missed before the session counts as down; default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 255))]
+    pub detect_multiplier: Option<u8>,
 }
 
 fn default_port() -> u16 {
@@ -249,6 +273,9 @@ pub struct BgpPeerStatus {
     /// Nodes that should have a session.
     #[serde(default)]
     pub session_count: u32,
+    /// Sessions whose BFD session is Up (absent when no node runs BFD to this peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_up: Option<u32>,
     /// One entry per node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<PeerSession>,
@@ -278,4 +305,7 @@ pub struct PeerSession {
     /// that is not passive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listening: Option<bool>,
+    /// The BFD session's state (AdminDown, Down, Init, Up) when BFD is on for this peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
 }

@@ -114,6 +114,11 @@ impl Session {
         self.state
     }
 
+    /// The state the peer last reported (Down before its first packet).
+    pub fn remote_state(&self) -> State {
+        self.remote_state
+    }
+
     pub fn diag(&self) -> Diag {
         self.diag
     }

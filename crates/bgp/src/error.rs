@@ -33,6 +33,13 @@ pub enum Error {
         local: SocketAddr,
         other: SocketAddr,
     },
+    /// The peer's BFD session could not start (its receive socket, or its own sending socket).
+    #[error("BGP peer {peer}: {source}")]
+    Bfd {
+        peer: IpAddr,
+        #[source]
+        source: herald_bfd::tasks::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

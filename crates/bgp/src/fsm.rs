@@ -17,7 +17,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::packet::{Afi, DecodeError, ErrorKind, FsmSubcode, Malformed, Message, Notification, Safi};
+use crate::packet::{Afi, CeaseSubcode, DecodeError, ErrorKind, FsmSubcode, Malformed, Message, Notification, Safi};
 
 /// RFC 4271 §8.2.2: session states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +82,9 @@ pub enum Event {
     DecodeFailed(Direction, DecodeError),
     /// Events 9-11.
     TimerExpired(Timer),
+    /// The peer's BFD session went down from Up (RFC 5882 §4.3): the path is gone, so is the session. The text says
+    /// why (BFD's diagnostic).
+    BfdDown(String),
 }
 
 /// Outputs, to be carried out in order.
@@ -329,6 +332,13 @@ impl SessionFsm {
                 self.open_connection(&mut out, Direction::Outgoing, "connected, OPEN sent");
             }
             (_, Event::TcpAccepted) => self.accept(&mut out),
+            (State::OpenSent | State::OpenConfirm | State::Established, Event::BfdDown(why)) => {
+                // Cease / BFD Down (RFC 9384); it may never arrive, the path being gone.
+                let cease = Notification::new(CeaseSubcode::BfdDown);
+                let reason = format!("BFD went down ({why}); sent {}", cease.describe());
+                self.send(&mut out, Message::Notification(cease));
+                self.down(&mut out, reason, true);
+            }
             (State::OpenSent | State::OpenConfirm | State::Established, Event::TcpClosed(_, why)) => {
                 self.down(&mut out, format!("connection closed: {why}"), true);
             }

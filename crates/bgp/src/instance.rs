@@ -46,11 +46,13 @@ struct PeerHandle {
     commands: mpsc::Sender<PeerCommand>,
     status: watch::Receiver<PeerStatus>,
     task: JoinHandle<()>,
+    /// The peer's BFD session (dropped after the task: the BGP session closes first, then BFD says AdminDown).
+    bfd: Option<herald_bfd::SessionHandle>,
 }
 
 impl PeerHandle {
     async fn stop(mut self, command: PeerCommand) {
-        // The channel has room: only stop commands are sent, once.
+        // The channel has room: stop is the last command, and the others are awaited as they are sent.
         let _ = self.commands.try_send(command);
         if tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await.is_err() {
             warn!(peer = %self.config.address, "peer task did not stop in time, aborting it");
@@ -94,6 +96,8 @@ pub struct Speaker {
     routes: watch::Sender<Routes>,
     peers: BTreeMap<IpAddr, PeerHandle>,
     listeners: BTreeMap<SocketAddr, PassiveListener>,
+    /// BFD for the peers that want it, started with the first of them.
+    bfd: Option<herald_bfd::Bfd>,
 }
 
 impl Speaker {
@@ -105,6 +109,7 @@ impl Speaker {
             routes,
             peers: BTreeMap::new(),
             listeners: BTreeMap::new(),
+            bfd: None,
         }
     }
 
@@ -119,6 +124,7 @@ impl Speaker {
         if self.peers.contains_key(&peer.address) {
             return Err(Error::PeerExists(peer.address));
         }
+        let bfd = self.start_bfd(&peer)?;
         let incoming = if peer.passive {
             Some(self.listen_for(&peer)?)
         } else {
@@ -137,7 +143,7 @@ impl Speaker {
             connect_timeout: peer.connect_timeout,
             jitter_seed: rand::random(),
         };
-        let (commands, commands_rx) = mpsc::channel(1);
+        let (commands, commands_rx) = mpsc::channel(4);
         let (status_tx, status) = watch::channel(PeerStatus::new(peer.address, peer.asn));
         let task = PeerTask {
             config: peer.clone(),
@@ -146,6 +152,7 @@ impl Speaker {
             status: status_tx,
             commands: commands_rx,
             incoming,
+            bfd: bfd.as_ref().map(herald_bfd::SessionHandle::status),
         };
         info!(peer = %peer.address, asn = peer.asn, port = peer.port, passive = peer.passive, "adding BGP peer");
         let task = tokio::spawn(task.run());
@@ -156,18 +163,50 @@ impl Speaker {
                 commands,
                 status,
                 task,
+                bfd,
             },
         );
         Ok(())
+    }
+
+    /// Starts the peer's BFD session when it wants one.
+    fn start_bfd(&mut self, peer: &PeerConfig) -> Result<Option<herald_bfd::SessionHandle>> {
+        let Some(timers) = peer.bfd else { return Ok(None) };
+        self.bfd
+            .get_or_insert_with(herald_bfd::Bfd::new)
+            .add(peer.address, peer.local_address, timers)
+            .map(Some)
+            .map_err(|source| Error::Bfd {
+                peer: peer.address,
+                source,
+            })
     }
 
     /// Applies a peer's new configuration: nothing happens when it is unchanged; otherwise only this peer's
     /// session restarts (Cease / Other Configuration Change). Unknown peers are added.
     pub async fn set_peer(&mut self, peer: PeerConfig) -> Result<()> {
         peer.validate()?;
-        if let Some(existing) = self.peers.get(&peer.address) {
+        if let Some(existing) = self.peers.get_mut(&peer.address) {
             if existing.config == peer {
                 return Ok(());
+            }
+            if existing.config.same_session(&peer) {
+                // Only BFD changed: the old BFD session ends (AdminDown, no failure at the router), a new one
+                // starts, and the BGP session stays up.
+                existing.bfd = None;
+                let started = self.start_bfd(&peer);
+                let (bfd, config, result) = match started {
+                    Ok(bfd) => (bfd, peer, Ok(())),
+                    // The BGP session goes on without BFD; the next change tries again.
+                    Err(e) => (None, PeerConfig { bfd: None, ..peer }, Err(e)),
+                };
+                if let Some(existing) = self.peers.get_mut(&config.address) {
+                    let status = bfd.as_ref().map(herald_bfd::SessionHandle::status);
+                    let _ = existing.commands.send(PeerCommand::Bfd(status)).await;
+                    existing.bfd = bfd;
+                    existing.config = config;
+                }
+                return result;
             }
             if let Some(old) = self.peers.remove(&peer.address) {
                 self.stop_listening_for(&old.config);

@@ -53,6 +53,9 @@ pub struct PeerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
     pub connect_timeout: Duration,
+    /// Run a BFD session (RFC 5880/5881) to the peer with these timers, and take the BGP session down when it
+    /// goes down (RFC 5882). The peer must be a direct neighbor (single hop).
+    pub bfd: Option<herald_bfd::Timers>,
 }
 
 impl PeerConfig {
@@ -77,7 +80,15 @@ impl PeerConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            bfd: None,
         }
+    }
+
+    /// Whether `other` differs from this configuration at most in its BFD settings, which change without a new
+    /// BGP session.
+    pub fn same_session(&self, other: &PeerConfig) -> bool {
+        let bgp_only = |c: &PeerConfig| PeerConfig { bfd: None, ..c.clone() };
+        bgp_only(self) == bgp_only(other)
     }
 
     /// Rejects what the session could never use, with the fix in the message.
@@ -116,6 +127,20 @@ impl PeerConfig {
         if self.families.is_empty() {
             return bad("no address family to announce: give IPv4, IPv6 or both".to_string());
         }
+        if let Some(t) = &self.bfd {
+            if t.detect_mult == 0 {
+                return bad("BFD detect multiplier 0 is not allowed: use 1 to 255 (3 is usual)".to_string());
+            }
+            if t.desired_min_tx.is_zero() || t.required_min_rx.is_zero() {
+                return bad("BFD intervals must be above 0 (300 ms is usual)".to_string());
+            }
+            if self.ttl.is_some_and(|ttl| ttl > 1) {
+                return bad(format!(
+                    "BFD runs single hop (RFC 5881) but the session is multihop (TTL {}): turn one of them off",
+                    self.ttl.unwrap_or_default()
+                ));
+            }
+        }
         if let Some(afi) = self.families.iter().find(|a| !matches!(**a, Afi::IPV4 | Afi::IPV6)) {
             return bad(format!(
                 "address family {} is not supported: only IPv4 (1) and IPv6 (2)",
@@ -144,6 +169,7 @@ impl fmt::Debug for PeerConfig {
             .field("graceful_restart", &self.graceful_restart)
             .field("next_hop_v4", &self.next_hop_v4)
             .field("next_hop_v6", &self.next_hop_v6)
+            .field("bfd", &self.bfd)
             .finish()
     }
 }
@@ -172,6 +198,10 @@ pub struct PeerStatus {
     pub established_count: u64,
     /// Negotiated hold time, while a session is up.
     pub hold_time: Option<u16>,
+    /// The BFD session's status, when BFD is on for this peer.
+    pub bfd: Option<herald_bfd::SessionStatus>,
+    /// Times BFD took the session down.
+    pub bfd_downs: u64,
 }
 
 impl PeerStatus {
@@ -191,6 +221,8 @@ impl PeerStatus {
             last_malformed_update: None,
             established_count: 0,
             hold_time: None,
+            bfd: None,
+            bfd_downs: 0,
         }
     }
 

@@ -40,6 +40,9 @@ pub enum PeerCommand {
     /// Close the connection without a NOTIFICATION and end the task, so a graceful-restart helper keeps our
     /// routes (RFC 4724 §4.2: only a TCP failure, not a NOTIFICATION, starts the helper's restart timer).
     Abandon,
+    /// Follow this BFD session from now on (its timers changed, or BFD was turned on), or none: the BGP session
+    /// itself is not touched.
+    Bfd(Option<watch::Receiver<herald_bfd::SessionStatus>>),
 }
 
 /// Everything the peer task needs to start.
@@ -51,6 +54,8 @@ pub struct PeerTask {
     pub commands: mpsc::Receiver<PeerCommand>,
     /// Connections from the peer (passive peers only).
     pub incoming: Option<mpsc::Receiver<TcpStream>>,
+    /// The peer's BFD session, when BFD is on: its going down takes the BGP session down (RFC 5882).
+    pub bfd: Option<watch::Receiver<herald_bfd::SessionStatus>>,
 }
 
 /// Passive peers of one listening socket: where to hand each peer address's connections.
@@ -126,6 +131,7 @@ struct PeerLoop {
     /// Per RFC 7606 approach ([`crate::packet::ErrorHandling::strength`]): a malformed UPDATE handled that way was
     /// logged at warn level this session. Later ones go to debug, so a peer cannot flood the log.
     malformed_logged: [bool; 3],
+    bfd: Option<watch::Receiver<herald_bfd::SessionStatus>>,
 }
 
 fn timer_index(t: Timer) -> usize {
@@ -148,6 +154,7 @@ impl PeerTask {
             status,
             mut commands,
             incoming,
+            bfd,
         } = self;
         let mut peer = PeerLoop {
             fsm: SessionFsm::new(session),
@@ -163,7 +170,9 @@ impl PeerTask {
             session: None,
             events: VecDeque::new(),
             malformed_logged: [false; 3],
+            bfd: None,
         };
+        peer.follow_bfd(bfd);
         peer.feed(Event::Start).await;
         loop {
             peer.process_events().await;
@@ -182,6 +191,10 @@ impl PeerTask {
                             // forwards it, instead of finding out from the NOTIFICATION.
                             peer.withdraw_all().await;
                             peer.feed(Event::Stop(cease)).await;
+                        }
+                        Some(PeerCommand::Bfd(bfd)) => {
+                            peer.follow_bfd(bfd);
+                            continue;
                         }
                         Some(PeerCommand::Abandon) | None => {
                             info!(peer = %peer.config.address, "closing without NOTIFICATION (graceful restart)");
@@ -241,6 +254,18 @@ impl PeerTask {
                         peer.feed(Event::TimerExpired(TIMERS[i])).await;
                     }
                 }
+                changed = async {
+                    match peer.bfd.as_mut() {
+                        Some(bfd) => bfd.changed().await,
+                        None => std::future::pending().await,
+                    }
+                }, if peer.bfd.is_some() => {
+                    match changed {
+                        Ok(()) => peer.bfd_changed().await,
+                        // The BFD session ended (the speaker replaced or dropped it).
+                        Err(_) => peer.follow_bfd(None),
+                    }
+                }
                 changed = peer.routes.changed(), if established => {
                     if changed.is_err() {
                         // The speaker is gone: end like a dropped speaker (no NOTIFICATION).
@@ -271,6 +296,32 @@ impl PeerLoop {
         match dir {
             Direction::Outgoing => &mut self.outgoing,
             Direction::Incoming => &mut self.incoming,
+        }
+    }
+
+    /// Follows `bfd` (or no BFD session) from now on.
+    fn follow_bfd(&mut self, bfd: Option<watch::Receiver<herald_bfd::SessionStatus>>) {
+        let now = bfd.as_ref().map(|b| *b.borrow());
+        self.bfd = bfd;
+        self.status.send_modify(|s| s.bfd = now);
+    }
+
+    /// The BFD session changed state: a failure (Up to Down, not by the peer's AdminDown) takes the BGP session
+    /// down (RFC 5882 §4.3), which then reconnects as after any failure.
+    async fn bfd_changed(&mut self) {
+        let Some(bfd) = self.bfd.as_mut() else { return };
+        let next = *bfd.borrow_and_update();
+        let mut failed = false;
+        self.status.send_modify(|s| {
+            failed = s.bfd.is_some_and(|prev| prev.failed(&next));
+            s.bfd = Some(next);
+            if failed {
+                s.bfd_downs += 1;
+            }
+        });
+        if failed {
+            warn!(peer = %self.config.address, diag = %next.diag, state = %self.fsm.state(), "BFD session down: taking the BGP session down");
+            self.feed(Event::BfdDown(next.diag.to_string())).await;
         }
     }
 

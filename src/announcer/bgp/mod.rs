@@ -220,6 +220,7 @@ impl BgpAnnouncer {
                 state: "Idle".into(),
                 error: Some("agent stopped".into()),
                 listening: None,
+                bfd: None,
             };
             for name in self.names.values() {
                 if let Err(e) = write_session(&api, name, node, &stopped).await {

@@ -259,8 +259,24 @@ fn peer_config(
     if let Some(secret_ref) = &p.password_secret_ref {
         config.password = Some(password(secret_ref, view)?);
     }
+    config.bfd = p.bfd.as_ref().map(bfd_timers);
     config.validate().map_err(|e| Problem::invalid(e.to_string()))?;
     Ok(Some(config))
+}
+
+/// The BFD timers of a `spec.bfd` (the CRD bounds them; out-of-range values are clamped, never refused).
+fn bfd_timers(b: &herald_api::bgp::BfdSpec) -> herald_bfd::Timers {
+    let ms = |v: Option<u32>, default: std::time::Duration| {
+        v.map_or(default, |v| {
+            std::time::Duration::from_millis(u64::from(v.clamp(10, 60_000)))
+        })
+    };
+    let d = herald_bfd::Timers::default();
+    herald_bfd::Timers {
+        desired_min_tx: ms(b.transmit_interval, d.desired_min_tx),
+        required_min_rx: ms(b.receive_interval, d.required_min_rx),
+        detect_mult: b.detect_multiplier.map_or(d.detect_mult, |m| m.max(1)),
+    }
 }
 
 /// The TCP MD5 password a `passwordSecretRef` names.

@@ -80,6 +80,7 @@ impl BgpReporter {
                 state: status.state.to_string(),
                 error,
                 listening,
+                bfd: status.bfd.map(|b| b.state.to_string()),
             };
             let key = format!("session {}", status.address);
             if self.reported.get(&status.address) == Some(&entry) || !self.retry.due(&key, now) {
@@ -93,7 +94,7 @@ impl BgpReporter {
             self.retry.record(key, now, &written);
             match written {
                 Ok(()) => {
-                    info!(peer = %status.address, node, state = entry.state, listening = ?entry.listening, "BGP session state");
+                    info!(peer = %status.address, node, state = entry.state, listening = ?entry.listening, bfd = ?entry.bfd, "BGP session state");
                     self.reported.insert(status.address, entry);
                 }
                 Err(e) => warn!(peer = %status.address, error = %e, "cannot write BgpPeer status"),
@@ -226,6 +227,8 @@ pub(super) struct SessionEntry {
     pub(super) error: Option<String>,
     /// Passive peers: does this node accept the router's connections?
     pub(super) listening: Option<bool>,
+    /// The BFD session's state, when BFD is on.
+    pub(super) bfd: Option<String>,
 }
 
 /// The `Listening` condition of a passive BgpPeer from its sessions (`None`: no node reports a passive session, so
@@ -288,10 +291,18 @@ pub(super) async fn write_session(
             last_transition_time: Some(now.clone()),
             last_error: entry.error.clone(),
             listening: entry.listening,
+            bfd: entry.bfd.clone(),
         });
         status.sessions.sort_by(|a, b| a.node.cmp(&b.node));
         status.session_count = status.sessions.len() as u32;
         status.established = status.sessions.iter().filter(|s| s.state == "Established").count() as u32;
+        status.bfd_up = status.sessions.iter().any(|s| s.bfd.is_some()).then(|| {
+            status
+                .sessions
+                .iter()
+                .filter(|s| s.bfd.as_deref() == Some("Up"))
+                .count() as u32
+        });
         match listening_condition(&status.sessions) {
             Some((ok, reason, message)) => {
                 let generation = peer.meta().generation;

@@ -221,6 +221,33 @@ fn passive_families_and_local_asn_reach_the_peer_config() {
         (peer.hold_time, peer.keepalive_time, peer.connect_retry_max),
         (30, Some(5), std::time::Duration::from_secs(10))
     );
+    assert_eq!(peer.bfd, None, "BFD is off unless asked for");
+
+    // bfd: {} turns BFD on with 300 ms × 3; each timer can be set.
+    let ms = std::time::Duration::from_millis;
+    for (bfd, want) in [
+        (json!({}), (ms(300), ms(300), 3)),
+        (
+            json!({"transmitInterval": 100, "receiveInterval": 50, "detectMultiplier": 5}),
+            (ms(100), ms(50), 5),
+        ),
+    ] {
+        f.peers = vec![obj(
+            json!({"metadata": {"name": "leaf"}, "spec": {"address": "198.51.100.1", "asn": 64500, "bfd": bfd}}),
+        )];
+        let p = f.plan();
+        let t = p.peers.values().next().unwrap().bfd.expect("BFD on");
+        assert_eq!((t.desired_min_tx, t.required_min_rx, t.detect_mult), want);
+    }
+    // BFD is single hop: with ebgpMultihop above 1 the peer is refused, with the reason.
+    f.peers = vec![obj(
+        json!({"metadata": {"name": "leaf"}, "spec": {"address": "198.51.100.1", "asn": 64500, "bfd": {},
+        "ebgpMultihop": 3}}),
+    )];
+    let p = f.plan();
+    assert!(p.peers.is_empty());
+    let why = format!("{:?}", p.verdicts.get("leaf"));
+    assert!(why.contains("BFD runs single hop"), "{why}");
 }
 
 fn session(node: &str, listening: Option<bool>, error: Option<&str>) -> herald_api::bgp::PeerSession {
@@ -230,6 +257,7 @@ fn session(node: &str, listening: Option<bool>, error: Option<&str>) -> herald_a
         last_transition_time: None,
         last_error: error.map(str::to_string),
         listening,
+        bfd: None,
     }
 }
 

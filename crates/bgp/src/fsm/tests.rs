@@ -276,6 +276,27 @@ fn hold_timer_expiry_sends_notification_and_resets() {
 }
 
 #[test]
+fn bfd_down_ends_the_session_with_cease_bfd_down_and_retries() {
+    let mut fsm = established();
+    let a = fsm.handle(Event::BfdDown("Control Detection Time Expired".into()));
+    // Cease (6) / BFD Down (10), RFC 9384.
+    assert_eq!(sent_notification(&a), Some((6, 10)));
+    assert!(a.iter().any(|a| matches!(a, Action::SessionDown { .. })));
+    assert_eq!(fsm.state(), State::Idle);
+    let why = fsm.last_error().unwrap();
+    assert!(why.contains("BFD went down (Control Detection Time Expired)"), "{why}");
+    assert!(
+        retry_armed(&a).is_some(),
+        "the session must come back when the path does"
+    );
+    // Before a session is up there is nothing to take down.
+    let mut idle = SessionFsm::new(config());
+    idle.handle(Event::Start);
+    assert!(idle.handle(Event::BfdDown("x".into())).is_empty());
+    assert_eq!(idle.state(), State::Connect);
+}
+
+#[test]
 fn hold_timer_in_open_sent() {
     let mut fsm = open_sent(config());
     assert_eq!(

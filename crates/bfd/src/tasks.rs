@@ -1,0 +1,390 @@
+//! The async shell of single-hop BFD (RFC 5881): UDP sockets and timers around [`Session`]s.
+//!
+//! ```text
+//!   router ──UDP :3784, TTL 255──▶ receive task (one per family) ──ControlPacket (mpsc, by source address)──▶ session task
+//!   router ◀──UDP from :49152-65535, TTL 255────────────────────────────────────────────────────────────────── session task
+//!                                                                                  SessionStatus (watch) ──▶ the BGP peer
+//! ```
+//! [`Bfd`] owns the receive sockets and the table of sessions; [`Bfd::add`] starts a session to one peer and
+//! returns its [`SessionHandle`]. Packets are matched to sessions by their source address (one session per peer
+//! address on this system), and the session checks the discriminators. Packets that arrive with a TTL other than 255
+//! were routed, so they come from no direct neighbor: they are dropped (RFC 5881 §5, the GTSM rule).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::packet::{ControlPacket, Diag, State};
+use crate::session::{Action, Session, Timers};
+
+/// RFC 5881 §4: control packets go to UDP port 3784.
+pub const PORT: u16 = 3784;
+/// RFC 5881 §4: the source port of a session's packets is in 49152–65535.
+pub const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+/// RFC 5881 §5: single-hop packets are sent with TTL (hop limit) 255 and accepted only with 255.
+pub const TTL: u8 = 255;
+
+/// What one session reports to its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub state: State,
+    /// Why the session last left Up (or None).
+    pub diag: Diag,
+    /// The state the peer last reported: a peer that went AdminDown took the session down on purpose, and its
+    /// client (the BGP session) must not be taken down for it (RFC 5882 §3.2).
+    pub remote_state: State,
+}
+
+impl SessionStatus {
+    /// Whether a change from `self` to `next` is a failure the client acts on: the session was Up and is Down,
+    /// and not because the peer said AdminDown (RFC 5882 §3.2).
+    pub fn failed(&self, next: &SessionStatus) -> bool {
+        self.state == State::Up && next.state == State::Down && next.remote_state != State::AdminDown
+    }
+}
+
+/// Sessions by peer address, each with where its received packets go.
+type Sessions = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<(ControlPacket, Instant)>>>>;
+
+/// The BFD service of one node: receive sockets (opened per family on the first session of that family) and the
+/// sessions. Create it inside a tokio runtime; dropping it ends the receive tasks.
+pub struct Bfd {
+    sessions: Sessions,
+    receivers: Mutex<[Option<JoinHandle<()>>; 2]>,
+    next_discriminator: AtomicU32,
+    /// The port it receives on.
+    port: u16,
+    /// The port its sessions send to.
+    peer_port: u16,
+}
+
+impl Drop for Bfd {
+    fn drop(&mut self) {
+        for task in self
+            .receivers
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// One running session; dropping it takes the session administratively down (the peer is told, so it does not
+/// count this as a failure) and ends it.
+pub struct SessionHandle {
+    peer: IpAddr,
+    sessions: Sessions,
+    status: watch::Receiver<SessionStatus>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SessionHandle {
+    /// Sees every state change.
+    pub fn status(&self) -> watch::Receiver<SessionStatus> {
+        self.status.clone()
+    }
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.peer);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot receive BFD packets on UDP port {port} ({family}): {source}{hint}",
+        hint = if source.kind() == io::ErrorKind::AddrInUse {
+            "; is another BFD daemon (FRR bfdd, BIRD) running on this node?"
+        } else {
+            ""
+        }
+    )]
+    Listen {
+        port: u16,
+        family: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot open the BFD socket to {peer}: {source}")]
+    Socket { peer: IpAddr, source: io::Error },
+    #[error("a BFD session to {0} exists already")]
+    Exists(IpAddr),
+}
+
+impl Bfd {
+    /// A BFD service receiving on [`PORT`].
+    pub fn new() -> Bfd {
+        Bfd::with_ports(PORT, PORT)
+    }
+
+    /// A BFD service receiving on `port` and sending to `peer_port` (tests run two in one namespace).
+    pub fn with_ports(port: u16, peer_port: u16) -> Bfd {
+        Bfd {
+            sessions: Sessions::default(),
+            receivers: Mutex::new([None, None]),
+            next_discriminator: AtomicU32::new(rand::random::<u32>() >> 1 | 1),
+            port,
+            peer_port,
+        }
+    }
+
+    /// Starts a session to `peer` (a direct neighbor), from `local` if given (else the address the kernel routes
+    /// from), with `timers`.
+    pub fn add(&self, peer: IpAddr, local: Option<IpAddr>, timers: Timers) -> Result<SessionHandle, Error> {
+        let peer = peer.to_canonical();
+        self.listen(peer.is_ipv4())?;
+        let socket = send_socket(peer, local, self.peer_port).map_err(|source| Error::Socket { peer, source })?;
+        let (packets_tx, packets) = mpsc::channel(16);
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            if sessions.contains_key(&peer) {
+                return Err(Error::Exists(peer));
+            }
+            sessions.insert(peer, packets_tx);
+        }
+        let discriminator = self.next_discriminator.fetch_add(1, Ordering::Relaxed).max(1);
+        let session = Session::new(timers, discriminator, rand::random());
+        let (status_tx, status) = watch::channel(SessionStatus {
+            state: State::Down,
+            diag: Diag::None,
+            remote_state: State::Down,
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        info!(%peer, ?local, tx = ?timers.desired_min_tx, rx = ?timers.required_min_rx, multiplier = timers.detect_mult, "starting BFD session");
+        tokio::spawn(
+            SessionTask {
+                peer,
+                session,
+                socket,
+                packets,
+                status: status_tx,
+                send_errors: 0,
+            }
+            .run(stopped),
+        );
+        Ok(SessionHandle {
+            peer,
+            sessions: Arc::clone(&self.sessions),
+            status,
+            stop: Some(stop),
+        })
+    }
+
+    /// Opens the receive socket of the family if it is not open yet.
+    fn listen(&self, v4: bool) -> Result<(), Error> {
+        let mut receivers = self.receivers.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = &mut receivers[usize::from(!v4)];
+        if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        let socket = receive_socket(v4, self.port).map_err(|source| Error::Listen {
+            port: self.port,
+            family: if v4 { "IPv4" } else { "IPv6" },
+            source,
+        })?;
+        *slot = Some(tokio::spawn(receive(socket, Arc::clone(&self.sessions))));
+        Ok(())
+    }
+}
+
+impl Default for Bfd {
+    fn default() -> Self {
+        Bfd::new()
+    }
+}
+
+/// The socket every session of a family receives on: any address, port [`PORT`], with the TTL of each datagram.
+fn receive_socket(v4: bool, port: u16) -> io::Result<UdpSocket> {
+    let (domain, any) = if v4 {
+        (socket2::Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    } else {
+        (socket2::Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if !v4 {
+        socket.set_only_v6(true)?;
+    }
+    herald_sys::udp::receive_ttl(&socket, v4)?;
+    socket.bind(&SocketAddr::new(any, port).into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(StdUdpSocket::from(socket))
+}
+
+/// A session's sending socket: from a port in [`SOURCE_PORTS`], TTL 255, connected to the peer's port.
+fn send_socket(peer: IpAddr, local: Option<IpAddr>, port: u16) -> io::Result<UdpSocket> {
+    let v4 = peer.is_ipv4();
+    let domain = if v4 {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if v4 {
+        socket.set_ttl_v4(u32::from(TTL))?;
+    } else {
+        socket.set_unicast_hops_v6(u32::from(TTL))?;
+    }
+    let local = local.unwrap_or(if v4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    });
+    // A random port of the range, then the next ones: the first free one wins.
+    let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
+    let first = rand::random::<u32>() % span;
+    let mut last = None;
+    for i in 0..span.min(256) {
+        let port = SOURCE_PORTS.start() + ((first + i) % span) as u16;
+        match socket.bind(&SocketAddr::new(local, port).into()) {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(e) = last {
+        return Err(e);
+    }
+    socket.connect(&SocketAddr::new(peer, port).into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(StdUdpSocket::from(socket))
+}
+
+/// Reads the family's datagrams and hands each valid one to the session of its source address.
+async fn receive(socket: UdpSocket, sessions: Sessions) {
+    let mut buf = [0u8; 128];
+    let mut dropped_ttl = 0u64;
+    loop {
+        let got = socket
+            .async_io(Interest::READABLE, || herald_sys::udp::recv_with_ttl(&socket, &mut buf))
+            .await;
+        let datagram = match got {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "receiving a BFD packet failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let at = Instant::now();
+        let from = datagram.from.ip().to_canonical();
+        if datagram.ttl != Some(TTL) {
+            dropped_ttl += 1;
+            // Logged at the first and then every thousandth: a routed sender cannot flood the log.
+            if dropped_ttl % 1000 == 1 {
+                warn!(%from, ttl = ?datagram.ttl, dropped = dropped_ttl, "BFD packet with a TTL other than 255 (not from a direct neighbor): dropped");
+            }
+            continue;
+        }
+        let packet = match ControlPacket::decode(&buf[..datagram.len]) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(%from, error = %e, "invalid BFD packet: dropped");
+                continue;
+            }
+        };
+        let session = sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&from)
+            .cloned();
+        match session {
+            // A full queue: the session is behind by 16 packets; this one is dropped like a lost one.
+            Some(session) => {
+                let _ = session.try_send((packet, at));
+            }
+            None => debug!(%from, "BFD packet from an address without a session: dropped"),
+        }
+    }
+}
+
+struct SessionTask {
+    peer: IpAddr,
+    session: Session,
+    socket: UdpSocket,
+    packets: mpsc::Receiver<(ControlPacket, Instant)>,
+    status: watch::Sender<SessionStatus>,
+    send_errors: u64,
+}
+
+impl SessionTask {
+    async fn run(mut self, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+        let actions = self.session.poll(Instant::now().into_std());
+        self.perform(actions).await;
+        loop {
+            let wake = self.session.next_wakeup().map(Instant::from_std);
+            tokio::select! {
+                // The handle was dropped (which also closes the packet queue): tell the peer, then end.
+                _ = &mut stopped => break,
+                packet = self.packets.recv() => {
+                    let Some((packet, at)) = packet else { break };
+                    match self.session.received(at.into_std(), &packet) {
+                        Ok(actions) => self.perform(actions).await,
+                        Err(why) => debug!(peer = %self.peer, %why, "BFD packet ignored"),
+                    }
+                }
+                () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                    let actions = self.session.poll(Instant::now().into_std());
+                    self.perform(actions).await;
+                }
+            }
+        }
+        let actions = self.session.admin_down(Instant::now().into_std());
+        self.perform(actions).await;
+    }
+
+    async fn perform(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(packet) => {
+                    if let Err(e) = self.socket.send(&packet.encode()).await {
+                        // ICMP port unreachable (a router without BFD) comes back as ECONNREFUSED: say it once.
+                        self.send_errors += 1;
+                        if self.send_errors == 1 {
+                            info!(peer = %self.peer, error = %e, "sending a BFD packet failed (is BFD enabled on the router?)");
+                        }
+                    }
+                }
+                Action::StateChanged { from, to, diag } => {
+                    let remote_state = self.session.remote_state();
+                    if to == State::Up || from == State::Up {
+                        info!(peer = %self.peer, %from, %to, %diag, remote = %remote_state, "BFD session state changed");
+                    } else {
+                        debug!(peer = %self.peer, %from, %to, %diag, remote = %remote_state, "BFD session state changed");
+                    }
+                    self.status.send_replace(SessionStatus {
+                        state: to,
+                        diag: self.session.diag(),
+                        remote_state,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
