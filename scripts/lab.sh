@@ -373,22 +373,24 @@ EOF
 # ---- up --mode bgp -----------------------------------------------------------------------------------------------
 # The rack topology of netns-tests/src/fabric.rs (the same router configurations, scripts/lab/bgp/): a spine (FRR)
 # with the client behind it, leaf1 (FRR) over node1 and node2 in rack1, leaf2 (BIRD) over node3 in rack2.
-frr_start() { # frr_start NS CONF: zebra and bgpd in NS, instance hlab-NS, files in $STATE/frr-NS
+frr_start() { # frr_start NS CONF: zebra, bfdd and bgpd in NS, instance hlab-NS, files in $STATE/frr-NS
   local ns=$1 conf=$2 dir=$STATE/frr-$1 run=/var/run/frr/$PREFIX$1
   mkdir -p "$dir" "$run"
   cp "$conf" "$dir/bgpd.conf"
   echo "hostname $ns" >"$dir/zebra.conf"
+  : >"$dir/bfdd.conf"
   chown -R frr:frr "$dir" "$run"
   local d
-  for d in zebra bgpd; do
+  for d in zebra bfdd bgpd; do
     start "$d-$ns" "$ns" "/usr/lib/frr/$d" -N "$PREFIX$ns" -i "$dir/$d.pid" --log "file:$dir/$d.log" -f "$dir/$d.conf"
-    [ "$d" = bgpd ] || wait_for 10 "zebra in $ns" test -S "$run/zserv.api"
+    [ "$d" != zebra ] || wait_for 10 "zebra in $ns" test -S "$run/zserv.api"
   done
 }
 next_hops() { # next_hops NS PREFIX: the kernel's next hops for PREFIX in NS, sorted, space-separated
   ip -n "$PREFIX$1" -4 route show "$2" | awk '{for (i = 1; i < NF; i++) if ($i == "via") print $(i + 1)}' | sort | xargs
 }
 hops_are() { [ "$(next_hops "$1" "$2")" = "$3" ]; }
+bfd_up_at_leaf2() { nsx leaf2 birdc -s "$STATE/bird-leaf2.ctl" show bfd sessions | grep -q '^192.0.2.73 .* Up '; }
 spine_has_both_leaves() { [ "$(nsx spine vtysh -N "${PREFIX}spine" -c 'show bgp summary json' | grep -c '"state":"Established"')" -ge 2 ]; }
 service_ip() { kc get svc web -o jsonpath='{.status.loadBalancer.ingress[0].ip}'; }
 has_service_ip() { [ -n "$(service_ip)" ]; }
@@ -520,7 +522,9 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()"
   wait_for 60 "the spine to hold $ip over both leaves" hops_are spine "$ip" "192.0.2.130 192.0.2.134"
   info "spine: $ip via $(next_hops spine "$ip")"
   sleep 3
-  step "node3's rack link down: no FIN, no RST; leaf2 keeps the route until the hold time (9 s) runs out"
+  wait_for 30 "leaf2's BFD session with node3" bfd_up_at_leaf2
+  info "BFD (300 ms x 3) is up between each node and its leaf ($(kc get bgppeer leaf2 -o jsonpath='{.status.bfdUp}') of 1 at leaf2)"
+  step "node3's rack link down: no FIN, no RST; BFD at leaf2 notices within 900 ms, long before the hold time (9 s)"
   run ip -n "${PREFIX}node3" link set eth0 down
   wait_for 30 "the spine to hold $ip over leaf1 alone" hops_are spine "$ip" 192.0.2.130
   info "spine: $ip via $(next_hops spine "$ip")"
@@ -539,8 +543,8 @@ socketserver.ThreadingTCPServer(('0.0.0.0', 8080), H).serve_forever()"
   lost=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^lost=/) { sub("lost=", "", $i); n += $i }} END {print n + 0}' \
     "$STATE/probe.log")
   info "attempts lost in all: ${BOLD}$lost${OFF} (a lost attempt may wait up to a second). After the kill, a few: leaf2 drops the"
-  info "route as soon as the session closes, the spine a moment later; while node3's link is down, every attempt the"
-  info "spine sends to leaf2, until leaf2's hold time runs out (BFD would cut that to a fraction of a second)"
+  info "route as soon as the session closes, the spine a moment later; after the link cut, the attempts the spine sends"
+  info "to leaf2 until BFD takes node3 out (under a second; without BFD, until the hold time runs out)"
 
   step "The lab is running"
   cat <<EOF

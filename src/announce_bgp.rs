@@ -66,6 +66,16 @@ pub struct AnnounceBgpArgs {
     /// IP TTL / hop limit for eBGP multihop.
     #[arg(long)]
     pub ttl: Option<u8>,
+    /// Run BFD to every peer (RFC 5880/5881, single hop; the router must run it too) and take a session down when
+    /// its BFD session goes down. State changes are logged.
+    #[arg(long)]
+    pub bfd: bool,
+    /// BFD transmit and receive interval in milliseconds (with --bfd).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(10..=60000))]
+    pub bfd_interval: u32,
+    /// BFD packets missed before the session counts as down (with --bfd).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..))]
+    pub bfd_multiplier: u8,
     /// Community `ASN:VALUE` (RFC 1997) on every prefix; repeatable.
     #[arg(long = "community", value_parser = parse_community)]
     pub communities: Vec<u32>,
@@ -159,6 +169,14 @@ fn peer_configs(args: &AnnounceBgpArgs) -> Result<Vec<PeerConfig>> {
         peer.password = password.clone();
         peer.hold_time = args.hold_time;
         peer.ttl = args.ttl;
+        peer.bfd = args.bfd.then(|| {
+            let interval = std::time::Duration::from_millis(u64::from(args.bfd_interval));
+            herald_bfd::Timers {
+                desired_min_tx: interval,
+                required_min_rx: interval,
+                detect_mult: args.bfd_multiplier,
+            }
+        });
         peer.next_hop_v4 = next_hop_v4;
         peer.next_hop_v6 = next_hop_v6;
         peer.graceful_restart = args
@@ -280,6 +298,24 @@ mod tests {
         let peers = peer_configs(&args).unwrap();
         assert_eq!((peers[0].port, peers[0].listen_port), (1790, 1179));
         assert!(parse("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --passive --listen-port 0 192.0.2.0/24").is_err());
+    }
+
+    #[test]
+    fn bfd_is_off_unless_asked_for_and_single_hop() {
+        let args = parse("--local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 203.0.113.10").unwrap();
+        assert_eq!(peer_configs(&args).unwrap()[0].bfd, None);
+        let args = parse(
+            "--local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 --bfd --bfd-interval 100 --bfd-multiplier 5 \
+             203.0.113.10",
+        )
+        .unwrap();
+        let t = peer_configs(&args).unwrap()[0].bfd.expect("BFD on");
+        let ms = std::time::Duration::from_millis(100);
+        assert_eq!((t.desired_min_tx, t.required_min_rx, t.detect_mult), (ms, ms, 5));
+        let args = parse("--local-asn 64512 --peer 192.0.2.1 --peer-asn 64500 --bfd --ttl 3 203.0.113.10").unwrap();
+        let e = peer_configs(&args).unwrap_err().to_string();
+        assert!(e.contains("BFD runs single hop"), "{e}");
+        assert!(parse("--local-asn 1 --peer 192.0.2.1 --peer-asn 1 --bfd --bfd-multiplier 1 192.0.2.0/24").is_err());
     }
 
     fn net(s: &str) -> IpNet {

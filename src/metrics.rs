@@ -357,6 +357,17 @@ fn encode_bgp(encoder: &mut DescriptorEncoder<'_>, peers: &[PeerStatus]) -> Resu
     for p in peers {
         ConstGauge::new(p.prefixes_sent as i64).encode(family.encode_family(&label(p))?)?;
     }
+    let mut family = encoder.encode_descriptor(
+        "bgp_bfd_up",
+        "1 while the BFD session to the peer is Up (peers with BFD on only)",
+        None,
+        g.metric_type(),
+    )?;
+    for p in peers {
+        if let Some(bfd) = p.bfd {
+            ConstGauge::new(i64::from(bfd.state == herald_bfd::State::Up)).encode(family.encode_family(&label(p))?)?;
+        }
+    }
     for (name, help, pick) in BGP_COUNTERS {
         let c = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
@@ -467,7 +478,7 @@ impl ProcessSample {
 }
 
 type PickPeer = fn(&PeerStatus) -> u64;
-const BGP_COUNTERS: [(&str, &str, PickPeer); 5] = [
+const BGP_COUNTERS: [(&str, &str, PickPeer); 6] = [
     (
         "bgp_sessions_established",
         "Times the session reached Established",
@@ -483,6 +494,7 @@ const BGP_COUNTERS: [(&str, &str, PickPeer); 5] = [
     ("bgp_notifications_received", "NOTIFICATION messages received", |p| {
         p.notifications_received
     }),
+    ("bgp_bfd_downs", "Times BFD took the session down", |p| p.bfd_downs),
 ];
 
 type Pick = fn(&CountersSnapshot) -> u64;

@@ -46,7 +46,7 @@ impl RouterKind {
         match self {
             RouterKind::Gobgp => &["ip", "gobgpd", "gobgp"],
             RouterKind::Bird => &["ip", "bird", "birdc"],
-            RouterKind::Frr => &["ip", "zebra", "bgpd", "vtysh"],
+            RouterKind::Frr => &["ip", "zebra", "bfdd", "bgpd", "vtysh"],
         }
     }
 }
@@ -353,6 +353,12 @@ impl Router {
                 if wait_for(Duration::from_secs(10), || zsock.exists().then_some(())).is_none() {
                     bail!("zebra did not create {}", zsock.display());
                 }
+                // bfdd for the configurations that ask for BFD (`neighbor ... bfd`); bgpd reaches it through zebra.
+                let fconf = dir.join("bfdd.conf");
+                fs::write(&fconf, "")?;
+                let mut f = common("bfdd");
+                f.extend(["-f".into(), path(&fconf)]);
+                lab.spawn(ns, "bfdd", &f)?;
                 let mut b = common("bgpd");
                 b.extend(["-f".into(), path(&bconf)]);
                 lab.spawn(ns, "bgpd", &b)?
@@ -419,6 +425,37 @@ impl Router {
             bail!("{command}: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Is the router's BFD session with `peer` Up? (BIRD and FRR; GoBGP has no BFD.)
+    pub fn bfd_up(&self, peer: &str) -> bool {
+        match self.spec.kind {
+            RouterKind::Bird => self.cli("show bfd sessions").is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.split_whitespace().next() == Some(peer) && l.contains(" Up "))
+            }),
+            RouterKind::Frr => self
+                .cli(&format!("show bfd peer {peer} json"))
+                .is_ok_and(|s| s.contains("\"status\":\"up\"")),
+            RouterKind::Gobgp => false,
+        }
+    }
+
+    /// Waits until the router's BFD session with `peer` is Up (or, with `up` false, is not).
+    pub fn wait_bfd(&self, peer: &str, up: bool, timeout: Duration) -> Result<()> {
+        if wait_for(timeout, || (self.bfd_up(peer) == up).then_some(())).is_none() {
+            let what = if self.spec.kind == RouterKind::Bird {
+                "show bfd sessions".to_string()
+            } else {
+                format!("show bfd peer {peer}")
+            };
+            bail!(
+                "BFD session with {peer} not {} after {timeout:?}: {}",
+                if up { "Up" } else { "down" },
+                self.cli(&what).unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     /// Is the session with `peer` Established?

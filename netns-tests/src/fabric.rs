@@ -216,6 +216,88 @@ impl Fabric {
         self.apiserver.apply(&objects)
     }
 
+    /// Sets `spec.bfd` of both BgpPeers (a JSON object such as `{}` or `{"transmitInterval": 100}`; `null` turns
+    /// BFD off). The routers always run BFD towards the nodes (`scripts/lab/bgp/`); their sessions come up when this
+    /// turns it on.
+    pub fn set_bfd(&self, bfd: &str) -> Result<()> {
+        for r in 1..=RACKS.len() {
+            self.apiserver.kubectl(&[
+                "patch",
+                "bgppeer",
+                &format!("leaf{r}"),
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"bfd":{bfd}}}}}"#),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Times leaf `r`'s BGP session with the node at `address` was established (FRR's count; BIRD's time of the
+    /// last change of its protocol, which changes with every new session): equal before and after means no reset.
+    pub fn leaf_session_mark(&self, r: usize, address: &str) -> String {
+        let (router, _) = &self.leaves[r];
+        match router.spec.kind {
+            RouterKind::Frr => {
+                let out = router
+                    .cli(&format!("show bgp neighbor {address} json"))
+                    .unwrap_or_default();
+                let key = "\"connectionsEstablished\":";
+                out.find(key)
+                    .map(|at| out[at + key.len()..].chars().take_while(char::is_ascii_digit).collect())
+                    .unwrap_or_default()
+            }
+            _ => {
+                let node = self.nodes.iter().find(|n| n.address == address);
+                let name = node.map(|n| n.name.as_str()).unwrap_or_default();
+                let out = router.cli(&format!("show protocols {name}")).unwrap_or_default();
+                // `node3      BGP        ---        up     07:01:02.345  Established`
+                out.lines()
+                    .find(|l| l.split_whitespace().next() == Some(name))
+                    .map(|l| l.split_whitespace().skip(4).take(2).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Why leaf `r` last closed its session with the node at `address` (FRR's `lastResetDueTo`, BIRD's last
+    /// error).
+    pub fn leaf_last_reset(&self, r: usize, address: &str) -> String {
+        let (router, _) = &self.leaves[r];
+        match router.spec.kind {
+            RouterKind::Frr => {
+                // `"lastResetDueTo":"BGP Notification send"` and, for a NOTIFICATION, which one:
+                // `"lastNotificationReason":"Cease/BFD Down"` (FRR sends Cease / BFD Down, RFC 9384).
+                let out = router
+                    .cli(&format!("show bgp neighbor {address} json"))
+                    .unwrap_or_default();
+                ["lastResetDueTo", "lastNotificationReason"]
+                    .iter()
+                    .filter_map(|key| {
+                        let key = format!("\"{key}\":\"");
+                        let at = out.find(&key)?;
+                        Some(
+                            out[at + key.len()..]
+                                .chars()
+                                .take_while(|c| *c != '"')
+                                .collect::<String>(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            _ => {
+                let node = self.nodes.iter().find(|n| n.address == address);
+                let name = node.map(|n| n.name.as_str()).unwrap_or_default();
+                let out = router.cli(&format!("show protocols all {name}")).unwrap_or_default();
+                out.lines()
+                    .find_map(|l| l.trim().strip_prefix("Last error:"))
+                    .map(|e| e.trim().to_string())
+                    .unwrap_or_default()
+            }
+        }
+    }
+
     /// Starts node `i`'s agent.
     pub fn start_agent(&mut self, i: usize) -> Result<()> {
         let herald = herald_bin();

@@ -129,8 +129,8 @@ fn racks_spread_traffic_over_every_node_and_a_lost_node_leaves_the_fabric() {
     );
 }
 
-/// A clean stop (SIGTERM, as in a rolling update) in BGP mode loses no connection of a client probing through the
-/// spine every 20 ms: without graceful restart the agent withdraws its routes first and then closes, so the leaf
+/// A clean stop (SIGTERM, as in a rolling update) in BGP mode, with BFD on, loses no connection of a client probing
+/// through the spine every 20 ms: without graceful restart the agent withdraws its routes first and then closes, so the leaf
 /// moves the traffic while the node still forwards; with graceful restart (BgpConf) it closes without a
 /// NOTIFICATION, the leaf keeps the node's routes while the agent restarts, and the new agent takes them over.
 #[test]
@@ -139,6 +139,9 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
         return;
     }
     let mut f = Fabric::start("bgp-fabric-stop").expect("the fabric starts");
+    // With BFD on, as a user who has it would run: a stopping agent ends its BFD sessions with AdminDown, which
+    // must not take the leaf's BGP session down (RFC 5882 §3.2), nor end graceful restart's helper mode.
+    f.set_bfd("{}").unwrap();
     let ip = f.create_service("web", WAIT).expect("the Service gets an IP");
     let prefix = format!("{ip}/32");
     let leaf1_hops = |f: &Fabric| format!("{:?}", f.leaf_hops(0, &prefix));
@@ -151,6 +154,7 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
         .unwrap();
     f.wait_spine(&prefix, &[RACKS[0].uplink.1, RACKS[1].uplink.1], WAIT)
         .unwrap();
+    f.leaves[0].0.wait_bfd("192.0.2.11", true, WAIT).unwrap();
     let probe = f.start_probe(&ip).unwrap();
     std::thread::sleep(Duration::from_secs(2));
 
@@ -199,6 +203,7 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
         .unwrap();
 
     // With graceful restart: a clean stop leaves node1's route at the leaf while the agent is away.
+    f.leaves[0].0.wait_bfd("192.0.2.11", true, WAIT).unwrap();
     let probe = f.start_probe(&ip).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     f.stop_agent(0).unwrap();
@@ -228,4 +233,144 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
             report.answered
         );
     }
+}
+
+/// One BgpPeer field of each node's session (`{.node}={.<field>}`), from its status.
+fn session_field(f: &Fabric, peer: &str, field: &str) -> BTreeMap<String, String> {
+    let rows = f
+        .apiserver
+        .kubectl(&[
+            "get",
+            "bgppeer",
+            peer,
+            "-o",
+            &format!(r#"jsonpath={{range .status.sessions[*]}}{{.node}}={{.{field}}}{{"\n"}}{{end}}"#),
+        ])
+        .unwrap_or_default();
+    rows.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+/// Native BFD against FRR's bfdd (leaf1) and BIRD's BFD (leaf2): turning it on, and changing its timers, resets no
+/// BGP session; a node whose rack link is cut (no FIN, no RST, the leaf's port stays up) leaves its leaf by BFD
+/// (300 ms × 3), well within the BGP hold time, and comes back when the link does.
+#[test]
+fn bfd_takes_a_cut_node_out_before_the_hold_time_and_changes_reset_no_session() {
+    if !require(Fabric::TOOLS) {
+        return;
+    }
+    let f = Fabric::start("bgp-fabric-bfd").expect("the fabric starts");
+    let ip = f.create_service("web", WAIT).expect("the Service gets an IP");
+    let prefix = format!("{ip}/32");
+    let (leaf1_up, leaf2_up) = (RACKS[0].uplink.1, RACKS[1].uplink.1);
+    let nodes = [(0, "192.0.2.11"), (0, "192.0.2.12"), (1, "192.0.2.73")];
+    f.wait(
+        WAIT,
+        "leaf1 over node1 and node2",
+        |f| (f.leaf_hops(0, &prefix) == hops(&["192.0.2.11", "192.0.2.12"])).then_some(()),
+        |f| format!("{:?}", f.leaf_hops(0, &prefix)),
+    )
+    .unwrap();
+    f.wait_spine(&prefix, &[leaf1_up, leaf2_up], WAIT).unwrap();
+    for (r, node) in nodes {
+        assert!(!f.leaves[r].0.bfd_up(node), "BFD is off until the BgpPeer asks for it");
+    }
+    let marks: Vec<String> = nodes.iter().map(|(r, n)| f.leaf_session_mark(*r, n)).collect();
+    assert!(marks.iter().all(|m| !m.is_empty()), "session marks: {marks:?}");
+
+    // BFD on (300 ms × 3): every router's BFD session comes up, and the BgpPeers count them.
+    f.set_bfd("{}").unwrap();
+    for (r, node) in nodes {
+        f.leaves[r].0.wait_bfd(node, true, WAIT).unwrap();
+    }
+    f.wait(
+        WAIT,
+        "kubectl get bgppeer shows BFD Up on every node",
+        |f| {
+            let up = |peer: &str, n: usize| {
+                let m = session_field(f, peer, "bfd");
+                m.len() == n && m.values().all(|s| s == "Up")
+            };
+            (up("leaf1", 2) && up("leaf2", 1)).then_some(())
+        },
+        |f| {
+            format!(
+                "{:?} {:?}",
+                session_field(f, "leaf1", "bfd"),
+                session_field(f, "leaf2", "bfd")
+            )
+        },
+    )
+    .unwrap();
+    // New timers: a Poll sequence, no new BFD or BGP session.
+    f.set_bfd(r#"{"transmitInterval": 200, "receiveInterval": 200}"#)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    for (r, node) in nodes {
+        assert!(
+            f.leaves[r].0.bfd_up(node),
+            "BFD with {node} stayed up across the timer change"
+        );
+    }
+    f.set_bfd("{}").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<String> = nodes.iter().map(|(r, n)| f.leaf_session_mark(*r, n)).collect();
+    assert_eq!(
+        marks, after,
+        "turning BFD on and changing its timers reset no BGP session"
+    );
+    // Cut node3's (BIRD) and node1's (FRR) rack links: BFD takes each out, not the hold time.
+    for (i, r, node, others) in [(2, 1, "192.0.2.73", &[][..]), (0, 0, "192.0.2.11", &["192.0.2.12"][..])] {
+        let started = std::time::Instant::now();
+        f.rack_link_down(i).unwrap();
+        f.wait(
+            Duration::from_secs(u64::from(HOLD_TIME) * 3),
+            &format!("{node}'s route leaves its leaf"),
+            |f| (f.leaf_hops(r, &prefix) == hops(others)).then_some(()),
+            |f| format!("{:?}", f.leaf_hops(r, &prefix)),
+        )
+        .unwrap();
+        let took = started.elapsed();
+        let why = f.leaf_last_reset(r, node);
+        println!("{node}: link cut → route gone at its leaf in {took:?} (leaf says: {why})");
+        assert!(
+            why.to_lowercase().contains("bfd"),
+            "the leaf dropped {node} because of BFD: {why:?}"
+        );
+        assert!(
+            took < Duration::from_secs(u64::from(HOLD_TIME)),
+            "{node} left before the hold time ({HOLD_TIME} s): {took:?}"
+        );
+    }
+    f.wait_spine(&prefix, &[leaf1_up], WAIT).unwrap();
+    let (spread, failed) = f.client_spread(&ip, 100).unwrap();
+    assert_eq!(failed, 0, "node2 serves everything: {spread:?}");
+    // The nodes' side went down too (their BFD heard nothing): each agent took its BGP session down by BFD, and
+    // says so in its metrics.
+    for (i, leaf) in [(2, RACKS[1].leaf), (0, RACKS[0].leaf)] {
+        let metrics = f.lab.sh(&f.nodes[i].ns, "curl -s 127.0.0.1:7472/metrics").unwrap();
+        for series in [
+            format!("herald_bgp_bfd_downs_total{{peer=\"{leaf}\"}} 1"),
+            format!("herald_bgp_bfd_up{{peer=\"{leaf}\"}} 0"),
+        ] {
+            assert!(metrics.contains(&series), "{series} on node{}:\n{metrics}", i + 1);
+        }
+    }
+
+    // Links back: BFD and BGP come back, and so do the routes.
+    f.rack_link_up(2).unwrap();
+    f.rack_link_up(0).unwrap();
+    for (r, node) in nodes {
+        f.leaves[r].0.wait_bfd(node, true, WAIT).unwrap();
+    }
+    f.wait_spine(&prefix, &[leaf1_up, leaf2_up], WAIT).unwrap();
+    f.wait(
+        WAIT,
+        "leaf1 over node1 and node2 again",
+        |f| (f.leaf_hops(0, &prefix) == hops(&["192.0.2.11", "192.0.2.12"])).then_some(()),
+        |f| format!("{:?}", f.leaf_hops(0, &prefix)),
+    )
+    .unwrap();
 }

@@ -64,6 +64,7 @@ pub struct Session {
     timers: Timers,
     state: State,
     remote_state: State,
+    remote_diag: Diag,
     local_discr: u32,
     remote_discr: u32,
     diag: Diag,
@@ -81,6 +82,9 @@ pub struct Session {
     polling: bool,
     /// A packet with F is owed (the peer polled).
     final_owed: bool,
+    /// The Required Min RX Interval the detection time is computed with: a lowered one counts only once the Poll
+    /// sequence announcing it is over (§6.8.3), as the peer may still send at the old rate until then.
+    detect_rx: Duration,
     next_tx: Option<Instant>,
     last_rx: Option<Instant>,
     rng: StdRng,
@@ -94,6 +98,7 @@ impl Session {
             timers,
             state: State::Down,
             remote_state: State::Down,
+            remote_diag: Diag::None,
             local_discr: local_discr.max(1),
             remote_discr: 0,
             diag: Diag::None,
@@ -104,6 +109,7 @@ impl Session {
             sending: SLOW_TX.max(timers.desired_min_tx),
             polling: false,
             final_owed: false,
+            detect_rx: timers.required_min_rx,
             next_tx: None,
             last_rx: None,
             rng: StdRng::seed_from_u64(seed),
@@ -119,6 +125,11 @@ impl Session {
         self.remote_state
     }
 
+    /// The diagnostic the peer last sent (why it last left Up).
+    pub fn remote_diag(&self) -> Diag {
+        self.remote_diag
+    }
+
     pub fn diag(&self) -> Diag {
         self.diag
     }
@@ -126,7 +137,7 @@ impl Session {
     /// The time after which a silent peer counts as down (§6.8.4, asynchronous mode): its detect multiplier times
     /// the slower of our Required Min RX and its Desired Min TX.
     pub fn detection_time(&self) -> Duration {
-        self.timers.required_min_rx.max(self.remote_min_tx) * u32::from(self.remote_detect_mult)
+        self.detect_rx.max(self.remote_min_tx) * u32::from(self.remote_detect_mult)
     }
 
     /// Takes a decoded packet from the peer (RFC 5880 §6.8.6).
@@ -142,12 +153,14 @@ impl Session {
         }
         self.remote_discr = p.my_discriminator;
         self.remote_state = p.state;
+        self.remote_diag = p.diag;
         self.remote_min_rx = p.required_min_rx;
         self.remote_min_tx = p.desired_min_tx;
         self.remote_detect_mult = p.detect_mult;
         if p.final_ && self.polling {
             self.polling = false;
             self.sending = self.tx_interval;
+            self.detect_rx = self.timers.required_min_rx;
         }
         self.last_rx = Some(now);
         if self.state == State::AdminDown {
@@ -211,6 +224,29 @@ impl Session {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Changes the timers of a running session, without taking it down: a Poll sequence announces them (§6.8.3). A
+    /// faster transmit rate applies at once, a slower one and a lower receive interval once the peer answered.
+    pub fn set_timers(&mut self, now: Instant, timers: Timers) -> Vec<Action> {
+        if timers == self.timers {
+            return Vec::new();
+        }
+        let old = self.timers;
+        self.timers = timers;
+        self.detect_rx = old.required_min_rx.max(timers.required_min_rx);
+        let wanted = if self.state == State::Up {
+            timers.desired_min_tx
+        } else {
+            SLOW_TX.max(timers.desired_min_tx)
+        };
+        self.tx_interval = wanted;
+        self.sending = self.sending.min(wanted);
+        if self.state != State::AdminDown {
+            self.polling = true;
+            self.next_tx = Some(now);
+        }
+        self.poll(now)
     }
 
     /// Takes the session administratively down (the BGP session is being closed on purpose): the peer is told

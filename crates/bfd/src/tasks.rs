@@ -43,6 +43,8 @@ pub struct SessionStatus {
     /// The state the peer last reported: a peer that went AdminDown took the session down on purpose, and its
     /// client (the BGP session) must not be taken down for it (RFC 5882 §3.2).
     pub remote_state: State,
+    /// The diagnostic the peer last sent.
+    pub remote_diag: Diag,
 }
 
 impl SessionStatus {
@@ -88,6 +90,7 @@ pub struct SessionHandle {
     peer: IpAddr,
     sessions: Sessions,
     status: watch::Receiver<SessionStatus>,
+    timers: watch::Sender<Timers>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -95,6 +98,11 @@ impl SessionHandle {
     /// Sees every state change.
     pub fn status(&self) -> watch::Receiver<SessionStatus> {
         self.status.clone()
+    }
+
+    /// Changes the session's timers; the session stays up (a Poll sequence tells the peer).
+    pub fn set_timers(&self, timers: Timers) {
+        self.timers.send_if_modified(|t| std::mem::replace(t, timers) != timers);
     }
 }
 
@@ -169,8 +177,10 @@ impl Bfd {
             state: State::Down,
             diag: Diag::None,
             remote_state: State::Down,
+            remote_diag: Diag::None,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel();
+        let (timers_tx, timers_rx) = watch::channel(timers);
         info!(%peer, ?local, tx = ?timers.desired_min_tx, rx = ?timers.required_min_rx, multiplier = timers.detect_mult, "starting BFD session");
         tokio::spawn(
             SessionTask {
@@ -179,6 +189,7 @@ impl Bfd {
                 socket,
                 packets,
                 status: status_tx,
+                timers: timers_rx,
                 send_errors: 0,
             }
             .run(stopped),
@@ -187,6 +198,7 @@ impl Bfd {
             peer,
             sessions: Arc::clone(&self.sessions),
             status,
+            timers: timers_tx,
             stop: Some(stop),
         })
     }
@@ -327,6 +339,7 @@ struct SessionTask {
     socket: UdpSocket,
     packets: mpsc::Receiver<(ControlPacket, Instant)>,
     status: watch::Sender<SessionStatus>,
+    timers: watch::Receiver<Timers>,
     send_errors: u64,
 }
 
@@ -345,6 +358,12 @@ impl SessionTask {
                         Ok(actions) => self.perform(actions).await,
                         Err(why) => debug!(peer = %self.peer, %why, "BFD packet ignored"),
                     }
+                }
+                Ok(()) = self.timers.changed() => {
+                    let timers = *self.timers.borrow_and_update();
+                    info!(peer = %self.peer, tx = ?timers.desired_min_tx, rx = ?timers.required_min_rx, multiplier = timers.detect_mult, "BFD timers changed");
+                    let actions = self.session.set_timers(Instant::now().into_std(), timers);
+                    self.perform(actions).await;
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                     let actions = self.session.poll(Instant::now().into_std());
@@ -369,16 +388,17 @@ impl SessionTask {
                     }
                 }
                 Action::StateChanged { from, to, diag } => {
-                    let remote_state = self.session.remote_state();
+                    let (remote_state, remote_diag) = (self.session.remote_state(), self.session.remote_diag());
                     if to == State::Up || from == State::Up {
-                        info!(peer = %self.peer, %from, %to, %diag, remote = %remote_state, "BFD session state changed");
+                        info!(peer = %self.peer, %from, %to, %diag, remote = %remote_state, %remote_diag, "BFD session state changed");
                     } else {
-                        debug!(peer = %self.peer, %from, %to, %diag, remote = %remote_state, "BFD session state changed");
+                        debug!(peer = %self.peer, %from, %to, %diag, remote = %remote_state, %remote_diag, "BFD session state changed");
                     }
                     self.status.send_replace(SessionStatus {
                         state: to,
                         diag: self.session.diag(),
                         remote_state,
+                        remote_diag,
                     });
                 }
             }

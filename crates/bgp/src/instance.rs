@@ -191,8 +191,15 @@ impl Speaker {
                 return Ok(());
             }
             if existing.config.same_session(&peer) {
-                // Only BFD changed: the old BFD session ends (AdminDown, no failure at the router), a new one
-                // starts, and the BGP session stays up.
+                // Only BFD changed, and the BGP session stays up. New timers: the BFD session changes them by a
+                // Poll sequence, and stays up too.
+                if let (Some(bfd), Some(timers)) = (&existing.bfd, peer.bfd) {
+                    bfd.set_timers(timers);
+                    existing.config = peer;
+                    return Ok(());
+                }
+                // BFD turned on or off: the old BFD session (if any) ends with AdminDown, which is no failure at
+                // the router (RFC 5882 §3.2); a new one (if any) starts.
                 existing.bfd = None;
                 let started = self.start_bfd(&peer);
                 let (bfd, config, result) = match started {

@@ -6,7 +6,10 @@
 //!   (polled every 5 ms), then delete until the route is gone; `--runs` times (default 20).
 //! - **node loss → withdrawn**: node3 lost while it holds a route; time until the spine's kernel no longer sends
 //!   anything to leaf2: its agent killed (kill -9: the kernel closes the session), and its rack link cut (no FIN, no
-//!   RST: leaf2 waits for the hold time, 9 s here; BFD is not implemented yet). `--loss-runs` times each (default 3).
+//!   RST: leaf2 waits for the hold time, 9 s here, or BFD). `--loss-runs` times each (default 3).
+//! - **link cut, BFD against hold time**: node3's rack link cut → its route gone from the spine (BIRD's BFD at leaf2),
+//!   node1's → its route gone from leaf1 (FRR's bfdd), each without BFD (hold time 9 s) and with BFD at 300 ms × 3,
+//!   interleaved in each run (BgpPeer `spec.bfd` switched between them).
 //!
 //! Usage: `cargo build --release -p herald-netns-tests --bins && sudo -E HERALD_BIN=target/dist/herald
 //! LAB_APISERVER_BIN=target/release/lab-apiserver target/release/fabric-bench [--runs N] [--loss-runs N]`.
@@ -62,7 +65,7 @@ fn main() -> Result<()> {
     }
 
     let mut killed = Vec::new();
-    let mut cut = Vec::new();
+    let (mut cut, mut cut_bfd, mut cut1_hold, mut cut1_bfd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..loss_runs {
         // kill -9 of node3's agent.
         let t0 = Instant::now();
@@ -73,15 +76,48 @@ fn main() -> Result<()> {
         f.start_agent(2)?;
         f.wait_spine(&warm_prefix, &both, TIMEOUT)
             .with_context(|| format!("run {run}: node3 back"))?;
-        // node3's rack link cut.
-        let t0 = Instant::now();
-        f.rack_link_down(2)?;
-        f.wait_spine(&warm_prefix, &leaf1_only, TIMEOUT)
-            .with_context(|| format!("run {run}: after the link cut"))?;
-        cut.push(t0.elapsed());
-        f.rack_link_up(2)?;
-        f.wait_spine(&warm_prefix, &both, TIMEOUT)
-            .with_context(|| format!("run {run}: node3 back after the link cut"))?;
+        // The rack links of node3 (to the spine's view) and node1 (to leaf1's), without and then with BFD.
+        for (bfd, cut3, cut1) in [("null", &mut cut, &mut cut1_hold), ("{}", &mut cut_bfd, &mut cut1_bfd)] {
+            f.set_bfd(bfd)?;
+            for (r, node) in [(1, "192.0.2.73"), (0, "192.0.2.11")] {
+                f.leaves[r].0.wait_bfd(node, bfd != "null", TIMEOUT)?;
+            }
+            // BIRD takes the BGP session down when Herald's BFD says AdminDown (see docs/bgp.md): let it come
+            // back before the cut.
+            f.wait_spine(&warm_prefix, &both, TIMEOUT)?;
+            f.wait(
+                TIMEOUT,
+                "node1 and node2 under leaf1",
+                |f| (f.leaf_hops(0, &warm_prefix).len() == 2).then_some(()),
+                |f| format!("{:?}", f.leaf_hops(0, &warm_prefix)),
+            )?;
+            std::thread::sleep(Duration::from_secs(2));
+            f.wait_spine(&warm_prefix, &both, TIMEOUT)?;
+            let t0 = Instant::now();
+            f.rack_link_down(2)?;
+            f.wait_spine(&warm_prefix, &leaf1_only, TIMEOUT)
+                .with_context(|| format!("run {run}: after node3's link cut (BFD {bfd})"))?;
+            cut3.push(t0.elapsed());
+            f.rack_link_up(2)?;
+            f.wait_spine(&warm_prefix, &both, TIMEOUT)
+                .with_context(|| format!("run {run}: node3 back after the link cut"))?;
+            let t0 = Instant::now();
+            f.rack_link_down(0)?;
+            f.wait(
+                TIMEOUT,
+                &format!("run {run}: node1's route leaves leaf1 (BFD {bfd})"),
+                |f| (f.leaf_hops(0, &warm_prefix) == ["192.0.2.12"]).then_some(()),
+                |f| format!("{:?}", f.leaf_hops(0, &warm_prefix)),
+            )?;
+            cut1.push(t0.elapsed());
+            f.rack_link_up(0)?;
+            f.wait(
+                TIMEOUT,
+                &format!("run {run}: node1 back under leaf1"),
+                |f| (f.leaf_hops(0, &warm_prefix).len() == 2).then_some(()),
+                |f| format!("{:?}", f.leaf_hops(0, &warm_prefix)),
+            )?;
+        }
     }
 
     println!(
@@ -94,8 +130,22 @@ fn main() -> Result<()> {
         ("Service create → route at the spine over both leaves", &mut create),
         ("kill -9 of node3's agent → its route gone from the spine", &mut killed),
         (
-            &*format!("node3's rack link cut → its route gone from the spine (hold time {HOLD_TIME} s, no BFD)"),
+            &*format!(
+                "node3's rack link cut → its route gone from the spine (BIRD leaf2; hold time {HOLD_TIME} s, no BFD)"
+            ),
             &mut cut,
+        ),
+        (
+            "node3's rack link cut → its route gone from the spine (BIRD leaf2; BFD 300 ms × 3)",
+            &mut cut_bfd,
+        ),
+        (
+            &*format!("node1's rack link cut → its route gone from leaf1 (FRR; hold time {HOLD_TIME} s, no BFD)"),
+            &mut cut1_hold,
+        ),
+        (
+            "node1's rack link cut → its route gone from leaf1 (FRR bfdd; BFD 300 ms × 3)",
+            &mut cut1_bfd,
         ),
     ] {
         if samples.is_empty() {

@@ -130,6 +130,15 @@ impl BgpAnnouncer {
                             Err(e) => e.to_string(),
                         }
                     }
+                    // Without BFD the session still works, detecting failures by its hold time; each pass tries
+                    // BFD again (no BGP reset: only BFD differs).
+                    Err(e @ herald_bgp::Error::Bfd { .. }) => {
+                        let without = PeerConfig { bfd: None, ..peer };
+                        match speaker.set_peer(without).await {
+                            Ok(()) => format!("{e}; running without BFD"),
+                            Err(e) => e.to_string(),
+                        }
+                    }
                     Err(e) => e.to_string(),
                 }
             };

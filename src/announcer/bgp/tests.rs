@@ -531,3 +531,44 @@ async fn a_passive_peer_that_cannot_listen_connects_out_and_is_not_restarted_on_
         .shutdown(ShutdownMode::Withdraw)
         .await;
 }
+
+#[tokio::test]
+async fn a_peer_whose_bfd_cannot_start_runs_without_it_says_why_and_is_not_restarted() {
+    // Port 3784 held here (or by someone else: taken either way), as FRR's bfdd on the node would hold it.
+    let _taken = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, herald_bfd::tasks::PORT));
+    let mut peer = PeerConfig::new("127.0.0.2".parse().unwrap(), 64500);
+    peer.bfd = Some(herald_bfd::Timers::default());
+    let plan = BgpPlan {
+        speaker: Some(SpeakerConfig {
+            local_asn: 64512,
+            router_id: Ipv4Addr::new(192, 0, 2, 11),
+        }),
+        peers: BTreeMap::from([(peer.address, peer.clone())]),
+        ..Default::default()
+    };
+    let mut announcer = BgpAnnouncer::default();
+    announcer.apply(plan.clone()).await;
+    let speaker = &announcer.speaker.as_ref().unwrap().1;
+    assert_eq!(speaker.peers().len(), 1, "the BGP session runs");
+    let why = &announcer.refused[&peer.address];
+    assert!(
+        why.contains("another BFD daemon") && why.contains("running without BFD"),
+        "{why}"
+    );
+    let session = speaker.watch_peer(peer.address).unwrap();
+    for _ in 0..3 {
+        announcer.apply(plan.clone()).await;
+    }
+    assert!(
+        session.has_changed().is_ok(),
+        "BFD is tried again on each wake, the BGP session never restarted"
+    );
+    assert!(announcer.refused[&peer.address].contains("running without BFD"));
+    announcer
+        .speaker
+        .take()
+        .unwrap()
+        .1
+        .shutdown(ShutdownMode::Withdraw)
+        .await;
+}

@@ -245,3 +245,40 @@ fn a_peer_asking_for_no_packets_gets_none() {
     let out = a.received(t0, &p).unwrap();
     assert!(sent(&a.poll(t0 + 10 * SLOW_TX)).is_empty(), "{out:?}");
 }
+
+#[test]
+fn new_timers_take_effect_by_a_poll_sequence_without_a_state_change() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair();
+    run(&mut a, &mut b, t0, t0 + 3 * SLOW_TX);
+    assert_eq!((a.state(), b.state()), (State::Up, State::Up));
+    assert_eq!(b.detection_time(), 3 * Duration::from_millis(300));
+    // A goes to 50 ms: its next packet polls with the new interval at once.
+    let fast = Timers {
+        desired_min_tx: 50 * MS,
+        required_min_rx: 50 * MS,
+        detect_mult: 3,
+    };
+    let now = t0 + 3 * SLOW_TX;
+    let out = sent(&a.set_timers(now, fast));
+    assert_eq!(out.len(), 1);
+    assert!(out[0].poll, "the change is announced by a Poll: {:?}", out[0]);
+    assert_eq!(out[0].desired_min_tx, 50 * MS);
+    assert_eq!(out[0].required_min_rx, 50 * MS);
+    // Until B's Final, A still times B out by the old receive interval.
+    assert_eq!(a.detection_time(), 3 * Duration::from_millis(300));
+    let (acts_a, acts_b) = run(&mut a, &mut b, now, now + SLOW_TX);
+    assert!(changes(&acts_a).is_empty() && changes(&acts_b).is_empty(), "no flap");
+    assert_eq!(
+        a.detection_time(),
+        3 * Duration::from_millis(300),
+        "B still sends at 300 ms"
+    );
+    // B knows A's new rate; its own receive interval (300 ms) still bounds it.
+    assert_eq!(b.detection_time(), 3 * Duration::from_millis(300));
+    let last = sent(&acts_a).pop().unwrap();
+    assert!(!last.poll, "the Poll sequence ended");
+    assert_eq!(last.desired_min_tx, 50 * MS);
+    // Setting the same timers again does nothing.
+    assert!(a.set_timers(now + SLOW_TX, fast).is_empty());
+}

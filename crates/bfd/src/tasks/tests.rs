@@ -43,6 +43,20 @@ async fn two_services_bring_a_session_up_and_an_admin_down_is_no_failure() {
     let mut sa = ha.status();
     let up = wait_for(&mut sa, |s| s.state == State::Up).await;
     wait_for(&mut hb.status(), |s| s.state == State::Up).await;
+    // New timers on both sides (slower, then faster): a Poll sequence each, and no state change.
+    for t in [40, 10] {
+        let timers = Timers {
+            desired_min_tx: Duration::from_millis(t),
+            required_min_rx: Duration::from_millis(t),
+            detect_mult: 3,
+        };
+        ha.set_timers(timers);
+        hb.set_timers(timers);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A session that went down on the way would carry its reason (diag) even when Up again.
+    let now = *sa.borrow();
+    assert_eq!((now.state, now.diag), (State::Up, Diag::None), "the session stayed Up");
     // A second session to the same peer is refused.
     assert!(matches!(a.add(LOOPBACK, None, fast()), Err(Error::Exists(_))));
     // B's owner ends its session: A goes down, told so by B (AdminDown), which is not a failure.
