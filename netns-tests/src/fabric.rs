@@ -233,69 +233,53 @@ impl Fabric {
         Ok(())
     }
 
+    /// Leaf `r`'s view of its session with the node at `address`: FRR's neighbor JSON, or BIRD's `show protocols
+    /// all` of the node's protocol (named after the node).
+    fn leaf_view(&self, r: usize, address: &str) -> (RouterKind, &str, String) {
+        let (router, _) = &self.leaves[r];
+        let name = self.node_name(address);
+        let command = match router.spec.kind {
+            RouterKind::Frr => format!("show bgp neighbor {address} json"),
+            _ => format!("show protocols all {name}"),
+        };
+        (router.spec.kind, name, router.cli(&command).unwrap_or_default())
+    }
+
     /// Times leaf `r`'s BGP session with the node at `address` was established (FRR's count; BIRD's time of the
     /// last change of its protocol, which changes with every new session): equal before and after means no reset.
     pub fn leaf_session_mark(&self, r: usize, address: &str) -> String {
-        let (router, _) = &self.leaves[r];
-        match router.spec.kind {
-            RouterKind::Frr => {
-                let out = router
-                    .cli(&format!("show bgp neighbor {address} json"))
-                    .unwrap_or_default();
-                let key = "\"connectionsEstablished\":";
-                out.find(key)
-                    .map(|at| out[at + key.len()..].chars().take_while(char::is_ascii_digit).collect())
-                    .unwrap_or_default()
-            }
-            _ => {
-                let node = self.nodes.iter().find(|n| n.address == address);
-                let name = node.map(|n| n.name.as_str()).unwrap_or_default();
-                let out = router.cli(&format!("show protocols {name}")).unwrap_or_default();
-                // `node3      BGP        ---        up     07:01:02.345  Established`
-                out.lines()
-                    .find(|l| l.split_whitespace().next() == Some(name))
-                    .map(|l| l.split_whitespace().skip(4).take(2).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_default()
-            }
+        match self.leaf_view(r, address) {
+            (RouterKind::Frr, _, out) => json_scalar(&out, "connectionsEstablished").unwrap_or_default(),
+            // `node3      BGP        ---        up     07:01:02.345  Established`
+            (_, name, out) => out
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .map(|l| l.split_whitespace().skip(4).take(2).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
         }
     }
 
-    /// Why leaf `r` last closed its session with the node at `address` (FRR's `lastResetDueTo`, BIRD's last
-    /// error).
+    /// Why leaf `r` last closed its session with the node at `address`: FRR's `"lastResetDueTo":"BGP Notification
+    /// send"` and, for a NOTIFICATION, which one (`"lastNotificationReason":"Cease/BFD Down"`); BIRD's last error.
     pub fn leaf_last_reset(&self, r: usize, address: &str) -> String {
-        let (router, _) = &self.leaves[r];
-        match router.spec.kind {
-            RouterKind::Frr => {
-                // `"lastResetDueTo":"BGP Notification send"` and, for a NOTIFICATION, which one:
-                // `"lastNotificationReason":"Cease/BFD Down"` (FRR sends Cease / BFD Down, RFC 9384).
-                let out = router
-                    .cli(&format!("show bgp neighbor {address} json"))
-                    .unwrap_or_default();
-                ["lastResetDueTo", "lastNotificationReason"]
-                    .iter()
-                    .filter_map(|key| {
-                        let key = format!("\"{key}\":\"");
-                        let at = out.find(&key)?;
-                        Some(
-                            out[at + key.len()..]
-                                .chars()
-                                .take_while(|c| *c != '"')
-                                .collect::<String>(),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
-            _ => {
-                let node = self.nodes.iter().find(|n| n.address == address);
-                let name = node.map(|n| n.name.as_str()).unwrap_or_default();
-                let out = router.cli(&format!("show protocols all {name}")).unwrap_or_default();
-                out.lines()
-                    .find_map(|l| l.trim().strip_prefix("Last error:"))
-                    .map(|e| e.trim().to_string())
-                    .unwrap_or_default()
-            }
+        match self.leaf_view(r, address) {
+            (RouterKind::Frr, _, out) => ["lastResetDueTo", "lastNotificationReason"]
+                .iter()
+                .filter_map(|key| json_scalar(&out, key))
+                .collect::<Vec<_>>()
+                .join("; "),
+            (_, _, out) => out
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Last error:"))
+                .map(|e| e.trim().to_string())
+                .unwrap_or_default(),
         }
+    }
+
+    /// The name of the node at rack address `address` (BIRD's protocol names are the nodes' names).
+    fn node_name(&self, address: &str) -> &str {
+        let node = self.nodes.iter().find(|n| n.address == address);
+        node.map(|n| n.name.as_str()).unwrap_or_default()
     }
 
     /// Starts node `i`'s agent.
@@ -475,6 +459,17 @@ impl Fabric {
     ) -> Result<()> {
         wait_for(timeout, || check(self)).with_context(|| format!("{what}; last seen: {}", seen(self)))
     }
+}
+
+/// The first value of `"key":` in a router's JSON output, a number or a string (without its quotes): FRR's
+/// neighbor JSON nests deeply and only these scalars are wanted.
+fn json_scalar(text: &str, key: &str) -> Option<String> {
+    let marker = format!("\"{key}\":");
+    let rest = &text[text.find(&marker)? + marker.len()..];
+    Some(match rest.strip_prefix('"') {
+        Some(string) => string.chars().take_while(|c| *c != '"').collect(),
+        None => rest.chars().take_while(char::is_ascii_digit).collect(),
+    })
 }
 
 /// What a client probe saw ([`Fabric::probe`]).

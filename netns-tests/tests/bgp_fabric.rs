@@ -41,20 +41,7 @@ fn node3_is_out(f: &Fabric, ip: &str, timeout: Duration, case: &str) {
 
 /// Established sessions per node of a BgpPeer, from its status.
 fn sessions(f: &Fabric, peer: &str) -> BTreeMap<String, String> {
-    let rows = f
-        .apiserver
-        .kubectl(&[
-            "get",
-            "bgppeer",
-            peer,
-            "-o",
-            r#"jsonpath={range .status.sessions[*]}{.node}={.state}{"\n"}{end}"#,
-        ])
-        .unwrap_or_default();
-    rows.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(n, s)| (n.to_string(), s.to_string()))
-        .collect()
+    session_field(f, peer, "state")
 }
 
 #[test]

@@ -489,6 +489,24 @@ fn an_invalid_conf_is_explained() {
     assert_eq!(f.plan().conf_verdict, Some(None));
 }
 
+async fn stop(mut announcer: BgpAnnouncer) {
+    if let Some((_, speaker)) = announcer.speaker.take() {
+        speaker.shutdown(ShutdownMode::Withdraw).await;
+    }
+}
+
+/// A plan for a speaker of AS 64512 with `peer` alone.
+fn one_peer_plan(peer: &PeerConfig) -> BgpPlan {
+    BgpPlan {
+        speaker: Some(SpeakerConfig {
+            local_asn: 64512,
+            router_id: Ipv4Addr::new(192, 0, 2, 11),
+        }),
+        peers: BTreeMap::from([(peer.address, peer.clone())]),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn a_passive_peer_that_cannot_listen_connects_out_and_is_not_restarted_on_every_wake() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -496,14 +514,7 @@ async fn a_passive_peer_that_cannot_listen_connects_out_and_is_not_restarted_on_
     peer.passive = true;
     peer.local_address = Some("127.0.0.1".parse().unwrap());
     peer.listen_port = taken.local_addr().unwrap().port();
-    let plan = |peer: &PeerConfig| BgpPlan {
-        speaker: Some(SpeakerConfig {
-            local_asn: 64512,
-            router_id: Ipv4Addr::new(192, 0, 2, 11),
-        }),
-        peers: BTreeMap::from([(peer.address, peer.clone())]),
-        ..Default::default()
-    };
+    let plan = one_peer_plan;
     let mut announcer = BgpAnnouncer::default();
     announcer.apply(plan(&peer)).await;
     let speaker = &announcer.speaker.as_ref().unwrap().1;
@@ -523,13 +534,7 @@ async fn a_passive_peer_that_cannot_listen_connects_out_and_is_not_restarted_on_
     announcer.apply(plan(&peer)).await;
     assert!(announcer.refused.is_empty(), "{:?}", announcer.refused);
     assert!(session.has_changed().is_err(), "the changed peer got a new session");
-    announcer
-        .speaker
-        .take()
-        .unwrap()
-        .1
-        .shutdown(ShutdownMode::Withdraw)
-        .await;
+    stop(announcer).await;
 }
 
 #[tokio::test]
@@ -538,14 +543,7 @@ async fn a_peer_whose_bfd_cannot_start_runs_without_it_says_why_and_is_not_resta
     let _taken = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, herald_bfd::tasks::PORT));
     let mut peer = PeerConfig::new("127.0.0.2".parse().unwrap(), 64500);
     peer.bfd = Some(herald_bfd::Timers::default());
-    let plan = BgpPlan {
-        speaker: Some(SpeakerConfig {
-            local_asn: 64512,
-            router_id: Ipv4Addr::new(192, 0, 2, 11),
-        }),
-        peers: BTreeMap::from([(peer.address, peer.clone())]),
-        ..Default::default()
-    };
+    let plan = one_peer_plan(&peer);
     let mut announcer = BgpAnnouncer::default();
     announcer.apply(plan.clone()).await;
     let speaker = &announcer.speaker.as_ref().unwrap().1;
@@ -564,11 +562,5 @@ async fn a_peer_whose_bfd_cannot_start_runs_without_it_says_why_and_is_not_resta
         "BFD is tried again on each wake, the BGP session never restarted"
     );
     assert!(announcer.refused[&peer.address].contains("running without BFD"));
-    announcer
-        .speaker
-        .take()
-        .unwrap()
-        .1
-        .shutdown(ShutdownMode::Withdraw)
-        .await;
+    stop(announcer).await;
 }
