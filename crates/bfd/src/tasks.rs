@@ -162,7 +162,7 @@ impl Bfd {
     pub fn add(&self, peer: IpAddr, local: Option<IpAddr>, timers: Timers) -> Result<SessionHandle, Error> {
         let peer = peer.to_canonical();
         self.listen(peer.is_ipv4())?;
-        let socket = send_socket(peer, local, self.peer_port).map_err(|source| Error::Socket { peer, source })?;
+        let socket = send_socket(peer, local).map_err(|source| Error::Socket { peer, source })?;
         let (packets_tx, packets) = mpsc::channel(16);
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -188,9 +188,10 @@ impl Bfd {
                 session,
                 socket,
                 packets,
+                to: SocketAddr::new(peer, self.peer_port),
                 status: status_tx,
                 timers: timers_rx,
-                send_errors: 0,
+                send_failing: false,
             }
             .run(stopped),
         );
@@ -243,8 +244,9 @@ fn receive_socket(v4: bool, port: u16) -> io::Result<UdpSocket> {
     UdpSocket::from_std(StdUdpSocket::from(socket))
 }
 
-/// A session's sending socket: from a port in [`SOURCE_PORTS`], TTL 255, connected to the peer's port.
-fn send_socket(peer: IpAddr, local: Option<IpAddr>, port: u16) -> io::Result<UdpSocket> {
+/// A session's sending socket: from a port in [`SOURCE_PORTS`], TTL 255. Not connected: a peer that cannot be
+/// reached yet (its route missing while a link is down) is no error, only packets that do not leave.
+fn send_socket(peer: IpAddr, local: Option<IpAddr>) -> io::Result<UdpSocket> {
     let v4 = peer.is_ipv4();
     let domain = if v4 {
         socket2::Domain::IPV4
@@ -280,7 +282,6 @@ fn send_socket(peer: IpAddr, local: Option<IpAddr>, port: u16) -> io::Result<Udp
     if let Some(e) = last {
         return Err(e);
     }
-    socket.connect(&SocketAddr::new(peer, port).into())?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(StdUdpSocket::from(socket))
 }
@@ -338,9 +339,12 @@ struct SessionTask {
     session: Session,
     socket: UdpSocket,
     packets: mpsc::Receiver<(ControlPacket, Instant)>,
+    /// The peer's address and BFD port.
+    to: SocketAddr,
     status: watch::Sender<SessionStatus>,
     timers: watch::Receiver<Timers>,
-    send_errors: u64,
+    /// The last send failed.
+    send_failing: bool,
 }
 
 impl SessionTask {
@@ -379,12 +383,18 @@ impl SessionTask {
         for action in actions {
             match action {
                 Action::Send(packet) => {
-                    if let Err(e) = self.socket.send(&packet.encode()).await {
-                        // ICMP port unreachable (a router without BFD) comes back as ECONNREFUSED: say it once.
-                        self.send_errors += 1;
-                        if self.send_errors == 1 {
-                            info!(peer = %self.peer, error = %e, "sending a BFD packet failed (is BFD enabled on the router?)");
+                    // No route to the peer (a link down): said when it starts and when it ends, never per packet;
+                    // the detection time does the rest.
+                    match self.socket.send_to(&packet.encode(), self.to).await {
+                        Err(e) if !self.send_failing => {
+                            self.send_failing = true;
+                            info!(peer = %self.peer, error = %e, "cannot send BFD packets to the peer");
                         }
+                        Ok(_) if self.send_failing => {
+                            self.send_failing = false;
+                            info!(peer = %self.peer, "sending BFD packets to the peer again");
+                        }
+                        _ => {}
                     }
                 }
                 Action::StateChanged { from, to, diag } => {
