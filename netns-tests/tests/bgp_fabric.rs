@@ -126,9 +126,11 @@ fn a_clean_stop_loses_no_connection_with_or_without_graceful_restart() {
         return;
     }
     let mut f = Fabric::start("bgp-fabric-stop").expect("the fabric starts");
-    // With BFD on, as a user who has it would run: a stopping agent ends its BFD sessions with AdminDown, which
-    // must not take the leaf's BGP session down (RFC 5882 §3.2), nor end graceful restart's helper mode.
-    f.set_bfd("{}").unwrap();
+    // With BFD on, as a user who has it would run: a stopping agent ends its BFD sessions after the BGP session
+    // (AdminDown after the Cease; nothing at all with graceful restart, so that the leaf's BFD times out only after
+    // the closed connection put the session in graceful restart). A multiplier of 5: the leaf times a stopped agent out
+    // after 1.5 s, before its successor starts, and a loaded CI machine does not time a running one out.
+    f.set_bfd(r#"{"detectMultiplier": 5}"#).unwrap();
     let ip = f.create_service("web", WAIT).expect("the Service gets an IP");
     let prefix = format!("{ip}/32");
     let leaf1_hops = |f: &Fabric| format!("{:?}", f.leaf_hops(0, &prefix));

@@ -91,7 +91,8 @@ pub struct SessionHandle {
     sessions: Sessions,
     status: watch::Receiver<SessionStatus>,
     timers: watch::Sender<Timers>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// How the session ends: `true` tells the peer (AdminDown), `false` goes silent.
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl SessionHandle {
@@ -104,6 +105,16 @@ impl SessionHandle {
     pub fn set_timers(&self, timers: Timers) {
         self.timers.send_if_modified(|t| std::mem::replace(t, timers) != timers);
     }
+
+    /// Ends the session without a word, as if this node had died: for a graceful restart of the BGP speaker. An
+    /// AdminDown could reach the router before it has handled the closed BGP connection, and routers (FRR 8.4,
+    /// BIRD 2) then stop the session instead of keeping its routes; a BFD session that times out later finds the
+    /// BGP session already in graceful restart.
+    pub fn abandon(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(false);
+        }
+    }
 }
 
 impl Drop for SessionHandle {
@@ -113,7 +124,7 @@ impl Drop for SessionHandle {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.peer);
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
     }
 }
@@ -348,16 +359,27 @@ struct SessionTask {
 }
 
 impl SessionTask {
-    async fn run(mut self, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    async fn run(mut self, mut stopped: tokio::sync::oneshot::Receiver<bool>) {
         let actions = self.session.poll(Instant::now().into_std());
         self.perform(actions).await;
         loop {
             let wake = self.session.next_wakeup().map(Instant::from_std);
             tokio::select! {
-                // The handle was dropped (which also closes the packet queue): tell the peer, then end.
-                _ = &mut stopped => break,
+                // The handle was dropped or abandoned (which also closes the packet queue).
+                tell = &mut stopped => {
+                    if tell.unwrap_or(true) {
+                        break;
+                    }
+                    return;
+                }
                 packet = self.packets.recv() => {
-                    let Some((packet, at)) = packet else { break };
+                    // The queue closes just before the handle says how to end.
+                    let Some((packet, at)) = packet else {
+                        if (&mut stopped).await.unwrap_or(true) {
+                            break;
+                        }
+                        return;
+                    };
                     match self.session.received(at.into_std(), &packet) {
                         Ok(actions) => self.perform(actions).await,
                         Err(why) => debug!(peer = %self.peer, %why, "BFD packet ignored"),

@@ -52,11 +52,19 @@ struct PeerHandle {
 
 impl PeerHandle {
     async fn stop(mut self, command: PeerCommand) {
+        let graceful = matches!(command, PeerCommand::Abandon);
         // The channel has room: stop is the last command, and the others are awaited as they are sent.
         let _ = self.commands.try_send(command);
         if tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await.is_err() {
             warn!(peer = %self.config.address, "peer task did not stop in time, aborting it");
             self.task.abort();
+        }
+        // After the BGP session: BFD says AdminDown (dropped), or nothing for a graceful restart (see
+        // `SessionHandle::abandon`).
+        if let Some(bfd) = self.bfd.take()
+            && graceful
+        {
+            bfd.abandon();
         }
     }
 }
@@ -120,11 +128,19 @@ impl Speaker {
     /// Starts a session to a new peer; a passive peer's connections are accepted too (its listening socket, shared
     /// with other passive peers on the same address and port, is opened now: an error says why it cannot be).
     pub fn add_peer(&mut self, peer: PeerConfig) -> Result<()> {
+        self.add_peer_with(peer, None)
+    }
+
+    /// [`Speaker::add_peer`], keeping `bfd` (the BFD session of the peer's previous configuration) if given.
+    fn add_peer_with(&mut self, peer: PeerConfig, bfd: Option<herald_bfd::SessionHandle>) -> Result<()> {
         peer.validate()?;
         if self.peers.contains_key(&peer.address) {
             return Err(Error::PeerExists(peer.address));
         }
-        let bfd = self.start_bfd(&peer)?;
+        let bfd = match bfd {
+            Some(bfd) => Some(bfd),
+            None => self.start_bfd(&peer)?,
+        };
         let incoming = if peer.passive {
             Some(self.listen_for(&peer)?)
         } else {
@@ -215,10 +231,19 @@ impl Speaker {
                 }
                 return result;
             }
-            if let Some(old) = self.peers.remove(&peer.address) {
+            if let Some(mut old) = self.peers.remove(&peer.address) {
                 self.stop_listening_for(&old.config);
+                // The BFD session goes on (with new timers, if they changed): the path did not change.
+                let bfd = match (old.bfd.take(), peer.bfd) {
+                    (Some(bfd), Some(timers)) => {
+                        bfd.set_timers(timers);
+                        Some(bfd)
+                    }
+                    _ => None,
+                };
                 let cease = Notification::new(CeaseSubcode::OtherConfigurationChange);
                 old.stop(PeerCommand::Stop(cease)).await;
+                return self.add_peer_with(peer, bfd);
             }
         }
         self.add_peer(peer)

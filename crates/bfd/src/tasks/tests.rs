@@ -152,3 +152,25 @@ async fn a_taken_port_names_the_other_daemon() {
     assert!(text.contains("another BFD daemon"), "{text}");
     assert!(text.contains(&port.to_string()), "{text}");
 }
+
+#[tokio::test]
+async fn an_abandoned_session_goes_silent_and_the_peer_times_it_out() {
+    let (pa, pb) = ports();
+    let a = Bfd::with_ports(pa, pb);
+    let b = Bfd::with_ports(pb, pa);
+    let ha = a.add(LOOPBACK, None, fast()).unwrap();
+    let hb = b.add(LOOPBACK, None, fast()).unwrap();
+    let mut sa = ha.status();
+    wait_for(&mut sa, |s| s.state == State::Up).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A graceful restart of B's speaker: no AdminDown, A finds out by its detection time.
+    hb.abandon();
+    let down = wait_for(&mut sa, |s| s.state != State::Up).await;
+    assert_eq!(
+        (down.state, down.diag, down.remote_state),
+        (State::Down, Diag::ControlDetectionTimeExpired, State::Up),
+        "A heard nothing more from B"
+    );
+    // B's address is free for a new session.
+    let _again = b.add(LOOPBACK, None, fast()).unwrap();
+}
