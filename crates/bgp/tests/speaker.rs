@@ -373,6 +373,25 @@ async fn invalid_peer_configuration_is_rejected_with_the_fix() {
             .contains("1 to 80 bytes")
     );
     p.password = None;
+    // BFD: timers that could never run, and a multihop session (BFD here is single hop).
+    let ms = std::time::Duration::from_millis;
+    for (timers, ttl, fix) in [
+        ((ms(300), ms(300), 0), None, "use 1 to 255"),
+        ((ms(0), ms(300), 3), None, "above 0"),
+        ((ms(300), ms(300), 3), Some(3), "BFD runs single hop"),
+    ] {
+        let bad = PeerConfig {
+            bfd: Some(herald_bfd::Timers {
+                desired_min_tx: timers.0,
+                required_min_rx: timers.1,
+                detect_mult: timers.2,
+            }),
+            ttl,
+            ..p.clone()
+        };
+        let err = speaker.add_peer(bad).unwrap_err().to_string();
+        assert!(err.contains(fix), "{err}");
+    }
     speaker.add_peer(p.clone()).unwrap();
     assert!(
         speaker
