@@ -172,16 +172,21 @@ impl Bfd {
     /// from), with `timers`.
     pub fn add(&self, peer: IpAddr, local: Option<IpAddr>, timers: Timers) -> Result<SessionHandle, Error> {
         let peer = peer.to_canonical();
+        if self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&peer)
+        {
+            return Err(Error::Exists(peer));
+        }
         self.listen(peer.is_ipv4())?;
         let socket = send_socket(peer, local).map_err(|source| Error::Socket { peer, source })?;
         let (packets_tx, packets) = mpsc::channel(16);
-        {
-            let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-            if sessions.contains_key(&peer) {
-                return Err(Error::Exists(peer));
-            }
-            sessions.insert(peer, packets_tx);
-        }
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, packets_tx);
         let discriminator = self.next_discriminator.fetch_add(1, Ordering::Relaxed).max(1);
         let session = Session::new(timers, discriminator, rand::random());
         let (status_tx, status) = watch::channel(SessionStatus {
@@ -238,63 +243,58 @@ impl Default for Bfd {
     }
 }
 
-/// The socket every session of a family receives on: any address, port [`PORT`], with the TTL of each datagram.
-fn receive_socket(v4: bool, port: u16) -> io::Result<UdpSocket> {
+/// An unbound UDP socket of the family, and the family's unspecified address.
+fn udp_socket(v4: bool) -> io::Result<(socket2::Socket, IpAddr)> {
     let (domain, any) = if v4 {
         (socket2::Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     } else {
         (socket2::Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
     };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    Ok((socket, any))
+}
+
+/// A bound socket, for tokio.
+fn into_tokio(socket: socket2::Socket) -> io::Result<UdpSocket> {
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(StdUdpSocket::from(socket))
+}
+
+/// The socket every session of a family receives on: any address, port [`PORT`], with the TTL of each datagram.
+fn receive_socket(v4: bool, port: u16) -> io::Result<UdpSocket> {
+    let (socket, any) = udp_socket(v4)?;
     if !v4 {
         socket.set_only_v6(true)?;
     }
     herald_sys::udp::receive_ttl(&socket, v4)?;
     socket.bind(&SocketAddr::new(any, port).into())?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(StdUdpSocket::from(socket))
+    into_tokio(socket)
 }
 
 /// A session's sending socket: from a port in [`SOURCE_PORTS`], TTL 255. Not connected: a peer that cannot be
 /// reached yet (its route missing while a link is down) is no error, only packets that do not leave.
 fn send_socket(peer: IpAddr, local: Option<IpAddr>) -> io::Result<UdpSocket> {
     let v4 = peer.is_ipv4();
-    let domain = if v4 {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let (socket, any) = udp_socket(v4)?;
     if v4 {
         socket.set_ttl_v4(u32::from(TTL))?;
     } else {
         socket.set_unicast_hops_v6(u32::from(TTL))?;
     }
-    let local = local.unwrap_or(if v4 {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    });
-    // A random port of the range, then the next ones: the first free one wins.
+    let local = local.unwrap_or(any);
+    // A random port of the range, then the next ones, up to 256 tries: the first free one wins.
     let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
     let first = rand::random::<u32>() % span;
-    let mut last = None;
-    for i in 0..span.min(256) {
+    let mut in_use = None;
+    for i in 0..256 {
         let port = SOURCE_PORTS.start() + ((first + i) % span) as u16;
         match socket.bind(&SocketAddr::new(local, port).into()) {
-            Ok(()) => {
-                last = None;
-                break;
-            }
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Ok(()) => return into_tokio(socket),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => in_use = Some(e),
             Err(e) => return Err(e),
         }
     }
-    if let Some(e) = last {
-        return Err(e);
-    }
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(StdUdpSocket::from(socket))
+    Err(in_use.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
 }
 
 /// Reads the family's datagrams and hands each valid one to the session of its source address.
@@ -365,21 +365,15 @@ impl SessionTask {
         loop {
             let wake = self.session.next_wakeup().map(Instant::from_std);
             tokio::select! {
-                // The handle was dropped or abandoned (which also closes the packet queue).
+                // The handle was dropped (tell the peer) or abandoned (go silent). Its drop also closes the packet
+                // queue, which disables the branch below: this one says how to end.
                 tell = &mut stopped => {
                     if tell.unwrap_or(true) {
                         break;
                     }
                     return;
                 }
-                packet = self.packets.recv() => {
-                    // The queue closes just before the handle says how to end.
-                    let Some((packet, at)) = packet else {
-                        if (&mut stopped).await.unwrap_or(true) {
-                            break;
-                        }
-                        return;
-                    };
+                Some((packet, at)) = self.packets.recv() => {
                     match self.session.received(at.into_std(), &packet) {
                         Ok(actions) => self.perform(actions).await,
                         Err(why) => debug!(peer = %self.peer, %why, "BFD packet ignored"),

@@ -38,6 +38,18 @@ pub enum ShutdownMode {
     GracefulRestart,
 }
 
+/// The BFD session in `bfd`, taken out to go on with `wanted` timers (a Poll sequence, no new session), when there
+/// is one and BFD stays on; else `None`, and `bfd` is left as it was.
+fn keep_bfd(
+    bfd: &mut Option<herald_bfd::SessionHandle>,
+    wanted: Option<herald_bfd::Timers>,
+) -> Option<herald_bfd::SessionHandle> {
+    let timers = wanted?;
+    let kept = bfd.take()?;
+    kept.set_timers(timers);
+    Some(kept)
+}
+
 /// How long a stopping peer may take to send its NOTIFICATION.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -207,10 +219,9 @@ impl Speaker {
                 return Ok(());
             }
             if existing.config.same_session(&peer) {
-                // Only BFD changed, and the BGP session stays up. New timers: the BFD session changes them by a
-                // Poll sequence, and stays up too.
-                if let (Some(bfd), Some(timers)) = (&existing.bfd, peer.bfd) {
-                    bfd.set_timers(timers);
+                // Only BFD changed, and the BGP session stays up. New timers: the BFD session stays up too.
+                if let Some(kept) = keep_bfd(&mut existing.bfd, peer.bfd) {
+                    existing.bfd = Some(kept);
                     existing.config = peer;
                     return Ok(());
                 }
@@ -234,13 +245,7 @@ impl Speaker {
             if let Some(mut old) = self.peers.remove(&peer.address) {
                 self.stop_listening_for(&old.config);
                 // The BFD session goes on (with new timers, if they changed): the path did not change.
-                let bfd = match (old.bfd.take(), peer.bfd) {
-                    (Some(bfd), Some(timers)) => {
-                        bfd.set_timers(timers);
-                        Some(bfd)
-                    }
-                    _ => None,
-                };
+                let bfd = keep_bfd(&mut old.bfd, peer.bfd);
                 let cease = Notification::new(CeaseSubcode::OtherConfigurationChange);
                 old.stop(PeerCommand::Stop(cease)).await;
                 return self.add_peer_with(peer, bfd);
