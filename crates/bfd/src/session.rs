@@ -86,6 +86,8 @@ pub struct Session {
     /// sequence announcing it is over (§6.8.3), as the peer may still send at the old rate until then.
     detect_rx: Duration,
     next_tx: Option<Instant>,
+    /// When the last periodic packet went out.
+    last_tx: Option<Instant>,
     last_rx: Option<Instant>,
     rng: StdRng,
 }
@@ -111,6 +113,7 @@ impl Session {
             final_owed: false,
             detect_rx: timers.required_min_rx,
             next_tx: None,
+            last_tx: None,
             last_rx: None,
             rng: StdRng::seed_from_u64(seed),
         }
@@ -162,6 +165,15 @@ impl Session {
             self.sending = self.tx_interval;
             self.detect_rx = self.timers.required_min_rx;
         }
+        // §6.8.7: the interval is the larger of ours and the peer's Required Min RX. When the peer now accepts
+        // packets faster, the next one is not held back by the old, slower interval: the peer times us out by the
+        // new one.
+        if let (Some(last), Some(next)) = (self.last_tx, self.next_tx) {
+            let due = (last + self.sending.max(self.remote_min_rx)).max(now);
+            if due < next {
+                self.next_tx = Some(due);
+            }
+        }
         self.last_rx = Some(now);
         if self.state == State::AdminDown {
             return Err(Ignored::AdminDown);
@@ -207,6 +219,7 @@ impl Session {
         } else if self.next_tx.is_none_or(|t| now >= t) {
             let polling = self.polling;
             out.push(Action::Send(self.packet(polling, false)));
+            self.last_tx = Some(now);
             let interval = self.sending.max(self.remote_min_rx);
             // §6.8.7: 75–100 % of the interval (75–90 % with a detect multiplier of 1).
             let top = if self.timers.detect_mult == 1 { 0.9 } else { 1.0 };

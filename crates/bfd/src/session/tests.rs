@@ -282,3 +282,41 @@ fn new_timers_take_effect_by_a_poll_sequence_without_a_state_change() {
     // Setting the same timers again does nothing.
     assert!(a.set_timers(now + SLOW_TX, fast).is_empty());
 }
+
+#[test]
+fn a_peer_that_accepts_packets_faster_gets_the_next_one_by_the_new_interval() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair();
+    run(&mut a, &mut b, t0, t0 + 3 * SLOW_TX);
+    assert_eq!(a.state(), State::Up);
+    let from_b = b.packet(false, false);
+    // B accepts packets only once a second: A's next periodic packet after `last` is due 0.75–1 s later.
+    let now = t0 + 3 * SLOW_TX;
+    a.received(
+        now,
+        &ControlPacket {
+            required_min_rx: SLOW_TX,
+            ..from_b.clone()
+        },
+    )
+    .unwrap();
+    let mut last = now;
+    while sent(&a.poll(last)).is_empty() {
+        last = a.next_wakeup().unwrap();
+    }
+    // B now accepts 300 ms (its Poll sequence after a change): A's next packet is due 300 ms after its last, not
+    // up to a second, or B would time A out.
+    a.received(
+        last + 10 * MS,
+        &ControlPacket {
+            required_min_rx: 300 * MS,
+            ..from_b
+        },
+    )
+    .unwrap();
+    assert!(
+        !sent(&a.poll(last + 300 * MS)).is_empty(),
+        "no packet 300 ms after the last; next at {:?}",
+        a.next_wakeup().map(|t| t - last)
+    );
+}
