@@ -98,6 +98,13 @@ keep = {"Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "Clus
         "ClusterRoleBinding"}
 docs = re.split(r"^---\s*$", open(sys.argv[1]).read(), flags=re.M)
 kept = [d.strip() for d in docs if (m := re.search(r"^kind: (\S+)", d, re.M)) and m.group(1) in keep]
+# MetalLB's ASN fields say `format: int32` with `maximum: 4294967295`; kube-apiserver 1.37 refuses every object with
+# such a field ("Maximum boundary value must be of type integer with format int32"). Dropping the format is the one
+# change made to their manifests (docs/peers.md).
+fixed = [re.sub(r"format: int32\n(\s+)maximum: 4294967295", r"maximum: 4294967295", d) for d in kept]
+if fixed != kept:
+    print("metallb.yaml: dropped `format: int32` from the fields with maximum 4294967295 (ASNs)", file=sys.stderr)
+kept = fixed
 if not any("kind: CustomResourceDefinition" in d for d in kept):
     sys.exit("no CRDs in " + sys.argv[1])
 open(sys.argv[2], "w").write("\n---\n".join(kept) + "\n")

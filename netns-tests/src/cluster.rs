@@ -23,6 +23,7 @@
 
 pub mod apiserver;
 pub mod kube;
+pub mod peers;
 pub mod scale;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,16 @@ fn kube_proxy_nft() -> String {
         EIP_ADDRESSES[0], EIP_ADDRESSES[1]
     )
 }
+/// Herald's tuned Layer 2 timings (docs/l2.md; `herald agent` refuses unsafe ones): renew 300 ms, takeover after
+/// 1 s, deadline 600 ms.
+pub const TUNED_AGENT_ARGS: [&str; 6] = [
+    "--node-renew-period",
+    "300ms",
+    "--takeover-after",
+    "1s",
+    "--renew-deadline",
+    "600ms",
+];
 /// MAC of the client's LAN interface.
 pub const CLIENT_MAC: &str = "02:00:00:00:00:64";
 
@@ -134,6 +145,14 @@ pub struct ServiceSpec {
     pub ips: Option<String>,
     /// `allocateLoadBalancerNodePorts` (Herald needs none; the real server has only 2,768 node ports).
     pub node_ports: bool,
+    /// `spec.loadBalancerClass`, if any.
+    pub class: Option<String>,
+    /// Its one TCP port (`http`): 80 unless a test shares an IP between Services.
+    pub port: u16,
+    /// Its Eip (`herald.dev/eip`), [`EIP_NAME`] unless a test made another.
+    pub eip: String,
+    /// More annotations (another load balancer's requested IPs, ...).
+    pub annotations: Vec<(String, String)>,
 }
 
 /// Address families of a [`ServiceSpec`].
@@ -154,6 +173,10 @@ impl ServiceSpec {
             local: false,
             ips: None,
             node_ports: true,
+            class: None,
+            port: 80,
+            eip: EIP_NAME.into(),
+            annotations: Vec::new(),
         }
     }
 
@@ -191,28 +214,53 @@ impl ServiceSpec {
         self
     }
 
-    fn yaml(&self) -> String {
+    /// With `spec.loadBalancerClass: class`.
+    pub fn with_class(mut self, class: &str) -> Self {
+        self.class = Some(class.into());
+        self
+    }
+
+    /// With TCP port `port` instead of 80.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// With the annotation `key: value`.
+    pub fn with_annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.into(), value.into()));
+        self
+    }
+
+    /// The manifest `kubectl apply` gets.
+    pub fn yaml(&self) -> String {
         let (policy, families) = match self.families {
             Families::V4 => ("SingleStack", "[IPv4]"),
             Families::V6 => ("SingleStack", "[IPv6]"),
             Families::Dual => ("RequireDualStack", "[IPv4, IPv6]"),
         };
         let etp = if self.local { "Local" } else { "Cluster" };
-        let ips = self
+        let mut ips = self
             .ips
             .as_ref()
             .map(|ips| format!("    herald.dev/ips: \"{ips}\"\n"))
             .unwrap_or_default();
-        let node_ports = if self.node_ports {
-            ""
+        for (k, v) in &self.annotations {
+            let _ = writeln!(ips, "    {k}: \"{v}\"");
+        }
+        let mut node_ports = if self.node_ports {
+            String::new()
         } else {
-            "  allocateLoadBalancerNodePorts: false\n"
+            "  allocateLoadBalancerNodePorts: false\n".to_string()
         };
+        if let Some(class) = &self.class {
+            let _ = writeln!(node_ports, "  loadBalancerClass: {class}");
+        }
         format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    herald.dev/eip: {EIP_NAME}\n{ips}\
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: {}\n  labels:\n    app: {}\n  annotations:\n    herald.dev/eip: {}\n{ips}\
              spec:\n  type: LoadBalancer\n  ipFamilyPolicy: {policy}\n  ipFamilies: {families}\n  externalTrafficPolicy: {etp}\n\
-             {node_ports}\x20 selector:\n    app: {}\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n",
-            self.name, self.namespace, self.name
+             {node_ports}\x20 selector:\n    app: {}\n  ports:\n  - name: http\n    port: {}\n    protocol: TCP\n",
+            self.name, self.namespace, self.name, self.eip, self.name, self.port
         )
     }
 }
@@ -286,6 +334,9 @@ impl Cluster {
             let mac = format!("02:00:00:00:00:1{i}");
             lab.ip(&ns, &["link", "set", "eth0", "address", &mac])?;
             lab.addr(&ns, "eth0", &format!("192.0.2.1{i}/24"))?;
+            // Keep the IPv6 address when the link goes down (the kernel drops it by default; a node's network
+            // configuration would put it back): a node whose link came back must still serve the IPv6 pool.
+            lab.sh(&ns, "sysctl -qw net.ipv6.conf.eth0.keep_addr_on_down=1")?;
             lab.addr(&ns, "eth0", &format!("2001:db8:1::1{i}/64"))?;
             let mgmt = format!("198.51.100.1{i}");
             lab.addr(&ns, "eth1", &format!("{mgmt}/24"))?;
@@ -514,11 +565,14 @@ impl Cluster {
     /// call, [`CREATORS`] calls at a time. Fails if one exists already. Without kubectl's own validation, which costs
     /// it 40 ms of CPU per object against the real server (its OpenAPI schema); the server still validates.
     pub fn create_many_services(&self, specs: &[ServiceSpec]) -> Result<()> {
+        let docs: Vec<String> = specs.iter().map(ServiceSpec::yaml).collect();
+        self.create_many(&docs)
+    }
+
+    /// Creates the objects of `docs` (one YAML document each) as [`Cluster::create_many_services`] does.
+    pub fn create_many(&self, docs: &[String]) -> Result<()> {
         let args = ["create", "--validate=false", "-o", "name", "-f", "-"];
-        let chunks: Vec<String> = specs
-            .chunks(500)
-            .map(|chunk| chunk.iter().map(ServiceSpec::yaml).collect::<Vec<_>>().join("---\n"))
-            .collect();
+        let chunks: Vec<String> = docs.chunks(500).map(|chunk| chunk.join("---\n")).collect();
         for wave in chunks.chunks(CREATORS) {
             std::thread::scope(|scope| {
                 let calls: Vec<_> = wave
@@ -543,6 +597,18 @@ impl Cluster {
     fn get_raw(&self, path: &str) -> Result<Value> {
         let text = self.kubectl(&["get", "--raw", path])?;
         serde_json::from_str(&text).with_context(|| format!("GET {path}: invalid JSON"))
+    }
+
+    /// Deletes every Service and EndpointSlice in `default` labelled `key=value`, one request each
+    /// (deletecollection), without waiting for them to be gone.
+    pub fn delete_labelled(&self, key: &str, value: &str) -> Result<()> {
+        for path in [
+            "/api/v1/namespaces/default/services",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        ] {
+            self.kubectl(&["delete", "--raw", &format!("{path}?labelSelector={key}%3D{value}")])?;
+        }
+        Ok(())
     }
 
     /// Every Service in `default` by name: its ingress IPs and its `herald.dev/announced-by` annotation.
@@ -627,6 +693,11 @@ impl Cluster {
     /// Creates or replaces the EndpointSlice of Service `svc` (namespace `default`) with one ready endpoint on
     /// each node in `nodes` (none: an empty slice).
     pub fn set_endpoints(&self, svc: &str, nodes: &[&str]) -> Result<()> {
+        self.apply(&self.endpoints_yaml(svc, nodes)?)
+    }
+
+    /// The EndpointSlice [`Cluster::set_endpoints`] writes.
+    pub fn endpoints_yaml(&self, svc: &str, nodes: &[&str]) -> Result<String> {
         let mut yaml = format!(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-lab\n  namespace: default\n  \
              labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: 80\n  \
@@ -644,8 +715,7 @@ impl Cluster {
             );
         }
         // `endpoints:` followed by `[]` on its own line is not valid YAML; write the empty list inline.
-        let yaml = yaml.replace("endpoints:\n[]\n", "endpoints: []\n");
-        self.apply(&yaml)
+        Ok(yaml.replace("endpoints:\n[]\n", "endpoints: []\n"))
     }
 
     /// Index of the node named `name`.
@@ -846,20 +916,38 @@ impl Cluster {
         }
         let v6: Vec<IpAddr> = ips.iter().filter(|ip| ip.is_ipv6()).copied().collect();
         for chunk in v6.chunks(25) {
-            // ndisc6 does not print the target with each answer: prefix its lines with it.
-            let mut script = String::new();
+            // ndisc6 only sends the solicitations: the answers are read from a capture, as the client's kernel sees
+            // them. ndisc6 itself ignores some Neighbor Advertisements the kernel accepts (MetalLB's, sent from a
+            // link-local address with only the Solicited flag), and stops at the first answer.
+            let mut script = String::from(
+                "d=$(mktemp -d)
+tcpdump -l -n -e -tt -i eth0 'icmp6 and ip6[40] == 136' >$d/out 2>$d/err &
+t=$!
+\
+                 i=0; until grep -q listening $d/err || [ $i -ge 500 ]; do sleep 0.01; i=$((i+1)); done
+pids=\n",
+            );
             for ip in chunk {
-                let _ = writeln!(script, "ndisc6 -m -n -r 2 -w 150 {ip} eth0 2>&1 | sed 's/^/{ip} /' &");
+                let _ = writeln!(
+                    script,
+                    "ndisc6 -m -n -r 2 -w 150 {ip} eth0 >/dev/null 2>&1 & pids=\"$pids $!\""
+                );
             }
-            script.push_str("wait\n");
+            script.push_str("wait $pids\nsleep 0.05\nkill $t; wait $t\ncat $d/out\nrm -rf $d\n");
             let out = self.lab.exec(&self.client, &["sh", "-c", &script])?;
-            // "2001:db8:1::1000 Target link-layer address: 02:00:00:00:00:12"
             for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let Some((ip, mac)) = line.split_once(" Target link-layer address: ") else {
+                let Some(target) = line
+                    .split("tgt is ")
+                    .nth(1)
+                    .and_then(|r| r.split([',', ' ']).next())
+                    .and_then(|t| t.parse::<IpAddr>().ok())
+                else {
                     continue;
                 };
-                if let Ok(ip) = ip.trim().parse() {
-                    add(ip, mac.trim());
+                if let Some(Frame::Answer { mac, .. }) = parse_frame(line, target)
+                    && chunk.contains(&target)
+                {
+                    add(target, &mac);
                 }
             }
         }

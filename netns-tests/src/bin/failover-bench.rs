@@ -23,19 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use herald_netns_tests::cluster::kube::ApiServerKind;
 use herald_netns_tests::cluster::scale::{self, ScaleLimits};
-use herald_netns_tests::cluster::{Cluster, ClusterOptions, Frame, ServiceSpec, epoch_now, percentile, settle};
+use herald_netns_tests::cluster::{
+    Cluster, ClusterOptions, Frame, ServiceSpec, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
+};
 use herald_netns_tests::{require, wait_for};
 
 const PROBE: Duration = Duration::from_millis(20);
-/// The tuned timings (`herald agent` refuses unsafe ones).
-const TUNED: [&str; 6] = [
-    "--node-renew-period",
-    "300ms",
-    "--takeover-after",
-    "1s",
-    "--renew-deadline",
-    "600ms",
-];
 
 /// The parts of the benchmark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -139,7 +132,7 @@ fn main() -> Result<()> {
     if wants(Part::Tuned) {
         failover_rows.extend(failover(
             "tuned (renew 300ms, takeover 1s, deadline 600ms)",
-            &TUNED,
+            &TUNED_AGENT_ARGS,
             "KILL",
             runs,
             &kinds,

@@ -274,19 +274,7 @@ impl KubeApiServer {
             None,
         )?;
 
-        let script = repo_file("scripts/kube-apiserver.sh");
-        let out = Command::new(&script)
-            .arg("sa-kubeconfig")
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg(AGENT_SERVICE_ACCOUNT)
-            .stdin(Stdio::null())
-            .output()
-            .context("scripts/kube-apiserver.sh sa-kubeconfig")?;
-        if !out.status.success() {
-            bail!("sa-kubeconfig failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let kubeconfig = self.sa_kubeconfig(AGENT_SERVICE_ACCOUNT)?;
 
         let (ns, name) = AGENT_SERVICE_ACCOUNT.split_once('/').expect("namespace/name");
         let user = format!("system:serviceaccount:{ns}:{name}");
@@ -306,6 +294,26 @@ impl KubeApiServer {
         }
         self.agent_kubeconfig = Some(kubeconfig.clone());
         Ok(kubeconfig)
+    }
+
+    /// A kubeconfig holding a bound token (one day) of the ServiceAccount `sa` (`namespace/name`), from the
+    /// TokenRequest API, as a pod of that ServiceAccount gets.
+    pub fn sa_kubeconfig(&self, sa: &str) -> Result<PathBuf> {
+        let out = Command::new(repo_file("scripts/kube-apiserver.sh"))
+            .arg("sa-kubeconfig")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg(sa)
+            .stdin(Stdio::null())
+            .output()
+            .context("scripts/kube-apiserver.sh sa-kubeconfig")?;
+        if !out.status.success() {
+            bail!(
+                "sa-kubeconfig {sa} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     }
 
     /// A kubeconfig for an agent whose credentials can be revoked: a token of [`AGENT_SERVICE_ACCOUNT`] bound to
@@ -400,14 +408,21 @@ impl KubeApiServer {
     /// requests (its identity Lease, bootstrap controllers) and the test's are left out, so the counts compare with
     /// lab-apiserver's, where the agents are the only clients while a benchmark samples.
     pub fn request_counts(&self) -> BTreeMap<(String, String), u64> {
-        let (ns, name) = AGENT_SERVICE_ACCOUNT.split_once('/').expect("namespace/name");
-        let user = format!("system:serviceaccount:{ns}:{name}");
+        self.request_counts_of(&[AGENT_SERVICE_ACCOUNT])
+    }
+
+    /// [`KubeApiServer::request_counts`] of the ServiceAccounts `accounts` (`namespace/name`) together.
+    pub fn request_counts_of(&self, accounts: &[&str]) -> BTreeMap<(String, String), u64> {
+        let users: Vec<String> = accounts
+            .iter()
+            .map(|sa| format!("system:serviceaccount:{}", sa.replacen('/', ":", 1)))
+            .collect();
         let mut out = BTreeMap::new();
-        for e in self
-            .audit_events()
-            .into_iter()
-            .filter(|e| e["user"]["username"] == user.as_str())
-        {
+        for e in self.audit_events().into_iter().filter(|e| {
+            e["user"]["username"]
+                .as_str()
+                .is_some_and(|u| users.iter().any(|w| w == u))
+        }) {
             let (Some(verb), Some(resource)) = (e["verb"].as_str(), e["objectRef"]["resource"].as_str()) else {
                 continue;
             };
