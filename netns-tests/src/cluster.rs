@@ -1115,6 +1115,17 @@ impl Prober {
         })
     }
 
+    /// When (epoch seconds) the first answer at or after `since` came, if one came.
+    pub fn first_answer(&self, since: f64) -> Option<f64> {
+        self.frames()
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Answer { at, .. } if *at >= since => Some(*at),
+                _ => None,
+            })
+            .min_by(f64::total_cmp)
+    }
+
     /// Statistics of the probes sent in `[from, to]` (epoch seconds).
     pub fn stats(&self, from: f64, to: f64) -> ProbeStats {
         ProbeStats::compute(&self.frames(), from, to, self.interval)

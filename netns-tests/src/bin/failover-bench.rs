@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use herald_netns_tests::cluster::kube::ApiServerKind;
 use herald_netns_tests::cluster::scale::{self, ScaleLimits};
 use herald_netns_tests::cluster::{
-    Cluster, ClusterOptions, Frame, ServiceSpec, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
+    Cluster, ClusterOptions, ServiceSpec, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
 };
 use herald_netns_tests::{require, wait_for};
 
@@ -294,14 +294,7 @@ fn create_to_answer(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
             probe
                 .wait_answer(t, Duration::from_secs(30), |_| true)
                 .with_context(|| format!("{ip} never answered ({})", kind_name(*kind)))?;
-            let first = probe
-                .frames()
-                .iter()
-                .filter_map(|f| match f {
-                    Frame::Answer { at, .. } if *at >= t => Some(*at),
-                    _ => None,
-                })
-                .fold(f64::INFINITY, f64::min);
+            let first = probe.first_answer(t).context("an answer was seen")?;
             eprintln!(
                 "create {name} ({ip}) on {}: first ARP answer after {:.0} ms",
                 kind_name(*kind),

@@ -401,14 +401,7 @@ fn create_to_answer(c: &mut Cluster, runs: usize) -> Result<()> {
             probe
                 .wait_answer(t, Duration::from_secs(60), |_| true)
                 .with_context(|| format!("{ip} never answered ({})", imp.name()))?;
-            let first = probe
-                .frames()
-                .iter()
-                .filter_map(|f| match f {
-                    Frame::Answer { at, .. } if *at >= t => Some(*at),
-                    _ => None,
-                })
-                .fold(f64::INFINITY, f64::min);
+            let first = probe.first_answer(t).context("an answer was seen")?;
             let ms = (first - t) * 1000.0;
             eprintln!(
                 "create {name} ({ip}) for {}: first ARP answer after {ms:.0} ms",
