@@ -456,11 +456,7 @@ impl Cluster {
     /// Starts node `i`'s agent (0-based) with the cluster's flags plus `extra`, killing a running one first.
     pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) -> Result<()> {
         if let Some(old) = self.nodes[i].agent.take() {
-            let p = self.lab.proc(old);
-            if p.exited().is_none() {
-                let _ = p.signal("KILL");
-                p.wait_exit(Duration::from_secs(5));
-            }
+            self.lab.proc(old).kill_and_wait();
         }
         let node = &self.nodes[i];
         let mut cmd: Vec<OsString> = if self.agent_program.is_empty() {

@@ -233,6 +233,15 @@ impl Proc {
         wait_for(timeout, || self.exited())
     }
 
+    /// Kills the process with SIGKILL unless it has exited, and waits up to 5 s for it (before starting its
+    /// successor).
+    pub fn kill_and_wait(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.signal("KILL");
+            self.wait_exit(Duration::from_secs(5));
+        }
+    }
+
     /// Everything the process printed on stdout so far.
     pub fn stdout(&self) -> String {
         fs::read_to_string(&self.stdout).unwrap_or_default()

@@ -346,11 +346,7 @@ impl Peers {
             return c.start_agent(i);
         }
         if let Some(old) = self.process(c, imp, i) {
-            let p = c.lab.proc(old);
-            if p.exited().is_none() {
-                let _ = p.signal("KILL");
-                p.wait_exit(Duration::from_secs(5));
-            }
+            c.lab.proc(old).kill_and_wait();
         }
         let node = c.nodes[i].name.clone();
         let ns = c.nodes[i].ns.clone();
@@ -468,7 +464,7 @@ impl Peers {
         c.lab.proc(idx).wait_exit(timeout)
     }
 
-    /// The resident set of `imp`'s speaker on node `i` (KiB: now, peak).
+    /// Memory and CPU time of `imp`'s speaker on node `i`.
     pub fn usage(&self, c: &Cluster, imp: Implementation, i: usize) -> Result<crate::ProcUsage> {
         let idx = self.process(c, imp, i).context("not started")?;
         crate::ProcUsage::read(c.lab.pid(idx))
