@@ -130,7 +130,7 @@ HERALD_TEST_APISERVER=$main_apiserver nextest_run "$@"
 # run as its ServiceAccount), CRD schemas, the real watch and Events. Each test starts its own kube-apiserver + etcd
 # (about 3 s). The binaries are built once per pin from the Go module proxy (minutes; cached after).
 KUBE_TESTS='binary_id(herald::allocator) | binary_id(herald::agent) | binary_id(herald::crd_validation)'
-KUBE_TESTS+=' | binary_id(herald::install)'
+KUBE_TESTS+=' | binary_id(herald::install) | binary_id(herald::migrate)'
 KUBE_TESTS+=' | binary_id(herald-netns-tests::l2_failover) | binary_id(herald-netns-tests::agent_bgp) | binary_id(herald-netns-tests::bgp_fabric)'
 # Default: on for a full run, off when a filter chose some tests (HERALD_TEST_KUBE=1 runs that filter against both).
 default_kube=1

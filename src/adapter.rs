@@ -89,7 +89,11 @@ fn names_static(key: &str) -> &'static str {
         names::METALLB_ANNOTATION_POOL,
         names::METALLB_ANNOTATION_IPS,
         names::METALLB_ANNOTATION_SHARING,
+        names::METALLB_LEGACY_ANNOTATION_POOL,
+        names::METALLB_LEGACY_ANNOTATION_IPS,
+        names::METALLB_LEGACY_ANNOTATION_SHARING,
         names::OPENELB_ANNOTATION_EIP,
+        names::OPENELB_ANNOTATION_IP,
     ]
     .into_iter()
     .find(|k| *k == key)
@@ -107,12 +111,21 @@ pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Res
         &[
             names::ANNOTATION_EIP,
             names::METALLB_ANNOTATION_POOL,
+            names::METALLB_LEGACY_ANNOTATION_POOL,
             names::OPENELB_ANNOTATION_EIP,
         ],
     )
     .map(|(key, v)| bounded_name(key, v))
     .transpose()?;
-    if let Some((key, value)) = annotation(svc, &[names::ANNOTATION_IPS, names::METALLB_ANNOTATION_IPS]) {
+    if let Some((key, value)) = annotation(
+        svc,
+        &[
+            names::ANNOTATION_IPS,
+            names::METALLB_ANNOTATION_IPS,
+            names::METALLB_LEGACY_ANNOTATION_IPS,
+            names::OPENELB_ANNOTATION_IP,
+        ],
+    ) {
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let ip: IpAddr = part.parse().map_err(|_| {
                 RequestError(format!(
@@ -134,9 +147,16 @@ pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Res
             req.requested_ips.push(ip);
         }
     }
-    req.sharing_key = annotation(svc, &[names::ANNOTATION_SHARING_KEY, names::METALLB_ANNOTATION_SHARING])
-        .map(|(key, v)| bounded_name(key, v))
-        .transpose()?;
+    req.sharing_key = annotation(
+        svc,
+        &[
+            names::ANNOTATION_SHARING_KEY,
+            names::METALLB_ANNOTATION_SHARING,
+            names::METALLB_LEGACY_ANNOTATION_SHARING,
+        ],
+    )
+    .map(|(key, v)| bounded_name(key, v))
+    .transpose()?;
     req.ip_family_policy = match svc.ip_family_policy.as_deref() {
         None | Some("SingleStack") => IpFamilyPolicy::SingleStack,
         Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
@@ -395,6 +415,37 @@ mod tests {
         assert_eq!(
             service_request(&s, &Default::default()).unwrap().pool.as_deref(),
             Some("new")
+        );
+    }
+
+    #[test]
+    fn older_metallb_and_openelb_annotations_are_honoured_after_the_current_ones() {
+        let s = lb(
+            json!({}),
+            json!({
+                "metallb.universe.tf/address-pool": "old",
+                "metallb.universe.tf/loadBalancerIPs": "192.0.2.7",
+                "metallb.universe.tf/allow-shared-ip": "dns",
+            }),
+        );
+        let req = service_request(&s, &Default::default()).unwrap();
+        assert_eq!(req.pool.as_deref(), Some("old"));
+        assert_eq!(req.requested_ips, ["192.0.2.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(req.sharing_key.as_deref(), Some("dns"));
+        let s = lb(
+            json!({}),
+            json!({"metallb.universe.tf/allow-shared-ip": "old", "metallb.io/allow-shared-ip": "new"}),
+        );
+        let req = service_request(&s, &Default::default()).unwrap();
+        assert_eq!(req.sharing_key.as_deref(), Some("new"));
+        let s = lb(json!({}), json!({"eip.openelb.kubesphere.io/v1alpha1": "2001:db8::7"}));
+        let req = service_request(&s, &Default::default()).unwrap();
+        assert_eq!(req.requested_ips, ["2001:db8::7".parse::<IpAddr>().unwrap()]);
+        let s = lb(json!({}), json!({"metallb.universe.tf/loadBalancerIPs": "fish"}));
+        let err = service_request(&s, &Default::default()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("annotation metallb.universe.tf/loadBalancerIPs: 'fish'"),
+            "{err}"
         );
     }
 

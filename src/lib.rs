@@ -16,6 +16,7 @@ pub mod events;
 pub mod lease;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod service;
 pub mod store;
 pub mod watch;

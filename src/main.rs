@@ -5,6 +5,7 @@ use herald::{agent, logging};
 
 mod announce_bgp;
 mod announce_l2;
+mod migrate_cmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (the content of deploy/crds/).
     Crds,
+    /// Convert MetalLB's or OpenELB's configuration into Herald's Eips, BgpConf and BgpPeers, with a report.
+    Migrate(migrate_cmd::MigrateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", herald_api::crds_yaml()?);
             Ok(())
         }
+        Command::Migrate(args) => migrate_cmd::run(args),
         Command::Agent(args) => {
             herald_sys::malloc::limit_arenas(AGENT_MALLOC_ARENAS);
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -117,3 +117,37 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     );
     assert!(!err.contains('\x1b'), "no escape codes in a pipe: {err:?}");
 }
+
+#[test]
+fn migrate_refuses_bad_input_clearly() {
+    let out = herald(&["migrate", "--from", "metallb"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("give files of metallb's objects") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = herald(&["migrate", "--from", "openelb", "/nonexistent/openelb.yaml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("reading /nonexistent/openelb.yaml"),
+        "{err}"
+    );
+    let out = herald(&["migrate", "--from", "kube-vip", "-"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("invalid value 'kube-vip'"),
+        "{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("herald-cli-migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "a: [").unwrap();
+    let out = herald(&["migrate", "--from", "metallb", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bad.yaml: not YAML or JSON"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

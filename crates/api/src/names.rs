@@ -29,6 +29,8 @@ pub const ANNOTATION_ANNOUNCED_BY: &str = "herald.dev/announced-by";
 
 /// OpenELB: pool name.
 pub const OPENELB_ANNOTATION_EIP: &str = "eip.openelb.kubesphere.io/v1alpha2";
+/// OpenELB: specific IP (it wins over `spec.loadBalancerIP` there; here after Herald's and MetalLB's keys).
+pub const OPENELB_ANNOTATION_IP: &str = "eip.openelb.kubesphere.io/v1alpha1";
 /// OpenELB: marks a Service as handled by OpenELB (`openelb`).
 pub const OPENELB_ANNOTATION_LB: &str = "lb.kubesphere.io/v1alpha1";
 /// MetalLB: specific IPs.
@@ -37,18 +39,28 @@ pub const METALLB_ANNOTATION_IPS: &str = "metallb.io/loadBalancerIPs";
 pub const METALLB_ANNOTATION_SHARING: &str = "metallb.io/allow-shared-ip";
 /// MetalLB: pool name.
 pub const METALLB_ANNOTATION_POOL: &str = "metallb.io/address-pool";
+/// MetalLB before v0.14.9 (still read by MetalLB, which prefers the `metallb.io/` keys): specific IPs.
+pub const METALLB_LEGACY_ANNOTATION_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
+/// MetalLB before v0.14.9: sharing key.
+pub const METALLB_LEGACY_ANNOTATION_SHARING: &str = "metallb.universe.tf/allow-shared-ip";
+/// MetalLB before v0.14.9: pool name.
+pub const METALLB_LEGACY_ANNOTATION_POOL: &str = "metallb.universe.tf/address-pool";
 
 /// Every Service annotation Herald reads: what an agent's cache of Services keeps (the others, often large, go).
-pub const SERVICE_ANNOTATIONS: [&str; 9] = [
+pub const SERVICE_ANNOTATIONS: [&str; 13] = [
     ANNOTATION_EIP,
     ANNOTATION_IPS,
     ANNOTATION_SHARING_KEY,
     ANNOTATION_ALLOCATED_FROM,
     ANNOTATION_ANNOUNCED_BY,
     OPENELB_ANNOTATION_EIP,
+    OPENELB_ANNOTATION_IP,
     METALLB_ANNOTATION_IPS,
     METALLB_ANNOTATION_SHARING,
     METALLB_ANNOTATION_POOL,
+    METALLB_LEGACY_ANNOTATION_IPS,
+    METALLB_LEGACY_ANNOTATION_SHARING,
+    METALLB_LEGACY_ANNOTATION_POOL,
 ];
 
 // ===== Node labels =====
