@@ -117,7 +117,7 @@ pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Res
     )
     .map(|(key, v)| bounded_name(key, v))
     .transpose()?;
-    if let Some((key, value)) = annotation(
+    let ips_annotation = annotation(
         svc,
         &[
             names::ANNOTATION_IPS,
@@ -125,7 +125,10 @@ pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Res
             names::METALLB_LEGACY_ANNOTATION_IPS,
             names::OPENELB_ANNOTATION_IP,
         ],
-    ) {
+    );
+    // OpenELB's IP annotation replaces spec.loadBalancerIP (a stale one stays on Services it served).
+    let openelb_ip = ips_annotation.is_some_and(|(key, _)| key == names::OPENELB_ANNOTATION_IP);
+    if let Some((key, value)) = ips_annotation {
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let ip: IpAddr = part.parse().map_err(|_| {
                 RequestError(format!(
@@ -136,7 +139,12 @@ pub fn service_request(svc: &ServiceView, namespace_labels: &Arc<Labels>) -> Res
             req.requested_ips.push(ip);
         }
     }
-    if let Some(ip) = svc.load_balancer_ip.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(ip) = svc
+        .load_balancer_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !openelb_ip)
+    {
         let ip: IpAddr = ip.parse().map_err(|_| {
             RequestError(format!(
                 "spec.loadBalancerIP: '{}' is not an IP address",
@@ -438,7 +446,11 @@ mod tests {
         );
         let req = service_request(&s, &Default::default()).unwrap();
         assert_eq!(req.sharing_key.as_deref(), Some("new"));
-        let s = lb(json!({}), json!({"eip.openelb.kubesphere.io/v1alpha1": "2001:db8::7"}));
+        // OpenELB's IP annotation wins over spec.loadBalancerIP there, and here.
+        let s = lb(
+            json!({"loadBalancerIP": "2001:db8::9"}),
+            json!({"eip.openelb.kubesphere.io/v1alpha1": "2001:db8::7"}),
+        );
         let req = service_request(&s, &Default::default()).unwrap();
         assert_eq!(req.requested_ips, ["2001:db8::7".parse::<IpAddr>().unwrap()]);
         let s = lb(json!({}), json!({"metallb.universe.tf/loadBalancerIPs": "fish"}));

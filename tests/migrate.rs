@@ -117,8 +117,8 @@ async fn migrated_configuration_of_every_documented_form_applies_cleanly() {
 
 /// Namespaces, then the Services as the old project left them: created, then their status written (a create
 /// drops the status), as MetalLB's controller wrote it.
-async fn services_of(c: &Cluster, file: &str) -> Vec<(String, String, Vec<String>)> {
-    let text = std::fs::read_to_string(example(file)).unwrap();
+async fn services_of(c: &Cluster, path: &str) -> Vec<(String, String, Vec<String>)> {
+    let text = std::fs::read_to_string(path).unwrap();
     let mut out = Vec::new();
     for doc in documents(&text) {
         let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
@@ -145,6 +145,18 @@ async fn services_of(c: &Cluster, file: &str) -> Vec<(String, String, Vec<String
     }
     out
 }
+
+/// A Service holding an address no pool has.
+const STRAY: &str = "apiVersion: v1
+kind: Service
+metadata: {name: stray, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80, protocol: TCP}]
+status:
+  loadBalancer:
+    ingress: [{ip: 198.51.100.250}]
+";
 
 /// The `kubectl annotate service NAME -n NS --overwrite KEY=VALUE` commands of the report's "To do", as patches.
 async fn run_annotate_commands(c: &Cluster, report: &str) -> usize {
@@ -174,12 +186,29 @@ async fn run_annotate_commands(c: &Cluster, report: &str) -> usize {
 /// announced it in (`layer2`: the Eips announced in Layer 2).
 async fn keeps_every_ip(source: &str, config: &str, services: &str, layer2: &[&str], commands: usize) {
     let mut c = Cluster::start().await;
-    let held = services_of(&c, services).await;
-    let (yaml, report) = herald_migrate(&["--from", source, &example(config), &example(services)]);
+    let mut held = services_of(&c, &example(services)).await;
+    // And one whose address is in no pool of the old project's any more: the report says it loses it.
+    let stray = c.dir.join("stray.yaml").to_string_lossy().into_owned();
+    std::fs::write(&stray, STRAY).unwrap();
+    held.extend(services_of(&c, &stray).await);
+    let (yaml, report) = herald_migrate(&["--from", source, &example(config), &example(services), &stray]);
     apply(&c, &yaml).await;
     assert_eq!(run_annotate_commands(&c, &report).await, commands, "{report}");
+    assert!(report.contains("- default/stray: LOSES 198.51.100.250"), "{report}");
     c.agent("node-a", &[]);
     let eips: Api<Eip> = Api::all(c.client.clone());
+    let (stray, held): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, name, _)| name == "stray");
+    // The report was right about the one it said loses its address: Herald gives it another.
+    let (ns, name, before) = &stray[0];
+    let moved = eventually(WAIT, || async {
+        let ips = ingress_ips(&c.services(ns).get(name).await.ok()?);
+        (!ips.is_empty() && &ips != before).then_some(ips)
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "{ns}/{name} keeps {before:?} although the report said it loses it"
+    );
     for (ns, name, before) in &held {
         // Herald has taken the Service over once it records the Eip it holds the IPs from.
         let svc = eventually(WAIT, || async {
@@ -343,4 +372,10 @@ async fn from_the_cluster_reads_what_the_files_hold() {
     store(&c, &openelb, "openelb-v1alpha2.yaml").await;
     let from_files = documents(&herald_migrate(&["--from", "openelb", &example("openelb-v1alpha2.yaml")]).0);
     assert_eq!(migrate_from_cluster(&c, "openelb"), from_files);
+    drop(c);
+    // MetalLB before v0.13: its ConfigMap.
+    let c = Cluster::start().await;
+    store(&c, &[], "metallb-configmap.yaml").await;
+    let from_files = documents(&herald_migrate(&["--from", "metallb", &example("metallb-configmap.yaml")]).0);
+    assert_eq!(migrate_from_cluster(&c, "metallb"), from_files);
 }

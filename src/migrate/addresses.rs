@@ -21,13 +21,15 @@ pub fn convert(entry: &str, avoid_buggy: bool) -> Result<Vec<String>, String> {
         _ => None,
     };
     if let (true, Some((a, b))) = (avoid_buggy, v4) {
-        let parts = split_buggy(a, b);
-        if parts.len() > MAX_SPLIT {
+        // One range per /24 at most: count before splitting (0.0.0.0/0 would be 16.7 million).
+        let blocks = (b >> 8) - (a >> 8) + 1;
+        if blocks as usize > MAX_SPLIT {
             return Err(format!(
-                "'{entry}' without the addresses ending in .0 and .255 takes {} ranges, more than {MAX_SPLIT}",
-                parts.len()
+                "'{entry}' without the addresses ending in .0 and .255 takes up to {blocks} ranges, more than \
+                 {MAX_SPLIT}"
             ));
         }
+        let parts = split_buggy(a, b);
         return Ok(parts
             .into_iter()
             .map(|(a, b)| text(IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(b))))
@@ -133,6 +135,7 @@ mod tests {
         // IPv6 has no such addresses.
         assert_eq!(convert("2001:db8::/126", true).unwrap(), ["2001:db8::-2001:db8::3"]);
         assert!(convert("10.0.0.0/8", true).unwrap_err().contains("more than 256"));
+        assert!(convert("0.0.0.0/0", true).unwrap_err().contains("16777216 ranges"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ const METALLB: &[Kind] = &[
     ("metallb.io", "v1beta1", "Community", "communities"),
 ];
 
-/// v1alpha2 first; v1alpha1 when the cluster serves only that.
+/// Each kind in v1alpha2, then v1alpha1 (see [`pick_versions`]).
 const OPENELB: &[&[Kind]] = &[
     &[
         ("network.kubesphere.io", "v1alpha2", "Eip", "eips"),
@@ -45,21 +45,25 @@ pub async fn read(client: kube::Client, source: Source) -> anyhow::Result<Vec<Va
                     out.extend(items);
                 }
             }
-            // The legacy ConfigMap, when MetalLB is older than v0.13 (or was never converted).
+            // The legacy ConfigMap, when MetalLB is older than v0.13 (or was never converted): `config` from the
+            // manifests, `metallb` from the Helm chart.
             let maps: Api<DynamicObject> = Api::namespaced_with(client.clone(), "metallb-system", &core("ConfigMap"));
-            match maps.get_opt("config").await? {
-                Some(map) => out.push(with_type(map, "v1", "ConfigMap")?),
-                None => tracing::info!("no ConfigMap metallb-system/config"),
+            for name in LEGACY_CONFIG_MAPS {
+                match maps.get_opt(name).await? {
+                    Some(map) if map.data.pointer("/data/config").is_some() => {
+                        out.push(with_type(map, "v1", "ConfigMap")?)
+                    }
+                    _ => tracing::info!("no MetalLB configuration in ConfigMap metallb-system/{name}"),
+                }
             }
         }
         Source::Openelb => {
             for versions in OPENELB {
-                for kind in *versions {
-                    if let Some(items) = list(&client, *kind).await? {
-                        out.extend(items);
-                        break;
-                    }
-                }
+                // Both versions are served with no conversion: an object stored as one is read as the other with
+                // that one's fields pruned. Each object is taken in the version whose fields it has.
+                let newer = list(&client, versions[0]).await?;
+                let older = list(&client, versions[1]).await?;
+                out.extend(pick_versions(newer.unwrap_or_default(), older.unwrap_or_default()));
             }
         }
     }
@@ -70,6 +74,40 @@ pub async fn read(client: kube::Client, source: Source) -> anyhow::Result<Vec<Va
         }
     }
     Ok(out)
+}
+
+/// Where MetalLB before v0.13 kept its configuration (key `config`).
+const LEGACY_CONFIG_MAPS: [&str; 2] = ["config", "metallb"];
+
+/// Each object once: its v1alpha2 view when that has the v1alpha2 fields, else its v1alpha1 view when that has
+/// the v1alpha1 ones (`config` for a BgpPeer, `routerID` or `port` for a BgpConf), else the v1alpha2 view.
+fn pick_versions(newer: Vec<Value>, older: Vec<Value>) -> Vec<Value> {
+    let name = |v: &Value| {
+        v.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let has = |v: &Value, keys: &[&str]| keys.iter().any(|k| v.pointer(&format!("/spec/{k}")).is_some());
+    let mut out = Vec::new();
+    for new in &newer {
+        let old = older.iter().find(|o| name(o) == name(new));
+        let stored_old = match new.get("kind").and_then(Value::as_str) {
+            Some("BgpPeer") => !has(new, &["conf"]) && old.is_some_and(|o| has(o, &["config"])),
+            Some("BgpConf") => old.is_some_and(|o| has(o, &["routerID", "port"])),
+            _ => false,
+        };
+        out.push(if stored_old {
+            old.cloned().unwrap_or_default()
+        } else {
+            new.clone()
+        });
+    }
+    // Served only in v1alpha1 (PorterLB v0.3).
+    if newer.is_empty() {
+        out.extend(older);
+    }
+    out
 }
 
 fn core(kind: &str) -> ApiResource {
@@ -102,4 +140,34 @@ fn with_type(object: DynamicObject, api_version: &str, kind: &str) -> anyhow::Re
         map.insert("kind".into(), kind.into());
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::pick_versions;
+
+    fn peer(name: &str, version: &str, spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": format!("network.kubesphere.io/{version}"), "kind": "BgpPeer",
+               "metadata": {"name": name}, "spec": spec})
+    }
+
+    #[test]
+    fn each_object_is_read_in_the_version_it_was_stored_in() {
+        // `a` stored as v1alpha2 (its v1alpha1 view pruned to nothing), `b` as v1alpha1 (the reverse).
+        let newer = vec![
+            peer("a", "v1alpha2", json!({"conf": {"peerAs": 1}})),
+            peer("b", "v1alpha2", json!({})),
+        ];
+        let older = vec![
+            peer("a", "v1alpha1", json!({})),
+            peer("b", "v1alpha1", json!({"config": {"peerAs": 2}})),
+        ];
+        let picked = pick_versions(newer, older.clone());
+        assert_eq!(picked[0]["spec"]["conf"]["peerAs"], 1);
+        assert_eq!(picked[1]["spec"]["config"]["peerAs"], 2);
+        // A cluster of PorterLB v0.3 serves v1alpha1 only.
+        assert_eq!(pick_versions(Vec::new(), older.clone()), older);
+    }
 }

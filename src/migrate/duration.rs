@@ -30,7 +30,13 @@ pub(super) fn seconds(text: &str) -> Result<u32, String> {
             _ => return Err(bad()),
         };
         let value: f64 = number.parse().map_err(|_| bad())?;
-        nanos += (value * scale).round() as u128;
+        let part = value * scale;
+        if !part.is_finite() || part > 1e30 {
+            return Err(format!("'{text}' is too long"));
+        }
+        nanos = nanos
+            .checked_add(part.round() as u128)
+            .ok_or_else(|| format!("'{text}' is too long"))?;
         rest = tail;
     }
     if !nanos.is_multiple_of(1_000_000_000) {
@@ -55,5 +61,10 @@ mod tests {
         assert!(seconds("fish").unwrap_err().contains("not a duration"));
         assert!(seconds("").is_err());
         assert!(seconds("10d").is_err());
+        assert!(
+            seconds("100000000000000000000000000000h1h")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

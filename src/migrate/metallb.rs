@@ -47,9 +47,16 @@ struct Advertisement {
     local_pref: Option<u32>,
     communities: Vec<String>,
     peers: Vec<String>,
+    /// Read from the legacy ConfigMap (for the report's field names).
+    config_map: bool,
 }
 
 impl Advertisement {
+    /// Whether it announces an aggregate (a prefix shorter than /32 or /128) rather than each IP.
+    fn aggregates(&self) -> bool {
+        self.aggregation_length.is_some_and(|l| l < 32) || self.aggregation_length_v6.is_some_and(|l| l < 128)
+    }
+
     fn selects(&self, pool: &Pool) -> bool {
         (self.pools.is_empty() && self.pool_selectors.is_empty())
             || self.pools.contains(&pool.name)
@@ -462,13 +469,25 @@ fn read_config_map(object: &Value, subject: &str, c: &mut Config, out: &mut Migr
             "",
             out,
         );
-        let pool_name = f.str("name")?.ok_or(format!("{path}name is missing"))?;
+        let written = f.str("name")?.ok_or(format!("{path}name is missing"))?;
+        let pool_name = object_name(&written);
+        if pool_name != written {
+            out.finding(
+                &here,
+                Kind::Action,
+                format!(
+                    "pool '{written}' is not a valid object name: its Eip is named '{pool_name}'; change the pool \
+                     annotations of its Services (metallb.universe.tf/address-pool: {written}) to {pool_name}"
+                ),
+            );
+        }
         let protocol = f
             .str("protocol")?
             .ok_or(format!("{path}protocol is missing (layer2 or bgp)"))?;
         match protocol.as_str() {
             "layer2" => c.advertisements.push(Advertisement {
                 subject: here.clone(),
+                config_map: true,
                 pools: vec![pool_name.clone()],
                 ..Default::default()
             }),
@@ -503,6 +522,7 @@ fn read_config_map(object: &Value, subject: &str, c: &mut Config, out: &mut Migr
                     c.advertisements.push(Advertisement {
                         subject: here.clone(),
                         bgp: true,
+                        config_map: true,
                         pools: vec![pool_name.clone()],
                         aggregation_length: a.u64("aggregation-length")?,
                         aggregation_length_v6: a.u64("aggregation-length-v6")?,
@@ -524,6 +544,28 @@ fn read_config_map(object: &Value, subject: &str, c: &mut Config, out: &mut Migr
         });
     }
     Ok(())
+}
+
+/// `name` as a Kubernetes object name (lower case; other characters than letters, digits, `-` and `.` as `-`), as
+/// MetalLB's own ConfigMap converter writes pool names.
+fn object_name(name: &str) -> String {
+    let lower: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = lower.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.is_empty() {
+        "pool".into()
+    } else {
+        trimmed.chars().take(253).collect()
+    }
 }
 
 fn build(c: Config, options: &Options, out: &mut Migration) {
@@ -552,8 +594,8 @@ fn priority(pool: &Pool, c: &Config) -> i64 {
         || pool.priority.is_some();
     match pool.priority.filter(|p| *p > 0) {
         Some(p) if pinned => p,
-        _ if pinned => highest + 1,
-        _ => highest + 2,
+        _ if pinned => highest.saturating_add(1),
+        _ => highest.saturating_add(2),
     }
 }
 
@@ -579,7 +621,7 @@ fn eip(pool: &Pool, c: &Config, out: &mut Migration) -> Option<Eip> {
             here,
             Kind::Skipped,
             format!(
-                "{} address entries (after leaving out .0 and .255), more than an Eip takes ({}): no Eip written",
+                "{} address entries, more than an Eip takes ({}): no Eip written",
                 spec.addresses.len(),
                 herald_api::eip::MAX_ADDRESSES
             ),
@@ -593,8 +635,31 @@ fn eip(pool: &Pool, c: &Config, out: &mut Migration) -> Option<Eip> {
 
     let ads: Vec<&Advertisement> = c.advertisements.iter().filter(|a| a.selects(pool)).collect();
     let l2: Vec<&&Advertisement> = ads.iter().filter(|a| !a.bgp).collect();
-    let bgp: Vec<&&Advertisement> = ads.iter().filter(|a| a.bgp).collect();
-    let chosen: Vec<&&Advertisement> = match (l2.is_empty(), bgp.is_empty()) {
+    let (aggregates, bgp): (Vec<&&Advertisement>, Vec<&&Advertisement>) =
+        ads.iter().filter(|a| a.bgp).partition(|a| a.aggregates());
+    // An aggregate route has no Herald equivalent: it is reported and shapes nothing else.
+    for ad in &aggregates {
+        let (v4, v6) = if ad.config_map {
+            ("aggregation-length", "aggregation-length-v6")
+        } else {
+            ("aggregationLength", "aggregationLengthV6")
+        };
+        let lengths: Vec<String> = [(v4, ad.aggregation_length, 32), (v6, ad.aggregation_length_v6, 128)]
+            .into_iter()
+            .filter_map(|(field, len, full)| len.filter(|l| *l < full).map(|l| format!("{field} {l}")))
+            .collect();
+        out.finding(
+            &ad.subject,
+            Kind::Dropped,
+            format!(
+                "{}: the aggregate route for pool {} is not converted; Herald announces each Service IP as its own \
+                 route (with the pool's other advertisements' attributes)",
+                lengths.join(", "),
+                pool.name
+            ),
+        );
+    }
+    let chosen: Vec<&&Advertisement> = match (l2.is_empty(), bgp.is_empty() && aggregates.is_empty()) {
         (true, true) => {
             out.finding(
                 here,
@@ -608,6 +673,13 @@ fn eip(pool: &Pool, c: &Config, out: &mut Migration) -> Option<Eip> {
         (false, true) => l2,
         (true, false) => {
             spec.protocol = Protocol::Bgp;
+            if bgp.is_empty() {
+                out.finding(
+                    here,
+                    Kind::Differs,
+                    "only aggregate routes announced it in MetalLB: Herald announces each of its IPs, from every node",
+                );
+            }
             bgp
         }
         (false, false) => {
@@ -720,20 +792,6 @@ fn node_selector(ads: &[&&Advertisement], here: &str, out: &mut Migration) -> Op
 fn bgp_attributes(ads: &[&&Advertisement], c: &Config, here: &str, out: &mut Migration) -> Option<EipBgp> {
     let mut bgp = EipBgp::default();
     for ad in ads {
-        if let Some(len) = ad.aggregation_length.filter(|l| *l != 32) {
-            out.finding(
-                &ad.subject,
-                Kind::Dropped,
-                format!("aggregationLength {len}: Herald announces each Service IP as a /32, never an aggregate"),
-            );
-        }
-        if let Some(len) = ad.aggregation_length_v6.filter(|l| *l != 128) {
-            out.finding(
-                &ad.subject,
-                Kind::Dropped,
-                format!("aggregationLengthV6 {len}: Herald announces each Service IP as a /128, never an aggregate"),
-            );
-        }
         if !ad.peers.is_empty() {
             out.finding(
                 &ad.subject,
@@ -844,14 +902,23 @@ fn peers(c: &Config, options: &Options, out: &mut Migration) {
             restart_time: 120,
         });
     }
+    let mut names: BTreeSet<String> = BTreeSet::new();
     for p in &c.peers {
+        // Per-node sessions to one router (the ConfigMap's peers are named by address) get distinct names.
+        let mut peer_name = p.name.clone();
+        let mut n = 1;
+        while !names.insert(peer_name.clone()) {
+            n += 1;
+            peer_name = format!("{}-{n}", p.name);
+        }
         let mut spec = BgpPeerSpec {
             address: p.address.clone(),
             asn: p.peer_asn,
             local_asn: (p.my_asn != asn).then_some(p.my_asn),
             port: p.port.unwrap_or(179),
             source_address: p.source_address.clone(),
-            hold_time: p.hold_time,
+            // MetalLB derives the hold time from a keepalive time given alone (three times it).
+            hold_time: p.hold_time.or(p.keepalive_time.map(|k| k.saturating_mul(3).min(65535))),
             keepalive_time: p.keepalive_time,
             connect_retry_time: p.connect_time.filter(|t| *t >= 1).map(|t| t.min(3600)),
             password_secret_ref: None,
@@ -878,7 +945,6 @@ fn peers(c: &Config, options: &Options, out: &mut Migration) {
                 ),
             }
         }
-        let peer_name = p.name.clone();
         if let Some(password) = &p.password {
             spec.password_secret_ref = Some(password_secret(out, options, &peer_name, &p.subject, password));
         }
@@ -900,6 +966,26 @@ fn peers(c: &Config, options: &Options, out: &mut Migration) {
                 );
             }
         }
+        if let Some(source) = &p.source_address {
+            out.finding(
+                &p.subject,
+                Kind::Differs,
+                format!(
+                    "source address {source}: MetalLB used it only on the node that has it; Herald's BgpPeer uses it \
+                     on every node it selects: give the peer a nodeSelector for that node"
+                ),
+            );
+        }
+        if let Some(t) = p.connect_time {
+            out.finding(
+                &p.subject,
+                Kind::Differs,
+                format!(
+                    "connectTime {t} s: MetalLB retries at that fixed interval; Herald backs off from 1 s up to it \
+                     (connectRetryTime, at most 3600 s)"
+                ),
+            );
+        }
         if spec.hold_time.is_some_and(|h| h != 0 && h < 3) {
             out.finding(
                 &p.subject,
@@ -909,6 +995,19 @@ fn peers(c: &Config, options: &Options, out: &mut Migration) {
             spec.hold_time = Some(3);
         }
         out.peers.push(BgpPeer::new(&peer_name, spec));
+    }
+    if c.peers.iter().any(|p| p.my_asn == p.peer_asn)
+        && out
+            .eips
+            .iter()
+            .any(|e| e.spec.protocol == Protocol::Bgp && e.spec.bgp.as_ref().is_none_or(|b| b.local_pref.is_none()))
+    {
+        out.finding(
+            "iBGP peers",
+            Kind::Differs,
+            "Eips without localPref: Herald sends LOCAL_PREF 100 on iBGP sessions, MetalLB's native mode sent 0; set \
+             spec.bgp.localPref on the Eip to keep what the routers saw",
+        );
     }
     out.bgp_conf = Some(BgpConf::new("default", conf));
 }

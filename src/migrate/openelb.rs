@@ -23,6 +23,7 @@ const DEFAULT_EIP: &str = "eip.openelb.kubesphere.io/is-default-eip";
 
 pub(super) fn convert(objects: Vec<Value>, options: &Options, out: &mut Migration) {
     let mut defaults = Vec::new();
+    let mut restart_times = Vec::new();
     for object in &objects {
         let subject = subject(object);
         let version = api_version(object);
@@ -38,7 +39,7 @@ pub(super) fn convert(objects: Vec<Value>, options: &Options, out: &mut Migratio
                     }
                 }),
                 "BgpConf" => bgp_conf(object, &subject, v2, out),
-                "BgpPeer" => peer(object, &subject, v2, options, out),
+                "BgpPeer" => peer(object, &subject, v2, options, out, &mut restart_times),
                 other => Err(format!("{other} has no Herald equivalent")),
             }
         } else {
@@ -47,6 +48,21 @@ pub(super) fn convert(objects: Vec<Value>, options: &Options, out: &mut Migratio
         if let Err(e) = read {
             out.finding(&subject, Kind::Skipped, e);
         }
+    }
+    // Herald has one restart time, the BgpConf's (120 s when it sets none).
+    let global = out
+        .bgp_conf
+        .as_ref()
+        .and_then(|c| c.spec.graceful_restart.as_ref())
+        .map_or(120, |g| g.restart_time);
+    for (subject, t) in restart_times.into_iter().filter(|(_, t)| *t != u64::from(global)) {
+        out.finding(
+            &subject,
+            Kind::Differs,
+            format!(
+                "gracefulRestart.restartTime {t}: Herald's restart time is the BgpConf's for every peer: {global} s"
+            ),
+        );
     }
     // The default Eip is OpenELB's pool of last resort: after every other.
     let last = out
@@ -316,7 +332,14 @@ fn bgp_conf(object: &Value, subject: &str, v2: bool, out: &mut Migration) -> Res
     Ok(())
 }
 
-fn peer(object: &Value, subject: &str, v2: bool, options: &Options, out: &mut Migration) -> Result<(), String> {
+fn peer(
+    object: &Value,
+    subject: &str,
+    v2: bool,
+    options: &Options,
+    out: &mut Migration,
+    restart_times: &mut Vec<(String, u64)>,
+) -> Result<(), String> {
     let spec = object.get("spec").cloned().unwrap_or(Value::Null);
     let conf_key = if v2 { "conf" } else { "config" };
     let known: &[&str] = if v2 {
@@ -404,9 +427,10 @@ fn peer(object: &Value, subject: &str, v2: bool, options: &Options, out: &mut Mi
             "",
             out,
         );
-        peer.hold_time = t.u32("holdTime")?;
-        peer.keepalive_time = t.u32("keepaliveInterval")?;
-        peer.connect_retry_time = t.u32("connectRetry")?.map(|r| r.clamp(1, 3600));
+        // GoBGP reads 0 as its default (hold 90, keepalive a third of it, retry 120).
+        peer.hold_time = t.u32("holdTime")?.filter(|t| *t > 0);
+        peer.keepalive_time = t.u32("keepaliveInterval")?.filter(|t| *t > 0);
+        peer.connect_retry_time = t.u32("connectRetry")?.filter(|t| *t > 0).map(|r| r.min(3600));
     }
     if let Some(hop) = spec
         .pointer("/ebgpMultihop/config")
@@ -423,18 +447,7 @@ fn peer(object: &Value, subject: &str, v2: bool, options: &Options, out: &mut Mi
         let g = Fields::new(gr, "spec.gracefulRestart.");
         peer.graceful_restart = g.bool("enabled")?;
         if let Some(t) = g.u64("restartTime")? {
-            let global = out
-                .bgp_conf
-                .as_ref()
-                .and_then(|c| c.spec.graceful_restart.as_ref())
-                .map(|g| g.restart_time);
-            if global.is_some_and(|g| u64::from(g) != t) {
-                out.finding(
-                    subject,
-                    Kind::Differs,
-                    format!("gracefulRestart.restartTime {t}: Herald's restart time is the BgpConf's, for every peer"),
-                );
-            }
+            restart_times.push((subject.to_string(), t));
         }
     }
     if let Some(families) = spec.get("afiSafis").and_then(Value::as_array) {

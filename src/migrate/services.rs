@@ -117,6 +117,7 @@ pub(super) fn check(
             }),
         }
     }
+    let eip_names: Vec<&str> = eips.iter().filter_map(|e| e.metadata.name.as_deref()).collect();
     let namespace_labels: BTreeMap<&String, Arc<BTreeMap<String, String>>> =
         namespaces.iter().map(|(n, l)| (n, Arc::new(l.clone()))).collect();
     let no_labels = Arc::new(BTreeMap::new());
@@ -194,6 +195,35 @@ pub(super) fn check(
             let labels = namespace_labels.get(&view.namespace).unwrap_or(&no_labels);
             match adapter::service_request(&view, labels) {
                 Ok(req) => {
+                    if let Some(pool) = req.pool.as_deref().filter(|p| !eip_names.contains(p)) {
+                        findings.push(Finding {
+                            subject: format!("Service {key}"),
+                            kind: Kind::Action,
+                            message: format!(
+                                "its annotation names pool '{pool}', which is not in the output: Herald keeps its IPs \
+                                 when it starts, but refuses the Service's next change (no such Eip); name the Eip \
+                                 that holds its IPs instead"
+                            ),
+                        });
+                    }
+                    let strays: Vec<String> = req
+                        .requested_ips
+                        .iter()
+                        .filter(|ip| !ips.contains(ip))
+                        .map(IpAddr::to_string)
+                        .collect();
+                    if !strays.is_empty() {
+                        findings.push(Finding {
+                            subject: format!("Service {key}"),
+                            kind: Kind::Action,
+                            message: format!(
+                                "it asks for {} but holds {}: Herald would move it to what it asks for; correct the \
+                                 request (annotation or spec.loadBalancerIP) first",
+                                strays.join(", "),
+                                ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+                            ),
+                        });
+                    }
                     for ip in &ips {
                         holders
                             .entry(*ip)

@@ -114,8 +114,23 @@ fn metallb_crds_become_eips_peers_and_a_bgp_conf() {
     // NO_ADVERTISE is the Community's name for 65535:65282.
     assert_eq!(bgp.communities, ["65535:65282", "64500:100"]);
     assert_eq!(bgp.large_communities, ["64500:7:42"]);
-    assert!(has(&m, Kind::Dropped, "public-aggregate", "aggregationLength 24"));
-    assert!(has(&m, Kind::Differs, "public-aggregate", "peers tor-a only"));
+    // The /24 aggregate (to tor-a only) is reported and shapes nothing: the /32s keep bgp-pools' rack selector.
+    assert!(has(
+        &m,
+        Kind::Dropped,
+        "public-aggregate",
+        "aggregationLength 24: the aggregate route for pool public"
+    ));
+    assert!(!has(&m, Kind::Differs, "public-aggregate", "peers tor-a only"));
+    let racks = public
+        .node_selector
+        .as_ref()
+        .and_then(|s| s.match_expressions.as_ref())
+        .unwrap();
+    assert_eq!(
+        (racks[0].key.as_str(), racks[0].values.as_deref()),
+        ("rack", Some(&["rack-a".into(), "rack-b".into()][..]))
+    );
     assert!(has(&m, Kind::Differs, "public", "both in Layer 2"));
     // A CIDR of MetalLB's includes its network and broadcast addresses; Herald's would not: a range.
     let dual = eip(&m, "dual");
@@ -179,7 +194,14 @@ fn the_metallb_configmap_converts_like_the_crds() {
     assert_eq!(eip(&m, "lan").protocol, Protocol::Layer2);
     assert_eq!(eip(&m, "public").protocol, Protocol::Bgp);
     assert_eq!(eip(&m, "public").addresses, ["203.0.113.1-203.0.113.254"]);
-    assert!(has(&m, Kind::Dropped, "address-pools[1]", "aggregationLength 24"));
+    assert!(has(&m, Kind::Dropped, "address-pools[1]", "aggregation-length 24"));
+    // web/shop names pool `dual`, which this configuration has not.
+    assert!(has(
+        &m,
+        Kind::Action,
+        "web/shop",
+        "names pool 'dual', which is not in the output"
+    ));
     // The plain-text password: a Secret in Herald's namespace, and the reference.
     assert_eq!(m.secrets.len(), 1);
     let secret = &m.secrets[0];
@@ -319,6 +341,52 @@ fn openelb_v1alpha1_is_read_too() {
 }
 
 #[test]
+fn configmap_peers_to_one_router_get_distinct_names_and_pool_names_become_object_names() {
+    let config = "peers:\n- {peer-address: 192.0.2.1, peer-asn: 64501, my-asn: 64500, source-address: 192.0.2.11}\n\
+                  - {peer-address: 192.0.2.1, peer-asn: 64501, my-asn: 64500, source-address: 192.0.2.12}\n\
+                  address-pools:\n- {name: My_Pool, protocol: bgp, addresses: [192.0.2.0/28]}\n";
+    let docs = vec![json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "config", "namespace": "metallb-system"},
+                           "data": {"config": config}})];
+    let m = migrate(Source::Metallb, docs, &Options::default());
+    let names: Vec<&str> = m.peers.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+    assert_eq!(names, ["peer-192-0-2-1", "peer-192-0-2-1-2"]);
+    assert_eq!(eip(&m, "my-pool").protocol, Protocol::Bgp);
+    assert!(has(
+        &m,
+        Kind::Action,
+        "address-pools[0]",
+        "'My_Pool' is not a valid object name"
+    ));
+    assert!(has(&m, Kind::Differs, "peers[0]", "source address 192.0.2.11"));
+    round_trip(&m, Source::Metallb);
+}
+
+#[test]
+fn a_keepalive_time_alone_gives_metallb_s_hold_time_and_openelb_zero_timers_are_defaults() {
+    let docs = vec![
+        json!({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": {"name": "k"},
+                           "spec": {"peerAddress": "192.0.2.1", "myASN": 64500, "peerASN": 64501, "keepaliveTime": "20s"}}),
+    ];
+    let m = migrate(Source::Metallb, docs, &Options::default());
+    assert_eq!(
+        (peer(&m, "k").keepalive_time, peer(&m, "k").hold_time),
+        (Some(20), Some(60))
+    );
+    let docs = vec![
+        json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "BgpPeer", "metadata": {"name": "z"},
+                           "spec": {"conf": {"peerAs": 64501, "neighborAddress": "192.0.2.1"},
+                                    "timers": {"config": {"holdTime": "0", "keepaliveInterval": "0", "connectRetry": "0"}}}}),
+    ];
+    let m = migrate(Source::Openelb, docs, &Options::default());
+    let z = peer(&m, "z");
+    assert_eq!(
+        (z.hold_time, z.keepalive_time, z.connect_retry_time),
+        (None, None, None)
+    );
+}
+
+#[test]
 fn an_openelb_bgp_conf_not_named_default_did_nothing_and_is_not_converted() {
     let docs = vec![
         json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "BgpConf",
@@ -382,6 +450,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
+        Just(Value::from(i64::MAX)),
+        Just(Value::from(true)),
+        Just(Value::from("100000000000000000000000000000h1h")),
         any::<u32>().prop_map(Value::from),
         "[0-9a-z.:/ -]{0,24}".prop_map(Value::from),
         prop_oneof![
@@ -410,6 +481,13 @@ fn json_value() -> impl Strategy<Value = Value> {
                     Just("conf".to_string()),
                     Just("address".to_string()),
                     Just("protocol".to_string()),
+                    Just("serviceAllocation".to_string()),
+                    Just("priority".to_string()),
+                    Just("holdTime".to_string()),
+                    Just("keepaliveTime".to_string()),
+                    Just("aggregationLength".to_string()),
+                    Just("avoidBuggyIPs".to_string()),
+                    Just("timers".to_string()),
                     "[a-zA-Z]{1,8}",
                 ],
                 inner,
