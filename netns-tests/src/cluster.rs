@@ -59,6 +59,17 @@ pub const EIP_ADDRESSES: [&str; 2] = ["192.0.2.128-192.0.2.254", "2001:db8:1::10
 /// on the API crate).
 pub const ALLOCATOR_LEASE: &str = "herald-allocator";
 
+/// Sets `eth0`'s MAC with the link down, so its IPv6 link-local address is made from that MAC when the link comes up,
+/// as a NIC's is. Set on a link that is up, the link-local address made from the veth's random MAC would stay until
+/// the first link flap and then change under a speaker that bound it (MetalLB's NDP responder kept sending from
+/// the old one: `sendmsg: invalid argument`).
+fn set_mac(lab: &Lab, ns: &Netns, mac: &str) -> Result<()> {
+    lab.ip(ns, &["link", "set", "eth0", "down"])?;
+    lab.ip(ns, &["link", "set", "eth0", "address", mac])?;
+    lab.ip(ns, &["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
 /// The kube-proxy stand-in of every node: TCP port 80 of the Eip's addresses goes to the node's web server.
 fn kube_proxy_nft() -> String {
     format!(
@@ -321,7 +332,7 @@ impl Cluster {
         lab.attach(&switch, "mgmt", "m-api", &api, "eth0")?;
         lab.addr(&api, "eth0", "198.51.100.1/24")?;
         lab.attach(&switch, "lan", "l-client", &client, "eth0")?;
-        lab.ip(&client, &["link", "set", "eth0", "address", CLIENT_MAC])?;
+        set_mac(&lab, &client, CLIENT_MAC)?;
         lab.addr(&client, "eth0", "192.0.2.100/24")?;
         lab.addr(&client, "eth0", "2001:db8:1::100/64")?;
 
@@ -332,7 +343,7 @@ impl Cluster {
             lab.attach(&switch, "lan", &format!("l-{name}"), &ns, "eth0")?;
             lab.attach(&switch, "mgmt", &format!("m-{name}"), &ns, "eth1")?;
             let mac = format!("02:00:00:00:00:1{i}");
-            lab.ip(&ns, &["link", "set", "eth0", "address", &mac])?;
+            set_mac(&lab, &ns, &mac)?;
             lab.addr(&ns, "eth0", &format!("192.0.2.1{i}/24"))?;
             // Keep the IPv6 address when the link goes down (the kernel drops it by default; a node's network
             // configuration would put it back): a node whose link came back must still serve the IPv6 pool.

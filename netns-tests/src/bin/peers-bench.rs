@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! eval "$(scripts/kube-apiserver.sh build)"; export KUBE_APISERVER_BIN ETCD_BIN
-//! cargo run --release -p herald-netns-tests --bin peers-bench -- [--runs 5] [--only kill,kill-node,term,link,create,load]
+//! cargo run --release -p herald-netns-tests --bin peers-bench -- [--runs 3] [--only kill,kill-node,term,link,create,load]
 //!     [--sizes 100,1000] [--load-seconds 20] [--tuned]
 //! ```
 //!
@@ -32,10 +32,16 @@ use herald_netns_tests::{require, wait_for, wait_for_every};
 const PROBE: Duration = Duration::from_millis(20);
 /// How long a takeover is waited for before the run counts as "none" (kube-vip's default Lease runs out after 15 s).
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one MAC alone must have answered before an event, and after one before the next.
+const QUIET: Duration = Duration::from_secs(3);
 /// A kubelet notices a dead container within about a second (its PLEG relists every second).
 const SHORT_DELAY: Duration = Duration::from_secs(1);
 /// A dead node: the node lifecycle controller marks it and its Pods not ready after `node-monitor-grace-period`.
 const NODE_DELAY: Duration = Duration::from_secs(40);
+/// How long after a restarted speaker a second MAC still answering counts as a stale address.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+/// How long the load part waits for every IP of one size to answer.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(150);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Part {
@@ -60,7 +66,7 @@ enum Part {
 #[derive(clap::Parser, Debug)]
 struct Args {
     /// Runs per event and implementation.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these parts (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -95,7 +101,7 @@ struct Event {
     takeover: Option<f64>,
     /// Probes answered by two MACs from the event to half a second after the takeover.
     dual: usize,
-    /// Two MACs still answered 20 s after the speaker was started again.
+    /// Two MACs still answered [`STALE_AFTER`] after the speaker was started again.
     stale: bool,
 }
 
@@ -202,7 +208,8 @@ fn run(args: &Args, c: &mut Cluster, bins: PeerBins) -> Result<()> {
         );
         println!(
             "| event | implementation | gap p50 | gap max | takeover p50 | takeover max | probes answered twice | \
-             two MACs 20 s after the restart |"
+             two MACs {} s after the restart |",
+            STALE_AFTER.as_secs()
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|");
         for r in rows {
@@ -274,7 +281,7 @@ fn wait_stable(side: &Side, quiet: Duration, timeout: Duration) -> Result<()> {
 /// One event on the node announcing `side`'s IP, then everything put back.
 fn failover(c: &mut Cluster, peers: &mut Peers, side: &Side, part: Part) -> Result<Event> {
     let imp = side.imp;
-    wait_stable(side, Duration::from_secs(3), Duration::from_secs(60))?;
+    wait_stable(side, QUIET, Duration::from_secs(60))?;
     let (victim, old_mac) = announcer(c, side)?;
     // A random point in the renew period.
     settle(Duration::from_millis(300 + u64::from(rand::random::<u16>() % 1000)));
@@ -337,8 +344,8 @@ fn failover(c: &mut Cluster, peers: &mut Peers, side: &Side, part: Part) -> Resu
     // The restarted speaker joins; an implementation may move the IP back: let that happen before the next event.
     settle(Duration::from_secs(3));
     let mut stale = false;
-    if wait_stable(side, Duration::from_secs(3), Duration::from_secs(20)).is_err() {
-        // Still two MACs 20 s after the speaker was back: kube-vip's address left on the killed node's interface.
+    if wait_stable(side, QUIET, STALE_AFTER).is_err() {
+        // Still two MACs 10 s after the speaker was back: kube-vip's address left on the killed node's interface.
         stale = true;
         if imp == Implementation::KubeVip {
             let removed = peers.remove_stale_kube_vip_address(c, &format!("l2-{}", slug(imp)), side.ip)?;
@@ -348,7 +355,7 @@ fn failover(c: &mut Cluster, peers: &mut Peers, side: &Side, part: Part) -> Resu
                 side.ip
             );
         }
-        wait_stable(side, Duration::from_secs(3), Duration::from_secs(60))?;
+        wait_stable(side, QUIET, Duration::from_secs(60))?;
     }
     Ok(Event {
         gap: s.longest_gap.as_secs_f64() * 1000.0,
@@ -462,11 +469,12 @@ fn load(c: &mut Cluster, peers: &Peers, sizes: &[usize], window: Duration) -> Re
             c.create_many(&slices)?;
             c.create_many(&services)?;
             let ips: Vec<IpAddr> = (0..n as u32).map(|k| imp.v6(k)).collect();
-            let answered = wait_for(Duration::from_secs(300), || {
+            let mut answering = 0;
+            let answered = wait_for(LOAD_TIMEOUT, || {
                 let macs = c.answering_macs(&ips).ok()?;
-                let missing = macs.values().filter(|m| m.is_empty()).count();
-                eprintln!("{} at {n}: {} of {n} IPs answer", imp.name(), n - missing);
-                (missing == 0).then(|| epoch_now() - t)
+                answering = macs.values().filter(|m| !m.is_empty()).count();
+                eprintln!("{} at {n}: {answering} of {n} IPs answer", imp.name());
+                (answering == n).then(|| epoch_now() - t)
             });
             created = n;
             settle(Duration::from_secs(10));
@@ -476,26 +484,51 @@ fn load(c: &mut Cluster, peers: &Peers, sizes: &[usize], window: Duration) -> Re
             let after = peers.requests(c, imp)?;
             let secs = epoch_now() - t0;
             let (writes, reads) = split(&after, &before);
-            let rss: Vec<f64> = (0..c.nodes.len())
-                .filter_map(|i| peers.usage(c, imp, i).ok())
-                .map(|u| u.rss_mib)
-                .collect();
+            let mut rss = Vec::new();
+            let mut gone = Vec::new();
+            for i in 0..c.nodes.len() {
+                match peers.usage(c, imp, i) {
+                    Ok(u) => rss.push(u.rss_mib),
+                    Err(_) => {
+                        let code = peers.process(c, imp, i).and_then(|idx| c.lab.proc(idx).exited());
+                        gone.push(format!("{} (exit status {code:?})", c.nodes[i].name));
+                    }
+                }
+            }
+            if !gone.is_empty() {
+                // Keep every process's log for a look at why (and print their ends at the end).
+                eprintln!("{} at {n}: speakers not running on {}", imp.name(), gone.join(", "));
+                c.lab.mark_failed();
+            }
             let all = match answered {
                 Some(s) => format!("{s:.1} s"),
-                None => "not within 300 s".into(),
+                None => format!("{answering} of {n} answer at {} s", LOAD_TIMEOUT.as_secs()),
+            };
+            let memory = match rss.len() {
+                0 => "not running".to_string(),
+                k => {
+                    let range = format!(
+                        "{:.0}–{:.0}",
+                        rss.iter().copied().fold(f64::INFINITY, f64::min),
+                        rss.iter().copied().fold(0.0, f64::max)
+                    );
+                    if k < c.nodes.len() {
+                        format!("{range} ({} not running)", c.nodes.len() - k)
+                    } else {
+                        range
+                    }
+                }
             };
             rows.push(format!(
-                "| {n} | {} | {all} | {:.1} | {:.1} | {:.0}–{:.0} |",
+                "| {n} | {} | {all} | {:.1} | {:.1} | {memory} |",
                 imp.name(),
                 writes / secs,
                 reads / secs,
-                rss.iter().copied().fold(f64::INFINITY, f64::min),
-                rss.iter().copied().fold(0.0, f64::max),
             ));
             eprintln!("{}", rows.last().expect("a row"));
         }
         c.delete_labelled(SET_LABEL, &format!("load-{}", slug(imp)))?;
-        settle(Duration::from_secs(10));
+        settle(Duration::from_secs(5));
     }
     println!(
         "Scale: N single-stack IPv6 Services (each with an EndpointSlice), one implementation at a time; \"all answer\" \
@@ -733,7 +766,7 @@ fn bgp(c: &mut Cluster, peers: &mut Peers, runs: usize, services: usize) -> Resu
         ));
         eprintln!("{}", rows.last().expect("a row"));
         c.delete_labelled(SET_LABEL, &set)?;
-        settle(Duration::from_secs(10));
+        settle(Duration::from_secs(5));
     }
     println!(
         "Many BGP Services, each with its own IPv4 address, created with `kubectl create` after their EndpointSlices \
