@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, eip, eventually, ingress_ips, lb_service};
+use common::{Cluster, eip, eventually, ingress_ips, lb_service, taken_over};
 use herald_api::Eip;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -40,17 +40,10 @@ async fn service_gets_an_ip_with_status_annotation_event_and_eip_summary() {
         .await
         .expect("IP allocated");
     assert_eq!(ips, ["192.0.2.9"]);
-    // Two writes: the status first, then the annotation (a moment later on a busy real server).
-    let svc = eventually(WAIT, || async {
-        let svc = c.services("default").get("web").await.ok()?;
-        svc.metadata
-            .annotations
-            .as_ref()?
-            .contains_key("herald.dev/allocated-from")
-            .then_some(svc)
-    })
-    .await
-    .expect("allocated-from annotation");
+    // Two writes: the status first, then the annotation.
+    let svc = taken_over(&c, "default", "web", WAIT)
+        .await
+        .expect("allocated-from annotation");
     assert_eq!(svc.metadata.annotations.unwrap()["herald.dev/allocated-from"], "lan");
     let ingress = svc.status.unwrap().load_balancer.unwrap().ingress.unwrap();
     assert_eq!(ingress[0].ip_mode.as_deref(), Some("VIP"));

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Cluster, eventually, ingress_ips};
+use common::{Cluster, eventually, ingress_ips, taken_over};
 use herald_api::{BgpConf, BgpPeer, Eip, Protocol};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -211,16 +211,9 @@ async fn keeps_every_ip(source: &str, config: &str, services: &str, layer2: &[&s
     );
     for (ns, name, before) in &held {
         // Herald has taken the Service over once it records the Eip it holds the IPs from.
-        let svc = eventually(WAIT, || async {
-            let svc = c.services(ns).get(name).await.ok()?;
-            svc.metadata
-                .annotations
-                .as_ref()?
-                .contains_key("herald.dev/allocated-from")
-                .then_some(svc)
-        })
-        .await
-        .unwrap_or_else(|| panic!("{ns}/{name} never taken over: {}", c.log(0, "node-a")));
+        let svc = taken_over(&c, ns, name, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{ns}/{name} never taken over: {}", c.log(0, "node-a")));
         assert_eq!(&ingress_ips(&svc), before, "{ns}/{name} keeps its IPs");
         let from = &svc.metadata.annotations.as_ref().unwrap()["herald.dev/allocated-from"];
         let eip = eips.get(from).await.unwrap();

@@ -309,6 +309,20 @@ where
 }
 
 /// The IPs in a Service's status.
+/// The Service once Herald has taken it over: it records the Eip its IPs come from (`herald.dev/allocated-from`),
+/// written after the status (a moment later on a busy real server). `None` after `timeout`.
+pub async fn taken_over(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> Option<Service> {
+    eventually(timeout, || async {
+        let svc = c.services(ns).get(name).await.ok()?;
+        svc.metadata
+            .annotations
+            .as_ref()?
+            .contains_key("herald.dev/allocated-from")
+            .then_some(svc)
+    })
+    .await
+}
+
 pub fn ingress_ips(svc: &Service) -> Vec<String> {
     svc.status
         .as_ref()
