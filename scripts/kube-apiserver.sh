@@ -493,7 +493,11 @@ stop() {
   fi
   kill -TERM "$pid" 2>/dev/null || return 0
   for i in $(seq 50); do alive "$pid" "$exe" || return 0; sleep 0.2; done
-  kill -KILL "$pid" 2>/dev/null || true
+  # Still shutting down after 10 s (its graceful wait, on a busy machine): killed, and gone before we return, so a
+  # start right after finds the port free.
+  kill -KILL "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do alive "$pid" "$exe" || return 0; sleep 0.1; done
+  die "$(basename "$exe") (pid $pid) still runs 5 s after SIGKILL"
 }
 
 # down_dir DIR [keep]: undo what `up` recorded in DIR/state.

@@ -9,7 +9,9 @@
 #      agent BGP suites again, against the real kube-apiserver + etcd of scripts/kube-apiserver.sh
 #      (HERALD_TEST_APISERVER=kube), then the RBAC audit of the agents' requests against deploy/herald.yaml.
 #      On by default for a full run when Go can build the server (HERALD_TEST_KUBE=0 leaves it out; =1, as in CI,
-#      requires it).
+#      requires it),
+#   5. every fuzz target for 60 s (scripts/fuzz.sh, niced, in the background during 3 and 4; full runs only,
+#      HERALD_TEST_FUZZ=0 leaves it out).
 # Usage: scripts/test.sh [extra nextest arguments, e.g. a test filter]
 # With HERALD_TEST_KUBE=1 and extra arguments, step 4 runs with those arguments instead of its own selection.
 # See docs/testing.md.
@@ -26,7 +28,7 @@ if [ "$(id -u)" = 0 ]; then
     gobgpd=gobgpd bird=bird2 /usr/lib/frr/bgpd=frr python3=python3 kubectl=kubectl nft=nftables \
     openssl=openssl curl=curl flock=util-linux ss=iproute2 readelf=binutils unshare=util-linux \
     /etc/ssl/certs/ca-certificates.crt=ca-certificates podman=podman ctr=containerd dockerd=docker.io runc=runc \
-    conmon=conmon nsenter=util-linux
+    conmon=conmon nsenter=util-linux g++=g++
   # Routing daemons installed from packages start system services we do not want running during tests.
   for svc in frr bird gobgpd docker docker.socket containerd; do systemctl stop "$svc" >/dev/null 2>&1 || true; done
   export PATH="$PATH:/usr/sbin:/sbin"
@@ -121,6 +123,18 @@ if [ "$(id -u)" = 0 ] && [ "$want_kube" = 1 ] && command -v go >/dev/null && [ -
   fi
 fi
 
+# Every fuzz target for 60 s from its seeds, two at a time (scripts/fuzz.sh; docs/testing.md, "Fuzzing"), at the
+# lowest priority in the background while the test passes run: most of their time is network-namespace tests waiting
+# on timers, which leaves the cores to the fuzz build and runs. Full runs only (HERALD_TEST_FUZZ=0 leaves it out).
+fuzz_pid=""
+if [ $# -eq 0 ] && [ "${HERALD_TEST_FUZZ:-1}" = 1 ]; then
+  fuzz_log=$(mktemp /tmp/herald-fuzz.XXXXXX)
+  fuzz_started=$SECONDS
+  log "scripts/fuzz.sh --jobs 2 in the background (nice 19; output at the end; log $fuzz_log)"
+  nice -n 19 scripts/fuzz.sh --jobs 2 >"$fuzz_log" 2>&1 &
+  fuzz_pid=$!
+fi
+
 main_apiserver=${HERALD_TEST_APISERVER:-lab}
 log "cargo nextest run --workspace (unit, property, golden, API server, netns tiers; HERALD_TEST_APISERVER=$main_apiserver)"
 HERALD_TEST_APISERVER=$main_apiserver nextest_run "$@"
@@ -132,6 +146,7 @@ HERALD_TEST_APISERVER=$main_apiserver nextest_run "$@"
 KUBE_TESTS='binary_id(herald::allocator) | binary_id(herald::agent) | binary_id(herald::crd_validation)'
 KUBE_TESTS+=' | binary_id(herald::install) | binary_id(herald::migrate)'
 KUBE_TESTS+=' | binary_id(herald-netns-tests::l2_failover) | binary_id(herald-netns-tests::agent_bgp) | binary_id(herald-netns-tests::bgp_fabric)'
+KUBE_TESTS+=' | binary_id(herald-netns-tests::chaos)'
 # Default: on for a full run, off when a filter chose some tests (HERALD_TEST_KUBE=1 runs that filter against both).
 default_kube=1
 [ $# -eq 0 ] || default_kube=0
@@ -171,6 +186,16 @@ else
     log "ERROR: scripts/kube-apiserver.sh build failed"
     status=1
   fi
+fi
+
+# ---- 5. fuzzing -------------------------------------------------------------------------------------------------
+# Started in the background before the test passes (see fuzz_start below); its output and result here.
+if [ -n "${fuzz_pid:-}" ]; then
+  log "scripts/fuzz.sh --jobs 2 (started before the test passes, niced): waiting for it"
+  wait "$fuzz_pid" || { log "ERROR: fuzzing failed (a crash, or the build)"; status=1; }
+  cat "$fuzz_log"
+  log "fuzzing ended $((SECONDS - fuzz_started)) s after it began"
+  rm -f "$fuzz_log"
 fi
 
 # The ci profile runs a failed network test once more; one that passed only on its second try is a bug to chase.

@@ -268,17 +268,7 @@ pub fn pool_spec(eip: &Eip) -> Result<PoolSpec, String> {
             text::quote(long)
         ));
     }
-    if let Some((i, long)) = spec
-        .namespaces
-        .iter()
-        .enumerate()
-        .find(|(_, n)| n.chars().count() > MAX_NAMESPACE)
-    {
-        return Err(format!(
-            "spec.namespaces[{i}]: '{}' is longer than {MAX_NAMESPACE} characters, so no namespace has that name",
-            text::quote(long)
-        ));
-    }
+    namespace_names("spec.namespaces", &spec.namespaces)?;
     Ok(PoolSpec {
         name: eip.name_any(),
         addresses: spec.addresses.clone(),
@@ -299,6 +289,27 @@ pub fn pool_spec(eip: &Eip) -> Result<PoolSpec, String> {
             .transpose()
             .map_err(|e| format!("spec.serviceSelector: {e}"))?,
     })
+}
+
+/// Refuses the list of namespace names `field` when it holds one that no namespace can have (longer than a DNS
+/// label): [`pool_spec`] refuses an Eip listing one, and `herald migrate` a pool it would write as such an Eip.
+pub(crate) fn namespace_names(field: &str, namespaces: &[String]) -> Result<(), String> {
+    match namespaces
+        .iter()
+        .enumerate()
+        .find(|(_, n)| !is_namespace_name_possible(n))
+    {
+        Some((i, long)) => Err(format!(
+            "{field}[{i}]: '{}' is longer than {MAX_NAMESPACE} characters, so no namespace has that name",
+            text::quote(long)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a namespace may have this name, as far as Herald checks: at most [`MAX_NAMESPACE`] characters.
+pub(crate) fn is_namespace_name_possible(name: &str) -> bool {
+    name.chars().count() <= MAX_NAMESPACE
 }
 
 /// A Kubernetes label selector as the allocator's selector.

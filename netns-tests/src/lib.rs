@@ -497,6 +497,8 @@ pub mod l2;
 
 pub mod bgp;
 
+/// The chaos soak: random events on a 4-node cluster with the invariants checked all along (issue #16).
+pub mod chaos;
 pub mod cluster;
 
 pub mod fabric;

@@ -601,6 +601,12 @@ fn priority(pool: &Pool, c: &Config) -> i64 {
 
 fn eip(pool: &Pool, c: &Config, out: &mut Migration) -> Option<Eip> {
     let here = pool.subject.as_str();
+    // Herald refuses an Eip listing a namespace name that cannot exist; so does the migration, for the user to correct
+    // (left out, the name would open the pool to every namespace when it was the only one).
+    if let Err(e) = crate::adapter::namespace_names("spec.serviceAllocation.namespaces", &pool.namespaces) {
+        out.finding(here, Kind::Skipped, format!("{e}: no Eip written"));
+        return None;
+    }
     let mut spec = EipSpec {
         auto_assign: pool.auto_assign.unwrap_or(true),
         namespaces: pool.namespaces.clone(),

@@ -144,6 +144,19 @@ pub fn migrate(source: Source, inputs: Vec<Value>, options: &Options) -> Migrati
     out.eips.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out.peers.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out.secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    // An Eip Herald would refuse is reported and not written (one of multicast addresses only, say).
+    let findings = &mut out.findings;
+    out.eips.retain(|eip| match services::pool(eip) {
+        Ok(_) => true,
+        Err(e) => {
+            findings.push(Finding {
+                subject: format!("Eip {}", eip.metadata.name.as_deref().unwrap_or_default()),
+                kind: Kind::Skipped,
+                message: format!("Herald would refuse this Eip: {e}"),
+            });
+            false
+        }
+    });
     out.services = services::check(source, &services, &namespaces, &out.eips, options, &mut out.findings);
     out
 }

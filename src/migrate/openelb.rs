@@ -163,6 +163,7 @@ fn eip(object: &Value, subject: &str, v2: bool, out: &mut Migration) -> Result<O
         eip.priority = i32::try_from(p).unwrap_or(if p < 0 { i32::MIN } else { i32::MAX });
     }
     eip.namespaces = f.strings("namespaces")?;
+    crate::adapter::namespace_names("spec.namespaces", &eip.namespaces)?;
     match f.get("namespaceSelector") {
         None => {}
         // v1alpha2 writes a plain map of labels.
@@ -534,6 +535,10 @@ pub(super) fn widen_bindings(
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
                 .unwrap_or("default");
+            // Not a Service of any cluster: its namespace cannot exist, and an Eip listing it would be refused.
+            if !crate::adapter::is_namespace_name_possible(ns) {
+                continue;
+            }
             let holds = svc
                 .pointer("/status/loadBalancer/ingress")
                 .and_then(Value::as_array)

@@ -96,6 +96,11 @@ const OBSOLETE: &[&str] = &[
     "protocol.porter.kubesphere.io/v1alpha1",
 ];
 
+/// The Eip as the allocator's pool, or why Herald refuses it.
+pub(super) fn pool(eip: &Eip) -> Result<Pool, String> {
+    adapter::pool_spec(eip).and_then(|spec| Pool::parse(&spec).map_err(|e| e.to_string()))
+}
+
 pub(super) fn check(
     source: Source,
     services: &[Value],
@@ -105,17 +110,9 @@ pub(super) fn check(
     findings: &mut Vec<Finding>,
 ) -> Vec<ServiceCheck> {
     let mut alloc = Allocator::new();
-    for eip in eips {
-        match adapter::pool_spec(eip).and_then(|spec| Pool::parse(&spec).map_err(|e| e.to_string())) {
-            Ok(pool) => {
-                alloc.set_pool(pool);
-            }
-            Err(e) => findings.push(Finding {
-                subject: format!("Eip {}", eip.metadata.name.as_deref().unwrap_or_default()),
-                kind: Kind::Skipped,
-                message: format!("Herald would refuse this Eip: {e}"),
-            }),
-        }
+    // `migrate` has left out the Eips Herald refuses.
+    for pool in eips.iter().filter_map(|eip| pool(eip).ok()) {
+        alloc.set_pool(pool);
     }
     let eip_names: Vec<&str> = eips.iter().filter_map(|e| e.metadata.name.as_deref()).collect();
     let namespace_labels: BTreeMap<&String, Arc<BTreeMap<String, String>>> =

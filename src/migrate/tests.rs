@@ -444,6 +444,62 @@ fn bad_input_is_reported_and_loses_nothing_else() {
     );
 }
 
+/// Found by the `migrate` fuzz target: a pool listing a namespace name no namespace can have (longer than a DNS label)
+/// became an Eip that Herald refuses whole. Such a pool is now reported and left out, and a Service in such a
+/// namespace no longer widens an OpenELB Eip to it.
+#[test]
+fn impossible_namespace_names_never_reach_an_eip() {
+    let long = "n".repeat(64);
+    let docs = vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "pinned"},
+               "spec": {"addresses": ["192.0.2.0/28"], "serviceAllocation": {"namespaces": ["web", long]}}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "good"},
+               "spec": {"addresses": ["192.0.2.16/28"], "serviceAllocation": {"namespaces": ["n".repeat(63)]}}}),
+    ];
+    let m = migrate(Source::Metallb, docs, &Options::default());
+    assert_eq!(m.eips.len(), 1, "only the good pool: {:?}", m.findings);
+    assert_eq!(eip(&m, "good").namespaces, ["n".repeat(63)]);
+    assert!(has(
+        &m,
+        Kind::Skipped,
+        "pinned",
+        "spec.serviceAllocation.namespaces[1]: 'nnn"
+    ));
+    round_trip(&m, Source::Metallb);
+
+    let docs = vec![
+        json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip", "metadata": {"name": "bound"},
+               "spec": {"address": "192.0.2.0/28", "namespaces": [long]}}),
+        json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip", "metadata": {"name": "web"},
+               "spec": {"address": "192.0.2.16/28", "namespaces": ["web"]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": long},
+               "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+               "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.17"}]}}}),
+    ];
+    let m = migrate(Source::Openelb, docs, &Options::default());
+    assert_eq!(m.eips.len(), 1, "only the Eip bound to web: {:?}", m.findings);
+    assert_eq!(eip(&m, "web").namespaces, ["web"]);
+    assert!(has(&m, Kind::Skipped, "bound", "spec.namespaces[0]: 'nnn"));
+    round_trip(&m, Source::Openelb);
+}
+
+/// Found by the `migrate` fuzz target: a pool of multicast addresses only became an Eip that Herald refuses (it
+/// never allocates them). Every Eip Herald would refuse is now reported and not written.
+#[test]
+fn eips_herald_refuses_are_reported_and_not_written() {
+    let docs = vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "multicast"},
+               "spec": {"addresses": ["230.0.113.0/24"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "good"},
+               "spec": {"addresses": ["192.0.2.0/28"]}}),
+    ];
+    let m = migrate(Source::Metallb, docs, &Options::default());
+    assert_eq!(m.eips.len(), 1, "only the good pool: {:?}", m.findings);
+    assert_eq!(eip(&m, "good").addresses, ["192.0.2.0-192.0.2.15"]);
+    assert!(has(&m, Kind::Skipped, "Eip multicast", "Herald would refuse this Eip"));
+    round_trip(&m, Source::Metallb);
+}
+
 /// Arbitrary JSON where the objects' fields are.
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

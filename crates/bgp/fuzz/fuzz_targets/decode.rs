@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run decode` (from crates/bgp): the decoder must never panic, whatever a peer sends, and
+//! `cargo fuzz run -s none -a decode` (from crates/bgp): the decoder must never panic, whatever a peer sends, and
 //! every frame it accepts must fit the bytes it was given.
 #![no_main]
 
