@@ -99,7 +99,7 @@ where
     let (listed_tx, listed) = tokio::sync::watch::channel(false);
     let unreadable = Unreadables::default();
     let kind = K::kind(&Default::default()).to_string();
-    let start = move || watcher(api.clone(), config.clone()).default_backoff();
+    let start = move || watcher(api.clone(), config.clone()).backoff(herald_election::kube_store::watch_backoff());
     let sink = Sink {
         writer,
         listed: listed_tx,

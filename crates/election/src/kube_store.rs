@@ -183,12 +183,33 @@ impl LeaseStore for KubeLeaseStore {
     }
 }
 
+/// Retry policy of every watch the agent runs: 0.5 s doubling to 5 s, each wait up to twice that with jitter
+/// (so at most 10 s), reset after 60 s without an error.
+///
+/// client-go's reflectors (and kube-runtime's default) go up to 30 s, and up to 60 s with jitter: after an API
+/// outage of a minute an agent could stay blind for another minute, still answering for an IP whose Service moved
+/// (the chaos soak found it: an `externalTrafficPolicy: Local` Service's endpoints moved 7 s after the API came
+/// back, and the old holder kept answering for 47 s more). A failed connection costs the server nothing, and a
+/// few watches per node retrying every 5–10 s is a small load next to the relists that follow anyway.
+pub fn watch_backoff() -> impl kube::runtime::utils::Backoff {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        kube::runtime::watcher::ExponentialBackoff::from(exponential),
+        Duration::from_secs(60),
+    )
+}
+
 impl KubeLeaseStore {
     /// A watch of the leases `config` selects, as [`WatchEvent`]s.
     fn watch_with(&self, config: watcher::Config) -> BoxStream<'static, WatchEvent> {
         let mut buffer: Option<Vec<LeaseRecord>> = None;
         watcher(self.watch_api.clone(), config)
-            .default_backoff()
+            .backoff(watch_backoff())
             .filter_map(move |event| {
                 let out = match event {
                     Ok(watcher::Event::Init) => {

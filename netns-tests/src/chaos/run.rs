@@ -712,6 +712,8 @@ impl Soak {
                 self.start_apiserver()?;
                 self.api_outages.push((t0, epoch_now()));
                 self.api_down = false;
+                // Nobody could write the Eips' status meanwhile: their time starts again now.
+                self.forget_wrong("eip ");
                 self.api_back();
                 self.changed();
                 return Ok((format!("back after {:.1} s", t.elapsed().as_secs_f64()), None));
@@ -819,6 +821,15 @@ impl Soak {
 
     /// The API server is back for this node or all: two MACs are allowed a moment longer (a holder that kept
     /// answering sees the other's claim), unless another part of the API is still away.
+    /// Drops the wrong states of one kind (`"eip "`, …): what was seen before says nothing about now.
+    fn forget_wrong(&mut self, kind: &str) {
+        let keys: Vec<String> = self.wrong.keys().filter(|k| k.starts_with(kind)).cloned().collect();
+        for k in keys {
+            self.wrong.remove(&k);
+            self.reported.remove(&episode(&k));
+        }
+    }
+
     fn api_back(&mut self) {
         if !self.api_down && self.nodes.iter().all(|n| !n.cut) {
             self.api_away_until = epoch_now() + 2.0;
@@ -865,6 +876,7 @@ impl Soak {
                     last.1 = epoch_now();
                 }
                 self.api_down = false;
+                self.forget_wrong("eip ");
                 self.api_back();
             }
         }
@@ -955,6 +967,8 @@ impl Soak {
         let late: Vec<String> = self
             .wrong
             .iter()
+            // With the API server down nobody can write an Eip's status: no verdict on it until it is back.
+            .filter(|(key, _)| !(self.api_down && key.starts_with("eip ")))
             .filter(|(key, since)| now - **since > bound && !self.reported.contains(&episode(key)))
             .map(|(key, _)| key.clone())
             .collect();
@@ -1092,11 +1106,7 @@ impl Soak {
         // state carried over it.
         if now - asked > 2.0 {
             self.report.rib_stale += 1;
-            let stale: Vec<String> = self.wrong.keys().filter(|k| k.starts_with("bgp ")).cloned().collect();
-            for k in stale {
-                self.wrong.remove(&k);
-                self.reported.remove(&episode(&k));
-            }
+            self.forget_wrong("bgp ");
             return self.pending_bgp.is_none();
         }
         let undecided = undecided(&self.nodes, self.api_down);
@@ -1210,11 +1220,7 @@ impl Soak {
         // changed for 5 s (the status follows within seconds).
         if now - self.last_ip_change <= 5.0 {
             // No evidence either way: an earlier mismatch is not carried over a change.
-            let eips: Vec<String> = self.wrong.keys().filter(|k| k.starts_with("eip ")).cloned().collect();
-            for k in eips {
-                self.wrong.remove(&k);
-                self.reported.remove(&episode(&k));
-            }
+            self.forget_wrong("eip ");
         } else {
             let mut ranges: Vec<(&str, Vec<(IpAddr, IpAddr)>)> = vec![
                 (
