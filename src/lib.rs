@@ -17,6 +17,7 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod prober;
 pub mod service;
 pub mod store;
 pub mod watch;

@@ -549,6 +549,8 @@ async fn execute(client: &Client, write: &Write) -> Result<(), kube::Error> {
                 // Fields skipped when empty must still be cleared by the merge patch.
                 obj.entry("announcers").or_insert(json!(null));
                 obj.entry("announcersOmitted").or_insert(json!(null));
+                // The prober's: a copy from the reflector could undo its newer write.
+                obj.remove("probes");
             }
             api.patch_status(eip, &params, &Patch::Merge(&json!({ "status": value })))
                 .await?;

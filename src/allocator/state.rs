@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use herald_api::conditions::{self, set_condition};
 use herald_api::decode::Unreadable;
-use herald_api::eip::{FamilyUsage, IpAnnouncer, MAX_STATUS_ANNOUNCERS};
-use herald_api::{Eip, EipSpec, EipStatus};
+use herald_api::eip::{AddressProbes, FamilyUsage, IpAnnouncer, MAX_STATUS_ANNOUNCERS};
+use herald_api::{Eip, EipSpec, EipStatus, Protocol};
 use herald_ipam::{
     AllocError, Allocation, Allocator, Family, FamilyStats, Labels, Pool, PoolSpec, ServiceKey, ServiceRequest,
 };
@@ -18,6 +18,7 @@ use kube::ResourceExt;
 
 use crate::adapter::{self as convert, service_key};
 use crate::lease::HeldLease;
+use crate::prober::core as prober;
 use crate::service::ServiceView;
 
 /// The allocation order of a Service: creation timestamp, uid, then namespace and name. Borrowed, so sorting
@@ -133,6 +134,7 @@ impl AllocatorState {
     pub fn reconcile(&mut self, snap: &Snapshot, default_class: bool, now: &Time) -> Plan {
         let mut plan = Plan::default();
         self.sync_pools(snap, &mut plan);
+        self.sync_checks(snap, now);
         // Oldest first: allocation is first-come, and the order never depends on the watch's event order.
         let mut services: Vec<&Arc<ServiceView>> = snap.services.iter().collect();
         services.sort_by(|a, b| first_come(a).cmp(&first_come(b)));
@@ -272,6 +274,22 @@ impl AllocatorState {
 
     fn forget(&mut self, key: &ServiceKey) {
         self.alloc.release(key);
+    }
+
+    /// What the address checks of each Layer 2 pool found (`status.probes`): proven-free addresses go first, and
+    /// addresses another host answers for are never handed out.
+    fn sync_checks(&mut self, snap: &Snapshot, now: &Time) {
+        for eip in &snap.eips {
+            let (free, taken) = if eip.spec.protocol == Protocol::Layer2 {
+                (
+                    prober::proven_free(eip, now.0, prober::TIMING.valid),
+                    prober::taken(eip),
+                )
+            } else {
+                Default::default()
+            };
+            self.alloc.set_checks(&eip.name_any(), free, taken);
+        }
     }
 
     fn sync_pools(&mut self, snap: &Snapshot, plan: &mut Plan) {
@@ -480,6 +498,9 @@ impl AllocatorState {
             announcers,
             announcers_omitted: omitted,
             conditions: current.conditions.clone(),
+            // Written by the prober, never by the allocator (`Write::EipStatus` leaves it out); kept so that the
+            // comparison below sees only the allocator's fields.
+            probes: current.probes.clone(),
             ..Default::default()
         };
         let generation = eip.metadata.generation;
@@ -567,6 +588,18 @@ impl AllocatorState {
             ),
             (None, _) => (true, "Valid", format!("{} addresses{left_out}", status.total)),
         };
+        if eip.spec.protocol == Protocol::Layer2 {
+            let (conflict, reason, message) = address_conflict(current.probes.as_ref());
+            set_condition(
+                &mut status.conditions,
+                conditions::CONFLICT,
+                conflict,
+                reason,
+                message,
+                generation,
+                now.clone(),
+            );
+        }
         set_condition(
             &mut status.conditions,
             conditions::READY,
@@ -583,6 +616,42 @@ impl AllocatorState {
             });
         }
     }
+}
+
+/// The `AddressConflict` condition of a Layer 2 Eip, from its address checks.
+fn address_conflict(probes: Option<&AddressProbes>) -> (bool, &'static str, String) {
+    let Some(p) = probes else {
+        return (
+            false,
+            "NotChecked",
+            "no node has checked this pool's free addresses yet".to_string(),
+        );
+    };
+    if p.conflicts.is_empty() {
+        return (
+            false,
+            "NoConflict",
+            format!(
+                "no other host answers for the free addresses node {} checked on {}",
+                p.node, p.interface
+            ),
+        );
+    }
+    let listed: Vec<String> = p
+        .conflicts
+        .iter()
+        .map(|c| format!("{} (host {})", c.ip, c.mac))
+        .collect();
+    (
+        true,
+        "HostAnswers",
+        format!(
+            "other hosts answer for {} (checked by node {} on {}); Herald does not hand these addresses out. Remove them              from the Eip, or the hosts from the network",
+            listed.join(", "),
+            p.node,
+            p.interface
+        ),
+    )
 }
 
 fn usage(s: FamilyStats) -> FamilyUsage {

@@ -953,3 +953,92 @@ Eip 'e3' (0.0.0.0/0) and Eip 'e4' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254
 Eip 'e3' (0.0.0.0/0) and Eip 'e5' (0.0.0.0/0) overlap on 1.0.0.0-255.255.255.254; and 2 more"
     );
 }
+
+/// An Eip as the prober left it: `free` proven free and `conflicts` answered by other hosts, `age` seconds ago.
+fn checked(spec: Value, free: &[&str], conflicts: &[&str], age: i64) -> Arc<Eip> {
+    let mut e = (*eip("lan", spec)).clone();
+    let time = Time(jiff::Timestamp::from_second(1_800_000_000 - age).unwrap());
+    e.status = Some(herald_api::EipStatus {
+        probes: Some(herald_api::eip::AddressProbes {
+            node: "node1".into(),
+            interface: "eth0".into(),
+            free: free
+                .iter()
+                .map(|ip| herald_api::eip::ProvenFree {
+                    ip: (*ip).into(),
+                    time: time.clone(),
+                })
+                .collect(),
+            conflicts: conflicts
+                .iter()
+                .map(|ip| herald_api::eip::HostConflict {
+                    ip: (*ip).into(),
+                    mac: "02:00:00:00:00:99".into(),
+                    time: time.clone(),
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    });
+    Arc::new(e)
+}
+
+#[test]
+fn proven_free_addresses_go_first_and_addresses_other_hosts_answer_for_never() {
+    let spec = json!({"addresses": ["192.0.2.10-192.0.2.20"]});
+    let mut snap = Snapshot {
+        eips: vec![checked(spec.clone(), &["192.0.2.13"], &["192.0.2.10"], 10)],
+        ..Default::default()
+    };
+    snap.services.push(service("shop", "a", 1, json!({}), json!({})));
+    snap.services.push(service("shop", "b", 2, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "shop/a"), [ip("192.0.2.13")], "proven free first");
+    assert_eq!(
+        ips_of(&snap, "shop/b"),
+        [ip("192.0.2.11")],
+        "then the lowest no host answers for"
+    );
+    let status = snap.eips[0].status.clone().unwrap();
+    let conflict = status.conditions.iter().find(|c| c.type_ == "AddressConflict").unwrap();
+    assert_eq!(
+        (conflict.status.as_str(), conflict.reason.as_str()),
+        ("True", "HostAnswers")
+    );
+    assert!(
+        conflict.message.contains("192.0.2.10 (host 02:00:00:00:00:99)") && conflict.message.contains("node node1"),
+        "{}",
+        conflict.message
+    );
+    assert!(status.probes.is_some(), "the prober's record is left as it is");
+    assert!(pass(&mut state, &mut snap).writes.is_empty(), "quiet afterwards");
+
+    // A proof 60 s old proves nothing: the lowest free address comes first again.
+    let mut snap = Snapshot {
+        eips: vec![checked(spec.clone(), &["192.0.2.13"], &[], 60)],
+        ..Default::default()
+    };
+    snap.services.push(service("shop", "a", 1, json!({}), json!({})));
+    let mut state = AllocatorState::new();
+    pass(&mut state, &mut snap);
+    assert_eq!(ips_of(&snap, "shop/a"), [ip("192.0.2.10")]);
+    let status = snap.eips[0].status.clone().unwrap();
+    let conflict = status.conditions.iter().find(|c| c.type_ == "AddressConflict").unwrap();
+    assert_eq!(
+        (conflict.status.as_str(), conflict.reason.as_str()),
+        ("False", "NoConflict")
+    );
+
+    // BGP pools are not checked and have no such condition.
+    let mut snap = Snapshot {
+        eips: vec![eip(
+            "lan",
+            json!({"addresses": ["192.0.2.10-192.0.2.20"], "protocol": "bgp"}),
+        )],
+        ..Default::default()
+    };
+    pass(&mut AllocatorState::new(), &mut snap);
+    let status = snap.eips[0].status.clone().unwrap();
+    assert!(!status.conditions.iter().any(|c| c.type_ == "AddressConflict"));
+}

@@ -10,7 +10,7 @@
 pub mod bgp;
 pub mod desired;
 pub mod links;
-mod sink;
+pub mod sink;
 pub mod state;
 mod writer;
 
@@ -34,9 +34,10 @@ use tracing::{debug, info, warn};
 
 use crate::events::{EventPublisher, Reporter};
 use crate::metrics::AnnouncerMetrics;
+use crate::prober;
 use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
 use desired::ClusterView;
-use sink::L2Sink;
+use sink::{Interfaces, L2Sink};
 use state::{AnnouncerCore, ElectionCommand, Notice, Placement, Plan, Stop};
 use writer::Writer;
 
@@ -93,9 +94,15 @@ pub async fn run(
     let node = config.identity.node().to_string();
     let (engine, mut engine_events) = L2Engine::new(config.l2);
     let engine = Arc::new(engine);
-    let sink = L2Sink::new(engine.clone());
-    let counters = sink.counters();
-    metrics.set_interfaces(move || counters.read());
+    let interfaces = Interfaces::new(engine.clone());
+    let checked = shared.eips.clone();
+    let sink = L2Sink::new(interfaces.clone(), move |ip| {
+        let eips = checked.state();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        prober::core::is_proven_free(eips.iter().map(|e| &**e), ip, now, prober::core::TIMING.valid)
+    });
+    let counters = interfaces.clone();
+    metrics.set_interfaces(move || counters.counters());
     let store = KubeLeaseStore::new(client.clone(), &config.namespace, config.timing.renew_deadline / 2);
     let ownership_config = OwnershipConfig {
         timing: config.timing,
@@ -150,6 +157,20 @@ pub async fn run(
     if wait_first_lists("announcer", lists, &cancel).await? {
         info!(node, "announcer started");
         let _ = started.send(());
+    }
+    // Without probes (`--no-probe`) nobody wants to know which addresses are free.
+    if config.l2.probe.count > 0 {
+        tokio::spawn(
+            prober::Prober {
+                client: client.clone(),
+                node: node.clone(),
+                eips: eips.clone(),
+                services: services.clone(),
+                nodes: nodes.clone(),
+                interfaces: interfaces.clone(),
+            }
+            .run(cancel.clone()),
+        );
     }
 
     let reporter = Reporter {

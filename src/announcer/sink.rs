@@ -10,61 +10,41 @@ use herald_election::{Announce, AnnouncementSink};
 use herald_l2::{AnnounceMode, CountersSnapshot, InterfaceHandle, L2Engine};
 use tracing::{error, info};
 
-/// The election's sink. The election task owns it; [`InterfaceCounters`] reads its interfaces' counters.
+/// The election's sink. The election task owns it.
 pub struct L2Sink {
-    engine: Arc<L2Engine>,
-    /// Attached interfaces (written here only; shared with the metrics).
-    handles: Arc<Mutex<HashMap<String, InterfaceHandle>>>,
+    interfaces: Interfaces,
+    /// Whether an IP is proven free now (the Eips' `status.probes`): it is then announced without a probe.
+    proven_free: Box<dyn Fn(IpAddr) -> bool + Send>,
     /// IPs answered now, and where.
     announced: HashMap<IpAddr, String>,
 }
 
-/// The counters of every interface the sink attached, for the metrics.
+/// The interfaces the engine answers on, each attached once on first use and shared by the sink, the address
+/// prober and the metrics. Cheap to clone.
 #[derive(Clone)]
-pub struct InterfaceCounters(Arc<Mutex<HashMap<String, InterfaceHandle>>>);
-
-impl InterfaceCounters {
-    /// Counters of every attached interface.
-    pub fn read(&self) -> Vec<(String, CountersSnapshot)> {
-        lock(&self.0)
-            .iter()
-            .map(|(name, h)| (name.clone(), h.counters()))
-            .collect()
-    }
+pub struct Interfaces {
+    engine: Arc<L2Engine>,
+    handles: Arc<Mutex<HashMap<String, InterfaceHandle>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map inconsistent (plain inserts); keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How to start answering: a takeover (some Herald agent held the IP before) goes out at once, since the previous
-/// holder is gone and the gratuitous burst must go out now (the election and the on-wire conflict watch cover a
-/// holder that still answers for a moment). An IP no agent ever held is probed first (RFC 5227 / DAD-style NS), so
-/// Herald never takes an address another host already uses.
-pub fn mode(announce: &Announce) -> AnnounceMode {
-    if announce.held_before {
-        AnnounceMode::Immediately
-    } else {
-        AnnounceMode::Probe
-    }
-}
-
-impl L2Sink {
+impl Interfaces {
     pub fn new(engine: Arc<L2Engine>) -> Self {
         Self {
             engine,
             handles: Arc::default(),
-            announced: HashMap::new(),
         }
     }
 
-    /// A reader of the interfaces' counters.
-    pub fn counters(&self) -> InterfaceCounters {
-        InterfaceCounters(self.handles.clone())
+    /// Counters of every attached interface.
+    pub fn counters(&self) -> Vec<(String, CountersSnapshot)> {
+        lock(&self.handles)
+            .iter()
+            .map(|(name, h)| (name.clone(), h.counters()))
+            .collect()
     }
 
-    fn handle(&self, interface: &str) -> Option<InterfaceHandle> {
+    /// The handle of `interface`, attached now if it was not yet (a failure is logged).
+    pub fn handle(&self, interface: &str) -> Option<InterfaceHandle> {
         if let Some(h) = lock(&self.handles).get(interface) {
             return Some(h.clone());
         }
@@ -79,6 +59,40 @@ impl L2Sink {
             }
         }
     }
+
+    /// The handle of `interface` if it is attached.
+    fn attached(&self, interface: &str) -> Option<InterfaceHandle> {
+        lock(&self.handles).get(interface).cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent (plain inserts); keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How to start answering: a takeover (some Herald agent held the IP before) goes out at once, since the previous
+/// holder is gone and the gratuitous burst must go out now (the election and the on-wire conflict watch cover a
+/// holder that still answers for a moment). So does an IP a node of the cluster proved free moments ago (the Eip's
+/// `status.probes`, see `crate::prober`). Any other IP no agent ever held is probed first (RFC 5227 / DAD-style
+/// NS), so Herald never takes an address another host already uses.
+pub fn mode(announce: &Announce, proven_free: bool) -> AnnounceMode {
+    if announce.held_before || proven_free {
+        AnnounceMode::Immediately
+    } else {
+        AnnounceMode::Probe
+    }
+}
+
+impl L2Sink {
+    /// A sink answering on `interfaces`; `proven_free` says whether an IP may skip its probe.
+    pub fn new(interfaces: Interfaces, proven_free: impl Fn(IpAddr) -> bool + Send + 'static) -> Self {
+        Self {
+            interfaces,
+            proven_free: Box::new(proven_free),
+            announced: HashMap::new(),
+        }
+    }
 }
 
 impl AnnouncementSink for L2Sink {
@@ -88,8 +102,10 @@ impl AnnouncementSink for L2Sink {
             error!(%ip, "elected, but no interface of this node carries the IP; set the Eip's spec.interface");
             return;
         };
-        let Some(handle) = self.handle(&interface) else { return };
-        let mode = mode(&announce);
+        let Some(handle) = self.interfaces.handle(&interface) else {
+            return;
+        };
+        let mode = mode(&announce, !announce.held_before && (self.proven_free)(ip));
         match handle.announce(ip, mode).await {
             Ok(()) => {
                 info!(%ip, interface, ?mode, "answering ARP/NDP");
@@ -103,8 +119,7 @@ impl AnnouncementSink for L2Sink {
         let Some(interface) = self.announced.remove(&ip) else {
             return;
         };
-        let handle = lock(&self.handles).get(&interface).cloned();
-        if let Some(h) = handle
+        if let Some(h) = self.interfaces.attached(&interface)
             && let Err(e) = h.withdraw(ip).await
         {
             error!(%ip, interface, error = %e, "cannot withdraw");
@@ -118,13 +133,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_an_ip_nobody_held_is_probed() {
+    fn only_an_ip_nobody_held_nor_proved_free_is_probed() {
         let announce = |held_before| Announce {
             ip: "192.0.2.1".parse().unwrap(),
             interface: Some("eth0".into()),
             held_before,
         };
-        assert_eq!(mode(&announce(false)), AnnounceMode::Probe);
-        assert_eq!(mode(&announce(true)), AnnounceMode::Immediately);
+        assert_eq!(mode(&announce(false), false), AnnounceMode::Probe);
+        assert_eq!(mode(&announce(true), false), AnnounceMode::Immediately);
+        assert_eq!(
+            mode(&announce(false), true),
+            AnnounceMode::Immediately,
+            "proven free moments ago"
+        );
     }
 }

@@ -270,6 +270,8 @@ impl AnnouncerCore {
                     plan.election.push(ElectionCommand::WireConflict(c.ip));
                 }
             }
+            // Checks are answered to whoever asked (the address prober); the engine never sends them here.
+            L2Event::Checked { .. } => {}
         }
         plan
     }

@@ -1,6 +1,6 @@
 //! `Eip`: a pool of addresses Services of `type: LoadBalancer` get their IPs from.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -264,10 +264,63 @@ pub struct EipStatus {
     /// Announcers not listed because of the bound.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub announcers_omitted: u64,
+    /// Layer 2: the next free addresses, checked on the pool's network before they are handed out, and the
+    /// addresses another host answers for. Written by the node that checks them, not by the allocator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<AddressProbes>,
     /// `Ready`, `Overlapping`, `Exhausted`, `AddressConflict`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::conditions::conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// The most `status.probes.free` entries (per pool, both families).
+pub const MAX_PROVEN_FREE: usize = 16;
+/// The most `status.probes.conflicts` entries; further taken addresses are found by the announcer's own probe.
+pub const MAX_CONFLICTS: usize = 32;
+
+/// What the checks of a Layer 2 pool's addresses found (RFC 5227 ARP probes, IPv6 duplicate address detection).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressProbes {
+    /// The node that checked.
+    #[schemars(length(max = 253))]
+    pub node: String,
+    /// Its interface on the pool's network.
+    #[schemars(length(max = 15))]
+    pub interface: String,
+    /// Free addresses nobody answered for: the allocator hands them out first, and the node that announces one
+    /// skips its own probe while the check is recent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_PROVEN_FREE))]
+    pub free: Vec<ProvenFree>,
+    /// Addresses another host answered for: never handed out while listed (they are checked again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CONFLICTS))]
+    pub conflicts: Vec<HostConflict>,
+}
+
+/// A free address nobody answered for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenFree {
+    #[schemars(length(max = 45))]
+    pub ip: String,
+    /// When the check ended.
+    pub time: Time,
+}
+
+/// An address another host answers for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostConflict {
+    #[schemars(length(max = 45))]
+    pub ip: String,
+    /// The other host's link-layer address.
+    #[schemars(length(max = 17))]
+    pub mac: String,
+    /// When it last answered.
+    pub time: Time,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -48,6 +48,15 @@ struct PoolState {
     name: Arc<str>,
     /// Addresses allocated from this pool, per family.
     used: [u128; 2],
+    /// What checks on the pool's network found ([`Allocator::set_checks`]).
+    checks: Checks,
+}
+
+/// Addresses of a pool checked on its network: `free` ones are handed out first, `taken` ones never.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Checks {
+    pub(crate) free: BTreeSet<IpAddr>,
+    pub(crate) taken: BTreeSet<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,14 +144,46 @@ impl Allocator {
     /// O(number of allocations).
     pub fn set_pool(&mut self, pool: Pool) -> Vec<Eviction> {
         let name = pool.name().to_string();
-        let used = self.pools.get(&name).map_or([0, 0], |s| s.used);
+        let (used, mut checks) = self
+            .pools
+            .get(&name)
+            .map_or(([0, 0], Checks::default()), |s| (s.used, s.checks.clone()));
+        checks.free.retain(|ip| pool.contains(*ip));
+        checks.taken.retain(|ip| pool.contains(*ip));
         let state = PoolState {
             pool,
             name: Arc::from(name.as_str()),
             used,
+            checks,
         };
         self.pools.insert(name.clone(), state);
         self.evict_invalid(&name)
+    }
+
+    /// Records what checks on pool `name`'s network found (Layer 2: RFC 5227 probes, the Eip's `status.probes`):
+    /// among its free addresses, those in `free` are handed out first (lowest first), and those
+    /// in `taken` (another host answers for them) never, until a later call leaves them out. Replaces what an
+    /// earlier call said; addresses outside the pool are ignored. Requested addresses (`herald.dev/ips`) are given
+    /// as asked: the user chose them. Returns whether anything changed. O(addresses listed · log).
+    pub fn set_checks(
+        &mut self,
+        name: &str,
+        free: impl IntoIterator<Item = IpAddr>,
+        taken: impl IntoIterator<Item = IpAddr>,
+    ) -> bool {
+        let Some(state) = self.pools.get_mut(name) else {
+            return false;
+        };
+        let pool = &state.pool;
+        let checks = Checks {
+            free: free.into_iter().filter(|ip| pool.contains(*ip)).collect(),
+            taken: taken.into_iter().filter(|ip| pool.contains(*ip)).collect(),
+        };
+        if state.checks == checks {
+            return false;
+        }
+        state.checks = checks;
+        true
     }
 
     /// Removes a pool; every Service holding addresses from it is released and returned.

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::never_allocated::NeverAllocated;
-use crate::range::{AddrRange, Family, to_u128};
+use crate::range::{AddrRange, Family, from_u128, to_u128};
 use crate::request::ServiceRequest;
 use crate::selector::LabelSelector;
 
@@ -179,6 +179,13 @@ impl Pool {
     /// The usable ranges of one family, ascending.
     pub(crate) fn ranges(&self, family: Family) -> impl Iterator<Item = &AddrRange> + '_ {
         self.usable.iter().filter(move |r| r.family() == family)
+    }
+
+    /// Every usable address of one family, in the order the allocator hands free ones out (ascending). Lazy: take
+    /// what you need.
+    pub fn addresses(&self, family: Family) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ranges(family)
+            .flat_map(move |r| (r.first_raw()..=r.last_raw()).map(move |v| from_u128(family, v)))
     }
 
     /// Whether the pool serves the Service's namespace and labels (ignores `disable` and `autoAssign`).

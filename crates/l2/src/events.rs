@@ -17,6 +17,20 @@ pub enum Event {
     },
     /// Another host claims the address.
     Conflict(Conflict),
+    /// A check ([`Responder::check`](crate::Responder::check)) of an address this interface does not handle ended.
+    Checked { ip: IpAddr, outcome: CheckOutcome },
+}
+
+/// How a check of an address ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Nobody answered the probes, and nobody claimed the address while they went out (RFC 5227 §2.1.1).
+    Free,
+    /// Another host answered or claimed the address (`signal` says how; an [`ConflictSignal::ArpProbe`] or
+    /// [`ConflictSignal::DadProbe`] is another host probing for it at the same time, which claims nothing yet).
+    Taken { mac: MacAddr, signal: ConflictSignal },
+    /// The interface started or stopped handling the address itself before the check ended.
+    Abandoned,
 }
 
 /// Another host (`mac`) claims `ip`.

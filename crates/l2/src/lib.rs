@@ -20,8 +20,8 @@ pub mod tasks;
 
 pub use counters::{Counters, CountersSnapshot};
 pub use error::{Error, Result, Unusable};
-pub use events::{Conflict, ConflictSignal, Event};
+pub use events::{CheckOutcome, Conflict, ConflictSignal, Event};
 pub use interface::{Interface, InterfaceChoice, InterfaceFacts};
 pub use packet::MacAddr;
-pub use responder::{AnnounceConfig, AnnounceMode, ConflictPolicy, ProbeConfig, Responder};
+pub use responder::{AnnounceConfig, AnnounceMode, CheckConfig, ConflictPolicy, ProbeConfig, Responder};
 pub use tasks::{EngineConfig, EngineEvent, InterfaceHandle, InterfaceStatus, L2Engine};

@@ -10,7 +10,13 @@
 //!  Bursting/Refreshing ──(another host claims it)──► kept, Conflict { refused: false } and, with
 //!                                                     ConflictPolicy::Defend, one announcement; at most once per
 //!                                                     DEFEND_INTERVAL
+//!  check ──► Checking ──(no answer after the check's probes and wait)──► removed, Checked { Free }
+//!            Checking ──(another host answers or claims it)──► removed, Checked { Taken }
+//!            Checking ──(announce or withdraw)──► Checked { Abandoned }, then as asked
 //! ```
+//!
+//! A check probes an address the interface does not answer for, for someone who wants to know whether another host
+//! uses it (Herald proves the next free addresses of a pool before they are handed out); it never answers for it.
 //!
 //! Time is passed in; [`Responder::next_deadline`] says when [`Responder::poll`] must run next. Nothing here
 //! touches a socket or a clock, so every rule is tested with byte-exact frames.
@@ -23,7 +29,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::counters::Counters;
-use crate::events::{Conflict, ConflictSignal, Event};
+use crate::events::{CheckOutcome, Conflict, ConflictSignal, Event};
 use crate::packet::ndp::{ALL_NODES, solicited_node};
 use crate::packet::{
     ArpMessage, ArpOperation, EthernetHeader, MacAddr, NeighborAdvertisement, NeighborSolicitation, Packet, decode,
@@ -49,6 +55,28 @@ impl Default for ProbeConfig {
         ProbeConfig {
             count: 3,
             interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How a check ([`Responder::check`]) probes: RFC 5227 §2.1.1 timing by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// Probes to send (PROBE_NUM; at least 1).
+    pub probes: u32,
+    /// Time between probes (PROBE_MIN…PROBE_MAX).
+    pub interval: Duration,
+    /// How long to wait for an answer after the last probe (ANNOUNCE_WAIT).
+    pub wait: Duration,
+}
+
+impl Default for CheckConfig {
+    /// RFC 5227 §1.1: 3 probes 1–2 s apart, then 2 s: a check has no one waiting on it, so it takes the full time.
+    fn default() -> Self {
+        CheckConfig {
+            probes: 3,
+            interval: Duration::from_secs(1),
+            wait: Duration::from_secs(2),
         }
     }
 }
@@ -121,6 +149,7 @@ impl Output {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Probing { sent: u32 },
+    Checking { sent: u32, config: CheckConfig },
     Bursting { sent: u32 },
     Refreshing,
 }
@@ -168,7 +197,16 @@ impl Responder {
     }
 
     /// Starts handling `ip`. Already handled addresses are left as they are (the call returns nothing).
+    /// An address being checked ([`Responder::check`]) is handled from now on: the check ends
+    /// ([`CheckOutcome::Abandoned`]).
     pub fn announce(&mut self, ip: IpAddr, mode: AnnounceMode, now: Instant) -> Output {
+        let abandoned = self.end_check(ip);
+        let mut out = self.start(ip, mode, now);
+        out.events.splice(0..0, abandoned);
+        out
+    }
+
+    fn start(&mut self, ip: IpAddr, mode: AnnounceMode, now: Instant) -> Output {
         if self.addresses.contains_key(&ip) {
             return Output::default();
         }
@@ -203,7 +241,57 @@ impl Responder {
         }
     }
 
-    /// Stops handling `ip`: no more answers or announcements. Returns whether it was handled.
+    /// Probes `ip`, which this interface does not handle, to learn whether another host uses it; never answers for
+    /// it. The outcome comes as [`Event::Checked`] (at once, [`CheckOutcome::Abandoned`], when the interface handles
+    /// the address itself; nothing when a check of it already runs).
+    pub fn check(&mut self, ip: IpAddr, config: CheckConfig, now: Instant) -> Output {
+        match self.addresses.get(&ip).map(|e| e.phase) {
+            Some(Phase::Checking { .. }) => return Output::default(),
+            Some(_) => {
+                return Output {
+                    frames: Vec::new(),
+                    events: vec![Event::Checked {
+                        ip,
+                        outcome: CheckOutcome::Abandoned,
+                    }],
+                };
+            }
+            None => {}
+        }
+        self.addresses.insert(
+            ip,
+            Entry {
+                phase: Phase::Checking { sent: 1, config },
+                due: None,
+                last_conflict: None,
+            },
+        );
+        let next = if config.probes > 1 {
+            config.interval
+        } else {
+            config.wait
+        };
+        self.schedule(ip, now + next);
+        Output {
+            frames: vec![self.probe_frame(ip)],
+            events: Vec::new(),
+        }
+    }
+
+    /// Ends a running check of `ip` as [`CheckOutcome::Abandoned`] (the event), if one runs.
+    fn end_check(&mut self, ip: IpAddr) -> Option<Event> {
+        if !matches!(self.addresses.get(&ip).map(|e| e.phase), Some(Phase::Checking { .. })) {
+            return None;
+        }
+        self.withdraw(ip);
+        Some(Event::Checked {
+            ip,
+            outcome: CheckOutcome::Abandoned,
+        })
+    }
+
+    /// Stops handling `ip`: no more answers or announcements. Returns whether it was handled (a check of it ends
+    /// without an event: the caller asked).
     pub fn withdraw(&mut self, ip: IpAddr) -> bool {
         let Some(entry) = self.addresses.remove(&ip) else {
             return false;
@@ -223,7 +311,14 @@ impl Responder {
     pub fn is_answering(&self, ip: IpAddr) -> bool {
         self.addresses
             .get(&ip)
-            .is_some_and(|e| !matches!(e.phase, Phase::Probing { .. }))
+            .is_some_and(|e| matches!(e.phase, Phase::Bursting { .. } | Phase::Refreshing))
+    }
+
+    /// Is `ip` being checked ([`Responder::check`])?
+    pub fn is_checking(&self, ip: IpAddr) -> bool {
+        self.addresses
+            .get(&ip)
+            .is_some_and(|e| matches!(e.phase, Phase::Checking { .. }))
     }
 
     /// Every handled address.
@@ -258,6 +353,24 @@ impl Responder {
                 Phase::Probing { .. } => {
                     out.events.push(Event::Announced { ip, probed: true });
                     out.extend(self.start_announcing(ip, now));
+                }
+                Phase::Checking { sent, config } if sent < config.probes => {
+                    entry.phase = Phase::Checking { sent: sent + 1, config };
+                    out.frames.push(self.probe_frame(ip));
+                    let next = if sent + 1 < config.probes {
+                        config.interval
+                    } else {
+                        config.wait
+                    };
+                    self.schedule(ip, now + next);
+                }
+                // Nothing answered within the wait after the last probe.
+                Phase::Checking { .. } => {
+                    self.withdraw(ip);
+                    out.events.push(Event::Checked {
+                        ip,
+                        outcome: CheckOutcome::Free,
+                    });
                 }
                 Phase::Bursting { .. } | Phase::Refreshing => out.extend(self.announce_again(ip, now)),
             }
@@ -327,7 +440,7 @@ impl Responder {
         let target = IpAddr::V4(arp.target_ip);
         match self.addresses.get(&target).map(|e| e.phase) {
             // RFC 5227 §2.1.1: another host probing the address we are probing: neither may have it.
-            Some(Phase::Probing { .. }) if arp.is_probe() => {
+            Some(Phase::Probing { .. } | Phase::Checking { .. }) if arp.is_probe() => {
                 self.conflict(target, arp.sender_mac, ConflictSignal::ArpProbe, now, &mut out);
             }
             Some(Phase::Bursting { .. } | Phase::Refreshing) if !arp.is_gratuitous() => {
@@ -365,7 +478,7 @@ impl Responder {
         let target = IpAddr::V6(ns.target);
         match self.addresses.get(&target).map(|e| e.phase) {
             // RFC 4862 §5.4.3: a DAD probe for an address we probe too: it is a duplicate for us as well.
-            Some(Phase::Probing { .. }) if ns.is_dad() => {
+            Some(Phase::Probing { .. } | Phase::Checking { .. }) if ns.is_dad() => {
                 self.conflict(target, eth.source, ConflictSignal::DadProbe, now, &mut out);
             }
             Some(Phase::Bursting { .. } | Phase::Refreshing) => {
@@ -402,6 +515,15 @@ impl Responder {
         let Some(entry) = self.addresses.get_mut(&ip) else {
             return;
         };
+        // Not ours: the check only learns who uses it.
+        if let Phase::Checking { .. } = entry.phase {
+            self.withdraw(ip);
+            out.events.push(Event::Checked {
+                ip,
+                outcome: CheckOutcome::Taken { mac, signal },
+            });
+            return;
+        }
         self.counters.conflict();
         if let Phase::Probing { .. } = entry.phase {
             self.withdraw(ip);

@@ -2,6 +2,7 @@
 //! a bounded channel. Every task is tracked and cancellable; on shutdown each withdraws everything (stops
 //! answering, leaves its multicast groups) before it ends.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::counters::{Counters, CountersSnapshot};
 use crate::error::{Error, Result};
-use crate::events::Event;
+use crate::events::{CheckOutcome, Event};
 use crate::interface::Interface;
 use crate::network::InterfaceSocket;
-use crate::responder::{AnnounceConfig, AnnounceMode, Output, ProbeConfig, Responder};
+use crate::responder::{AnnounceConfig, AnnounceMode, CheckConfig, Output, ProbeConfig, Responder};
 
 /// Frames read per wake-up before timers and commands get a turn.
 const READ_BATCH: usize = 256;
@@ -105,6 +106,7 @@ impl L2Engine {
             events: self.events.clone(),
             counters: Arc::clone(&counters),
             cancel: self.cancel.child_token(),
+            checks: HashMap::new(),
         };
         info!(interface = %interface.name, ifindex = interface.index, mac = %interface.mac, "answering ARP/NDP");
         self.tracker.spawn(task.run());
@@ -153,6 +155,16 @@ impl InterfaceHandle {
         check_address(ip)?;
         let (done, wait) = oneshot::channel();
         self.send(Command::Announce { ip, mode, done }).await?;
+        wait.await.map_err(|_| self.stopped())?
+    }
+
+    /// Probes `ip` without answering for it ([`Responder::check`](crate::Responder::check)) and returns how that
+    /// ended, after the check's probes and wait (about 4 s at the RFC 5227 timing). Two checks of one address at once
+    /// share one probe.
+    pub async fn check(&self, ip: IpAddr, config: CheckConfig) -> Result<CheckOutcome> {
+        check_address(ip)?;
+        let (done, wait) = oneshot::channel();
+        self.send(Command::Check { ip, config, done }).await?;
         wait.await.map_err(|_| self.stopped())?
     }
 
@@ -221,6 +233,11 @@ enum Command {
         ip: IpAddr,
         done: oneshot::Sender<()>,
     },
+    Check {
+        ip: IpAddr,
+        config: CheckConfig,
+        done: oneshot::Sender<Result<CheckOutcome>>,
+    },
     Status {
         done: oneshot::Sender<InterfaceStatus>,
     },
@@ -233,6 +250,8 @@ struct InterfaceTask {
     events: mpsc::Sender<EngineEvent>,
     counters: Arc<Counters>,
     cancel: CancellationToken,
+    /// Who waits for the check of each address.
+    checks: HashMap<IpAddr, Vec<oneshot::Sender<Result<CheckOutcome>>>>,
 }
 
 impl InterfaceTask {
@@ -292,13 +311,33 @@ impl InterfaceTask {
                 let _ = done.send(joined);
             }
             Command::Withdraw { ip, done } => {
+                let checking = self.responder.is_checking(ip);
                 if self.responder.withdraw(ip) {
+                    if checking {
+                        self.checked(ip, CheckOutcome::Abandoned);
+                    }
                     info!(interface = %name, %ip, "withdrawn");
                     if let IpAddr::V6(v6) = ip {
                         self.socket.leave(v6);
                     }
                 }
                 let _ = done.send(());
+            }
+            Command::Check { ip, config, done } => {
+                let joined = match ip {
+                    IpAddr::V6(v6) if !self.responder.contains(ip) => self.socket.join(v6),
+                    _ => Ok(()),
+                };
+                match joined {
+                    Ok(()) => {
+                        self.checks.entry(ip).or_default().push(done);
+                        let out = self.responder.check(ip, config, Instant::now());
+                        self.output(out).await;
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                    }
+                }
             }
             Command::Status { done } => {
                 let (mut answering, mut probing): (Vec<_>, Vec<_>) = self
@@ -339,10 +378,28 @@ impl InterfaceTask {
                     warn!(%interface, ip = %c.ip, mac = %c.mac, signal = %c.signal,
                         "address conflict: another host claims an announced address");
                 }
+                // For whoever asked, not for the engine's events.
+                Event::Checked { ip, outcome } => {
+                    debug!(%interface, %ip, ?outcome, "check ended");
+                    self.checked(*ip, *outcome);
+                    continue;
+                }
             }
             if self.events.try_send(EngineEvent { interface, event }).is_err() {
                 self.counters.event_dropped();
             }
+        }
+    }
+
+    /// Tells who waits for the check of `ip` how it ended, and leaves the group the check joined.
+    fn checked(&mut self, ip: IpAddr, outcome: CheckOutcome) {
+        for done in self.checks.remove(&ip).unwrap_or_default() {
+            let _ = done.send(Ok(outcome));
+        }
+        if let IpAddr::V6(v6) = ip
+            && !self.responder.contains(ip)
+        {
+            self.socket.leave(v6);
         }
     }
 

@@ -6,7 +6,7 @@ use super::Allocator;
 use crate::error::AllocError;
 use crate::never_allocated::NeverAllocated;
 use crate::pool::{Pool, PoolRefusal};
-use crate::range::{Family, from_u128};
+use crate::range::{Family, from_u128, to_u128};
 use crate::request::{Allocation, IpFamilyPolicy, ServiceRequest};
 use crate::sharing::{self, SharingConflict};
 
@@ -332,11 +332,27 @@ impl Allocator {
         })
     }
 
-    /// The lowest free address of `pool`: one interval lookup per pool entry.
+    /// The address `pool` gives next in `family`: the lowest free one a check found free, else the lowest free one
+    /// no check found taken. One interval lookup per pool entry, plus one per checked address.
     fn first_free(&self, pool: &Pool, family: Family) -> Option<IpAddr> {
         let used = &self.used[family.index()];
-        pool.ranges(family)
-            .find_map(|r| used.first_free(r.first_raw(), r.last_raw()))
-            .map(|v| from_u128(family, v))
+        let checks = self.pools.get(pool.name()).map(|s| &s.checks);
+        let is_free = |ip: &IpAddr| Family::of(*ip) == family && !used.contains(to_u128(*ip));
+        if let Some(ip) = checks.and_then(|c| c.free.iter().copied().find(is_free)) {
+            return Some(ip);
+        }
+        let taken = checks.map(|c| &c.taken);
+        pool.ranges(family).find_map(|r| {
+            let mut lo = r.first_raw();
+            // Each step passes one taken address: at most as many steps as there are.
+            loop {
+                let v = used.first_free(lo, r.last_raw())?;
+                let ip = from_u128(family, v);
+                if !taken.is_some_and(|t| t.contains(&ip)) {
+                    return Some(ip);
+                }
+                lo = v.checked_add(1)?;
+            }
+        })
     }
 }

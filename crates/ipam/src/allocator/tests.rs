@@ -950,3 +950,56 @@ fn overlaps_of_one_pool_are_those_of_all_pools_that_name_it() {
         ]
     );
 }
+
+// ---- checks on the pool's network ----
+
+#[test]
+fn checked_free_addresses_go_first_and_taken_ones_never() {
+    let mut a = alloc_with(vec![pool("p", &["192.0.2.10-192.0.2.20", "2001:db8::10-2001:db8::20"])]);
+    // .10 and .11 are taken by hosts that are not Herald; .13 and .15 were found free.
+    assert!(a.set_checks(
+        "p",
+        ips(&["192.0.2.15", "192.0.2.13", "2001:db8::12", "198.51.100.1"]),
+        ips(&["192.0.2.10", "192.0.2.11"])
+    ));
+    assert!(
+        !a.set_checks(
+            "p",
+            ips(&["192.0.2.13", "192.0.2.15", "2001:db8::12"]),
+            ips(&["192.0.2.11", "192.0.2.10"])
+        ),
+        "the same facts (an address outside the pool is ignored) change nothing"
+    );
+    assert_eq!(got(&mut a, &svc("a")), ips(&["192.0.2.13"]), "the lowest checked free");
+    assert_eq!(got(&mut a, &svc("b")), ips(&["192.0.2.15"]));
+    assert_eq!(
+        got(&mut a, &svc("c")),
+        ips(&["192.0.2.12"]),
+        "then the lowest not taken"
+    );
+    assert_eq!(got(&mut a, &svc("d")), ips(&["192.0.2.14"]));
+    let mut v6 = svc("e");
+    v6.ip_families = vec![Family::V6];
+    assert_eq!(got(&mut a, &v6), ips(&["2001:db8::12"]));
+    // A user asking for a taken address gets it: the announcer's own probe and the Eip's condition tell.
+    let mut asked = svc("f");
+    asked.requested_ips = ips(&["192.0.2.10"]);
+    assert_eq!(got(&mut a, &asked), ips(&["192.0.2.10"]));
+    // Facts replaced: .11 is free again.
+    a.set_checks("p", [], []);
+    assert_eq!(got(&mut a, &svc("g")), ips(&["192.0.2.11"]));
+}
+
+#[test]
+fn a_pool_whose_free_addresses_are_all_taken_gives_none() {
+    let mut a = alloc_with(vec![pool("p", &["192.0.2.10-192.0.2.12"])]);
+    assert_eq!(got(&mut a, &svc("a")), ips(&["192.0.2.10"]));
+    a.set_checks("p", [], ips(&["192.0.2.11", "192.0.2.12"]));
+    assert!(matches!(refused(&mut a, &svc("b")), AllocError::PoolExhausted { .. }));
+    // The checks survive a new version of the pool, less what it no longer contains.
+    assert!(a.set_pool(pool("p", &["192.0.2.10-192.0.2.11"])).is_empty());
+    assert!(matches!(refused(&mut a, &svc("b")), AllocError::PoolExhausted { .. }));
+    // .12 left the pool, and its fact with it: back in the pool, it is as good as any until checked again.
+    assert!(a.set_pool(pool("p", &["192.0.2.10-192.0.2.13"])).is_empty());
+    assert_eq!(got(&mut a, &svc("b")), ips(&["192.0.2.12"]));
+}

@@ -283,3 +283,16 @@ fn permits_by_namespace_name_or_labels_and_service_labels() {
         "the Service's labels do not match spec.serviceSelector 'expose': label 'expose' is missing"
     );
 }
+
+#[test]
+fn addresses_come_in_allocation_order_lazily() {
+    let pool = Pool::parse(&PoolSpec::new(
+        "p",
+        &["192.0.2.20-192.0.2.21", "192.0.2.5", "2001:db8::/64"],
+    ))
+    .unwrap();
+    let v4: Vec<IpAddr> = pool.addresses(Family::V4).collect();
+    assert_eq!(v4, [ip("192.0.2.5"), ip("192.0.2.20"), ip("192.0.2.21")]);
+    let v6: Vec<IpAddr> = pool.addresses(Family::V6).take(2).collect();
+    assert_eq!(v6, [ip("2001:db8::1"), ip("2001:db8::2")], "a /64 is not walked");
+}

@@ -838,3 +838,146 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn a_check_probes_at_rfc_5227_timing_answers_nothing_and_ends_free() {
+    let t0 = Instant::now();
+    let mut r = responder();
+    let ip = v4("192.0.2.7");
+    let config = CheckConfig::default();
+    let out = r.check(ip, config, t0);
+    assert_eq!(out.frames.len(), 1);
+    assert!(decode_arp(&out.frames[0]).is_probe());
+    assert!(r.is_checking(ip) && !r.is_answering(ip));
+    // Asked for meanwhile: not ours, not answered.
+    let request = arp(
+        ArpOperation::Request,
+        CLIENT,
+        "192.0.2.1",
+        "192.0.2.7",
+        MacAddr::BROADCAST,
+    );
+    assert_eq!(r.handle_frame(&request, t0), Output::default());
+    assert_eq!(r.next_deadline(), Some(t0 + config.interval));
+    assert_eq!(r.poll(t0 + config.interval).frames.len(), 1);
+    let last = t0 + config.interval * 2;
+    assert_eq!(r.poll(last).frames.len(), 1);
+    assert_eq!(
+        r.next_deadline(),
+        Some(last + config.wait),
+        "ANNOUNCE_WAIT after the last probe"
+    );
+    let out = r.poll(last + config.wait);
+    assert_eq!(out.frames, Vec::<Vec<u8>>::new(), "a check never announces");
+    assert_eq!(
+        out.events,
+        vec![Event::Checked {
+            ip,
+            outcome: CheckOutcome::Free
+        }]
+    );
+    assert!(!r.contains(ip));
+    assert_eq!(r.next_deadline(), None);
+    assert_eq!(r.counters.snapshot().probes_sent, 3);
+}
+
+#[test]
+fn a_check_answered_by_another_host_ends_taken_and_is_no_conflict_of_ours() {
+    let t0 = Instant::now();
+    let mut r = responder();
+    let ip = v4("192.0.2.7");
+    r.check(ip, CheckConfig::default(), t0);
+    let answer = ArpMessage {
+        operation: ArpOperation::Reply,
+        sender_mac: OTHER,
+        sender_ip: "192.0.2.7".parse().unwrap(),
+        target_mac: NODE,
+        target_ip: Ipv4Addr::UNSPECIFIED,
+    }
+    .to_frame(OTHER, NODE);
+    let out = r.handle_frame(&answer, t0);
+    assert_eq!(
+        out.events,
+        vec![Event::Checked {
+            ip,
+            outcome: CheckOutcome::Taken {
+                mac: OTHER,
+                signal: ConflictSignal::ArpReply
+            }
+        }]
+    );
+    assert!(!r.contains(ip));
+    assert_eq!(r.counters.snapshot().conflicts, 0);
+
+    // IPv6: the owner's advertisement answers the DAD solicitation.
+    let ip = v6("2001:db8::abcd");
+    let out = r.check(ip, CheckConfig::default(), t0);
+    let Ok(Packet::NeighborSolicitation(_, ns)) = decode(&out.frames[0]) else {
+        panic!("not NS")
+    };
+    assert!(ns.is_dad());
+    let out = r.handle_frame(&foreign_advertisement("2001:db8::abcd"), t0);
+    assert!(matches!(
+        out.events[..],
+        [Event::Checked {
+            outcome: CheckOutcome::Taken {
+                signal: ConflictSignal::NeighborAdvertisement,
+                ..
+            },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_check_sees_another_prober_and_ends_when_the_address_is_announced_or_withdrawn() {
+    let t0 = Instant::now();
+    let mut r = responder();
+    let ip = v4("192.0.2.7");
+    r.check(ip, CheckConfig::default(), t0);
+    let probe = arp(ArpOperation::Request, OTHER, "0.0.0.0", "192.0.2.7", MacAddr::BROADCAST);
+    assert!(matches!(
+        r.handle_frame(&probe, t0).events[..],
+        [Event::Checked {
+            outcome: CheckOutcome::Taken {
+                signal: ConflictSignal::ArpProbe,
+                ..
+            },
+            ..
+        }]
+    ));
+
+    // Announced while checked: the check is abandoned and the address answered at once.
+    r.check(ip, CheckConfig::default(), t0);
+    assert_eq!(
+        r.check(ip, CheckConfig::default(), t0),
+        Output::default(),
+        "one check at a time"
+    );
+    let out = r.announce(ip, AnnounceMode::Immediately, t0);
+    assert_eq!(
+        out.events,
+        vec![
+            Event::Checked {
+                ip,
+                outcome: CheckOutcome::Abandoned
+            },
+            Event::Announced { ip, probed: false }
+        ]
+    );
+    assert!(r.is_answering(ip));
+    // A check of an answered address ends at once; the address stays answered.
+    assert_eq!(
+        r.check(ip, CheckConfig::default(), t0).events,
+        vec![Event::Checked {
+            ip,
+            outcome: CheckOutcome::Abandoned
+        }]
+    );
+    assert!(r.is_answering(ip));
+    // Withdrawn while checked: gone, no event (the caller asked).
+    let other = v4("192.0.2.8");
+    r.check(other, CheckConfig::default(), t0);
+    assert!(r.withdraw(other));
+    assert!(!r.contains(other));
+}
