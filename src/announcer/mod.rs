@@ -168,6 +168,7 @@ pub async fn run(
                 services: services.clone(),
                 nodes: nodes.clone(),
                 interfaces: interfaces.clone(),
+                lease_namespace: config.namespace.clone(),
             }
             .run(cancel.clone()),
         );

@@ -27,6 +27,7 @@ use herald_api::{Eip, Protocol};
 use herald_election::rank::rank_nodes;
 use herald_ipam::{Family, LabelSelector, Pool};
 use herald_l2::{CheckConfig, CheckOutcome, ConflictSignal};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -59,6 +60,8 @@ pub struct Prober {
     pub services: Reflected<ServiceView>,
     pub nodes: Reflected<Node>,
     pub interfaces: Interfaces,
+    /// Namespace of the election's Leases.
+    pub lease_namespace: String,
 }
 
 /// How one round ended.
@@ -160,6 +163,21 @@ impl Prober {
             .collect()
     }
 
+    /// Whether an election Lease of `ip` names a holder (one GET; an error counts as no).
+    async fn held_by_herald(&self, ip: IpAddr) -> bool {
+        let Ok(name) = herald_election::naming::ip_lease_name(ip) else {
+            return false;
+        };
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace);
+        api.get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .is_some_and(|h| !h.is_empty())
+    }
+
     /// Checks the round's addresses at once, then writes the record.
     async fn round(&self, round: Round) {
         let Some(handle) = self.interfaces.handle(&round.interface) else {
@@ -197,6 +215,15 @@ impl Prober {
             .as_ref()
             .and_then(|e| e.status.as_ref())
             .and_then(|s| s.probes.as_ref());
+        // A new answer from an address a Herald node still holds (its Service just went, and the node has not
+        // withdrawn yet, or it is cut off from the API) is no other host's.
+        for (ip, found) in &mut results {
+            let listed = previous.is_some_and(|p| p.conflicts.iter().any(|c| c.ip == ip.to_string()));
+            if matches!(found, Found::Taken(_)) && !listed && !used.contains(ip) && self.held_by_herald(*ip).await {
+                debug!(eip = round.eip, %ip, "answered by the Herald node that still holds it");
+                *found = Found::Nothing;
+            }
+        }
         let record = core::record(
             previous,
             &self.node,
