@@ -12,31 +12,14 @@ use std::path::Path;
 use herald_bgp::fsm::State;
 use herald_bgp::packet::update::{announce_updates, withdraw_updates};
 use herald_bgp::packet::{
-    Afi, Capability, CeaseSubcode, LargeCommunity, Message, Notification, Open, Origin, OutboundAttributes,
+    Afi, CeaseSubcode, LargeCommunity, Message, Notification, Origin, OutboundAttributes,
     RouteRefresh, Safi,
 };
 use ipnet::IpNet;
 
-fn open(my_as: u16, asn: u32) -> Message {
-    Message::Open(Open {
-        version: 4,
-        my_as,
-        hold_time: 90,
-        bgp_id: Ipv4Addr::new(192, 0, 2, 1),
-        capabilities: vec![
-            Capability::Multiprotocol {
-                afi: Afi::IPV4,
-                safi: Safi::UNICAST,
-            },
-            Capability::Multiprotocol {
-                afi: Afi::IPV6,
-                safi: Safi::UNICAST,
-            },
-            Capability::RouteRefresh,
-            Capability::FourOctetAs(asn),
-        ],
-    })
-}
+#[path = "../common/peer_open.rs"]
+mod peer_open;
+use peer_open::peer_open;
 
 fn updates(next_hop: &str, prefixes: &[&str], four_octet_as: bool) -> Vec<Vec<u8>> {
     let attrs = OutboundAttributes {
@@ -97,8 +80,8 @@ fn main() {
     .encode(four);
 
     let decode: Vec<(&str, Vec<u8>)> = vec![
-        ("open", open(64500, 64500).encode(four)),
-        ("open-as-trans", open(23456, 4_200_000_000).encode(four)),
+        ("open", peer_open(64500, 90).encode(four)),
+        ("open-as-trans", peer_open(4_200_000_000, 90).encode(four)),
         ("update-ipv4", v4[0].clone()),
         ("update-ipv6", v6[0].clone()),
         ("update-withdraw", withdraw.clone()),
@@ -211,7 +194,7 @@ fn replay(script: &[u8]) -> Vec<State> {
             KEEPALIVE_EXPIRED => Event::TimerExpired(Timer::Keepalive),
             BFD_DOWN => Event::BfdDown("control detection time expired".into()),
             10 => {
-                let Message::Open(mut o) = open(u16::try_from(peer_asn).unwrap_or(23456), peer_asn) else {
+                let Message::Open(mut o) = peer_open(peer_asn, 90) else {
                     unreachable!()
                 };
                 o.hold_time = u16::from(op >> 4) * 3;

@@ -10,9 +10,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use herald_bgp::fsm::{Direction, Event, SessionConfig, SessionFsm, State, Timer};
-use herald_bgp::packet::Capability;
-use herald_bgp::packet::{Afi, CeaseSubcode, DecodeContext, Message, Notification, Open, Safi, decode_frame};
+use herald_bgp::packet::{Afi, CeaseSubcode, DecodeContext, Message, Notification, decode_frame};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../common/peer_open.rs"]
+mod peer_open;
+use peer_open::peer_open;
 
 fn config(byte: u8) -> SessionConfig {
     SessionConfig {
@@ -29,27 +32,6 @@ fn config(byte: u8) -> SessionConfig {
         connect_timeout: Duration::from_secs(10),
         jitter_seed: 7,
     }
-}
-
-fn peer_open(peer_asn: u32, hold: u16) -> Message {
-    Message::Open(Open {
-        version: 4,
-        my_as: u16::try_from(peer_asn).unwrap_or(23456),
-        hold_time: hold,
-        bgp_id: Ipv4Addr::new(192, 0, 2, 1),
-        capabilities: vec![
-            Capability::Multiprotocol {
-                afi: Afi::IPV4,
-                safi: Safi::UNICAST,
-            },
-            Capability::Multiprotocol {
-                afi: Afi::IPV6,
-                safi: Safi::UNICAST,
-            },
-            Capability::RouteRefresh,
-            Capability::FourOctetAs(peer_asn),
-        ],
-    })
 }
 
 fuzz_target!(|data: &[u8]| {
