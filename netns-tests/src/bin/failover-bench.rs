@@ -437,10 +437,15 @@ fn api_load(sizes: &[usize], window: Duration, kinds: &[ApiServerKind]) -> Resul
                 Some(t) => format!("{:.0} s", t.as_secs_f64()),
                 None => format!("not within {:.0} s", limits.quiet.as_secs_f64()),
             };
+            let startup = |key: &str| r.startup_requests.get(key).copied().unwrap_or(0);
+            let added = (n - created).max(1) as f64;
             rows.push(format!(
-                "| {n} | {} | {:.1} s | {held} | {quiet} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} |",
+                "| {n} | {} | {:.1} s | {held} | {quiet} | {} ({:.2}/IP) | {} | {:.1} | {:.1} | {} | {} | {:.1} | {:.1} |",
                 kind_name(*kind),
                 r.created_in.as_secs_f64(),
+                startup("get leases"),
+                startup("get leases") as f64 / added,
+                startup("create leases"),
                 r.writes_per_s,
                 r.reads_per_s,
                 r.rss_column(),
@@ -454,7 +459,8 @@ fn api_load(sizes: &[usize], window: Duration, kinds: &[ApiServerKind]) -> Resul
     println!(
         "Scale with N single-stack IPv6 Service IPs on 3 nodes (Layer 2). Services created with `kubectl create`, 4 \
          calls of 500 at a time; \"all IPs held\" counts from the end of creation (in parentheses: from the first \
-         create); \"quiet\" is the end of the first {} s window in which no IP lease and no Service was written. Then \
+         create); \"quiet\" is the end of the first {} s window in which no IP lease and no Service was written; the \
+         agents' Lease GETs and creates from the first create until then (lab-apiserver `/metrics`). Then \
          over {} s: the agents' API requests per second (lab-apiserver `/metrics`; kube-apiserver: its audit log, the \
          agents' ServiceAccount only), each agent's resident set (peak so far from VmHWM / at the end of the window, \
          MiB) and its CPU (% of one core); `*` marks the allocator's leader. Last, a lease-per-Service design renewing \
@@ -463,10 +469,11 @@ fn api_load(sizes: &[usize], window: Duration, kinds: &[ApiServerKind]) -> Resul
         window.as_secs()
     );
     println!(
-        "| Service IPs | API server | created in | all IPs held after | quiet after | Herald writes/s | Herald reads/s | \
-         RSS peak/steady per agent (MiB) | CPU % per agent | lease-per-Service writes/s | lease-per-Service reads/s |"
+        "| Service IPs | API server | created in | all IPs held after | quiet after | Lease GETs until quiet | Lease \
+         creates | Herald writes/s | Herald reads/s | RSS peak/steady per agent (MiB) | CPU % per agent | \
+         lease-per-Service writes/s | lease-per-Service reads/s |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|");
     for r in rows {
         println!("{r}");
     }

@@ -77,6 +77,9 @@ pub struct ScaleReport {
     pub reads_per_s: f64,
     /// Requests in the window by `verb resource`.
     pub requests: BTreeMap<String, u64>,
+    /// Requests from the first create until quiet by `verb resource` (the bench's own creates and lists too; `get
+    /// leases` are the agents' alone).
+    pub startup_requests: BTreeMap<String, u64>,
     /// Each agent, in node order.
     pub agents: Vec<AgentSteady>,
     /// The node holding the allocator's Lease at the end of the window.
@@ -123,6 +126,7 @@ pub fn grow(c: &Cluster, created: usize, n: usize, limits: &ScaleLimits) -> Resu
     let specs: Vec<ServiceSpec> = (created..n)
         .map(|i| ServiceSpec::v6(&service_name(i)).without_node_ports())
         .collect();
+    let requests_before = c.api_requests()?;
     let first_create = Instant::now();
     c.create_many_services(&specs)?;
     let created_in = first_create.elapsed();
@@ -157,6 +161,8 @@ pub fn grow(c: &Cluster, created: usize, n: usize, limits: &ScaleLimits) -> Resu
         Some(t) => eprintln!("{n} IPs: quiet after {:.0} s", t.as_secs_f64()),
         None => eprintln!("{n} IPs: not quiet within {:.0} s", limits.quiet.as_secs_f64()),
     }
+    let startup_requests = since(&requests_before, &c.api_requests()?);
+    eprintln!("{n} IPs, requests until quiet: {startup_requests:?}");
     let steady = measure_steady(c, limits.window)?;
     eprintln!("{n} IPs, requests in {:?}: {:?}", limits.window, steady.requests);
     Ok(ScaleReport {
@@ -170,6 +176,7 @@ pub fn grow(c: &Cluster, created: usize, n: usize, limits: &ScaleLimits) -> Resu
         writes_per_s: steady.writes_per_s,
         reads_per_s: steady.reads_per_s,
         requests: steady.requests,
+        startup_requests,
         agents: steady.agents,
         allocator_leader: c.allocator_leader().ok().flatten(),
     })
@@ -225,6 +232,18 @@ fn wait_quiet(c: &Cluster, start: Instant, limit: Duration) -> Result<Option<Dur
     Ok(None)
 }
 
+/// Requests counted from `before` to `after`, by `verb resource`, the nonzero ones.
+fn since(before: &BTreeMap<(String, String), u64>, after: &BTreeMap<(String, String), u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|((verb, resource), count)| {
+            let before = before.get(&(verb.clone(), resource.clone())).copied().unwrap_or(0);
+            (format!("{verb} {resource}"), count.saturating_sub(before))
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
 fn is_write(verb: &str) -> bool {
     matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
 }
@@ -250,17 +269,7 @@ fn measure_steady(c: &Cluster, window: Duration) -> Result<Steady> {
     let usage = agents.clone().map(|i| c.agent_usage(i)).collect::<Result<Vec<_>>>()?;
     // (Reading the counters and /proc takes milliseconds: the window is what was asked for, within noise.)
     let elapsed = t.elapsed().as_secs_f64();
-    let requests: BTreeMap<String, u64> = requests_after
-        .iter()
-        .map(|((verb, resource), count)| {
-            let before = requests_before
-                .get(&(verb.clone(), resource.clone()))
-                .copied()
-                .unwrap_or(0);
-            (format!("{verb} {resource}"), count - before)
-        })
-        .filter(|(_, count)| *count > 0)
-        .collect();
+    let requests = since(&requests_before, &requests_after);
     let per_s = |reads: bool| {
         requests
             .iter()

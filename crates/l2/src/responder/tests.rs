@@ -47,6 +47,18 @@ fn arp(op: ArpOperation, sender_mac: MacAddr, sender_ip: &str, target_ip: &str, 
     .to_frame(sender_mac, eth_dst)
 }
 
+/// The owner of `ip` answers our probe: an ARP reply unicast to us, sender = the address.
+fn probe_answer(ip: &str) -> Vec<u8> {
+    ArpMessage {
+        operation: ArpOperation::Reply,
+        sender_mac: OTHER,
+        sender_ip: ip.parse().unwrap(),
+        target_mac: NODE,
+        target_ip: Ipv4Addr::UNSPECIFIED,
+    }
+    .to_frame(OTHER, NODE)
+}
+
 fn decode_arp(frame: &[u8]) -> ArpMessage {
     match decode(frame) {
         Ok(Packet::Arp(_, arp)) => arp,
@@ -256,16 +268,7 @@ fn refuses_an_address_whose_probe_is_answered() {
     let mut r = responder();
     let ip = v4("192.0.2.7");
     r.announce(ip, AnnounceMode::Probe, t0);
-    // The owner answers the probe: a reply unicast to us, sender = the address.
-    let answer = ArpMessage {
-        operation: ArpOperation::Reply,
-        sender_mac: OTHER,
-        sender_ip: "192.0.2.7".parse().unwrap(),
-        target_mac: NODE,
-        target_ip: Ipv4Addr::UNSPECIFIED,
-    }
-    .to_frame(OTHER, NODE);
-    let out = r.handle_frame(&answer, t0);
+    let out = r.handle_frame(&probe_answer("192.0.2.7"), t0);
     assert_eq!(
         out.events,
         vec![Event::Conflict(Conflict {
@@ -887,15 +890,7 @@ fn a_check_answered_by_another_host_ends_taken_and_is_no_conflict_of_ours() {
     let mut r = responder();
     let ip = v4("192.0.2.7");
     r.check(ip, CheckConfig::default(), t0);
-    let answer = ArpMessage {
-        operation: ArpOperation::Reply,
-        sender_mac: OTHER,
-        sender_ip: "192.0.2.7".parse().unwrap(),
-        target_mac: NODE,
-        target_ip: Ipv4Addr::UNSPECIFIED,
-    }
-    .to_frame(OTHER, NODE);
-    let out = r.handle_frame(&answer, t0);
+    let out = r.handle_frame(&probe_answer("192.0.2.7"), t0);
     assert_eq!(
         out.events,
         vec![Event::Checked {
