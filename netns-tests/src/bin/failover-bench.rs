@@ -276,6 +276,9 @@ fn failover(
         .collect())
 }
 
+/// Times of one kind of answer: (from kubectl's start, from its return), ms.
+type Timings = Vec<(f64, f64)>;
+
 /// One create, timed: the `kubectl create` started at `start` and returned at `done`; `first` answers, per IP.
 struct Created {
     start: f64,
@@ -386,7 +389,7 @@ fn create_to_answer(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
     println!("| API server | Service | answer | p50 | max |");
     println!("|---|---|---|---:|---:|");
     for side in &mut sides {
-        let rows: [(&str, &str, &mut Vec<(f64, f64)>); 3] = [
+        let rows: [(&str, &str, &mut Timings); 3] = [
             (
                 "dual-stack, next addresses (proven free)",
                 "first ARP reply",
