@@ -2,7 +2,7 @@
 //! load` measures them (`herald_netns_tests::cluster::scale`). The bounds are generous, for a loaded 2-core CI
 //! machine and debug builds: they catch a return of super-linear behaviour (IPs that take minutes to be held,
 //! ownership that never settles, memory or steady-state writes that grow with the IPs), not the goals
-//! (10,000 IPs held within 30 s, 64 MiB per agent), which `failover-bench` measures. The test prints what it measured.
+//! (10,000 IPs held within 30 s, within the 80 MiB request per agent), which `failover-bench` measures. The test prints what it measured.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

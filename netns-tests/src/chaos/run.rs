@@ -63,7 +63,7 @@ const BGP_EIP_ADDRESSES: [&str; 2] = ["203.0.113.0/27", "2001:db8:2::/120"];
 const SPARE_RANGE: &str = "192.0.2.96-192.0.2.99";
 const ROUTER_AS: u32 = 64500;
 const CLUSTER_AS: u32 = 64512;
-/// The agents' memory limit in deploy/herald.yaml: more is a violation. (Its request, 64 MiB, is reported.)
+/// The agents' memory limit in deploy/herald.yaml: more is a violation. (Its request, 80 MiB, is reported.)
 const RSS_LIMIT_MIB: f64 = 256.0;
 
 /// One event as it ran.
@@ -160,7 +160,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "largest agent RSS: {:.1} MiB (request 64 MiB, limit {RSS_LIMIT_MIB:.0} MiB); most Leases in {HERALD_NAMESPACE}: {}",
+            "largest agent RSS: {:.1} MiB (request 80 MiB, limit {RSS_LIMIT_MIB:.0} MiB); most Leases in {HERALD_NAMESPACE}: {}",
             self.max_rss_mib, self.max_leases
         );
         let _ = writeln!(
