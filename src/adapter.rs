@@ -24,7 +24,7 @@ pub fn service_key(svc: &ServiceView) -> ServiceKey {
 }
 
 /// The new `herald.dev/announced-by` value (`ip=node,ip=node`, one entry per Service IP): `ip=node` set for each of
-/// `announced`, entries for IPs the Service no longer has dropped, sorted.
+/// `announced` that the Service still has, entries for IPs it no longer has dropped, sorted.
 pub fn announced_by(
     existing: Option<&str>,
     service_ips: &[IpAddr],
@@ -40,7 +40,12 @@ pub fn announced_by(
         })
         .filter(|(i, _)| service_ips.contains(i))
         .collect();
-    entries.extend(announced.into_iter().map(|ip| (ip, node.to_string())));
+    entries.extend(
+        announced
+            .into_iter()
+            .filter(|ip| service_ips.contains(ip))
+            .map(|ip| (ip, node.to_string())),
+    );
     entries
         .iter()
         .map(|(i, n)| format!("{i}={n}"))
@@ -558,6 +563,11 @@ mod tests {
             announced_by(Some("192.0.2.9=n2, junk,192.0.2.1=n2"), &ips, ips, "n1"),
             "192.0.2.1=n1,2001:db8::1=n1",
             "both IPs in one value; a gone IP and garbage are dropped"
+        );
+        assert_eq!(
+            announced_by(Some("192.0.2.1=n2"), &ips[..1], [ip("2001:db8::1")], "n1"),
+            "192.0.2.1=n2",
+            "an IP the Service no longer has is not recorded"
         );
     }
 

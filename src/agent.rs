@@ -205,9 +205,18 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 readiness.set_ready(true);
             }
         });
-        let (client, metrics, cancel) = (client.clone(), metrics.announcer.clone(), cancel.clone());
+        let (client, cancel) = (client.clone(), cancel.clone());
+        let (announcer_metrics, prober_metrics) = (metrics.announcer.clone(), metrics.prober.clone());
         let shared = shared.clone();
-        tokio::spawn(announcer::run(client, shared, config, metrics, started, cancel))
+        tokio::spawn(announcer::run(
+            client,
+            shared,
+            config,
+            announcer_metrics,
+            prober_metrics,
+            started,
+            cancel,
+        ))
     });
     if announcer.is_none() {
         metrics.set_ready(true);

@@ -80,7 +80,7 @@ pub async fn run(args: AnnounceL2Args) -> anyhow::Result<()> {
                                     ));
                                 }
                             }
-                            Event::Announced { .. } | Event::Conflict(_) | Event::Checked { .. } => {}
+                            Event::Announced { .. } | Event::Conflict(_) | Event::ProbeRestarted { .. } | Event::Checked { .. } => {}
                         },
                         None => break Ok(()),
                     },

@@ -66,6 +66,35 @@ pub struct LeaseKindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `herald_address_checks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// `free`, `taken` or `inconclusive`.
+    pub outcome: &'static str,
+}
+
+/// The address prober's metrics.
+#[derive(Clone, Debug)]
+pub struct ProberMetrics {
+    /// Checks of a pool's addresses (`herald_l2::InterfaceHandle::check`), by what they found.
+    pub checks: Family<CheckLabels, Counter>,
+}
+
+impl ProberMetrics {
+    /// What `checks` counts, by `outcome`: nobody answered; another host answers for the address (a conflict); or
+    /// nothing learnt (another node probing it too, the check abandoned or failed, the answer a Herald node's).
+    pub const OUTCOMES: [&'static str; 3] = ["free", "taken", "inconclusive"];
+
+    /// Every outcome at 0.
+    fn new() -> Self {
+        let checks = Family::<CheckLabels, Counter>::default();
+        for outcome in Self::OUTCOMES {
+            checks.get_or_create(&CheckLabels { outcome }).inc_by(0);
+        }
+        ProberMetrics { checks }
+    }
+}
+
 /// The allocator controller's metrics.
 #[derive(Default)]
 pub struct AllocatorMetrics {
@@ -530,6 +559,8 @@ pub struct Metrics {
     pub allocator: Arc<AllocatorMetrics>,
     /// Announcer metrics.
     pub announcer: Arc<AnnouncerMetrics>,
+    /// Address prober metrics.
+    pub prober: ProberMetrics,
     /// Whether the API server accepts the agent's credentials (not ready while it does not).
     pub credentials: Arc<Credentials>,
     ready: AtomicBool,
@@ -578,6 +609,12 @@ impl Metrics {
             announcer.desired.clone(),
         );
         registry.register_collector(Box::new(announcer.clone()));
+        let prober = ProberMetrics::new();
+        registry.register(
+            "address_checks",
+            "Checks of Layer 2 pools' next free addresses by outcome (free, taken: another host answers, inconclusive)",
+            prober.checks.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -606,6 +643,7 @@ impl Metrics {
             registry: root,
             allocator,
             announcer,
+            prober,
             credentials,
             ready: AtomicBool::new(false),
         })
@@ -755,6 +793,7 @@ mod tests {
             "herald_election_lease_writes_total 0",
             "herald_election_wire_yields_total 0",
             "herald_announced_ips 0",
+            "herald_address_checks_total{outcome=\"taken\"} 0",
         ] {
             assert!(text.contains(name), "{name} in:\n{text}");
         }

@@ -17,7 +17,7 @@ const SQUATTER_MAC: &str = "02:00:00:00:00:77";
 const POOL: &str = "checked";
 
 fn start(test: &str) -> Option<Cluster> {
-    if !require(&["ip", "arping", "ndisc6", "tcpdump", "kubectl", "python3", "nft"]) {
+    if !require(&["ip", "arping", "ndisc6", "tcpdump", "kubectl", "python3", "nft", "curl"]) {
         return None;
     }
     Some(Cluster::start(test, &ClusterOptions::default()).expect("start the cluster"))
@@ -97,6 +97,29 @@ fn a_squatted_address_is_never_handed_out_and_a_proven_one_is_answered_at_once()
     let mut free = listed(&status, "free");
     free.sort();
     assert_eq!(free, ["192.0.2.41", "192.0.2.42", "2001:db8:1::41", "2001:db8:1::42"]);
+    // The checking node counted what it found.
+    let checker = status["probes"]["node"].as_str().unwrap_or_default().to_string();
+    let node = &c.nodes[c
+        .node_index(&checker)
+        .unwrap_or_else(|| panic!("checked by {checker}, not a lab node"))];
+    let metrics = c
+        .lab
+        .sh(&node.ns, &format!("curl -s {}:7472/metrics", node.mgmt))
+        .unwrap();
+    let checks = |outcome: &str| {
+        let series = format!("herald_address_checks_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_default()
+    };
+    assert!(
+        checks("taken") >= 2.0 && checks("free") >= 4.0,
+        "{checker}: taken {}, free {}",
+        checks("taken"),
+        checks("free")
+    );
     let status = wait_probes(&c, Duration::from_secs(10), |s| {
         condition(s, "AddressConflict").0 == "True"
     });

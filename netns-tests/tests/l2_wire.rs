@@ -409,3 +409,99 @@ fn l2_announce_defends_its_addresses_once_per_defend_interval() {
     let log = l2.lab.proc(herald).stderr();
     assert!(log.contains("another host claims an announced address"), "{log}");
 }
+
+/// Another host's probes for [`IP4`] and [`IP6`] (or for `ip4`/`ip6`): an RFC 5227 ARP probe and an RFC 4862 DAD
+/// solicitation, untagged.
+fn probes_for(ip4: Ipv4Addr, ip6: Ipv6Addr) -> Vec<String> {
+    let group = solicited_node(ip6);
+    [
+        ethernet(
+            [0xff; 6],
+            OTHER,
+            UNTAGGED,
+            ETH_P_ARP,
+            &arp(1, OTHER, Ipv4Addr::UNSPECIFIED, ip4),
+        ),
+        ethernet(
+            multicast_mac(group),
+            OTHER,
+            UNTAGGED,
+            ETH_P_IPV6,
+            &icmpv6(Ipv6Addr::UNSPECIFIED, group, ndp(135, 0, ip6, None)),
+        ),
+    ]
+    .iter()
+    .map(|f| hex(f))
+    .collect()
+}
+
+/// A host probing an address while Herald probes it too claims nothing: Herald starts its probe over and takes the
+/// address after a round without one (Herald's own address checks meet the probe of a Service that was just given
+/// the address checked; RFC 5227's "neither may have it" left such a Service IP held and answered by nobody). A host
+/// that keeps probing gets the address refused, as the RFC says.
+#[test]
+fn l2_probing_starts_over_when_another_host_probes_the_same_address_and_refuses_one_that_never_stops() {
+    if !require(TOOLS) {
+        return;
+    }
+    let mut l2 = L2Lab::new("l2-probe-race").unwrap();
+    let (kept4, kept6) = (
+        Ipv4Addr::new(198, 51, 100, 11),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11),
+    );
+    let client = l2.client.clone();
+    // Like one address check: a probe of each family every second, four times (at most PROBE_RESTARTS).
+    let once = probes_for(IP4, IP6);
+    let mut cmd = vec!["python3", "-c", RAW_HOST, "eth0", "3.5", "1.0"];
+    cmd.extend(once.iter().map(String::as_str));
+    let checker = l2.lab.spawn(&client, "checker", &cmd).unwrap();
+    // A host that probes every 300 ms for 5 s, all through Herald's probes.
+    let always = probes_for(kept4, kept6);
+    let mut cmd = vec!["python3", "-c", RAW_HOST, "eth0", "5", "0.3"];
+    cmd.extend(always.iter().map(String::as_str));
+    let stubborn = l2.lab.spawn(&client, "stubborn", &cmd).unwrap();
+    let herald = l2
+        .start_herald(
+            "eth0",
+            &["198.51.100.10", "2001:db8::10", "198.51.100.11", "2001:db8::11"],
+        )
+        .unwrap();
+    let settled = wait_for(STARTUP, || {
+        let log = l2.lab.proc(herald).stderr();
+        (log.matches("probe found no other owner").count() == 2 && log.matches("it is NOT announced").count() == 2)
+            .then_some(())
+    });
+    let log = l2.lab.proc(herald).stderr();
+    assert!(settled.is_some(), "two addresses announced, two refused:\n{log}");
+    assert!(
+        l2.lab.proc(stubborn).exited().is_none(),
+        "the stubborn host stopped before the probes ended; the test proves nothing"
+    );
+    let lines = |needle: &str, ip: &str| {
+        log.lines()
+            .filter(|l| l.contains(needle) && l.split_whitespace().any(|w| w == format!("ip={ip}")))
+            .count()
+    };
+    for ip in ["198.51.100.10", "2001:db8::10"] {
+        assert!(
+            lines("probing again", ip) >= 1,
+            "{ip}: the checker's probes were not seen:\n{log}"
+        );
+        assert_eq!(lines("probe found no other owner", ip), 1, "{ip}:\n{log}");
+    }
+    for ip in ["198.51.100.11", "2001:db8::11"] {
+        assert_eq!(lines("probing again", ip), 4, "{ip}: PROBE_RESTARTS restarts:\n{log}");
+        assert_eq!(lines("it is NOT announced", ip), 1, "{ip}:\n{log}");
+    }
+    assert!(l2.lab.proc(checker).wait_exit(Duration::from_secs(10)).is_some());
+    assert!(l2.lab.proc(stubborn).wait_exit(Duration::from_secs(10)).is_some());
+
+    // Answered by the node; the refused addresses by nobody.
+    let (lab, client) = (&l2.lab, &l2.client);
+    let macs = until_answered(10, || arping(lab, client, "eth0", "198.51.100.10", 1)).unwrap();
+    assert_eq!(macs, vec![l2.node_mac.clone()]);
+    let macs = until_answered(10, || ndisc6(lab, client, "eth0", "2001:db8::10")).unwrap();
+    assert_eq!(macs, vec![l2.node_mac.clone()]);
+    assert!(arping(lab, client, "eth0", "198.51.100.11", 2).unwrap().is_empty());
+    assert!(ndisc6(lab, client, "eth0", "2001:db8::11").unwrap().is_empty());
+}

@@ -140,25 +140,7 @@ struct EipNodes<'a> {
 
 impl<'a> EipNodes<'a> {
     fn new(eip: &'a Eip, usable_nodes: &[(&'a str, &'a Labels)]) -> Self {
-        let selector = eip.spec.node_selector.as_ref().map(convert::label_selector);
-        let selector: Option<LabelSelector> = match selector {
-            Some(Ok(s)) => Some(s),
-            // An unreadable selector selects nothing (the allocator reports the Eip as invalid).
-            Some(Err(_)) => {
-                return Self {
-                    eip,
-                    name: Arc::from(eip.name_any()),
-                    selected: BTreeSet::new(),
-                    all: NodeSet::default(),
-                };
-            }
-            None => None,
-        };
-        let selected = usable_nodes
-            .iter()
-            .filter(|(_, labels)| selector.as_ref().is_none_or(|s| s.matches(labels)))
-            .map(|(name, _)| *name)
-            .collect::<BTreeSet<&str>>();
+        let selected = selected_nodes(eip, usable_nodes);
         let all = selected.iter().map(|n| n.to_string()).collect();
         Self {
             eip,
@@ -195,18 +177,38 @@ impl<'a> EipNodes<'a> {
     }
 }
 
+/// The nodes that may announce `eip`'s addresses: those of `usable_nodes` (name, labels) its `nodeSelector` picks,
+/// all of them without one, none when the selector cannot be read (the allocator reports the Eip as invalid). The
+/// one place that says so, for the announcer and the address prober.
+pub fn selected_nodes<'a>(eip: &Eip, usable_nodes: &[(&'a str, &Labels)]) -> BTreeSet<&'a str> {
+    let selector: Option<LabelSelector> = match eip.spec.node_selector.as_ref().map(convert::label_selector) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => return BTreeSet::new(),
+        None => None,
+    };
+    usable_nodes
+        .iter()
+        .filter(|(_, labels)| selector.as_ref().is_none_or(|s| s.matches(labels)))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// The usable nodes (see [`node_usable`]) of `nodes`, by name with their labels.
+pub fn usable_nodes(nodes: &[Arc<Node>]) -> Vec<(&str, &Labels)> {
+    nodes
+        .iter()
+        .filter(|n| node_usable(n))
+        .map(|n| (name_of(&n.metadata), n.labels()))
+        .collect()
+}
+
 /// Every IP to announce, with its eligible nodes.
 ///
 /// Runs on every batch of watch events over the whole cluster, so each input is read once: the slices are indexed by
 /// Service, and each Eip's selected nodes are found once, not per IP.
 pub fn desired(view: &ClusterView, default_class: bool) -> BTreeMap<IpAddr, Announcement> {
     let eips: HashMap<&str, &Eip> = view.eips.iter().map(|e| (name_of(&e.metadata), &**e)).collect();
-    let usable_nodes: Vec<(&str, &Labels)> = view
-        .nodes
-        .iter()
-        .filter(|n| node_usable(n))
-        .map(|n| (name_of(&n.metadata), n.labels()))
-        .collect();
+    let usable_nodes = usable_nodes(&view.nodes);
     let mut slices: Option<SlicesByService<'_>> = None;
     let mut by_ip: BTreeMap<IpAddr, IpGroup<'_>> = BTreeMap::new();
     for svc in view.services.iter().filter(|s| convert::handles(s, default_class)) {

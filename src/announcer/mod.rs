@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::events::{EventPublisher, Reporter};
-use crate::metrics::AnnouncerMetrics;
+use crate::metrics::{AnnouncerMetrics, ProberMetrics};
 use crate::prober;
 use crate::watch::{SharedStores, first_list, reflect, wait_first_lists};
 use desired::ClusterView;
@@ -88,6 +88,7 @@ pub async fn run(
     shared: SharedStores,
     config: AnnouncerConfig,
     metrics: Arc<AnnouncerMetrics>,
+    prober_metrics: ProberMetrics,
     started: tokio::sync::oneshot::Sender<()>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -158,8 +159,14 @@ pub async fn run(
         info!(node, "announcer started");
         let _ = started.send(());
     }
+    let mut link_state = links::read();
+    // The prober reads the interfaces as this loop last did.
+    let (links_tx, links_rx) = tokio::sync::watch::channel(link_state.clone());
     // Without probes (`--no-probe`) nobody wants to know which addresses are free.
     if config.l2.probe.count > 0 {
+        let changed = Arc::new(Notify::new());
+        shared.subscribe(&changed);
+        shared.subscribe_nodes(&changed);
         tokio::spawn(
             prober::Prober {
                 client: client.clone(),
@@ -168,6 +175,9 @@ pub async fn run(
                 services: services.clone(),
                 nodes: nodes.clone(),
                 interfaces: interfaces.clone(),
+                links: links_rx,
+                changed,
+                metrics: prober_metrics,
                 lease_namespace: config.namespace.clone(),
             }
             .run(cancel.clone()),
@@ -185,6 +195,7 @@ pub async fn run(
         services.store(),
         events.clone(),
         node.clone(),
+        writer::WriterTiming::default(),
         cancel.clone(),
     );
     let mut core = AnnouncerCore::new(&node);
@@ -198,7 +209,6 @@ pub async fn run(
         LINK_POLL,
         reporter_stop.clone(),
     );
-    let mut link_state = links::read();
     let mut link_tick = tokio::time::interval(LINK_POLL);
     let mut stop = None;
     let mut changed = true;
@@ -278,6 +288,7 @@ pub async fn run(
             _ = link_tick.tick() => {
                 let now = links::read();
                 if now != link_state {
+                    links_tx.send_replace(now.clone());
                     link_state = now;
                     changed = true;
                 }

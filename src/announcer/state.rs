@@ -38,6 +38,9 @@ pub enum Write {
     },
     /// An `AddressConflict` Warning Event on the Service.
     Conflict { service: ServiceKey, note: String },
+    /// This node no longer answers for `ip` (another holder took it, it yielded on the wire, or it is no Service's
+    /// Layer 2 IP any more): an `announced-by` entry for it that still waits is not written.
+    Withdrawn { ip: IpAddr },
 }
 
 /// Something to log, decided by the core (the shell logs it with the node's name).
@@ -185,6 +188,7 @@ impl AnnouncerCore {
         let layer2 = |a: &Announcement| a.protocol == Protocol::Layer2;
         for ip in self.sent.keys().filter(|ip| !current.get(ip).is_some_and(layer2)) {
             plan.election.push(ElectionCommand::Remove(*ip));
+            plan.writes.push(Write::Withdrawn { ip: *ip });
         }
         self.sent.retain(|ip, _| current.get(ip).is_some_and(layer2));
         for (ip, a) in current.iter().filter(|(_, a)| layer2(a)) {
@@ -270,8 +274,9 @@ impl AnnouncerCore {
                     plan.election.push(ElectionCommand::WireConflict(c.ip));
                 }
             }
-            // Checks are answered to whoever asked (the address prober); the engine never sends them here.
-            L2Event::Checked { .. } => {}
+            // Checks are answered to whoever asked (the address prober), restarts only logged: the engine never
+            // sends them here.
+            L2Event::Checked { .. } | L2Event::ProbeRestarted { .. } => {}
         }
         plan
     }
@@ -287,13 +292,19 @@ impl AnnouncerCore {
                 was_self: true,
                 holder,
                 ..
-            } => plan.notices.push(Notice::NoLongerAnnouncing {
-                ip: *ip,
-                new_holder: holder.clone().unwrap_or_default(),
-            }),
+            } => {
+                plan.notices.push(Notice::NoLongerAnnouncing {
+                    ip: *ip,
+                    new_holder: holder.clone().unwrap_or_default(),
+                });
+                plan.writes.push(Write::Withdrawn { ip: *ip });
+            }
             // Answering is recorded when the engine says it answers (after the probe, or at once on a takeover).
             OwnershipEvent::OwnerChanged { .. } => {}
-            OwnershipEvent::WireYield { ip } => plan.notices.push(Notice::WireYield { ip: *ip }),
+            OwnershipEvent::WireYield { ip } => {
+                plan.notices.push(Notice::WireYield { ip: *ip });
+                plan.writes.push(Write::Withdrawn { ip: *ip });
+            }
         }
         plan
     }
@@ -428,6 +439,11 @@ mod tests {
         bgp.protocol = Protocol::Bgp;
         let plan = core.cluster(BTreeMap::from([(ip("203.0.113.1"), bgp)]), on_eth0);
         assert_eq!(plan.election, [ElectionCommand::Remove(a)]);
+        assert_eq!(
+            plan.writes,
+            [Write::Withdrawn { ip: a }],
+            "a write still waiting for it is dropped"
+        );
         assert_eq!(core.desired_l2(), 0);
         assert_eq!(core.current().len(), 1, "BGP mode plans from it");
     }
@@ -560,6 +576,13 @@ mod tests {
                 new_holder: "n2/1".into()
             }]
         );
+        assert_eq!(
+            plan.writes,
+            [Write::Withdrawn { ip: ip("192.0.2.10") }],
+            "its record, if it still waits, is not written"
+        );
+        let plan = core.ownership(&OwnershipEvent::WireYield { ip: ip("192.0.2.10") });
+        assert_eq!(plan.writes, [Write::Withdrawn { ip: ip("192.0.2.10") }]);
     }
 
     /// Not a check, a measurement: `cargo nextest run -p herald --lib --run-ignored only cluster_timing

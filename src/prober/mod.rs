@@ -25,7 +25,7 @@ use futures::future::join_all;
 use herald_api::decode::Lenient;
 use herald_api::{Eip, Protocol};
 use herald_election::rank::rank_nodes;
-use herald_ipam::{Family, LabelSelector, Pool};
+use herald_ipam::{Family, Labels, Pool};
 use herald_l2::{CheckConfig, CheckOutcome, ConflictSignal};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -33,14 +33,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::adapter as convert;
-use crate::announcer::desired::node_usable;
+use crate::announcer::desired::{selected_nodes, usable_nodes};
 use crate::announcer::links;
 use crate::announcer::sink::Interfaces;
+use crate::metrics::{CheckLabels, ProberMetrics};
 use crate::service::ServiceView;
 use crate::watch::Reflected;
 use core::{Found, PoolView, Round, TIMING};
@@ -60,8 +61,13 @@ pub struct Prober {
     pub services: Reflected<ServiceView>,
     pub nodes: Reflected<Node>,
     pub interfaces: Interfaces,
+    /// This node's interfaces, as the announcer last read them.
+    pub links: watch::Receiver<links::Links>,
+    /// Woken by every Service, Eip and Node event (the addresses in use are worked out again only after one).
+    pub changed: Arc<Notify>,
     /// Namespace of the election's Leases.
     pub lease_namespace: String,
+    pub metrics: ProberMetrics,
 }
 
 /// How one round ended.
@@ -80,15 +86,23 @@ impl Prober {
         let mut running: HashSet<String> = HashSet::new();
         let mut last_round: HashMap<String, Timestamp> = HashMap::new();
         let mut seen_since: HashMap<String, Timestamp> = HashMap::new();
+        // Every address a Service holds, worked out again on the first tick after a change, not on every tick.
+        let mut used = HashSet::new();
+        let mut stale = true;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
+                () = this.changed.notified() => stale = true,
                 Some(e) = ended.recv() => {
                     running.remove(&e.eip);
                     last_round.insert(e.eip, e.at);
                 }
                 _ = tick.tick() => {
-                    for round in this.due(&running, &last_round, &mut seen_since) {
+                    if stale {
+                        used = this.used();
+                        stale = false;
+                    }
+                    for round in this.due(&running, &last_round, &mut seen_since, &used) {
                         running.insert(round.eip.clone());
                         let (this, ended_tx, cancel) = (this.clone(), ended_tx.clone(), cancel.clone());
                         tokio::spawn(async move {
@@ -111,6 +125,7 @@ impl Prober {
         running: &HashSet<String>,
         last_round: &HashMap<String, Timestamp>,
         seen_since: &mut HashMap<String, Timestamp>,
+        used: &HashSet<IpAddr>,
     ) -> Vec<Round> {
         let now = Timestamp::now();
         let eips = self.eips.state();
@@ -122,10 +137,9 @@ impl Prober {
         if layer2.is_empty() {
             return Vec::new();
         }
-        let used = self.used();
         let nodes = self.nodes.state();
-        let usable: Vec<&Node> = nodes.iter().map(|n| &**n).filter(|n| node_usable(n)).collect();
-        let link_state = links::read();
+        let usable = usable_nodes(&nodes);
+        let link_state = self.links.borrow();
         let mut rounds = Vec::new();
         for eip in layer2 {
             let name = eip.name_any();
@@ -143,7 +157,7 @@ impl Prober {
             let view = PoolView {
                 eip,
                 pool: &pool,
-                used: &used,
+                used,
                 rank: rank(eip, &usable, first, &self.node),
                 interface: interface(&link_state, eip, first),
                 seen_since: since,
@@ -224,6 +238,14 @@ impl Prober {
                 *found = Found::Nothing;
             }
         }
+        for (_, found) in &results {
+            let outcome = match found {
+                Found::Free => "free",
+                Found::Taken(_) => "taken",
+                Found::Nothing => "inconclusive",
+            };
+            self.metrics.checks.get_or_create(&CheckLabels { outcome }).inc();
+        }
         let record = core::record(
             previous,
             &self.node,
@@ -279,23 +301,12 @@ impl Prober {
     }
 }
 
-/// This node's place among the usable nodes `eip`'s `nodeSelector` picks, ranked for the pool's first address
-/// (`None`: it is not among them).
-fn rank(eip: &Eip, usable: &[&Node], first: IpAddr, me: &str) -> Option<usize> {
-    let selector: Option<LabelSelector> = match eip.spec.node_selector.as_ref().map(convert::label_selector) {
-        Some(Ok(s)) => Some(s),
-        Some(Err(_)) => return None,
-        None => None,
-    };
-    let names = usable
+/// This node's place among the usable nodes (name, labels) that may announce `eip`'s addresses, ranked for the
+/// pool's first address (`None`: it is not among them).
+fn rank(eip: &Eip, usable: &[(&str, &Labels)], first: IpAddr, me: &str) -> Option<usize> {
+    rank_nodes(first, selected_nodes(eip, usable))
         .iter()
-        .filter(|n| {
-            selector
-                .as_ref()
-                .is_none_or(|s| s.matches(&n.labels().clone().into_iter().collect()))
-        })
-        .map(|n| n.metadata.name.as_deref().unwrap_or_default());
-    rank_nodes(first, names).iter().position(|n| *n == me)
+        .position(|n| *n == me)
 }
 
 /// This node's usable interface for `eip`'s addresses.

@@ -17,6 +17,13 @@ pub enum Event {
     },
     /// Another host claims the address.
     Conflict(Conflict),
+    /// Another host (`mac`) probed the address while it was being probed before its first announcement: the probe
+    /// starts over (at most [`PROBE_RESTARTS`](crate::responder::PROBE_RESTARTS) times, then the address is refused).
+    ProbeRestarted {
+        ip: IpAddr,
+        mac: MacAddr,
+        signal: ConflictSignal,
+    },
     /// A check ([`Responder::check`](crate::Responder::check)) of an address this interface does not handle ended.
     Checked { ip: IpAddr, outcome: CheckOutcome },
 }

@@ -6,7 +6,9 @@
 //! ```text
 //!  announce(Probe) ──► Probing ──(no answer after `probe.count` probes)──► Bursting ──► Refreshing
 //!  announce(Immediately) ─────────────────────────────────────────────────┘    (every `refresh`, if any)
-//!          Probing ──(another host answers)──► refused (removed, Conflict { refused: true })
+//!          Probing ──(another host answers or claims it)──► refused (removed, Conflict { refused: true })
+//!          Probing ──(another host probes it too)──► Probing from the first probe (ProbeRestarted), at most
+//!                                                     PROBE_RESTARTS times; then refused
 //!  Bursting/Refreshing ──(another host claims it)──► kept, Conflict { refused: false } and, with
 //!                                                     ConflictPolicy::Defend, one announcement; at most once per
 //!                                                     DEFEND_INTERVAL
@@ -38,6 +40,17 @@ use crate::packet::{
 /// RFC 5227 §2.4 (DEFEND_INTERVAL): while announcing, a conflict on the same address is acted on (reported, and
 /// defended under [`ConflictPolicy::Defend`]) at most this often.
 pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often an announcement's probe starts over because another host probed the same address at the same time;
+/// one more such probe refuses the address (RFC 5227 §2.1.1).
+///
+/// RFC 5227 refuses at the first one: two hosts probing one address would otherwise both take it. A Herald address
+/// is handed out by the allocator and announced by the one node its election chose, so another prober is a host that
+/// only wants to know whether the address is free (Herald's own address checks, which run on the pool's next free
+/// addresses and so meet the announcement of a Service that was just given one) or a host about to take it, which
+/// gives up on seeing this node's probes if it follows the RFC, and announces the address if it does not (a conflict
+/// then, during the new probes or after them). Four restarts outlast one check (three probes) and one host.
+pub const PROBE_RESTARTS: u32 = 4;
 
 /// Address Conflict Detection before the first announcement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,9 +161,18 @@ impl Output {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    Probing { sent: u32 },
-    Checking { sent: u32, config: CheckConfig },
-    Bursting { sent: u32 },
+    /// `restarts`: how often the probe started over ([`PROBE_RESTARTS`]).
+    Probing {
+        sent: u32,
+        restarts: u32,
+    },
+    Checking {
+        sent: u32,
+        config: CheckConfig,
+    },
+    Bursting {
+        sent: u32,
+    },
     Refreshing,
 }
 
@@ -214,7 +236,7 @@ impl Responder {
             self.addresses.insert(
                 ip,
                 Entry {
-                    phase: Phase::Probing { sent: 1 },
+                    phase: Phase::Probing { sent: 1, restarts: 0 },
                     due: None,
                     last_conflict: None,
                 },
@@ -344,8 +366,11 @@ impl Responder {
             };
             entry.due = None;
             match entry.phase {
-                Phase::Probing { sent } if sent < self.probe.count => {
-                    entry.phase = Phase::Probing { sent: sent + 1 };
+                Phase::Probing { sent, restarts } if sent < self.probe.count => {
+                    entry.phase = Phase::Probing {
+                        sent: sent + 1,
+                        restarts,
+                    };
                     out.frames.push(self.probe_frame(ip));
                     self.schedule(ip, now + self.probe.interval);
                 }
@@ -439,7 +464,7 @@ impl Responder {
         self.counters.request_seen();
         let target = IpAddr::V4(arp.target_ip);
         match self.addresses.get(&target).map(|e| e.phase) {
-            // RFC 5227 §2.1.1: another host probing the address we are probing: neither may have it.
+            // RFC 5227 §2.1.1: another host probing the address we are probing (see `conflict` for what we do).
             Some(Phase::Probing { .. } | Phase::Checking { .. }) if arp.is_probe() => {
                 self.conflict(target, arp.sender_mac, ConflictSignal::ArpProbe, now, &mut out);
             }
@@ -477,7 +502,7 @@ impl Responder {
         }
         let target = IpAddr::V6(ns.target);
         match self.addresses.get(&target).map(|e| e.phase) {
-            // RFC 4862 §5.4.3: a DAD probe for an address we probe too: it is a duplicate for us as well.
+            // RFC 4862 §5.4.3: a DAD probe for an address we probe too (see `conflict` for what we do).
             Some(Phase::Probing { .. } | Phase::Checking { .. }) if ns.is_dad() => {
                 self.conflict(target, eth.source, ConflictSignal::DadProbe, now, &mut out);
             }
@@ -522,6 +547,18 @@ impl Responder {
                 ip,
                 outcome: CheckOutcome::Taken { mac, signal },
             });
+            return;
+        }
+        // Another host probing too claims nothing yet: probe again from the first probe, up to a bound.
+        if let Phase::Probing { restarts, .. } = entry.phase
+            && matches!(signal, ConflictSignal::ArpProbe | ConflictSignal::DadProbe)
+            && restarts < PROBE_RESTARTS
+        {
+            entry.phase = Phase::Probing {
+                sent: 0,
+                restarts: restarts + 1,
+            };
+            out.events.push(Event::ProbeRestarted { ip, mac, signal });
             return;
         }
         self.counters.conflict();

@@ -378,6 +378,11 @@ impl InterfaceTask {
                     warn!(%interface, ip = %c.ip, mac = %c.mac, signal = %c.signal,
                         "address conflict: another host claims an announced address");
                 }
+                Event::ProbeRestarted { ip, mac, signal } => {
+                    info!(%interface, %ip, %mac, %signal,
+                        "another host probes this address too (it claims nothing yet); probing again");
+                    continue;
+                }
                 // For whoever asked, not for the engine's events.
                 Event::Checked { ip, outcome } => {
                     debug!(%interface, %ip, ?outcome, "check ended");

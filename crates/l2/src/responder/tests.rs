@@ -262,6 +262,16 @@ fn probes_then_announces_when_nobody_answers() {
     assert_eq!(r.counters.snapshot().probes_sent, 3);
 }
 
+/// The probe of `ip` found another host (`OTHER`), which `signal` revealed: the address is refused.
+fn refused(ip: IpAddr, signal: ConflictSignal) -> Vec<Event> {
+    vec![Event::Conflict(Conflict {
+        ip,
+        mac: OTHER,
+        signal,
+        refused: true,
+    })]
+}
+
 #[test]
 fn refuses_an_address_whose_probe_is_answered() {
     let t0 = Instant::now();
@@ -269,15 +279,7 @@ fn refuses_an_address_whose_probe_is_answered() {
     let ip = v4("192.0.2.7");
     r.announce(ip, AnnounceMode::Probe, t0);
     let out = r.handle_frame(&probe_answer("192.0.2.7"), t0);
-    assert_eq!(
-        out.events,
-        vec![Event::Conflict(Conflict {
-            ip,
-            mac: OTHER,
-            signal: ConflictSignal::ArpReply,
-            refused: true
-        })]
-    );
+    assert_eq!(out.events, refused(ip, ConflictSignal::ArpReply));
     assert!(!r.contains(ip));
     assert_eq!(r.next_deadline(), None);
     assert_eq!(
@@ -287,21 +289,101 @@ fn refuses_an_address_whose_probe_is_answered() {
     );
 }
 
+/// Another host's RFC 5227 probe for `ip`: sender 0.0.0.0, broadcast.
+fn foreign_arp_probe(ip: &str) -> Vec<u8> {
+    arp(ArpOperation::Request, OTHER, "0.0.0.0", ip, MacAddr::BROADCAST)
+}
+
+/// Another host's RFC 4862 DAD probe for `ip`: source `::`, to the solicited-node group, no link-layer option.
+fn foreign_dad_probe(ip: &str) -> Vec<u8> {
+    let group = solicited_node(v6a(ip));
+    NeighborSolicitation {
+        source: Ipv6Addr::UNSPECIFIED,
+        destination: group,
+        target: v6a(ip),
+        source_mac: None,
+    }
+    .to_frame(OTHER, MacAddr::ipv6_multicast(group))
+}
+
 #[test]
-fn simultaneous_arp_probe_refuses_the_address() {
+fn another_hosts_probe_starts_the_probe_over_and_the_address_is_announced_after_a_clean_round() {
+    let step = ProbeConfig::default().interval;
+    for (ip, foreign, signal) in [
+        (
+            v4("192.0.2.7"),
+            foreign_arp_probe("192.0.2.7"),
+            ConflictSignal::ArpProbe,
+        ),
+        (
+            v6("2001:db8::7"),
+            foreign_dad_probe("2001:db8::7"),
+            ConflictSignal::DadProbe,
+        ),
+    ] {
+        let t0 = Instant::now();
+        let mut r = responder();
+        r.announce(ip, AnnounceMode::Probe, t0);
+        assert_eq!(r.poll(t0 + step).frames.len(), 1, "{ip}: second probe");
+        // Between our second and third probe another host probes the address: it claims nothing yet.
+        let out = r.handle_frame(&foreign, t0 + step * 3 / 2);
+        assert_eq!(
+            out,
+            Output {
+                frames: Vec::new(),
+                events: vec![Event::ProbeRestarted { ip, mac: OTHER, signal }],
+            },
+            "{ip}"
+        );
+        assert!(r.contains(ip) && !r.is_answering(ip), "{ip}: still probing");
+        // Three more probes from the first, then the wait: a whole clean round after the other host's probe.
+        for n in 2..=4 {
+            let out = r.poll(t0 + step * n);
+            assert_eq!(
+                (out.frames.len(), out.events),
+                (1, Vec::new()),
+                "{ip}: probe at step {n}"
+            );
+        }
+        let out = r.poll(t0 + step * 5);
+        assert_eq!(out.events, vec![Event::Announced { ip, probed: true }], "{ip}");
+        assert!(r.is_answering(ip));
+        let counted = r.counters.snapshot();
+        assert_eq!((counted.probes_sent, counted.conflicts), (5, 0), "{ip}");
+    }
+}
+
+#[test]
+fn a_host_that_keeps_probing_gets_the_address_refused_and_an_answer_after_a_restart_refuses_it() {
     let t0 = Instant::now();
     let mut r = responder();
-    r.announce(v4("192.0.2.7"), AnnounceMode::Probe, t0);
-    let probe = arp(ArpOperation::Request, OTHER, "0.0.0.0", "192.0.2.7", MacAddr::BROADCAST);
-    let out = r.handle_frame(&probe, t0);
+    let ip = v4("192.0.2.7");
+    r.announce(ip, AnnounceMode::Probe, t0);
+    for n in 1..=PROBE_RESTARTS {
+        let out = r.handle_frame(&foreign_arp_probe("192.0.2.7"), t0);
+        assert!(
+            matches!(out.events[..], [Event::ProbeRestarted { .. }]),
+            "restart {n}: {out:?}"
+        );
+    }
+    // RFC 5227 §2.1.1 once the bound is reached: the address is in use by another host.
+    let out = r.handle_frame(&foreign_arp_probe("192.0.2.7"), t0);
+    assert_eq!(out.events, refused(ip, ConflictSignal::ArpProbe));
+    assert!(!r.contains(ip));
+
+    // An answer to the probes that started over refuses as an answer to the first ones does.
+    r.announce(ip, AnnounceMode::Probe, t0);
+    r.handle_frame(&foreign_arp_probe("192.0.2.7"), t0);
+    let out = r.handle_frame(&probe_answer("192.0.2.7"), t0);
     assert!(matches!(
         out.events[..],
         [Event::Conflict(Conflict {
-            signal: ConflictSignal::ArpProbe,
+            signal: ConflictSignal::ArpReply,
             refused: true,
             ..
         })]
     ));
+    assert!(!r.contains(ip));
 }
 
 #[test]
