@@ -553,6 +553,26 @@ impl Cluster {
         self.apiserver.apply(yaml)
     }
 
+    /// The lowest IPv4 and IPv6 address the checks of Eip [`EIP_NAME`] proved free that no Service holds: what the
+    /// allocator hands out next. Waits until there are both (the prober checks the next ones after each allocation,
+    /// about 4 s).
+    pub fn next_proven(&self, timeout: Duration) -> Result<[IpAddr; 2]> {
+        wait_for(timeout, || {
+            let status = self.get_json(&["eip", EIP_NAME]).ok()?["status"].clone();
+            let held: Vec<IpAddr> = self.services().ok()?.values().flat_map(|s| s.ips.clone()).collect();
+            let free: Vec<IpAddr> = status["probes"]["free"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f["ip"].as_str()?.parse().ok())
+                .filter(|ip| !held.contains(ip))
+                .collect();
+            let v4 = free.iter().filter(|ip| ip.is_ipv4()).min()?;
+            let v6 = free.iter().filter(|ip| ip.is_ipv6()).min()?;
+            Some([*v4, *v6])
+        })
+        .context("the Eip never showed a proven-free IPv4 and IPv6 address")
+    }
+
     /// `kubectl get <what> -o json`, parsed.
     pub fn get_json(&self, args: &[&str]) -> Result<Value> {
         let mut all = vec!["get"];

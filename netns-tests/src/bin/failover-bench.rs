@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use herald_netns_tests::cluster::kube::ApiServerKind;
 use herald_netns_tests::cluster::scale::{self, ScaleLimits};
 use herald_netns_tests::cluster::{
-    Cluster, ClusterOptions, EIP_NAME, ServiceSpec, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
+    Cluster, ClusterOptions, ServiceSpec, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
 };
 use herald_netns_tests::{require, wait_for};
 
@@ -286,25 +286,6 @@ struct Created {
     first: Vec<f64>,
 }
 
-/// The lowest IPv4 and IPv6 address the Eip's checks proved free that no Service holds: what the allocator hands out
-/// next. Waits until there are both (the prober checks the next ones after each allocation, about 4 s).
-fn next_proven(c: &Cluster, timeout: Duration) -> Result<[IpAddr; 2]> {
-    wait_for(timeout, || {
-        let status = c.get_json(&["eip", EIP_NAME]).ok()?["status"].clone();
-        let held: Vec<IpAddr> = c.services().ok()?.values().flat_map(|s| s.ips.clone()).collect();
-        let free: Vec<IpAddr> = status["probes"]["free"]
-            .as_array()?
-            .iter()
-            .filter_map(|f| f["ip"].as_str()?.parse().ok())
-            .filter(|ip| !held.contains(ip))
-            .collect();
-        let v4 = free.iter().filter(|ip| ip.is_ipv4()).min()?;
-        let v6 = free.iter().filter(|ip| ip.is_ipv6()).min()?;
-        Some([*v4, *v6])
-    })
-    .context("the Eip never showed a proven-free IPv4 and IPv6 address")
-}
-
 /// Creates `spec` and times the first answer for each of `ips` (ARP for IPv4, NA for IPv6).
 fn create_timed(c: &mut Cluster, spec: ServiceSpec, ips: &[IpAddr]) -> Result<Created> {
     let probes = ips
@@ -351,7 +332,7 @@ fn create_to_answer(runs: usize, kinds: &[ApiServerKind]) -> Result<()> {
     for run in 0..runs {
         for side in &mut sides {
             let server = kind_name(side.kind);
-            let [v4, v6] = next_proven(&side.c, Duration::from_secs(60))?;
+            let [v4, v6] = side.c.next_proven(Duration::from_secs(60))?;
             let name = format!("new{run}");
             let r = create_timed(&mut side.c, ServiceSpec::dual(&name), &[v4, v6])?;
             let got = side

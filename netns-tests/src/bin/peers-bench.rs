@@ -25,7 +25,7 @@ use herald_netns_tests::bgp::{Router, RouterKind};
 use herald_netns_tests::cluster::kube::ApiServerKind;
 use herald_netns_tests::cluster::peers::{Implementation, KubeVipTimings, PeerBins, Peers};
 use herald_netns_tests::cluster::{
-    Cluster, ClusterOptions, Frame, Prober, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
+    Cluster, ClusterOptions, Frame, Prober, ServiceSpec, TUNED_AGENT_ARGS, epoch_now, percentile, settle,
 };
 use herald_netns_tests::{require, wait_for, wait_for_every};
 
@@ -391,41 +391,36 @@ fn event_row(label: &str, imp: Implementation, events: &[Event]) -> String {
     )
 }
 
-/// `runs` times for each implementation, interleaved: an EndpointSlice, then `kubectl apply` of a Service asking for
-/// a known IP; the time to the first ARP answer.
+/// `runs` times for each implementation, interleaved: an EndpointSlice, then `kubectl apply` of a Service; the time
+/// to the first ARP answer. MetalLB and kube-vip are asked for a known IP; Herald's Service twice, once as users create
+/// one (no IP asked for: it gets the pool's next address, which its checks proved free) and once asking for an
+/// address of its own choosing that nobody checked (Herald probes it before the first answer).
 fn create_to_answer(c: &mut Cluster, runs: usize) -> Result<()> {
-    let mut times: BTreeMap<Implementation, Vec<f64>> = BTreeMap::new();
+    const HERALD_NEXT: &str = "Herald, next address (proven free)";
+    const HERALD_CHOSEN: &str = "Herald, chosen address (probed)";
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for run in 0..runs {
         for k in 0..Implementation::ALL.len() {
             let imp = Implementation::ALL[(run + k) % Implementation::ALL.len()];
-            let ip = imp.v4(1 + run as u32);
-            let name = format!("new-{}-{run}", slug(imp));
-            c.set_endpoints(&name, &node_names(c))?;
-            let probe = c.probe(ip, Duration::from_millis(10))?;
-            settle(Duration::from_millis(300));
-            let t = epoch_now();
-            c.create_services(&[imp.service(&name, ip)])?;
-            probe
-                .wait_answer(t, Duration::from_secs(60), |_| true)
-                .with_context(|| format!("{ip} never answered ({})", imp.name()))?;
-            let first = probe.first_answer(t).context("an answer was seen")?;
-            let ms = (first - t) * 1000.0;
-            eprintln!(
-                "create {name} ({ip}) for {}: first ARP answer after {ms:.0} ms",
-                imp.name()
-            );
-            times.entry(imp).or_default().push(ms);
-            drop(probe);
-            c.kubectl(&["delete", "svc", &name, "-n", "default", "--wait=false"])?;
-            c.kubectl(&[
-                "delete",
-                "endpointslice",
-                &format!("{name}-lab"),
-                "-n",
-                "default",
-                "--wait=false",
-            ])?;
-            settle(Duration::from_secs(1));
+            let cases: Vec<(&str, &str)> = match imp {
+                Implementation::Herald => vec![(HERALD_NEXT, "next"), (HERALD_CHOSEN, "chosen")],
+                _ => vec![(imp.name(), "new")],
+            };
+            for (label, kind) in cases {
+                let name = format!("{kind}-{}-{run}", slug(imp));
+                let (ip, spec) = match kind {
+                    "next" => {
+                        let [v4, _] = c.next_proven(Duration::from_secs(60))?;
+                        (v4, imp.allocated_service(&name))
+                    }
+                    // The far end of Herald's share: no check reaches it.
+                    "chosen" => (imp.v4(100 + run as u32), imp.service(&name, imp.v4(100 + run as u32))),
+                    _ => (imp.v4(1 + run as u32), imp.service(&name, imp.v4(1 + run as u32))),
+                };
+                let ms = create_once(c, &name, ip, spec)?;
+                eprintln!("create {name} ({ip}), {label}: first ARP answer after {ms:.0} ms");
+                times.entry(label.to_string()).or_default().push(ms);
+            }
         }
     }
     println!(
@@ -434,16 +429,41 @@ fn create_to_answer(c: &mut Cluster, runs: usize) -> Result<()> {
     );
     println!("| implementation | p50 | max |");
     println!("|---|---:|---:|");
-    for (imp, mut t) in times {
+    for (label, mut t) in times {
         println!(
-            "| {} | {:.0} ms | {:.0} ms |",
-            imp.name(),
+            "| {label} | {:.0} ms | {:.0} ms |",
             percentile(&mut t, 50.0),
             percentile(&mut t, 100.0)
         );
     }
     println!();
     Ok(())
+}
+
+/// Creates `spec` (named `name`) with its EndpointSlice and returns the milliseconds from `kubectl apply` to the
+/// first ARP answer for `ip`; deletes both again. Fails if `ip` is not answered within 60 s.
+fn create_once(c: &mut Cluster, name: &str, ip: IpAddr, spec: ServiceSpec) -> Result<f64> {
+    c.set_endpoints(name, &node_names(c))?;
+    let probe = c.probe(ip, Duration::from_millis(10))?;
+    settle(Duration::from_millis(300));
+    let t = epoch_now();
+    c.create_services(&[spec])?;
+    probe
+        .wait_answer(t, Duration::from_secs(60), |_| true)
+        .with_context(|| format!("{ip} never answered ({name})"))?;
+    let first = probe.first_answer(t).context("an answer was seen")?;
+    drop(probe);
+    c.kubectl(&["delete", "svc", name, "-n", "default", "--wait=false"])?;
+    c.kubectl(&[
+        "delete",
+        "endpointslice",
+        &format!("{name}-lab"),
+        "-n",
+        "default",
+        "--wait=false",
+    ])?;
+    settle(Duration::from_secs(1));
+    Ok((first - t) * 1000.0)
 }
 
 /// For each implementation in turn: grow to each size of IPv6 Services (with EndpointSlices), wait until every IP

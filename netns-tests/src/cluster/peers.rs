@@ -80,6 +80,13 @@ impl Implementation {
         IpAddr::from([0x2001, 0xdb8, 1, 0, 0, 0, 0, base + n as u16])
     }
 
+    /// A Herald Service asking for no IP: the allocator gives it the next address of the Eip. Herald only (the
+    /// others are always asked for one, as kube-vip needs without its cloud provider).
+    pub fn allocated_service(self, name: &str) -> ServiceSpec {
+        assert_eq!(self, Implementation::Herald, "only Herald allocates here");
+        ServiceSpec::v4(name).with_class(HERALD_CLASS)
+    }
+
     /// A Service for this implementation asking for `ip` (each project's own way of asking), with one endpoint on
     /// every node (MetalLB and kube-vip announce only Services with ready endpoints; Herald's get them too).
     pub fn service(self, name: &str, ip: IpAddr) -> ServiceSpec {
