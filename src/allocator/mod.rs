@@ -49,8 +49,15 @@ use in_flight::{InFlight, WriteTarget};
 pub use state::{AllocatorState, Notice, Plan, Snapshot, Target, Write};
 
 /// How long the loop waits after a watch event for more to arrive, so a burst of Service creations is handled
-/// in one pass with one Eip status write.
+/// in one pass with one Eip status write ([`batch_wait`]).
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// How long a watch event waits for more before the pass, `since_last_pass` after the last one ended: until
+/// [`BATCH_WINDOW`] after that pass. Not at all after a quiet spell (a lone change, such as one `kubectl apply`, is
+/// handled at once); while events keep coming, passes are that far apart and each takes whatever arrived meanwhile.
+fn batch_wait(since_last_pass: Duration) -> Duration {
+    BATCH_WINDOW.saturating_sub(since_last_pass)
+}
 /// Writes in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
 /// New Service writes one pass makes at most; the rest wait for the next pass, which runs at once. A burst (20,000
@@ -167,6 +174,8 @@ pub async fn run(
     let mut run_pass = true;
     // Writes were left for the next pass ([`WRITES_PER_PASS`]): it runs without waiting for a watch event.
     let mut more = false;
+    // When the last pass ended.
+    let mut last_pass = Instant::now();
     loop {
         if run_pass {
             let snapshot = Snapshot {
@@ -220,6 +229,7 @@ pub async fn run(
             }
             eip_series = series;
             let Applied { failed, deferred } = controller.apply(plan, &snapshot).await;
+            last_pass = Instant::now();
             more = deferred > 0;
             backoff = match (failed, backoff) {
                 (0, _) => None,
@@ -261,7 +271,7 @@ pub async fn run(
         run_pass = true;
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = wake.notified() => tokio::time::sleep(BATCH_WINDOW).await,
+            _ = wake.notified() => tokio::time::sleep(batch_wait(last_pass.elapsed())).await,
             _ = std::future::ready(()), if more => {}
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
             _ = tokio::time::sleep_until(gc_at.unwrap_or_else(Instant::now)), if gc_at.is_some() => run_pass = false,

@@ -1042,3 +1042,21 @@ fn proven_free_addresses_go_first_and_addresses_other_hosts_answer_for_never() {
     let status = snap.eips[0].status.clone().unwrap();
     assert!(!status.conditions.iter().any(|c| c.type_ == "AddressConflict"));
 }
+
+#[test]
+fn a_lone_change_is_allocated_at_once_and_a_burst_in_windows() {
+    use super::{BATCH_WINDOW, batch_wait};
+    use std::time::Duration;
+    assert_eq!(
+        batch_wait(Duration::from_secs(5)),
+        Duration::ZERO,
+        "after a quiet spell"
+    );
+    assert_eq!(batch_wait(BATCH_WINDOW), Duration::ZERO);
+    assert_eq!(batch_wait(Duration::ZERO), BATCH_WINDOW, "right after a pass");
+    assert_eq!(
+        batch_wait(Duration::from_millis(15)),
+        Duration::from_millis(5),
+        "passes are a window apart"
+    );
+}

@@ -62,6 +62,13 @@ fn batch_window(last_recompute: Duration) -> Duration {
         .clamp(BATCH_WINDOW, MAX_BATCH_WINDOW)
 }
 
+/// How long a watch event waits for the recompute that includes it, `since_last` after the last recompute ended:
+/// until the window after that recompute. Not at all when it is already longer ago (a lone change, such as one new
+/// Service, is acted on at once); the spacing rule holds either way.
+fn recompute_delay(last_recompute: Duration, since_last: Duration) -> Duration {
+    batch_window(last_recompute).saturating_sub(since_last)
+}
+
 /// Settings of the announcer.
 #[derive(Clone, Debug)]
 pub struct AnnouncerConfig {
@@ -215,6 +222,7 @@ pub async fn run(
     // When the gathered watch events are recomputed (`None`: no event waits), and how long the last recompute took.
     let mut recompute_at: Option<Instant> = None;
     let mut last_recompute = Duration::ZERO;
+    let mut recomputed_at = Instant::now();
     while !cancel.is_cancelled() && stop.is_none() {
         if changed {
             changed = false;
@@ -271,6 +279,7 @@ pub async fn run(
             // Wall time, waits on the election's queue included: an election slow to take the commands spaces the
             // recomputes out too.
             last_recompute = started.elapsed();
+            recomputed_at = Instant::now();
             continue;
         }
         // Wait until something changes. Watch events are gathered until `recompute_at`, while the engine's and the
@@ -278,7 +287,9 @@ pub async fn run(
         let plan = tokio::select! {
             _ = cancel.cancelled() => break,
             _ = wake.notified() => {
-                recompute_at.get_or_insert_with(|| Instant::now() + batch_window(last_recompute));
+                recompute_at.get_or_insert_with(|| {
+                    Instant::now() + recompute_delay(last_recompute, recomputed_at.elapsed())
+                });
                 continue;
             }
             _ = tokio::time::sleep_until(recompute_at.unwrap_or_else(Instant::now)), if recompute_at.is_some() => {
@@ -392,5 +403,18 @@ mod tests {
         }
         assert_eq!(batch_window(ms(700)), MAX_BATCH_WINDOW);
         assert_eq!(batch_window(Duration::MAX), MAX_BATCH_WINDOW, "no overflow");
+    }
+
+    #[test]
+    fn a_lone_change_is_acted_on_at_once_and_a_burst_in_windows() {
+        let ms = Duration::from_millis;
+        assert_eq!(recompute_delay(ms(1), ms(500)), Duration::ZERO, "after a quiet spell");
+        assert_eq!(recompute_delay(ms(1), ms(3)), ms(7), "the rest of the window");
+        assert_eq!(
+            recompute_delay(ms(200), ms(300)),
+            ms(100),
+            "a 200 ms recompute is still followed by 400 ms without one"
+        );
+        assert_eq!(recompute_delay(ms(200), ms(400)), Duration::ZERO);
     }
 }
