@@ -219,7 +219,8 @@ pub async fn run(
     let mut link_tick = tokio::time::interval(LINK_POLL);
     let mut stop = None;
     let mut changed = true;
-    // When the gathered watch events are recomputed (`None`: no event waits), and how long the last recompute took.
+    // When the gathered watch events are recomputed (`None`: no event waits), how long the last recompute took, and
+    // when it ended.
     let mut recompute_at: Option<Instant> = None;
     let mut last_recompute = Duration::ZERO;
     let mut recomputed_at = Instant::now();
