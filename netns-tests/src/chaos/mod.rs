@@ -570,6 +570,9 @@ mod tests {
         cut[2].cut = true;
         assert_eq!(undecided(&cut, false), [2].into());
         assert_eq!(undecided(&cut, true), [0, 1, 2, 3].into());
+        // A deleted Service's route (nobody eligible): wrong from a decided node, not yet from a cut-off one.
+        assert!(!routes_ok(&[1].into(), &none, &undecided(&cut, false)));
+        assert!(routes_ok(&[2].into(), &none, &undecided(&cut, false)));
     }
 
     #[test]
