@@ -58,6 +58,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 fn batch_wait(since_last_pass: Duration) -> Duration {
     BATCH_WINDOW.saturating_sub(since_last_pass)
 }
+
 /// Writes in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
 /// New Service writes one pass makes at most; the rest wait for the next pass, which runs at once. A burst (20,000
